@@ -1,0 +1,68 @@
+"""Exceptions raised by morag-progress.
+
+Every exception derives from :class:`ProgressError`, so callers can catch the whole family at once::
+
+    ProgressError
+    ├── ConfigurationError      a setting or constructor argument breaks a rule (also ValueError)
+    ├── InvalidInputError      a value breaks a rule: range, type, time (also ValueError)
+    ├── JobNotFoundError        no such job, or not one the caller may see (also LookupError)
+    ├── JobConflictError        a job id is taken by another owner
+    └── StoreError              the database failed underneath (wraps the driver's error)
+
+The seed-compatible entry points (``JobTracker.update_progress``, every ``ProgressHandler``
+method) never raise these: they log them and return ``False``. The richer calls
+(``JobTracker.apply``, ``JobTracker.start_job``) raise them so that callers can tell why.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "InvalidInputError",
+    "JobConflictError",
+    "JobNotFoundError",
+    "ProgressError",
+    "StoreError",
+]
+
+
+class ProgressError(Exception):
+    """Base class of every error this package raises."""
+
+
+class _RuleError(ProgressError, ValueError):
+    """A value breaks a rule; the message names the field, the rule and the value."""
+
+    def __init__(self, field: str, rule: str, value: object) -> None:
+        self.field = field
+        self.rule = rule
+        self.value = value
+        super().__init__(f"{field} {rule}, got {value!r}")
+
+
+class ConfigurationError(_RuleError):
+    """A setting or constructor argument breaks a rule."""
+
+
+class InvalidInputError(_RuleError):
+    """A value given to the library breaks a rule (range, type, time)."""
+
+
+class JobNotFoundError(ProgressError, LookupError):
+    """No job has this id, or it belongs to another user (the two are not told apart)."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"job {job_id!r} not found")
+
+
+class JobConflictError(ProgressError):
+    """A job id given by the caller already names a job of another user."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"job id {job_id!r} is already taken")
+
+
+class StoreError(ProgressError):
+    """The database failed underneath; ``__cause__`` holds the driver's error."""

@@ -1,0 +1,55 @@
+"""Settings from ``MORAG_PROGRESS_*`` environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from morag_progress.errors import ConfigurationError
+
+__all__ = ["Settings", "default_database_url", "load_settings"]
+
+_APP_NAME = "morag-progress"
+
+
+def default_database_url() -> str:
+    """A SQLite file in the user's data directory (created on first use)."""
+    path = Path(platformdirs.user_data_dir(_APP_NAME)) / "progress.db"
+    return f"sqlite:///{path}"
+
+
+class Settings(BaseSettings):
+    """Every setting, read from the environment with the ``MORAG_PROGRESS_`` prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="MORAG_PROGRESS_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the store; default: a SQLite file in the user data dir.",
+    )
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
+        default="NORMAL",
+        description="NORMAL survives a killed process; FULL also survives power loss, slower.",
+    )
+    busy_timeout_ms: int = Field(
+        default=30_000, ge=0, description="How long a SQLite writer waits for the lock."
+    )
+
+    @property
+    def resolved_database_url(self) -> str:
+        """``database_url``, or the default SQLite file."""
+        return self.database_url or default_database_url()
+
+
+def load_settings() -> Settings:
+    """Read the settings; a bad value raises ConfigurationError naming the variable and rule."""
+    try:
+        return Settings()
+    except ValidationError as e:
+        error = e.errors()[0]
+        field = "MORAG_PROGRESS_" + str(error["loc"][0]).upper() if error["loc"] else "settings"
+        raise ConfigurationError(field, error["msg"].lower(), error.get("input")) from e

@@ -1,0 +1,47 @@
+"""settings: MORAG_PROGRESS_* variables, validated with errors that name them."""
+
+from __future__ import annotations
+
+import pytest
+
+from morag_progress.errors import ConfigurationError
+from morag_progress.settings import default_database_url, load_settings
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without variables, the store is a SQLite file in the user's data directory."""
+    monkeypatch.delenv("MORAG_PROGRESS_DATABASE_URL")
+    settings = load_settings()
+    assert settings.database_url is None
+    assert settings.resolved_database_url == default_database_url()
+    assert default_database_url().startswith("sqlite:///")
+    assert default_database_url().endswith("morag-progress/progress.db")
+    assert settings.sqlite_synchronous == "NORMAL"
+
+
+def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Variables with the MORAG_PROGRESS_ prefix set the fields."""
+    monkeypatch.setenv("MORAG_PROGRESS_DATABASE_URL", "postgresql+psycopg://db/x")
+    monkeypatch.setenv("MORAG_PROGRESS_SQLITE_SYNCHRONOUS", "FULL")
+    monkeypatch.setenv("MORAG_PROGRESS_BUSY_TIMEOUT_MS", "500")
+    settings = load_settings()
+    assert settings.resolved_database_url == "postgresql+psycopg://db/x"
+    assert (settings.sqlite_synchronous, settings.busy_timeout_ms) == ("FULL", 500)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MORAG_PROGRESS_SQLITE_SYNCHRONOUS", "OFF"),
+        ("MORAG_PROGRESS_BUSY_TIMEOUT_MS", "-1"),
+        ("MORAG_PROGRESS_BUSY_TIMEOUT_MS", "soon"),
+    ],
+)
+def test_bad_values_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    """A bad value raises ConfigurationError naming the variable and the value."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError, match=name) as info:
+        load_settings()
+    assert info.value.value == value
