@@ -1,0 +1,329 @@
+"""Value objects: job status, parsed progress events, updates, job snapshots, feed events.
+
+These are plain frozen dataclasses: pydantic lives at the boundaries (HTTP bodies, settings).
+The status rules that need the job's current state run inside the store's conditional UPDATE
+(``store/sql.py``); what can be decided without it lives here.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from morag_progress.errors import InvalidInputError
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "FeedEvent",
+    "Job",
+    "JobStatus",
+    "ProgressEvent",
+    "ProgressUpdate",
+    "UpdateOutcome",
+    "UpdateResult",
+    "as_utc",
+    "status_for_percentage",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """Return ``value`` in UTC; a naive datetime is taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job is in its life. The values are the MoRAG database values."""
+
+    PENDING = "PENDING"
+    """Created, nothing reported yet (or reported 0%)."""
+    WAITING_FOR_REMOTE_WORKER = "WAITING_FOR_REMOTE_WORKER"
+    """Queued for a remote worker to claim."""
+    PROCESSING = "PROCESSING"
+    """Reported between 1% and 99%, or explicitly marked processing."""
+    STALLED = "STALLED"
+    """Processing, but no update or heartbeat within the job's stall timeout."""
+    FINISHED = "FINISHED"
+    """Done (reported 100% or completed). Terminal."""
+    FAILED = "FAILED"
+    """Failed; the last percentage is kept. Terminal."""
+    CANCELLED = "CANCELLED"
+    """Cancelled before or while it ran. Terminal."""
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for FINISHED, FAILED and CANCELLED: no later update is applied."""
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+def status_for_percentage(percentage: int) -> JobStatus:
+    """The seed's mapping: 0 -> PENDING, 1..99 -> PROCESSING, 100 -> FINISHED."""
+    if percentage >= 100:
+        return JobStatus.FINISHED
+    if percentage >= 1:
+        return JobStatus.PROCESSING
+    return JobStatus.PENDING
+
+
+class ProgressEvent:
+    """One piece of progress found in a log line (or built by a caller).
+
+    The constructor takes MoRAG's arguments in MoRAG's order, so
+    ``ProgressEvent(75, "Transcribing", timestamp, "remote_worker", "info")`` works as it did.
+    A missing timestamp means now (and ``timestamp_inferred`` is then True, so that a tracker
+    orders the event by the time it receives it); a naive one is taken as UTC.
+
+    A plain slotted class rather than a dataclass: MoRAG's event was mutable, and the parser
+    builds one per progress line, where a frozen dataclass's ``__init__`` costs twice as much.
+    """
+
+    __slots__ = (
+        "current",
+        "level",
+        "logger_name",
+        "message",
+        "percentage",
+        "raw_event",
+        "timestamp",
+        "timestamp_inferred",
+        "total",
+    )
+
+    def __init__(
+        self,
+        percentage: int,
+        message: str,
+        timestamp: datetime | None = None,
+        logger_name: str | None = None,
+        level: str = "info",
+        raw_event: dict[str, Any] | None = None,
+        current: int | None = None,
+        total: int | None = None,
+    ) -> None:
+        self.percentage = percentage
+        self.message = message
+        self.timestamp_inferred = timestamp is None
+        if timestamp is None:
+            timestamp = utcnow()
+        elif timestamp.tzinfo is not UTC:
+            timestamp = as_utc(timestamp)
+        self.timestamp: datetime = timestamp
+        self.logger_name = logger_name
+        self.level = level
+        self.raw_event: dict[str, Any] = {} if raw_event is None else raw_event
+        self.current = current
+        self.total = total
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ProgressEvent):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like MoRAG's
+
+    def __repr__(self) -> str:
+        return (
+            f"ProgressEvent(percentage={self.percentage!r}, message={self.message!r}, "
+            f"timestamp={self.timestamp.isoformat()!r}, current={self.current!r}, "
+            f"total={self.total!r})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the timestamp as ISO 8601)."""
+        return {
+            "percentage": self.percentage,
+            "message": self.message,
+            "timestamp": self.timestamp.isoformat(),
+            "logger_name": self.logger_name,
+            "level": self.level,
+            "raw_event": self.raw_event,
+            "current": self.current,
+            "total": self.total,
+        }
+
+
+def _check_percentage(value: object) -> int | None:
+    """Validate a percentage: a finite number in 0..100, floored; ``None`` means unchanged."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError("percentage", "must be a number from 0 to 100", value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInputError("percentage", "must be a finite number from 0 to 100", value)
+    if not 0 <= value <= 100:
+        raise InvalidInputError("percentage", "must be between 0 and 100", value)
+    return math.floor(value)
+
+
+def _check_count(name: str, value: object, minimum: int = 0) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(name, "must be an integer", value)
+    if value < minimum:
+        raise InvalidInputError(name, f"must be at least {minimum}", value)
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressUpdate:
+    """One change to a job, as the tracker applies it.
+
+    ``percentage=None`` keeps the job's percentage (failure, cancel, heartbeat).
+    ``status=None`` derives the status from the percentage (DESIGN.md section 3, rule 1).
+    ``timestamp``, ``attempt`` and ``seq`` order updates; ``None`` means "time received",
+    "the job's current attempt" and "arrival order".
+    """
+
+    job_id: str
+    percentage: int | None = None
+    message: str | None = None
+    status: JobStatus | None = None
+    timestamp: datetime | None = None
+    current: int | None = None
+    total: int | None = None
+    stage: str | None = None
+    attempt: int | None = None
+    seq: int | None = None
+    user_id: str | None = None
+    error: str | None = None
+    worker_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.job_id, str) or not self.job_id:
+            raise InvalidInputError("job_id", "must be a non-empty string", self.job_id)
+        object.__setattr__(self, "percentage", _check_percentage(self.percentage))
+        if self.status is not None:
+            try:
+                object.__setattr__(self, "status", JobStatus(self.status))
+            except ValueError as e:
+                allowed = ", ".join(s.value for s in JobStatus)
+                raise InvalidInputError("status", f"must be one of {allowed}", self.status) from e
+        for name in ("message", "stage", "error", "user_id", "worker_id"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise InvalidInputError(name, "must be a string", value)
+        if self.timestamp is not None:
+            if not isinstance(self.timestamp, datetime):
+                raise InvalidInputError("timestamp", "must be a datetime", self.timestamp)
+            object.__setattr__(self, "timestamp", as_utc(self.timestamp))
+        _check_count("current", self.current)
+        _check_count("total", self.total)
+        _check_count("attempt", self.attempt, minimum=1)
+        _check_count("seq", self.seq)
+
+
+class UpdateOutcome(enum.StrEnum):
+    """What became of an update."""
+
+    APPLIED = "applied"
+    """Written, with one change-feed row."""
+    STALE = "stale"
+    """Older than (or the same as) the last applied update of this attempt; not an error."""
+    TERMINAL = "terminal"
+    """The job is FINISHED, FAILED or CANCELLED already; terminal states are sticky."""
+    SUPERSEDED = "superseded"
+    """The update belongs to an older attempt than the job's current one."""
+    NOT_FOUND = "not_found"
+    """No such job, or it belongs to another user."""
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A snapshot of one job entity (DESIGN.md section 3)."""
+
+    id: str
+    user_id: str | None
+    document_name: str
+    document_type: str
+    document_id: str | None
+    status: JobStatus
+    percentage: int
+    summary: str | None
+    current: int | None
+    total: int | None
+    stage: str | None
+    worker_id: str | None
+    attempt: int
+    parent_id: str | None
+    weight: float
+    metadata: dict[str, Any]
+    error: str | None
+    cancel_requested: bool
+    created_at: datetime
+    start_date: datetime | None
+    updated_at: datetime
+    end_date: datetime | None
+    last_seen_at: datetime | None
+    stall_timeout_s: float | None
+    rate: float | None
+    """Smoothed progress rate in percent per second; None until two updates exist."""
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Seconds left at the current rate; None when unknown or not running."""
+        if self.status is not JobStatus.PROCESSING or not self.rate or self.rate <= 0:
+            return None
+        return (100 - self.percentage) / self.rate
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with ISO 8601 timestamps and the derived ``eta_seconds``."""
+        data = asdict(self)
+        for key, value in data.items():
+            if isinstance(value, datetime):
+                data[key] = value.isoformat()
+        data["status"] = self.status.value
+        data["eta_seconds"] = self.eta_seconds
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateResult:
+    """What the tracker did with an update, and the job as it is afterwards."""
+
+    outcome: UpdateOutcome
+    job: Job | None = None
+    event_id: int | None = None
+    """The change-feed id of the applied change."""
+
+    @property
+    def applied(self) -> bool:
+        """True when the update was written."""
+        return self.outcome is UpdateOutcome.APPLIED
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True when someone asked the job to stop: the worker should wind down."""
+        return self.job is not None and self.job.cancel_requested
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEvent:
+    """One row of the change feed: the job's state right after one applied change."""
+
+    id: int
+    job_id: str
+    user_id: str | None
+    status: JobStatus
+    percentage: int
+    message: str | None
+    attempt: int
+    current: int | None
+    total: int | None
+    stage: str | None
+    timestamp: datetime
+    """When the change happened, as the update said (else when it was received)."""
+    recorded_at: datetime
+    """When the store wrote it."""

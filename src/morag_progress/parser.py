@@ -1,0 +1,375 @@
+"""ProgressEventParser: finds progress in log lines. Pure, never raises, linear in line length.
+
+Formats (case-insensitive; inside a structlog JSON ``event`` field or as a plain line, which may
+start with an ISO 8601 timestamp and a level):
+
+====================================================  ==========================================
+``Processing progress: <msg> (<p>%)``                 the seed's remote converter
+``Processing... <p>%``
+``Progress: <p>% - <msg>`` (or ``... progress: <p>%``)
+``Stage: <msg> (<p>%)``
+``<msg>: <p>% complete``
+``[<p>%] <msg>``
+``<desc>:  45%|####      | 45/100 [00:01<00:02, ...]``  a tqdm bar (current and total too)
+JSON fields ``percentage``/``percent`` (0..100) or ``progress`` (a 0..1 fraction)
+====================================================  ==========================================
+
+Decimal percentages are floored (99.9 is not 100); numbers outside 0..100 are not progress, nor is
+a line that merely mentions a percent ("GPU utilisation 87%").
+
+Why it is fast: a line without ``%`` (and, for JSON, without a progress field name) is dismissed
+by substring tests before anything else runs, so an ordinary log stream costs a few substring
+scans a line. Why it is linear: each format is located by a literal anchor and matched by a regex
+with no nested unbounded repetition; the only free-standing number (tqdm's) sits behind a
+look-behind, so a long run of digits is scanned once, not once per start position.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any, NamedTuple, TypeGuard
+
+import orjson
+
+from morag_progress.models import ProgressEvent, as_utc
+
+__all__ = ["ProgressEventParser"]
+
+logger = logging.getLogger(__name__)
+
+_NUM = r"(\d+(?:\.\d+)?)"
+_FLAGS = re.IGNORECASE
+
+# Each pattern is tried only when a cheap substring test says it can match (see _extract).
+_TQDM = re.compile(r"(?<![\w.])" + _NUM + r"%\|[^|\n]*\|")
+_TQDM_COUNTS = re.compile(r"\s*(\d+)/(\d+)(?![\w.])")
+_PAREN_PCT = re.compile(r"\(\s*" + _NUM + r"\s*%\s*\)")
+_PROCESSING_PROGRESS = re.compile(r"processing progress:", _FLAGS)
+_PROCESSING_DOTS = re.compile(r"processing\.\.\.\s*" + _NUM + "%", _FLAGS)
+_PROGRESS_COLON = re.compile(r"progress:\s*" + _NUM + r"%(?:\s*-\s*(.*))?", _FLAGS)
+_STAGE = re.compile(r"stage:", _FLAGS)
+_COMPLETE = re.compile(r":\s*" + _NUM + r"%\s*complete", _FLAGS)
+_BRACKET = re.compile(r"\[\s*" + _NUM + r"\s*%\s*\]\s*(.*)")
+
+# A plain line may start with "2025-06-11T11:26:50.78Z", "[2025-06-11 11:26:50,780]" and a level.
+_LINE_PREFIX = re.compile(
+    r"\[?(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})?)\]?"
+    r"\s*(?:[-|]\s*)?"
+    r"(?:\[?(DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL|TRACE)\]?\s*(?:[-|:]\s*)?)?",
+    _FLAGS,
+)
+
+_MESSAGE_KEYS = ("event", "message", "msg")
+_TIMESTAMP_KEYS = ("timestamp", "time", "@timestamp", "ts")
+_LOGGER_KEYS = ("logger", "logger_name", "name")
+_LEVEL_KEYS = ("level", "levelname")
+_EPOCH_MS_THRESHOLD = 1e11  # a numeric timestamp above this is in milliseconds
+
+
+class _Found(NamedTuple):
+    percentage: int
+    message: str
+    current: int | None = None
+    total: int | None = None
+
+
+def _percentage(text: str) -> int | None:
+    """Floor a matched number; None when it is outside 0..100."""
+    value = float(text)
+    return math.floor(value) if 0 <= value <= 100 else None
+
+
+def _message(text: str, percentage: int) -> str:
+    text = text.strip()
+    return text or f"Processing at {percentage}%"
+
+
+def _tqdm(text: str) -> _Found | None:
+    m = _TQDM.search(text)
+    if m is None:
+        return None
+    pct = _percentage(m.group(1))
+    if pct is None:
+        return None
+    desc = text[: m.start()].rstrip().rstrip(":")
+    current = total = None
+    counts = _TQDM_COUNTS.match(text, m.end())
+    if counts is not None:
+        current, total = int(counts.group(1)), int(counts.group(2))
+    return _Found(pct, _message(desc, pct), current, total)
+
+
+def _after_prefix(text: str, prefix: re.Pattern[str]) -> _Found | None:
+    """``<prefix> <msg> (<p>%)``: the message runs from the prefix to the first ``(p%)``."""
+    p = prefix.search(text)
+    if p is None:
+        return None
+    m = _PAREN_PCT.search(text, p.end())
+    if m is None:
+        return None
+    pct = _percentage(m.group(1))
+    return None if pct is None else _Found(pct, _message(text[p.end() : m.start()], pct))
+
+
+def _processing_dots(text: str) -> _Found | None:
+    m = _PROCESSING_DOTS.search(text)
+    if m is None:
+        return None
+    pct = _percentage(m.group(1))
+    if pct is None:
+        return None
+    return _Found(pct, _message(text[: m.start(1)].rstrip() + " " + text[m.end() :], pct))
+
+
+def _progress_colon(text: str) -> _Found | None:
+    m = _PROGRESS_COLON.search(text)
+    if m is None:
+        return None
+    pct = _percentage(m.group(1))
+    if pct is None:
+        return None
+    described = m.group(2)
+    if described is None or not described.strip():
+        described = text[: m.start() + len("progress")]
+    return _Found(pct, _message(described, pct))
+
+
+def _complete(text: str) -> _Found | None:
+    m = _COMPLETE.search(text)
+    if m is None:
+        return None
+    pct = _percentage(m.group(1))
+    return None if pct is None else _Found(pct, _message(text[: m.start()], pct))
+
+
+def _bracket(text: str) -> _Found | None:
+    m = _BRACKET.search(text)
+    if m is None:
+        return None
+    pct = _percentage(m.group(1))
+    return None if pct is None else _Found(pct, _message(m.group(2), pct))
+
+
+def _extract(text: str) -> _Found | None:
+    """Find progress in a message; the seed's formats in the seed's order, tqdm first."""
+    if "%" not in text:
+        return None
+    low = text.lower()
+    found = None
+    if "%|" in text:
+        found = _tqdm(text)
+    if found is None and "processing progress:" in low:
+        found = _after_prefix(text, _PROCESSING_PROGRESS)
+    if found is None and "processing..." in low:
+        found = _processing_dots(text)
+    if found is None and "progress:" in low:
+        found = _progress_colon(text)
+    if found is None and "stage:" in low:
+        found = _after_prefix(text, _STAGE)
+    if found is None and "complete" in low:
+        found = _complete(text)
+    if found is None and "[" in text:
+        found = _bracket(text)
+    return found
+
+
+def _structured(data: dict[str, Any]) -> int | None:
+    """Progress from JSON fields: ``percentage``/``percent`` 0..100 or ``progress`` 0..1."""
+    for key in ("percentage", "percent"):
+        value = data.get(key)
+        if _is_number(value) and 0 <= value <= 100:
+            return math.floor(value)
+    value = data.get("progress")
+    if _is_number(value) and 0 <= value <= 1:
+        # round first: 0.29 * 100 is 28.999999999999996, which is 29% to anyone reading it.
+        return math.floor(round(value * 100, 6))
+    return None
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and (not isinstance(value, float) or math.isfinite(value))
+    )
+
+
+def _count(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def _parse_timestamp(value: object) -> datetime | None:
+    """ISO 8601 (``Z`` accepted) or epoch seconds/milliseconds; None when unreadable."""
+    try:
+        if isinstance(value, str):
+            return as_utc(datetime.fromisoformat(value.strip()))
+        if _is_number(value):
+            seconds = float(value)
+            if seconds > _EPOCH_MS_THRESHOLD:
+                seconds /= 1000
+            return datetime.fromtimestamp(seconds, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return None
+
+
+def _first_str(data: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        value = data.get(key)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def _first_value(data: dict[str, Any], keys: tuple[str, ...]) -> object:
+    for key in keys:
+        if key in data:
+            return data[key]
+    return None
+
+
+def _as_text(line: object) -> str | None:
+    if isinstance(line, str):
+        return line
+    if isinstance(line, bytes | bytearray | memoryview):
+        return bytes(line).decode("utf-8", errors="replace")
+    return None
+
+
+class ProgressEventParser:
+    """Parses progress out of structlog JSON lines and plain-text lines.
+
+    Every method accepts anything (None, bytes, binary junk, huge lines, deeply nested JSON) and
+    returns None, or an empty result, for whatever is not progress. Nothing is raised.
+    """
+
+    def parse_json_log(self, log_line: str | bytes | None) -> ProgressEvent | None:
+        """Parse one line: a JSON object if it is one, otherwise a plain-text line."""
+        try:
+            text = _as_text(log_line)
+            if text is None:
+                return None
+            return self._parse(text)
+        except Exception:
+            logger.debug("unparseable log line ignored", exc_info=True)
+            return None
+
+    def parse_plain_text_log(self, log_line: str | bytes | None) -> ProgressEvent | None:
+        """Parse one plain-text line (no JSON decoding)."""
+        try:
+            text = _as_text(log_line)
+            if text is None or "%" not in text:
+                return None
+            return self._parse_plain(text)
+        except Exception:
+            logger.debug("unparseable log line ignored", exc_info=True)
+            return None
+
+    def iter_events(self, log_lines: Iterable[str | bytes]) -> Iterator[ProgressEvent]:
+        """Yield the progress events of a stream of lines, lazily, in order."""
+        try:
+            iterator = iter(log_lines)
+        except TypeError:
+            return
+        parse = self._parse
+        for raw in iterator:
+            line = raw if type(raw) is str else _as_text(raw)
+            if line is None:
+                continue
+            # The substring tests dismiss ordinary lines without a function call.
+            if "%" in line or "percent" in line or "progress" in line:
+                try:
+                    event = parse(line)
+                except Exception:
+                    logger.debug("unparseable log line ignored", exc_info=True)
+                    continue
+                if event is not None:
+                    yield event
+
+    def parse_log_stream(self, log_lines: Iterable[str | bytes]) -> list[ProgressEvent]:
+        """All progress events of the lines, in order."""
+        return list(self.iter_events(log_lines))
+
+    def get_latest_progress(self, log_lines: Iterable[str | bytes]) -> ProgressEvent | None:
+        """The event with the latest timestamp (the later line wins a tie)."""
+        latest: ProgressEvent | None = None
+        for event in self.iter_events(log_lines):
+            if latest is None or event.timestamp >= latest.timestamp:
+                latest = event
+        return latest
+
+    def _parse(self, text: str) -> ProgressEvent | None:
+        stripped = text.strip()
+        if stripped.startswith("{"):
+            if "%" not in stripped and "percent" not in stripped and '"progress"' not in stripped:
+                return None
+            try:
+                data = orjson.loads(stripped)
+            except orjson.JSONDecodeError:
+                data = None  # MoRAG reads a line that is not JSON as plain text; so do we
+            if isinstance(data, dict):
+                return self._parse_mapping(data)
+        if "%" not in stripped:
+            return None
+        return self._parse_plain(stripped)
+
+    def _parse_mapping(self, data: dict[str, Any]) -> ProgressEvent | None:
+        text = _first_str(data, _MESSAGE_KEYS)
+        percentage = _structured(data)
+        found: _Found | None
+        if percentage is not None:
+            found = _Found(
+                percentage,
+                _message(text or "", percentage),
+                _count(data.get("current")),
+                _count(data.get("total")),
+            )
+        elif text is None:
+            return None
+        else:
+            found = _extract(text)
+            if found is None:
+                return None
+        level = _first_str(data, _LEVEL_KEYS)
+        return ProgressEvent(
+            percentage=found.percentage,
+            message=found.message,
+            timestamp=_parse_timestamp(_first_value(data, _TIMESTAMP_KEYS)),
+            logger_name=_first_str(data, _LOGGER_KEYS),
+            level=level.lower() if level else "info",
+            raw_event=data,
+            current=found.current,
+            total=found.total,
+        )
+
+    def _parse_plain(self, text: str) -> ProgressEvent | None:
+        if "\r" in text:  # a tqdm bar redraws itself with carriage returns: the last one counts
+            text = next((part for part in reversed(text.split("\r")) if part.strip()), "")
+        original = text
+        timestamp = None
+        level = "info"
+        if text[:1].isdigit() or text[:1] == "[":
+            m = _LINE_PREFIX.match(text)
+            if m is not None:
+                timestamp = _parse_timestamp(m.group(1).replace(",", "."))
+                if m.group(2):
+                    level = m.group(2).lower()
+                text = text[m.end() :]
+        found = _extract(text)
+        if found is None:
+            return None
+        return ProgressEvent(
+            percentage=found.percentage,
+            message=found.message,
+            timestamp=timestamp,
+            level=level,
+            raw_event={"original_line": original},
+            current=found.current,
+            total=found.total,
+        )

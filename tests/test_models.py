@@ -1,0 +1,150 @@
+"""Value objects: update validation, status mapping, job snapshots."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from morag_progress import (
+    Job,
+    JobStatus,
+    ProgressEvent,
+    ProgressUpdate,
+    UpdateOutcome,
+    UpdateResult,
+)
+from morag_progress.errors import InvalidInputError, ProgressError
+from morag_progress.models import status_for_percentage
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"job_id": ""}, "job_id must be a non-empty string"),
+        ({"percentage": 101}, "percentage must be between 0 and 100, got 101"),
+        ({"percentage": -0.5}, "percentage must be between 0 and 100"),
+        ({"percentage": float("nan")}, "percentage must be a finite number"),
+        ({"percentage": "50"}, "percentage must be a number"),
+        ({"percentage": False}, "percentage must be a number"),
+        ({"status": "DONE"}, "status must be one of PENDING, "),
+        ({"message": 5}, "message must be a string"),
+        ({"timestamp": "2025-01-01"}, "timestamp must be a datetime"),
+        ({"current": -1}, "current must be at least 0"),
+        ({"total": 1.5}, "total must be an integer"),
+        ({"attempt": 0}, "attempt must be at least 1"),
+        ({"seq": -3}, "seq must be at least 0"),
+    ],
+)
+def test_update_validation_names_field_and_rule(kwargs: dict[str, object], message: str) -> None:
+    """A bad update field raises InvalidInputError naming the field, the rule and the value."""
+    args: dict[str, object] = {"job_id": "j", **kwargs}
+    with pytest.raises(InvalidInputError, match=message) as info:
+        ProgressUpdate(**args)  # type: ignore[arg-type]
+    assert isinstance(info.value, ProgressError)
+    assert isinstance(info.value, ValueError)
+    assert info.value.field == next(iter(kwargs))
+
+
+def test_update_normalises() -> None:
+    """Percentages are floored, status strings become JobStatus, timestamps become UTC."""
+    plus2 = timezone(timedelta(hours=2))
+    u = ProgressUpdate("j", 99.9, status="FAILED", timestamp=datetime(2026, 1, 1, 14, tzinfo=plus2))  # type: ignore[arg-type]
+    assert u.percentage == 99
+    assert u.status is JobStatus.FAILED
+    assert u.timestamp == datetime(2026, 1, 1, 12, tzinfo=UTC)
+    assert ProgressUpdate("j", timestamp=datetime(2026, 1, 1)).timestamp == datetime(
+        2026, 1, 1, tzinfo=UTC
+    )
+
+
+@pytest.mark.parametrize(
+    ("percentage", "status"),
+    [
+        (0, JobStatus.PENDING),
+        (1, JobStatus.PROCESSING),
+        (99, JobStatus.PROCESSING),
+        (100, JobStatus.FINISHED),
+    ],
+)
+def test_status_for_percentage(percentage: int, status: JobStatus) -> None:
+    """The seed's mapping from percentage to status."""
+    assert status_for_percentage(percentage) is status
+
+
+def test_terminal_statuses() -> None:
+    """FINISHED, FAILED and CANCELLED are terminal; the rest are not."""
+    assert {s for s in JobStatus if s.is_terminal} == {
+        JobStatus.FINISHED,
+        JobStatus.FAILED,
+        JobStatus.CANCELLED,
+    }
+
+
+def _job(**overrides: object) -> Job:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    fields: dict[str, object] = dict(
+        id="j",
+        user_id="u",
+        document_name="d",
+        document_type="pdf",
+        document_id=None,
+        status=JobStatus.PROCESSING,
+        percentage=40,
+        summary=None,
+        current=None,
+        total=None,
+        stage=None,
+        worker_id=None,
+        attempt=1,
+        parent_id=None,
+        weight=1.0,
+        metadata={},
+        error=None,
+        cancel_requested=False,
+        created_at=now,
+        start_date=now,
+        updated_at=now,
+        end_date=None,
+        last_seen_at=now,
+        stall_timeout_s=None,
+        rate=2.0,
+    )
+    fields.update(overrides)
+    return Job(**fields)  # type: ignore[arg-type]
+
+
+def test_eta_only_while_processing_with_a_rate() -> None:
+    """ETA is (100 - percentage) / rate while PROCESSING; None otherwise."""
+    assert _job().eta_seconds == pytest.approx(30.0)
+    assert _job(rate=None).eta_seconds is None
+    assert _job(rate=0.0).eta_seconds is None
+    assert _job(status=JobStatus.STALLED).eta_seconds is None
+
+
+def test_job_to_dict_is_json_ready() -> None:
+    """to_dict gives ISO timestamps, the status value and the derived ETA."""
+    data = _job().to_dict()
+    assert data["created_at"] == "2026-01-01T00:00:00+00:00"
+    assert data["status"] == "PROCESSING"
+    assert data["eta_seconds"] == pytest.approx(30.0)
+    assert data["end_date"] is None
+
+
+def test_update_result_flags() -> None:
+    """applied and cancel_requested read from the outcome and the job."""
+    assert UpdateResult(UpdateOutcome.APPLIED, _job(cancel_requested=True)).cancel_requested
+    assert not UpdateResult(UpdateOutcome.STALE).applied
+    assert not UpdateResult(UpdateOutcome.NOT_FOUND).cancel_requested
+
+
+def test_progress_event_equality_and_repr() -> None:
+    """Events compare by value and show their fields."""
+    ts = datetime(2026, 1, 1, tzinfo=UTC)
+    a, b = ProgressEvent(5, "x", ts), ProgressEvent(5, "x", ts)
+    assert a == b
+    assert a != ProgressEvent(6, "x", ts)
+    assert a != "x"
+    assert "percentage=5" in repr(a)
+    assert not a.timestamp_inferred
+    assert ProgressEvent(5, "x").timestamp_inferred
