@@ -1,0 +1,103 @@
+"""The Store protocol: what the tracker needs from a database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from morag_progress.models import FeedEvent, Job, JobStatus, ProgressUpdate, UpdateResult
+
+__all__ = ["NewJob", "Store"]
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """The fields a caller chooses when creating a job."""
+
+    id: str
+    document_name: str
+    document_type: str
+    document_id: str | None = None
+    user_id: str | None = None
+    summary: str | None = None
+    status: JobStatus = JobStatus.PENDING
+    parent_id: str | None = None
+    weight: float = 1.0
+    metadata: dict[str, Any] = field(default_factory=dict)
+    stall_timeout_s: float | None = None
+
+
+class Store(Protocol):
+    """Persistence for jobs, the change feed and worker-to-job mappings.
+
+    Every write is one transaction; ``apply`` decides with one conditional UPDATE, so two
+    writers of the same job never lose each other's update. ``user_id=None`` means unscoped
+    (a trusted in-process caller); otherwise another user's job is reported as not found.
+    """
+
+    def create_job(self, new: NewJob, *, now: datetime) -> tuple[Job, bool]:
+        """Insert a job; an existing job with the same id and owner is returned as it is.
+
+        Returns the job and whether it was created. Raises JobConflictError when the id is
+        another user's.
+        """
+        ...
+
+    def apply(
+        self, update: ProgressUpdate, *, now: datetime, create_missing: bool = False
+    ) -> UpdateResult:
+        """Apply one update under DESIGN.md section 3's rules, appending a feed row if applied."""
+        ...
+
+    def request_cancel(self, job_id: str, *, user_id: str | None, now: datetime) -> UpdateResult:
+        """Flag a job for cancellation; one not yet claimed becomes CANCELLED at once."""
+        ...
+
+    def get_job(self, job_id: str, *, user_id: str | None = None) -> Job | None:
+        """The job's latest state, or None."""
+        ...
+
+    def list_jobs(
+        self,
+        *,
+        user_id: str | None = None,
+        status: JobStatus | None = None,
+        document_type: str | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> list[Job]:
+        """Newest first; ``after`` is the id of the last job of the previous page."""
+        ...
+
+    def history(
+        self, job_id: str, *, user_id: str | None = None, after: int = 0, limit: int = 1000
+    ) -> list[FeedEvent]:
+        """The job's feed rows with an id above ``after``, oldest first."""
+        ...
+
+    def events_after(
+        self, after: int = 0, *, user_id: str | None = None, limit: int = 1000
+    ) -> list[FeedEvent]:
+        """Feed rows of every job (or one user's jobs) with an id above ``after``."""
+        ...
+
+    def set_mapping(self, worker_id: str, job_id: str, *, now: datetime) -> None:
+        """Map a worker (or Celery task) id to a job id, replacing an earlier mapping."""
+        ...
+
+    def get_mapping(self, worker_id: str) -> str | None:
+        """The job id a worker id maps to, or None."""
+        ...
+
+    def delete_mapping(self, worker_id: str) -> None:
+        """Forget a worker's mapping (no error when there is none)."""
+        ...
+
+    def ping(self) -> None:
+        """Raise StoreError unless the database answers."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...

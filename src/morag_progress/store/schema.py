@@ -1,0 +1,118 @@
+"""The tables: jobs (latest state), progress_events (the change feed), worker_mappings."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+from morag_progress.models import as_utc
+
+__all__ = ["events", "jobs", "metadata", "worker_mappings"]
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every database.
+
+    SQLite has no time zones: values are stored as naive UTC and given their zone back on read.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = as_utc(value)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+
+# SQLite only makes a rowid alias (and so AUTOINCREMENT) of a column typed INTEGER.
+_FeedId = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("user_id", String(128), nullable=True),
+    Column("document_name", String(255), nullable=False),
+    Column("document_type", String(64), nullable=False),
+    Column("document_id", String(255), nullable=True),
+    Column("status", String(32), nullable=False),
+    Column("percentage", Integer, nullable=False, default=0),
+    Column("summary", Text, nullable=True),
+    Column("current", BigInteger, nullable=True),
+    Column("total", BigInteger, nullable=True),
+    Column("stage", String(255), nullable=True),
+    Column("worker_id", String(255), nullable=True),
+    Column("attempt", Integer, nullable=False, default=1),
+    Column("parent_id", String(128), nullable=True),
+    Column("weight", Float, nullable=False, default=1.0),
+    Column("metadata", JSON, nullable=False, default=dict),
+    Column("error", Text, nullable=True),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("start_date", UTCDateTime, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("end_date", UTCDateTime, nullable=True),
+    Column("last_seen_at", UTCDateTime, nullable=True),
+    Column("stall_timeout_s", Float, nullable=True),
+    Column("rate", Float, nullable=True),
+    # Ordering key of the last applied update: (attempt, last_ts_us, last_seq). Microseconds since
+    # the epoch as an integer compare exactly on every database; a float would round.
+    Column("last_ts_us", BigInteger, nullable=True),
+    Column("last_seq", BigInteger, nullable=False, default=0),
+    Index("ix_jobs_user_created", "user_id", "created_at", "id"),
+    Index("ix_jobs_status_created", "status", "created_at", "id"),
+    Index("ix_jobs_parent", "parent_id"),
+)
+
+events = Table(
+    "progress_events",
+    metadata,
+    Column("id", _FeedId, primary_key=True, autoincrement=True),
+    Column("job_id", String(128), nullable=False),
+    Column("user_id", String(128), nullable=True),
+    Column("status", String(32), nullable=False),
+    Column("percentage", Integer, nullable=False),
+    Column("message", Text, nullable=True),
+    Column("attempt", Integer, nullable=False),
+    Column("current", BigInteger, nullable=True),
+    Column("total", BigInteger, nullable=True),
+    Column("stage", String(255), nullable=True),
+    Column("timestamp", UTCDateTime, nullable=False),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    Index("ix_progress_events_job", "job_id", "id"),
+    Index("ix_progress_events_user", "user_id", "id"),
+    # Feed ids are never reused, even after retention deletes the newest rows.
+    sqlite_autoincrement=True,
+)
+
+worker_mappings = Table(
+    "worker_mappings",
+    metadata,
+    Column("worker_id", String(255), primary_key=True),
+    Column("job_id", String(128), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)

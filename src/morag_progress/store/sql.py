@@ -1,0 +1,546 @@
+"""SQLStore: the Store on SQLite (embedded default) and PostgreSQL, through SQLAlchemy Core.
+
+The rules of DESIGN.md section 3 that depend on the job's current state run inside one
+conditional ``UPDATE ... RETURNING``: the database decides atomically whether an update is
+newer than the last applied one and what the new status is, so concurrent writers (threads,
+Celery processes, API replicas) cannot lose or reorder each other's updates. The feed row is
+inserted in the same transaction.
+
+SQLite runs in WAL mode with a busy timeout; writes start with ``BEGIN IMMEDIATE`` so that a
+writer waits for the lock up front instead of failing half-way with "database is locked".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    RowMapping,
+    and_,
+    case,
+    create_engine,
+    event,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+
+from morag_progress.errors import ConfigurationError, JobConflictError, StoreError
+from morag_progress.models import (
+    TERMINAL_STATUSES,
+    FeedEvent,
+    Job,
+    JobStatus,
+    ProgressUpdate,
+    UpdateOutcome,
+    UpdateResult,
+    status_for_percentage,
+)
+from morag_progress.store.base import NewJob
+from morag_progress.store.schema import events, jobs, metadata, worker_mappings
+
+__all__ = ["SQLStore"]
+
+logger = logging.getLogger(__name__)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)
+_UNCLAIMED = [JobStatus.PENDING.value, JobStatus.WAITING_FOR_REMOTE_WORKER.value]
+_RATE_SMOOTHING = 0.3  # weight of the newest rate, as tqdm's default smoothing
+_SYNCHRONOUS = ("NORMAL", "FULL")
+_READ_OPTION = "morag_progress_read"
+
+
+def _micros(value: datetime) -> int:
+    """Microseconds since the epoch, exactly (datetime.timestamp() goes through a float)."""
+    return (value - _EPOCH) // _MICROSECOND
+
+
+class SQLStore:
+    """Jobs, change feed and mappings in one SQL database (``sqlite://`` or ``postgresql+psycopg://``).
+
+    ``sqlite_synchronous`` is ``NORMAL`` (survives a killed process) or ``FULL`` (also survives
+    power loss, at about half the write throughput).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        sqlite_synchronous: str = "NORMAL",
+        busy_timeout_ms: int = 30_000,
+        create_tables: bool = True,
+    ) -> None:
+        if sqlite_synchronous.upper() not in _SYNCHRONOUS:
+            raise ConfigurationError(
+                "sqlite_synchronous", "must be NORMAL or FULL", sqlite_synchronous
+            )
+        try:
+            parsed = make_url(url)
+        except Exception as e:
+            raise ConfigurationError("database_url", "must be a SQLAlchemy URL", url) from e
+        self.url = parsed
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite":
+            self._engine = self._sqlite_engine(url, sqlite_synchronous.upper(), busy_timeout_ms)
+        elif self.dialect == "postgresql":
+            self._engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        else:
+            raise ConfigurationError(
+                "database_url", "must name sqlite or postgresql", parsed.render_as_string()
+            )
+        self._reader = self._engine.execution_options(**{_READ_OPTION: True})
+        if create_tables:
+            with self._errors("create tables"):
+                metadata.create_all(self._engine)
+
+    # -- engine set-up -------------------------------------------------------------------------
+
+    @staticmethod
+    def _sqlite_engine(url: str, synchronous: str, busy_timeout_ms: int) -> Engine:
+        parsed = make_url(url)
+        database = parsed.database or ""
+        in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
+        if in_memory:
+            # One shared connection, or every connection would see its own empty database.
+            engine = create_engine(
+                url, poolclass=StaticPool, connect_args={"check_same_thread": False}
+            )
+        else:
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Let SQLAlchemy, not the driver, issue BEGIN, so that writes can BEGIN IMMEDIATE.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            if not in_memory:
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            read = conn.get_execution_options().get(_READ_OPTION, False)
+            conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
+
+        return engine
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except SQLAlchemyError as e:
+            raise StoreError(f"{what} failed on {self.dialect}: {e}") from e
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[Connection]:
+        with self._errors(what), self._engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self, what: str) -> Iterator[Connection]:
+        with self._errors(what), self._reader.connect() as conn:
+            yield conn
+
+    def _insert(self) -> Any:
+        """The dialect's INSERT, which knows ON CONFLICT."""
+        return sqlite.insert if self.dialect == "sqlite" else postgresql.insert
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def create_job(self, new: NewJob, *, now: datetime) -> tuple[Job, bool]:
+        row = {
+            "id": new.id,
+            "user_id": new.user_id,
+            "document_name": new.document_name,
+            "document_type": new.document_type,
+            "document_id": new.document_id,
+            "status": new.status.value,
+            "percentage": 0,
+            "summary": new.summary,
+            "attempt": 1,
+            "parent_id": new.parent_id,
+            "weight": new.weight,
+            "metadata": new.metadata,
+            "cancel_requested": False,
+            "created_at": now,
+            "updated_at": now,
+            "stall_timeout_s": new.stall_timeout_s,
+            "last_seq": 0,
+        }
+        with self._write("create job") as conn:
+            stmt = self._insert()(jobs).values(row).on_conflict_do_nothing()
+            created = conn.execute(stmt.returning(*jobs.c)).mappings().first()
+            if created is None:
+                existing = self._fetch(conn, new.id)
+                if existing is None or existing["user_id"] != new.user_id:
+                    raise JobConflictError(new.id)
+                return _job(existing), False
+            self._append_event(conn, created, now=now, timestamp=now)
+            return _job(created), True
+
+    def apply(
+        self, update: ProgressUpdate, *, now: datetime, create_missing: bool = False
+    ) -> UpdateResult:
+        stmt = self._conditional_update(update, now)
+        with self._write("apply update") as conn:
+            row = conn.execute(stmt).mappings().first()
+            if row is None:
+                existing = self._fetch(conn, update.job_id)
+                if existing is None and create_missing:
+                    self._create_for(conn, update, now)
+                    row = conn.execute(stmt).mappings().first()
+                elif existing is None or not _visible(existing, update.user_id):
+                    return UpdateResult(UpdateOutcome.NOT_FOUND)
+                else:
+                    return UpdateResult(_why_not(existing, update), _job(existing))
+            if row is None:  # created a moment ago by us, then refused: report it as it is
+                existing = self._fetch(conn, update.job_id)
+                assert existing is not None
+                return UpdateResult(_why_not(existing, update), _job(existing))
+            timestamp = update.timestamp or now
+            event_id = self._append_event(conn, row, now=now, timestamp=timestamp)
+            return UpdateResult(UpdateOutcome.APPLIED, _job(row), event_id)
+
+    def request_cancel(self, job_id: str, *, user_id: str | None, now: datetime) -> UpdateResult:
+        j = jobs.c
+        unclaimed = j.status.in_(_UNCLAIMED)
+        conditions = [j.id == job_id, j.status.not_in(_TERMINAL)]
+        if user_id is not None:
+            conditions.append(j.user_id == user_id)
+        stmt = (
+            update(jobs)
+            .where(*conditions)
+            .values(
+                cancel_requested=True,
+                status=case((unclaimed, JobStatus.CANCELLED.value), else_=j.status),
+                end_date=case((unclaimed, literal(now, jobs.c.end_date.type)), else_=j.end_date),
+                updated_at=now,
+            )
+            .returning(*jobs.c)
+        )
+        with self._write("request cancel") as conn:
+            row = conn.execute(stmt).mappings().first()
+            if row is None:
+                existing = self._fetch(conn, job_id)
+                if existing is None or not _visible(existing, user_id):
+                    return UpdateResult(UpdateOutcome.NOT_FOUND)
+                return UpdateResult(UpdateOutcome.TERMINAL, _job(existing))
+            event_id = self._append_event(conn, row, now=now, timestamp=now)
+            return UpdateResult(UpdateOutcome.APPLIED, _job(row), event_id)
+
+    def get_job(self, job_id: str, *, user_id: str | None = None) -> Job | None:
+        with self._read("get job") as conn:
+            row = self._fetch(conn, job_id)
+        if row is None or not _visible(row, user_id):
+            return None
+        return _job(row)
+
+    def list_jobs(
+        self,
+        *,
+        user_id: str | None = None,
+        status: JobStatus | None = None,
+        document_type: str | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> list[Job]:
+        j = jobs.c
+        stmt = select(jobs).order_by(j.created_at.desc(), j.id.desc()).limit(limit)
+        if user_id is not None:
+            stmt = stmt.where(j.user_id == user_id)
+        if status is not None:
+            stmt = stmt.where(j.status == JobStatus(status).value)
+        if document_type is not None:
+            stmt = stmt.where(j.document_type == document_type)
+        if after is not None:
+            # Keyset pagination: strictly before the cursor job in (created_at, id) order.
+            cursor_created = select(j.created_at).where(j.id == after).scalar_subquery()
+            stmt = stmt.where(
+                or_(
+                    j.created_at < cursor_created,
+                    and_(j.created_at == cursor_created, j.id < after),
+                )
+            )
+        with self._read("list jobs") as conn:
+            return [_job(row) for row in conn.execute(stmt).mappings()]
+
+    # -- change feed ---------------------------------------------------------------------------
+
+    def history(
+        self, job_id: str, *, user_id: str | None = None, after: int = 0, limit: int = 1000
+    ) -> list[FeedEvent]:
+        e = events.c
+        stmt = select(events).where(e.job_id == job_id, e.id > after).order_by(e.id).limit(limit)
+        if user_id is not None:
+            stmt = stmt.where(e.user_id == user_id)
+        with self._read("read history") as conn:
+            return [_feed_event(row) for row in conn.execute(stmt).mappings()]
+
+    def events_after(
+        self, after: int = 0, *, user_id: str | None = None, limit: int = 1000
+    ) -> list[FeedEvent]:
+        e = events.c
+        stmt = select(events).where(e.id > after).order_by(e.id).limit(limit)
+        if user_id is not None:
+            stmt = stmt.where(e.user_id == user_id)
+        with self._read("read feed") as conn:
+            return [_feed_event(row) for row in conn.execute(stmt).mappings()]
+
+    # -- worker-to-job mappings ----------------------------------------------------------------
+
+    def set_mapping(self, worker_id: str, job_id: str, *, now: datetime) -> None:
+        stmt = self._insert()(worker_mappings).values(
+            worker_id=worker_id, job_id=job_id, updated_at=now
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[worker_mappings.c.worker_id],
+            set_={"job_id": stmt.excluded.job_id, "updated_at": stmt.excluded.updated_at},
+        )
+        with self._write("set mapping") as conn:
+            conn.execute(stmt)
+
+    def get_mapping(self, worker_id: str) -> str | None:
+        stmt = select(worker_mappings.c.job_id).where(worker_mappings.c.worker_id == worker_id)
+        with self._read("get mapping") as conn:
+            return conn.execute(stmt).scalar_one_or_none()
+
+    def delete_mapping(self, worker_id: str) -> None:
+        stmt = worker_mappings.delete().where(worker_mappings.c.worker_id == worker_id)
+        with self._write("delete mapping") as conn:
+            conn.execute(stmt)
+
+    # -- housekeeping --------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        with self._read("ping") as conn:
+            conn.execute(select(literal(1)))
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _fetch(conn: Connection, job_id: str) -> RowMapping | None:
+        return conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+
+    def _create_for(self, conn: Connection, update: ProgressUpdate, now: datetime) -> None:
+        """Create the job an in-process caller reports on before anyone created it."""
+        stmt = self._insert()(jobs).values(
+            id=update.job_id,
+            user_id=update.user_id,
+            document_name=update.job_id,
+            document_type="unknown",
+            document_id=update.job_id,
+            status=JobStatus.PENDING.value,
+            percentage=0,
+            attempt=1,
+            weight=1.0,
+            metadata={},
+            cancel_requested=False,
+            created_at=now,
+            updated_at=now,
+            last_seq=0,
+        )
+        conn.execute(stmt.on_conflict_do_nothing())
+
+    @staticmethod
+    def _conditional_update(u: ProgressUpdate, now: datetime) -> Any:
+        """One UPDATE that applies ``u`` only if it is newer, and derives the status in SQL."""
+        j = jobs.c
+        pct = u.percentage
+        ts_us = _micros(u.timestamp or now)
+
+        explicit = u.status
+        if explicit is not None and pct is not None and explicit == status_for_percentage(pct):
+            explicit = None  # "status=PROCESSING, 50%" is the derivation, not an override
+        if explicit is not None:
+            status: Any = literal(explicit.value)
+            known: JobStatus | None = explicit
+        elif pct is None:  # failure/cancel/heartbeat-like: keep the status, wake a stalled job
+            status = case(
+                (j.status == JobStatus.STALLED.value, JobStatus.PROCESSING.value), else_=j.status
+            )
+            known = None
+        elif pct >= 1:
+            known = status_for_percentage(pct)
+            status = literal(known.value)
+        else:  # 0% leaves a running job running
+            running = j.status.in_([JobStatus.PROCESSING.value, JobStatus.STALLED.value])
+            status = case((running, JobStatus.PROCESSING.value), else_=JobStatus.PENDING.value)
+            known = None
+        terminal = known is not None and known in TERMINAL_STATUSES
+
+        conditions: list[ColumnElement[bool]] = [j.id == u.job_id, j.status.not_in(_TERMINAL)]
+        if u.user_id is not None:
+            conditions.append(j.user_id == u.user_id)
+        newer_attempt: ColumnElement[bool] = false()
+        if u.attempt is not None:
+            conditions.append(j.attempt <= u.attempt)
+            newer_attempt = j.attempt < u.attempt
+        if not terminal:
+            # A final status is not held back by a worker clock running ahead of ours.
+            # Same instant: a higher seq wins; without seq, arrival order, except that an exact
+            # repeat (a retransmission) changes nothing and is not applied again.
+            tie = and_(
+                j.last_ts_us == ts_us,
+                j.last_seq < u.seq if u.seq is not None else _changes_something(u, status),
+            )
+            conditions.append(or_(newer_attempt, j.last_ts_us.is_(None), j.last_ts_us < ts_us, tie))
+
+        values: dict[str, Any] = {
+            "status": status,
+            "updated_at": now,
+            "last_seen_at": now,
+            "last_ts_us": ts_us,
+        }
+        if u.attempt is not None:
+            values["attempt"] = u.attempt
+        if u.seq is not None:
+            values["last_seq"] = u.seq
+        if pct is not None:
+            values["percentage"] = pct
+            same_attempt = j.attempt == u.attempt if u.attempt is not None else literal(True)
+            moved = and_(same_attempt, j.last_ts_us < ts_us, j.percentage < pct)
+            instant = (literal(pct) - j.percentage) * 1_000_000.0 / (ts_us - j.last_ts_us)
+            smoothed = case(
+                (j.rate.is_(None), instant),
+                else_=_RATE_SMOOTHING * instant + (1 - _RATE_SMOOTHING) * j.rate,
+            )
+            values["rate"] = case((moved, smoothed), (newer_attempt, None), else_=j.rate)
+        if u.message is not None:
+            values["summary"] = u.message
+        if u.current is not None or u.total is not None:
+            values["current"] = u.current
+            values["total"] = u.total
+        for name in ("stage", "error", "worker_id"):
+            value = getattr(u, name)
+            if value is not None:
+                values[name] = value
+        if known is not None and known is not JobStatus.PENDING:
+            values["start_date"] = func.coalesce(j.start_date, literal(now, j.start_date.type))
+        if terminal:
+            values["end_date"] = now
+        return update(jobs).where(*conditions).values(values).returning(*jobs.c)
+
+    @staticmethod
+    def _append_event(
+        conn: Connection, row: RowMapping, *, now: datetime, timestamp: datetime
+    ) -> int:
+        stmt = (
+            events.insert()
+            .values(
+                job_id=row["id"],
+                user_id=row["user_id"],
+                status=row["status"],
+                percentage=row["percentage"],
+                message=row["summary"],
+                attempt=row["attempt"],
+                current=row["current"],
+                total=row["total"],
+                stage=row["stage"],
+                timestamp=timestamp,
+                recorded_at=now,
+            )
+            .returning(events.c.id)
+        )
+        return int(conn.execute(stmt).scalar_one())
+
+
+def _changes_something(u: ProgressUpdate, status: Any) -> ColumnElement[bool]:
+    """True where applying ``u`` would change the job's reported state."""
+    j = jobs.c
+    changes = [j.status.is_distinct_from(status)]
+    if u.percentage is not None:
+        changes.append(j.percentage.is_distinct_from(u.percentage))
+    if u.message is not None:
+        changes.append(j.summary.is_distinct_from(u.message))
+    if u.current is not None or u.total is not None:
+        changes.append(j.current.is_distinct_from(u.current))
+        changes.append(j.total.is_distinct_from(u.total))
+    for name in ("stage", "error", "worker_id"):
+        value = getattr(u, name)
+        if value is not None:
+            changes.append(j[name].is_distinct_from(value))
+    return or_(*changes)
+
+
+def _visible(row: RowMapping, user_id: str | None) -> bool:
+    return user_id is None or row["user_id"] == user_id
+
+
+def _why_not(row: RowMapping, u: ProgressUpdate) -> UpdateOutcome:
+    """Why the conditional UPDATE matched no row, for a job that exists and is visible."""
+    if row["status"] in _TERMINAL:
+        return UpdateOutcome.TERMINAL
+    if u.attempt is not None and row["attempt"] > u.attempt:
+        return UpdateOutcome.SUPERSEDED
+    return UpdateOutcome.STALE
+
+
+def _job(row: RowMapping) -> Job:
+    return Job(
+        id=row["id"],
+        user_id=row["user_id"],
+        document_name=row["document_name"],
+        document_type=row["document_type"],
+        document_id=row["document_id"],
+        status=JobStatus(row["status"]),
+        percentage=row["percentage"],
+        summary=row["summary"],
+        current=row["current"],
+        total=row["total"],
+        stage=row["stage"],
+        worker_id=row["worker_id"],
+        attempt=row["attempt"],
+        parent_id=row["parent_id"],
+        weight=row["weight"],
+        metadata=dict(row["metadata"] or {}),
+        error=row["error"],
+        cancel_requested=bool(row["cancel_requested"]),
+        created_at=row["created_at"],
+        start_date=row["start_date"],
+        updated_at=row["updated_at"],
+        end_date=row["end_date"],
+        last_seen_at=row["last_seen_at"],
+        stall_timeout_s=row["stall_timeout_s"],
+        rate=row["rate"],
+    )
+
+
+def _feed_event(row: RowMapping) -> FeedEvent:
+    return FeedEvent(
+        id=row["id"],
+        job_id=row["job_id"],
+        user_id=row["user_id"],
+        status=JobStatus(row["status"]),
+        percentage=row["percentage"],
+        message=row["message"],
+        attempt=row["attempt"],
+        current=row["current"],
+        total=row["total"],
+        stage=row["stage"],
+        timestamp=row["timestamp"],
+        recorded_at=row["recorded_at"],
+    )

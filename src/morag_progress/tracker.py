@@ -1,0 +1,314 @@
+"""JobTracker: the job lifecycle (MoRAG's API) over a store, with DESIGN.md section 3's rules.
+
+Two layers: ``apply``/``start_job``/``request_cancel`` raise ``ProgressError`` subclasses and
+return an ``UpdateResult`` that says what happened; the seed-compatible calls
+(``update_progress``, ``mark_*``) are a guarded shell over them that logs and returns a bool, so
+reporting never raises into a worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from morag_progress.errors import InvalidInputError, ProgressError
+from morag_progress.models import (
+    FeedEvent,
+    Job,
+    JobStatus,
+    ProgressUpdate,
+    UpdateOutcome,
+    UpdateResult,
+    utcnow,
+)
+from morag_progress.store import NewJob, Store, open_store
+
+__all__ = ["JobTracker", "ProgressCallback"]
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[str, int, JobStatus, str | None], Any]
+"""Called as ``callback(job_id, percentage, status, summary)`` after each applied change."""
+
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+"""An update stamped further in the future than this is refused."""
+
+_MAX_NAME = 255
+_MAX_TYPE = 64
+
+
+def _text(field: str, value: object, *, max_length: int, required: bool = True) -> None:
+    if value is None and not required:
+        return
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise InvalidInputError(field, "must be a non-empty string", value)
+    if len(value) > max_length:
+        raise InvalidInputError(field, f"must be at most {max_length} characters", value)
+
+
+class JobTracker:
+    """Tracks jobs and their progress in a store.
+
+    ``JobTracker()`` uses ``MORAG_PROGRESS_DATABASE_URL`` or a SQLite file in the user's data
+    directory; the database is opened on first use, so constructing a tracker costs nothing.
+    ``clock`` returns the current UTC time (tests pass their own).
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        store: Store | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._database_url = database_url
+        self._store = store
+        self._clock = clock
+        self._store_lock = threading.Lock()
+        self._callbacks: dict[str, ProgressCallback] = {}
+
+    @property
+    def store(self) -> Store:
+        """The store, opened on first use."""
+        if self._store is None:
+            with self._store_lock:
+                if self._store is None:
+                    self._store = open_store(self._database_url)
+        return self._store
+
+    def close(self) -> None:
+        """Release the store's connections."""
+        if self._store is not None:
+            self._store.close()
+
+    # -- raising API ---------------------------------------------------------------------------
+
+    def start_job(
+        self,
+        document_name: str,
+        document_type: str,
+        document_id: str | None = None,
+        user_id: str | None = None,
+        summary: str | None = None,
+        *,
+        job_id: str | None = None,
+        parent_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        weight: float = 1.0,
+        stall_timeout_s: float | None = None,
+        status: JobStatus = JobStatus.PENDING,
+    ) -> str:
+        """Create a job and return its id. A given ``job_id`` is idempotent for its owner."""
+        _text("document_name", document_name, max_length=_MAX_NAME)
+        _text("document_type", document_type, max_length=_MAX_TYPE)
+        _text("job_id", job_id, max_length=128, required=False)
+        if metadata is not None and not isinstance(metadata, dict):
+            raise InvalidInputError("metadata", "must be a JSON object (dict)", metadata)
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
+            raise InvalidInputError("weight", "must be a positive number", weight)
+        if stall_timeout_s is not None and (
+            isinstance(stall_timeout_s, bool)
+            or not isinstance(stall_timeout_s, int | float)
+            or stall_timeout_s <= 0
+        ):
+            raise InvalidInputError("stall_timeout_s", "must be a positive number", stall_timeout_s)
+        new = NewJob(
+            id=job_id or str(uuid.uuid4()),
+            document_name=document_name,
+            document_type=document_type,
+            document_id=document_id,
+            user_id=user_id,
+            summary=summary or f"Processing {document_type} document: {document_name}",
+            status=JobStatus(status),
+            parent_id=parent_id,
+            weight=float(weight),
+            metadata=metadata or {},
+            stall_timeout_s=stall_timeout_s,
+        )
+        job, created = self.store.create_job(new, now=self._clock())
+        if created:
+            logger.info("job %s started: %s (%s)", job.id, document_name, document_type)
+        return job.id
+
+    def apply(self, update: ProgressUpdate, *, create_missing: bool = False) -> UpdateResult:
+        """Apply one update and say what became of it.
+
+        Raises InvalidInputError for a timestamp too far in the future and StoreError when the
+        database fails; stale, terminal and superseded updates are outcomes, not errors.
+        ``create_missing`` creates an unknown job first (for trusted in-process callers).
+        """
+        now = self._clock()
+        if update.timestamp is not None and update.timestamp > now + MAX_CLOCK_SKEW:
+            raise InvalidInputError(
+                "timestamp", "must not be more than 5 minutes in the future", update.timestamp
+            )
+        result = self.store.apply(update, now=now, create_missing=create_missing)
+        if result.applied and result.job is not None:
+            self._notify(result.job)
+        return result
+
+    def request_cancel(self, job_id: str, user_id: str | None = None) -> UpdateResult:
+        """Ask a job to stop: an unclaimed job is CANCELLED at once, a running one when its
+        worker sees ``cancel_requested`` in its next reply and acknowledges."""
+        result = self.store.request_cancel(job_id, user_id=user_id, now=self._clock())
+        if result.applied and result.job is not None:
+            self._notify(result.job)
+        return result
+
+    # -- seed-compatible API: logs and returns bool, never raises -------------------------------
+
+    def update_progress(
+        self,
+        job_id: str,
+        percentage: float,
+        status: JobStatus | None = None,
+        summary: str | None = None,
+        user_id: str | None = None,
+        *,
+        timestamp: datetime | None = None,
+        current: int | None = None,
+        total: int | None = None,
+        stage: str | None = None,
+        attempt: int | None = None,
+        seq: int | None = None,
+    ) -> bool:
+        """Report progress; True when applied. An unknown job is created (trusted caller)."""
+        return self._report(
+            job_id,
+            percentage=percentage,
+            status=status,
+            message=summary,
+            user_id=user_id,
+            timestamp=timestamp,
+            current=current,
+            total=total,
+            stage=stage,
+            attempt=attempt,
+            seq=seq,
+        )
+
+    def mark_processing(self, job_id: str, user_id: str | None = None) -> bool:
+        """The job has started running."""
+        return self._report(
+            job_id, status=JobStatus.PROCESSING, message="Processing started", user_id=user_id
+        )
+
+    def mark_completed(
+        self, job_id: str, summary: str | None = None, user_id: str | None = None
+    ) -> bool:
+        """The job finished: 100%, FINISHED."""
+        return self._report(
+            job_id,
+            percentage=100,
+            status=JobStatus.FINISHED,
+            message=summary or "Processing completed successfully",
+            user_id=user_id,
+        )
+
+    def mark_failed(self, job_id: str, error_message: str, user_id: str | None = None) -> bool:
+        """The job failed: FAILED, the percentage kept, the error recorded."""
+        return self._report(
+            job_id,
+            status=JobStatus.FAILED,
+            message=error_message,
+            error=error_message,
+            user_id=user_id,
+        )
+
+    def mark_cancelled(self, job_id: str, user_id: str | None = None) -> bool:
+        """The job was cancelled (its worker acknowledged, or it never ran)."""
+        return self._report(
+            job_id, status=JobStatus.CANCELLED, message="Job cancelled by user", user_id=user_id
+        )
+
+    def mark_waiting_for_remote(self, job_id: str, user_id: str | None = None) -> bool:
+        """The job is queued for a remote worker to claim."""
+        return self._report(
+            job_id,
+            status=JobStatus.WAITING_FOR_REMOTE_WORKER,
+            message="Waiting for remote worker",
+            user_id=user_id,
+        )
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get_job(self, job_id: str, user_id: str | None = None) -> Job | None:
+        """The job's latest state, or None (also for another user's job)."""
+        return self.store.get_job(job_id, user_id=user_id)
+
+    def get_job_status(self, job_id: str, user_id: str | None = None) -> JobStatus | None:
+        """The job's status, or None."""
+        job = self.get_job(job_id, user_id)
+        return job.status if job else None
+
+    def get_job_progress(self, job_id: str, user_id: str | None = None) -> int | None:
+        """The job's percentage, or None."""
+        job = self.get_job(job_id, user_id)
+        return job.percentage if job else None
+
+    def list_jobs(
+        self,
+        user_id: str | None = None,
+        *,
+        status: JobStatus | None = None,
+        document_type: str | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> list[Job]:
+        """Jobs, newest first; pass the last job's id as ``after`` for the next page."""
+        return self.store.list_jobs(
+            user_id=user_id, status=status, document_type=document_type, limit=limit, after=after
+        )
+
+    def history(
+        self, job_id: str, user_id: str | None = None, *, after: int = 0, limit: int = 1000
+    ) -> list[FeedEvent]:
+        """The job's applied changes, oldest first."""
+        return self.store.history(job_id, user_id=user_id, after=after, limit=limit)
+
+    # -- callbacks -----------------------------------------------------------------------------
+
+    def register_progress_callback(self, job_id: str, callback: ProgressCallback) -> None:
+        """Call ``callback(job_id, percentage, status, summary)`` after each applied change
+        made through this tracker."""
+        self._callbacks[job_id] = callback
+
+    def unregister_progress_callback(self, job_id: str) -> None:
+        """Stop calling the job's callback."""
+        self._callbacks.pop(job_id, None)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _report(self, job_id: str, **fields: Any) -> bool:
+        """The guarded shell: apply, log what happened, never raise."""
+        try:
+            result = self.apply(ProgressUpdate(job_id, **fields), create_missing=True)
+        except ProgressError as e:
+            logger.error("progress for job %s not recorded: %s", job_id, e)
+            return False
+        except Exception:
+            logger.exception("progress for job %s not recorded", job_id)
+            return False
+        if result.outcome is UpdateOutcome.APPLIED:
+            return True
+        if result.outcome is UpdateOutcome.STALE:
+            logger.debug("stale update for job %s ignored", job_id)
+        else:
+            state = result.job.status.value if result.job else None
+            logger.warning(
+                "update for job %s not applied: %s (job is %s)", job_id, result.outcome, state
+            )
+        return False
+
+    def _notify(self, job: Job) -> None:
+        callback = self._callbacks.get(job.id)
+        if callback is None:
+            return
+        try:
+            callback(job.id, job.percentage, job.status, job.summary)
+        except Exception:
+            logger.warning("progress callback for job %s failed", job.id, exc_info=True)

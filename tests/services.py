@@ -1,0 +1,130 @@
+"""Real servers for tests: PostgreSQL started as an unprivileged user in a temporary directory.
+
+A missing binary skips the tests that need it, with the reason, unless
+``MORAG_PROGRESS_REQUIRE_SERVICES=1`` (set by ``.ci/run``) turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REQUIRE_SERVICES = os.environ.get("MORAG_PROGRESS_REQUIRE_SERVICES", "") not in ("", "0")
+
+
+def unavailable(reason: str) -> None:
+    """Skip with ``reason``, or fail when services are required (CI)."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (MORAG_PROGRESS_REQUIRE_SERVICES is set)", pytrace=False)
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def postgres_bindir() -> Path | None:
+    """Where initdb and pg_ctl live: Debian's versioned directory, else PATH."""
+    for pg_ctl in sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True):
+        return Path(pg_ctl).parent
+    found = shutil.which("pg_ctl")
+    return Path(found).resolve().parent if found else None
+
+
+@dataclass
+class PostgresServer:
+    """A running PostgreSQL server on loopback, trust auth, superuser ``postgres``."""
+
+    port: int
+    directory: Path
+    bindir: Path
+    run_as: list[str]
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def stop(self) -> None:
+        subprocess.run(
+            [
+                *self.run_as,
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.directory / "data"),
+                "-m",
+                "immediate",
+                "stop",
+            ],
+            capture_output=True,
+            check=False,
+        )
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start_postgres() -> PostgresServer:
+    """Start a throw-away server. PostgreSQL refuses to run as root: as root, it runs as nobody."""
+    bindir = postgres_bindir()
+    if bindir is None or not (bindir / "initdb").exists():
+        unavailable("PostgreSQL server binaries (initdb, pg_ctl) not found")
+    assert bindir is not None
+    directory = Path(tempfile.mkdtemp(prefix="morag-pg-"))
+    run_as: list[str] = []
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        os.chown(directory, nobody.pw_uid, nobody.pw_gid)
+        run_as = ["runuser", "-u", "nobody", "--"]
+    data = directory / "data"
+    subprocess.run(
+        [
+            *run_as,
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        capture_output=True,
+        check=True,
+    )
+    port = free_port()
+    options = (
+        f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+    )
+    started = subprocess.run(
+        [
+            *run_as,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(directory / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if started.returncode != 0:
+        log = (directory / "server.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"PostgreSQL did not start: {started.stderr}\n{log}")
+    return PostgresServer(port=port, directory=directory, bindir=bindir, run_as=run_as)
