@@ -276,6 +276,8 @@ def test_iter_events_is_lazy() -> None:
         ("9" * 50 + ".") * 2_000 + "%",
         "\ud800[5%] lone surrogate",
         "%" * 100_000,
+        "x%|" * 33_000,
+        "5%|" * 33_000,
     ],
 )
 def test_hostile_input_returns_quickly_without_raising(line: object) -> None:

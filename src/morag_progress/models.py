@@ -37,7 +37,10 @@ def utcnow() -> datetime:
 
 def as_utc(value: datetime) -> datetime:
     """Return ``value`` in UTC; a naive datetime is taken to be UTC already."""
-    if value.tzinfo is None:
+    tz = value.tzinfo
+    if tz is UTC:
+        return value
+    if tz is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
 
