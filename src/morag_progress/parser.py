@@ -134,35 +134,35 @@ def _tqdm(text: str) -> _Found | None:
     return None
 
 
+def _search(pattern: re.Pattern[str], text: str, pos: int = 0) -> tuple[re.Match[str], int] | None:
+    """The first match of ``pattern`` and its percentage (group 1), if it is in 0..100."""
+    m = pattern.search(text, pos)
+    if m is None:
+        return None
+    pct = _percentage(m.group(1))
+    return None if pct is None else (m, pct)
+
+
 def _after_prefix(text: str, low: str, needle: str, pattern: re.Pattern[str]) -> _Found | None:
     """``<prefix> <msg> (<p>%)``: the message runs from the prefix to the first ``(p%)``."""
     start = _find(text, low, needle, pattern)
-    if start < 0:
-        return None
-    m = _PAREN_PCT.search(text, start)
-    if m is None:
-        return None
-    pct = _percentage(m.group(1))
-    return None if pct is None else _found(pct, text[start : m.start()])
+    hit = _search(_PAREN_PCT, text, start) if start >= 0 else None
+    return None if hit is None else _found(hit[1], text[start : hit[0].start()])
 
 
 def _processing_dots(text: str) -> _Found | None:
-    m = _PROCESSING_DOTS.search(text)
-    if m is None:
+    hit = _search(_PROCESSING_DOTS, text)
+    if hit is None:
         return None
-    pct = _percentage(m.group(1))
-    if pct is None:
-        return None
+    m, pct = hit
     return _found(pct, text[: m.start(1)].rstrip() + " " + text[m.end() :])
 
 
 def _progress_colon(text: str) -> _Found | None:
-    m = _PROGRESS_COLON.search(text)
-    if m is None:
+    hit = _search(_PROGRESS_COLON, text)
+    if hit is None:
         return None
-    pct = _percentage(m.group(1))
-    if pct is None:
-        return None
+    m, pct = hit
     described = m.group(2)
     if described is None or not described.strip():
         described = text[: m.start() + len("progress")]
@@ -170,19 +170,13 @@ def _progress_colon(text: str) -> _Found | None:
 
 
 def _complete(text: str) -> _Found | None:
-    m = _COMPLETE.search(text)
-    if m is None:
-        return None
-    pct = _percentage(m.group(1))
-    return None if pct is None else _found(pct, text[: m.start()])
+    hit = _search(_COMPLETE, text)
+    return None if hit is None else _found(hit[1], text[: hit[0].start()])
 
 
 def _bracket(text: str) -> _Found | None:
-    m = _BRACKET.search(text)
-    if m is None:
-        return None
-    pct = _percentage(m.group(1))
-    return None if pct is None else _found(pct, m.group(2))
+    hit = _search(_BRACKET, text)
+    return None if hit is None else _found(hit[1], hit[0].group(2))
 
 
 def _may_carry_a_format(raw: str) -> bool:

@@ -12,12 +12,13 @@ writer waits for the lock up front instead of failing half-way with "database is
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -65,6 +66,7 @@ _UNCLAIMED = [JobStatus.PENDING.value, JobStatus.WAITING_FOR_REMOTE_WORKER.value
 _RATE_SMOOTHING = 0.3  # weight of the newest rate, as tqdm's default smoothing
 _SYNCHRONOUS = ("NORMAL", "FULL")
 _READ_OPTION = "morag_progress_read"
+_T = TypeVar("_T")
 
 
 def _micros(value: datetime) -> int:
@@ -499,48 +501,21 @@ def _why_not(row: RowMapping, u: ProgressUpdate) -> UpdateOutcome:
     return UpdateOutcome.STALE
 
 
+def _from_row(cls: type[_T], row: RowMapping, **converted: Any) -> _T:
+    """Build a dataclass from a row whose column names are its field names."""
+    names = (f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+    return cls(**{name: converted[name] if name in converted else row[name] for name in names})
+
+
 def _job(row: RowMapping) -> Job:
-    return Job(
-        id=row["id"],
-        user_id=row["user_id"],
-        document_name=row["document_name"],
-        document_type=row["document_type"],
-        document_id=row["document_id"],
+    return _from_row(
+        Job,
+        row,
         status=JobStatus(row["status"]),
-        percentage=row["percentage"],
-        summary=row["summary"],
-        current=row["current"],
-        total=row["total"],
-        stage=row["stage"],
-        worker_id=row["worker_id"],
-        attempt=row["attempt"],
-        parent_id=row["parent_id"],
-        weight=row["weight"],
         metadata=dict(row["metadata"] or {}),
-        error=row["error"],
         cancel_requested=bool(row["cancel_requested"]),
-        created_at=row["created_at"],
-        start_date=row["start_date"],
-        updated_at=row["updated_at"],
-        end_date=row["end_date"],
-        last_seen_at=row["last_seen_at"],
-        stall_timeout_s=row["stall_timeout_s"],
-        rate=row["rate"],
     )
 
 
 def _feed_event(row: RowMapping) -> FeedEvent:
-    return FeedEvent(
-        id=row["id"],
-        job_id=row["job_id"],
-        user_id=row["user_id"],
-        status=JobStatus(row["status"]),
-        percentage=row["percentage"],
-        message=row["message"],
-        attempt=row["attempt"],
-        current=row["current"],
-        total=row["total"],
-        stage=row["stage"],
-        timestamp=row["timestamp"],
-        recorded_at=row["recorded_at"],
-    )
+    return _from_row(FeedEvent, row, status=JobStatus(row["status"]))
