@@ -49,6 +49,15 @@ PREFIXED = [
     ("2025-06-11T11:26:50Z INFO Processing... 75%", 75, "Processing..."),
     ("2025-06-11 11:26:50,780 - WARNING - Stage: diarisation (40%)", 40, "diarisation"),
     ("[2025-06-11 11:26:50] [75%] Processing audio content", 75, "Processing audio content"),
+    # structlog's console renderer: padded level, colours, key=value pairs after the event.
+    ("2025-06-11 11:26:50 [info     ] Audio processing: 80% complete", 80, "Audio processing"),
+    (
+        "\x1b[2m2025-06-11 11:26:50\x1b[0m [\x1b[32m\x1b[1minfo     \x1b[0m] "
+        "\x1b[1mStage: diarisation (40%)\x1b[0m   logger=remote_converter",
+        40,
+        "diarisation",
+    ),
+    ("INFO:remote_converter:Processing progress: Audio (52%)", 52, "Audio"),
 ]
 
 NEGATIVE = [
@@ -343,6 +352,18 @@ def test_never_raises_on_json_objects(data: dict[str, object]) -> None:
     if result is not None:
         assert 0 <= result.percentage <= 100
         assert result.timestamp.tzinfo is UTC
+
+
+def test_coloured_line_takes_its_timestamp() -> None:
+    """Colour codes do not hide a console line's timestamp and level."""
+    line = "\x1b[2m2025-06-11 11:26:50\x1b[0m [\x1b[33mwarning  \x1b[0m] [10%] x"
+    event = parser.parse_plain_text_log(line)
+    assert event is not None
+    assert (event.timestamp, event.level) == (
+        datetime(2025, 6, 11, 11, 26, 50, tzinfo=UTC),
+        "warning",
+    )
+    assert event.raw_event == {"original_line": line}
 
 
 def test_prefixed_line_takes_its_timestamp_and_level() -> None:

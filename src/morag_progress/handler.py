@@ -36,14 +36,15 @@ class ProgressHandler:
         self.job_tracker: Any = job_tracker or JobTracker(database_url)
         # Mappings stay with the store this handler was built with, whatever job_tracker becomes.
         self._mapping_tracker: JobTracker = self.job_tracker
-        # Used only while the store cannot be reached, so that a process keeps routing its own.
-        self._fallback_mappings: dict[str, str] = {}
+        # What this process registered (MoRAG kept its mappings in this dict). The store is the
+        # truth; this is read only while the store cannot be reached.
+        self._job_mappings: dict[str, str] = {}
 
     # -- worker-to-job mappings ----------------------------------------------------------------
 
     def register_job_mapping(self, worker_id: str, job_id: str) -> None:
         """Map a worker or Celery task id to a job id (stored: every process sees it)."""
-        self._fallback_mappings[worker_id] = job_id
+        self._job_mappings[worker_id] = job_id
         try:
             self._mapping_tracker.store.set_mapping(worker_id, job_id, now=utcnow())
         except Exception:
@@ -53,7 +54,7 @@ class ProgressHandler:
 
     def unregister_job_mapping(self, worker_id: str) -> None:
         """Forget a worker's mapping."""
-        self._fallback_mappings.pop(worker_id, None)
+        self._job_mappings.pop(worker_id, None)
         try:
             self._mapping_tracker.store.delete_mapping(worker_id)
         except Exception:
@@ -65,7 +66,7 @@ class ProgressHandler:
             return self._mapping_tracker.store.get_mapping(worker_id)
         except Exception:
             logger.exception("job mapping of %s read from this process only", worker_id)
-            return self._fallback_mappings.get(worker_id)
+            return self._job_mappings.get(worker_id)
 
     # -- sources -------------------------------------------------------------------------------
 

@@ -59,11 +59,15 @@ _COMPLETE = re.compile(r":\s*" + _NUM + r"%\s*complete", _FLAGS)
 _BRACKET_CLOSE = re.compile(r"%\s*\]")
 _BRACKET = re.compile(r"\[\s*" + _NUM + r"\s*%\s*\]\s*(.*)")
 
-# A plain line may start with "2025-06-11T11:26:50.78Z", "[2025-06-11 11:26:50,780]" and a level.
+# Colour codes of console renderers (structlog's dev renderer, rich, colorlog).
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+# A plain line may start with "2025-06-11T11:26:50.78Z", "[2025-06-11 11:26:50,780]" and a level
+# ("INFO", "[info     ]" as structlog's console renderer pads it).
 _LINE_PREFIX = re.compile(
     r"\[?(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})?)\]?"
     r"\s*(?:[-|]\s*)?"
-    r"(?:\[?(DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL|TRACE)\]?\s*(?:[-|:]\s*)?)?",
+    r"(?:\[?\s*(DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL|TRACE)\s*\]?\s*(?:[-|:]\s*)?)?",
     _FLAGS,
 )
 
@@ -401,6 +405,8 @@ class ProgressEventParser:
         if "\r" in text:  # a tqdm bar redraws itself with carriage returns: the last one counts
             text = next((part for part in reversed(text.split("\r")) if part.strip()), "")
         original = text
+        if "\x1b" in text:
+            text = _ANSI.sub("", text)
         timestamp = None
         level = "info"
         if text[:1].isdigit() or text[:1] == "[":
