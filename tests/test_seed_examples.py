@@ -130,8 +130,10 @@ def test_copies_match_the_seed() -> None:
     """The blocks kept here are the seed's own, character for character."""
     if not SEED.exists():
         pytest.skip(f"seed not found at {SEED}")
+    from tests.api.test_server import SEED_REQUEST_BLOCK  # run against a real server there
+
     blocks = seed_python_blocks()
-    for block in SELF_CONTAINED:
+    for block in [*SELF_CONTAINED, SEED_REQUEST_BLOCK]:
         assert block in blocks
 
 

@@ -7,6 +7,7 @@ Every exception derives from :class:`ProgressError`, so callers can catch the wh
     ├── InvalidInputError      a value breaks a rule: range, type, time (also ValueError)
     ├── JobNotFoundError        no such job, or not one the caller may see (also LookupError)
     ├── JobConflictError        a job id is taken by another owner
+    ├── JobStateError           the job's state refuses the change: terminal, or a newer attempt
     └── StoreError              the database failed underneath (wraps the driver's error)
 
 The seed-compatible entry points (``JobTracker.update_progress``, every ``ProgressHandler``
@@ -21,6 +22,7 @@ __all__ = [
     "InvalidInputError",
     "JobConflictError",
     "JobNotFoundError",
+    "JobStateError",
     "ProgressError",
     "StoreError",
 ]
@@ -62,6 +64,15 @@ class JobConflictError(ProgressError):
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
         super().__init__(f"job id {job_id!r} is already taken")
+
+
+class JobStateError(ProgressError):
+    """The job's state refuses the change: it is terminal, or runs a newer attempt."""
+
+    def __init__(self, job_id: str, reason: str) -> None:
+        self.job_id = job_id
+        self.reason = reason
+        super().__init__(f"job {job_id!r} {reason}")
 
 
 class StoreError(ProgressError):

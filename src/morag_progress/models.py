@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from morag_progress.errors import InvalidInputError
+from morag_progress.errors import InvalidInputError, JobNotFoundError, JobStateError
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -72,7 +72,7 @@ class JobStatus(enum.StrEnum):
 TERMINAL_STATUSES = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
-def status_for_percentage(percentage: int) -> JobStatus:
+def status_for_percentage(percentage: float) -> JobStatus:
     """The seed's mapping: 0 -> PENDING, 1..99 -> PROCESSING, 100 -> FINISHED."""
     if percentage >= 100:
         return JobStatus.FINISHED
@@ -191,7 +191,8 @@ class ProgressUpdate:
     """
 
     job_id: str
-    percentage: int | None = None
+    percentage: float | None = None
+    """0 to 100; floored to an int on construction."""
     message: str | None = None
     status: JobStatus | None = None
     timestamp: datetime | None = None
@@ -310,6 +311,21 @@ class UpdateResult:
     def cancel_requested(self) -> bool:
         """True when someone asked the job to stop: the worker should wind down."""
         return self.job is not None and self.job.cancel_requested
+
+    def raise_for_outcome(self, job_id: str) -> UpdateResult:
+        """Raise for the outcomes a caller must hear about: not found, terminal, superseded.
+
+        A stale update is not an error (it is simply not applied); the result is returned.
+        """
+        if self.outcome is UpdateOutcome.NOT_FOUND:
+            raise JobNotFoundError(job_id)
+        if self.outcome is UpdateOutcome.TERMINAL:
+            state = self.job.status.value if self.job else "terminal"
+            raise JobStateError(job_id, f"is {state}: a terminal state is final")
+        if self.outcome is UpdateOutcome.SUPERSEDED:
+            attempt = self.job.attempt if self.job else "a newer attempt"
+            raise JobStateError(job_id, f"runs attempt {attempt}: this update's attempt is older")
+        return self
 
 
 @dataclass(frozen=True, slots=True)

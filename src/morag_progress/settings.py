@@ -39,6 +39,19 @@ class Settings(BaseSettings):
         default=30_000, ge=0, description="How long a SQLite writer waits for the lock."
     )
 
+    host: str = Field(default="127.0.0.1", description="Address the server binds.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port the server binds.")
+    rate_limit_per_second: float = Field(
+        default=50.0, ge=0, description="Requests per second per API key; 0 turns the limit off."
+    )
+    max_body_bytes: int = Field(default=64 * 1024, gt=0, description="Largest request body.")
+    max_log_body_bytes: int = Field(
+        default=1024 * 1024, gt=0, description="Largest body of a raw log upload."
+    )
+    key_cache_seconds: float = Field(
+        default=5.0, ge=0, description="How long a checked key is trusted before a re-check."
+    )
+
     @property
     def resolved_database_url(self) -> str:
         """``database_url``, or the default SQLite file."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from morag_progress.keys import ApiKey
 from morag_progress.models import FeedEvent, Job, JobStatus, ProgressUpdate, UpdateResult
 
 __all__ = ["NewJob", "Store"]
@@ -92,6 +93,22 @@ class Store(Protocol):
 
     def delete_mapping(self, worker_id: str) -> None:
         """Forget a worker's mapping (no error when there is none)."""
+        ...
+
+    def create_key(self, key: ApiKey, key_hash: str) -> None:
+        """Store a new API key (its hash only)."""
+        ...
+
+    def find_key(self, key_hash: str) -> ApiKey | None:
+        """The key with this hash, revoked or not, or None."""
+        ...
+
+    def list_keys(self, *, user_id: str | None = None) -> list[ApiKey]:
+        """Every key (or one user's), oldest first."""
+        ...
+
+    def revoke_key(self, key_id: str, *, now: datetime) -> bool:
+        """Revoke a key; False when there is no such active key."""
         ...
 
     def ping(self) -> None:

@@ -24,7 +24,7 @@ from sqlalchemy import (
 
 from morag_progress.models import as_utc
 
-__all__ = ["events", "jobs", "metadata", "worker_mappings"]
+__all__ = ["api_keys", "events", "jobs", "metadata", "worker_mappings"]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -115,4 +115,17 @@ worker_mappings = Table(
     Column("worker_id", String(255), primary_key=True),
     Column("job_id", String(128), nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(255), nullable=True),
+    Column("user_id", String(128), nullable=False),
+    Column("role", String(16), nullable=False),
+    # SHA-256 of the key: keys are 256 random bits, so a fast hash is as safe as a slow one.
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
 )

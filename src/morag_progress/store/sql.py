@@ -42,6 +42,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from morag_progress.errors import ConfigurationError, JobConflictError, StoreError
+from morag_progress.keys import ApiKey, Role
 from morag_progress.models import (
     TERMINAL_STATUSES,
     FeedEvent,
@@ -53,7 +54,7 @@ from morag_progress.models import (
     status_for_percentage,
 )
 from morag_progress.store.base import NewJob
-from morag_progress.store.schema import events, jobs, metadata, worker_mappings
+from morag_progress.store.schema import api_keys, events, jobs, metadata, worker_mappings
 
 __all__ = ["SQLStore"]
 
@@ -332,6 +333,42 @@ class SQLStore:
         with self._write("delete mapping") as conn:
             conn.execute(stmt)
 
+    # -- API keys ------------------------------------------------------------------------------
+
+    def create_key(self, key: ApiKey, key_hash: str) -> None:
+        row = {
+            "id": key.id,
+            "name": key.name,
+            "user_id": key.user_id,
+            "role": key.role.value,
+            "key_hash": key_hash,
+            "created_at": key.created_at,
+        }
+        with self._write("create API key") as conn:
+            conn.execute(api_keys.insert().values(row))
+
+    def find_key(self, key_hash: str) -> ApiKey | None:
+        stmt = select(api_keys).where(api_keys.c.key_hash == key_hash)
+        with self._read("find API key") as conn:
+            row = conn.execute(stmt).mappings().first()
+        return None if row is None else _api_key(row)
+
+    def list_keys(self, *, user_id: str | None = None) -> list[ApiKey]:
+        stmt = select(api_keys).order_by(api_keys.c.created_at, api_keys.c.id)
+        if user_id is not None:
+            stmt = stmt.where(api_keys.c.user_id == user_id)
+        with self._read("list API keys") as conn:
+            return [_api_key(row) for row in conn.execute(stmt).mappings()]
+
+    def revoke_key(self, key_id: str, *, now: datetime) -> bool:
+        stmt = (
+            update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        with self._write("revoke API key") as conn:
+            return conn.execute(stmt).rowcount == 1
+
     # -- housekeeping --------------------------------------------------------------------------
 
     def ping(self) -> None:
@@ -515,6 +552,10 @@ def _job(row: RowMapping) -> Job:
         metadata=dict(row["metadata"] or {}),
         cancel_requested=bool(row["cancel_requested"]),
     )
+
+
+def _api_key(row: RowMapping) -> ApiKey:
+    return _from_row(ApiKey, row, role=Role(row["role"]))
 
 
 def _feed_event(row: RowMapping) -> FeedEvent:

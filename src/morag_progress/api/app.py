@@ -1,0 +1,130 @@
+"""The app factory: routes, limits, and the one place where errors become HTTP statuses."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from morag_progress.api.auth import Authenticator
+from morag_progress.api.limits import BodyLimit, RateLimiter
+from morag_progress.api.routes import jobs, ops, remote_jobs
+from morag_progress.errors import (
+    InvalidInputError,
+    JobConflictError,
+    JobNotFoundError,
+    JobStateError,
+    StoreError,
+)
+from morag_progress.settings import Settings, load_settings
+from morag_progress.store import SQLStore
+from morag_progress.store.base import Store
+from morag_progress.tracker import JobTracker
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:
+    """Build the API over ``store`` (default: the store the settings name)."""
+    settings = settings or load_settings()
+    owns_store = store is None
+    if store is None:
+        store = SQLStore(
+            settings.resolved_database_url,
+            sqlite_synchronous=settings.sqlite_synchronous,
+            busy_timeout_ms=settings.busy_timeout_ms,
+        )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owns_store:
+            store.close()
+
+    app = FastAPI(
+        title="morag-progress",
+        summary="Job progress reporting: workers report, people and programs watch.",
+        version=_version(),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.tracker = JobTracker(store=store)
+    app.state.authenticator = Authenticator(store, cache_seconds=settings.key_cache_seconds)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second)
+    app.add_middleware(
+        BodyLimit,
+        limit=settings.max_body_bytes,
+        large_limit=settings.max_log_body_bytes,
+        large_suffixes=("/logs",),
+    )
+    for router in (remote_jobs.router, jobs.router, ops.router):
+        app.include_router(router)
+    _map_errors(app)
+    return app
+
+
+def _detail(status: int, detail: Any, **extra: Any) -> JSONResponse:
+    return JSONResponse({"detail": detail, **extra}, status_code=status)
+
+
+def _map_errors(app: FastAPI) -> None:
+    @app.exception_handler(JobNotFoundError)
+    async def not_found(_: Request, e: JobNotFoundError) -> JSONResponse:
+        return _detail(404, str(e))
+
+    @app.exception_handler(JobStateError)
+    async def state(_: Request, e: JobStateError) -> JSONResponse:
+        return _detail(409, str(e))
+
+    @app.exception_handler(JobConflictError)
+    async def conflict(_: Request, e: JobConflictError) -> JSONResponse:
+        return _detail(409, str(e))
+
+    @app.exception_handler(InvalidInputError)
+    async def invalid(_: Request, e: InvalidInputError) -> JSONResponse:
+        error = {
+            "loc": ["body", e.field],
+            "msg": e.rule,
+            "type": "value_error",
+            "input": str(e.value),
+        }
+        return _detail(422, [error], message=str(e))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation(_: Request, e: RequestValidationError) -> JSONResponse:
+        errors = [{**error, "input": _json_safe(error.get("input"))} for error in e.errors()]
+        errors = jsonable_encoder(errors)
+        message = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in errors
+        )
+        return _detail(422, errors, message=message)
+
+    @app.exception_handler(StoreError)
+    async def store_down(_: Request, e: StoreError) -> JSONResponse:
+        logger.error("store error: %s", e)
+        return _detail(503, "the job store is unavailable; try again")
+
+
+def _json_safe(value: Any) -> Any:
+    """The offending input, as JSON can carry it (NaN and Infinity cannot be sent back as-is)."""
+    try:
+        json.dumps(value, allow_nan=False, default=str)
+    except ValueError:
+        return repr(value)
+    return value
+
+
+def _version() -> str:
+    from morag_progress import __version__
+
+    return __version__

@@ -1,0 +1,120 @@
+"""Routes for people and programs: create, read, list, cancel jobs, read their history."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
+
+from morag_progress.api.auth import require
+from morag_progress.api.routes import Caller, JobIdPath, tracker_of
+from morag_progress.api.schemas import FeedEventOut, JobCreate, JobList, JobOut
+from morag_progress.errors import JobNotFoundError
+from morag_progress.keys import Role
+from morag_progress.models import JobStatus
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+
+_ERRORS: dict[int | str, dict[str, str]] = {
+    401: {"description": "No API key, or a wrong or revoked one."},
+    404: {"description": "No such job, or not one of this key's user."},
+    422: {"description": "A field breaks a rule; the error names the field and the rule."},
+    429: {"description": "Too many requests for this key; see Retry-After."},
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=JobOut,
+    responses={
+        **_ERRORS,
+        403: {"description": "Worker keys cannot create jobs."},
+        409: {"description": "The id is taken by another user's job."},
+    },
+)
+def create_job(body: JobCreate, caller: Caller, request: Request, response: Response) -> JobOut:
+    """Create a job for the caller's user. Creating with the same ``id`` again returns the job."""
+    require(caller, Role.USER, Role.ADMIN)
+    tracker = tracker_of(request)
+    job_id = tracker.start_job(
+        body.document_name,
+        body.document_type,
+        body.document_id,
+        caller.user_id,
+        body.summary,
+        job_id=body.id,
+        parent_id=body.parent_id,
+        metadata=body.metadata,
+        weight=body.weight,
+        stall_timeout_s=body.stall_timeout_s,
+    )
+    job = tracker.get_job(job_id, caller.user_id)
+    assert job is not None
+    response.headers["Location"] = f"/api/v1/jobs/{job.id}"
+    return JobOut.of(job)
+
+
+@router.get("/{job_id}", response_model=JobOut, responses=_ERRORS)
+def get_job(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
+    """One job."""
+    job = tracker_of(request).get_job(job_id, caller.scope)
+    if job is None:
+        raise JobNotFoundError(job_id)
+    return JobOut.of(job)
+
+
+@router.get("", response_model=JobList, responses=_ERRORS)
+def list_jobs(
+    caller: Caller,
+    request: Request,
+    status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+    document_type: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=128, description="next_cursor of the previous page")
+    ] = None,
+) -> JobList:
+    """The caller's jobs (an admin's: everyone's), newest first, a page at a time."""
+    jobs = tracker_of(request).list_jobs(
+        caller.scope, status=status_, document_type=document_type, limit=limit + 1, after=cursor
+    )
+    page = jobs[:limit]
+    next_cursor = page[-1].id if len(jobs) > limit else None
+    return JobList(jobs=[JobOut.of(job) for job in page], next_cursor=next_cursor)
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobOut,
+    responses={
+        **_ERRORS,
+        403: {"description": "Worker keys cannot cancel."},
+        409: {"description": "The job is already finished, failed or cancelled."},
+    },
+)
+def cancel_job(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
+    """Cancel a job: one not yet running is CANCELLED now; a running one gets
+    ``cancel_requested``, which its worker sees in its next progress reply."""
+    require(caller, Role.USER, Role.ADMIN)
+    result = tracker_of(request).request_cancel(job_id, caller.scope).raise_for_outcome(job_id)
+    assert result.job is not None
+    return JobOut.of(result.job)
+
+
+@router.get("/{job_id}/history", response_model=list[FeedEventOut], responses=_ERRORS)
+def job_history(
+    job_id: JobIdPath,
+    caller: Caller,
+    request: Request,
+    after: Annotated[int, Query(ge=0, description="Only changes with a larger id.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> list[FeedEventOut]:
+    """The job's applied changes, oldest first."""
+    tracker = tracker_of(request)
+    if tracker.get_job(job_id, caller.scope) is None:
+        raise JobNotFoundError(job_id)
+    events = tracker.history(job_id, caller.scope, after=after, limit=limit)
+    return [FeedEventOut.of(event) for event in events]

@@ -1,0 +1,150 @@
+"""The HTTP contract: request and response bodies (pydantic), as OpenAPI documents them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from morag_progress.models import FeedEvent, Job, JobStatus
+
+__all__ = [
+    "FeedEventOut",
+    "JobCreate",
+    "JobList",
+    "JobOut",
+    "ProgressIn",
+    "ProgressOut",
+    "ResultIn",
+]
+
+MAX_MESSAGE = 2000
+JobId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\w.:@-]+$")]
+
+
+class _Body(BaseModel):
+    # An unknown field is most likely a typo ("percent" for "percentage"): refuse it by name.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProgressIn(_Body):
+    """A progress report from a worker (the seed's body, plus ordering and counts)."""
+
+    percentage: float = Field(ge=0, le=100, allow_inf_nan=False, description="0 to 100; floored.")
+    message: str | None = Field(default=None, max_length=MAX_MESSAGE, description="Summary.")
+    timestamp: datetime | None = Field(
+        default=None,
+        description="When it happened (ISO 8601; naive means UTC); default: when received. "
+        "More than 5 minutes in the future is refused.",
+    )
+    current: int | None = Field(default=None, ge=0, description="Items done.")
+    total: int | None = Field(default=None, ge=0, description="Items in all.")
+    stage: str | None = Field(default=None, max_length=255, description="Current stage name.")
+    attempt: int | None = Field(default=None, ge=1, description="Attempt this report belongs to.")
+    seq: int | None = Field(default=None, ge=0, description="Orders reports with equal timestamps.")
+
+
+class ResultIn(_Body):
+    """A worker's final word on a job."""
+
+    success: bool
+    message: str | None = Field(default=None, max_length=MAX_MESSAGE)
+
+
+class JobCreate(_Body):
+    """A new job. A client-chosen ``id`` is idempotent: the same request twice makes one job."""
+
+    document_name: str = Field(min_length=1, max_length=255)
+    document_type: str = Field(min_length=1, max_length=64)
+    document_id: str | None = Field(default=None, max_length=255)
+    summary: str | None = Field(default=None, max_length=MAX_MESSAGE)
+    metadata: dict[str, Any] | None = None
+    parent_id: JobId | None = None
+    weight: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    stall_timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    id: JobId | None = None
+
+
+class JobOut(BaseModel):
+    """A job as it is now."""
+
+    id: str
+    user_id: str | None
+    document_name: str
+    document_type: str
+    document_id: str | None
+    status: JobStatus
+    percentage: int
+    summary: str | None
+    current: int | None
+    total: int | None
+    stage: str | None
+    worker_id: str | None
+    attempt: int
+    parent_id: str | None
+    weight: float
+    metadata: dict[str, Any]
+    error: str | None
+    cancel_requested: bool
+    created_at: datetime
+    start_date: datetime | None
+    updated_at: datetime
+    end_date: datetime | None
+    last_seen_at: datetime | None
+    stall_timeout_s: float | None
+    rate: float | None = Field(description="Smoothed percent per second; null until known.")
+    eta_seconds: float | None = Field(description="Seconds left at that rate; null if unknown.")
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        return cls.model_validate(job.to_dict())
+
+
+class ProgressOut(BaseModel):
+    """What became of a progress report."""
+
+    success: bool
+    message: str
+    applied: bool = Field(description="False when the report was older than the job's state.")
+    cancel_requested: bool = Field(description="True when the worker should stop.")
+    job: JobOut
+
+
+class JobList(BaseModel):
+    """A page of jobs, newest first."""
+
+    jobs: list[JobOut]
+    next_cursor: str | None = Field(description="Pass as ``cursor`` for the next page.")
+
+
+class FeedEventOut(BaseModel):
+    """One applied change of a job."""
+
+    id: int
+    job_id: str
+    status: JobStatus
+    percentage: int
+    message: str | None
+    attempt: int
+    current: int | None
+    total: int | None
+    stage: str | None
+    timestamp: datetime
+    recorded_at: datetime
+
+    @classmethod
+    def of(cls, event: FeedEvent) -> FeedEventOut:
+        return cls(
+            id=event.id,
+            job_id=event.job_id,
+            status=event.status,
+            percentage=event.percentage,
+            message=event.message,
+            attempt=event.attempt,
+            current=event.current,
+            total=event.total,
+            stage=event.stage,
+            timestamp=event.timestamp,
+            recorded_at=event.recorded_at,
+        )

@@ -1,0 +1,131 @@
+"""The ``morag-progress`` command: serve the API and manage its keys."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from morag_progress.errors import ProgressError
+from morag_progress.keys import Role, create_key
+from morag_progress.models import utcnow
+from morag_progress.settings import Settings, load_settings
+from morag_progress.store import SQLStore, open_store
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="Job progress reporting: serve the API, manage keys.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option("--database-url", help="Store URL (default: MORAG_PROGRESS_DATABASE_URL)."),
+]
+console = Console()
+notes = Console(stderr=True)
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        settings = load_settings()
+    except ProgressError as e:
+        raise typer.BadParameter(str(e)) from e
+    changes = {name: value for name, value in overrides.items() if value is not None}
+    return settings.model_copy(update=changes)
+
+
+def _store(database_url: str | None) -> SQLStore:
+    try:
+        return open_store(database_url)
+    except ProgressError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(min=0, max=65535, help="Port (default 8000).")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from morag_progress.api import create_app
+
+    settings = _settings(host=host, port=port, database_url=database_url)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+@keys_app.command("create")
+def keys_create(
+    user: Annotated[str, typer.Option(help="The user the key acts for.")],
+    role: Annotated[Role, typer.Option(help="admin, user or worker.")] = Role.USER,
+    name: Annotated[str | None, typer.Option(help="A label to recognise the key by.")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create a key and print it. It is shown this once: only its hash is stored."""
+    store = _store(database_url)
+    try:
+        key, secret = create_key(store, user_id=user, role=role, name=name, now=utcnow())
+    except ProgressError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    finally:
+        store.close()
+    typer.echo(secret)
+    notes.print(f"key {key.id} for user {key.user_id!r}, role {key.role.value}", style="dim")
+
+
+@keys_app.command("list")
+def keys_list(
+    user: Annotated[str | None, typer.Option(help="Only this user's keys.")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """List keys (never their secrets)."""
+    store = _store(database_url)
+    try:
+        keys = store.list_keys(user_id=user)
+    finally:
+        store.close()
+    table = Table("id", "user", "role", "name", "created", "revoked")
+    for key in keys:
+        revoked = key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else ""
+        table.add_row(
+            key.id,
+            key.user_id,
+            key.role.value,
+            key.name or "",
+            key.created_at.isoformat(timespec="seconds"),
+            revoked,
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (from `keys list`).")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Revoke a key; servers stop accepting it within a few seconds."""
+    store = _store(database_url)
+    try:
+        revoked = store.revoke_key(key_id, now=utcnow())
+    finally:
+        store.close()
+    if not revoked:
+        console.print(f"[red]error:[/red] no active key {key_id!r}")
+        raise typer.Exit(1)
+    console.print(f"key {key_id} revoked")
+
+
+def main() -> None:
+    """Entry point of the ``morag-progress`` script."""
+    app()

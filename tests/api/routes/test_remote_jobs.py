@@ -1,0 +1,277 @@
+"""Remote-jobs routes: the seed's progress PUT, status, result, and every error they answer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from morag_progress.api import create_app
+from morag_progress.settings import Settings
+from morag_progress.store import SQLStore
+from tests.api.conftest import Auth
+
+NewJob = Callable[..., Any]
+
+
+def progress_url(job_id: str) -> str:
+    return f"/api/v1/remote-jobs/{job_id}/progress"
+
+
+async def test_seed_request(client: httpx.AsyncClient, alice: Auth, new_job: NewJob) -> None:
+    """The seed's body is applied and answered with success, applied and the job."""
+    job_id = await new_job(alice)
+    response = await client.put(
+        progress_url(job_id),
+        json={
+            "percentage": 75,
+            "message": "Transcribing audio content",
+            "timestamp": "2025-06-11T11:26:50.780725Z",
+        },
+        headers=alice,
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["success"], body["applied"], body["cancel_requested"]) == (True, True, False)
+    assert body["job"]["percentage"] == 75
+    assert body["job"]["status"] == "PROCESSING"
+    assert body["job"]["summary"] == "Transcribing audio content"
+    assert {"rate", "eta_seconds"} <= body["job"].keys()
+
+
+async def test_stale_report_is_not_an_error(
+    client: httpx.AsyncClient, alice: Auth, new_job: NewJob
+) -> None:
+    """A report older than the last one answers 200 with applied false and the current job."""
+    job_id = await new_job(alice)
+    await client.put(
+        progress_url(job_id),
+        json={"percentage": 60, "timestamp": "2025-06-11T11:00:02Z"},
+        headers=alice,
+    )
+    response = await client.put(
+        progress_url(job_id),
+        json={"percentage": 30, "timestamp": "2025-06-11T11:00:01Z"},
+        headers=alice,
+    )
+    assert response.status_code == 200
+    assert response.json()["applied"] is False
+    assert response.json()["job"]["percentage"] == 60
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"percentage": 150}, "percentage"),
+        ({"percentage": -1}, "percentage"),
+        ({"percentage": "abc"}, "percentage"),
+        ({"message": "x"}, "percentage"),
+        ({"percentage": 5, "message": "x" * 2001}, "message"),
+        ({"percentage": 5, "percent": 5}, "percent"),
+        ({"percentage": 5, "timestamp": "yesterday"}, "timestamp"),
+        ({"percentage": 5, "attempt": 0}, "attempt"),
+        ({"percentage": 5, "current": -2}, "current"),
+    ],
+)
+async def test_bad_body_is_422_naming_the_field(
+    client: httpx.AsyncClient, alice: Auth, new_job: NewJob, body: dict[str, Any], field: str
+) -> None:
+    """A bad body answers 422 naming the field and the rule; nothing is written."""
+    job_id = await new_job(alice)
+    response = await client.put(progress_url(job_id), json=body, headers=alice)
+    assert response.status_code == 422
+    assert field in response.json()["message"]
+    status = await client.get(f"/api/v1/jobs/{job_id}", headers=alice)
+    assert status.json()["percentage"] == 0
+
+
+async def test_nan_is_422(client: httpx.AsyncClient, alice: Auth, new_job: NewJob) -> None:
+    """NaN (which Python's JSON accepts) is refused."""
+    job_id = await new_job(alice)
+    response = await client.put(
+        progress_url(job_id),
+        content=b'{"percentage": NaN}',
+        headers={**alice, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+
+
+async def test_far_future_timestamp_is_422(
+    client: httpx.AsyncClient, alice: Auth, new_job: NewJob
+) -> None:
+    """A timestamp more than 5 minutes ahead is refused, naming the field."""
+    job_id = await new_job(alice)
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    response = await client.put(
+        progress_url(job_id), json={"percentage": 5, "timestamp": future}, headers=alice
+    )
+    assert response.status_code == 422
+    assert response.json()["message"].startswith("timestamp must not be more than 5 minutes")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer"},
+    ],
+)
+async def test_missing_or_wrong_key_is_401(
+    client: httpx.AsyncClient, alice: Auth, new_job: NewJob, headers: dict[str, str]
+) -> None:
+    """No key or a wrong one: 401 with WWW-Authenticate: Bearer."""
+    job_id = await new_job(alice)
+    response = await client.put(progress_url(job_id), json={"percentage": 5}, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_revoked_key_is_401(
+    client: httpx.AsyncClient, store: SQLStore, alice: Auth, new_job: NewJob
+) -> None:
+    """A revoked key stops working."""
+    job_id = await new_job(alice)
+    [key] = store.list_keys(user_id="alice")
+    store.revoke_key(key.id, now=datetime.now(UTC))
+    response = await client.put(progress_url(job_id), json={"percentage": 5}, headers=alice)
+    assert response.status_code == 401
+
+
+async def test_unknown_job_is_404(client: httpx.AsyncClient, alice: Auth) -> None:
+    """The HTTP API does not create jobs on report: an unknown id is 404."""
+    response = await client.put(progress_url("no-such-job"), json={"percentage": 5}, headers=alice)
+    assert response.status_code == 404
+    assert (await client.get("/api/v1/jobs/no-such-job", headers=alice)).status_code == 404
+
+
+async def test_another_users_job_is_404_and_untouched(
+    client: httpx.AsyncClient, alice: Auth, bob: Auth, admin: Auth, new_job: NewJob
+) -> None:
+    """Bob cannot report on, read or tell apart Alice's job from a missing one; an admin can."""
+    job_id = await new_job(alice)
+    for response in (
+        await client.put(progress_url(job_id), json={"percentage": 50}, headers=bob),
+        await client.get(f"/api/v1/remote-jobs/{job_id}/status", headers=bob),
+        await client.put(
+            f"/api/v1/remote-jobs/{job_id}/result", json={"success": True}, headers=bob
+        ),
+    ):
+        assert response.status_code == 404
+        assert response.json() == {"detail": f"job {job_id!r} not found"}
+    status = await client.get(f"/api/v1/remote-jobs/{job_id}/status", headers=alice)
+    assert status.json()["percentage"] == 0
+    assert (
+        await client.put(progress_url(job_id), json={"percentage": 50}, headers=admin)
+    ).status_code == 200
+
+
+async def test_worker_key_reports_on_its_users_jobs(
+    client: httpx.AsyncClient, alice: Auth, alice_worker: Auth, bob: Auth, new_job: NewJob
+) -> None:
+    """A worker key of Alice's reports on Alice's jobs, not Bob's."""
+    mine = await new_job(alice)
+    theirs = await new_job(bob)
+    assert (
+        await client.put(progress_url(mine), json={"percentage": 5}, headers=alice_worker)
+    ).status_code == 200
+    assert (
+        await client.put(progress_url(theirs), json={"percentage": 5}, headers=alice_worker)
+    ).status_code == 404
+
+
+async def test_terminal_job_is_409(client: httpx.AsyncClient, alice: Auth, new_job: NewJob) -> None:
+    """After completion a report answers 409 naming the state."""
+    job_id = await new_job(alice)
+    done = await client.put(
+        f"/api/v1/remote-jobs/{job_id}/result",
+        json={"success": True, "message": "ok"},
+        headers=alice,
+    )
+    assert done.status_code == 200
+    assert done.json()["job"]["status"] == "FINISHED"
+    response = await client.put(progress_url(job_id), json={"percentage": 50}, headers=alice)
+    assert response.status_code == 409
+    assert "FINISHED" in response.json()["detail"]
+
+
+async def test_superseded_attempt_is_409(
+    client: httpx.AsyncClient, alice: Auth, new_job: NewJob
+) -> None:
+    """A report from an older attempt than the job's answers 409."""
+    job_id = await new_job(alice)
+    await client.put(progress_url(job_id), json={"percentage": 50, "attempt": 2}, headers=alice)
+    response = await client.put(
+        progress_url(job_id), json={"percentage": 60, "attempt": 1}, headers=alice
+    )
+    assert response.status_code == 409
+    assert "attempt 2" in response.json()["detail"]
+
+
+async def test_failure_result_keeps_percentage(
+    client: httpx.AsyncClient, alice: Auth, new_job: NewJob
+) -> None:
+    """A failed result keeps the last percentage and records the error."""
+    job_id = await new_job(alice)
+    await client.put(progress_url(job_id), json={"percentage": 42}, headers=alice)
+    response = await client.put(
+        f"/api/v1/remote-jobs/{job_id}/result",
+        json={"success": False, "message": "GPU lost"},
+        headers=alice,
+    )
+    job = response.json()["job"]
+    assert (job["status"], job["percentage"], job["error"]) == ("FAILED", 42, "GPU lost")
+
+
+async def test_cancel_reaches_the_worker(
+    client: httpx.AsyncClient, alice: Auth, alice_worker: Auth, new_job: NewJob
+) -> None:
+    """A cancel request shows up as cancel_requested in the worker's next progress reply."""
+    job_id = await new_job(alice)
+    await client.put(progress_url(job_id), json={"percentage": 20}, headers=alice_worker)
+    cancel = await client.post(f"/api/v1/jobs/{job_id}/cancel", headers=alice)
+    assert cancel.json()["status"] == "PROCESSING"
+    reply = await client.put(progress_url(job_id), json={"percentage": 25}, headers=alice_worker)
+    assert reply.json()["cancel_requested"] is True
+
+
+async def test_body_over_the_limit_is_413(
+    store: SQLStore, alice: Auth, new_job: NewJob, client: httpx.AsyncClient
+) -> None:
+    """A body over the limit answers 413, whether announced by Content-Length or streamed."""
+    job_id = await new_job(alice)
+    big = b'{"percentage": 5, "message": "' + b"x" * 70_000 + b'"}'
+    response = await client.put(
+        progress_url(job_id), content=big, headers={**alice, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+
+    async def chunks():  # no Content-Length: the limit is enforced while reading
+        for _ in range(10):
+            yield b"x" * 10_000
+
+    response = await client.put(
+        progress_url(job_id),
+        content=chunks(),
+        headers={**alice, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+
+
+async def test_rate_limit_is_429_with_retry_after(
+    store: SQLStore, key: Callable[..., Auth]
+) -> None:
+    """Past the per-key rate a request answers 429 with Retry-After; another key is unaffected."""
+    app: FastAPI = create_app(Settings(rate_limit_per_second=1, key_cache_seconds=0), store=store)
+    first, second = key("alice"), key("alice")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        assert (await c.get("/api/v1/jobs", headers=first)).status_code == 200
+        limited = await c.get("/api/v1/jobs", headers=first)
+        assert limited.status_code == 429
+        assert int(limited.headers["retry-after"]) >= 1
+        assert (await c.get("/api/v1/jobs", headers=second)).status_code == 200

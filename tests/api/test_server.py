@@ -1,0 +1,123 @@
+"""End to end against real `morag-progress serve` processes: the seed's requests.put example."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.services import free_port
+
+SEED_REQUEST_BLOCK = """\
+import requests
+
+# Report progress
+response = requests.put(
+    f"{api_base_url}/api/v1/remote-jobs/{job_id}/progress",
+    json={
+        "percentage": 75,
+        "message": "Transcribing audio content",
+        "timestamp": "2025-06-11T11:26:50.780725Z"
+    },
+    headers={"Authorization": f"Bearer {api_key}"}
+)
+"""
+
+CLI = [sys.executable, "-m", "morag_progress.cli"]
+
+
+def cli(*args: str, env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, env=env, timeout=60, check=True
+    )
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def server_env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "MORAG_PROGRESS_DATABASE_URL": f"sqlite:///{tmp_path / 'server.db'}"}
+
+
+@pytest.fixture
+def serve(server_env: dict[str, str]) -> Iterator[Callable[[], str]]:
+    """Factory: start a server process on a free port and return its base URL."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start() -> str:
+        port = free_port()
+        process = subprocess.Popen(
+            [*CLI, "serve", "--port", str(port)],
+            env=server_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    return url
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not become ready in 30 s")
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(10)
+
+
+def test_seed_request_example_as_written(
+    serve: Callable[[], str], server_env: dict[str, str]
+) -> None:
+    """A user starts the server, creates a key, and the seed's requests.put block works."""
+    api_base_url = serve()
+    api_key = cli("keys", "create", "--user", "alice", env=server_env).splitlines()[0]
+    headers = {"Authorization": f"Bearer {api_key}"}
+    created = httpx.post(
+        f"{api_base_url}/api/v1/jobs",
+        json={"document_name": "talk.mp3", "document_type": "audio"},
+        headers=headers,
+    )
+    job_id = created.json()["id"]
+    namespace = {"api_base_url": api_base_url, "job_id": job_id, "api_key": api_key}
+    exec(compile(SEED_REQUEST_BLOCK, "<seed>", "exec"), namespace)
+    response = namespace["response"]
+    assert response.status_code == 200
+    assert response.json()["job"]["percentage"] == 75
+    assert response.json()["job"]["status"] == "PROCESSING"
+
+
+def test_two_servers_on_one_sqlite_file(
+    serve: Callable[[], str], server_env: dict[str, str]
+) -> None:
+    """Two server processes on one SQLite file are one service: writes through either are seen
+    by both, and concurrent reports through both lose nothing."""
+    first, second = serve(), serve()
+    headers = {
+        "Authorization": f"Bearer {cli('keys', 'create', '--user', 'alice', env=server_env).splitlines()[0]}"
+    }
+    job_id = httpx.post(
+        f"{first}/api/v1/jobs", json={"document_name": "a", "document_type": "pdf"}, headers=headers
+    ).json()["id"]
+    for seq in range(1, 41):
+        url = first if seq % 2 else second
+        body = {"percentage": seq, "timestamp": "2026-01-01T00:00:00Z", "seq": seq}
+        assert (
+            httpx.put(
+                f"{url}/api/v1/remote-jobs/{job_id}/progress", json=body, headers=headers
+            ).status_code
+            == 200
+        )
+    for url in (first, second):
+        job = httpx.get(f"{url}/api/v1/jobs/{job_id}", headers=headers).json()
+        assert job["percentage"] == 40
+    history = httpx.get(f"{second}/api/v1/jobs/{job_id}/history", headers=headers).json()
+    assert len(history) == 41

@@ -1,0 +1,62 @@
+"""The morag-progress command: keys create, list and revoke."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from morag_progress.cli import app
+from morag_progress.keys import hash_key
+from morag_progress.store import SQLStore
+
+runner = CliRunner()
+
+
+def test_keys_lifecycle(tmp_path: Path) -> None:
+    """create prints the secret once; list shows the key without it; revoke ends it."""
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    created = runner.invoke(
+        app,
+        [
+            "keys",
+            "create",
+            "--user",
+            "alice",
+            "--role",
+            "worker",
+            "--name",
+            "gpu-01",
+            "--database-url",
+            url,
+        ],
+    )
+    assert created.exit_code == 0, created.output
+    secret = created.stdout.strip().splitlines()[0]
+    assert secret.startswith("mpk_")
+    store = SQLStore(url)
+    key = store.find_key(hash_key(secret))
+    assert key is not None
+    assert (key.user_id, key.role.value, key.name) == ("alice", "worker", "gpu-01")
+    listed = runner.invoke(app, ["keys", "list", "--database-url", url])
+    assert key.id in listed.stdout
+    assert secret not in listed.stdout
+    assert runner.invoke(app, ["keys", "revoke", key.id, "--database-url", url]).exit_code == 0
+    assert not store.list_keys()[0].active
+    again = runner.invoke(app, ["keys", "revoke", key.id, "--database-url", url])
+    assert again.exit_code == 1
+    assert "no active key" in again.output
+    store.close()
+
+
+def test_bad_arguments_are_named(tmp_path: Path) -> None:
+    """A bad role or URL is refused with a message that names it."""
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    bad_role = runner.invoke(
+        app, ["keys", "create", "--user", "a", "--role", "root", "--database-url", url]
+    )
+    assert bad_role.exit_code == 2
+    assert "role" in bad_role.output
+    bad_url = runner.invoke(app, ["keys", "list", "--database-url", "mysql://x/y"])
+    assert bad_url.exit_code == 2
+    assert "database_url must name sqlite or postgresql" in bad_url.output
