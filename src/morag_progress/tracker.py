@@ -142,12 +142,38 @@ class JobTracker:
         ``create_missing`` creates an unknown job first (for trusted in-process callers).
         """
         now = self._clock()
+        self.check_timestamp(update, now)
+        result = self.store.apply(update, now=now, create_missing=create_missing)
+        if result.applied and result.job is not None:
+            self._notify(result.job)
+        return result
+
+    def apply_many(self, updates: list[ProgressUpdate]) -> list[UpdateResult]:
+        """Apply updates in order in one transaction: one commit for the lot.
+
+        Validate first (``check_timestamp``): one invalid update raises before any is written.
+        """
+        now = self._clock()
+        for update in updates:
+            self.check_timestamp(update, now)
+        results = self.store.apply_many(updates, now=now)
+        for result in results:
+            if result.applied and result.job is not None:
+                self._notify(result.job)
+        return results
+
+    def check_timestamp(self, update: ProgressUpdate, now: datetime | None = None) -> None:
+        """Raise InvalidInputError if the update is stamped too far in the future."""
+        now = now or self._clock()
         if update.timestamp is not None and update.timestamp > now + MAX_CLOCK_SKEW:
             raise InvalidInputError(
                 "timestamp", "must not be more than 5 minutes in the future", update.timestamp
             )
-        result = self.store.apply(update, now=now, create_missing=create_missing)
-        if result.applied and result.job is not None:
+
+    def heartbeat(self, job_id: str, user_id: str | None = None) -> UpdateResult:
+        """The job's worker is alive: ``last_seen_at`` is now; a STALLED job resumes."""
+        result = self.store.heartbeat(job_id, user_id=user_id, now=self._clock())
+        if result.event_id is not None and result.job is not None:
             self._notify(result.job)
         return result
 

@@ -10,10 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from morag_progress.models import FeedEvent, Job, JobStatus
 
 __all__ = [
+    "BatchIn",
+    "BatchItem",
+    "BatchItemOut",
+    "BatchOut",
     "FeedEventOut",
     "JobCreate",
     "JobList",
     "JobOut",
+    "LogsOut",
     "ProgressIn",
     "ProgressOut",
     "ResultIn",
@@ -43,6 +48,34 @@ class ProgressIn(_Body):
     stage: str | None = Field(default=None, max_length=255, description="Current stage name.")
     attempt: int | None = Field(default=None, ge=1, description="Attempt this report belongs to.")
     seq: int | None = Field(default=None, ge=0, description="Orders reports with equal timestamps.")
+
+
+class BatchItem(ProgressIn):
+    """One report of a batch: a progress report and the job it is for."""
+
+    job_id: JobId
+
+
+class BatchIn(_Body):
+    """Reports for many jobs, applied in order and committed together."""
+
+    updates: list[BatchItem] = Field(min_length=1, max_length=1000)
+
+
+class BatchItemOut(BaseModel):
+    """What became of one report of a batch."""
+
+    job_id: str
+    status: int = Field(description="As for a single report: 200, 404, 409 or 422.")
+    applied: bool
+    cancel_requested: bool
+    detail: str | None = None
+
+
+class BatchOut(BaseModel):
+    """One result per report, in the order sent."""
+
+    results: list[BatchItemOut]
 
 
 class ResultIn(_Body):
@@ -108,6 +141,16 @@ class ProgressOut(BaseModel):
     message: str
     applied: bool = Field(description="False when the report was older than the job's state.")
     cancel_requested: bool = Field(description="True when the worker should stop.")
+    job: JobOut
+
+
+class LogsOut(BaseModel):
+    """What the server found in uploaded log lines."""
+
+    lines: int = Field(description="Lines received.")
+    events: int = Field(description="Lines that carried progress.")
+    applied: int = Field(description="Progress events applied (the rest were older).")
+    cancel_requested: bool
     job: JobOut
 
 

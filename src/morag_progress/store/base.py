@@ -51,6 +51,14 @@ class Store(Protocol):
         """Apply one update under DESIGN.md section 3's rules, appending a feed row if applied."""
         ...
 
+    def apply_many(self, updates: list[ProgressUpdate], *, now: datetime) -> list[UpdateResult]:
+        """Apply updates in order, in one transaction (one commit for the batch)."""
+        ...
+
+    def heartbeat(self, job_id: str, *, user_id: str | None, now: datetime) -> UpdateResult:
+        """The worker is alive: set last_seen_at; a STALLED job is PROCESSING again."""
+        ...
+
     def request_cancel(self, job_id: str, *, user_id: str | None, now: datetime) -> UpdateResult:
         """Flag a job for cancellation; one not yet claimed becomes CANCELLED at once."""
         ...

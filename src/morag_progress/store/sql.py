@@ -205,25 +205,59 @@ class SQLStore:
     def apply(
         self, update: ProgressUpdate, *, now: datetime, create_missing: bool = False
     ) -> UpdateResult:
-        stmt = self._conditional_update(update, now)
         with self._write("apply update") as conn:
-            row = conn.execute(stmt).mappings().first()
-            if row is None:
-                existing = self._fetch(conn, update.job_id)
-                if existing is None and create_missing:
-                    self._create_for(conn, update, now)
-                    row = conn.execute(stmt).mappings().first()
-                elif existing is None or not _visible(existing, update.user_id):
-                    return UpdateResult(UpdateOutcome.NOT_FOUND)
-                else:
-                    return UpdateResult(_why_not(existing, update), _job(existing))
-            if row is None:  # created a moment ago by us, then refused: report it as it is
-                existing = self._fetch(conn, update.job_id)
-                assert existing is not None
+            return self._apply_in(conn, update, now, create_missing)
+
+    def apply_many(self, updates: list[ProgressUpdate], *, now: datetime) -> list[UpdateResult]:
+        with self._write("apply updates") as conn:
+            return [self._apply_in(conn, update, now, False) for update in updates]
+
+    def heartbeat(self, job_id: str, *, user_id: str | None, now: datetime) -> UpdateResult:
+        j = jobs.c
+        conditions = [j.id == job_id, j.status.not_in(_TERMINAL)]
+        if user_id is not None:
+            conditions.append(j.user_id == user_id)
+        wake = (
+            update(jobs)
+            .where(*conditions, j.status == JobStatus.STALLED.value)
+            .values(status=JobStatus.PROCESSING.value, last_seen_at=now, updated_at=now)
+            .returning(*jobs.c)
+        )
+        touch = update(jobs).where(*conditions).values(last_seen_at=now).returning(*jobs.c)
+        with self._write("heartbeat") as conn:
+            row = conn.execute(wake).mappings().first()
+            if row is not None:  # a status change: it belongs in the feed
+                event_id = self._append_event(conn, row, now=now, timestamp=now)
+                return UpdateResult(UpdateOutcome.APPLIED, _job(row), event_id)
+            row = conn.execute(touch).mappings().first()
+            if row is not None:
+                return UpdateResult(UpdateOutcome.APPLIED, _job(row))
+            existing = self._fetch(conn, job_id)
+            if existing is None or not _visible(existing, user_id):
+                return UpdateResult(UpdateOutcome.NOT_FOUND)
+            return UpdateResult(UpdateOutcome.TERMINAL, _job(existing))
+
+    def _apply_in(
+        self, conn: Connection, update: ProgressUpdate, now: datetime, create_missing: bool
+    ) -> UpdateResult:
+        stmt = self._conditional_update(update, now)
+        row = conn.execute(stmt).mappings().first()
+        if row is None:
+            existing = self._fetch(conn, update.job_id)
+            if existing is None and create_missing:
+                self._create_for(conn, update, now)
+                row = conn.execute(stmt).mappings().first()
+            elif existing is None or not _visible(existing, update.user_id):
+                return UpdateResult(UpdateOutcome.NOT_FOUND)
+            else:
                 return UpdateResult(_why_not(existing, update), _job(existing))
-            timestamp = update.timestamp or now
-            event_id = self._append_event(conn, row, now=now, timestamp=timestamp)
-            return UpdateResult(UpdateOutcome.APPLIED, _job(row), event_id)
+        if row is None:  # created a moment ago by us, then refused: report it as it is
+            existing = self._fetch(conn, update.job_id)
+            assert existing is not None
+            return UpdateResult(_why_not(existing, update), _job(existing))
+        timestamp = update.timestamp or now
+        event_id = self._append_event(conn, row, now=now, timestamp=timestamp)
+        return UpdateResult(UpdateOutcome.APPLIED, _job(row), event_id)
 
     def request_cancel(self, job_id: str, *, user_id: str | None, now: datetime) -> UpdateResult:
         j = jobs.c

@@ -275,3 +275,106 @@ async def test_rate_limit_is_429_with_retry_after(
         assert limited.status_code == 429
         assert int(limited.headers["retry-after"]) >= 1
         assert (await c.get("/api/v1/jobs", headers=second)).status_code == 200
+
+
+async def test_batch_reports_per_item(
+    client: httpx.AsyncClient, alice: Auth, bob: Auth, new_job: NewJob
+) -> None:
+    """A batch is applied in order; each report gets its own status, one bad item spoils none."""
+    mine, done, theirs = await new_job(alice), await new_job(alice), await new_job(bob)
+    await client.put(f"/api/v1/remote-jobs/{done}/result", json={"success": True}, headers=alice)
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    body = {
+        "updates": [
+            {"job_id": mine, "percentage": 10, "message": "a"},
+            {"job_id": mine, "percentage": 20, "message": "b"},
+            {"job_id": done, "percentage": 30},
+            {"job_id": theirs, "percentage": 40},
+            {"job_id": mine, "percentage": 50, "timestamp": future},
+            {"job_id": "missing", "percentage": 60},
+        ]
+    }
+    response = await client.post("/api/v1/remote-jobs/progress", json=body, headers=alice)
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [(r["job_id"], r["status"], r["applied"]) for r in results] == [
+        (mine, 200, True),
+        (mine, 200, True),
+        (done, 409, False),
+        (theirs, 404, False),
+        (mine, 422, False),
+        ("missing", 404, False),
+    ]
+    assert "timestamp" in results[4]["detail"]
+    job = (await client.get(f"/api/v1/jobs/{mine}", headers=alice)).json()
+    assert (job["percentage"], job["summary"]) == (20, "b")
+
+
+async def test_batch_limits(client: httpx.AsyncClient, alice: Auth) -> None:
+    """An empty batch, or one of over 1000 reports, is 422."""
+    assert (
+        await client.post("/api/v1/remote-jobs/progress", json={"updates": []}, headers=alice)
+    ).status_code == 422
+    many = {"updates": [{"job_id": "j", "percentage": 1}] * 1001}
+    assert (
+        await client.post("/api/v1/remote-jobs/progress", json=many, headers=alice)
+    ).status_code == 422
+
+
+async def test_heartbeat(
+    client: httpx.AsyncClient, store: SQLStore, alice: Auth, new_job: NewJob
+) -> None:
+    """A heartbeat refreshes last_seen_at, wakes a STALLED job, and answers cancel_requested."""
+    from morag_progress import JobStatus, JobTracker
+
+    job_id = await new_job(alice)
+    JobTracker(store=store).update_progress(job_id, 30, JobStatus.STALLED)
+    response = await client.post(f"/api/v1/remote-jobs/{job_id}/heartbeat", headers=alice)
+    assert response.status_code == 200
+    assert response.json()["job"]["status"] == "PROCESSING"
+    assert response.json()["cancel_requested"] is False
+    assert (
+        await client.post("/api/v1/remote-jobs/nope/heartbeat", headers=alice)
+    ).status_code == 404
+
+
+async def test_logs_are_parsed_on_the_server(
+    client: httpx.AsyncClient, alice: Auth, new_job: NewJob
+) -> None:
+    """Raw log lines (NDJSON and text) are parsed on the server and applied in order."""
+    job_id = await new_job(alice)
+    lines = "\n".join(
+        [
+            '{"event": "Processing progress: Video processing (30%)", "timestamp": "2025-06-11T11:26:51Z"}',
+            "some unrelated line",
+            '{"event": "Processing progress: Video processing (60%)", "timestamp": "2025-06-11T11:26:52Z"}',
+            '{"event": "Processing progress: Video processing (45%)", "timestamp": "2025-06-11T11:26:51.5Z"}',
+            "Encoding:  70%|#######   | 7/10 [00:01<00:00, 5.0it/s]",
+        ]
+    )
+    response = await client.post(
+        f"/api/v1/remote-jobs/{job_id}/logs",
+        content=lines,
+        headers={**alice, "Content-Type": "text/plain"},
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["lines"], body["events"], body["applied"]) == (5, 4, 3)
+    assert (body["job"]["percentage"], body["job"]["current"], body["job"]["total"]) == (70, 7, 10)
+    assert (
+        await client.post("/api/v1/remote-jobs/nope/logs", content=lines, headers=alice)
+    ).status_code == 404
+
+
+async def test_logs_allow_a_larger_body(
+    client: httpx.AsyncClient, alice: Auth, new_job: NewJob
+) -> None:
+    """Log uploads may be up to 1 MiB, beyond the 64 KiB of other bodies; past it, 413."""
+    job_id = await new_job(alice)
+    chunk = ("ordinary line without progress\n" * 6000).encode()  # ~190 KB
+    ok = await client.post(f"/api/v1/remote-jobs/{job_id}/logs", content=chunk, headers=alice)
+    assert ok.status_code == 200
+    too_big = await client.post(
+        f"/api/v1/remote-jobs/{job_id}/logs", content=chunk * 6, headers=alice
+    )
+    assert too_big.status_code == 413

@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 
 from morag_progress.api.routes import Caller, JobIdPath, tracker_of
-from morag_progress.api.schemas import JobOut, ProgressIn, ProgressOut, ResultIn
-from morag_progress.errors import JobNotFoundError
-from morag_progress.models import JobStatus, ProgressUpdate
+from morag_progress.api.schemas import (
+    BatchIn,
+    BatchItemOut,
+    BatchOut,
+    JobOut,
+    LogsOut,
+    ProgressIn,
+    ProgressOut,
+    ResultIn,
+)
+from morag_progress.errors import InvalidInputError, JobNotFoundError, ProgressError
+from morag_progress.models import (
+    JobStatus,
+    ProgressUpdate,
+    UpdateOutcome,
+    UpdateResult,
+    status_for_percentage,
+)
+from morag_progress.parser import ProgressEventParser
+from morag_progress.tracker import JobTracker
 
 __all__ = ["router"]
 
@@ -21,6 +39,21 @@ _ERRORS: dict[int | str, dict[str, str]] = {
     422: {"description": "A field breaks a rule; the error names the field and the rule."},
     429: {"description": "Too many requests for this key; see Retry-After."},
 }
+
+
+def _update(job_id: str, body: ProgressIn, scope: str | None) -> ProgressUpdate:
+    return ProgressUpdate(
+        job_id,
+        body.percentage,
+        body.message,
+        timestamp=body.timestamp,
+        current=body.current,
+        total=body.total,
+        stage=body.stage,
+        attempt=body.attempt,
+        seq=body.seq,
+        user_id=scope,
+    )
 
 
 def _reply(applied: bool, job: JobOut, what: str) -> ProgressOut:
@@ -42,18 +75,7 @@ def report_progress(
     ``applied`` is false for a report older than the job's last one (not an error: it lost a
     race). ``cancel_requested`` tells the worker to stop.
     """
-    update = ProgressUpdate(
-        job_id,
-        body.percentage,
-        body.message,
-        timestamp=body.timestamp,
-        current=body.current,
-        total=body.total,
-        stage=body.stage,
-        attempt=body.attempt,
-        seq=body.seq,
-        user_id=caller.scope,
-    )
+    update = _update(job_id, body, caller.scope)
     result = tracker_of(request).apply(update).raise_for_outcome(job_id)
     assert result.job is not None
     return _reply(result.applied, JobOut.of(result.job), "Progress updated")
@@ -89,3 +111,110 @@ def report_result(
     result = tracker_of(request).apply(update).raise_for_outcome(job_id)
     assert result.job is not None
     return _reply(result.applied, JobOut.of(result.job), "Result recorded")
+
+
+_ITEM_STATUS = {
+    UpdateOutcome.APPLIED: 200,
+    UpdateOutcome.STALE: 200,
+    UpdateOutcome.NOT_FOUND: 404,
+    UpdateOutcome.TERMINAL: 409,
+    UpdateOutcome.SUPERSEDED: 409,
+}
+
+
+def _item(job_id: str, result: UpdateResult) -> BatchItemOut:
+    try:
+        result.raise_for_outcome(job_id)
+        detail = None
+    except ProgressError as e:
+        detail = str(e)
+    return BatchItemOut(
+        job_id=job_id,
+        status=_ITEM_STATUS[result.outcome],
+        applied=result.applied,
+        cancel_requested=result.cancel_requested,
+        detail=detail,
+    )
+
+
+@router.post("/progress", response_model=BatchOut, responses=_ERRORS)
+def report_batch(body: BatchIn, caller: Caller, request: Request) -> BatchOut:
+    """Report progress for many jobs at once: applied in order, committed together, answered
+    with one result per report (an unknown or finished job fails its item, not the batch)."""
+    tracker = tracker_of(request)
+    results: list[BatchItemOut | None] = [None] * len(body.updates)
+    valid: list[tuple[int, ProgressUpdate]] = []
+    for i, item in enumerate(body.updates):
+        update = _update(item.job_id, item, caller.scope)
+        try:
+            tracker.check_timestamp(update)
+        except InvalidInputError as e:
+            results[i] = BatchItemOut(
+                job_id=item.job_id, status=422, applied=False, cancel_requested=False, detail=str(e)
+            )
+            continue
+        valid.append((i, update))
+    applied = tracker.apply_many([update for _, update in valid])
+    for (i, update), result in zip(valid, applied, strict=True):
+        results[i] = _item(update.job_id, result)
+    return BatchOut(results=[r for r in results if r is not None])
+
+
+@router.post("/{job_id}/heartbeat", response_model=ProgressOut, responses=_ERRORS)
+def heartbeat(job_id: JobIdPath, caller: Caller, request: Request) -> ProgressOut:
+    """The worker is alive (a STALLED job is PROCESSING again); the reply says whether to stop."""
+    result = tracker_of(request).heartbeat(job_id, caller.scope).raise_for_outcome(job_id)
+    assert result.job is not None
+    return _reply(True, JobOut.of(result.job), "Heartbeat recorded")
+
+
+@router.post(
+    "/{job_id}/logs",
+    response_model=LogsOut,
+    responses=_ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "description": "Raw log lines: plain text or NDJSON (structlog), up to 1 MiB.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def upload_logs(job_id: JobIdPath, caller: Caller, request: Request) -> LogsOut:
+    """Parse raw log lines on the server and apply the progress they carry, in order
+    (the seed's "Remote Worker -> Progress Logs -> Progress Parser" path)."""
+    text = (await request.body()).decode("utf-8", errors="replace")
+    return await run_in_threadpool(_apply_logs, tracker_of(request), job_id, text, caller.scope)
+
+
+_parser = ProgressEventParser()
+
+
+def _apply_logs(tracker: JobTracker, job_id: str, text: str, scope: str | None) -> LogsOut:
+    lines = text.splitlines()
+    updates = [
+        ProgressUpdate(
+            job_id,
+            event.percentage,
+            event.message,
+            status_for_percentage(event.percentage),
+            timestamp=None if event.timestamp_inferred else event.timestamp,
+            current=event.current,
+            total=event.total,
+            seq=seq,  # lines without a time of their own keep the order they were sent in
+            user_id=scope,
+        )
+        for seq, event in enumerate(_parser.iter_events(lines))
+    ]
+    results = tracker.apply_many(updates) if updates else []
+    if any(r.outcome is UpdateOutcome.NOT_FOUND for r in results):
+        raise JobNotFoundError(job_id)
+    job = tracker.get_job(job_id, scope)
+    if job is None:
+        raise JobNotFoundError(job_id)
+    return LogsOut(
+        lines=len(lines),
+        events=len(updates),
+        applied=sum(r.applied for r in results),
+        cancel_requested=job.cancel_requested,
+        job=JobOut.of(job),
+    )
