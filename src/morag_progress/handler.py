@@ -47,7 +47,7 @@ class ProgressHandler:
         self._job_mappings[worker_id] = job_id
         try:
             self._mapping_tracker.store.set_mapping(worker_id, job_id, now=utcnow())
-        except Exception:
+        except Exception:  # a database error must not stop the worker
             logger.exception("job mapping %s -> %s kept in this process only", worker_id, job_id)
             return
         logger.debug("job mapping registered: %s -> %s", worker_id, job_id)
@@ -57,14 +57,14 @@ class ProgressHandler:
         self._job_mappings.pop(worker_id, None)
         try:
             self._mapping_tracker.store.delete_mapping(worker_id)
-        except Exception:
+        except Exception:  # a database error must not stop the worker
             logger.exception("job mapping of %s not removed from the store", worker_id)
 
     def get_job_id_for_worker(self, worker_id: str) -> str | None:
         """The job id a worker or task id maps to, or None."""
         try:
             return self._mapping_tracker.store.get_mapping(worker_id)
-        except Exception:
+        except Exception:  # fall back to what this process registered
             logger.exception("job mapping of %s read from this process only", worker_id)
             return self._job_mappings.get(worker_id)
 
@@ -116,7 +116,7 @@ class ProgressHandler:
                 user_id=user_id,
                 **extra,
             )
-        except Exception:
+        except Exception:  # database errors are caught and logged, as the seed says
             logger.exception("progress for job %s not recorded", job_id)
             return False
         return True if result is None else bool(result)
@@ -164,7 +164,7 @@ class ProgressHandler:
                 result = self.job_tracker.mark_completed(job_id, final_message, user_id)
             else:
                 result = self.job_tracker.mark_failed(job_id, final_message, user_id)
-        except Exception:
+        except Exception:  # database errors are caught and logged, as the seed says
             logger.exception("completion of job %s not recorded", job_id)
             return False
         return True if result is None else bool(result)

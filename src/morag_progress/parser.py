@@ -300,7 +300,7 @@ class ProgressEventParser:
             if text is None:
                 return None
             return self._parse(text)
-        except Exception:
+        except Exception:  # the parser's contract is to never raise
             logger.debug("unparseable log line ignored", exc_info=True)
             return None
 
@@ -311,7 +311,7 @@ class ProgressEventParser:
             if text is None or not _may_carry_a_format(text):
                 return None
             return self._parse_plain(text)
-        except Exception:
+        except Exception:  # the parser's contract is to never raise
             logger.debug("unparseable log line ignored", exc_info=True)
             return None
 
@@ -330,7 +330,7 @@ class ProgressEventParser:
             if "%" in line or "percent" in line or "progress" in line:
                 try:
                     event = parse(line)
-                except Exception:
+                except Exception:  # the parser's contract is to never raise
                     logger.debug("unparseable log line ignored", exc_info=True)
                     continue
                 if event is not None:

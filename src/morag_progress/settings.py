@@ -52,6 +52,15 @@ class Settings(BaseSettings):
         default=5.0, ge=0, description="How long a checked key is trusted before a re-check."
     )
 
+    sse_ping_seconds: float = Field(
+        default=15.0, gt=0, description="Keep-alive comment interval of event streams."
+    )
+    feed_poll_seconds: float = Field(
+        default=0.25,
+        gt=0,
+        description="How often streams look for changes made by other processes.",
+    )
+
     @property
     def resolved_database_url(self) -> str:
         """``database_url``, or the default SQLite file."""

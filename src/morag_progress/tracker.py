@@ -70,6 +70,7 @@ class JobTracker:
         self._clock = clock
         self._store_lock = threading.Lock()
         self._callbacks: dict[str, ProgressCallback] = {}
+        self._listeners: list[Callable[[Job], object]] = []
 
     @property
     def store(self) -> Store:
@@ -307,6 +308,10 @@ class JobTracker:
         """Stop calling the job's callback."""
         self._callbacks.pop(job_id, None)
 
+    def add_listener(self, listener: Callable[[Job], object]) -> None:
+        """Call ``listener(job)`` after every change this tracker commits, to any job."""
+        self._listeners.append(listener)
+
     # -- internals -----------------------------------------------------------------------------
 
     def _report(self, job_id: str, **fields: Any) -> bool:
@@ -316,7 +321,7 @@ class JobTracker:
         except ProgressError as e:
             logger.error("progress for job %s not recorded: %s", job_id, e)
             return False
-        except Exception:
+        except Exception:  # reporting must never raise into the worker
             logger.exception("progress for job %s not recorded", job_id)
             return False
         if result.outcome is UpdateOutcome.APPLIED:
@@ -331,10 +336,12 @@ class JobTracker:
         return False
 
     def _notify(self, job: Job) -> None:
+        targets = list(self._listeners)
         callback = self._callbacks.get(job.id)
-        if callback is None:
-            return
-        try:
-            callback(job.id, job.percentage, job.status, job.summary)
-        except Exception:
-            logger.warning("progress callback for job %s failed", job.id, exc_info=True)
+        if callback is not None:
+            targets.append(lambda j: callback(j.id, j.percentage, j.status, j.summary))
+        for target in targets:
+            try:
+                target(job)
+            except Exception:  # a failing callback must not fail the update
+                logger.warning("progress callback for job %s failed", job.id, exc_info=True)

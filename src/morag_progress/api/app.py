@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from morag_progress.api.auth import Authenticator
 from morag_progress.api.limits import BodyLimit, RateLimiter
-from morag_progress.api.routes import jobs, ops, remote_jobs
+from morag_progress.api.routes import events, jobs, ops, remote_jobs
 from morag_progress.errors import (
     InvalidInputError,
     JobConflictError,
@@ -23,6 +23,7 @@ from morag_progress.errors import (
     JobStateError,
     StoreError,
 )
+from morag_progress.feed import FeedHub
 from morag_progress.settings import Settings, load_settings
 from morag_progress.store import SQLStore
 from morag_progress.store.base import Store
@@ -44,9 +45,12 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             busy_timeout_ms=settings.busy_timeout_ms,
         )
 
+    hub = FeedHub(store, poll_interval=settings.feed_poll_seconds)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        await hub.close()
         if owns_store:
             store.close()
 
@@ -58,7 +62,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     )
     app.state.settings = settings
     app.state.store = store
-    app.state.tracker = JobTracker(store=store)
+    app.state.tracker = tracker = JobTracker(store=store)
+    app.state.hub = hub
+    tracker.add_listener(lambda _job: hub.wake())
     app.state.authenticator = Authenticator(store, cache_seconds=settings.key_cache_seconds)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second)
     app.add_middleware(
@@ -67,7 +73,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         large_limit=settings.max_log_body_bytes,
         large_suffixes=("/logs",),
     )
-    for router in (remote_jobs.router, jobs.router, ops.router):
+    for router in (remote_jobs.router, jobs.router, events.router, ops.router):
         app.include_router(router)
     _map_errors(app)
     return app

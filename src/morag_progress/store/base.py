@@ -91,6 +91,10 @@ class Store(Protocol):
         """Feed rows of every job (or one user's jobs) with an id above ``after``."""
         ...
 
+    def last_event_id(self, job_id: str | None = None) -> int:
+        """The newest feed id (of one job, or of all); 0 when there is none."""
+        ...
+
     def set_mapping(self, worker_id: str, job_id: str, *, now: datetime) -> None:
         """Map a worker (or Celery task) id to a job id, replacing an earlier mapping."""
         ...

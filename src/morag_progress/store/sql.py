@@ -96,7 +96,7 @@ class SQLStore:
             )
         try:
             parsed = make_url(url)
-        except Exception as e:
+        except Exception as e:  # SQLAlchemy raises several types for a bad URL
             raise ConfigurationError("database_url", "must be a SQLAlchemy URL", url) from e
         self.url = parsed
         self.dialect = parsed.get_backend_name()
@@ -343,6 +343,14 @@ class SQLStore:
             stmt = stmt.where(e.user_id == user_id)
         with self._read("read feed") as conn:
             return [_feed_event(row) for row in conn.execute(stmt).mappings()]
+
+    def last_event_id(self, job_id: str | None = None) -> int:
+        e = events.c
+        stmt = select(func.max(e.id))
+        if job_id is not None:
+            stmt = stmt.where(e.job_id == job_id)
+        with self._read("read feed head") as conn:
+            return int(conn.execute(stmt).scalar_one_or_none() or 0)
 
     # -- worker-to-job mappings ----------------------------------------------------------------
 

@@ -1,0 +1,135 @@
+"""Live streams (server-sent events): one job, or every job of the caller's user.
+
+Each stream starts with a ``snapshot`` event, then sends a ``progress`` event per change, its
+``id:`` the change-feed id. A client that reconnects with ``Last-Event-ID`` gets exactly the
+changes it missed (from the table), then the live ones: nothing missed, nothing repeated. A slow
+client gets the latest state of each job rather than every intermediate one. Keep-alive comments
+keep proxies from closing an idle stream; a job's stream ends after its terminal event.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.concurrency import run_in_threadpool
+
+from morag_progress.api.routes import Caller, JobIdPath, tracker_of
+from morag_progress.api.schemas import FeedEventOut, JobOut
+from morag_progress.errors import JobNotFoundError
+from morag_progress.feed import FeedHub
+from morag_progress.models import FeedEvent
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["watching"])
+
+LastEventId = Annotated[
+    str | None,
+    Header(alias="Last-Event-ID", description="Resume after this feed id (sent by browsers)."),
+]
+_STREAM: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}, "description": "An event stream."},
+    401: {"description": "No API key, or a wrong or revoked one."},
+    404: {"description": "No such job, or not one of this key's user."},
+}
+_WAIT = 1.0  # how long one wait for news lasts before the stream checks the client is there
+
+
+def _progress(event: FeedEvent) -> ServerSentEvent:
+    data = FeedEventOut.of(event).model_dump_json()
+    return ServerSentEvent(data, event="progress", id=str(event.id))
+
+
+def _resume_point(last_event_id: str | None) -> int | None:
+    if last_event_id is None or not last_event_id.strip().isdigit():
+        return None
+    return int(last_event_id)
+
+
+@router.get("/api/v1/jobs/{job_id}/events", response_class=EventSourceResponse, responses=_STREAM)
+async def job_events(
+    job_id: JobIdPath, caller: Caller, request: Request, last_event_id: LastEventId = None
+) -> EventSourceResponse:
+    """One job's changes, live, ending after its terminal one."""
+    tracker = tracker_of(request)
+    hub: FeedHub = request.app.state.hub
+    job = await run_in_threadpool(tracker.get_job, job_id, caller.scope)
+    if job is None:
+        raise JobNotFoundError(job_id)
+    subscription = await hub.subscribe(user_id=caller.scope, job_id=job_id)
+    resume = _resume_point(last_event_id)
+
+    async def stream() -> AsyncIterator[ServerSentEvent]:
+        try:
+            if resume is not None:
+                missed = await run_in_threadpool(
+                    tracker.history, job_id, caller.scope, after=resume
+                )
+                sent = resume
+                for event in missed:
+                    yield _progress(event)
+                    sent = event.id
+                    if event.status.is_terminal:
+                        return
+            else:
+                sent = await run_in_threadpool(tracker.store.last_event_id, job_id)
+                current = await run_in_threadpool(tracker.get_job, job_id, caller.scope)
+                assert current is not None
+                yield ServerSentEvent(
+                    JobOut.of(current).model_dump_json(), event="snapshot", id=str(sent)
+                )
+                if current.status.is_terminal:
+                    return
+            while not await request.is_disconnected():
+                for event in await subscription.next(_WAIT):
+                    if event.id <= sent:
+                        continue
+                    yield _progress(event)
+                    sent = event.id
+                    if event.status.is_terminal:
+                        return
+        finally:
+            hub.unsubscribe(subscription)
+
+    return EventSourceResponse(stream(), ping=request.app.state.settings.sse_ping_seconds)
+
+
+@router.get("/api/v1/events", response_class=EventSourceResponse, responses=_STREAM)
+async def all_events(
+    caller: Caller, request: Request, last_event_id: LastEventId = None
+) -> EventSourceResponse:
+    """Every change to the caller's jobs (an admin's: everyone's), live, latest per job."""
+    tracker = tracker_of(request)
+    hub: FeedHub = request.app.state.hub
+    subscription = await hub.subscribe(user_id=caller.scope)
+    resume = _resume_point(last_event_id)
+
+    async def stream() -> AsyncIterator[ServerSentEvent]:
+        try:
+            if resume is not None:
+                missed = await run_in_threadpool(
+                    lambda: tracker.store.events_after(resume, user_id=caller.scope, limit=10_000)
+                )
+                latest = {event.job_id: event for event in missed}  # latest per job
+                sent = max((event.id for event in missed), default=resume)
+                for event in sorted(latest.values(), key=lambda e: e.id):
+                    yield _progress(event)
+            else:
+                sent = await run_in_threadpool(tracker.store.last_event_id)
+                jobs = await run_in_threadpool(lambda: tracker.list_jobs(caller.scope, limit=100))
+                data = json.dumps([json.loads(JobOut.of(job).model_dump_json()) for job in jobs])
+                yield ServerSentEvent(data, event="snapshot", id=str(sent))
+            while not await request.is_disconnected():
+                for event in await subscription.next(_WAIT):
+                    if event.id <= sent:
+                        continue
+                    yield _progress(event)
+                    sent = event.id
+        finally:
+            hub.unsubscribe(subscription)
+
+    return EventSourceResponse(stream(), ping=request.app.state.settings.sse_ping_seconds)

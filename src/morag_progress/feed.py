@@ -1,0 +1,163 @@
+"""The change-feed tail: one reader per process, fanned out to live subscribers.
+
+The hub reads new feed rows from the store and offers each to the subscriptions it matches. It is
+woken at once by changes made in this process (``wake``, thread-safe) and polls for changes made
+by other processes on the same database (Celery workers, other API replicas).
+
+A subscription keeps only the latest row per job, so a slow reader gets the latest state of every
+job it watches, never an unbounded backlog.
+
+Feed ids on PostgreSQL come from a sequence and are not commit-ordered: id 7 may commit after id
+8. The hub therefore keeps a low-water mark (every id at or below it has been seen) and re-reads
+above it, delivering each id once; an id still missing after ``gap_timeout`` seconds is given up
+(a rolled-back insert). History reads never depend on this: they read the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from anyio import to_thread
+
+from morag_progress.models import FeedEvent
+from morag_progress.store.base import Store
+
+__all__ = ["FeedHub", "Subscription"]
+
+logger = logging.getLogger(__name__)
+
+
+class Subscription:
+    """One reader's view of the feed: matching rows, latest per job, oldest first."""
+
+    def __init__(self, *, user_id: str | None, job_id: str | None) -> None:
+        self.user_id = user_id
+        self.job_id = job_id
+        self._pending: dict[str, FeedEvent] = {}
+        self._ready = asyncio.Event()
+
+    def matches(self, event: FeedEvent) -> bool:
+        """True for rows of the watched job (or any job) of the watched user (or any user)."""
+        return (self.user_id is None or event.user_id == self.user_id) and (
+            self.job_id is None or event.job_id == self.job_id
+        )
+
+    def offer(self, event: FeedEvent) -> None:
+        """Hold ``event``, replacing an undelivered older row of the same job."""
+        self._pending.pop(event.job_id, None)
+        self._pending[event.job_id] = event
+        self._ready.set()
+
+    @property
+    def pending(self) -> int:
+        """How many rows wait to be read (at most one per job)."""
+        return len(self._pending)
+
+    async def next(self, timeout: float) -> list[FeedEvent]:
+        """The rows that arrived since the last call, waiting up to ``timeout`` for one."""
+        if not self._pending:
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout)
+            except TimeoutError:
+                return []
+        self._ready.clear()
+        events = sorted(self._pending.values(), key=lambda e: e.id)
+        self._pending.clear()
+        return events
+
+
+class FeedHub:
+    """Tails the store's change feed while anyone is subscribed."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        poll_interval: float = 0.25,
+        gap_timeout: float = 5.0,
+        batch: int = 1000,
+    ) -> None:
+        self._store = store
+        self.poll_interval = poll_interval
+        self.gap_timeout = gap_timeout
+        self.batch = batch
+        self._subscriptions: set[Subscription] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._low = 0
+        self._seen: set[int] = set()
+        self._gaps: dict[int, float] = {}
+
+    async def subscribe(self, *, user_id: str | None, job_id: str | None = None) -> Subscription:
+        """Start receiving the rows that match; the tail starts with the first subscriber."""
+        subscription = Subscription(user_id=user_id, job_id=job_id)
+        if self._task is None or self._task.done():
+            self._loop = asyncio.get_running_loop()
+            self._wakeup = asyncio.Event()
+            self._low = await to_thread.run_sync(self._store.last_event_id)
+            self._seen.clear()
+            self._gaps.clear()
+            self._subscriptions.add(subscription)
+            self._task = asyncio.create_task(self._run(), name="morag-progress feed tail")
+        else:
+            self._subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Stop receiving; the tail stops with the last subscriber."""
+        self._subscriptions.discard(subscription)
+
+    def wake(self) -> None:
+        """Read the feed now (a change was just committed). Safe from any thread."""
+        loop, wakeup = self._loop, self._wakeup
+        if loop is not None and wakeup is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(wakeup.set)
+
+    async def close(self) -> None:
+        """Stop the tail."""
+        self._subscriptions.clear()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        while self._subscriptions:
+            try:
+                events = await to_thread.run_sync(self._read)
+            except Exception:  # a failing read must not end every stream
+                logger.warning("reading the change feed failed; retrying", exc_info=True)
+                events = []
+            for event in events:
+                for subscription in tuple(self._subscriptions):
+                    if subscription.matches(event):
+                        subscription.offer(event)
+            if len(events) < self.batch:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), self.poll_interval)
+                self._wakeup.clear()
+
+    def _read(self) -> list[FeedEvent]:
+        """New rows above the low-water mark, each once; then move the mark."""
+        rows = self._store.events_after(self._low, limit=self.batch)
+        fresh = [row for row in rows if row.id not in self._seen]
+        self._seen.update(row.id for row in fresh)
+        now = time.monotonic()
+        while self._seen:
+            following = self._low + 1
+            if following in self._seen:
+                self._seen.discard(following)
+                self._gaps.pop(following, None)
+                self._low = following
+                continue
+            noticed = self._gaps.setdefault(following, now)
+            if now - noticed < self.gap_timeout:
+                break  # a transaction that took this id may still commit
+            del self._gaps[following]  # given up: a rolled-back insert
+            self._low = following
+        return fresh

@@ -1,0 +1,233 @@
+"""Event streams end to end, against a real uvicorn server in a thread (ASGITransport buffers
+whole bodies, so an endless stream cannot be read through it)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from morag_progress import JobTracker
+from morag_progress.api import create_app
+from morag_progress.settings import Settings
+from morag_progress.store import SQLStore
+from tests.api.conftest import Auth
+from tests.services import free_port
+
+
+@pytest.fixture
+def live_url(store: SQLStore) -> Iterator[str]:
+    settings = Settings(
+        rate_limit_per_second=0, key_cache_seconds=0, sse_ping_seconds=0.3, feed_poll_seconds=0.05
+    )
+    config = uvicorn.Config(
+        create_app(settings, store=store), host="127.0.0.1", port=free_port(), log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{config.port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@dataclass
+class Event:
+    event: str | None = None
+    id: str | None = None
+    data: str = ""
+    comments: list[str] = field(default_factory=list)
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+class Stream:
+    """Reads server-sent events from a live response, each read bounded by a deadline."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.lines = response.iter_lines()
+        self.comments: list[str] = []
+        self.ended = False
+
+    def next(self) -> Event:
+        event = Event()
+        for line in self.lines:
+            if line == "":
+                if event.event or event.data:
+                    return event
+                continue
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "":
+                self.comments.append(value)
+            elif name == "event":
+                event.event = value
+            elif name == "id":
+                event.id = value
+            elif name == "data":
+                event.data += value
+        self.ended = True
+        raise EOFError("stream ended")
+
+
+@pytest.fixture
+def open_stream(live_url: str) -> Iterator[Callable[..., Stream]]:
+    clients: list[httpx.Client] = []
+    contexts: list[Any] = []
+
+    def open_(path: str, headers: dict[str, str]) -> Stream:
+        client = httpx.Client(base_url=live_url, timeout=httpx.Timeout(10.0))
+        clients.append(client)
+        context = client.stream("GET", path, headers=headers)
+        contexts.append(context)
+        response = context.__enter__()
+        return Stream(response)
+
+    yield open_
+    for context in contexts:
+        context.__exit__(None, None, None)
+    for client in clients:
+        client.close()
+
+
+def report(url: str, auth: Auth, job_id: str, **body: Any) -> httpx.Response:
+    return httpx.put(
+        f"{url}/api/v1/remote-jobs/{job_id}/progress", json=body, headers=auth, timeout=10
+    )
+
+
+def create(url: str, auth: Auth) -> str:
+    response = httpx.post(
+        f"{url}/api/v1/jobs",
+        json={"document_name": "a", "document_type": "pdf"},
+        headers=auth,
+        timeout=10,
+    )
+    return str(response.json()["id"])
+
+
+def test_job_stream(live_url: str, alice: Auth, open_stream: Callable[..., Stream]) -> None:
+    """A job's stream starts with a snapshot, sends each change with its feed id, keeps the
+    connection alive with comments, and ends after the terminal event."""
+    job_id = create(live_url, alice)
+    stream = open_stream(f"/api/v1/jobs/{job_id}/events", alice)
+    assert stream.response.headers["content-type"].startswith("text/event-stream")
+    snapshot = stream.next()
+    assert snapshot.event == "snapshot"
+    assert snapshot.json()["status"] == "PENDING"
+    report(live_url, alice, job_id, percentage=40, message="half-way")
+    change = stream.next()
+    assert (change.event, change.json()["percentage"], change.json()["message"]) == (
+        "progress",
+        40,
+        "half-way",
+    )
+    assert int(change.id or 0) > int(snapshot.id or 0) > 0
+    time.sleep(0.7)
+    report(live_url, alice, job_id, percentage=100, message="done")
+    final = stream.next()
+    assert final.json()["status"] == "FINISHED"
+    assert any(c for c in stream.comments)  # keep-alive comments came while it was quiet
+    with pytest.raises(EOFError):
+        stream.next()
+
+
+def test_resume_with_last_event_id(
+    live_url: str, alice: Auth, open_stream: Callable[..., Stream]
+) -> None:
+    """Reconnecting with Last-Event-ID gets exactly the missed changes, then live ones."""
+    job_id = create(live_url, alice)
+    first = open_stream(f"/api/v1/jobs/{job_id}/events", alice)
+    report(live_url, alice, job_id, percentage=10)
+    first.next()
+    seen = first.next()
+    assert seen.json()["percentage"] == 10
+    for pct in (20, 30):  # while "disconnected"
+        report(live_url, alice, job_id, percentage=pct)
+    resumed = open_stream(f"/api/v1/jobs/{job_id}/events", {**alice, "Last-Event-ID": seen.id})
+    assert [resumed.next().json()["percentage"] for _ in range(2)] == [20, 30]
+    report(live_url, alice, job_id, percentage=40)
+    assert resumed.next().json()["percentage"] == 40
+
+
+def test_change_from_another_process_reaches_the_stream(
+    live_url: str,
+    store: SQLStore,
+    database_url: str,
+    alice: Auth,
+    open_stream: Callable[..., Stream],
+) -> None:
+    """A Celery worker writing through its own ProgressHandler/tracker is seen by the stream."""
+    job_id = create(live_url, alice)
+    stream = open_stream(f"/api/v1/jobs/{job_id}/events", alice)
+    stream.next()
+    elsewhere = JobTracker(database_url)
+    assert elsewhere.update_progress(job_id, 55, summary="from a worker")
+    change = stream.next()
+    assert (change.json()["percentage"], change.json()["message"]) == (55, "from a worker")
+    elsewhere.close()
+
+
+def test_streams_are_per_user(
+    live_url: str, alice: Auth, bob: Auth, open_stream: Callable[..., Stream]
+) -> None:
+    """Bob cannot stream Alice's job (404), and his all-jobs stream carries only his jobs."""
+    mine, theirs = create(live_url, alice), create(live_url, bob)
+    denied = httpx.get(f"{live_url}/api/v1/jobs/{mine}/events", headers=bob, timeout=10)
+    assert denied.status_code == 404
+    bobs = open_stream("/api/v1/events", bob)
+    snapshot = bobs.next()
+    assert [job["id"] for job in snapshot.json()] == [theirs]
+    report(live_url, alice, mine, percentage=70)
+    report(live_url, bob, theirs, percentage=20)
+    change = bobs.next()
+    assert (change.json()["job_id"], change.json()["percentage"]) == (theirs, 20)
+    unauthenticated = httpx.get(f"{live_url}/api/v1/events", timeout=10)
+    assert unauthenticated.status_code == 401
+
+
+def test_stream_of_a_finished_job_ends_after_its_snapshot(
+    live_url: str, alice: Auth, open_stream: Callable[..., Stream]
+) -> None:
+    """A finished job's stream sends the snapshot and ends; resuming past the end ends too."""
+    job_id = create(live_url, alice)
+    report(live_url, alice, job_id, percentage=50)
+    report(live_url, alice, job_id, percentage=100)
+    stream = open_stream(f"/api/v1/jobs/{job_id}/events", alice)
+    assert stream.next().json()["status"] == "FINISHED"
+    with pytest.raises(EOFError):
+        stream.next()
+    resumed = open_stream(f"/api/v1/jobs/{job_id}/events", {**alice, "Last-Event-ID": "0"})
+    assert [resumed.next().json()["percentage"] for _ in range(3)] == [0, 50, 100]
+    with pytest.raises(EOFError):
+        resumed.next()
+
+
+def test_all_jobs_stream_resumes_with_the_latest_per_job(
+    live_url: str, alice: Auth, open_stream: Callable[..., Stream]
+) -> None:
+    """Resuming the all-jobs stream gives the latest missed state of each job, then live ones."""
+    first, second = create(live_url, alice), create(live_url, alice)
+    stream = open_stream("/api/v1/events", alice)
+    head = stream.next().id
+    for pct in (10, 20, 30):
+        report(live_url, alice, first, percentage=pct)
+    report(live_url, alice, second, percentage=5)
+    resumed = open_stream("/api/v1/events", {**alice, "Last-Event-ID": head or "0"})
+    missed = [resumed.next().json() for _ in range(2)]
+    assert [(e["job_id"], e["percentage"]) for e in missed] == [(first, 30), (second, 5)]
+    report(live_url, alice, second, percentage=6)
+    assert resumed.next().json()["percentage"] == 6

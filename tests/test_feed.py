@@ -1,0 +1,99 @@
+"""FeedHub and Subscription: coalescing, other writers, out-of-order feed ids."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+from morag_progress import JobStatus, JobTracker
+from morag_progress.feed import FeedHub, Subscription
+from morag_progress.models import FeedEvent
+from morag_progress.store import SQLStore
+from morag_progress.store.schema import events
+
+
+def feed_event(
+    id: int, job_id: str = "j", user_id: str | None = "alice", percentage: int = 1
+) -> FeedEvent:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    return FeedEvent(
+        id, job_id, user_id, JobStatus.PROCESSING, percentage, None, 1, None, None, None, now, now
+    )
+
+
+async def test_subscription_keeps_the_latest_per_job() -> None:
+    """A reader that does not keep up holds one row per job: the latest, oldest job first."""
+    subscription = Subscription(user_id=None, job_id=None)
+    for i in range(1, 1001):
+        subscription.offer(feed_event(i, job_id=f"job-{i % 3}", percentage=i % 100))
+    assert subscription.pending == 3
+    batch = await subscription.next(0.1)
+    assert [e.id for e in batch] == [998, 999, 1000]
+    assert await subscription.next(0.01) == []
+
+
+def test_subscription_filters() -> None:
+    """A subscription matches its user and job only."""
+    mine = Subscription(user_id="alice", job_id="j")
+    assert mine.matches(feed_event(1))
+    assert not mine.matches(feed_event(2, user_id="bob"))
+    assert not mine.matches(feed_event(3, job_id="other"))
+    assert Subscription(user_id=None, job_id=None).matches(feed_event(4, user_id="bob"))
+
+
+async def test_hub_delivers_changes_written_elsewhere(tmp_path: Path) -> None:
+    """A change written through another store on the same database reaches subscribers by polling."""
+    url = f"sqlite:///{tmp_path / 'feed.db'}"
+    reader, writer = SQLStore(url), SQLStore(url)
+    hub = FeedHub(reader, poll_interval=0.05)
+    other_process = JobTracker(store=writer)  # no wake-up reaches the hub from here
+    job_id = other_process.start_job("a", "pdf", user_id="alice")
+    subscription = await hub.subscribe(user_id="alice", job_id=job_id)
+    await asyncio.to_thread(other_process.update_progress, job_id, 42)
+    batch = await subscription.next(5)
+    assert [(e.job_id, e.percentage) for e in batch] == [(job_id, 42)]
+    await hub.close()
+    reader.close()
+    writer.close()
+
+
+def _insert(store: SQLStore, *ids: int) -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    with store._engine.begin() as conn:
+        for i in ids:
+            conn.execute(
+                events.insert().values(
+                    id=i,
+                    job_id="j",
+                    user_id="u",
+                    status="PROCESSING",
+                    percentage=i,
+                    message=None,
+                    attempt=1,
+                    current=None,
+                    total=None,
+                    stage=None,
+                    timestamp=now,
+                    recorded_at=now,
+                )
+            )
+
+
+def test_out_of_order_ids_are_each_delivered_once(tmp_path: Path) -> None:
+    """A feed id that commits after a higher one (PostgreSQL sequences) is still delivered,
+    once; a gap that never fills is given up after gap_timeout."""
+    store = SQLStore(f"sqlite:///{tmp_path / 'gaps.db'}")
+    hub = FeedHub(store, gap_timeout=3600)
+    _insert(store, 1, 2, 4)
+    assert [e.id for e in hub._read()] == [1, 2, 4]
+    assert hub._low == 2  # 3 may still commit
+    _insert(store, 3)
+    assert [e.id for e in hub._read()] == [3]
+    assert hub._low == 4
+    assert hub._read() == []
+    _insert(store, 6)
+    hub.gap_timeout = 0
+    assert [e.id for e in hub._read()] == [6]
+    assert hub._low == 6  # 5 given up
+    store.close()
