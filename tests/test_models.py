@@ -96,6 +96,7 @@ def _job(**overrides: object) -> Job:
         total=None,
         stage=None,
         worker_id=None,
+        claimed_by=None,
         attempt=1,
         parent_id=None,
         weight=1.0,

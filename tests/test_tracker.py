@@ -550,3 +550,76 @@ def test_any_order_ends_in_the_latest_state(
         assert job.summary == latest.message
     assert applied_count <= len(updates)  # a repeated update is never applied twice
     assert len(tracker.history(job_id)) == 1 + applied_count  # creation + one row per applied
+
+
+# -- claiming ------------------------------------------------------------------------------------
+
+
+def test_claim_takes_the_oldest_waiting_job(tracker: JobTracker, clock: Clock) -> None:
+    """Claim gives the oldest waiting job of the user (and type), stores the worker mapping,
+    and starts a new attempt when the job had been claimed before."""
+    older = tracker.start_job(
+        "a", "audio", user_id="alice", status=JobStatus.WAITING_FOR_REMOTE_WORKER
+    )
+    clock.advance(1)
+    newer = tracker.start_job(
+        "b", "video", user_id="alice", status=JobStatus.WAITING_FOR_REMOTE_WORKER
+    )
+    tracker.start_job("c", "audio", user_id="bob", status=JobStatus.WAITING_FOR_REMOTE_WORKER)
+    tracker.start_job("d", "audio", user_id="alice")  # PENDING: not queued for remote workers
+    video = tracker.claim("gpu-1", claimant="k1", user_id="alice", document_types=["video"])
+    assert video is not None
+    assert video.id == newer
+    job = tracker.claim("gpu-2", claimant="k2", user_id="alice")
+    assert job is not None
+    assert (job.id, job.status, job.worker_id, job.claimed_by, job.attempt) == (
+        older,
+        JobStatus.PROCESSING,
+        "gpu-2",
+        "k2",
+        1,
+    )
+    assert tracker.store.get_mapping("gpu-2") == older
+    assert tracker.claim("gpu-3", claimant="k3", user_id="alice") is None
+    assert tracker.mark_waiting_for_remote(older)  # returned to the queue
+    again = tracker.claim("gpu-3", claimant="k3", user_id="alice")
+    assert again is not None
+    assert (again.id, again.attempt, again.claimed_by) == (older, 2, "k3")
+
+
+def test_only_the_claiming_worker_reports(tracker: JobTracker) -> None:
+    """After a claim, another worker's reports find no job; the claimer's apply."""
+    job_id = tracker.start_job(
+        "a", "audio", user_id="alice", status=JobStatus.WAITING_FOR_REMOTE_WORKER
+    )
+    tracker.claim("gpu-1", claimant="k1", user_id="alice")
+    other = tracker.apply(ProgressUpdate(job_id, 50, user_id="alice", claimant="k2"))
+    assert other.outcome is UpdateOutcome.NOT_FOUND
+    assert tracker.heartbeat(job_id, "alice", claimant="k2").outcome is UpdateOutcome.NOT_FOUND
+    assert tracker.apply(ProgressUpdate(job_id, 50, user_id="alice", claimant="k1")).applied
+    assert tracker.heartbeat(job_id, "alice", claimant="k1").applied
+
+
+def test_concurrent_claims_never_share_a_job(database_url: str) -> None:
+    """Eight threads with their own stores claim twenty jobs: each job goes to exactly one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    setup = JobTracker(database_url)
+    ids = {
+        setup.start_job(f"d{i}", "pdf", user_id="u", status=JobStatus.WAITING_FOR_REMOTE_WORKER)
+        for i in range(20)
+    }
+
+    def worker(n: int) -> list[str]:
+        tracker = JobTracker(database_url)
+        taken = []
+        while (job := tracker.claim(f"w{n}", claimant=f"k{n}", user_id="u")) is not None:
+            taken.append(job.id)
+        tracker.close()
+        return taken
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(worker, range(8)))
+    taken = [job_id for result in results for job_id in result]
+    assert sorted(taken) == sorted(ids)
+    setup.close()

@@ -204,6 +204,8 @@ class ProgressUpdate:
     user_id: str | None = None
     error: str | None = None
     worker_id: str | None = None
+    claimant: str | None = None
+    """The reporting worker's key id: a job another worker claimed is not found for it."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.job_id, str) or not self.job_id:
@@ -215,7 +217,7 @@ class ProgressUpdate:
             except ValueError as e:
                 allowed = ", ".join(s.value for s in JobStatus)
                 raise InvalidInputError("status", f"must be one of {allowed}", self.status) from e
-        for name in ("message", "stage", "error", "user_id", "worker_id"):
+        for name in ("message", "stage", "error", "user_id", "worker_id", "claimant"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise InvalidInputError(name, "must be a string", value)
@@ -260,6 +262,7 @@ class Job:
     total: int | None
     stage: str | None
     worker_id: str | None
+    claimed_by: str | None
     attempt: int
     parent_id: str | None
     weight: float

@@ -171,12 +171,34 @@ class JobTracker:
                 "timestamp", "must not be more than 5 minutes in the future", update.timestamp
             )
 
-    def heartbeat(self, job_id: str, user_id: str | None = None) -> UpdateResult:
+    def heartbeat(
+        self, job_id: str, user_id: str | None = None, *, claimant: str | None = None
+    ) -> UpdateResult:
         """The job's worker is alive: ``last_seen_at`` is now; a STALLED job resumes."""
-        result = self.store.heartbeat(job_id, user_id=user_id, now=self._clock())
+        result = self.store.heartbeat(job_id, user_id=user_id, now=self._clock(), claimant=claimant)
         if result.event_id is not None and result.job is not None:
             self._notify(result.job)
         return result
+
+    def claim(
+        self,
+        worker_id: str,
+        *,
+        claimant: str,
+        user_id: str | None = None,
+        document_types: list[str] | None = None,
+    ) -> Job | None:
+        """Give the oldest waiting job (for remote workers) to ``worker_id``; None if none waits."""
+        job = self.store.claim(
+            user_id=user_id,
+            worker_id=worker_id,
+            claimant=claimant,
+            document_types=document_types,
+            now=self._clock(),
+        )
+        if job is not None:
+            self._notify(job)
+        return job
 
     def request_cancel(self, job_id: str, user_id: str | None = None) -> UpdateResult:
         """Ask a job to stop: an unclaimed job is CANCELLED at once, a running one when its

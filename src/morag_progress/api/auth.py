@@ -32,6 +32,11 @@ class Principal:
         """The user whose jobs the caller may touch; None (every user's) for an admin."""
         return None if self.role is Role.ADMIN else self.user_id
 
+    @property
+    def claimant(self) -> str | None:
+        """For a worker key, its id: a job claimed by another worker is not its to touch."""
+        return self.key_id if self.role is Role.WORKER else None
+
 
 def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(

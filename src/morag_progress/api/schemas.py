@@ -14,6 +14,7 @@ __all__ = [
     "BatchItem",
     "BatchItemOut",
     "BatchOut",
+    "ClaimIn",
     "FeedEventOut",
     "JobCreate",
     "JobList",
@@ -78,6 +79,15 @@ class BatchOut(BaseModel):
     results: list[BatchItemOut]
 
 
+class ClaimIn(_Body):
+    """A worker asking for the next job waiting for a remote worker."""
+
+    worker_id: str = Field(min_length=1, max_length=255, description="The worker's name.")
+    document_types: list[str] | None = Field(
+        default=None, max_length=50, description="Only jobs of these types."
+    )
+
+
 class ResultIn(_Body):
     """A worker's final word on a job."""
 
@@ -97,6 +107,10 @@ class JobCreate(_Body):
     weight: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     stall_timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     id: JobId | None = None
+    remote: bool = Field(
+        default=False,
+        description="Queue it for a remote worker to claim (WAITING_FOR_REMOTE_WORKER).",
+    )
 
 
 class JobOut(BaseModel):
@@ -114,6 +128,7 @@ class JobOut(BaseModel):
     total: int | None
     stage: str | None
     worker_id: str | None
+    claimed_by: str | None = Field(description="Id of the worker key that claimed the job.")
     attempt: int
     parent_id: str | None
     weight: float

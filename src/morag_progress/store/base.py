@@ -55,8 +55,24 @@ class Store(Protocol):
         """Apply updates in order, in one transaction (one commit for the batch)."""
         ...
 
-    def heartbeat(self, job_id: str, *, user_id: str | None, now: datetime) -> UpdateResult:
+    def heartbeat(
+        self, job_id: str, *, user_id: str | None, now: datetime, claimant: str | None = None
+    ) -> UpdateResult:
         """The worker is alive: set last_seen_at; a STALLED job is PROCESSING again."""
+        ...
+
+    def claim(
+        self,
+        *,
+        user_id: str | None,
+        worker_id: str,
+        claimant: str,
+        document_types: list[str] | None,
+        now: datetime,
+    ) -> Job | None:
+        """Take the oldest job WAITING_FOR_REMOTE_WORKER (of the user, of the types) for a
+        worker: PROCESSING, a new attempt if it ran before, its worker mapping stored. None
+        when nothing waits. Two claimers never take the same job."""
         ...
 
     def request_cancel(self, job_id: str, *, user_id: str | None, now: datetime) -> UpdateResult:

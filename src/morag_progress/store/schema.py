@@ -66,6 +66,8 @@ jobs = Table(
     Column("total", BigInteger, nullable=True),
     Column("stage", String(255), nullable=True),
     Column("worker_id", String(255), nullable=True),
+    # The API key that claimed the job: only that worker may report on it.
+    Column("claimed_by", String(32), nullable=True),
     Column("attempt", Integer, nullable=False, default=1),
     Column("parent_id", String(128), nullable=True),
     Column("weight", Float, nullable=False, default=1.0),
@@ -86,6 +88,7 @@ jobs = Table(
     Index("ix_jobs_user_created", "user_id", "created_at", "id"),
     Index("ix_jobs_status_created", "status", "created_at", "id"),
     Index("ix_jobs_parent", "parent_id"),
+    Index("ix_jobs_queue", "status", "user_id", "created_at"),
 )
 
 events = Table(

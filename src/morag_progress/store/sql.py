@@ -212,11 +212,11 @@ class SQLStore:
         with self._write("apply updates") as conn:
             return [self._apply_in(conn, update, now, False) for update in updates]
 
-    def heartbeat(self, job_id: str, *, user_id: str | None, now: datetime) -> UpdateResult:
+    def heartbeat(
+        self, job_id: str, *, user_id: str | None, now: datetime, claimant: str | None = None
+    ) -> UpdateResult:
         j = jobs.c
-        conditions = [j.id == job_id, j.status.not_in(_TERMINAL)]
-        if user_id is not None:
-            conditions.append(j.user_id == user_id)
+        conditions = _scope(job_id, user_id, claimant)
         wake = (
             update(jobs)
             .where(*conditions, j.status == JobStatus.STALLED.value)
@@ -233,9 +233,54 @@ class SQLStore:
             if row is not None:
                 return UpdateResult(UpdateOutcome.APPLIED, _job(row))
             existing = self._fetch(conn, job_id)
-            if existing is None or not _visible(existing, user_id):
+            if existing is None or not _visible(existing, user_id, claimant):
                 return UpdateResult(UpdateOutcome.NOT_FOUND)
             return UpdateResult(UpdateOutcome.TERMINAL, _job(existing))
+
+    def claim(
+        self,
+        *,
+        user_id: str | None,
+        worker_id: str,
+        claimant: str,
+        document_types: list[str] | None,
+        now: datetime,
+    ) -> Job | None:
+        j = jobs.c
+        waiting = j.status == JobStatus.WAITING_FOR_REMOTE_WORKER.value
+        pick = select(j.id).where(waiting).order_by(j.created_at, j.id).limit(1)
+        if user_id is not None:
+            pick = pick.where(j.user_id == user_id)
+        if document_types:
+            pick = pick.where(j.document_type.in_(document_types))
+        if self.dialect == "postgresql":
+            pick = pick.with_for_update(skip_locked=True)  # concurrent claimers take different jobs
+        stmt = (
+            update(jobs)
+            .where(j.id == pick.scalar_subquery(), waiting)
+            .values(
+                status=JobStatus.PROCESSING.value,
+                worker_id=worker_id,
+                claimed_by=claimant,
+                # A job claimed before (and returned to the queue) starts a new attempt.
+                attempt=case((j.claimed_by.is_(None), j.attempt), else_=j.attempt + 1),
+                start_date=func.coalesce(j.start_date, literal(now, j.start_date.type)),
+                updated_at=now,
+                last_seen_at=now,
+                last_ts_us=None,  # the worker's clock orders its own reports from here
+                last_seq=0,
+                rate=None,
+                summary=f"Claimed by {worker_id}",
+            )
+            .returning(*jobs.c)
+        )
+        with self._write("claim job") as conn:
+            row = conn.execute(stmt).mappings().first()
+            if row is None:
+                return None
+            self._append_event(conn, row, now=now, timestamp=now)
+            conn.execute(self._mapping_upsert(worker_id, row["id"], now))
+            return _job(row)
 
     def _apply_in(
         self, conn: Connection, update: ProgressUpdate, now: datetime, create_missing: bool
@@ -247,7 +292,7 @@ class SQLStore:
             if existing is None and create_missing:
                 self._create_for(conn, update, now)
                 row = conn.execute(stmt).mappings().first()
-            elif existing is None or not _visible(existing, update.user_id):
+            elif existing is None or not _visible(existing, update.user_id, update.claimant):
                 return UpdateResult(UpdateOutcome.NOT_FOUND)
             else:
                 return UpdateResult(_why_not(existing, update), _job(existing))
@@ -355,15 +400,17 @@ class SQLStore:
     # -- worker-to-job mappings ----------------------------------------------------------------
 
     def set_mapping(self, worker_id: str, job_id: str, *, now: datetime) -> None:
+        with self._write("set mapping") as conn:
+            conn.execute(self._mapping_upsert(worker_id, job_id, now))
+
+    def _mapping_upsert(self, worker_id: str, job_id: str, now: datetime) -> Any:
         stmt = self._insert()(worker_mappings).values(
             worker_id=worker_id, job_id=job_id, updated_at=now
         )
-        stmt = stmt.on_conflict_do_update(
+        return stmt.on_conflict_do_update(
             index_elements=[worker_mappings.c.worker_id],
             set_={"job_id": stmt.excluded.job_id, "updated_at": stmt.excluded.updated_at},
         )
-        with self._write("set mapping") as conn:
-            conn.execute(stmt)
 
     def get_mapping(self, worker_id: str) -> str | None:
         stmt = select(worker_mappings.c.job_id).where(worker_mappings.c.worker_id == worker_id)
@@ -473,9 +520,7 @@ class SQLStore:
             known = None
         terminal = known is not None and known in TERMINAL_STATUSES
 
-        conditions: list[ColumnElement[bool]] = [j.id == u.job_id, j.status.not_in(_TERMINAL)]
-        if u.user_id is not None:
-            conditions.append(j.user_id == u.user_id)
+        conditions = _scope(u.job_id, u.user_id, u.claimant)
         newer_attempt: ColumnElement[bool] = false()
         if u.attempt is not None:
             conditions.append(j.attempt <= u.attempt)
@@ -567,8 +612,21 @@ def _changes_something(u: ProgressUpdate, status: Any) -> ColumnElement[bool]:
     return or_(*changes)
 
 
-def _visible(row: RowMapping, user_id: str | None) -> bool:
-    return user_id is None or row["user_id"] == user_id
+def _scope(job_id: str, user_id: str | None, claimant: str | None) -> list[ColumnElement[bool]]:
+    """The job, if it is not terminal and the caller may write to it."""
+    j = jobs.c
+    conditions: list[ColumnElement[bool]] = [j.id == job_id, j.status.not_in(_TERMINAL)]
+    if user_id is not None:
+        conditions.append(j.user_id == user_id)
+    if claimant is not None:
+        conditions.append(or_(j.claimed_by.is_(None), j.claimed_by == claimant))
+    return conditions
+
+
+def _visible(row: RowMapping, user_id: str | None, claimant: str | None = None) -> bool:
+    return (user_id is None or row["user_id"] == user_id) and (
+        claimant is None or row["claimed_by"] in (None, claimant)
+    )
 
 
 def _why_not(row: RowMapping, u: ProgressUpdate) -> UpdateOutcome:

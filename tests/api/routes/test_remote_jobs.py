@@ -378,3 +378,36 @@ async def test_logs_allow_a_larger_body(
         f"/api/v1/remote-jobs/{job_id}/logs", content=chunk * 6, headers=alice
     )
     assert too_big.status_code == 413
+
+
+async def test_claim_over_http(
+    client: httpx.AsyncClient, alice: Auth, key: Callable[..., Auth], new_job: NewJob
+) -> None:
+    """A worker claims a queued job (204 when none waits); only it may report on the job then."""
+    from morag_progress.keys import Role
+
+    gpu1, gpu2 = key("alice", Role.WORKER), key("alice", Role.WORKER)
+    assert (
+        await client.post("/api/v1/remote-jobs/claim", json={"worker_id": "gpu-01"}, headers=gpu1)
+    ).status_code == 204
+    job_id = await new_job(alice, remote=True)
+    claimed = await client.post(
+        "/api/v1/remote-jobs/claim", json={"worker_id": "gpu-01"}, headers=gpu1
+    )
+    assert claimed.status_code == 200
+    assert (claimed.json()["id"], claimed.json()["status"], claimed.json()["worker_id"]) == (
+        job_id,
+        "PROCESSING",
+        "gpu-01",
+    )
+    assert (
+        await client.put(progress_url(job_id), json={"percentage": 30}, headers=gpu2)
+    ).status_code == 404
+    assert (
+        await client.put(progress_url(job_id), json={"percentage": 30}, headers=gpu1)
+    ).status_code == 200
+    assert (
+        await client.put(progress_url(job_id), json={"percentage": 31}, headers=alice)
+    ).status_code == 200
+    bad = await client.post("/api/v1/remote-jobs/claim", json={"worker": "x"}, headers=gpu1)
+    assert bad.status_code == 422

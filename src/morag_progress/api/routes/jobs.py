@@ -50,6 +50,7 @@ def create_job(body: JobCreate, caller: Caller, request: Request, response: Resp
         metadata=body.metadata,
         weight=body.weight,
         stall_timeout_s=body.stall_timeout_s,
+        status=JobStatus.WAITING_FOR_REMOTE_WORKER if body.remote else JobStatus.PENDING,
     )
     job = tracker.get_job(job_id, caller.user_id)
     assert job is not None

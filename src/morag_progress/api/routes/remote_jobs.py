@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
+from morag_progress.api.auth import Principal
 from morag_progress.api.routes import Caller, JobIdPath, tracker_of
 from morag_progress.api.schemas import (
     BatchIn,
     BatchItemOut,
     BatchOut,
+    ClaimIn,
     JobOut,
     LogsOut,
     ProgressIn,
@@ -41,7 +43,7 @@ _ERRORS: dict[int | str, dict[str, str]] = {
 }
 
 
-def _update(job_id: str, body: ProgressIn, scope: str | None) -> ProgressUpdate:
+def _update(job_id: str, body: ProgressIn, caller: Principal) -> ProgressUpdate:
     return ProgressUpdate(
         job_id,
         body.percentage,
@@ -52,7 +54,8 @@ def _update(job_id: str, body: ProgressIn, scope: str | None) -> ProgressUpdate:
         stage=body.stage,
         attempt=body.attempt,
         seq=body.seq,
-        user_id=scope,
+        user_id=caller.scope,
+        claimant=caller.claimant,
     )
 
 
@@ -75,7 +78,7 @@ def report_progress(
     ``applied`` is false for a report older than the job's last one (not an error: it lost a
     race). ``cancel_requested`` tells the worker to stop.
     """
-    update = _update(job_id, body, caller.scope)
+    update = _update(job_id, body, caller)
     result = tracker_of(request).apply(update).raise_for_outcome(job_id)
     assert result.job is not None
     return _reply(result.applied, JobOut.of(result.job), "Progress updated")
@@ -106,7 +109,13 @@ def report_result(
     else:
         error = body.message or "Processing failed"
         update = ProgressUpdate(
-            job_id, None, error, JobStatus.FAILED, error=error, user_id=caller.scope
+            job_id,
+            None,
+            error,
+            JobStatus.FAILED,
+            error=error,
+            user_id=caller.scope,
+            claimant=caller.claimant,
         )
     result = tracker_of(request).apply(update).raise_for_outcome(job_id)
     assert result.job is not None
@@ -145,7 +154,7 @@ def report_batch(body: BatchIn, caller: Caller, request: Request) -> BatchOut:
     results: list[BatchItemOut | None] = [None] * len(body.updates)
     valid: list[tuple[int, ProgressUpdate]] = []
     for i, item in enumerate(body.updates):
-        update = _update(item.job_id, item, caller.scope)
+        update = _update(item.job_id, item, caller)
         try:
             tracker.check_timestamp(update)
         except InvalidInputError as e:
@@ -163,7 +172,9 @@ def report_batch(body: BatchIn, caller: Caller, request: Request) -> BatchOut:
 @router.post("/{job_id}/heartbeat", response_model=ProgressOut, responses=_ERRORS)
 def heartbeat(job_id: JobIdPath, caller: Caller, request: Request) -> ProgressOut:
     """The worker is alive (a STALLED job is PROCESSING again); the reply says whether to stop."""
-    result = tracker_of(request).heartbeat(job_id, caller.scope).raise_for_outcome(job_id)
+    tracker = tracker_of(request)
+    result = tracker.heartbeat(job_id, caller.scope, claimant=caller.claimant)
+    result.raise_for_outcome(job_id)
     assert result.job is not None
     return _reply(True, JobOut.of(result.job), "Heartbeat recorded")
 
@@ -183,13 +194,13 @@ async def upload_logs(job_id: JobIdPath, caller: Caller, request: Request) -> Lo
     """Parse raw log lines on the server and apply the progress they carry, in order
     (the seed's "Remote Worker -> Progress Logs -> Progress Parser" path)."""
     text = (await request.body()).decode("utf-8", errors="replace")
-    return await run_in_threadpool(_apply_logs, tracker_of(request), job_id, text, caller.scope)
+    return await run_in_threadpool(_apply_logs, tracker_of(request), job_id, text, caller)
 
 
 _parser = ProgressEventParser()
 
 
-def _apply_logs(tracker: JobTracker, job_id: str, text: str, scope: str | None) -> LogsOut:
+def _apply_logs(tracker: JobTracker, job_id: str, text: str, caller: Principal) -> LogsOut:
     lines = text.splitlines()
     updates = [
         ProgressUpdate(
@@ -201,14 +212,15 @@ def _apply_logs(tracker: JobTracker, job_id: str, text: str, scope: str | None) 
             current=event.current,
             total=event.total,
             seq=seq,  # lines without a time of their own keep the order they were sent in
-            user_id=scope,
+            user_id=caller.scope,
+            claimant=caller.claimant,
         )
         for seq, event in enumerate(_parser.iter_events(lines))
     ]
     results = tracker.apply_many(updates) if updates else []
     if any(r.outcome is UpdateOutcome.NOT_FOUND for r in results):
         raise JobNotFoundError(job_id)
-    job = tracker.get_job(job_id, scope)
+    job = tracker.get_job(job_id, caller.scope)
     if job is None:
         raise JobNotFoundError(job_id)
     return LogsOut(
@@ -218,3 +230,23 @@ def _apply_logs(tracker: JobTracker, job_id: str, text: str, scope: str | None) 
         cancel_requested=job.cancel_requested,
         job=JobOut.of(job),
     )
+
+
+@router.post(
+    "/claim",
+    response_model=JobOut,
+    responses={**_ERRORS, 204: {"description": "No job is waiting."}},
+)
+def claim_job(body: ClaimIn, caller: Caller, request: Request) -> JobOut | Response:
+    """Take the oldest job waiting for a remote worker (of the caller's user). The job becomes
+    PROCESSING (a new attempt if it ran before), mapped to ``worker_id``, and only this key may
+    report on it from now on. 204 when nothing waits."""
+    job = tracker_of(request).claim(
+        body.worker_id,
+        claimant=caller.key_id,
+        user_id=caller.scope,
+        document_types=body.document_types,
+    )
+    if job is None:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return JobOut.of(job)
