@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["ApiKey", "Role", "create_key", "generate_key", "hash_key", "matches"]
 
 _PREFIX = "mpk_"
+STREAM_TOKEN_PREFIX = "mps_"
 
 
 class Role(enum.StrEnum):
@@ -54,9 +55,9 @@ class ApiKey:
         return self.revoked_at is None
 
 
-def generate_key() -> str:
+def generate_key(prefix: str = _PREFIX) -> str:
     """A new secret: 256 random bits, URL-safe, with a recognisable prefix."""
-    return _PREFIX + secrets.token_urlsafe(32)
+    return prefix + secrets.token_urlsafe(32)
 
 
 def hash_key(secret: str) -> str:

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
         default=5.0, ge=0, description="How long a checked key is trusted before a re-check."
     )
 
+    stream_token_seconds: float = Field(
+        default=300.0, gt=0, description="How long a browser's stream token opens streams."
+    )
     sse_ping_seconds: float = Field(
         default=15.0, gt=0, description="Keep-alive comment interval of event streams."
     )

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from fastapi import HTTPException, Request, status
 
 from morag_progress.keys import ApiKey, Role, hash_key, matches
+from morag_progress.models import utcnow
 from morag_progress.store.base import Store
 
-__all__ = ["Authenticator", "Principal", "principal", "require"]
+__all__ = ["Authenticator", "Principal", "principal", "require", "stream_principal"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,19 @@ class Authenticator:
                     self._cache.clear()
                 self._cache[digest] = (now + self._ttl, key)
         return Principal(key_id=key.id, user_id=key.user_id, role=key.role)
+
+
+def stream_principal(request: Request) -> Principal:
+    """FastAPI dependency for event streams: a bearer key, or a ``token`` query parameter
+    from ``POST /api/v1/stream-tokens`` (browsers' EventSource cannot send headers)."""
+    token = request.query_params.get("token")
+    if token is None:
+        return principal(request)
+    store: Store = request.app.state.store
+    key = store.find_stream_token(hash_key(token), now=utcnow())
+    if key is None or not key.active:
+        raise _unauthorized("invalid or expired stream token")
+    return Principal(key_id=key.id, user_id=key.user_id, role=key.role)
 
 
 def principal(request: Request) -> Principal:

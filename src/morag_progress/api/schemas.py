@@ -23,6 +23,7 @@ __all__ = [
     "ProgressIn",
     "ProgressOut",
     "ResultIn",
+    "StreamTokenOut",
 ]
 
 MAX_MESSAGE = 2000
@@ -206,3 +207,11 @@ class FeedEventOut(BaseModel):
             timestamp=event.timestamp,
             recorded_at=event.recorded_at,
         )
+
+
+class StreamTokenOut(BaseModel):
+    """A short-lived token that opens event streams: ``GET /api/v1/events?token=...``."""
+
+    token: str
+    expires_at: datetime
+    expires_in: float = Field(description="Seconds the token stays valid for opening streams.")

@@ -139,6 +139,14 @@ class Store(Protocol):
         """Revoke a key; False when there is no such active key."""
         ...
 
+    def create_stream_token(self, token_hash: str, key_id: str, *, expires_at: datetime) -> None:
+        """Store a short-lived read token for a key (its hash only)."""
+        ...
+
+    def find_stream_token(self, token_hash: str, *, now: datetime) -> ApiKey | None:
+        """The key behind an unexpired token, or None."""
+        ...
+
     def ping(self) -> None:
         """Raise StoreError unless the database answers."""
         ...

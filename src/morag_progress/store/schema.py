@@ -24,7 +24,7 @@ from sqlalchemy import (
 
 from morag_progress.models import as_utc
 
-__all__ = ["api_keys", "events", "jobs", "metadata", "worker_mappings"]
+__all__ = ["api_keys", "events", "jobs", "metadata", "stream_tokens", "worker_mappings"]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -131,4 +131,14 @@ api_keys = Table(
     Column("key_hash", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+# Short-lived read tokens for browsers' EventSource, which cannot send an Authorization header.
+stream_tokens = Table(
+    "stream_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("key_id", String(32), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_stream_tokens_expiry", "expires_at"),
 )

@@ -54,7 +54,14 @@ from morag_progress.models import (
     status_for_percentage,
 )
 from morag_progress.store.base import NewJob
-from morag_progress.store.schema import api_keys, events, jobs, metadata, worker_mappings
+from morag_progress.store.schema import (
+    api_keys,
+    events,
+    jobs,
+    metadata,
+    stream_tokens,
+    worker_mappings,
+)
 
 __all__ = ["SQLStore"]
 
@@ -67,6 +74,7 @@ _UNCLAIMED = [JobStatus.PENDING.value, JobStatus.WAITING_FOR_REMOTE_WORKER.value
 _RATE_SMOOTHING = 0.3  # weight of the newest rate, as tqdm's default smoothing
 _SYNCHRONOUS = ("NORMAL", "FULL")
 _READ_OPTION = "morag_progress_read"
+_TOKEN_SWEEP = timedelta(days=1)  # expired stream tokens older than this are deleted
 _T = TypeVar("_T")
 
 
@@ -457,6 +465,27 @@ class SQLStore:
         )
         with self._write("revoke API key") as conn:
             return conn.execute(stmt).rowcount == 1
+
+    def create_stream_token(self, token_hash: str, key_id: str, *, expires_at: datetime) -> None:
+        t = stream_tokens.c
+        with self._write("create stream token") as conn:
+            conn.execute(stream_tokens.delete().where(t.expires_at < expires_at - _TOKEN_SWEEP))
+            conn.execute(
+                stream_tokens.insert().values(
+                    token_hash=token_hash, key_id=key_id, expires_at=expires_at
+                )
+            )
+
+    def find_stream_token(self, token_hash: str, *, now: datetime) -> ApiKey | None:
+        t, k = stream_tokens.c, api_keys.c
+        stmt = (
+            select(api_keys)
+            .join(stream_tokens, t.key_id == k.id)
+            .where(t.token_hash == token_hash, t.expires_at > now)
+        )
+        with self._read("find stream token") as conn:
+            row = conn.execute(stmt).mappings().first()
+        return None if row is None else _api_key(row)
 
     # -- housekeeping --------------------------------------------------------------------------
 

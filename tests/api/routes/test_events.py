@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -231,3 +232,54 @@ def test_all_jobs_stream_resumes_with_the_latest_per_job(
     assert [(e["job_id"], e["percentage"]) for e in missed] == [(first, 30), (second, 5)]
     report(live_url, alice, second, percentage=6)
     assert resumed.next().json()["percentage"] == 6
+
+
+def test_stream_tokens_for_browsers(
+    live_url: str, store: SQLStore, alice: Auth, bob: Auth, open_stream: Callable[..., Stream]
+) -> None:
+    """A stream token opens the caller's streams without a header; it opens nothing else,
+    an API key in its place is refused, and so is a token of a revoked key."""
+    job_id = create(live_url, alice)
+    issued = httpx.post(f"{live_url}/api/v1/stream-tokens", headers=alice, timeout=10)
+    assert issued.status_code == 201
+    token = issued.json()["token"]
+    assert issued.json()["expires_in"] > 0
+    stream = open_stream(f"/api/v1/jobs/{job_id}/events?token={token}", {})
+    assert stream.next().event == "snapshot"
+    assert (
+        httpx.get(
+            f"{live_url}/api/v1/jobs/{job_id}", params={"token": token}, timeout=10
+        ).status_code
+        == 401
+    )
+    api_key = alice["Authorization"].removeprefix("Bearer ")
+    assert (
+        httpx.get(f"{live_url}/api/v1/events", params={"token": api_key}, timeout=10).status_code
+        == 401
+    )
+    bobs_token = httpx.post(f"{live_url}/api/v1/stream-tokens", headers=bob, timeout=10).json()[
+        "token"
+    ]
+    assert (
+        httpx.get(
+            f"{live_url}/api/v1/jobs/{job_id}/events", params={"token": bobs_token}, timeout=10
+        ).status_code
+        == 404
+    )
+    [bobs_key] = store.list_keys(user_id="bob")
+    store.revoke_key(bobs_key.id, now=datetime.now(UTC))
+    assert (
+        httpx.get(f"{live_url}/api/v1/events", params={"token": bobs_token}, timeout=10).status_code
+        == 401
+    )
+
+
+def test_expired_stream_token_is_refused(store: SQLStore, alice: Auth) -> None:
+    """A token past its expiry no longer opens streams."""
+    from morag_progress.keys import hash_key
+
+    [key] = store.list_keys(user_id="alice")
+    store.create_stream_token(
+        hash_key("mps_old"), key.id, expires_at=datetime.now(UTC) - timedelta(seconds=1)
+    )
+    assert store.find_stream_token(hash_key("mps_old"), now=datetime.now(UTC)) is None

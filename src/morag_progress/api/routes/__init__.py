@@ -6,12 +6,13 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
-from morag_progress.api.auth import Principal, principal
+from morag_progress.api.auth import Principal, principal, stream_principal
 from morag_progress.tracker import JobTracker
 
-__all__ = ["Caller", "JobIdPath", "tracker_of"]
+__all__ = ["Caller", "JobIdPath", "StreamCaller", "tracker_of"]
 
 Caller = Annotated[Principal, Depends(principal)]
+StreamCaller = Annotated[Principal, Depends(stream_principal)]
 JobIdPath = Annotated[str, Path(min_length=1, max_length=128, description="The job's id.")]
 
 

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
-from morag_progress.api.routes import Caller, JobIdPath, tracker_of
-from morag_progress.api.schemas import FeedEventOut, JobOut
+from morag_progress.api.routes import Caller, JobIdPath, StreamCaller, tracker_of
+from morag_progress.api.schemas import FeedEventOut, JobOut, StreamTokenOut
 from morag_progress.errors import JobNotFoundError
 from morag_progress.feed import FeedHub
-from morag_progress.models import FeedEvent
+from morag_progress.keys import STREAM_TOKEN_PREFIX, generate_key, hash_key
+from morag_progress.models import FeedEvent, utcnow
 
 __all__ = ["router"]
 
@@ -31,6 +33,17 @@ LastEventId = Annotated[
     str | None,
     Header(alias="Last-Event-ID", description="Resume after this feed id (sent by browsers)."),
 ]
+_TOKEN_QUERY = {
+    "parameters": [
+        {
+            "name": "token",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "A stream token from POST /api/v1/stream-tokens, instead of a key.",
+        }
+    ]
+}
 _STREAM: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}}, "description": "An event stream."},
     401: {"description": "No API key, or a wrong or revoked one."},
@@ -50,9 +63,28 @@ def _resume_point(last_event_id: str | None) -> int | None:
     return int(last_event_id)
 
 
-@router.get("/api/v1/jobs/{job_id}/events", response_class=EventSourceResponse, responses=_STREAM)
+@router.post("/api/v1/stream-tokens", response_model=StreamTokenOut, status_code=201)
+def create_stream_token(caller: Caller, request: Request) -> StreamTokenOut:
+    """A short-lived token that opens event streams as the caller (``?token=...``), for
+    browsers, whose EventSource cannot send an Authorization header. The key itself never
+    goes into a URL."""
+    ttl = request.app.state.settings.stream_token_seconds
+    token = generate_key(STREAM_TOKEN_PREFIX)
+    expires_at = utcnow() + timedelta(seconds=ttl)
+    request.app.state.store.create_stream_token(
+        hash_key(token), caller.key_id, expires_at=expires_at
+    )
+    return StreamTokenOut(token=token, expires_at=expires_at, expires_in=ttl)
+
+
+@router.get(
+    "/api/v1/jobs/{job_id}/events",
+    response_class=EventSourceResponse,
+    responses=_STREAM,
+    openapi_extra=_TOKEN_QUERY,
+)
 async def job_events(
-    job_id: JobIdPath, caller: Caller, request: Request, last_event_id: LastEventId = None
+    job_id: JobIdPath, caller: StreamCaller, request: Request, last_event_id: LastEventId = None
 ) -> EventSourceResponse:
     """One job's changes, live, ending after its terminal one."""
     tracker = tracker_of(request)
@@ -98,9 +130,14 @@ async def job_events(
     return EventSourceResponse(stream(), ping=request.app.state.settings.sse_ping_seconds)
 
 
-@router.get("/api/v1/events", response_class=EventSourceResponse, responses=_STREAM)
+@router.get(
+    "/api/v1/events",
+    response_class=EventSourceResponse,
+    responses=_STREAM,
+    openapi_extra=_TOKEN_QUERY,
+)
 async def all_events(
-    caller: Caller, request: Request, last_event_id: LastEventId = None
+    caller: StreamCaller, request: Request, last_event_id: LastEventId = None
 ) -> EventSourceResponse:
     """Every change to the caller's jobs (an admin's: everyone's), live, latest per job."""
     tracker = tracker_of(request)
