@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 
 from morag_progress.api.auth import Authenticator
 from morag_progress.api.limits import BodyLimit, RateLimiter
+from morag_progress.api.metrics import Metrics, RequestTimer
 from morag_progress.api.routes import events, jobs, ops, remote_jobs
 from morag_progress.errors import (
     InvalidInputError,
@@ -67,12 +68,14 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     tracker.add_listener(lambda _job: hub.wake())
     app.state.authenticator = Authenticator(store, cache_seconds=settings.key_cache_seconds)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second)
+    app.state.metrics = metrics = Metrics(store)
     app.add_middleware(
         BodyLimit,
         limit=settings.max_body_bytes,
         large_limit=settings.max_log_body_bytes,
         large_suffixes=("/logs",),
     )
+    app.add_middleware(RequestTimer, metrics=metrics)  # added last: outermost, times it all
     for router in (remote_jobs.router, jobs.router, events.router, ops.router):
         app.include_router(router)
     _map_errors(app)

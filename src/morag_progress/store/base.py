@@ -95,6 +95,10 @@ class Store(Protocol):
         """Newest first; ``after`` is the id of the last job of the previous page."""
         ...
 
+    def count_jobs(self, *, user_id: str | None = None) -> dict[tuple[str, str], int]:
+        """How many jobs there are per (status, document type), of one user or of all."""
+        ...
+
     def history(
         self, job_id: str, *, user_id: str | None = None, after: int = 0, limit: int = 1000
     ) -> list[FeedEvent]:

@@ -375,6 +375,14 @@ class SQLStore:
         with self._read("list jobs") as conn:
             return [_job(row) for row in conn.execute(stmt).mappings()]
 
+    def count_jobs(self, *, user_id: str | None = None) -> dict[tuple[str, str], int]:
+        j = jobs.c
+        stmt = select(j.status, j.document_type, func.count()).group_by(j.status, j.document_type)
+        if user_id is not None:
+            stmt = stmt.where(j.user_id == user_id)
+        with self._read("count jobs") as conn:
+            return {(status, kind): int(n) for status, kind, n in conn.execute(stmt)}
+
     # -- change feed ---------------------------------------------------------------------------
 
     def history(

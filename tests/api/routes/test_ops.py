@@ -35,3 +35,56 @@ async def test_openapi_documents_routes_and_errors(client: httpx.AsyncClient) ->
     assert {"200", "401", "404", "409", "413", "422", "429"} <= progress["responses"].keys()
     assert "/api/v1/jobs" in spec["paths"]
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_metrics(client: httpx.AsyncClient, alice: dict[str, str]) -> None:
+    """/metrics counts updates by source and outcome, times requests, and counts jobs by status."""
+    job = (
+        await client.post(
+            "/api/v1/jobs", json={"document_name": "a", "document_type": "pdf"}, headers=alice
+        )
+    ).json()
+    url = f"/api/v1/remote-jobs/{job['id']}/progress"
+    await client.put(
+        url, json={"percentage": 50, "timestamp": "2026-01-01T00:00:02Z"}, headers=alice
+    )
+    await client.put(
+        url, json={"percentage": 40, "timestamp": "2026-01-01T00:00:01Z"}, headers=alice
+    )
+    await client.post(
+        "/api/v1/remote-jobs/progress",
+        json={"updates": [{"job_id": job["id"], "percentage": 60}]},
+        headers=alice,
+    )
+    response = await client.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert 'morag_progress_updates_total{outcome="applied",source="http"} 1.0' in text
+    assert 'morag_progress_updates_total{outcome="stale",source="http"} 1.0' in text
+    assert 'morag_progress_updates_total{outcome="applied",source="batch"} 1.0' in text
+    assert 'morag_progress_jobs{status="PROCESSING"} 1.0' in text
+    assert (
+        'morag_progress_request_duration_seconds_count{method="PUT",route="/api/v1/remote-jobs/{job_id}/progress",status="200"} 2.0'
+        in text
+    )
+    assert "morag_progress_commit_batch_size_count 1.0" in text
+
+
+async def test_stats_are_per_user(
+    client: httpx.AsyncClient, alice: dict[str, str], bob: dict[str, str], admin: dict[str, str]
+) -> None:
+    """/api/v1/stats counts the caller's jobs by status and type; an admin's counts all."""
+    for kind in ("pdf", "pdf", "audio"):
+        await client.post(
+            "/api/v1/jobs", json={"document_name": "a", "document_type": kind}, headers=alice
+        )
+    await client.post(
+        "/api/v1/jobs", json={"document_name": "b", "document_type": "pdf"}, headers=bob
+    )
+    mine = (await client.get("/api/v1/stats", headers=alice)).json()
+    assert mine == {
+        "total": 3,
+        "by_status": {"PENDING": 3},
+        "by_document_type": {"pdf": 2, "audio": 1},
+    }
+    assert (await client.get("/api/v1/stats", headers=admin)).json()["total"] == 4

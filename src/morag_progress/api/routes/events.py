@@ -96,6 +96,7 @@ async def job_events(
     resume = _resume_point(last_event_id)
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
+        request.app.state.metrics.open_streams.inc()
         try:
             if resume is not None:
                 missed = await run_in_threadpool(
@@ -126,6 +127,7 @@ async def job_events(
                         return
         finally:
             hub.unsubscribe(subscription)
+            request.app.state.metrics.open_streams.dec()
 
     return EventSourceResponse(stream(), ping=request.app.state.settings.sse_ping_seconds)
 
@@ -146,6 +148,7 @@ async def all_events(
     resume = _resume_point(last_event_id)
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
+        request.app.state.metrics.open_streams.inc()
         try:
             if resume is not None:
                 missed = await run_in_threadpool(
@@ -168,5 +171,6 @@ async def all_events(
                     sent = event.id
         finally:
             hub.unsubscribe(subscription)
+            request.app.state.metrics.open_streams.dec()
 
     return EventSourceResponse(stream(), ping=request.app.state.settings.sse_ping_seconds)

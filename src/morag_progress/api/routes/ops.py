@@ -1,10 +1,14 @@
-"""Operations: liveness and readiness."""
+"""Operations: liveness, readiness, metrics, and job statistics."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
+from morag_progress.api.routes import Caller
 from morag_progress.errors import StoreError
 
 __all__ = ["router"]
@@ -26,3 +30,31 @@ def readyz(request: Request) -> JSONResponse:
     except StoreError as e:
         return JSONResponse({"status": "unavailable", "detail": str(e)}, status_code=503)
     return JSONResponse({"status": "ok"})
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics (text exposition format)."""
+    registry = request.app.state.metrics.registry
+    body = await run_in_threadpool(generate_latest, registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+class Stats(BaseModel):
+    """How many of the caller's jobs (an admin's: all) there are, by status and by type."""
+
+    total: int
+    by_status: dict[str, int]
+    by_document_type: dict[str, int]
+
+
+@router.get("/api/v1/stats", response_model=Stats, tags=["jobs"])
+def stats(caller: Caller, request: Request) -> Stats:
+    """Counts of jobs by status and by document type."""
+    counts = request.app.state.store.count_jobs(user_id=caller.scope)
+    by_status: dict[str, int] = {}
+    by_type: dict[str, int] = {}
+    for (status, kind), n in counts.items():
+        by_status[status] = by_status.get(status, 0) + n
+        by_type[kind] = by_type.get(kind, 0) + n
+    return Stats(total=sum(counts.values()), by_status=by_status, by_document_type=by_type)

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from morag_progress.api.auth import Principal
+from morag_progress.api.metrics import Metrics
 from morag_progress.api.routes import Caller, JobIdPath, tracker_of
 from morag_progress.api.schemas import (
     BatchIn,
@@ -59,6 +60,16 @@ def _update(job_id: str, body: ProgressIn, caller: Principal) -> ProgressUpdate:
     )
 
 
+def _metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+def _counted(request: Request, source: str, result: UpdateResult) -> UpdateResult:
+    _metrics(request).count(source, result.outcome)
+    return result
+
+
 def _reply(applied: bool, job: JobOut, what: str) -> ProgressOut:
     return ProgressOut(
         success=True,
@@ -79,7 +90,8 @@ def report_progress(
     race). ``cancel_requested`` tells the worker to stop.
     """
     update = _update(job_id, body, caller)
-    result = tracker_of(request).apply(update).raise_for_outcome(job_id)
+    result = _counted(request, "http", tracker_of(request).apply(update))
+    result.raise_for_outcome(job_id)
     assert result.job is not None
     return _reply(result.applied, JobOut.of(result.job), "Progress updated")
 
@@ -117,7 +129,8 @@ def report_result(
             user_id=caller.scope,
             claimant=caller.claimant,
         )
-    result = tracker_of(request).apply(update).raise_for_outcome(job_id)
+    result = _counted(request, "result", tracker_of(request).apply(update))
+    result.raise_for_outcome(job_id)
     assert result.job is not None
     return _reply(result.applied, JobOut.of(result.job), "Result recorded")
 
@@ -158,14 +171,16 @@ def report_batch(body: BatchIn, caller: Caller, request: Request) -> BatchOut:
         try:
             tracker.check_timestamp(update)
         except InvalidInputError as e:
+            _metrics(request).count("batch", "invalid")
             results[i] = BatchItemOut(
                 job_id=item.job_id, status=422, applied=False, cancel_requested=False, detail=str(e)
             )
             continue
         valid.append((i, update))
     applied = tracker.apply_many([update for _, update in valid])
+    _metrics(request).batch_size.observe(len(valid))
     for (i, update), result in zip(valid, applied, strict=True):
-        results[i] = _item(update.job_id, result)
+        results[i] = _item(update.job_id, _counted(request, "batch", result))
     return BatchOut(results=[r for r in results if r is not None])
 
 
@@ -194,7 +209,12 @@ async def upload_logs(job_id: JobIdPath, caller: Caller, request: Request) -> Lo
     """Parse raw log lines on the server and apply the progress they carry, in order
     (the seed's "Remote Worker -> Progress Logs -> Progress Parser" path)."""
     text = (await request.body()).decode("utf-8", errors="replace")
-    return await run_in_threadpool(_apply_logs, tracker_of(request), job_id, text, caller)
+    logs = await run_in_threadpool(_apply_logs, tracker_of(request), job_id, text, caller)
+    metrics = _metrics(request)
+    metrics.batch_size.observe(logs.events)
+    metrics.count("logs", UpdateOutcome.APPLIED, logs.applied)
+    metrics.count("logs", UpdateOutcome.STALE, logs.events - logs.applied)
+    return logs
 
 
 _parser = ProgressEventParser()

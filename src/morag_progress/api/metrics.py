@@ -1,0 +1,95 @@
+"""Prometheus metrics of one app: updates by source and outcome, request latency, open
+streams, batch sizes, and jobs by status (counted when scraped)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from morag_progress.models import UpdateOutcome
+from morag_progress.store.base import Store
+
+__all__ = ["Metrics", "RequestTimer"]
+
+
+class _JobsByStatus(Collector):
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("morag_progress_jobs", "Jobs by status.", labels=["status"])
+        by_status: dict[str, int] = {}
+        for (status, _kind), count in self._store.count_jobs().items():
+            by_status[status] = by_status.get(status, 0) + count
+        for status, count in sorted(by_status.items()):
+            family.add_metric([status], count)
+        yield family
+
+
+class Metrics:
+    """The instruments, in a registry of their own (two apps in one process do not mix)."""
+
+    def __init__(self, store: Store) -> None:
+        self.registry = CollectorRegistry()
+        self.updates = Counter(
+            "morag_progress_updates",
+            "Progress updates received, by source and what became of them.",
+            ["source", "outcome"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "morag_progress_request_duration_seconds",
+            "HTTP request latency.",
+            ["method", "route", "status"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+        self.open_streams = Gauge(
+            "morag_progress_open_streams", "Event streams open now.", registry=self.registry
+        )
+        self.batch_size = Histogram(
+            "morag_progress_commit_batch_size",
+            "Updates committed together in one transaction.",
+            buckets=(1, 2, 5, 10, 50, 100, 250, 500, 1000),
+            registry=self.registry,
+        )
+        self.registry.register(_JobsByStatus(store))
+
+    def count(self, source: str, outcome: UpdateOutcome | str, n: int = 1) -> None:
+        """Record ``n`` updates from ``source`` that ended as ``outcome``."""
+        self.updates.labels(source, str(outcome)).inc(n)
+
+
+class RequestTimer:
+    """ASGI middleware: observe each HTTP request's latency under its route template."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def timed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, timed_send)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            self.metrics.latency.labels(scope["method"], template, str(status)).observe(
+                time.perf_counter() - start
+            )
