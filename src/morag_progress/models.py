@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -287,13 +287,17 @@ class Job:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict with ISO 8601 timestamps and the derived ``eta_seconds``."""
-        data = asdict(self)
+        data = {name: getattr(self, name) for name in _JOB_FIELDS}
         for key, value in data.items():
             if isinstance(value, datetime):
                 data[key] = value.isoformat()
         data["status"] = self.status.value
+        data["metadata"] = dict(self.metadata)
         data["eta_seconds"] = self.eta_seconds
         return data
+
+
+_JOB_FIELDS = tuple(f.name for f in fields(Job))
 
 
 @dataclass(frozen=True, slots=True)

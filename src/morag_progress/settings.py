@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=64 * 1024, gt=0, description="Largest request body.")
     max_log_body_bytes: int = Field(
-        default=1024 * 1024, gt=0, description="Largest body of a raw log upload."
+        default=1024 * 1024, gt=0, description="Largest body of a log upload or a batch."
     )
     key_cache_seconds: float = Field(
         default=5.0, ge=0, description="How long a checked key is trusted before a re-check."

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -40,8 +39,9 @@ def cli(*args: str, env: dict[str, str]) -> str:
 
 
 @pytest.fixture
-def server_env(tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "MORAG_PROGRESS_DATABASE_URL": f"sqlite:///{tmp_path / 'server.db'}"}
+def server_env(database_url: str) -> dict[str, str]:
+    """The servers' environment: one database (a SQLite file, or PostgreSQL) for all of them."""
+    return {**os.environ, "MORAG_PROGRESS_DATABASE_URL": database_url}
 
 
 @pytest.fixture

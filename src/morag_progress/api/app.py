@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         BodyLimit,
         limit=settings.max_body_bytes,
         large_limit=settings.max_log_body_bytes,
-        large_suffixes=("/logs",),
+        large_suffixes=("/logs", "/remote-jobs/progress"),  # log uploads and batches
     )
     app.add_middleware(RequestTimer, metrics=metrics)  # added last: outermost, times it all
     for router in (remote_jobs.router, jobs.router, events.router, ops.router):

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 from fastapi import HTTPException, Request, status
+from starlette.concurrency import run_in_threadpool
 
 from morag_progress.keys import ApiKey, Role, hash_key, matches
 from morag_progress.models import utcnow
@@ -55,7 +56,9 @@ class Authenticator:
         self._cache: dict[str, tuple[float, ApiKey]] = {}
         self._lock = threading.Lock()
 
-    def authenticate(self, authorization: str | None) -> Principal:
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """The caller of a bearer key; the store is read (in a worker thread) only when the
+        key is not in the cache, so most requests authenticate without leaving the loop."""
         if not authorization:
             raise _unauthorized("missing Authorization: Bearer <API key>")
         scheme, _, secret = authorization.partition(" ")
@@ -68,7 +71,7 @@ class Authenticator:
         if cached is not None and cached[0] > now:
             key = cached[1]
         else:
-            found = self._store.find_key(digest)
+            found = await run_in_threadpool(self._store.find_key, digest)
             if found is None or not found.active or not matches(secret, digest):
                 raise _unauthorized("invalid or revoked API key")
             key = found
@@ -79,23 +82,23 @@ class Authenticator:
         return Principal(key_id=key.id, user_id=key.user_id, role=key.role)
 
 
-def stream_principal(request: Request) -> Principal:
+async def stream_principal(request: Request) -> Principal:
     """FastAPI dependency for event streams: a bearer key, or a ``token`` query parameter
     from ``POST /api/v1/stream-tokens`` (browsers' EventSource cannot send headers)."""
     token = request.query_params.get("token")
     if token is None:
-        return principal(request)
+        return await principal(request)
     store: Store = request.app.state.store
-    key = store.find_stream_token(hash_key(token), now=utcnow())
+    key = await run_in_threadpool(store.find_stream_token, hash_key(token), now=utcnow())
     if key is None or not key.active:
         raise _unauthorized("invalid or expired stream token")
     return Principal(key_id=key.id, user_id=key.user_id, role=key.role)
 
 
-def principal(request: Request) -> Principal:
-    """FastAPI dependency: the authenticated caller (runs in the thread pool: it may read)."""
+async def principal(request: Request) -> Principal:
+    """FastAPI dependency: the authenticated caller, within its rate limit."""
     authenticator: Authenticator = request.app.state.authenticator
-    caller = authenticator.authenticate(request.headers.get("authorization"))
+    caller = await authenticator.authenticate(request.headers.get("authorization"))
     request.app.state.rate_limiter.check(caller.key_id)
     return caller
 

@@ -1,0 +1,270 @@
+"""HTTP ingest benchmark: our progress route against a no-op endpoint, in the same run.
+
+    python bench/ingest.py [--seconds 10] [--connections 32 128]
+
+Both servers are one uvicorn process with the same settings, pinned to core 0; wrk (Debian's
+package) runs on core 1 on loopback. The no-op endpoint has our route's path, body model and
+authentication header, and does nothing. Every acknowledged update must be in the database
+afterwards (checked). Then the batch route, in updates per second.
+
+Targets (DESIGN.md section 8): single updates >= 0.8x the no-op endpoint; batch >= 50,000
+durable updates/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+
+from morag_progress.api.schemas import ProgressIn
+
+JOBS = 100
+WRK_SCRIPT = """
+local counter = 0
+local thread_id = 0
+function setup(thread)
+  thread:set("id", math.random(1, 1000000))
+end
+function init(args)
+  thread_id = id
+end
+request = function()
+  counter = counter + 1
+  local job = "bench-" .. (counter %% %(jobs)d)
+  local message = "t" .. thread_id .. "-" .. counter
+  local body = '{"percentage": ' .. (counter %% 99 + 1) .. ', "message": "' .. message .. '"}'
+  return wrk.format("PUT", "/api/v1/remote-jobs/" .. job .. "/progress",
+    {["Content-Type"] = "application/json", ["Authorization"] = "Bearer %(key)s"}, body)
+end
+"""
+
+
+def noop_app() -> FastAPI:
+    """The reference: same path, same body model, no work."""
+    app = FastAPI()
+
+    @app.put("/api/v1/remote-jobs/{job_id}/progress")
+    def progress(job_id: str, body: ProgressIn) -> dict[str, object]:
+        return {"success": True, "applied": False, "job_id": job_id}
+
+    return app
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        ["taskset", "-c", "0", sys.executable, *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+            return process
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"server on port {port} did not start")
+
+
+def wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, float]:
+    out = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            "1",
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: .*", out)
+    latency = dict(re.findall(r"\s+(50|99)%\s+([\d.]+\w+)", out))
+    return {
+        "rps": rps,
+        "total": total,
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+        "p50": _ms(latency.get("50", "0ms")),
+        "p99": _ms(latency.get("99", "0ms")),
+        "socket_errors": 1.0 if errors else 0.0,
+    }
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL")
+    parser.add_argument("--serve-noop", type=int, help=argparse.SUPPRESS)
+    opts = parser.parse_args(argv)
+    if opts.serve_noop:
+        import uvicorn
+
+        uvicorn.run(
+            noop_app(),
+            host="127.0.0.1",
+            port=opts.serve_noop,
+            log_level="warning",
+            access_log=False,
+        )
+        return 0
+    if shutil.which("wrk") is None or shutil.which("taskset") is None:
+        print("needs wrk and taskset: apt-get install wrk util-linux", file=sys.stderr)
+        return 2
+
+    tmp = Path(tempfile.mkdtemp(prefix="morag-bench-"))
+    url = f"sqlite:///{tmp / 'bench.db'}"
+    env = {
+        **os.environ,
+        "MORAG_PROGRESS_DATABASE_URL": url,
+        "MORAG_PROGRESS_RATE_LIMIT_PER_SECOND": "0",
+        "MORAG_PROGRESS_SQLITE_SYNCHRONOUS": opts.synchronous,
+    }
+    key = subprocess.run(
+        [sys.executable, "-m", "morag_progress.cli", "keys", "create", "--user", "bench"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()[0]
+    headers = {"Authorization": f"Bearer {key}"}
+    script = tmp / "put.lua"
+    script.write_text(WRK_SCRIPT % {"jobs": JOBS, "key": key})
+
+    ours_port, noop_port = free_port(), free_port()
+    uvicorn_args = ["--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"]
+    ours = start(
+        [
+            "-m",
+            "uvicorn",
+            "--factory",
+            "morag_progress.api:create_app",
+            "--port",
+            str(ours_port),
+            *uvicorn_args,
+        ],
+        env,
+        ours_port,
+    )
+    noop = start([__file__, "--serve-noop", str(noop_port)], env, noop_port)
+    base = f"http://127.0.0.1:{ours_port}"
+    for i in range(JOBS):
+        httpx.post(
+            f"{base}/api/v1/jobs",
+            json={"id": f"bench-{i}", "document_name": "d", "document_type": "pdf"},
+            headers=headers,
+        ).raise_for_status()
+
+    print(
+        f"single updates, {opts.seconds}s per run, SQLite WAL synchronous={opts.synchronous}, "
+        "server on core 0, wrk -t2 on core 1"
+    )
+    acknowledged = 0
+    ok = True
+    try:
+        for connections in opts.connections:
+            ref = wrk(f"http://127.0.0.1:{noop_port}", script, connections, opts.seconds)
+            mine = wrk(base, script, connections, opts.seconds)
+            acknowledged += int(mine["total"] - mine["non2xx"])
+            ratio = mine["rps"] / ref["rps"]
+            ok &= ratio >= 0.8
+            verdict = "OK" if ratio >= 0.8 else "MISS"
+            print(
+                f"  {connections:>4} connections: ours {mine['rps']:8,.0f} req/s "
+                f"(p50 {mine['p50']:.1f} ms, p99 {mine['p99']:.1f} ms, "
+                f"non-2xx {mine['non2xx']:.0f})   no-op {ref['rps']:8,.0f} req/s "
+                f"(p50 {ref['p50']:.1f} ms, p99 {ref['p99']:.1f} ms)   "
+                f"ratio {ratio:.2f}x (target >= 0.8x) {verdict}"
+            )
+    finally:
+        noop.terminate()
+
+    from morag_progress.store import SQLStore
+
+    store = SQLStore(url)
+    applied = sum(len(store.history(f"bench-{i}", limit=10_000_000)) - 1 for i in range(JOBS))
+    metrics = httpx.get(f"{base}/metrics").text
+    stale_total = r'morag_progress_updates_total\{outcome="stale",source="http"\} ([\d.e+]+)'
+    stale = sum(float(v) for v in re.findall(stale_total, metrics))
+    # Every acknowledged update was committed first, so the database holds at least as many;
+    # it may hold a few more: requests in flight when wrk stopped (one per connection at most)
+    # were committed but never counted by wrk.
+    in_flight = sum(opts.connections)
+    durable = acknowledged <= applied + stale <= acknowledged + in_flight
+    ok &= durable
+    outcome = "every acknowledged update is in the database" if durable else "MISMATCH"
+    print(
+        f"  acknowledged {acknowledged:,}; in the database {applied:,} applied + "
+        f"{stale:,.0f} stale (not applied, reported so); at most {in_flight} unacknowledged "
+        f"in flight: {outcome}"
+    )
+
+    # The batch route: 1000 updates per request, 100 jobs, one commit each.
+    batches, size = 30, 1000
+    before = store.last_event_id()
+    with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
+        start_time = time.perf_counter()
+        for b in range(batches):
+            body = {
+                "updates": [
+                    {
+                        "job_id": f"bench-{i % JOBS}",
+                        "percentage": 1 + (b + i) % 98,
+                        "message": f"batch {b} item {i}",
+                    }
+                    for i in range(size)
+                ]
+            }
+            client.post("/api/v1/remote-jobs/progress", json=body).raise_for_status()
+        elapsed = time.perf_counter() - start_time
+    written = store.last_event_id() - before
+    rate = batches * size / elapsed
+    ok &= rate >= 50_000
+    print(
+        f"batch route: {batches} x {size} updates in {elapsed:.2f}s = {rate:,.0f} updates/s "
+        f"(target >= 50,000) {'OK' if rate >= 50_000 else 'MISS'}; feed rows written {written:,}"
+    )
+    store.close()
+    ours.terminate()
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
