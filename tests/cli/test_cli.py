@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from typer.testing import CliRunner
 
 from morag_progress.cli import app
@@ -60,3 +62,29 @@ def test_bad_arguments_are_named(tmp_path: Path) -> None:
     bad_url = runner.invoke(app, ["keys", "list", "--database-url", "mysql://x/y"])
     assert bad_url.exit_code == 2
     assert "database_url must name sqlite or postgresql" in bad_url.output
+
+
+def test_serve_logs_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    """serve's logging writes one JSON object per line, with time, level and logger."""
+    import json
+    import logging
+    import logging.config
+
+    from morag_progress.cli import log_config
+
+    config = log_config()
+    config["handlers"]["stderr"]["stream"] = "ext://sys.stdout"
+    # Only a probe logger, so that no global logging state leaks into other tests.
+    config["loggers"] = {"probe": {"handlers": ["stderr"], "level": "INFO", "propagate": False}}
+    logging.config.dictConfig(config)
+    probe = logging.getLogger("probe")
+    try:
+        probe.info("Started server process [%d]", 42)
+        probe.warning("store error: %s", "down")
+    finally:
+        probe.handlers.clear()
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[0]["event"] == "Started server process [42]"
+    assert (lines[0]["level"], lines[0]["logger"]) == ("info", "probe")
+    assert lines[1]["level"] == "warning"
+    assert lines[1]["timestamp"].endswith("Z")

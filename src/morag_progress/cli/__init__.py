@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -49,6 +49,41 @@ def _store(database_url: str | None) -> SQLStore:
         raise typer.Exit(2) from e
 
 
+def log_config(level: str = "INFO") -> dict[str, Any]:
+    """Logging for ``serve``: one JSON object per line on stderr (structlog's renderer over
+    the standard library, so uvicorn's and our own loggers come out alike)."""
+    import structlog
+
+    stamp = [structlog.stdlib.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True)]
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "json": {
+                "()": structlog.stdlib.ProcessorFormatter,
+                "processors": [
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info,
+                    structlog.processors.JSONRenderer(),
+                ],
+                "foreign_pre_chain": [*stamp, structlog.stdlib.add_logger_name],
+            }
+        },
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            "": {"handlers": ["stderr"], "level": level},
+            "uvicorn": {"handlers": ["stderr"], "level": level, "propagate": False},
+            "uvicorn.access": {"handlers": ["stderr"], "level": level, "propagate": False},
+        },
+    }
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
@@ -61,7 +96,9 @@ def serve(
     from morag_progress.api import create_app
 
     settings = _settings(host=host, port=port, database_url=database_url)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_config=log_config()
+    )
 
 
 @keys_app.command("create")
