@@ -97,3 +97,35 @@ def test_out_of_order_ids_are_each_delivered_once(tmp_path: Path) -> None:
     assert [e.id for e in hub._read()] == [6]
     assert hub._low == 6  # 5 given up
     store.close()
+
+
+async def test_hub_routes_rows_to_the_subscriptions_they_concern(tmp_path: Path) -> None:
+    """A row reaches its job's streams and its user's and admins' all-jobs streams, no others;
+    unsubscribing removes a subscription and the tail stops with the last one."""
+    store = SQLStore(f"sqlite:///{tmp_path / 'route.db'}")
+    hub = FeedHub(store, poll_interval=0.05)
+    tracker = JobTracker(store=store)
+    tracker.add_listener(lambda _job: hub.wake())
+    job = tracker.start_job("a", "pdf", user_id="alice")
+    subscriptions = {
+        "job": await hub.subscribe(user_id="alice", job_id=job),
+        "other job": await hub.subscribe(user_id="alice", job_id="other"),
+        "alice": await hub.subscribe(user_id="alice"),
+        "bob": await hub.subscribe(user_id="bob"),
+        "admin": await hub.subscribe(user_id=None),
+    }
+    assert hub.subscribers == 5
+    await asyncio.to_thread(tracker.update_progress, job, 10)
+    got = {
+        name: [
+            e.percentage for e in await s.next(0.5 if name in ("job", "alice", "admin") else 0.1)
+        ]
+        for name, s in subscriptions.items()
+    }
+    assert got == {"job": [10], "other job": [], "alice": [10], "bob": [], "admin": [10]}
+    for subscription in subscriptions.values():
+        hub.unsubscribe(subscription)
+        hub.unsubscribe(subscription)  # twice is harmless
+    assert hub.subscribers == 0
+    await hub.close()
+    store.close()

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 from anyio import to_thread
 
@@ -84,7 +85,11 @@ class FeedHub:
         self.poll_interval = poll_interval
         self.gap_timeout = gap_timeout
         self.batch = batch
-        self._subscriptions: set[Subscription] = set()
+        # Indexed, so that a row costs only the subscriptions it concerns: by job for job
+        # streams, by user for all-jobs streams (key None: an admin's, which see every row).
+        self._by_job: dict[str, set[Subscription]] = {}
+        self._by_user: dict[str | None, set[Subscription]] = {}
+        self._count = 0
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
@@ -101,15 +106,44 @@ class FeedHub:
             self._low = await to_thread.run_sync(self._store.last_event_id)
             self._seen.clear()
             self._gaps.clear()
-            self._subscriptions.add(subscription)
+            self._add(subscription)
             self._task = asyncio.create_task(self._run(), name="morag-progress feed tail")
         else:
-            self._subscriptions.add(subscription)
+            self._add(subscription)
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
         """Stop receiving; the tail stops with the last subscriber."""
-        self._subscriptions.discard(subscription)
+        index, key = self._slot(subscription)
+        members = index.get(key)
+        if members is not None and subscription in members:
+            members.discard(subscription)
+            self._count -= 1
+            if not members:
+                del index[key]
+
+    @property
+    def subscribers(self) -> int:
+        """How many subscriptions are open."""
+        return self._count
+
+    def _slot(self, subscription: Subscription) -> tuple[dict[Any, set[Subscription]], Any]:
+        if subscription.job_id is not None:
+            return self._by_job, subscription.job_id
+        return self._by_user, subscription.user_id
+
+    def _add(self, subscription: Subscription) -> None:
+        index, key = self._slot(subscription)
+        index.setdefault(key, set()).add(subscription)
+        self._count += 1
+
+    def _dispatch(self, event: FeedEvent) -> None:
+        for subscription in self._by_job.get(event.job_id, ()):
+            if subscription.matches(event):
+                subscription.offer(event)
+        for key in {event.user_id, None}:
+            for subscription in self._by_user.get(key, ()):
+                subscription.offer(event)
 
     def wake(self) -> None:
         """Read the feed now (a change was just committed). Safe from any thread."""
@@ -119,7 +153,9 @@ class FeedHub:
 
     async def close(self) -> None:
         """Stop the tail."""
-        self._subscriptions.clear()
+        self._by_job.clear()
+        self._by_user.clear()
+        self._count = 0
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -127,16 +163,14 @@ class FeedHub:
 
     async def _run(self) -> None:
         assert self._wakeup is not None
-        while self._subscriptions:
+        while self._count:
             try:
                 events = await to_thread.run_sync(self._read)
             except Exception:  # a failing read must not end every stream
                 logger.warning("reading the change feed failed; retrying", exc_info=True)
                 events = []
             for event in events:
-                for subscription in tuple(self._subscriptions):
-                    if subscription.matches(event):
-                        subscription.offer(event)
+                self._dispatch(event)
             if len(events) < self.batch:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self.poll_interval)
