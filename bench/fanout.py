@@ -1,0 +1,238 @@
+"""Fan-out benchmark: many SSE subscribers, jobs updating ten times a second.
+
+    python bench/fanout.py [--jobs 100] [--per-job 10] [--rate 10] [--seconds 10]
+
+One server process (uvicorn) pinned to core 0; the subscribers and the writer run in this
+process on core 1. The writer sends one batch a tick with an update for every job, stamped
+with the time it is sent; each subscriber reads its job's stream and records, for every
+progress event, how long after that stamp it arrived. A slow subscriber gets the latest state
+per job, so it may see fewer events than were written; the figure that matters is latency.
+
+Target (DESIGN.md section 8): 1,000 subscribers, ten on each of 100 jobs that update 10
+times/s: p99 delivery latency <= 250 ms with the server on one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def subscriber(
+    client: httpx.AsyncClient,
+    job_id: str,
+    headers: dict[str, str],
+    latencies: list[float],
+    ready: asyncio.Event,
+    stop: asyncio.Event,
+) -> int:
+    received = 0
+    async with client.stream("GET", f"/api/v1/jobs/{job_id}/events", headers=headers) as response:
+        ready.set()
+        event = None
+        async for line in response.aiter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:") and event == "progress":
+                data = json.loads(line[5:])
+                sent = datetime.fromisoformat(data["timestamp"])
+                latencies.append((datetime.now(UTC) - sent).total_seconds() * 1000)
+                received += 1
+            if stop.is_set():
+                break
+    return received
+
+
+async def writer(
+    client: httpx.AsyncClient, jobs: list[str], headers: dict[str, str], rate: int, seconds: float
+) -> int:
+    written = 0
+    tick = 1 / rate
+    deadline = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        n += 1
+        stamp = datetime.now(UTC).isoformat()
+        body = {
+            "updates": [
+                {"job_id": j, "percentage": 1 + n % 98, "message": f"tick {n}", "timestamp": stamp}
+                for j in jobs
+            ]
+        }
+        (
+            await client.post("/api/v1/remote-jobs/progress", json=body, headers=headers)
+        ).raise_for_status()
+        written += len(jobs)
+        await asyncio.sleep(max(0.0, tick - (time.monotonic() - started)))
+    return written
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run(
+    base: str,
+    headers: dict[str, str],
+    jobs: list[str],
+    per_job: int,
+    rate: int,
+    seconds: float,
+    server_pid: int,
+) -> None:
+    limits = httpx.Limits(max_connections=len(jobs) * per_job + 10, max_keepalive_connections=0)
+    timeout = httpx.Timeout(60.0)
+    latencies: list[float] = []
+    stop = asyncio.Event()
+    async with (
+        httpx.AsyncClient(base_url=base, limits=limits, timeout=timeout) as streams,
+        httpx.AsyncClient(base_url=base, timeout=timeout) as control,
+    ):
+        readies = []
+        tasks = []
+        for job in jobs:
+            for _ in range(per_job):
+                ready = asyncio.Event()
+                readies.append(ready)
+                tasks.append(
+                    asyncio.create_task(subscriber(streams, job, headers, latencies, ready, stop))
+                )
+        await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 120)
+        await asyncio.sleep(1)  # let every stream pass its snapshot
+        latencies.clear()
+        cpu_before, wall_before = cpu_seconds(server_pid), time.monotonic()
+        client_before = time.process_time()
+        written = await writer(control, jobs, headers, rate, seconds)
+        wall = time.monotonic() - wall_before
+        server_cpu = (cpu_seconds(server_pid) - cpu_before) / wall
+        client_cpu = (time.process_time() - client_before) / wall
+        await asyncio.sleep(1)  # the last ticks arrive
+        stop.set()
+        metrics = (await control.get("/metrics")).text
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    open_streams = next(
+        (line for line in metrics.splitlines() if line.startswith("morag_progress_open_streams ")),
+        "",
+    )
+    received = len(latencies)
+    ordered = sorted(latencies)
+    p50 = statistics.median(ordered) if ordered else float("nan")
+    p99 = ordered[int(len(ordered) * 0.99) - 1] if ordered else float("nan")
+    subscribers = len(jobs) * per_job
+    share = received / max(1, written * per_job)
+    print(
+        f"{subscribers} subscribers on {len(jobs)} jobs, {rate} updates/s per job asked for "
+        f"{seconds:g}s: {written:,} updates written ({written / seconds:,.0f}/s), "
+        f"{received:,} events delivered ({share:.0%} of updates x subscribers)"
+    )
+    streams = open_streams.split()[-1] if open_streams else "?"
+    worst = ordered[-1] if ordered else 0
+    verdict = "OK" if p99 <= 250 else "MISS"
+    print(
+        f"delivery latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {worst:.1f} ms "
+        f"(target p99 <= 250 ms) {verdict}; open streams {streams}"
+    )
+    print(
+        f"CPU: server {server_cpu:.0%} of its core, client (subscribers and writer) "
+        f"{client_cpu:.0%} of the other"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=100)
+    parser.add_argument("--per-job", type=int, default=10)
+    parser.add_argument("--rate", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=10)
+    opts = parser.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="morag-fanout-"))
+    env = {
+        **os.environ,
+        "MORAG_PROGRESS_DATABASE_URL": f"sqlite:///{tmp / 'fanout.db'}",
+        "MORAG_PROGRESS_RATE_LIMIT_PER_SECOND": "0",
+        "MORAG_PROGRESS_KEY_CACHE_SECONDS": "3600",
+    }
+    key = subprocess.run(
+        [sys.executable, "-m", "morag_progress.cli", "keys", "create", "--user", "fan"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()[0]
+    headers = {"Authorization": f"Bearer {key}"}
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            "taskset",
+            "-c",
+            "0",
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "morag_progress.api:create_app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            "--backlog",
+            "4096",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.sched_setaffinity(0, {1})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{base}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        jobs = []
+        for i in range(opts.jobs):
+            body = {"id": f"fan-{i}", "document_name": "d", "document_type": "pdf"}
+            httpx.post(f"{base}/api/v1/jobs", json=body, headers=headers).raise_for_status()
+            jobs.append(f"fan-{i}")
+        asyncio.run(run(base, headers, jobs, opts.per_job, opts.rate, opts.seconds, server.pid))
+    finally:
+        server.terminate()
+        server.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
