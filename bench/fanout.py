@@ -29,14 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from _server import create_key, free_port, wait_until_up
 
 
 async def subscriber(
@@ -178,13 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "MORAG_PROGRESS_RATE_LIMIT_PER_SECOND": "0",
         "MORAG_PROGRESS_KEY_CACHE_SECONDS": "3600",
     }
-    key = subprocess.run(
-        [sys.executable, "-m", "morag_progress.cli", "keys", "create", "--user", "fan"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()[0]
+    key = create_key(env, "fan")
     headers = {"Authorization": f"Bearer {key}"}
     port = free_port()
     server = subprocess.Popen(
@@ -212,15 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.sched_setaffinity(0, {1})
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{base}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        wait_until_up(f"{base}/healthz")
         jobs = []
         for i in range(opts.jobs):
             body = {"id": f"fan-{i}", "document_name": "d", "document_type": "pdf"}

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
+from _server import create_key, free_port, wait_until_up
 from fastapi import FastAPI
 
 from morag_progress.api.schemas import ProgressIn
@@ -61,14 +62,6 @@ def noop_app() -> FastAPI:
     return app
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         ["taskset", "-c", "0", sys.executable, *args],
@@ -76,15 +69,12 @@ def start(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[b
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
-            return process
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"server on port {port} did not start")
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/")
+    except httpx.TransportError:
+        process.kill()
+        raise
+    return process
 
 
 def wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, float]:
@@ -156,13 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "MORAG_PROGRESS_RATE_LIMIT_PER_SECOND": "0",
         "MORAG_PROGRESS_SQLITE_SYNCHRONOUS": opts.synchronous,
     }
-    key = subprocess.run(
-        [sys.executable, "-m", "morag_progress.cli", "keys", "create", "--user", "bench"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()[0]
+    key = create_key(env, "bench")
     headers = {"Authorization": f"Bearer {key}"}
     script = tmp / "put.lua"
     script.write_text(WRK_SCRIPT % {"jobs": JOBS, "key": key})

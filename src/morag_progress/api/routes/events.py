@@ -9,6 +9,7 @@ keep proxies from closing an idle stream; a job's stream ends after its terminal
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from collections.abc import AsyncIterator
@@ -19,10 +20,9 @@ from fastapi import APIRouter, Header, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
-from morag_progress.api.routes import Caller, JobIdPath, StreamCaller, tracker_of
+from morag_progress.api.routes import Caller, JobIdPath, StreamCaller, tracker_of, visible_job
 from morag_progress.api.schemas import FeedEventOut, JobOut, StreamTokenOut
-from morag_progress.errors import JobNotFoundError
-from morag_progress.feed import FeedHub
+from morag_progress.feed import FeedHub, Subscription
 from morag_progress.keys import STREAM_TOKEN_PREFIX, generate_key, hash_key
 from morag_progress.models import FeedEvent, utcnow
 
@@ -59,6 +59,23 @@ def _progress(event: FeedEvent) -> bytes:
     return ServerSentEvent(data, event="progress", id=str(event.id)).encode()
 
 
+def _hub(request: Request) -> FeedHub:
+    hub: FeedHub = request.app.state.hub
+    return hub
+
+
+@contextlib.asynccontextmanager
+async def _open(request: Request, subscription: Subscription) -> AsyncIterator[None]:
+    """A stream's lifetime: counted as open while it runs, unsubscribed when it ends."""
+    gauge = request.app.state.metrics.open_streams
+    gauge.inc()
+    try:
+        yield
+    finally:
+        _hub(request).unsubscribe(subscription)
+        gauge.dec()
+
+
 def _resume_point(last_event_id: str | None) -> int | None:
     if last_event_id is None or not last_event_id.strip().isdigit():
         return None
@@ -90,16 +107,12 @@ async def job_events(
 ) -> EventSourceResponse:
     """One job's changes, live, ending after its terminal one."""
     tracker = tracker_of(request)
-    hub: FeedHub = request.app.state.hub
-    job = await run_in_threadpool(tracker.get_job, job_id, caller.scope)
-    if job is None:
-        raise JobNotFoundError(job_id)
-    subscription = await hub.subscribe(user_id=caller.scope, job_id=job_id)
+    await run_in_threadpool(visible_job, request, job_id, caller)
+    subscription = await _hub(request).subscribe(user_id=caller.scope, job_id=job_id)
     resume = _resume_point(last_event_id)
 
     async def stream() -> AsyncIterator[ServerSentEvent | bytes]:
-        request.app.state.metrics.open_streams.inc()
-        try:
+        async with _open(request, subscription):
             if resume is not None:
                 missed = await run_in_threadpool(
                     tracker.history, job_id, caller.scope, after=resume
@@ -127,9 +140,6 @@ async def job_events(
                     sent = event.id
                     if event.status.is_terminal:
                         return
-        finally:
-            hub.unsubscribe(subscription)
-            request.app.state.metrics.open_streams.dec()
 
     return EventSourceResponse(stream(), ping=request.app.state.settings.sse_ping_seconds)
 
@@ -145,13 +155,11 @@ async def all_events(
 ) -> EventSourceResponse:
     """Every change to the caller's jobs (an admin's: everyone's), live, latest per job."""
     tracker = tracker_of(request)
-    hub: FeedHub = request.app.state.hub
-    subscription = await hub.subscribe(user_id=caller.scope)
+    subscription = await _hub(request).subscribe(user_id=caller.scope)
     resume = _resume_point(last_event_id)
 
     async def stream() -> AsyncIterator[ServerSentEvent | bytes]:
-        request.app.state.metrics.open_streams.inc()
-        try:
+        async with _open(request, subscription):
             if resume is not None:
                 missed = await run_in_threadpool(
                     lambda: tracker.store.events_after(resume, user_id=caller.scope, limit=10_000)
@@ -171,8 +179,5 @@ async def all_events(
                         continue
                     yield _progress(event)
                     sent = event.id
-        finally:
-            hub.unsubscribe(subscription)
-            request.app.state.metrics.open_streams.dec()
 
     return EventSourceResponse(stream(), ping=request.app.state.settings.sse_ping_seconds)

@@ -7,9 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 
 from morag_progress.api.auth import require
-from morag_progress.api.routes import Caller, JobIdPath, tracker_of
+from morag_progress.api.routes import Caller, JobIdPath, tracker_of, visible_job
 from morag_progress.api.schemas import FeedEventOut, JobCreate, JobList, JobOut
-from morag_progress.errors import JobNotFoundError
 from morag_progress.keys import Role
 from morag_progress.models import JobStatus
 
@@ -61,10 +60,7 @@ def create_job(body: JobCreate, caller: Caller, request: Request, response: Resp
 @router.get("/{job_id}", response_model=JobOut, responses=_ERRORS)
 def get_job(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
     """One job."""
-    job = tracker_of(request).get_job(job_id, caller.scope)
-    if job is None:
-        raise JobNotFoundError(job_id)
-    return JobOut.of(job)
+    return JobOut.of(visible_job(request, job_id, caller))
 
 
 @router.get("", response_model=JobList, responses=_ERRORS)
@@ -114,8 +110,6 @@ def job_history(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[FeedEventOut]:
     """The job's applied changes, oldest first."""
-    tracker = tracker_of(request)
-    if tracker.get_job(job_id, caller.scope) is None:
-        raise JobNotFoundError(job_id)
-    events = tracker.history(job_id, caller.scope, after=after, limit=limit)
+    visible_job(request, job_id, caller)
+    events = tracker_of(request).history(job_id, caller.scope, after=after, limit=limit)
     return [FeedEventOut.of(event) for event in events]

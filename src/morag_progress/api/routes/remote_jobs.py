@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from morag_progress.api.auth import Principal
 from morag_progress.api.metrics import Metrics
-from morag_progress.api.routes import Caller, JobIdPath, tracker_of
+from morag_progress.api.routes import Caller, JobIdPath, tracker_of, visible_job
 from morag_progress.api.schemas import (
     BatchIn,
     BatchItemOut,
@@ -115,10 +115,7 @@ async def report_progress(
 @router.get("/{job_id}/status", response_model=JobOut, responses=_ERRORS)
 def job_status(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
     """The job as it is now."""
-    job = tracker_of(request).get_job(job_id, caller.scope)
-    if job is None:
-        raise JobNotFoundError(job_id)
-    return JobOut.of(job)
+    return JobOut.of(visible_job(request, job_id, caller))
 
 
 @router.put("/{job_id}/result", response_model=ProgressOut, responses=_ERRORS)
