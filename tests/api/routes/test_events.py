@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from morag_progress import JobTracker
 from morag_progress.api import create_app
@@ -24,13 +25,17 @@ from tests.services import free_port
 
 
 @pytest.fixture
-def live_url(store: SQLStore) -> Iterator[str]:
+def live_app(store: SQLStore) -> FastAPI:
     settings = Settings(
         rate_limit_per_second=0, key_cache_seconds=0, sse_ping_seconds=0.3, feed_poll_seconds=0.05
     )
-    config = uvicorn.Config(
-        create_app(settings, store=store), host="127.0.0.1", port=free_port(), log_level="warning"
-    )
+    return create_app(settings, store=store)
+
+
+@pytest.fixture
+def live_url(live_app: FastAPI) -> Iterator[str]:
+    config = uvicorn.Config(live_app, host="127.0.0.1", port=free_port(), log_level="warning")
+
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -283,3 +288,26 @@ def test_expired_stream_token_is_refused(store: SQLStore, alice: Auth) -> None:
         hash_key("mps_old"), key.id, expires_at=datetime.now(UTC) - timedelta(seconds=1)
     )
     assert store.find_stream_token(hash_key("mps_old"), now=datetime.now(UTC)) is None
+
+
+def test_disconnected_clients_are_forgotten(
+    live_url: str, live_app: FastAPI, alice: Auth, open_stream: Callable[..., Stream]
+) -> None:
+    """A client that goes away frees its subscription and the open-streams gauge; the feed
+    tail stops with the last one."""
+    job_id = create(live_url, alice)
+    hub = live_app.state.hub
+    url = f"/api/v1/jobs/{job_id}/events"
+    with (
+        httpx.Client(base_url=live_url, timeout=10) as client,
+        client.stream("GET", url, headers=alice) as response,
+    ):
+        Stream(response).next()
+        assert hub.subscribers == 1
+    # the connection is closed here, mid-stream
+    deadline = time.monotonic() + 5
+    while hub.subscribers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert hub.subscribers == 0
+    gauge = httpx.get(f"{live_url}/metrics", timeout=10).text
+    assert "morag_progress_open_streams 0.0" in gauge
