@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
 
@@ -11,7 +11,7 @@ from morag_progress.errors import JobNotFoundError
 from morag_progress.models import Job
 from morag_progress.tracker import JobTracker
 
-__all__ = ["Caller", "JobIdPath", "StreamCaller", "tracker_of", "visible_job"]
+__all__ = ["Caller", "JobIdPath", "StreamCaller", "errors", "tracker_of", "visible_job"]
 
 Caller = Annotated[Principal, Depends(principal)]
 StreamCaller = Annotated[Principal, Depends(stream_principal)]
@@ -30,3 +30,19 @@ def visible_job(request: Request, job_id: str, caller: Principal) -> Job:
     if job is None:
         raise JobNotFoundError(job_id)
     return job
+
+
+_ERRORS: dict[int, str] = {
+    401: "No API key, or a wrong or revoked one.",
+    403: "This key's role may not do this (a worker key creating or cancelling jobs).",
+    404: "No such job, or not one of this key's user.",
+    409: "The job is finished, failed or cancelled, or runs a newer attempt; or the id is taken.",
+    413: "The body is over the size limit.",
+    422: "A field breaks a rule; the error names the field and the rule.",
+    429: "Too many requests for this key; see Retry-After.",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The documented error answers of a route, for OpenAPI."""
+    return {code: {"description": _ERRORS[code]} for code in codes}

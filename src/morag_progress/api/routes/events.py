@@ -20,7 +20,14 @@ from fastapi import APIRouter, Header, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
-from morag_progress.api.routes import Caller, JobIdPath, StreamCaller, tracker_of, visible_job
+from morag_progress.api.routes import (
+    Caller,
+    JobIdPath,
+    StreamCaller,
+    errors,
+    tracker_of,
+    visible_job,
+)
 from morag_progress.api.schemas import FeedEventOut, JobOut, StreamTokenOut
 from morag_progress.feed import FeedHub, Subscription
 from morag_progress.keys import STREAM_TOKEN_PREFIX, generate_key, hash_key
@@ -47,8 +54,7 @@ _TOKEN_QUERY = {
 }
 _STREAM: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}}, "description": "An event stream."},
-    401: {"description": "No API key, or a wrong or revoked one."},
-    404: {"description": "No such job, or not one of this key's user."},
+    **errors(401, 404, 429),
 }
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 
 from morag_progress.api.auth import require
-from morag_progress.api.routes import Caller, JobIdPath, tracker_of, visible_job
+from morag_progress.api.routes import Caller, JobIdPath, errors, tracker_of, visible_job
 from morag_progress.api.schemas import FeedEventOut, JobCreate, JobList, JobOut
 from morag_progress.keys import Role
 from morag_progress.models import JobStatus
@@ -16,23 +16,12 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
-_ERRORS: dict[int | str, dict[str, str]] = {
-    401: {"description": "No API key, or a wrong or revoked one."},
-    404: {"description": "No such job, or not one of this key's user."},
-    422: {"description": "A field breaks a rule; the error names the field and the rule."},
-    429: {"description": "Too many requests for this key; see Retry-After."},
-}
-
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=JobOut,
-    responses={
-        **_ERRORS,
-        403: {"description": "Worker keys cannot create jobs."},
-        409: {"description": "The id is taken by another user's job."},
-    },
+    responses=errors(401, 403, 409, 422, 429),
 )
 def create_job(body: JobCreate, caller: Caller, request: Request, response: Response) -> JobOut:
     """Create a job for the caller's user. Creating with the same ``id`` again returns the job."""
@@ -57,13 +46,13 @@ def create_job(body: JobCreate, caller: Caller, request: Request, response: Resp
     return JobOut.of(job)
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=_ERRORS)
+@router.get("/{job_id}", response_model=JobOut, responses=errors(401, 404, 422, 429))
 def get_job(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
     """One job."""
     return JobOut.of(visible_job(request, job_id, caller))
 
 
-@router.get("", response_model=JobList, responses=_ERRORS)
+@router.get("", response_model=JobList, responses=errors(401, 422, 429))
 def list_jobs(
     caller: Caller,
     request: Request,
@@ -86,11 +75,7 @@ def list_jobs(
 @router.post(
     "/{job_id}/cancel",
     response_model=JobOut,
-    responses={
-        **_ERRORS,
-        403: {"description": "Worker keys cannot cancel."},
-        409: {"description": "The job is already finished, failed or cancelled."},
-    },
+    responses=errors(401, 403, 404, 409, 429),
 )
 def cancel_job(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
     """Cancel a job: one not yet running is CANCELLED now; a running one gets
@@ -101,7 +86,9 @@ def cancel_job(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
     return JobOut.of(result.job)
 
 
-@router.get("/{job_id}/history", response_model=list[FeedEventOut], responses=_ERRORS)
+@router.get(
+    "/{job_id}/history", response_model=list[FeedEventOut], responses=errors(401, 404, 422, 429)
+)
 def job_history(
     job_id: JobIdPath,
     caller: Caller,

@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from morag_progress.api.auth import Principal
 from morag_progress.api.metrics import Metrics
-from morag_progress.api.routes import Caller, JobIdPath, tracker_of, visible_job
+from morag_progress.api.routes import Caller, JobIdPath, errors, tracker_of, visible_job
 from morag_progress.api.schemas import (
     BatchIn,
     BatchItemOut,
@@ -35,14 +35,7 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1/remote-jobs", tags=["remote workers"])
 
-_ERRORS: dict[int | str, dict[str, str]] = {
-    401: {"description": "No API key, or a wrong or revoked one."},
-    404: {"description": "No such job, or not one of this key's user."},
-    409: {"description": "The job is finished, failed or cancelled, or runs a newer attempt."},
-    413: {"description": "The body is over the size limit."},
-    422: {"description": "A field breaks a rule; the error names the field and the rule."},
-    429: {"description": "Too many requests for this key; see Retry-After."},
-}
+_ERRORS = errors(401, 404, 409, 413, 422, 429)
 
 
 def _update(job_id: str, body: ProgressIn, caller: Principal) -> ProgressUpdate:
