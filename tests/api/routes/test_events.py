@@ -302,7 +302,8 @@ def test_disconnected_clients_are_forgotten(
         httpx.Client(base_url=live_url, timeout=10) as client,
         client.stream("GET", url, headers=alice) as response,
     ):
-        Stream(response).next()
+        stream = Stream(response)  # kept: dropping its line iterator would close the response
+        stream.next()
         assert hub.subscribers == 1
     # the connection is closed here, mid-stream
     deadline = time.monotonic() + 5
