@@ -149,3 +149,10 @@ def test_progress_event_equality_and_repr() -> None:
     assert "percentage=5" in repr(a)
     assert not a.timestamp_inferred
     assert ProgressEvent(5, "x").timestamp_inferred
+
+
+def test_source_timestamp() -> None:
+    """An event's own time is its source timestamp; a defaulted one is not."""
+    ts = datetime(2026, 1, 1, tzinfo=UTC)
+    assert ProgressEvent(5, "x", ts).source_timestamp == ts
+    assert ProgressEvent(5, "x").source_timestamp is None

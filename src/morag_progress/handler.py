@@ -102,9 +102,7 @@ class ProgressHandler:
                 # Our tracker orders by the log's own time (or, without one, by the time it
                 # receives the event) and keeps counts; a stand-in gets exactly MoRAG's call.
                 extra = {
-                    "timestamp": (
-                        None if progress_event.timestamp_inferred else progress_event.timestamp
-                    ),
+                    "timestamp": progress_event.source_timestamp,
                     "current": progress_event.current,
                     "total": progress_event.total,
                 }

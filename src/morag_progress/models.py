@@ -130,6 +130,12 @@ class ProgressEvent:
         self.current = current
         self.total = total
 
+    @property
+    def source_timestamp(self) -> datetime | None:
+        """The time the log line itself gave, or None when it gave none (then a tracker orders
+        the event by the time it receives it, not by the parser's clock)."""
+        return None if self.timestamp_inferred else self.timestamp
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ProgressEvent):
             return NotImplemented

@@ -26,7 +26,6 @@ from morag_progress.models import (
     ProgressUpdate,
     UpdateOutcome,
     UpdateResult,
-    status_for_percentage,
 )
 from morag_progress.parser import ProgressEventParser
 from morag_progress.tracker import JobTracker
@@ -54,8 +53,9 @@ def _update(job_id: str, body: ProgressIn, caller: Principal) -> ProgressUpdate:
     )
 
 
-def _fast_reply(result: UpdateResult, what: str) -> Response:
-    """A ProgressOut as JSON, without a second validation of what we just built."""
+def _reply(result: UpdateResult, what: str) -> Response:
+    """A ProgressOut as JSON (one builder for every route that answers with one), without a
+    second validation of what the store just returned."""
     job = result.job
     assert job is not None
     body = {
@@ -78,16 +78,6 @@ def _counted(request: Request, source: str, result: UpdateResult) -> UpdateResul
     return result
 
 
-def _reply(applied: bool, job: JobOut, what: str) -> ProgressOut:
-    return ProgressOut(
-        success=True,
-        message=what if applied else "Not applied: older than the job's last update",
-        applied=applied,
-        cancel_requested=job.cancel_requested,
-        job=job,
-    )
-
-
 @router.put("/{job_id}/progress", response_model=ProgressOut, responses=_ERRORS)
 async def report_progress(
     job_id: JobIdPath, body: ProgressIn, caller: Caller, request: Request
@@ -102,7 +92,7 @@ async def report_progress(
     applied = await run_in_threadpool(tracker_of(request).apply, update)
     result = _counted(request, "http", applied)
     result.raise_for_outcome(job_id)
-    return _fast_reply(result, "Progress updated")
+    return _reply(result, "Progress updated")
 
 
 @router.get("/{job_id}/status", response_model=JobOut, responses=_ERRORS)
@@ -112,9 +102,7 @@ def job_status(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
 
 
 @router.put("/{job_id}/result", response_model=ProgressOut, responses=_ERRORS)
-def report_result(
-    job_id: JobIdPath, body: ResultIn, caller: Caller, request: Request
-) -> ProgressOut:
+def report_result(job_id: JobIdPath, body: ResultIn, caller: Caller, request: Request) -> Response:
     """Finish the job (``success``: 100%, FINISHED) or fail it (FAILED, percentage kept)."""
     if body.success:
         update = ProgressUpdate(
@@ -137,8 +125,7 @@ def report_result(
         )
     result = _counted(request, "result", tracker_of(request).apply(update))
     result.raise_for_outcome(job_id)
-    assert result.job is not None
-    return _reply(result.applied, JobOut.of(result.job), "Result recorded")
+    return _reply(result, "Result recorded")
 
 
 _ITEM_STATUS = {
@@ -191,13 +178,12 @@ def report_batch(body: BatchIn, caller: Caller, request: Request) -> BatchOut:
 
 
 @router.post("/{job_id}/heartbeat", response_model=ProgressOut, responses=_ERRORS)
-def heartbeat(job_id: JobIdPath, caller: Caller, request: Request) -> ProgressOut:
+def heartbeat(job_id: JobIdPath, caller: Caller, request: Request) -> Response:
     """The worker is alive (a STALLED job is PROCESSING again); the reply says whether to stop."""
     tracker = tracker_of(request)
     result = tracker.heartbeat(job_id, caller.scope, claimant=caller.claimant)
     result.raise_for_outcome(job_id)
-    assert result.job is not None
-    return _reply(True, JobOut.of(result.job), "Heartbeat recorded")
+    return _reply(result, "Heartbeat recorded")
 
 
 @router.post(
@@ -233,8 +219,7 @@ def _apply_logs(tracker: JobTracker, job_id: str, text: str, caller: Principal) 
             job_id,
             event.percentage,
             event.message,
-            status_for_percentage(event.percentage),
-            timestamp=None if event.timestamp_inferred else event.timestamp,
+            timestamp=event.source_timestamp,
             current=event.current,
             total=event.total,
             seq=seq,  # lines without a time of their own keep the order they were sent in
