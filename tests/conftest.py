@@ -18,7 +18,12 @@ from tests.services import PostgresServer, start_postgres
 @pytest.fixture(autouse=True)
 def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Every test gets its own default database; nothing touches the user's data directory."""
-    for name in ("MORAG_PROGRESS_SQLITE_SYNCHRONOUS", "MORAG_PROGRESS_BUSY_TIMEOUT_MS"):
+    for name in (
+        "MORAG_PROGRESS_SQLITE_SYNCHRONOUS",
+        "MORAG_PROGRESS_BUSY_TIMEOUT_MS",
+        "MORAG_PROGRESS_API_URL",
+        "MORAG_PROGRESS_API_KEY",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MORAG_PROGRESS_DATABASE_URL", f"sqlite:///{tmp_path / 'default.db'}")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from morag_progress.errors import ConfigurationError
@@ -62,6 +62,14 @@ class Settings(BaseSettings):
         default=0.25,
         gt=0,
         description="How often streams look for changes made by other processes.",
+    )
+
+    api_url: str | None = Field(
+        default=None,
+        description="Where workers report (ProgressReporter, the CLI's report/run/tail/watch).",
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="The API key workers and the CLI send as a bearer token."
     )
 
     @property

@@ -94,6 +94,10 @@ class ResultIn(_Body):
 
     success: bool
     message: str | None = Field(default=None, max_length=MAX_MESSAGE)
+    cancelled: bool = Field(
+        default=False,
+        description="With success false: the worker stopped on a cancel request (CANCELLED).",
+    )
 
 
 class JobCreate(_Body):

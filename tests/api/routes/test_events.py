@@ -4,7 +4,6 @@ whole bodies, so an endless stream cannot be read through it)."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -13,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from morag_progress import JobTracker
@@ -21,7 +19,7 @@ from morag_progress.api import create_app
 from morag_progress.settings import Settings
 from morag_progress.store import SQLStore
 from tests.api.conftest import Auth
-from tests.services import free_port
+from tests.live import LiveServer
 
 
 @pytest.fixture
@@ -34,18 +32,9 @@ def live_app(store: SQLStore) -> FastAPI:
 
 @pytest.fixture
 def live_url(live_app: FastAPI) -> Iterator[str]:
-    config = uvicorn.Config(live_app, host="127.0.0.1", port=free_port(), log_level="warning")
-
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{config.port}"
-    server.should_exit = True
-    thread.join(10)
+    server = LiveServer(live_app).start()
+    yield server.url
+    server.stop()
 
 
 @dataclass

@@ -228,6 +228,21 @@ async def test_failure_result_keeps_percentage(
     assert (job["status"], job["percentage"], job["error"]) == ("FAILED", 42, "GPU lost")
 
 
+async def test_cancelled_result_ends_the_job_cancelled(
+    client: httpx.AsyncClient, alice: Auth, new_job: NewJob
+) -> None:
+    """A worker that stops on a cancel request ends the job CANCELLED, percentage kept."""
+    job_id = await new_job(alice)
+    await client.put(progress_url(job_id), json={"percentage": 30}, headers=alice)
+    response = await client.put(
+        f"/api/v1/remote-jobs/{job_id}/result",
+        json={"success": False, "cancelled": True},
+        headers=alice,
+    )
+    job = response.json()["job"]
+    assert (job["status"], job["percentage"], job["summary"]) == ("CANCELLED", 30, "Cancelled")
+
+
 async def test_cancel_reaches_the_worker(
     client: httpx.AsyncClient, alice: Auth, alice_worker: Auth, new_job: NewJob
 ) -> None:

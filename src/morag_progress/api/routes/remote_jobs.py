@@ -103,7 +103,8 @@ def job_status(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
 
 @router.put("/{job_id}/result", response_model=ProgressOut, responses=_ERRORS)
 def report_result(job_id: JobIdPath, body: ResultIn, caller: Caller, request: Request) -> Response:
-    """Finish the job (``success``: 100%, FINISHED) or fail it (FAILED, percentage kept)."""
+    """Finish the job (``success``: 100%, FINISHED), fail it (FAILED, percentage kept), or
+    end it as CANCELLED (``cancelled``: the worker stopped on a cancel request)."""
     if body.success:
         update = ProgressUpdate(
             job_id,
@@ -111,6 +112,16 @@ def report_result(job_id: JobIdPath, body: ResultIn, caller: Caller, request: Re
             body.message or "Processing completed successfully",
             JobStatus.FINISHED,
             user_id=caller.scope,
+            claimant=caller.claimant,
+        )
+    elif body.cancelled:
+        update = ProgressUpdate(
+            job_id,
+            None,
+            body.message or "Cancelled",
+            JobStatus.CANCELLED,
+            user_id=caller.scope,
+            claimant=caller.claimant,
         )
     else:
         error = body.message or "Processing failed"

@@ -1,0 +1,11 @@
+"""The worker SDK: report a job's progress to a morag-progress server over HTTP.
+
+:class:`ProgressReporter` (a background thread) and :class:`AsyncProgressReporter` (an asyncio
+task) share one decision core without I/O (``_core.py``): coalescing, throttling, retries.
+"""
+
+from morag_progress.client._core import Stage
+from morag_progress.client.aio import AsyncProgressReporter
+from morag_progress.client.sync import ProgressReporter
+
+__all__ = ["AsyncProgressReporter", "ProgressReporter", "Stage"]

@@ -1,0 +1,501 @@
+"""The reporter's decisions, with no I/O: what to send next, when, and what a reply means.
+
+The sync and async reporters are thin shells around :class:`ReporterCore` (the way httpx drives
+one ``auth_flow`` generator from both clients): they ask :meth:`ReporterCore.next_call` for the
+next request, send it, and hand the outcome back to :meth:`ReporterCore.settle`. Everything a
+worker calls (``note``, ``finish``) only stores a value, so a call costs a few hundred
+nanoseconds and can never block on the network.
+
+Rules (DESIGN.md section 6):
+
+- Updates coalesce: only the latest is sent, at most every ``min_interval`` seconds.
+- The first update, a stage change and the final status are sent at once.
+- Each update carries the time of the call and a sequence number, so a report that is retried
+  can never overwrite a newer one on the server, whatever order the network delivers them in.
+- 429 and 5xx replies and network errors are retried with exponential backoff and jitter,
+  honouring ``Retry-After``; other 4xx replies are dropped (retrying cannot fix them) and logged.
+- The final status is retried until acknowledged; progress is not sent after it.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from morag_progress.errors import ConfigurationError
+from morag_progress.settings import load_settings
+
+__all__ = [
+    "Call",
+    "CallKind",
+    "ReporterCore",
+    "ReporterFacade",
+    "Stage",
+    "connection",
+    "retry_after_seconds",
+]
+
+logger = logging.getLogger("morag_progress.client")
+
+_MAX_MESSAGE = 4096
+
+
+class CallKind(enum.StrEnum):
+    """What a request to the server is for."""
+
+    PROGRESS = "progress"
+    HEARTBEAT = "heartbeat"
+    RESULT = "result"
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request the shell should send: ``method path`` with a JSON ``body``."""
+
+    kind: CallKind
+    method: str
+    path: str
+    body: dict[str, Any] | None
+    seq: int
+    """Which note it carries; a retry of an older note is never sent after a newer one."""
+
+
+# A note is what update() stores: (seq, epoch seconds, percentage, message, current, total, stage).
+_Note = tuple[int, float, float, "str | None", "int | None", "int | None", "str | None"]
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def connection(api_url: str | None, api_key: str | None) -> tuple[str, dict[str, str]]:
+    """The server's base URL and request headers, from the arguments or the settings
+    (``MORAG_PROGRESS_API_URL``, ``MORAG_PROGRESS_API_KEY``)."""
+    if api_url is None or api_key is None:
+        settings = load_settings()
+        api_url = api_url or settings.api_url
+        if api_key is None and settings.api_key is not None:
+            api_key = settings.api_key.get_secret_value()
+    if not api_url:
+        raise ConfigurationError(
+            "api_url", "must be given or set in MORAG_PROGRESS_API_URL", api_url
+        )
+    url = httpx.URL(api_url)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigurationError("api_url", "must be an http(s) URL with a host", api_url)
+    headers = {"User-Agent": "morag-progress-reporter"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return str(api_url).rstrip("/"), headers
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """A named sub-range of the job's percentage: progress 0..1 inside it maps to
+    ``start + progress * weight``. Calling it is the seed's ``progress_callback(progress,
+    message)``, so ``options["progress_callback"] = reporter.stage("processing", 60, start=10)``
+    is MoRAG's ``10 + int(progress * 60)`` in one line."""
+
+    name: str
+    start: float
+    weight: float
+    _report: Callable[[float, str | None, str], None]
+
+    @property
+    def end(self) -> float:
+        return self.start + self.weight
+
+    def __call__(self, progress: float, message: str | None = None) -> None:
+        # Never raises into the worker: a bad value is logged and dropped by _report.
+        try:
+            clamped = min(1.0, max(0.0, progress))
+        except TypeError:
+            logger.warning("stage %r: progress must be a number 0..1, got %r", self.name, progress)
+            return
+        if clamped != clamped:  # NaN
+            logger.warning("stage %r: progress must be a number 0..1, got %r", self.name, progress)
+            return
+        self._report(self.start + clamped * self.weight, message, self.name)
+
+    progress_callback = __call__
+
+
+class ReporterCore:
+    """State and decisions of one job's reporter. Thread-safe for one writer (the worker) and
+    one sender (the shell): the worker only replaces ``_latest`` (an atomic assignment), the
+    sender reads it."""
+
+    def __init__(
+        self,
+        job_id: str,
+        *,
+        min_interval: float = 0.5,
+        attempt: int | None = None,
+        max_backoff: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not isinstance(job_id, str) or not job_id or len(job_id) > 128:
+            raise ConfigurationError("job_id", "must be a non-empty string of at most 128", job_id)
+        if isinstance(min_interval, bool) or not isinstance(min_interval, int | float):
+            raise ConfigurationError("min_interval", "must be a number of seconds", min_interval)
+        if not 0 <= min_interval <= 3600:
+            raise ConfigurationError("min_interval", "must be between 0 and 3600", min_interval)
+        if attempt is not None and (isinstance(attempt, bool) or not isinstance(attempt, int)):
+            raise ConfigurationError("attempt", "must be a positive integer", attempt)
+        if attempt is not None and attempt < 1:
+            raise ConfigurationError("attempt", "must be a positive integer", attempt)
+        self.job_id = job_id
+        self.min_interval = float(min_interval)
+        self.attempt = attempt
+        self.max_backoff = max_backoff
+        self._clock = clock
+        self._wall = wall_clock
+        self._seq = itertools.count(1)
+        self._latest: _Note | None = None
+        self._sent_seq = 0  # highest note seq acknowledged or given up on
+        self._sent_stage: str | None = None
+        self._last_sent_at: float | None = None
+        self._heartbeat_wanted = False
+        self._final: dict[str, Any] | None = None
+        self._final_seq = 0
+        self._final_done = False
+        self._in_flight: Call | None = None
+        self._not_before = 0.0
+        self._failures = 0
+        self._stage: Stage | None = None
+        self._job_over = False  # the server refused for good (404, 409, 401...): stop sending
+        self.cancel_requested = False
+        self.job: dict[str, Any] | None = None
+        """The job as the server last answered it."""
+        self.wake: Callable[[], None] = lambda: None
+        """Set by the shell: called when something must go out before ``min_interval``."""
+
+    # -- the worker's side: store and return ---------------------------------------------------
+
+    def note(
+        self,
+        percentage: float,
+        message: str | None = None,
+        current: int | None = None,
+        total: int | None = None,
+        stage: str | None = None,
+    ) -> None:
+        """Record an update (the latest wins). Bad values are logged and dropped, never raised."""
+        try:
+            if not 0 <= percentage <= 100:  # also refuses NaN
+                raise ValueError
+        except (TypeError, ValueError):
+            logger.warning(
+                "job %s: percentage must be a number 0..100, got %r", self.job_id, percentage
+            )
+            return
+        if message is not None and not isinstance(message, str):
+            message = str(message)
+        if message is not None and len(message) > _MAX_MESSAGE:
+            message = message[: _MAX_MESSAGE - 1] + "…"
+        first = self._latest is None
+        self._latest = (next(self._seq), self._wall(), percentage, message, current, total, stage)
+        if first or stage != self._sent_stage:
+            self.wake()
+
+    def stage(self, name: str, weight: float, *, start: float | None = None) -> Stage:
+        """Start a stage covering ``weight`` percent from ``start`` (default: where the previous
+        stage ended, or 0). Reports the stage's start at once."""
+        if not isinstance(name, str) or not name or len(name) > 255:
+            raise ConfigurationError("name", "must be a non-empty string of at most 255", name)
+        begin = (self._stage.end if self._stage else 0.0) if start is None else start
+        for field, value in (("weight", weight), ("start", begin)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+                raise ConfigurationError(field, "must be a number", value)
+        if begin < 0 or weight < 0 or begin + weight > 100:
+            raise ConfigurationError(
+                "weight", f"with start {begin} must stay within 0..100", weight
+            )
+        self._stage = Stage(name, float(begin), float(weight), self._stage_report)
+        self.note(begin, f"Stage: {name}", stage=name)
+        return self._stage
+
+    def _stage_report(self, percentage: float, message: str | None, stage: str) -> None:
+        self.note(percentage, message, stage=stage)
+
+    @property
+    def current_stage(self) -> str | None:
+        return self._stage.name if self._stage else None
+
+    def note_fraction(self, progress: float, message: str | None = None) -> None:
+        """The seed's ``progress_callback(progress, message)``: ``progress`` from 0 to 1."""
+        try:
+            percentage = progress * 100
+        except TypeError:
+            percentage = progress  # note() logs and drops it
+        self.note(percentage, message)
+
+    def heartbeat(self) -> None:
+        """Ask for a heartbeat (sent unless progress goes out first, which counts as one)."""
+        self._heartbeat_wanted = True
+        self.wake()
+
+    def finish(
+        self, success: bool = True, message: str | None = None, *, cancelled: bool = False
+    ) -> None:
+        """Record the final status; the first call wins."""
+        if self._final is not None:
+            return
+        if message is not None and not isinstance(message, str):
+            message = str(message)
+        if message is not None and len(message) > _MAX_MESSAGE:
+            message = message[: _MAX_MESSAGE - 1] + "…"
+        self._final = {"success": bool(success), "message": message}
+        if cancelled and not success:
+            self._final["cancelled"] = True
+        if self._job_over:
+            # The job ended on the server already (finished at 100%, cancelled): nothing to send.
+            self._final_done = True
+        self.wake()
+
+    # -- the shell's side: what to send, and what came back ------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        """The final status was acknowledged, or the server refused it for good."""
+        return self._final_done
+
+    @property
+    def idle(self) -> bool:
+        """Nothing is waiting to be sent."""
+        if self._in_flight is not None:
+            return False
+        if self._final is not None and not self._final_done:
+            return self._job_over
+        return self._job_over or not self._progress_pending()
+
+    def _progress_pending(self) -> bool:
+        latest = self._latest
+        return latest is not None and latest[0] > self._sent_seq
+
+    def delay(self) -> float | None:
+        """Seconds until :meth:`next_call` may return something; None when idle."""
+        if self._in_flight is not None or self._job_over:
+            return None
+        now = self._clock()
+        wait = max(0.0, self._not_before - now)
+        if self._final is not None and not self._final_done:
+            return wait
+        if self._progress_pending():
+            return max(wait, self._throttle_wait(now))
+        if self._heartbeat_wanted:
+            return wait
+        return None
+
+    def _throttle_wait(self, now: float) -> float:
+        latest = self._latest
+        if self._last_sent_at is None or (latest is not None and latest[6] != self._sent_stage):
+            return 0.0
+        return max(0.0, self._last_sent_at + self.min_interval - now)
+
+    def next_call(self) -> Call | None:
+        """The request to send now, or None (then wait :meth:`delay` seconds)."""
+        wait = self.delay()
+        if wait is None or wait > 0:
+            return None
+        call: Call
+        latest = self._latest
+        if latest is not None and latest[0] > self._sent_seq:
+            # Pending progress goes first, also before the final status: a failure keeps the
+            # percentage, so it must be the latest one.
+            call = self._progress_call(latest)
+        elif self._final is not None and not self._final_done:
+            call = Call(
+                CallKind.RESULT,
+                "PUT",
+                f"/api/v1/remote-jobs/{self.job_id}/result",
+                self._final,
+                self._final_seq,
+            )
+        else:
+            call = Call(
+                CallKind.HEARTBEAT, "POST", f"/api/v1/remote-jobs/{self.job_id}/heartbeat", None, 0
+            )
+            self._heartbeat_wanted = False
+        self._in_flight = call
+        return call
+
+    def _progress_call(self, note: _Note) -> Call:
+        seq, epoch, percentage, message, current, total, stage = note
+        body: dict[str, Any] = {"percentage": percentage, "timestamp": _iso(epoch), "seq": seq}
+        if message is not None:
+            body["message"] = message
+        if current is not None:
+            body["current"] = current
+        if total is not None:
+            body["total"] = total
+        if stage is not None:
+            body["stage"] = stage
+        if self.attempt is not None:
+            body["attempt"] = self.attempt
+        return Call(
+            CallKind.PROGRESS, "PUT", f"/api/v1/remote-jobs/{self.job_id}/progress", body, seq
+        )
+
+    def settle(
+        self,
+        call: Call,
+        status: int | None,
+        reply: Any = None,
+        retry_after: str | None = None,
+    ) -> None:
+        """Record the outcome of ``call``: an HTTP ``status`` with its decoded ``reply``, or
+        ``status=None`` for a network error."""
+        self._in_flight = None
+        now = self._clock()
+        if status is not None and 200 <= status < 300:
+            self._failures = 0
+            self._not_before = 0.0
+            self._accept(call, reply, now)
+            return
+        if status is None or status == 429 or status >= 500:
+            self._failures += 1
+            backoff = min(self.max_backoff, 0.1 * 2 ** min(self._failures - 1, 16))
+            backoff = random.uniform(backoff / 2, backoff)  # jitter: replicas do not stampede
+            hinted = retry_after_seconds(retry_after)
+            if hinted is not None:
+                backoff = max(backoff, min(hinted, 300.0))
+            self._not_before = now + backoff
+            if call.kind is CallKind.HEARTBEAT:
+                self._heartbeat_wanted = True
+            # A failed progress call stays pending by itself: _sent_seq did not move.
+            return
+        # 4xx other than 429: the server will never take it.
+        detail = reply.get("detail") if isinstance(reply, dict) else reply
+        logger.warning(
+            "job %s: the server refused the %s report (%s): %s",
+            self.job_id,
+            call.kind.value,
+            status,
+            detail,
+        )
+        if call.kind is CallKind.PROGRESS:
+            self._sent_seq = max(self._sent_seq, call.seq)
+        if status in (401, 403, 404, 409):
+            # Unknown job, wrong key or a job that ended: nothing later can succeed either.
+            self._job_over = True
+            if call.kind is CallKind.RESULT or self._final is not None:
+                self._final_done = True
+
+    def settle_response(self, call: Call, response: httpx.Response) -> None:
+        """Record a received (and read) HTTP response to ``call``."""
+        try:
+            reply: Any = response.json()
+        except ValueError:
+            reply = None
+        self.settle(call, response.status_code, reply, response.headers.get("retry-after"))
+
+    def _accept(self, call: Call, reply: Any, now: float) -> None:
+        if isinstance(reply, dict):
+            if isinstance(reply.get("cancel_requested"), bool):
+                self.cancel_requested = reply["cancel_requested"]
+            job = reply.get("job")
+            if isinstance(job, dict):
+                self.job = job
+        if call.kind is CallKind.PROGRESS:
+            self._sent_seq = max(self._sent_seq, call.seq)
+            self._sent_stage = call.body.get("stage") if call.body else None
+            self._last_sent_at = now
+            self._heartbeat_wanted = False
+            if self.job and self.job.get("status") in ("FINISHED", "FAILED", "CANCELLED"):
+                # Terminal states are sticky: later progress and results would be refused.
+                self._job_over = True
+                self._final_done = self._final is not None
+        elif call.kind is CallKind.RESULT:
+            self._final_done = True
+            self._job_over = True
+
+
+class ReporterFacade:
+    """What a worker calls on either reporter: each call stores a value and returns at once."""
+
+    _core: ReporterCore
+
+    @property
+    def job_id(self) -> str:
+        return self._core.job_id
+
+    # -- what the worker calls: each stores a value and returns ---------------------------------
+
+    def update(
+        self,
+        percentage: float,
+        message: str | None = None,
+        *,
+        current: int | None = None,
+        total: int | None = None,
+    ) -> None:
+        """Report ``percentage`` (0..100). Returns at once; only the latest update is sent."""
+        self._core.note(percentage, message, current, total, self._core.current_stage)
+
+    def progress_callback(self, progress: float, message: str | None = None) -> None:
+        """The seed's callback: ``progress`` from 0 to 1."""
+        self._core.note_fraction(progress, message)
+
+    def stage(self, name: str, weight: float, *, start: float | None = None) -> Stage:
+        """Start a stage covering ``weight`` percent (see :class:`Stage`); returns its callback."""
+        return self._core.stage(name, weight, start=start)
+
+    def heartbeat(self) -> None:
+        """Tell the server the worker is alive without reporting progress."""
+        self._core.heartbeat()
+
+    def complete(
+        self, success: bool = True, message: str | None = None, *, cancelled: bool = False
+    ) -> None:
+        """Finish the job (FINISHED at 100%), fail it (FAILED, percentage kept) or, with
+        ``cancelled``, end it as CANCELLED after a cancel request. The first call wins; it is
+        delivered before ``close`` returns, or retried until its deadline."""
+        self._core.finish(success, message, cancelled=cancelled)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once the server has said the job should stop (read from its replies)."""
+        return self._core.cancel_requested
+
+    @property
+    def job(self) -> dict[str, Any] | None:
+        """The job as the server last answered it, or None before the first reply."""
+        return self._core.job
+
+    @property
+    def finished(self) -> bool:
+        """The final status was acknowledged (or the server refused it for good)."""
+        return self._core.finished

@@ -1,0 +1,360 @@
+"""The reporter's decisions without I/O: coalescing, throttling, stages, retries, ordering."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from morag_progress.client._core import Call, CallKind, ReporterCore, retry_after_seconds
+from morag_progress.errors import ConfigurationError
+
+
+class Ticks:
+    """A monotonic clock moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(min_interval: float = 0.5, **kwargs: Any) -> tuple[ReporterCore, Ticks]:
+    ticks = Ticks()
+    core = ReporterCore("job-1", min_interval=min_interval, clock=ticks, **kwargs)
+    return core, ticks
+
+
+def ok(job: dict[str, Any] | None = None, cancel: bool = False) -> dict[str, Any]:
+    return {"success": True, "cancel_requested": cancel, "job": job or {"status": "PROCESSING"}}
+
+
+def send(core: ReporterCore) -> Call:
+    call = core.next_call()
+    assert call is not None
+    return call
+
+
+def test_updates_coalesce_to_the_latest() -> None:
+    """Many updates between two sends go out as one: the latest."""
+    core, ticks = make()
+    core.note(1, "first")
+    core.settle(send(core), 200, ok())
+    for p in range(2, 60):
+        core.note(p, f"at {p}")
+    assert core.next_call() is None  # throttled
+    ticks.now += 0.5
+    call = send(core)
+    assert call.body is not None
+    assert (call.body["percentage"], call.body["message"]) == (59, "at 59")
+
+
+def test_first_update_goes_at_once_then_throttled() -> None:
+    """The first update is due at once; the next waits out min_interval."""
+    core, ticks = make(min_interval=2)
+    core.note(5)
+    core.settle(send(core), 200, ok())
+    core.note(6)
+    assert core.delay() == pytest.approx(2)
+    ticks.now += 1.5
+    assert core.next_call() is None
+    ticks.now += 0.5
+    assert send(core).body["percentage"] == 6  # type: ignore[index]
+
+
+def test_stage_change_goes_at_once_and_maps_its_range() -> None:
+    """A stage's start is sent without waiting; progress inside maps to start + p * weight."""
+    core, ticks = make(min_interval=10)
+    core.note(5)
+    core.settle(send(core), 200, ok())
+    callback = core.stage("processing", 60, start=10)
+    call = send(core)
+    assert call.body is not None
+    assert (call.body["percentage"], call.body["stage"]) == (10, "processing")
+    core.settle(call, 200, ok())
+    callback(0.5, "halfway")
+    ticks.now += 10
+    body = send(core).body
+    assert body is not None
+    assert (body["percentage"], body["message"], body["stage"]) == (40, "halfway", "processing")
+
+
+def test_stages_follow_each_other() -> None:
+    """A stage without a start begins where the previous one ended."""
+    core, _ = make()
+    first = core.stage("download", 10)
+    second = core.stage("transcribe", 80)
+    assert (first.start, first.end, second.start, second.end) == (0, 10, 10, 90)
+
+
+@pytest.mark.parametrize(
+    ("name", "weight", "start", "field"),
+    [
+        ("", 10, None, "name"),
+        ("s", -1, None, "weight"),
+        ("s", 60, 50, "weight"),
+        ("s", "x", 0, "weight"),
+    ],
+)
+def test_bad_stage_names_the_field(name: str, weight: Any, start: Any, field: str) -> None:
+    """A stage outside 0..100 or without a name is a ConfigurationError naming the field."""
+    core, _ = make()
+    with pytest.raises(ConfigurationError) as info:
+        core.stage(name, weight, start=start)
+    assert info.value.field == field
+
+
+def test_stage_callback_never_raises(caplog: pytest.LogCaptureFixture) -> None:
+    """A stage callback given garbage logs it and reports nothing."""
+    core, _ = make()
+    callback = core.stage("s", 50)
+    core.settle(send(core), 200, ok())
+    with caplog.at_level(logging.WARNING):
+        callback("abc")  # type: ignore[arg-type]
+        callback(float("nan"))
+    assert core.next_call() is None
+    assert "progress must be a number" in caplog.text
+
+
+@pytest.mark.parametrize("value", [150, -1, float("nan"), "abc", None, float("inf")])
+def test_bad_percentage_is_logged_and_dropped(value: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """An out-of-range or non-numeric percentage never raises into the worker."""
+    core, _ = make()
+    with caplog.at_level(logging.WARNING):
+        core.note(value)
+    assert core.next_call() is None
+    assert "percentage must be a number 0..100" in caplog.text
+
+
+def test_progress_callback_takes_a_fraction() -> None:
+    """The seed's callback: 0.75 reports 75%; garbage is dropped."""
+    core, _ = make()
+    core.note_fraction("x")  # type: ignore[arg-type]
+    core.note_fraction(0.75, "Transcribing")
+    body = send(core).body
+    assert body is not None
+    assert (body["percentage"], body["message"]) == (75, "Transcribing")
+
+
+def test_long_message_is_truncated() -> None:
+    """A message over the server's limit is cut, not refused."""
+    core, _ = make()
+    core.note(1, "x" * 10_000)
+    body = send(core).body
+    assert body is not None
+    assert len(body["message"]) == 4096
+
+
+def test_final_waits_for_pending_progress() -> None:
+    """Pending progress goes out before the final status, so a failure keeps it."""
+    core, _ = make(min_interval=60)
+    core.note(10)
+    core.settle(send(core), 200, ok())
+    core.note(42)
+    core.finish(False, "GPU lost")
+    progress = send(core)
+    assert (progress.kind, progress.body["percentage"]) == (CallKind.PROGRESS, 42)  # type: ignore[index]
+    core.settle(progress, 200, ok())
+    result = send(core)
+    assert result.kind is CallKind.RESULT
+    assert result.body == {"success": False, "message": "GPU lost"}
+    assert not core.finished
+    core.settle(result, 200, ok({"status": "FAILED"}))
+    assert core.finished
+    assert core.idle
+    core.finish(True)  # the first call won
+    assert core.next_call() is None
+
+
+def test_cancelled_final() -> None:
+    """finish(cancelled=True) asks for CANCELLED."""
+    core, _ = make()
+    core.finish(False, cancelled=True)
+    assert send(core).body == {"success": False, "message": None, "cancelled": True}
+
+
+@pytest.mark.parametrize("status", [None, 429, 500, 503])
+def test_transient_failures_back_off_and_retry(status: int | None) -> None:
+    """Network errors, 429 and 5xx keep the update and retry it after a growing backoff."""
+    core, ticks = make(min_interval=0)
+    core.note(10)
+    delays = []
+    for _ in range(4):
+        core.settle(send(core), status)
+        delay = core.delay()
+        assert delay is not None
+        assert delay > 0
+        delays.append(delay)
+        ticks.now += delay
+    assert delays[-1] > delays[0]
+    call = send(core)
+    assert call.body["percentage"] == 10  # type: ignore[index]
+    core.settle(call, 200, ok())
+    assert core.idle
+
+
+def test_retry_after_is_honoured() -> None:
+    """A 429's Retry-After sets the earliest retry."""
+    core, _ = make(min_interval=0)
+    core.note(10)
+    core.settle(send(core), 429, {"detail": "slow down"}, retry_after="7")
+    assert core.delay() == pytest.approx(7, abs=0.01)
+
+
+def test_backoff_is_capped() -> None:
+    """However many failures, the wait stays under max_backoff."""
+    core, ticks = make(min_interval=0, max_backoff=2)
+    core.note(10)
+    for _ in range(30):
+        core.settle(send(core), 500)
+        delay = core.delay()
+        assert delay is not None
+        assert delay <= 2
+        ticks.now += delay
+
+
+@pytest.mark.parametrize("status", [401, 404, 409])
+def test_permanent_refusal_stops_reporting(status: int, caplog: pytest.LogCaptureFixture) -> None:
+    """401, 404 and 409 cannot be fixed by retrying: the reporter logs and stops."""
+    core, _ = make(min_interval=0)
+    core.note(10)
+    with caplog.at_level(logging.WARNING):
+        core.settle(send(core), status, {"detail": "job 'job-1' not found"})
+    assert "refused the progress report" in caplog.text
+    core.note(20)
+    core.finish(True)
+    assert core.next_call() is None
+    assert core.idle
+    assert core.finished
+
+
+def test_unprocessable_update_is_dropped_not_retried() -> None:
+    """A 422 drops that update; the next one still goes."""
+    core, _ = make(min_interval=0)
+    core.note(10)
+    core.settle(send(core), 422, {"detail": "bad"})
+    assert core.next_call() is None
+    core.note(11)
+    assert send(core).body["percentage"] == 11  # type: ignore[index]
+
+
+def test_reply_sets_cancel_requested_and_job() -> None:
+    """cancel_requested and the job come from the server's replies (heartbeats too)."""
+    core, _ = make()
+    core.heartbeat()
+    call = send(core)
+    assert (call.kind, call.method) == (CallKind.HEARTBEAT, "POST")
+    core.settle(call, 200, ok({"status": "PROCESSING", "percentage": 3}, cancel=True))
+    assert core.cancel_requested
+    assert core.job == {"status": "PROCESSING", "percentage": 3}
+
+
+def test_failed_heartbeat_is_retried() -> None:
+    """A heartbeat lost to a network error is asked for again."""
+    core, ticks = make()
+    core.heartbeat()
+    core.settle(send(core), None)
+    ticks.now += 60
+    assert send(core).kind is CallKind.HEARTBEAT
+
+
+def test_job_that_ended_on_the_server_stops_reporting() -> None:
+    """A reply showing a terminal job (100% finishes it) makes later reports moot."""
+    core, _ = make(min_interval=0)
+    core.note(100)
+    core.settle(send(core), 200, ok({"status": "FINISHED"}))
+    core.note(50)
+    core.finish(True)
+    assert core.next_call() is None
+    assert core.finished
+
+
+def test_updates_carry_call_time_seq_and_attempt() -> None:
+    """Each update says when it was made, its order and the attempt it belongs to."""
+    core = ReporterCore("j", min_interval=0, attempt=2, wall_clock=lambda: 1_750_000_000.5)
+    core.note(1)
+    body = send(core).body
+    assert body is not None
+    assert body["seq"] == 1
+    assert body["attempt"] == 2
+    assert datetime.fromisoformat(body["timestamp"]) == datetime.fromtimestamp(1_750_000_000.5, UTC)
+
+
+@pytest.mark.parametrize(
+    ("field", "kwargs"),
+    [
+        ("job_id", {"job_id": ""}),
+        ("min_interval", {"min_interval": -1}),
+        ("min_interval", {"min_interval": "1"}),
+        ("attempt", {"attempt": 0}),
+        ("attempt", {"attempt": 1.5}),
+    ],
+)
+def test_bad_configuration_names_the_field(field: str, kwargs: dict[str, Any]) -> None:
+    """Constructor arguments are checked and the error names the field."""
+    args: dict[str, Any] = {"job_id": "j", **kwargs}
+    with pytest.raises(ConfigurationError) as info:
+        ReporterCore(args.pop("job_id"), **args)
+    assert info.value.field == field
+
+
+def test_retry_after_header_forms() -> None:
+    """Retry-After as seconds or an HTTP date; garbage is ignored."""
+    assert retry_after_seconds("3") == 3
+    assert retry_after_seconds(None) is None
+    assert retry_after_seconds("soon") is None
+    assert retry_after_seconds("nan") is None
+    assert retry_after_seconds("-5") == 0
+    when = datetime(2030, 1, 1, tzinfo=UTC)
+    assert retry_after_seconds(format_datetime(when, usegmt=True), now=when.timestamp() - 9) == 9
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("note"), st.integers(0, 100)),
+            st.tuples(st.just("send"), st.sampled_from([200, 200, 500, 429, None, 422])),
+            st.tuples(st.just("tick"), st.floats(0, 5)),
+        ),
+        max_size=60,
+    )
+)
+def test_sent_updates_never_go_backwards(steps: list[tuple[str, Any]]) -> None:
+    """Whatever fails and is retried, acknowledged updates are in the order they were made,
+    and the last one made is the last one delivered."""
+    core, ticks = make(min_interval=0.5)
+    delivered: list[int] = []
+    dropped: list[int] = []  # refused with 422: never retried
+    for kind, value in steps:
+        if kind == "note":
+            core.note(value)
+        elif kind == "tick":
+            ticks.now += value
+        else:
+            call = core.next_call()
+            if call is not None:
+                core.settle(call, value, ok())
+                if value == 200:
+                    delivered.append(call.seq)
+                elif value == 422:
+                    dropped.append(call.seq)
+    assert delivered == sorted(set(delivered))
+    # Drain: with the server healthy, the latest update arrives (unless it was refused).
+    latest = core._latest
+    for _ in range(100):
+        ticks.now += 60
+        call = core.next_call()
+        if call is None:
+            break
+        core.settle(call, 200, ok())
+        delivered.append(call.seq)
+    assert delivered == sorted(set(delivered))
+    assert core.idle
+    if latest is not None:
+        assert max(delivered + dropped) == latest[0]

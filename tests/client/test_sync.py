@@ -1,0 +1,194 @@
+"""ProgressReporter against a real server: delivery, the final status, a server that is down
+then up, 429 and 500 answers, cancel requests, and nothing ever raised into the worker."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from morag_progress.client import ProgressReporter
+from morag_progress.errors import ConfigurationError
+from morag_progress.models import JobStatus
+from tests.client.conftest import Eventually, Remote
+
+
+def reporter(remote: Remote, job_id: str, **kwargs: object) -> ProgressReporter:
+    kwargs.setdefault("min_interval", 0.05)
+    return ProgressReporter(job_id, api_url=remote.url, api_key=remote.key, **kwargs)  # type: ignore[arg-type]
+
+
+def test_context_manager_reports_and_finishes(remote: Remote) -> None:
+    """Updates reach the job; leaving the block finishes it, acknowledged before exit."""
+    job_id = remote.new_job()
+    with reporter(remote, job_id) as r:
+        for i in range(1, 101):
+            r.update(i * 0.9, f"item {i}", current=i, total=100)
+    assert r.finished
+    job = remote.job(job_id)
+    assert (job.status, job.percentage) == (JobStatus.FINISHED, 100)
+    percentages = [e.percentage for e in remote.tracker.history(job_id)]
+    assert percentages == sorted(percentages)
+
+
+def test_exception_fails_the_job_keeping_progress(remote: Remote) -> None:
+    """An exception in the block fails the job with its message; the exception propagates."""
+    job_id = remote.new_job()
+
+    def work() -> None:
+        with reporter(remote, job_id) as r:
+            r.update(42, "transcribing")
+            raise RuntimeError("GPU lost")
+
+    with pytest.raises(RuntimeError, match="GPU lost"):
+        work()
+    job = remote.job(job_id)
+    assert (job.status, job.percentage, job.error) == (
+        JobStatus.FAILED,
+        42,
+        "RuntimeError: GPU lost",
+    )
+
+
+def test_seed_callback_and_stage(remote: Remote, eventually: Eventually) -> None:
+    """progress_callback takes the seed's 0..1; a stage maps MoRAG's 10 + p * 60."""
+    job_id = remote.new_job()
+    r = reporter(remote, job_id)
+    r.progress_callback(0.05, "Downloading")
+    callback = r.stage("processing", 60, start=10)
+    callback(0.5, "Processing: halfway")
+    eventually(lambda: _check(remote, job_id, 40, "Processing: halfway"))
+    assert remote.job(job_id).stage == "processing"
+    assert r.close()
+
+
+def _check(remote: Remote, job_id: str, percentage: int, message: str | None = None) -> None:
+    job = remote.job(job_id)
+    assert job.percentage == percentage
+    if message is not None:
+        assert job.summary == message
+
+
+def test_server_down_then_up(remote: Remote, eventually: Eventually) -> None:
+    """With the server down the worker is not blocked; the latest state and the final status
+    arrive once it is back."""
+    job_id = remote.new_job()
+    remote.server.stop()
+    r = reporter(remote, job_id)
+    started = time.monotonic()
+    for i in range(1, 1001):
+        r.update(i / 20, f"step {i}")
+    r.complete(True, "done while down")
+    elapsed = time.monotonic() - started
+    assert elapsed < 5, f"1000 calls took {elapsed:.1f} s with the server down"
+    assert remote.job(job_id).percentage == 0
+    remote.server.start()
+    assert r.close(timeout=30)
+    job = remote.job(job_id)
+    assert (job.status, job.summary) == (JobStatus.FINISHED, "done while down")
+
+
+def test_close_gives_up_at_its_deadline(remote: Remote) -> None:
+    """A server that stays down: close returns False after its timeout, nothing raised."""
+    job_id = remote.new_job()
+    remote.server.stop()
+    r = reporter(remote, job_id)
+    r.update(10)
+    r.complete(True)
+    started = time.monotonic()
+    assert r.close(timeout=0.5) is False
+    assert time.monotonic() - started < 5
+    assert not r.finished
+
+
+def test_429_and_500_are_retried_honouring_retry_after(remote: Remote) -> None:
+    """A 429 with Retry-After: 1 and a 500 are retried; the update still arrives."""
+    job_id = remote.new_job()
+    remote.faults.fail_next(429, retry_after="1")
+    remote.faults.fail_next(500)
+    with reporter(remote, job_id) as r:
+        r.update(30, "after faults")
+    progress = [s for s in remote.faults.seen if s[2].endswith("/progress")]
+    assert len(progress) >= 3
+    assert progress[1][0] - progress[0][0] >= 0.9  # waited out Retry-After
+    assert remote.job(job_id).status is JobStatus.FINISHED
+    assert any(e.message == "after faults" for e in remote.tracker.history(job_id))
+
+
+def test_order_preserved_under_retries(remote: Remote) -> None:
+    """With every other request failing, the job's percentage never goes backwards."""
+    job_id = remote.new_job()
+    for _ in range(30):
+        remote.faults.fail_next(500)
+        remote.faults.fail_next(0)
+    r = reporter(remote, job_id, min_interval=0)
+    for i in range(1, 200):
+        r.update(i / 2)
+        if i % 20 == 0:
+            time.sleep(0.01)
+    assert r.close(timeout=30)
+    history = [e.percentage for e in remote.tracker.history(job_id)]
+    assert history == sorted(history)
+    assert remote.job(job_id).percentage == 99
+
+
+def test_cancel_request_reaches_the_worker(remote: Remote, eventually: Eventually) -> None:
+    """A cancel requested by the user shows as cancel_requested; the worker ends it CANCELLED."""
+    job_id = remote.new_job()
+    r = reporter(remote, job_id)
+    r.update(20)
+    eventually(lambda: _check(remote, job_id, 20))
+    remote.tracker.request_cancel(job_id)
+    r.heartbeat()
+
+    def told() -> None:
+        assert r.cancel_requested
+
+    eventually(told)
+    r.complete(False, "stopped", cancelled=True)
+    assert r.close()
+    assert remote.job(job_id).status is JobStatus.CANCELLED
+
+
+def test_unknown_job_and_bad_key_are_given_up(remote: Remote) -> None:
+    """A job that does not exist, or a wrong key, is logged and dropped; close returns."""
+    with ProgressReporter("no-such-job", api_url=remote.url, api_key=remote.key) as r:
+        r.update(10)
+    assert r.finished
+    job_id = remote.new_job()
+    with ProgressReporter(job_id, api_url=remote.url, api_key="wrong") as r:
+        r.update(10)
+    assert remote.job(job_id).percentage == 0
+
+
+def test_nothing_raises_into_the_worker(remote: Remote) -> None:
+    """Garbage arguments are logged, never raised."""
+    job_id = remote.new_job()
+    r = reporter(remote, job_id)
+    r.update("abc")  # type: ignore[arg-type]
+    r.update(float("nan"))
+    r.update(500)
+    r.progress_callback(None)  # type: ignore[arg-type]
+    r.update(5, message=12)  # type: ignore[arg-type]
+    assert r.close()
+    assert remote.job(job_id).summary == "12"
+
+
+def test_configuration_from_environment(
+    remote: Remote, monkeypatch: pytest.MonkeyPatch, eventually: Eventually
+) -> None:
+    """MORAG_PROGRESS_API_URL and MORAG_PROGRESS_API_KEY configure a reporter."""
+    monkeypatch.setenv("MORAG_PROGRESS_API_URL", remote.url)
+    monkeypatch.setenv("MORAG_PROGRESS_API_KEY", remote.key)
+    job_id = remote.new_job()
+    with ProgressReporter(job_id) as r:
+        r.update(50)
+    assert remote.job(job_id).status is JobStatus.FINISHED
+
+
+@pytest.mark.parametrize("url", [None, "ftp://example.org", "not a url"])
+def test_missing_or_bad_url_names_the_setting(url: str | None) -> None:
+    """Without a usable URL the reporter refuses to start, naming api_url."""
+    with pytest.raises(ConfigurationError) as info:
+        ProgressReporter("job", api_url=url)
+    assert info.value.field == "api_url"
