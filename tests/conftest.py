@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -10,8 +11,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from morag_progress.api import create_app
+from morag_progress.keys import Role, create_key
+from morag_progress.models import utcnow
+from morag_progress.settings import Settings
 from morag_progress.store import SQLStore
 from morag_progress.tracker import JobTracker
+from tests.live import Faults, LiveServer, Remote
 from tests.services import PostgresServer, start_postgres
 
 
@@ -108,3 +114,39 @@ def make_job(tracker: JobTracker) -> Callable[..., str]:
         return tracker.start_job(user_id=user_id, **kwargs)  # type: ignore[arg-type]
 
     return create
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Iterator[Remote]:
+    store = SQLStore(f"sqlite:///{tmp_path / 'remote.db'}")
+    settings = Settings(rate_limit_per_second=0, key_cache_seconds=0)
+    faults = Faults(create_app(settings, store=store))
+    server = LiveServer(faults).start()
+    _, key = create_key(store, user_id="alice", role=Role.WORKER, name="w", now=utcnow())
+    _, user_key = create_key(store, user_id="alice", role=Role.USER, name="u", now=utcnow())
+    try:
+        yield Remote(server, faults, JobTracker(store=store), key, user_key)
+    finally:
+        server.stop()
+        store.close()
+
+
+Eventually = Callable[..., None]
+
+
+@pytest.fixture
+def eventually() -> Eventually:
+    """Wait (bounded) until ``check()`` stops raising AssertionError."""
+
+    def wait(check: Callable[[], None], timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                check()
+                return
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    return wait

@@ -1,14 +1,19 @@
 """A real uvicorn server in a thread, for tests that need HTTP on loopback (streams, the
-reporter). It can be stopped and started again on the same port: a server that is down, then up."""
+reporter). It can be stopped and started again on the same port: a server that is down, then
+up; ``Faults`` in front of the app answers chosen requests with 429 or 500."""
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import uvicorn
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from morag_progress.tracker import JobTracker
 from tests.services import free_port
 
 
@@ -40,3 +45,76 @@ class LiveServer:
             self._server.should_exit = True
             self._thread.join(10)
         self._server = self._thread = None
+
+
+class Faults:
+    """ASGI middleware: answers the next requests with the queued statuses (and Retry-After)
+    instead of passing them on, and records every request it sees, in order."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.queue: list[tuple[int, str | None]] = []
+        self.seen: list[tuple[float, str, str, dict[str, Any] | None]] = []
+
+    def fail_next(self, status: int, times: int = 1, retry_after: str | None = None) -> None:
+        """Answer the next ``times`` requests with ``status``; 0 passes a request through."""
+        self.queue.extend([(status, retry_after)] * times)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        self.seen.append(
+            (time.monotonic(), scope["method"], scope["path"], orjson.loads(body) if body else None)
+        )
+        status, retry_after = self.queue.pop(0) if self.queue else (0, None)
+        if status:
+            headers = [(b"content-type", b"application/json")]
+            if retry_after is not None:
+                headers.append((b"retry-after", retry_after.encode()))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": b'{"detail": "injected"}'})
+            return
+
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+@dataclass
+class Remote:
+    """A live server, its store and a worker key of user alice."""
+
+    server: LiveServer
+    faults: Faults
+    tracker: JobTracker
+    key: str
+    user_key: str
+    jobs: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def new_job(self, **fields: Any) -> str:
+        fields.setdefault("document_name", "talk.mp3")
+        fields.setdefault("document_type", "audio")
+        return self.tracker.start_job(user_id="alice", **fields)
+
+    def job(self, job_id: str) -> Any:
+        job = self.tracker.get_job(job_id)
+        assert job is not None
+        return job

@@ -236,6 +236,32 @@ class ProgressUpdate:
         _check_count("attempt", self.attempt, minimum=1)
         _check_count("seq", self.seq)
 
+    @classmethod
+    def final(
+        cls,
+        job_id: str,
+        *,
+        success: bool,
+        message: str | None = None,
+        cancelled: bool = False,
+        user_id: str | None = None,
+        claimant: str | None = None,
+    ) -> ProgressUpdate:
+        """A worker's final word: FINISHED at 100%, or FAILED (or CANCELLED when it stopped on
+        a cancel request) keeping the percentage."""
+        if success:
+            message = message or "Processing completed successfully"
+            return cls(job_id, 100, message, JobStatus.FINISHED, user_id=user_id, claimant=claimant)
+        if cancelled:
+            message = message or "Cancelled"
+            return cls(
+                job_id, None, message, JobStatus.CANCELLED, user_id=user_id, claimant=claimant
+            )
+        error = message or "Processing failed"
+        return cls(
+            job_id, None, error, JobStatus.FAILED, error=error, user_id=user_id, claimant=claimant
+        )
+
 
 class UpdateOutcome(enum.StrEnum):
     """What became of an update."""
@@ -250,6 +276,20 @@ class UpdateOutcome(enum.StrEnum):
     """The update belongs to an older attempt than the job's current one."""
     NOT_FOUND = "not_found"
     """No such job, or it belongs to another user."""
+
+    @property
+    def http_status(self) -> int:
+        """The status an HTTP answer carries for this outcome (200, 404 or 409)."""
+        return _OUTCOME_STATUS[self]
+
+
+_OUTCOME_STATUS = {
+    UpdateOutcome.APPLIED: 200,
+    UpdateOutcome.STALE: 200,
+    UpdateOutcome.NOT_FOUND: 404,
+    UpdateOutcome.TERMINAL: 409,
+    UpdateOutcome.SUPERSEDED: 409,
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
 
@@ -313,6 +313,18 @@ class ProgressEventParser:
             return self._parse_plain(text)
         except Exception:  # the parser's contract is to never raise
             logger.debug("unparseable log line ignored", exc_info=True)
+            return None
+
+    def parse_mapping(self, data: Mapping[str, Any] | None) -> ProgressEvent | None:
+        """Parse a structured log event that is already a mapping (a structlog event dict, a
+        decoded JSON line) with the rules of a JSON line, without encoding it first."""
+        try:
+            if not isinstance(data, Mapping):
+                return None
+            mapping = data if isinstance(data, dict) else dict(data)
+            return self._parse_mapping(mapping, structured=True)
+        except Exception:  # the parser's contract is to never raise
+            logger.debug("unparseable log event ignored", exc_info=True)
             return None
 
     def iter_events(self, log_lines: Iterable[str | bytes]) -> Iterator[ProgressEvent]:

@@ -8,7 +8,7 @@ import pytest
 
 from morag_progress.client import AsyncProgressReporter
 from morag_progress.models import JobStatus
-from tests.client.conftest import Remote
+from tests.live import Remote
 
 
 def reporter(remote: Remote, job_id: str, **kwargs: object) -> AsyncProgressReporter:

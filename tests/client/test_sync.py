@@ -10,7 +10,8 @@ import pytest
 from morag_progress.client import ProgressReporter
 from morag_progress.errors import ConfigurationError
 from morag_progress.models import JobStatus
-from tests.client.conftest import Eventually, Remote
+from tests.conftest import Eventually
+from tests.live import Remote
 
 
 def reporter(remote: Remote, job_id: str, **kwargs: object) -> ProgressReporter:

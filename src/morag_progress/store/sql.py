@@ -232,10 +232,19 @@ class SQLStore:
         j = jobs.c
         conditions = _scope(user=user_id is not None, claimant=claimant is not None)
         params = {"p_job_id": job_id, "p_user_id": user_id, "p_claimant": claimant}
+        # A worker that is alive runs the job: a STALLED job resumes, a PENDING one starts.
         wake = (
             update(jobs)
-            .where(*conditions, j.status == JobStatus.STALLED.value)
-            .values(status=JobStatus.PROCESSING.value, last_seen_at=now, updated_at=now)
+            .where(
+                *conditions,
+                j.status.in_([JobStatus.STALLED.value, JobStatus.PENDING.value]),
+            )
+            .values(
+                status=JobStatus.PROCESSING.value,
+                start_date=func.coalesce(j.start_date, literal(now, jobs.c.start_date.type)),
+                last_seen_at=now,
+                updated_at=now,
+            )
             .returning(*jobs.c)
         )
         touch = update(jobs).where(*conditions).values(last_seen_at=now).returning(*jobs.c)

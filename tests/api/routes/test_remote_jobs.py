@@ -353,6 +353,19 @@ async def test_heartbeat(
     ).status_code == 404
 
 
+async def test_heartbeat_starts_a_pending_job(
+    client: httpx.AsyncClient, alice: Auth, new_job: NewJob
+) -> None:
+    """A worker's first heartbeat moves a PENDING job to PROCESSING and sets its start date."""
+    job_id = await new_job(alice)
+    response = await client.post(f"/api/v1/remote-jobs/{job_id}/heartbeat", headers=alice)
+    job = response.json()["job"]
+    assert job["status"] == "PROCESSING"
+    assert job["start_date"] is not None
+    again = await client.post(f"/api/v1/remote-jobs/{job_id}/heartbeat", headers=alice)
+    assert again.json()["job"]["start_date"] == job["start_date"]
+
+
 async def test_logs_are_parsed_on_the_server(
     client: httpx.AsyncClient, alice: Auth, new_job: NewJob
 ) -> None:

@@ -22,7 +22,6 @@ from morag_progress.api.schemas import (
 )
 from morag_progress.errors import InvalidInputError, JobNotFoundError, ProgressError
 from morag_progress.models import (
-    JobStatus,
     ProgressUpdate,
     UpdateOutcome,
     UpdateResult,
@@ -105,47 +104,17 @@ def job_status(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
 def report_result(job_id: JobIdPath, body: ResultIn, caller: Caller, request: Request) -> Response:
     """Finish the job (``success``: 100%, FINISHED), fail it (FAILED, percentage kept), or
     end it as CANCELLED (``cancelled``: the worker stopped on a cancel request)."""
-    if body.success:
-        update = ProgressUpdate(
-            job_id,
-            100,
-            body.message or "Processing completed successfully",
-            JobStatus.FINISHED,
-            user_id=caller.scope,
-            claimant=caller.claimant,
-        )
-    elif body.cancelled:
-        update = ProgressUpdate(
-            job_id,
-            None,
-            body.message or "Cancelled",
-            JobStatus.CANCELLED,
-            user_id=caller.scope,
-            claimant=caller.claimant,
-        )
-    else:
-        error = body.message or "Processing failed"
-        update = ProgressUpdate(
-            job_id,
-            None,
-            error,
-            JobStatus.FAILED,
-            error=error,
-            user_id=caller.scope,
-            claimant=caller.claimant,
-        )
+    update = ProgressUpdate.final(
+        job_id,
+        success=body.success,
+        message=body.message,
+        cancelled=body.cancelled,
+        user_id=caller.scope,
+        claimant=caller.claimant,
+    )
     result = _counted(request, "result", tracker_of(request).apply(update))
     result.raise_for_outcome(job_id)
     return _reply(result, "Result recorded")
-
-
-_ITEM_STATUS = {
-    UpdateOutcome.APPLIED: 200,
-    UpdateOutcome.STALE: 200,
-    UpdateOutcome.NOT_FOUND: 404,
-    UpdateOutcome.TERMINAL: 409,
-    UpdateOutcome.SUPERSEDED: 409,
-}
 
 
 def _item(job_id: str, result: UpdateResult) -> BatchItemOut:
@@ -156,7 +125,7 @@ def _item(job_id: str, result: UpdateResult) -> BatchItemOut:
         detail = str(e)
     return BatchItemOut(
         job_id=job_id,
-        status=_ITEM_STATUS[result.outcome],
+        status=result.outcome.http_status,
         applied=result.applied,
         cancel_requested=result.cancel_requested,
         detail=detail,
