@@ -174,7 +174,8 @@ class JobTracker:
     def heartbeat(
         self, job_id: str, user_id: str | None = None, *, claimant: str | None = None
     ) -> UpdateResult:
-        """The job's worker is alive: ``last_seen_at`` is now; a STALLED job resumes."""
+        """The job's worker is alive: ``last_seen_at`` is now; a STALLED job resumes and a PENDING
+        one starts (PROCESSING)."""
         result = self.store.heartbeat(job_id, user_id=user_id, now=self._clock(), claimant=claimant)
         if result.event_id is not None and result.job is not None:
             self._notify(result.job)

@@ -19,7 +19,10 @@ def test_bar_reports_its_progress_and_final_state() -> None:
     """The bar reports n/total with its description, ending at 100%."""
     reports: Reports = []
     for _ in tqdm(
-        range(10), desc="Embedding", reporter=lambda p, m: reports.append((p, m)), file=io.StringIO()
+        range(10),
+        desc="Embedding",
+        reporter=lambda p, m: reports.append((p, m)),
+        file=io.StringIO(),
     ):
         pass
     assert reports[-1] == (100, "Embedding")

@@ -1,21 +1,96 @@
-"""``ProgressReporter``: a worker's progress, sent from a background thread."""
+"""Reporters that send from a background thread: ``ProgressReporter`` over HTTP, and
+``LocalReporter`` straight into a tracker's store (a Celery worker beside the database)."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from datetime import datetime
 from types import TracebackType
+from typing import Any
 
 import httpx
 
-from morag_progress.client._core import Call, ReporterCore, ReporterFacade, connection
+from morag_progress.client._core import Call, CallKind, ReporterCore, ReporterFacade, connection
+from morag_progress.errors import ProgressError
+from morag_progress.models import ProgressUpdate, UpdateResult
+from morag_progress.tracker import JobTracker
 
-__all__ = ["ProgressReporter"]
+__all__ = ["LocalReporter", "ProgressReporter"]
 
 logger = logging.getLogger("morag_progress.client")
 
 
-class ProgressReporter(ReporterFacade):
+class _ThreadedReporter(ReporterFacade):
+    """The thread shell: a daemon thread asks the core what to send, sends it with
+    :meth:`_send`, and hands the outcome back. Subclasses only say how to send."""
+
+    def __init__(self, core: ReporterCore, close_timeout: float) -> None:
+        self._core = core
+        self.close_timeout = close_timeout
+        self._wake = threading.Event()
+        self._core.wake = self._wake.set
+        self._closing = False
+        self._abandoned = False
+        self._thread = threading.Thread(
+            target=self._run, name=f"morag-progress-reporter-{core.job_id}", daemon=True
+        )
+        self._thread.start()
+
+    def _send(self, call: Call) -> None:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """Free the transport once the thread is done with it."""
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Deliver what is pending (the final status included), waiting at most ``timeout``
+        seconds (default ``close_timeout``). True when nothing was left undelivered."""
+        self._closing = True
+        self._wake.set()
+        self._thread.join(self.close_timeout if timeout is None else timeout)
+        if self._thread.is_alive():
+            logger.warning("job %s: closed with reports not yet delivered", self.job_id)
+            self._abandoned = True  # the thread gives up after its request in flight
+            self._wake.set()
+            return False
+        return True
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.complete(True)
+        else:
+            self.complete(False, f"{type(exc).__name__}: {exc}")
+        self.close()
+
+    def _run(self) -> None:
+        core = self._core
+        while not self._abandoned:
+            self._wake.clear()
+            try:
+                call = core.next_call()
+                if call is not None:
+                    self._send(call)
+                    continue
+                if self._closing and core.idle:
+                    break
+                self._wake.wait(core.delay())
+            except Exception:
+                # Reporting never raises into the worker, and the sender must survive too.
+                logger.exception("job %s: progress reporter error", self.job_id)
+                self._wake.wait(1.0)
+        self._release()
+
+
+class ProgressReporter(_ThreadedReporter):
     """Reports one job's progress to a morag-progress server without ever blocking the worker.
 
     Every call returns at once; a daemon thread sends the latest state at most every
@@ -44,69 +119,14 @@ class ProgressReporter(ReporterFacade):
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         base_url, headers = connection(api_url, api_key)
-        self._core = ReporterCore(job_id, min_interval=min_interval, attempt=attempt)
-        self.close_timeout = close_timeout
+        core = ReporterCore(job_id, min_interval=min_interval, attempt=attempt)
         self._client = httpx.Client(
             base_url=base_url, headers=headers, timeout=timeout, transport=transport
         )
-        self._wake = threading.Event()
-        self._core.wake = self._wake.set
-        self._closing = False
-        self._abandoned = False
-        self._thread = threading.Thread(
-            target=self._run, name=f"morag-progress-reporter-{job_id}", daemon=True
-        )
-        self._thread.start()
-
-    # -- lifetime --------------------------------------------------------------------------------
-
-    def close(self, timeout: float | None = None) -> bool:
-        """Deliver what is pending (the final status included), waiting at most ``timeout``
-        seconds (default ``close_timeout``). True when nothing was left undelivered."""
-        self._closing = True
-        self._wake.set()
-        self._thread.join(self.close_timeout if timeout is None else timeout)
-        if self._thread.is_alive():
-            logger.warning("job %s: closed with reports not yet delivered", self.job_id)
-            self._abandoned = True  # the thread gives up after its request in flight
-            self._wake.set()
-            return False
-        return True
+        super().__init__(core, close_timeout)
 
     def __enter__(self) -> ProgressReporter:
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is None:
-            self.complete(True)
-        else:
-            self.complete(False, f"{type(exc).__name__}: {exc}")
-        self.close()
-
-    # -- the sender thread -------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        core = self._core
-        while not self._abandoned:
-            self._wake.clear()
-            try:
-                call = core.next_call()
-                if call is not None:
-                    self._send(call)
-                    continue
-                if self._closing and core.idle:
-                    break
-                self._wake.wait(core.delay())
-            except Exception:
-                # Reporting never raises into the worker, and the sender must survive too.
-                logger.exception("job %s: progress reporter error", self.job_id)
-                self._wake.wait(1.0)
-        self._client.close()
 
     def _send(self, call: Call) -> None:
         try:
@@ -116,3 +136,72 @@ class ProgressReporter(ReporterFacade):
             self._core.settle(call, None)
             return
         self._core.settle_response(call, response)
+
+    def _release(self) -> None:
+        self._client.close()
+
+
+class LocalReporter(_ThreadedReporter):
+    """The same reporter, writing through a :class:`~morag_progress.JobTracker` instead of HTTP:
+    for a worker that shares the database (the seed's "Celery Task -> Progress Callback ->
+    Progress Handler -> Job Entity"), with the same coalescing, throttling and never-raising
+    promises. A database that is briefly unavailable is retried like a server that is down."""
+
+    def __init__(
+        self,
+        job_id: str,
+        tracker: JobTracker,
+        *,
+        user_id: str | None = None,
+        min_interval: float = 0.5,
+        attempt: int | None = None,
+        close_timeout: float = 10.0,
+    ) -> None:
+        self._tracker = tracker
+        self._user_id = user_id
+        super().__init__(
+            ReporterCore(job_id, min_interval=min_interval, attempt=attempt), close_timeout
+        )
+
+    def __enter__(self) -> LocalReporter:
+        return self
+
+    def _send(self, call: Call) -> None:
+        try:
+            result = self._apply(call)
+        except ProgressError as e:
+            # A store error (the database is locked or down) is transient; a bad value is not.
+            status = 422 if isinstance(e, ValueError) else 503
+            self._core.settle(call, status, {"detail": str(e)})
+            return
+        reply = None
+        if result.job is not None:
+            reply = {"cancel_requested": result.job.cancel_requested, "job": result.job.to_dict()}
+        self._core.settle(call, result.outcome.http_status, reply)
+
+    def _apply(self, call: Call) -> UpdateResult:
+        job_id, body = self.job_id, call.body or {}
+        if call.kind is CallKind.HEARTBEAT:
+            return self._tracker.heartbeat(job_id, self._user_id)
+        if call.kind is CallKind.RESULT:
+            update = ProgressUpdate.final(
+                job_id,
+                success=body["success"],
+                message=body.get("message"),
+                cancelled=body.get("cancelled", False),
+                user_id=self._user_id,
+            )
+        else:
+            update = ProgressUpdate(
+                job_id,
+                body["percentage"],
+                body.get("message"),
+                timestamp=datetime.fromisoformat(body["timestamp"]),
+                current=body.get("current"),
+                total=body.get("total"),
+                stage=body.get("stage"),
+                attempt=body.get("attempt"),
+                seq=body.get("seq"),
+                user_id=self._user_id,
+            )
+        return self._tracker.apply(update)

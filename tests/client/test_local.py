@@ -1,0 +1,78 @@
+"""LocalReporter: the reporter's promises, writing through a tracker instead of HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from morag_progress.client import LocalReporter
+from morag_progress.models import JobStatus
+from morag_progress.store import SQLStore
+from morag_progress.tracker import JobTracker
+
+
+@pytest.fixture
+def tracker(tmp_path: Path) -> Iterator[JobTracker]:
+    store = SQLStore(f"sqlite:///{tmp_path / 'local.db'}")
+    yield JobTracker(store=store)
+    store.close()
+
+
+def test_reports_coalesce_and_finish(tracker: JobTracker) -> None:
+    """A hot loop of updates lands as a few ordered writes and a FINISHED job."""
+    job_id = tracker.start_job("a.pdf", "document", user_id="alice")
+    with LocalReporter(job_id, tracker, user_id="alice", min_interval=0.05) as r:
+        r.heartbeat()
+        for i in range(10_000):
+            r.update(i / 100)
+    job = tracker.get_job(job_id)
+    assert job is not None
+    assert job.status is JobStatus.FINISHED
+    history = [e.percentage for e in tracker.history(job_id)]
+    assert history == sorted(history)
+    assert len(history) < 200
+
+
+def test_cancel_request_is_seen_and_acknowledged(tracker: JobTracker) -> None:
+    """cancel_requested comes back from the store; the worker ends the job CANCELLED."""
+    job_id = tracker.start_job("a.pdf", "document")
+    r = LocalReporter(job_id, tracker, min_interval=0)
+    r.update(10)
+    assert r.close()
+    tracker.request_cancel(job_id)
+    r = LocalReporter(job_id, tracker, min_interval=0)
+    r.update(20)
+    assert r.close()
+    assert r.cancel_requested
+    r = LocalReporter(job_id, tracker, min_interval=0)
+    r.complete(False, cancelled=True)
+    assert r.close()
+    job = tracker.get_job(job_id)
+    assert job is not None
+    assert job.status is JobStatus.CANCELLED
+
+
+def test_another_users_job_is_not_found(tracker: JobTracker) -> None:
+    """A reporter scoped to another user cannot write the job; it gives up quietly."""
+    job_id = tracker.start_job("a.pdf", "document", user_id="alice")
+    with LocalReporter(job_id, tracker, user_id="bob") as r:
+        r.update(50)
+    assert r.finished
+    job = tracker.get_job(job_id)
+    assert job is not None
+    assert job.percentage == 0
+
+
+def test_database_down_is_retried_not_raised() -> None:
+    """A database that cannot be reached is retried (like a server that is down), and nothing
+    reaches the worker: close reports the update as undelivered."""
+    from tests.services import free_port
+
+    tracker = JobTracker(f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none")
+    r = LocalReporter("job-1", tracker, min_interval=0)
+    r.update(10)
+    r.complete(True)
+    assert r.close(timeout=0.5) is False
+    assert not r.finished
