@@ -68,6 +68,22 @@ def test_first_update_goes_at_once_then_throttled() -> None:
     assert send(core).body["percentage"] == 6  # type: ignore[index]
 
 
+def test_a_parked_shell_is_woken_by_the_next_update() -> None:
+    """Once nothing is due the shell waits without a deadline; the next update wakes it."""
+    core, ticks = make(min_interval=0.5)
+    wakes: list[int] = []
+    core.wake = lambda: wakes.append(1)
+    core.note(1)
+    core.settle(send(core), 200, ok())
+    ticks.now += 1
+    assert core.delay() is None  # parked
+    before = len(wakes)
+    core.note(2)
+    assert len(wakes) == before + 1
+    core.note(3)  # not parked any more: no second wake-up
+    assert len(wakes) == before + 1
+
+
 def test_stage_change_goes_at_once_and_maps_its_range() -> None:
     """A stage's start is sent without waiting; progress inside maps to start + p * weight."""
     core, ticks = make(min_interval=10)

@@ -196,6 +196,7 @@ class ReporterCore:
         self._failures = 0
         self._stage: Stage | None = None
         self._job_over = False  # the server refused for good (404, 409, 401...): stop sending
+        self._parked = False  # the shell waits for a wake-up with nothing due
         self.cancel_requested = False
         self.job: dict[str, Any] | None = None
         """The job as the server last answered it."""
@@ -227,7 +228,8 @@ class ReporterCore:
             message = message[: _MAX_MESSAGE - 1] + "…"
         first = self._latest is None
         self._latest = (next(self._seq), self._wall(), percentage, message, current, total, stage)
-        if first or stage != self._sent_stage:
+        if first or self._parked or stage != self._sent_stage:
+            self._parked = False
             self.wake()
 
     def stage(self, name: str, weight: float, *, start: float | None = None) -> Stage:
@@ -306,7 +308,16 @@ class ReporterCore:
         return latest is not None and latest[0] > self._sent_seq
 
     def delay(self) -> float | None:
-        """Seconds until :meth:`next_call` may return something; None when idle."""
+        """Seconds until :meth:`next_call` may return something; None when idle (then the next
+        note wakes the shell)."""
+        # Parked first, looked second: a note made while we look still wakes the shell.
+        self._parked = True
+        wait = self._delay()
+        if wait is not None:
+            self._parked = False
+        return wait
+
+    def _delay(self) -> float | None:
         if self._in_flight is not None or self._job_over:
             return None
         now = self._clock()

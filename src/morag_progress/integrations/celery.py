@@ -1,0 +1,234 @@
+"""Celery tasks whose lifecycle and progress are a job (``pip install morag-progress[celery]``).
+
+::
+
+    from morag_progress.integrations.celery import ProgressTask
+
+    @app.task(bind=True, base=ProgressTask)
+    def ingest(self, path):
+        self.progress(5, "Downloading")
+        options = {"progress_callback": self.stage("processing", 60, start=10)}  # 10 + p * 60
+        process_file(path, options)
+
+The job's id is the task's id, unless a ``ProgressHandler`` mapping names another job for it
+(``handler.register_job_mapping(task_id, job_id)``); a job that does not exist yet is created.
+The task's lifecycle drives the job:
+
+=========================  ==================================================================
+task starts                PROCESSING (a retried run starts a new attempt: ``retries + 1``)
+task returns               FINISHED, 100%
+task raises                FAILED, the percentage kept, the error recorded
+task retries               the job stays PROCESSING; the next run reports as a new attempt
+task revoked               CANCELLED (the ``task_revoked`` signal, in the worker process)
+=========================  ==================================================================
+
+Progress goes through a reporter, so a task is never slowed, blocked or failed by reporting: a
+:class:`~morag_progress.client.LocalReporter` writing through the store (the seed's "Celery
+Task -> Progress Callback -> Progress Handler -> Job Entity") or, when
+``MORAG_PROGRESS_API_URL`` is set (a worker on another machine), a
+:class:`~morag_progress.client.ProgressReporter` over HTTP. ``progress_remote`` on the task
+forces one or the other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from pathlib import Path
+from typing import Any
+
+import httpx
+from celery import Task
+from celery.signals import task_revoked
+
+from morag_progress.client._core import ReporterFacade, Stage, connection
+from morag_progress.client.sync import LocalReporter, ProgressReporter
+from morag_progress.errors import JobConflictError
+from morag_progress.handler import ProgressHandler
+from morag_progress.settings import load_settings
+
+__all__ = ["ProgressTask", "filesystem_broker"]
+
+logger = logging.getLogger("morag_progress.integrations")
+
+
+def filesystem_broker(directory: str | Path) -> dict[str, Any]:
+    """Celery settings for kombu's filesystem transport in ``directory``: a broker that needs
+    no server (the demo and the tests use it). ``app.conf.update(filesystem_broker(path))``."""
+    folder = Path(directory)
+    for sub in ("queue", "processed", "control"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    return {
+        "broker_url": "filesystem://",
+        "broker_transport_options": {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "control_folder": str(folder / "control"),
+            "store_processed": False,
+        },
+        "broker_connection_retry_on_startup": True,
+    }
+
+
+@functools.cache
+def _handler() -> ProgressHandler:
+    """One handler per worker process (created in the child after a prefork fork)."""
+    return ProgressHandler()
+
+
+class ProgressTask(Task):  # type: ignore[misc]  # celery has no type information
+    """Base class of tasks whose progress is a job (see the module's documentation)."""
+
+    abstract = True
+    progress_document_type = "celery"
+    """The ``document_type`` of a job the task creates."""
+    progress_min_interval = 0.5
+    """Seconds between two progress writes of one run (the latest wins in between)."""
+    progress_remote: bool | None = None
+    """True: report over HTTP; False: through the store; None: HTTP when MORAG_PROGRESS_API_URL
+    is set."""
+
+    # -- what the task body calls ------------------------------------------------------------
+
+    @property
+    def reporter(self) -> ReporterFacade:
+        """This run's reporter (one per run, opened when the task starts)."""
+        reporter: ReporterFacade | None = getattr(self.request, "morag_reporter", None)
+        if reporter is None:  # called outside a worker run (task.apply, a direct call)
+            reporter = self._open(self.request.id or "eager")
+        return reporter
+
+    def progress(
+        self,
+        percentage: float,
+        message: str | None = None,
+        *,
+        current: int | None = None,
+        total: int | None = None,
+    ) -> None:
+        """Report ``percentage`` (0..100). Returns at once; never raises."""
+        self.reporter.update(percentage, message, current=current, total=total)
+
+    @property
+    def progress_callback(self) -> Any:
+        """The seed's ``progress_callback(progress, message)`` (0..1) for this run."""
+        return self.reporter.progress_callback
+
+    def stage(self, name: str, weight: float, *, start: float | None = None) -> Stage:
+        """Start a stage covering ``weight`` percent; returns its 0..1 callback."""
+        return self.reporter.stage(name, weight, start=start)
+
+    @property
+    def job_id(self) -> str:
+        """The job this run reports on."""
+        return self._job_id(self.request.id or "eager")
+
+    # -- lifecycle hooks (Celery calls these in the worker) ----------------------------------
+
+    def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+        try:
+            reporter = self._open(task_id)
+            reporter.heartbeat()  # PENDING -> PROCESSING, start_date set
+        except Exception:
+            # Reporting never fails the task.
+            logger.exception("task %s: could not open its progress reporter", task_id)
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        self._close(True, None)
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        self._close(False, f"{type(exc).__name__}: {exc}")
+
+    def on_retry(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        reporter = self._take()
+        if reporter is not None:
+            reporter.close()  # no final status: the job goes on as a new attempt
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _job_id(self, task_id: str) -> str:
+        mapped = _handler().get_job_id_for_worker(task_id) if not self._remote() else None
+        return mapped or task_id
+
+    def _remote(self) -> bool:
+        if self.progress_remote is not None:
+            return bool(self.progress_remote)
+        return bool(load_settings().api_url)
+
+    def _open(self, task_id: str) -> ReporterFacade:
+        job_id = self._job_id(task_id)
+        attempt = int(getattr(self.request, "retries", 0) or 0) + 1
+        reporter: ReporterFacade
+        if self._remote():
+            _create_remote_job(job_id, self.name, self.progress_document_type)
+            reporter = ProgressReporter(
+                job_id, min_interval=self.progress_min_interval, attempt=attempt
+            )
+        else:
+            tracker = _handler().job_tracker
+            if tracker.get_job(job_id) is None:  # the producer may have created it, for a user
+                with contextlib.suppress(JobConflictError):  # ...or just now, concurrently
+                    tracker.start_job(
+                        document_name=self.name,
+                        document_type=self.progress_document_type,
+                        job_id=job_id,
+                    )
+            reporter = LocalReporter(
+                job_id, tracker, min_interval=self.progress_min_interval, attempt=attempt
+            )
+        self.request.morag_reporter = reporter
+        return reporter
+
+    def _take(self) -> Any:
+        reporter = getattr(self.request, "morag_reporter", None)
+        self.request.morag_reporter = None
+        return reporter
+
+    def _close(self, success: bool, message: str | None) -> None:
+        reporter = self._take()
+        if reporter is not None:
+            reporter.complete(success, message)
+            reporter.close()
+
+
+def _create_remote_job(job_id: str, name: str, document_type: str) -> None:
+    """Create the job on the server (idempotent: an existing job of the same id is kept)."""
+    base_url, headers = connection(None, None)
+    body = {"id": job_id, "document_name": name, "document_type": document_type}
+    try:
+        response = httpx.post(f"{base_url}/api/v1/jobs", json=body, headers=headers, timeout=10)
+        if response.status_code >= 400:
+            logger.warning("job %s: not created on the server (%s)", job_id, response.status_code)
+    except httpx.HTTPError as e:
+        logger.warning("job %s: not created on the server: %r", job_id, e)
+
+
+def _on_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
+    """A revoked task's job is CANCELLED (sent in the worker's main process; ``sender`` is the
+    task, ``request`` its context)."""
+    try:
+        task_id = getattr(request, "id", None)
+        if not isinstance(sender, ProgressTask) or not task_id:
+            return
+        task = sender
+        job_id = task._job_id(task_id)
+        if task._remote():
+            with ProgressReporter(job_id) as reporter:
+                reporter.complete(False, "Task revoked", cancelled=True)
+            return
+        tracker = _handler().job_tracker
+        job = tracker.get_job(job_id)
+        if job is not None and not job.status.is_terminal:
+            tracker.mark_cancelled(job_id)
+    except Exception:
+        # A signal handler must not break the worker.
+        logger.exception("revoked task's job not cancelled")
+
+
+task_revoked.connect(_on_revoked, weak=False)

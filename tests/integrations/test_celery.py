@@ -1,0 +1,173 @@
+"""Celery end to end: a real worker process runs ProgressTask tasks, on kombu's filesystem
+transport (no server) and on Redis; the jobs they drive are read from the store."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from morag_progress import JobStatus, JobTracker, ProgressHandler
+from morag_progress.models import Job
+from tests.services import free_port, unavailable
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        unavailable("redis-server not found (apt-get install redis-server)")
+    assert binary is not None
+    port = free_port()
+    directory = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(directory)],
+        stdout=subprocess.DEVNULL,
+    )
+    import socket
+
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture(scope="module", params=["filesystem", "redis"])
+def worker(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[object, JobTracker]]:
+    """A real `celery worker` process (prefork, one child) and the test's tracker on its store,
+    one per broker for the module's tests."""
+    tmp_path = tmp_path_factory.mktemp(f"celery-{request.param}")
+    database_url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    env = {**os.environ, "MORAG_PROGRESS_DATABASE_URL": database_url, "PYTHONPATH": str(ROOT)}
+    env.pop("MORAG_PROGRESS_API_URL", None)
+    env.pop("MORAG_PROGRESS_API_KEY", None)
+    if request.param == "redis":
+        env["MORAG_TEST_BROKER_URL"] = request.getfixturevalue("redis_url")
+    else:
+        env["MORAG_TEST_BROKER_DIR"] = str(tmp_path / "broker")
+    os.environ.update({k: env[k] for k in env if k.startswith("MORAG_TEST_")})
+    # The producer side (this process) uses the same app module and broker.
+    import importlib
+
+    import tests.integrations.celery_app as module
+
+    module = importlib.reload(module)
+    log = (tmp_path / "worker.log").open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tests.integrations.celery_app",
+            "worker",
+            "--pool=prefork",
+            "--concurrency=1",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--loglevel=INFO",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    tracker = JobTracker(database_url)
+    try:
+        yield module, tracker
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        tracker.close()
+        log.close()
+        for name in ("MORAG_TEST_BROKER_URL", "MORAG_TEST_BROKER_DIR"):
+            os.environ.pop(name, None)
+        module.app.close()
+        print((tmp_path / "worker.log").read_text()[-3000:])
+
+
+def wait_for(
+    tracker: JobTracker, job_id: str, done: Callable[[Job], bool], timeout: float = 60
+) -> Job:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = tracker.get_job(job_id)
+        if job is not None and done(job):
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} is {job}"
+        time.sleep(0.05)
+
+
+def terminal(job: Job) -> bool:
+    return job.status.is_terminal
+
+
+def test_task_drives_its_job_to_finished(worker: tuple[object, JobTracker]) -> None:
+    """Started -> PROCESSING, the 10-70% stage mapping, success -> FINISHED; job id = task id."""
+    module, tracker = worker
+    result = module.ingest.delay(20)  # type: ignore[attr-defined]
+    job = wait_for(tracker, result.id, terminal)
+    assert (job.status, job.percentage, job.document_type) == (JobStatus.FINISHED, 100, "celery")
+    assert job.start_date is not None
+    history = [(e.status, e.percentage) for e in tracker.history(result.id)]
+    percentages = [p for _, p in history]
+    assert percentages == sorted(percentages)
+    assert [s for s, _ in history[:2]] == [JobStatus.PENDING, JobStatus.PROCESSING]
+    stage = [p for p in percentages if 5 < p < 90]
+    assert stage
+    assert all(10 <= p <= 70 for p in stage)  # 10 + progress * 60
+
+
+def test_failure_keeps_the_percentage(worker: tuple[object, JobTracker]) -> None:
+    """A task that raises fails its job at the percentage it reached, with the error."""
+    module, tracker = worker
+    result = module.explode.delay()  # type: ignore[attr-defined]
+    job = wait_for(tracker, result.id, terminal)
+    assert (job.status, job.percentage) == (JobStatus.FAILED, 40)
+    assert job.error == "ValueError: corrupt PDF"
+
+
+def test_retry_is_a_new_attempt(worker: tuple[object, JobTracker]) -> None:
+    """A retried task's second run reports as attempt 2 and finishes the job."""
+    module, tracker = worker
+    result = module.flaky.delay()  # type: ignore[attr-defined]
+    job = wait_for(tracker, result.id, terminal)
+    assert (job.status, job.attempt) == (JobStatus.FINISHED, 2)
+    messages = [e.message for e in tracker.history(result.id)]
+    assert "run 1" in messages
+    assert "run 2" in messages
+
+
+def test_mapped_job_and_revocation(worker: tuple[object, JobTracker]) -> None:
+    """A task mapped to an existing job reports on it; revoking the task cancels the job."""
+    module, tracker = worker
+    job_id = tracker.start_job("site", "web", user_id="alice")
+    task_id = "task-crawl-1"
+    ProgressHandler(job_tracker=tracker).register_job_mapping(task_id, job_id)
+    result = module.crawl.apply_async(task_id=task_id)  # type: ignore[attr-defined]
+    wait_for(tracker, job_id, lambda j: j.percentage >= 2)
+    result.revoke(terminate=True)
+    job = wait_for(tracker, job_id, terminal)
+    assert job.status is JobStatus.CANCELLED
+    assert tracker.get_job(task_id) is None
