@@ -1,4 +1,5 @@
-"""The ``morag-progress`` command: serve the API and manage its keys."""
+"""The ``morag-progress`` command: serve the API, manage keys, and the worker-side commands
+(``run``, ``tail``, ``report``, ``watch``) and ``demo``."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from morag_progress.store import SQLStore, open_store
 __all__ = ["app", "main"]
 
 app = typer.Typer(
-    help="Job progress reporting: serve the API, manage keys.",
+    help="Job progress reporting: serve the API, manage keys, report and watch progress.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -161,6 +162,14 @@ def keys_revoke(
         console.print(f"[red]error:[/red] no active key {key_id!r}")
         raise typer.Exit(1)
     console.print(f"key {key_id} revoked")
+
+
+from morag_progress.cli.worker import report, run, tail, watch  # noqa: E402 - needs `app`
+
+app.command()(report)
+app.command(context_settings={"allow_interspersed_args": False})(run)
+app.command()(tail)
+app.command()(watch)
 
 
 def main() -> None:

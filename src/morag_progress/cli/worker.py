@@ -1,0 +1,319 @@
+"""Worker-side commands: ``run`` wraps a command, ``tail`` follows a log file, ``report`` sends
+one update, ``watch`` shows jobs live."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.live import Live
+
+from morag_progress.cli.view import TERMINAL, JobsView, read_events
+from morag_progress.client import ProgressReporter
+from morag_progress.client._core import connection
+from morag_progress.errors import ConfigurationError
+from morag_progress.parser import ProgressEventParser
+
+__all__ = ["report", "run", "tail", "watch"]
+
+ApiUrl = Annotated[
+    str | None,
+    typer.Option("--api-url", help="Server URL (default: MORAG_PROGRESS_API_URL)."),
+]
+ApiKey = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key", help="API key (default: MORAG_PROGRESS_API_KEY).", show_default=False
+    ),
+]
+notes = Console(stderr=True)
+_PARSER = ProgressEventParser()
+
+
+def _connection(api_url: str | None, api_key: str | None) -> tuple[str, dict[str, str]]:
+    try:
+        return connection(api_url, api_key)
+    except ConfigurationError as e:
+        raise typer.BadParameter(str(e), param_hint="--api-url") from e
+
+
+def _fail(response: httpx.Response) -> typer.Exit:
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        detail = response.text
+    notes.print(f"[red]error:[/red] {response.status_code}: {detail}")
+    return typer.Exit(1)
+
+
+def _request(method: str, url: str, headers: dict[str, str], **kwargs: Any) -> httpx.Response:
+    try:
+        return httpx.request(method, url, headers=headers, timeout=10, **kwargs)
+    except httpx.HTTPError as e:
+        notes.print(f"[red]error:[/red] cannot reach {url}: {e}")
+        raise typer.Exit(1) from e
+
+
+def report(
+    job: Annotated[str, typer.Argument(help="The job's id.")],
+    percentage: Annotated[float, typer.Argument(min=0, max=100, help="0 to 100.")],
+    message: Annotated[str | None, typer.Argument(help="A summary of what is happening.")] = None,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Report one job's progress once, and print the job's state."""
+    base, headers = _connection(api_url, api_key)
+    body: dict[str, Any] = {"percentage": percentage}
+    if message is not None:
+        body["message"] = message
+    response = _request("PUT", f"{base}/api/v1/remote-jobs/{job}/progress", headers, json=body)
+    if response.status_code != 200:
+        raise _fail(response)
+    reply = response.json()
+    state = reply["job"]
+    applied = "" if reply["applied"] else " (not applied: older than the job's last update)"
+    typer.echo(f"{state['id']}: {state['status']} {state['percentage']}%{applied}")
+    if reply["cancel_requested"]:
+        notes.print("cancel requested", style="yellow")
+
+
+def _create_job(
+    base: str, headers: dict[str, str], job: str, name: str, document_type: str
+) -> None:
+    body = {"id": job, "document_name": name[:255], "document_type": document_type}
+    response = _request("POST", f"{base}/api/v1/jobs", headers, json=body)
+    if response.status_code not in (200, 201):
+        raise _fail(response)
+
+
+class _Lines:
+    """Splits a byte stream into lines on ``\\n`` and ``\\r`` (a tqdm bar redraws with
+    ``\\r``), passing each to ``emit``; a line longer than ``limit`` is cut there."""
+
+    def __init__(self, emit: Callable[[str], None], limit: int = 1 << 20) -> None:
+        self.emit = emit
+        self.limit = limit
+        self.buffer = b""
+
+    def feed(self, chunk: bytes) -> None:
+        *complete, self.buffer = (self.buffer + chunk).replace(b"\r", b"\n").split(b"\n")
+        for line in complete:
+            if line:
+                self.emit(line.decode("utf-8", "replace"))
+        if len(self.buffer) > self.limit:
+            self.emit(self.buffer.decode("utf-8", "replace"))
+            self.buffer = b""
+
+    def close(self) -> None:
+        if self.buffer:
+            self.emit(self.buffer.decode("utf-8", "replace"))
+            self.buffer = b""
+
+
+def _reporting(reporter: ProgressReporter, ceiling: int = 100) -> Callable[[str], None]:
+    """Parse each line and report its progress, at most ``ceiling`` percent."""
+
+    def emit(line: str) -> None:
+        event = _PARSER.parse_json_log(line)
+        if event is not None:
+            reporter.update(
+                min(event.percentage, ceiling),
+                event.message or None,
+                current=event.current,
+                total=event.total,
+            )
+
+    return emit
+
+
+def _pump(source: IO[bytes], sink: IO[bytes], lines: _Lines) -> None:
+    """Copy ``source`` to ``sink`` unchanged, as it comes, and feed the parser."""
+    fd = source.fileno()
+    while chunk := os.read(fd, 65536):
+        with contextlib.suppress(OSError, ValueError):  # our own output closed: keep parsing
+            sink.write(chunk)
+            sink.flush()
+        lines.feed(chunk)
+    lines.close()
+
+
+def run(
+    command: Annotated[list[str], typer.Argument(help="The command and its arguments, after --.")],
+    job: Annotated[
+        str | None, typer.Option("--job", help="The job to report on (default with --create: new).")
+    ] = None,
+    create: Annotated[bool, typer.Option("--create", help="Create the job first.")] = False,
+    name: Annotated[str | None, typer.Option(help="The created job's name.")] = None,
+    document_type: Annotated[
+        str, typer.Option("--type", help="The created job's document type.")
+    ] = "command",
+    min_interval: Annotated[float, typer.Option(min=0, help="Seconds between reports.")] = 0.5,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Run a command, pass its output through, report the progress found in it (up to 99%),
+    and end the job from its exit code (which this command returns)."""
+    base, headers = _connection(api_url, api_key)
+    if job is None:
+        if not create:
+            raise typer.BadParameter("is required unless --create is given", param_hint="--job")
+        job = str(uuid.uuid4())
+        notes.print(f"job {job}", style="dim")
+    if create:
+        _create_job(base, headers, job, name or " ".join(command), document_type)
+    reporter = ProgressReporter(job, api_url=base, api_key=_key(headers), min_interval=min_interval)
+    reporter.heartbeat()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    try:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    except OSError as e:
+        reporter.complete(False, f"cannot run {command[0]!r}: {e.strerror}")
+        reporter.close()
+        notes.print(f"[red]error:[/red] cannot run {command[0]!r}: {e.strerror}")
+        raise typer.Exit(127) from e
+    assert process.stdout is not None
+    assert process.stderr is not None
+    # 100% in the output (a finished tqdm bar) must not finish the job: the exit code does.
+    emit = _reporting(reporter, ceiling=99)
+    pumps = [
+        threading.Thread(target=_pump, args=(process.stdout, sys.stdout.buffer, _Lines(emit))),
+        threading.Thread(target=_pump, args=(process.stderr, sys.stderr.buffer, _Lines(emit))),
+    ]
+    for pump in pumps:
+        pump.start()
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:
+        process.send_signal(signal.SIGINT)
+        code = process.wait()
+    for pump in pumps:
+        pump.join()
+    if code == 0:
+        reporter.complete(True)
+    else:
+        reporter.complete(False, f"{Path(command[0]).name} exited with code {code}")
+    if not reporter.close():
+        notes.print("[yellow]warning:[/yellow] the final status was not delivered")
+    raise typer.Exit(code if code >= 0 else 128 - code)
+
+
+def _key(headers: dict[str, str]) -> str | None:
+    value = headers.get("Authorization")
+    return value.removeprefix("Bearer ") if value else None
+
+
+def tail(
+    file: Annotated[Path, typer.Argument(help="The log file.", dir_okay=False)],
+    job: Annotated[str, typer.Option("--job", help="The job to report on.")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep reading as the file grows.")
+    ] = False,
+    poll: Annotated[float, typer.Option(min=0.01, help="Seconds between looks.")] = 0.25,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Report the progress in a log file (structlog JSON or the plain formats); with --follow,
+    keep reading new lines (surviving rotation) until the job ends or Ctrl-C."""
+    base, headers = _connection(api_url, api_key)
+    if not follow and not file.is_file():
+        raise typer.BadParameter(f"{file} is not a readable file", param_hint="FILE")
+    reporter = ProgressReporter(job, api_url=base, api_key=_key(headers), min_interval=0.25)
+    lines = _Lines(_reporting(reporter))
+    handle: IO[bytes] | None = None
+    inode = None
+    try:
+        while True:
+            if handle is None and file.is_file():
+                handle = file.open("rb")
+                inode = os.fstat(handle.fileno()).st_ino
+            chunk = handle.read(65536) if handle else b""
+            if chunk:
+                lines.feed(chunk)
+                continue
+            if not follow:
+                break
+            state = (reporter.job or {}).get("status")
+            if state in TERMINAL:
+                break
+            with contextlib.suppress(OSError):  # rotated or truncated: start the new file
+                stat = file.stat()
+                if handle is not None and (stat.st_ino != inode or stat.st_size < handle.tell()):
+                    handle.close()
+                    handle = None
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        lines.close()
+        if handle is not None:
+            handle.close()
+        reporter.close()
+
+
+def watch(
+    jobs: Annotated[list[str] | None, typer.Argument(help="Jobs to watch (default: all).")] = None,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Show jobs live (bars, status, message, rate, ETA) from the server's event stream. With
+    job ids, ends when they have all ended."""
+    base, headers = _connection(api_url, api_key)
+    view = JobsView(only=set(jobs) if jobs else None)
+    console = Console()
+    try:
+        with Live(view.render(), console=console, refresh_per_second=8) as live:
+            follow(base, headers, view, lambda: live.update(view.render()))
+    except KeyboardInterrupt:
+        pass
+    except httpx.HTTPError as e:
+        notes.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from e
+
+
+def follow(
+    base: str,
+    headers: dict[str, str],
+    view: JobsView,
+    changed: Callable[[], None],
+    stop: Callable[[], bool] = lambda: False,
+) -> None:
+    """Feed ``view`` from the event stream of the caller's jobs until every job it watches
+    has ended (when it watches given jobs), ``stop()`` is true, or the stream ends."""
+    with httpx.Client(base_url=base, headers=headers, timeout=httpx.Timeout(10, read=60)) as client:
+        for job_id in sorted(view.only or ()):
+            response = client.get(f"/api/v1/jobs/{job_id}")
+            if response.status_code != 200:
+                raise _fail(response)
+            view.snapshot(response.json())
+        changed()
+        if view.only and view.done:
+            return
+        with client.stream("GET", "/api/v1/events") as response:
+            if response.status_code != 200:
+                response.read()
+                raise _fail(response)
+            for event in read_events(response):
+                if event.event == "snapshot":
+                    for job in event.json():
+                        view.snapshot(job)
+                elif event.event == "progress":
+                    data = event.json()
+                    if view.wants(data["job_id"]) and not view.apply(data):
+                        job = client.get(f"/api/v1/jobs/{data['job_id']}")
+                        if job.status_code == 200:
+                            view.snapshot(job.json())
+                changed()
+                if (view.only and view.done) or stop():
+                    return

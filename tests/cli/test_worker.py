@@ -1,0 +1,214 @@
+"""The worker-side commands against a real server: run (a command printing tqdm bars and log
+lines, passed through, ending the job from its exit code), tail, report and watch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from morag_progress.cli import app
+from morag_progress.models import JobStatus
+from tests.live import Remote
+
+runner = CliRunner()
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from tqdm import tqdm
+    print("starting the conversion", flush=True)
+    for _ in tqdm(range(40), total=50, desc="Pages", mininterval=0, file=sys.stderr):
+        time.sleep(0.01)
+    time.sleep(0.2)  # stdout and stderr are read apart: let the bar's last redraw land first
+    print("Processing progress: Writing markdown (95%)", flush=True)
+    sys.exit(int(sys.argv[1]))
+    """
+)
+
+
+def cli(remote: Remote, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MORAG_PROGRESS_API_URL": remote.url, "MORAG_PROGRESS_API_KEY": remote.key}
+    return subprocess.run(
+        [sys.executable, "-m", "morag_progress.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_run_reports_tqdm_and_fails_on_exit_code(remote: Remote) -> None:
+    """A command exiting 3 after tqdm bars: output passed through, progress reported from the
+    bars and log lines, the job FAILED at its last percentage, and 3 returned."""
+    job_id = remote.new_job()
+    done = cli(
+        remote,
+        "run",
+        "--job",
+        job_id,
+        "--min-interval",
+        "0.02",
+        "--",
+        sys.executable,
+        "-c",
+        SCRIPT,
+        "3",
+    )
+    assert done.returncode == 3, done.stderr
+    assert "starting the conversion" in done.stdout
+    assert "Processing progress: Writing markdown (95%)" in done.stdout
+    assert "40/50" in done.stderr  # the bar, unchanged
+    job = remote.job(job_id)
+    assert (job.status, job.percentage) == (JobStatus.FAILED, 95)
+    assert job.error == f"{Path(sys.executable).name} exited with code 3"
+    history = [e.percentage for e in remote.tracker.history(job_id)]
+    assert history == sorted(history)
+    assert any(0 < p < 95 for p in history)  # bars reported on the way
+
+
+def test_run_create_finishes_on_success(remote: Remote) -> None:
+    """--create makes the job (idempotently); exit code 0 finishes it."""
+    job_id = "convert-1"
+    env_key = remote.user_key
+    env = {**os.environ, "MORAG_PROGRESS_API_URL": remote.url, "MORAG_PROGRESS_API_KEY": env_key}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "morag_progress.cli",
+            "run",
+            "--create",
+            "--job",
+            job_id,
+            "--name",
+            "report.pdf",
+            "--",
+            sys.executable,
+            "-c",
+            SCRIPT,
+            "0",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    job = remote.job(job_id)
+    assert (job.status, job.percentage, job.document_name) == (
+        JobStatus.FINISHED,
+        100,
+        "report.pdf",
+    )
+
+
+def test_run_missing_command_is_127(remote: Remote) -> None:
+    """A command that cannot start fails the job and returns 127."""
+    job_id = remote.new_job()
+    done = cli(remote, "run", "--job", job_id, "--", "/nonexistent/convert")
+    assert done.returncode == 127
+    assert remote.job(job_id).status is JobStatus.FAILED
+
+
+def test_run_needs_a_job(remote: Remote) -> None:
+    """Without --job or --create, run refuses, naming --job."""
+    done = cli(remote, "run", "--", "true")
+    assert done.returncode == 2
+    assert "--job" in done.stderr
+
+
+def test_tail_reports_the_latest_progress(remote: Remote, tmp_path: Path) -> None:
+    """tail reads structlog JSON and plain lines and reports their progress in order."""
+    job_id = remote.new_job()
+    log = tmp_path / "worker.log"
+    log.write_text(
+        '{"event": "Processing progress: Transcribing (30%)", "level": "info"}\n'
+        "2025-06-11 11:26:50 INFO [60%] Diarizing\n"
+        "no progress here\n"
+    )
+    done = cli(remote, "tail", str(log), "--job", job_id)
+    assert done.returncode == 0, done.stderr
+    job = remote.job(job_id)
+    assert (job.percentage, job.summary) == (60, "Diarizing")
+
+
+def test_tail_follow_ends_with_the_job(remote: Remote, tmp_path: Path) -> None:
+    """--follow keeps reading a growing file until its progress ends the job."""
+    job_id = remote.new_job()
+    log = tmp_path / "growing.log"
+    log.write_text("Progress: 10% - warming up\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "morag_progress.cli", "tail", str(log), "--job", job_id, "-f"],
+        env={
+            **os.environ,
+            "MORAG_PROGRESS_API_URL": remote.url,
+            "MORAG_PROGRESS_API_KEY": remote.key,
+        },
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while remote.job(job_id).percentage < 10:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with log.open("a") as f:
+            f.write("Progress: 100% - done\n")
+        assert process.wait(20) == 0
+    finally:
+        process.kill()
+    assert remote.job(job_id).status is JobStatus.FINISHED
+
+
+def test_report_prints_the_job(remote: Remote) -> None:
+    """report sends one update and prints the job's state; errors exit 1 with the detail."""
+    job_id = remote.new_job()
+    done = cli(remote, "report", job_id, "45", "Transcribing audio content")
+    assert done.returncode == 0, done.stderr
+    assert f"{job_id}: PROCESSING 45%" in done.stdout
+    missing = cli(remote, "report", "no-such-job", "45")
+    assert missing.returncode == 1
+    assert "404" in missing.stderr
+    bad = cli(remote, "report", job_id, "150")
+    assert bad.returncode == 2
+
+
+def test_report_without_a_server_url_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No URL configured: a usage error naming --api-url."""
+    result = runner.invoke(app, ["report", "job", "10"])
+    assert result.exit_code == 2
+    assert "api_url" in result.output
+
+
+def test_watch_ends_when_its_jobs_end(remote: Remote) -> None:
+    """watch JOB shows the job live and returns once it has ended."""
+    job_id = remote.new_job()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "morag_progress.cli", "watch", job_id],
+        env={
+            **os.environ,
+            "MORAG_PROGRESS_API_URL": remote.url,
+            "MORAG_PROGRESS_API_KEY": remote.key,
+            "COLUMNS": "150",
+        },
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.0)
+        remote.tracker.update_progress(job_id, 50, None, "Halfway")
+        time.sleep(0.3)
+        remote.tracker.mark_completed(job_id, "All done")
+        out, _ = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert process.returncode == 0
+    assert "FINISHED" in out
+    assert "All done" in out
