@@ -172,6 +172,23 @@ app.command()(tail)
 app.command()(watch)
 
 
+@app.command()
+def demo(
+    keep_serving: Annotated[
+        bool, typer.Option("--keep-serving", help="Leave the API up after the demo.")
+    ] = False,
+    seconds: Annotated[
+        float, typer.Option(min=1, max=600, help="How long each simulated job runs.")
+    ] = 8.0,
+) -> None:
+    """The whole system on this machine, no servers to install: the API over a temporary
+    SQLite database, remote workers over HTTP, a Celery worker on a filesystem broker and a
+    wrapped command, shown live in the terminal."""
+    from morag_progress.demo import run_demo
+
+    raise typer.Exit(run_demo(keep_serving=keep_serving, seconds=seconds, console=console))
+
+
 def main() -> None:
     """Entry point of the ``morag-progress`` script."""
     app()

@@ -42,7 +42,8 @@ class ServerEvent:
 
 
 def read_events(response: httpx.Response) -> Iterator[ServerEvent]:
-    """Server-sent events from a streaming response (comments and keep-alives skipped)."""
+    """Server-sent events from a streaming response; comments (keep-alives) come as events
+    named ``comment``."""
     event = ServerEvent()
     lines: list[str] = []
     for line in response.iter_lines():
@@ -54,7 +55,9 @@ def read_events(response: httpx.Response) -> Iterator[ServerEvent]:
             continue
         name, _, value = line.partition(":")
         value = value.removeprefix(" ")
-        if name == "data":
+        if name == "":  # a comment (keep-alive): told apart so readers can look at the clock
+            yield ServerEvent(event="comment", data=value)
+        elif name == "data":
             lines.append(value)
         elif name == "event":
             event.event = value
@@ -124,7 +127,7 @@ class JobsView:
 
     def render(self, title: str | None = None) -> Table:
         table = Table(title=title, expand=True, title_justify="left")
-        table.add_column("job", no_wrap=True, max_width=14)
+        table.add_column("job", no_wrap=True, max_width=8)
         table.add_column("name", no_wrap=True, max_width=20)
         table.add_column("status", no_wrap=True)
         table.add_column("progress", ratio=1, min_width=10)
@@ -137,7 +140,7 @@ class JobsView:
             percentage = int(job.get("percentage") or 0)
             rate = job.get("rate")
             table.add_row(
-                str(job["id"])[:14],
+                str(job["id"])[:8],
                 str(job.get("document_name", "")),
                 Text(status, style=_STYLE.get(status, "")),
                 ProgressBar(total=100, completed=percentage, width=None),
