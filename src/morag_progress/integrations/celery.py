@@ -72,10 +72,14 @@ def filesystem_broker(directory: str | Path) -> dict[str, Any]:
     }
 
 
-@functools.cache
 def _handler() -> ProgressHandler:
-    """One handler per worker process (created in the child after a prefork fork)."""
-    return ProgressHandler()
+    """One handler per worker process and store (created in the child after a prefork fork)."""
+    return _handler_for(load_settings().database_url)
+
+
+@functools.cache
+def _handler_for(database_url: str | None) -> ProgressHandler:
+    return ProgressHandler(database_url)
 
 
 class ProgressTask(Task):  # type: ignore[misc]  # celery has no type information

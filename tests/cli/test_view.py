@@ -1,0 +1,92 @@
+"""The live view's model: snapshots, progress events, smoothed rate and ETA, rendering, and
+the server-sent-event reader."""
+
+from __future__ import annotations
+
+import httpx
+from rich.console import Console
+
+from morag_progress.cli.view import JobsView, read_events
+
+
+def job(job_id: str = "j1", **fields: object) -> dict[str, object]:
+    return {
+        "id": job_id,
+        "document_name": "talk.mp3",
+        "status": "PROCESSING",
+        "percentage": 0,
+        "summary": None,
+        "created_at": "2026-01-01T00:00:00Z",
+        **fields,
+    }
+
+
+def event(
+    percentage: int, at: str, status: str = "PROCESSING", job_id: str = "j1"
+) -> dict[str, object]:
+    return {
+        "job_id": job_id,
+        "status": status,
+        "percentage": percentage,
+        "message": f"at {percentage}",
+        "timestamp": at,
+    }
+
+
+def test_events_move_jobs_and_smooth_rate_and_eta() -> None:
+    """Two events 10 s apart, +20%: 2 %/s and 40 s left; the next one is smoothed."""
+    view = JobsView()
+    view.snapshot(job())
+    assert view.apply(event(0, "2026-01-01T00:00:00Z"))
+    assert view.apply(event(20, "2026-01-01T00:00:10Z"))
+    state = view.jobs["j1"]
+    assert (state["percentage"], state["summary"], state["rate"]) == (20, "at 20", 2.0)
+    assert state["eta_seconds"] == 40.0
+    view.apply(event(30, "2026-01-01T00:00:11Z"))  # 10 %/s now, smoothed with 0.3
+    assert round(state["rate"], 2) == round(0.3 * 10 + 0.7 * 2, 2)
+
+
+def test_pause_and_unknown_jobs() -> None:
+    """No progress between events keeps the rate; an unknown job is reported as such."""
+    view = JobsView()
+    view.snapshot(job(rate=1.0))
+    view.apply(event(10, "2026-01-01T00:00:00Z"))
+    view.apply(event(10, "2026-01-01T00:01:00Z"))
+    assert view.jobs["j1"]["rate"] == 1.0
+    assert not view.apply(event(5, "2026-01-01T00:00:00Z", job_id="other"))
+
+
+def test_only_given_jobs_and_done() -> None:
+    """A view of given jobs ignores others and is done when all of them ended."""
+    view = JobsView(only={"j1"})
+    assert not view.done
+    view.snapshot(job("j2"))
+    view.snapshot(job("j1"))
+    assert list(view.jobs) == ["j1"]
+    view.apply(event(100, "bad time", status="FINISHED"))
+    assert view.done
+    assert view.jobs["j1"]["eta_seconds"] is None
+
+
+def test_render_shows_status_bar_message_rate_and_eta() -> None:
+    """The table has the job's name, status, percentage, message, rate and ETA."""
+    view = JobsView()
+    view.snapshot(job(percentage=40, summary="Transcribing", rate=2.5, eta_seconds=3725))
+    console = Console(width=160, record=True)
+    console.print(view.render(title="Jobs"))
+    text = console.export_text()
+    for expected in ("talk.mp3", "PROCESSING", "40%", "Transcribing", "2.5%/s", "1:02:05"):
+        assert expected in text
+
+
+def test_read_events_parses_the_stream() -> None:
+    """Events with names, ids and multi-line data; comments come as 'comment' events."""
+    body = b": ping\r\n\r\nevent: snapshot\r\nid: 7\r\ndata: [1,\r\ndata: 2]\r\n\r\ndata: x\r\n\r\n"
+    response = httpx.Response(200, content=body)
+    events = list(read_events(response))
+    assert [(e.event, e.id) for e in events] == [
+        ("comment", None),
+        ("snapshot", "7"),
+        ("message", None),
+    ]
+    assert events[1].json() == [1, 2]

@@ -1,0 +1,83 @@
+"""The examples run as written: the remote worker against a real server, the Celery app's
+task through Celery's own task runner (eagerly, in this process) on a real store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from morag_progress import JobStatus, JobTracker
+from tests.live import Remote
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_remote_worker_claims_reports_and_finishes(remote: Remote) -> None:
+    """The example claims the waiting job, reports its converter's progress and finishes it."""
+    job_id = remote.tracker.start_job(
+        "talk.mp3", "audio", user_id="alice", status=JobStatus.WAITING_FOR_REMOTE_WORKER
+    )
+    env = {**os.environ, "MORAG_PROGRESS_API_URL": remote.url, "MORAG_PROGRESS_API_KEY": remote.key}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "remote_worker.py"), "--once"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Processing progress: Transcribing talk.mp3 (50%)" in done.stderr
+    job = remote.job(job_id)
+    assert (job.status, job.percentage, job.worker_id) == (
+        JobStatus.FINISHED,
+        100,
+        "remote-worker-gpu-01",
+    )
+    assert len(remote.tracker.history(job_id)) > 3
+
+
+def test_remote_worker_follows_a_cancel_request(remote: Remote) -> None:
+    """A job cancelled while it runs ends CANCELLED by the worker itself."""
+    job_id = remote.tracker.start_job(
+        "talk.mp3", "audio", user_id="alice", status=JobStatus.WAITING_FOR_REMOTE_WORKER
+    )
+    env = {**os.environ, "MORAG_PROGRESS_API_URL": remote.url, "MORAG_PROGRESS_API_KEY": remote.key}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / "remote_worker.py"), "--once"],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    import time
+
+    deadline = time.monotonic() + 30
+    while remote.job(job_id).percentage < 10:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    remote.tracker.request_cancel(job_id)
+    assert process.wait(30) == 0
+    job = remote.job(job_id)
+    assert job.status is JobStatus.CANCELLED
+    assert 10 <= job.percentage < 100
+
+
+def test_celery_example_maps_the_seed_callback(tmp_path: Path) -> None:
+    """The ingest task runs through Celery's tracer: PROCESSING, 10..70% from the callback,
+    then FINISHED; the job's id is the task's."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from examples.celery_app import ingest_file
+    finally:
+        sys.path.remove(str(ROOT))
+    result = ingest_file.apply(args=("talk.pdf", "document"), task_id="ingest-1")
+    assert result.successful(), result.traceback
+    tracker = JobTracker()
+    job = tracker.get_job("ingest-1")
+    assert job is not None
+    assert (job.status, job.percentage) == (JobStatus.FINISHED, 100)
+    middle = [e.percentage for e in tracker.history("ingest-1") if 5 < e.percentage < 90]
+    assert middle
+    assert all(10 <= p <= 70 for p in middle)
+    tracker.close()
