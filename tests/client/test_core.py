@@ -44,10 +44,10 @@ def send(core: ReporterCore) -> Call:
 def test_updates_coalesce_to_the_latest() -> None:
     """Many updates between two sends go out as one: the latest."""
     core, ticks = make()
-    core.note(1, "first")
+    core.update(1, "first")
     core.settle(send(core), 200, ok())
     for p in range(2, 60):
-        core.note(p, f"at {p}")
+        core.update(p, f"at {p}")
     assert core.next_call() is None  # throttled
     ticks.now += 0.5
     call = send(core)
@@ -58,9 +58,9 @@ def test_updates_coalesce_to_the_latest() -> None:
 def test_first_update_goes_at_once_then_throttled() -> None:
     """The first update is due at once; the next waits out min_interval."""
     core, ticks = make(min_interval=2)
-    core.note(5)
+    core.update(5)
     core.settle(send(core), 200, ok())
-    core.note(6)
+    core.update(6)
     assert core.delay() == pytest.approx(2)
     ticks.now += 1.5
     assert core.next_call() is None
@@ -73,21 +73,21 @@ def test_a_parked_shell_is_woken_by_the_next_update() -> None:
     core, ticks = make(min_interval=0.5)
     wakes: list[int] = []
     core.wake = lambda: wakes.append(1)
-    core.note(1)
+    core.update(1)
     core.settle(send(core), 200, ok())
     ticks.now += 1
     assert core.delay() is None  # parked
     before = len(wakes)
-    core.note(2)
+    core.update(2)
     assert len(wakes) == before + 1
-    core.note(3)  # not parked any more: no second wake-up
+    core.update(3)  # not parked any more: no second wake-up
     assert len(wakes) == before + 1
 
 
 def test_stage_change_goes_at_once_and_maps_its_range() -> None:
     """A stage's start is sent without waiting; progress inside maps to start + p * weight."""
     core, ticks = make(min_interval=10)
-    core.note(5)
+    core.update(5)
     core.settle(send(core), 200, ok())
     callback = core.stage("processing", 60, start=10)
     call = send(core)
@@ -143,7 +143,7 @@ def test_bad_percentage_is_logged_and_dropped(value: Any, caplog: pytest.LogCapt
     """An out-of-range or non-numeric percentage never raises into the worker."""
     core, _ = make()
     with caplog.at_level(logging.WARNING):
-        core.note(value)
+        core.update(value)
     assert core.next_call() is None
     assert "percentage must be a number 0..100" in caplog.text
 
@@ -151,8 +151,8 @@ def test_bad_percentage_is_logged_and_dropped(value: Any, caplog: pytest.LogCapt
 def test_progress_callback_takes_a_fraction() -> None:
     """The seed's callback: 0.75 reports 75%; garbage is dropped."""
     core, _ = make()
-    core.note_fraction("x")  # type: ignore[arg-type]
-    core.note_fraction(0.75, "Transcribing")
+    core.progress_callback("x")  # type: ignore[arg-type]
+    core.progress_callback(0.75, "Transcribing")
     body = send(core).body
     assert body is not None
     assert (body["percentage"], body["message"]) == (75, "Transcribing")
@@ -161,7 +161,7 @@ def test_progress_callback_takes_a_fraction() -> None:
 def test_long_message_is_truncated() -> None:
     """A message over the server's limit is cut, not refused."""
     core, _ = make()
-    core.note(1, "x" * 10_000)
+    core.update(1, "x" * 10_000)
     body = send(core).body
     assert body is not None
     assert len(body["message"]) == 4096
@@ -170,10 +170,10 @@ def test_long_message_is_truncated() -> None:
 def test_final_waits_for_pending_progress() -> None:
     """Pending progress goes out before the final status, so a failure keeps it."""
     core, _ = make(min_interval=60)
-    core.note(10)
+    core.update(10)
     core.settle(send(core), 200, ok())
-    core.note(42)
-    core.finish(False, "GPU lost")
+    core.update(42)
+    core.complete(False, "GPU lost")
     progress = send(core)
     assert (progress.kind, progress.body["percentage"]) == (CallKind.PROGRESS, 42)  # type: ignore[index]
     core.settle(progress, 200, ok())
@@ -184,14 +184,14 @@ def test_final_waits_for_pending_progress() -> None:
     core.settle(result, 200, ok({"status": "FAILED"}))
     assert core.finished
     assert core.idle
-    core.finish(True)  # the first call won
+    core.complete(True)  # the first call won
     assert core.next_call() is None
 
 
 def test_cancelled_final() -> None:
     """finish(cancelled=True) asks for CANCELLED."""
     core, _ = make()
-    core.finish(False, cancelled=True)
+    core.complete(False, cancelled=True)
     assert send(core).body == {"success": False, "message": None, "cancelled": True}
 
 
@@ -199,7 +199,7 @@ def test_cancelled_final() -> None:
 def test_transient_failures_back_off_and_retry(status: int | None) -> None:
     """Network errors, 429 and 5xx keep the update and retry it after a growing backoff."""
     core, ticks = make(min_interval=0)
-    core.note(10)
+    core.update(10)
     delays = []
     for _ in range(4):
         core.settle(send(core), status)
@@ -218,7 +218,7 @@ def test_transient_failures_back_off_and_retry(status: int | None) -> None:
 def test_retry_after_is_honoured() -> None:
     """A 429's Retry-After sets the earliest retry."""
     core, _ = make(min_interval=0)
-    core.note(10)
+    core.update(10)
     core.settle(send(core), 429, {"detail": "slow down"}, retry_after="7")
     assert core.delay() == pytest.approx(7, abs=0.01)
 
@@ -226,7 +226,7 @@ def test_retry_after_is_honoured() -> None:
 def test_backoff_is_capped() -> None:
     """However many failures, the wait stays under max_backoff."""
     core, ticks = make(min_interval=0, max_backoff=2)
-    core.note(10)
+    core.update(10)
     for _ in range(30):
         core.settle(send(core), 500)
         delay = core.delay()
@@ -239,12 +239,12 @@ def test_backoff_is_capped() -> None:
 def test_permanent_refusal_stops_reporting(status: int, caplog: pytest.LogCaptureFixture) -> None:
     """401, 404 and 409 cannot be fixed by retrying: the reporter logs and stops."""
     core, _ = make(min_interval=0)
-    core.note(10)
+    core.update(10)
     with caplog.at_level(logging.WARNING):
         core.settle(send(core), status, {"detail": "job 'job-1' not found"})
     assert "refused the progress report" in caplog.text
-    core.note(20)
-    core.finish(True)
+    core.update(20)
+    core.complete(True)
     assert core.next_call() is None
     assert core.idle
     assert core.finished
@@ -253,10 +253,10 @@ def test_permanent_refusal_stops_reporting(status: int, caplog: pytest.LogCaptur
 def test_unprocessable_update_is_dropped_not_retried() -> None:
     """A 422 drops that update; the next one still goes."""
     core, _ = make(min_interval=0)
-    core.note(10)
+    core.update(10)
     core.settle(send(core), 422, {"detail": "bad"})
     assert core.next_call() is None
-    core.note(11)
+    core.update(11)
     assert send(core).body["percentage"] == 11  # type: ignore[index]
 
 
@@ -283,18 +283,18 @@ def test_failed_heartbeat_is_retried() -> None:
 def test_job_that_ended_on_the_server_stops_reporting() -> None:
     """A reply showing a terminal job (100% finishes it) makes later reports moot."""
     core, _ = make(min_interval=0)
-    core.note(100)
+    core.update(100)
     core.settle(send(core), 200, ok({"status": "FINISHED"}))
-    core.note(50)
-    core.finish(True)
+    core.update(50)
+    core.complete(True)
     assert core.next_call() is None
     assert core.finished
 
 
-def test_updates_carry_call_time_seq_and_attempt() -> None:
-    """Each update says when it was made, its order and the attempt it belongs to."""
+def test_updates_carry_time_seq_and_attempt() -> None:
+    """Each update says when it was sent, its order and the attempt it belongs to."""
     core = ReporterCore("j", min_interval=0, attempt=2, wall_clock=lambda: 1_750_000_000.5)
-    core.note(1)
+    core.update(1)
     body = send(core).body
     assert body is not None
     assert body["seq"] == 1
@@ -343,13 +343,15 @@ def test_retry_after_header_forms() -> None:
 )
 def test_sent_updates_never_go_backwards(steps: list[tuple[str, Any]]) -> None:
     """Whatever fails and is retried, acknowledged updates are in the order they were made,
-    and the last one made is the last one delivered."""
+    and the last one made is the last one delivered (unless the server refused it)."""
     core, ticks = make(min_interval=0.5)
+    made = 0
     delivered: list[int] = []
-    dropped: list[int] = []  # refused with 422: never retried
+    refused: list[int] = []
     for kind, value in steps:
         if kind == "note":
-            core.note(value)
+            made += 1
+            core.update(0, str(made))  # the message carries the order the update was made in
         elif kind == "tick":
             ticks.now += value
         else:
@@ -357,20 +359,18 @@ def test_sent_updates_never_go_backwards(steps: list[tuple[str, Any]]) -> None:
             if call is not None:
                 core.settle(call, value, ok())
                 if value == 200:
-                    delivered.append(call.seq)
+                    delivered.append(int(call.body["message"]))  # type: ignore[index]
                 elif value == 422:
-                    dropped.append(call.seq)
-    assert delivered == sorted(set(delivered))
-    # Drain: with the server healthy, the latest update arrives (unless it was refused).
-    latest = core._latest
+                    refused.append(int(call.body["message"]))  # type: ignore[index]
+    # Drain: with the server healthy, the latest update arrives.
     for _ in range(100):
         ticks.now += 60
         call = core.next_call()
         if call is None:
             break
         core.settle(call, 200, ok())
-        delivered.append(call.seq)
+        delivered.append(int(call.body["message"]))  # type: ignore[index]
     assert delivered == sorted(set(delivered))
     assert core.idle
-    if latest is not None:
-        assert max(delivered + dropped) == latest[0]
+    if made:
+        assert max(delivered + refused) == made

@@ -40,7 +40,6 @@ __all__ = [
     "Call",
     "CallKind",
     "ReporterCore",
-    "ReporterFacade",
     "Stage",
     "connection",
     "retry_after_seconds",
@@ -67,12 +66,15 @@ class Call:
     method: str
     path: str
     body: dict[str, Any] | None
-    seq: int
-    """Which note it carries; a retry of an older note is never sent after a newer one."""
+    value: _Note | None = None
+    """The checked values it carries (progress calls)."""
+    note: _Note | None = None
+    """The note it was made from: once acknowledged, that note and any older are delivered."""
 
 
-# A note is what update() stores: (seq, epoch seconds, percentage, message, current, total, stage).
-_Note = tuple[int, float, float, "str | None", "int | None", "int | None", "str | None"]
+# A note is what update() stores, as given: (percentage, message, current, total, stage). It is
+# checked when the sender takes it, so that the worker's call only stores a tuple.
+_Note = tuple[Any, Any, Any, Any, "str | None"]
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -116,6 +118,12 @@ def connection(api_url: str | None, api_key: str | None) -> tuple[str, dict[str,
     return str(api_url).rstrip("/"), headers
 
 
+def _clip(message: object) -> str:
+    """A message as the server takes it: text, at most its length limit."""
+    text = message if isinstance(message, str) else str(message)
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
+
+
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
@@ -152,9 +160,10 @@ class Stage:
 
 
 class ReporterCore:
-    """State and decisions of one job's reporter. Thread-safe for one writer (the worker) and
-    one sender (the shell): the worker only replaces ``_latest`` (an atomic assignment), the
-    sender reads it."""
+    """State and decisions of one job's reporter, and the calls a worker makes; the shells
+    (``sync.py``, ``aio.py``) subclass it and add only the sending. Safe for worker threads and
+    one sender: a worker's call replaces ``_latest`` (one atomic assignment), the sender reads
+    it."""
 
     def __init__(
         self,
@@ -184,19 +193,20 @@ class ReporterCore:
         self._wall = wall_clock
         self._seq = itertools.count(1)
         self._latest: _Note | None = None
-        self._sent_seq = 0  # highest note seq acknowledged or given up on
+        self._sent: _Note | None = None  # the note last acknowledged (or given up on)
+        self._stage_name: str | None = None
         self._sent_stage: str | None = None
         self._last_sent_at: float | None = None
         self._heartbeat_wanted = False
         self._final: dict[str, Any] | None = None
-        self._final_seq = 0
         self._final_done = False
         self._in_flight: Call | None = None
         self._not_before = 0.0
         self._failures = 0
         self._stage: Stage | None = None
         self._job_over = False  # the server refused for good (404, 409, 401...): stop sending
-        self._parked = False  # the shell waits for a wake-up with nothing due
+        # The shell waits for a wake-up with nothing due; it starts so: the first update wakes it.
+        self._parked = True
         self.cancel_requested = False
         self.job: dict[str, Any] | None = None
         """The job as the server last answered it."""
@@ -205,30 +215,24 @@ class ReporterCore:
 
     # -- the worker's side: store and return ---------------------------------------------------
 
-    def note(
+    def update(
         self,
         percentage: float,
         message: str | None = None,
+        *,
         current: int | None = None,
         total: int | None = None,
-        stage: str | None = None,
     ) -> None:
-        """Record an update (the latest wins). Bad values are logged and dropped, never raised."""
-        try:
-            if not 0 <= percentage <= 100:  # also refuses NaN
-                raise ValueError
-        except (TypeError, ValueError):
-            logger.warning(
-                "job %s: percentage must be a number 0..100, got %r", self.job_id, percentage
-            )
-            return
-        if message is not None and not isinstance(message, str):
-            message = str(message)
-        if message is not None and len(message) > _MAX_MESSAGE:
-            message = message[: _MAX_MESSAGE - 1] + "…"
-        first = self._latest is None
-        self._latest = (next(self._seq), self._wall(), percentage, message, current, total, stage)
-        if first or self._parked or stage != self._sent_stage:
+        """Report ``percentage`` (0..100). Returns at once: the value is stored and the sender
+        takes the latest one; a bad value is logged and dropped there, never raised here."""
+        self._latest = (percentage, message, current, total, self._stage_name)
+        if self._parked:
+            self._parked = False
+            self.wake()
+
+    def _note(self, percentage: float, message: str | None, stage: str | None) -> None:
+        self._latest = (percentage, message, None, None, stage)
+        if self._parked or stage != self._sent_stage:
             self._parked = False
             self.wake()
 
@@ -245,40 +249,34 @@ class ReporterCore:
             raise ConfigurationError(
                 "weight", f"with start {begin} must stay within 0..100", weight
             )
-        self._stage = Stage(name, float(begin), float(weight), self._stage_report)
-        self.note(begin, f"Stage: {name}", stage=name)
+        self._stage = Stage(name, float(begin), float(weight), self._note)
+        self._stage_name = name
+        self._note(begin, f"Stage: {name}", name)
         return self._stage
 
-    def _stage_report(self, percentage: float, message: str | None, stage: str) -> None:
-        self.note(percentage, message, stage=stage)
-
-    @property
-    def current_stage(self) -> str | None:
-        return self._stage.name if self._stage else None
-
-    def note_fraction(self, progress: float, message: str | None = None) -> None:
+    def progress_callback(self, progress: float, message: str | None = None) -> None:
         """The seed's ``progress_callback(progress, message)``: ``progress`` from 0 to 1."""
         try:
             percentage = progress * 100
         except TypeError:
-            percentage = progress  # note() logs and drops it
-        self.note(percentage, message)
+            percentage = progress  # the sender logs and drops it
+        self.update(percentage, message)
 
     def heartbeat(self) -> None:
         """Ask for a heartbeat (sent unless progress goes out first, which counts as one)."""
         self._heartbeat_wanted = True
         self.wake()
 
-    def finish(
+    def complete(
         self, success: bool = True, message: str | None = None, *, cancelled: bool = False
     ) -> None:
-        """Record the final status; the first call wins."""
+        """Finish the job (FINISHED at 100%), fail it (FAILED, percentage kept) or, with
+        ``cancelled``, end it as CANCELLED after a cancel request. The first call wins; it is
+        delivered before the reporter closes, or retried until the close deadline."""
         if self._final is not None:
             return
-        if message is not None and not isinstance(message, str):
-            message = str(message)
-        if message is not None and len(message) > _MAX_MESSAGE:
-            message = message[: _MAX_MESSAGE - 1] + "…"
+        if message is not None:
+            message = _clip(message)
         self._final = {"success": bool(success), "message": message}
         if cancelled and not success:
             self._final["cancelled"] = True
@@ -305,7 +303,7 @@ class ReporterCore:
 
     def _progress_pending(self) -> bool:
         latest = self._latest
-        return latest is not None and latest[0] > self._sent_seq
+        return latest is not None and latest is not self._sent
 
     def delay(self) -> float | None:
         """Seconds until :meth:`next_call` may return something; None when idle (then the next
@@ -332,7 +330,7 @@ class ReporterCore:
 
     def _throttle_wait(self, now: float) -> float:
         latest = self._latest
-        if self._last_sent_at is None or (latest is not None and latest[6] != self._sent_stage):
+        if self._last_sent_at is None or (latest is not None and latest[4] != self._sent_stage):
             return 0.0
         return max(0.0, self._last_sent_at + self.min_interval - now)
 
@@ -341,31 +339,60 @@ class ReporterCore:
         wait = self.delay()
         if wait is None or wait > 0:
             return None
-        call: Call
+        call: Call | None = None
         latest = self._latest
-        if latest is not None and latest[0] > self._sent_seq:
+        if latest is not None and latest is not self._sent:
             # Pending progress goes first, also before the final status: a failure keeps the
             # percentage, so it must be the latest one.
             call = self._progress_call(latest)
+            if call is None:  # refused by the checks, or no change since the last one sent
+                self._sent = latest
+                return self.next_call()
         elif self._final is not None and not self._final_done:
             call = Call(
-                CallKind.RESULT,
-                "PUT",
-                f"/api/v1/remote-jobs/{self.job_id}/result",
-                self._final,
-                self._final_seq,
+                CallKind.RESULT, "PUT", f"/api/v1/remote-jobs/{self.job_id}/result", self._final
             )
         else:
             call = Call(
-                CallKind.HEARTBEAT, "POST", f"/api/v1/remote-jobs/{self.job_id}/heartbeat", None, 0
+                CallKind.HEARTBEAT, "POST", f"/api/v1/remote-jobs/{self.job_id}/heartbeat", None
             )
             self._heartbeat_wanted = False
         self._in_flight = call
         return call
 
-    def _progress_call(self, note: _Note) -> Call:
-        seq, epoch, percentage, message, current, total, stage = note
-        body: dict[str, Any] = {"percentage": percentage, "timestamp": _iso(epoch), "seq": seq}
+    def _progress_call(self, note: _Note) -> Call | None:
+        percentage, message, current, total, stage = note
+        try:
+            if isinstance(percentage, bool) or not 0 <= percentage <= 100:  # NaN fails too
+                raise ValueError
+            percentage = float(percentage)
+        except (TypeError, ValueError):
+            logger.warning(
+                "job %s: percentage must be a number 0..100, got %r", self.job_id, percentage
+            )
+            return None
+        for name, count in (("current", current), ("total", total)):
+            if count is not None and (
+                isinstance(count, bool) or not isinstance(count, int) or count < 0
+            ):
+                logger.warning(
+                    "job %s: %s must be an integer >= 0, got %r", self.job_id, name, count
+                )
+                return None
+        if message is not None:
+            message = _clip(message)
+        sent = self._sent
+        if (
+            sent is not None
+            and sent[0] == percentage
+            and (message, current, total, stage) == (sent[1], sent[2], sent[3], sent[4])
+        ):
+            return None  # the same as the last one delivered: nothing new to say
+        body: dict[str, Any] = {
+            "percentage": percentage,
+            "timestamp": _iso(self._wall()),
+            "seq": next(self._seq),
+        }
         if message is not None:
             body["message"] = message
         if current is not None:
@@ -377,7 +404,12 @@ class ReporterCore:
         if self.attempt is not None:
             body["attempt"] = self.attempt
         return Call(
-            CallKind.PROGRESS, "PUT", f"/api/v1/remote-jobs/{self.job_id}/progress", body, seq
+            CallKind.PROGRESS,
+            "PUT",
+            f"/api/v1/remote-jobs/{self.job_id}/progress",
+            body,
+            (percentage, message, current, total, stage),
+            note,
         )
 
     def settle(
@@ -406,7 +438,7 @@ class ReporterCore:
             self._not_before = now + backoff
             if call.kind is CallKind.HEARTBEAT:
                 self._heartbeat_wanted = True
-            # A failed progress call stays pending by itself: _sent_seq did not move.
+            # A failed progress call stays pending by itself: _sent did not move.
             return
         # 4xx other than 429: the server will never take it.
         detail = reply.get("detail") if isinstance(reply, dict) else reply
@@ -418,12 +450,17 @@ class ReporterCore:
             detail,
         )
         if call.kind is CallKind.PROGRESS:
-            self._sent_seq = max(self._sent_seq, call.seq)
+            self._mark_sent(call)
         if status in (401, 403, 404, 409):
             # Unknown job, wrong key or a job that ended: nothing later can succeed either.
             self._job_over = True
             if call.kind is CallKind.RESULT or self._final is not None:
                 self._final_done = True
+
+    def _mark_sent(self, call: Call) -> None:
+        # The note itself if it is still the latest; otherwise a newer one is pending, and the
+        # checked value stands for what the server has (so a repeat of it is not sent again).
+        self._sent = call.note if self._latest is call.note else call.value
 
     def settle_response(self, call: Call, response: httpx.Response) -> None:
         """Record a received (and read) HTTP response to ``call``."""
@@ -441,7 +478,7 @@ class ReporterCore:
             if isinstance(job, dict):
                 self.job = job
         if call.kind is CallKind.PROGRESS:
-            self._sent_seq = max(self._sent_seq, call.seq)
+            self._mark_sent(call)
             self._sent_stage = call.body.get("stage") if call.body else None
             self._last_sent_at = now
             self._heartbeat_wanted = False
@@ -452,61 +489,3 @@ class ReporterCore:
         elif call.kind is CallKind.RESULT:
             self._final_done = True
             self._job_over = True
-
-
-class ReporterFacade:
-    """What a worker calls on either reporter: each call stores a value and returns at once."""
-
-    _core: ReporterCore
-
-    @property
-    def job_id(self) -> str:
-        return self._core.job_id
-
-    # -- what the worker calls: each stores a value and returns ---------------------------------
-
-    def update(
-        self,
-        percentage: float,
-        message: str | None = None,
-        *,
-        current: int | None = None,
-        total: int | None = None,
-    ) -> None:
-        """Report ``percentage`` (0..100). Returns at once; only the latest update is sent."""
-        self._core.note(percentage, message, current, total, self._core.current_stage)
-
-    def progress_callback(self, progress: float, message: str | None = None) -> None:
-        """The seed's callback: ``progress`` from 0 to 1."""
-        self._core.note_fraction(progress, message)
-
-    def stage(self, name: str, weight: float, *, start: float | None = None) -> Stage:
-        """Start a stage covering ``weight`` percent (see :class:`Stage`); returns its callback."""
-        return self._core.stage(name, weight, start=start)
-
-    def heartbeat(self) -> None:
-        """Tell the server the worker is alive without reporting progress."""
-        self._core.heartbeat()
-
-    def complete(
-        self, success: bool = True, message: str | None = None, *, cancelled: bool = False
-    ) -> None:
-        """Finish the job (FINISHED at 100%), fail it (FAILED, percentage kept) or, with
-        ``cancelled``, end it as CANCELLED after a cancel request. The first call wins; it is
-        delivered before ``close`` returns, or retried until its deadline."""
-        self._core.finish(success, message, cancelled=cancelled)
-
-    @property
-    def cancel_requested(self) -> bool:
-        """True once the server has said the job should stop (read from its replies)."""
-        return self._core.cancel_requested
-
-    @property
-    def job(self) -> dict[str, Any] | None:
-        """The job as the server last answered it, or None before the first reply."""
-        return self._core.job
-
-    @property
-    def finished(self) -> bool:
-        """The final status was acknowledged (or the server refused it for good)."""
-        return self._core.finished

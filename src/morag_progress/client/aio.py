@@ -9,14 +9,14 @@ from types import TracebackType
 
 import httpx
 
-from morag_progress.client._core import Call, ReporterCore, ReporterFacade, connection
+from morag_progress.client._core import Call, ReporterCore, connection
 
 __all__ = ["AsyncProgressReporter"]
 
 logger = logging.getLogger("morag_progress.client")
 
 
-class AsyncProgressReporter(ReporterFacade):
+class AsyncProgressReporter(ReporterCore):
     """The asyncio twin of :class:`~morag_progress.client.ProgressReporter`: the same calls
     (``update``, ``progress_callback``, ``stage``, ``heartbeat``, ``complete`` all return at once
     and may be called from any thread), sent by a task on the running loop::
@@ -38,7 +38,7 @@ class AsyncProgressReporter(ReporterFacade):
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         base_url, headers = connection(api_url, api_key)
-        self._core = ReporterCore(job_id, min_interval=min_interval, attempt=attempt)
+        super().__init__(job_id, min_interval=min_interval, attempt=attempt)
         self.close_timeout = close_timeout
         self._client = httpx.AsyncClient(
             base_url=base_url, headers=headers, timeout=timeout, transport=transport
@@ -52,7 +52,7 @@ class AsyncProgressReporter(ReporterFacade):
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._core.wake = self._wake_threadsafe
+        self.wake = self._wake_threadsafe
         self._task = loop.create_task(self._run(), name=f"morag-progress-reporter-{self.job_id}")
 
     def _wake_threadsafe(self) -> None:
@@ -106,7 +106,7 @@ class AsyncProgressReporter(ReporterFacade):
         await self.aclose()
 
     async def _run(self) -> None:
-        core = self._core
+        core = self
         while True:
             self._wake.clear()
             try:
@@ -128,6 +128,6 @@ class AsyncProgressReporter(ReporterFacade):
             response = await self._client.request(call.method, call.path, json=call.body)
         except httpx.HTTPError as e:
             logger.debug("job %s: %s report failed: %r", self.job_id, call.kind.value, e)
-            self._core.settle(call, None)
+            self.settle(call, None)
             return
-        self._core.settle_response(call, response)
+        self.settle_response(call, response)

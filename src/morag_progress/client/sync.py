@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from morag_progress.client._core import Call, CallKind, ReporterCore, ReporterFacade, connection
+from morag_progress.client._core import Call, CallKind, ReporterCore, connection
 from morag_progress.errors import ProgressError
 from morag_progress.models import ProgressUpdate, UpdateResult
 from morag_progress.tracker import JobTracker
@@ -21,19 +21,18 @@ __all__ = ["LocalReporter", "ProgressReporter"]
 logger = logging.getLogger("morag_progress.client")
 
 
-class _ThreadedReporter(ReporterFacade):
+class _ThreadedReporter(ReporterCore):
     """The thread shell: a daemon thread asks the core what to send, sends it with
     :meth:`_send`, and hands the outcome back. Subclasses only say how to send."""
 
-    def __init__(self, core: ReporterCore, close_timeout: float) -> None:
-        self._core = core
+    def _start(self, close_timeout: float) -> None:
         self.close_timeout = close_timeout
         self._wake = threading.Event()
-        self._core.wake = self._wake.set
+        self.wake = self._wake.set
         self._closing = False
         self._abandoned = False
         self._thread = threading.Thread(
-            target=self._run, name=f"morag-progress-reporter-{core.job_id}", daemon=True
+            target=self._run, name=f"morag-progress-reporter-{self.job_id}", daemon=True
         )
         self._thread.start()
 
@@ -72,7 +71,7 @@ class _ThreadedReporter(ReporterFacade):
         self.close()
 
     def _run(self) -> None:
-        core = self._core
+        core = self
         while not self._abandoned:
             self._wake.clear()
             try:
@@ -119,11 +118,11 @@ class ProgressReporter(_ThreadedReporter):
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         base_url, headers = connection(api_url, api_key)
-        core = ReporterCore(job_id, min_interval=min_interval, attempt=attempt)
+        super().__init__(job_id, min_interval=min_interval, attempt=attempt)
         self._client = httpx.Client(
             base_url=base_url, headers=headers, timeout=timeout, transport=transport
         )
-        super().__init__(core, close_timeout)
+        self._start(close_timeout)
 
     def __enter__(self) -> ProgressReporter:
         return self
@@ -133,9 +132,9 @@ class ProgressReporter(_ThreadedReporter):
             response = self._client.request(call.method, call.path, json=call.body)
         except httpx.HTTPError as e:
             logger.debug("job %s: %s report failed: %r", self.job_id, call.kind.value, e)
-            self._core.settle(call, None)
+            self.settle(call, None)
             return
-        self._core.settle_response(call, response)
+        self.settle_response(call, response)
 
     def _release(self) -> None:
         self._client.close()
@@ -157,11 +156,10 @@ class LocalReporter(_ThreadedReporter):
         attempt: int | None = None,
         close_timeout: float = 10.0,
     ) -> None:
+        super().__init__(job_id, min_interval=min_interval, attempt=attempt)
         self._tracker = tracker
         self._user_id = user_id
-        super().__init__(
-            ReporterCore(job_id, min_interval=min_interval, attempt=attempt), close_timeout
-        )
+        self._start(close_timeout)
 
     def __enter__(self) -> LocalReporter:
         return self
@@ -172,12 +170,12 @@ class LocalReporter(_ThreadedReporter):
         except ProgressError as e:
             # A store error (the database is locked or down) is transient; a bad value is not.
             status = 422 if isinstance(e, ValueError) else 503
-            self._core.settle(call, status, {"detail": str(e)})
+            self.settle(call, status, {"detail": str(e)})
             return
         reply = None
         if result.job is not None:
             reply = {"cancel_requested": result.job.cancel_requested, "job": result.job.to_dict()}
-        self._core.settle(call, result.outcome.http_status, reply)
+        self.settle(call, result.outcome.http_status, reply)
 
     def _apply(self, call: Call) -> UpdateResult:
         job_id, body = self.job_id, call.body or {}

@@ -42,7 +42,7 @@ import httpx
 from celery import Task
 from celery.signals import task_revoked
 
-from morag_progress.client._core import ReporterFacade, Stage, connection
+from morag_progress.client._core import ReporterCore, Stage, connection
 from morag_progress.client.sync import LocalReporter, ProgressReporter
 from morag_progress.errors import JobConflictError
 from morag_progress.handler import ProgressHandler
@@ -97,9 +97,9 @@ class ProgressTask(Task):  # type: ignore[misc]  # celery has no type informatio
     # -- what the task body calls ------------------------------------------------------------
 
     @property
-    def reporter(self) -> ReporterFacade:
+    def reporter(self) -> ReporterCore:
         """This run's reporter (one per run, opened when the task starts)."""
-        reporter: ReporterFacade | None = getattr(self.request, "morag_reporter", None)
+        reporter: ReporterCore | None = getattr(self.request, "morag_reporter", None)
         if reporter is None:  # called outside a worker run (task.apply, a direct call)
             reporter = self._open(self.request.id or "eager")
         return reporter
@@ -165,10 +165,10 @@ class ProgressTask(Task):  # type: ignore[misc]  # celery has no type informatio
             return bool(self.progress_remote)
         return bool(load_settings().api_url)
 
-    def _open(self, task_id: str) -> ReporterFacade:
+    def _open(self, task_id: str) -> ReporterCore:
         job_id = self._job_id(task_id)
         attempt = int(getattr(self.request, "retries", 0) or 0) + 1
-        reporter: ReporterFacade
+        reporter: ReporterCore
         if self._remote():
             _create_remote_job(job_id, self.name, self.progress_document_type)
             reporter = ProgressReporter(
