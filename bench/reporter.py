@@ -61,6 +61,20 @@ def tqdm_update(n: int) -> None:
 
 
 def ours(reporter: ProgressReporter) -> Callable[[int], None]:
+    """The call alone, as tqdm's loop has no percentage to compute either."""
+
+    def loop(n: int) -> None:
+        update = reporter.update
+        percentage = 42.0
+        for _ in range(n):
+            update(percentage)
+
+    return loop
+
+
+def ours_computed(reporter: ProgressReporter) -> Callable[[int], None]:
+    """The call with the percentage a worker computes for it."""
+
     def loop(n: int) -> None:
         update = reporter.update
         scale = 100 / n
@@ -116,7 +130,8 @@ def main() -> None:
     try:
         up = ProgressReporter(job, api_url=url, api_key=key, min_interval=0.5)
         down = ProgressReporter(job, api_url=f"http://127.0.0.1:{free_port()}", api_key=key)
-        rows: dict[str, list[float]] = {k: [] for k in ("bare", "tqdm_it", "tqdm_up", "up", "down")}
+        keys = ("bare", "tqdm_it", "tqdm_up", "up", "down", "computed")
+        rows: dict[str, list[float]] = {k: [] for k in keys}
         n = args.calls
         for _ in range(args.rounds):
             rows["bare"].append(per_call(bare, n))
@@ -124,6 +139,7 @@ def main() -> None:
             rows["tqdm_it"].append(per_call(tqdm_iteration, n))
             rows["down"].append(per_call(ours(down), n))
             rows["tqdm_up"].append(per_call(tqdm_update, n))
+            rows["computed"].append(per_call(ours_computed(up), n))
         med = {k: statistics.median(v) for k, v in rows.items()}
         tqdm_overhead = med["tqdm_it"] - med["bare"]
         print(f"calls per round {n:,}, rounds {args.rounds}, Python {sys.version.split()[0]}")
@@ -134,7 +150,11 @@ def main() -> None:
             f"{'tqdm: bar.update(1)':<46}{med['tqdm_up'] - med['bare']:>10.0f}"
             f"{(med['tqdm_up'] - med['bare']) / tqdm_overhead:>11.2f}x"
         )
-        for name, label in (("up", "server up"), ("down", "server down")):
+        for name, label in (
+            ("up", "server up"),
+            ("down", "server down"),
+            ("computed", "percentage computed, up"),
+        ):
             cost = med[name] - med["bare"]
             ratio = cost / tqdm_overhead
             print(f"{'ours: reporter.update(p), ' + label:<46}{cost:>10.0f}{ratio:>11.2f}x")

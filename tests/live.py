@@ -4,6 +4,7 @@ up; ``Faults`` in front of the app answers chosen requests with 429 or 500."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -108,6 +109,15 @@ class Remote:
     @property
     def url(self) -> str:
         return self.server.url
+
+    def env(self, key: str | None = None, **extra: str) -> dict[str, str]:
+        """This process's environment, pointing a worker or the CLI at the server."""
+        return {
+            **os.environ,
+            "MORAG_PROGRESS_API_URL": self.url,
+            "MORAG_PROGRESS_API_KEY": key or self.key,
+            **extra,
+        }
 
     def new_job(self, **fields: Any) -> str:
         fields.setdefault("document_name", "talk.mp3")

@@ -3,7 +3,6 @@ task through Celery's own task runner (eagerly, in this process) on a real store
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ def test_remote_worker_claims_reports_and_finishes(remote: Remote) -> None:
     job_id = remote.tracker.start_job(
         "talk.mp3", "audio", user_id="alice", status=JobStatus.WAITING_FOR_REMOTE_WORKER
     )
-    env = {**os.environ, "MORAG_PROGRESS_API_URL": remote.url, "MORAG_PROGRESS_API_KEY": remote.key}
+    env = remote.env()
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "remote_worker.py"), "--once"],
         env=env,
@@ -44,7 +43,7 @@ def test_remote_worker_follows_a_cancel_request(remote: Remote) -> None:
     job_id = remote.tracker.start_job(
         "talk.mp3", "audio", user_id="alice", status=JobStatus.WAITING_FOR_REMOTE_WORKER
     )
-    env = {**os.environ, "MORAG_PROGRESS_API_URL": remote.url, "MORAG_PROGRESS_API_KEY": remote.key}
+    env = remote.env()
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "examples" / "remote_worker.py"), "--once"],
         env=env,

@@ -3,7 +3,6 @@ lines, passed through, ending the job from its exit code), tail, report and watc
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -34,7 +33,7 @@ SCRIPT = textwrap.dedent(
 
 
 def cli(remote: Remote, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MORAG_PROGRESS_API_URL": remote.url, "MORAG_PROGRESS_API_KEY": remote.key}
+    env = remote.env()
     return subprocess.run(
         [sys.executable, "-m", "morag_progress.cli", *args],
         env=env,
@@ -78,7 +77,7 @@ def test_run_create_finishes_on_success(remote: Remote) -> None:
     """--create makes the job (idempotently); exit code 0 finishes it."""
     job_id = "convert-1"
     env_key = remote.user_key
-    env = {**os.environ, "MORAG_PROGRESS_API_URL": remote.url, "MORAG_PROGRESS_API_KEY": env_key}
+    env = remote.env(env_key)
     done = subprocess.run(
         [
             sys.executable,
@@ -148,11 +147,7 @@ def test_tail_follow_ends_with_the_job(remote: Remote, tmp_path: Path) -> None:
     log.write_text("Progress: 10% - warming up\n")
     process = subprocess.Popen(
         [sys.executable, "-m", "morag_progress.cli", "tail", str(log), "--job", job_id, "-f"],
-        env={
-            **os.environ,
-            "MORAG_PROGRESS_API_URL": remote.url,
-            "MORAG_PROGRESS_API_KEY": remote.key,
-        },
+        env=remote.env(),
     )
     try:
         deadline = time.monotonic() + 20
@@ -192,12 +187,7 @@ def test_watch_ends_when_its_jobs_end(remote: Remote) -> None:
     job_id = remote.new_job()
     process = subprocess.Popen(
         [sys.executable, "-m", "morag_progress.cli", "watch", job_id],
-        env={
-            **os.environ,
-            "MORAG_PROGRESS_API_URL": remote.url,
-            "MORAG_PROGRESS_API_KEY": remote.key,
-            "COLUMNS": "150",
-        },
+        env=remote.env(COLUMNS="150"),
         stdout=subprocess.PIPE,
         text=True,
     )

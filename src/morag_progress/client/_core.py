@@ -219,12 +219,12 @@ class ReporterCore:
         self,
         percentage: float,
         message: str | None = None,
-        *,
         current: int | None = None,
         total: int | None = None,
     ) -> None:
         """Report ``percentage`` (0..100). Returns at once: the value is stored and the sender
-        takes the latest one; a bad value is logged and dropped there, never raised here."""
+        takes the latest one; a bad value is logged and dropped there, never raised here.
+        (No keyword-only parameters: they cost this hot call a third more.)"""
         self._latest = (percentage, message, current, total, self._stage_name)
         if self._parked:
             self._parked = False
@@ -284,6 +284,13 @@ class ReporterCore:
             # The job ended on the server already (finished at 100%, cancelled): nothing to send.
             self._final_done = True
         self.wake()
+
+    def _complete_on_exit(self, exc: BaseException | None) -> None:
+        """Leaving a ``with`` block: FINISHED, or FAILED with the exception that ended it."""
+        if exc is None:
+            self.complete(True)
+        else:
+            self.complete(False, f"{type(exc).__name__}: {exc}")
 
     # -- the shell's side: what to send, and what came back ------------------------------------
 

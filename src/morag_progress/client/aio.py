@@ -99,10 +99,7 @@ class AsyncProgressReporter(ReporterCore):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is None:
-            self.complete(True)
-        else:
-            self.complete(False, f"{type(exc).__name__}: {exc}")
+        self._complete_on_exit(exc)
         await self.aclose()
 
     async def _run(self) -> None:

@@ -64,10 +64,7 @@ class _ThreadedReporter(ReporterCore):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is None:
-            self.complete(True)
-        else:
-            self.complete(False, f"{type(exc).__name__}: {exc}")
+        self._complete_on_exit(exc)
         self.close()
 
     def _run(self) -> None:
