@@ -70,6 +70,7 @@ def test_celery_example_maps_the_seed_callback(tmp_path: Path) -> None:
         from examples.celery_app import ingest_file
     finally:
         sys.path.remove(str(ROOT))
+    ingest_file.progress_min_interval = 0  # every callback written, to check the mapping
     result = ingest_file.apply(args=("talk.pdf", "document"), task_id="ingest-1")
     assert result.successful(), result.traceback
     tracker = JobTracker()

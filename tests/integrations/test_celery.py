@@ -10,11 +10,17 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from celery import Celery
+from celery.app.task import Context
+from celery.signals import task_revoked
 
 from morag_progress import JobStatus, JobTracker, ProgressHandler
+from morag_progress.integrations.celery import ProgressTask
 from morag_progress.models import Job
+from tests.live import Remote
 from tests.services import free_port, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -171,3 +177,75 @@ def test_mapped_job_and_revocation(worker: tuple[object, JobTracker]) -> None:
     job = wait_for(tracker, job_id, terminal)
     assert job.status is JobStatus.CANCELLED
     assert tracker.get_job(task_id) is None
+
+
+# -- in this process: Celery's own tracer runs the hooks (task.apply), on both store modes ---------
+
+eager_app = Celery("eager")
+
+
+@eager_app.task(bind=True, base=ProgressTask, progress_min_interval=0)  # type: ignore[untyped-decorator]  # celery is untyped
+def convert(self: Any, fail: bool = False) -> str:
+    self.progress(30, "Converting")
+    self.progress_callback(0.5, "Half")
+    if fail:
+        raise RuntimeError("bad input")
+    return str(self.job_id)
+
+
+def test_eager_run_through_the_store() -> None:
+    """Hooks run in Celery's tracer: the job is created, moved and finished; job id = task id."""
+    result = convert.apply(task_id="eager-1")
+    assert result.get() == "eager-1"
+    tracker = JobTracker()
+    job = tracker.get_job("eager-1")
+    assert job is not None
+    assert (job.status, job.percentage, job.document_name) == (
+        JobStatus.FINISHED,
+        100,
+        convert.name,
+    )
+    assert 50 in [e.percentage for e in tracker.history("eager-1")]
+    tracker.close()
+
+
+def test_eager_failure_and_revocation_signal() -> None:
+    """A raising task fails its job; the task_revoked signal cancels a job still running."""
+    convert.apply(kwargs={"fail": True}, task_id="eager-2")
+    tracker = JobTracker()
+    job = tracker.get_job("eager-2")
+    assert job is not None
+    assert (job.status, job.percentage, job.error) == (
+        JobStatus.FAILED,
+        50,
+        "RuntimeError: bad input",
+    )
+    tracker.start_job("queued", "doc", job_id="eager-3")
+    task_revoked.send(sender=convert, request=Context(id="eager-3"), terminated=False)
+    task_revoked.send(sender=convert, request=Context(id="eager-2"), terminated=False)
+    task_revoked.send(sender=object(), request=Context(id="eager-3"), terminated=False)
+    job = tracker.get_job("eager-3")
+    assert job is not None
+    assert job.status is JobStatus.CANCELLED
+    failed = tracker.get_job("eager-2")
+    assert failed is not None
+    assert failed.status is JobStatus.FAILED  # terminal states stay
+    tracker.close()
+
+
+def test_eager_run_over_http(remote: Remote, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With MORAG_PROGRESS_API_URL set, a task creates its job on the server and reports over
+    HTTP; revoking it there cancels the job."""
+    monkeypatch.setenv("MORAG_PROGRESS_API_URL", remote.url)
+    monkeypatch.setenv("MORAG_PROGRESS_API_KEY", remote.user_key)
+    assert convert.apply(task_id="http-1").successful()
+    job = remote.job("http-1")
+    assert (job.status, job.user_id) == (JobStatus.FINISHED, "alice")
+    remote.tracker.start_job("queued", "doc", job_id="http-2", user_id="alice")
+    task_revoked.send(sender=convert, request=Context(id="http-2"), terminated=False)
+    assert remote.job("http-2").status is JobStatus.CANCELLED
+
+
+def test_outside_a_worker_the_task_still_reports() -> None:
+    """Calling the task as a function (no worker run) still reports, never raises."""
+    assert convert.run() == "eager"
