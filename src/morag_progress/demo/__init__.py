@@ -109,7 +109,10 @@ def run_demo(
         with _serve(store, settings) as url:
             console.print(f"[bold]morag-progress demo[/bold]: API at [link={url}/docs]{url}[/link]")
             console.print(f"  OpenAPI docs: {url}/docs    demo user's key: {user_key}")
-            console.print(f"  workers' logs: {directory}", style="dim")
+            console.print(
+                f"  workers' logs: {directory} (kept with MORAG_PROGRESS_DEMO_KEEP_FILES=1)",
+                style="dim",
+            )
             code = _run(demo, url, user_key, worker_key, database_url, seconds, console)
             if keep_serving:
                 console.print(f"Still serving at {url} (Ctrl-C to stop).")
