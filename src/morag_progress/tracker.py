@@ -308,10 +308,17 @@ class JobTracker:
         document_type: str | None = None,
         limit: int = 50,
         after: str | None = None,
+        parent_id: str | None = None,
     ) -> list[Job]:
-        """Jobs, newest first; pass the last job's id as ``after`` for the next page."""
+        """Jobs, newest first; pass the last job's id as ``after`` for the next page;
+        ``parent_id`` keeps a parent's children."""
         return self.store.list_jobs(
-            user_id=user_id, status=status, document_type=document_type, limit=limit, after=after
+            user_id=user_id,
+            status=status,
+            document_type=document_type,
+            limit=limit,
+            after=after,
+            parent_id=parent_id,
         )
 
     def history(

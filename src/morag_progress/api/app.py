@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from morag_progress.api.auth import Authenticator
 from morag_progress.api.limits import BodyLimit, RateLimiter
 from morag_progress.api.metrics import Metrics, RequestTimer
-from morag_progress.api.routes import events, jobs, ops, remote_jobs
+from morag_progress.api.routes import dashboard, events, jobs, ops, remote_jobs
 from morag_progress.errors import (
     InvalidInputError,
     JobConflictError,
@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.add_middleware(RequestTimer, metrics=metrics)  # added last: outermost, times it all
     for router in (remote_jobs.router, jobs.router, events.router, ops.router):
         app.include_router(router)
+    dashboard.mount(app)
     _map_errors(app)
     return app
 

@@ -108,7 +108,8 @@ def run_demo(
     try:
         with _serve(store, settings) as url:
             console.print(f"[bold]morag-progress demo[/bold]: API at [link={url}/docs]{url}[/link]")
-            console.print(f"  OpenAPI docs: {url}/docs    demo user's key: {user_key}")
+            console.print(f"  dashboard: {url}/  (sign in with the demo user's key: {user_key})")
+            console.print(f"  OpenAPI docs: {url}/docs")
             console.print(
                 f"  workers' logs: {directory} (kept with MORAG_PROGRESS_DEMO_KEEP_FILES=1)",
                 style="dim",

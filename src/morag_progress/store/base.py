@@ -91,8 +91,10 @@ class Store(Protocol):
         document_type: str | None = None,
         limit: int = 50,
         after: str | None = None,
+        parent_id: str | None = None,
     ) -> list[Job]:
-        """Newest first; ``after`` is the id of the last job of the previous page."""
+        """Newest first; ``after`` is the id of the last job of the previous page;
+        ``parent_id`` keeps a parent's children."""
         ...
 
     def count_jobs(self, *, user_id: str | None = None) -> dict[tuple[str, str], int]:

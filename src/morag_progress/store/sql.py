@@ -371,11 +371,14 @@ class SQLStore:
         document_type: str | None = None,
         limit: int = 50,
         after: str | None = None,
+        parent_id: str | None = None,
     ) -> list[Job]:
         j = jobs.c
         stmt = select(jobs).order_by(j.created_at.desc(), j.id.desc()).limit(limit)
         if user_id is not None:
             stmt = stmt.where(j.user_id == user_id)
+        if parent_id is not None:
+            stmt = stmt.where(j.parent_id == parent_id)
         if status is not None:
             stmt = stmt.where(j.status == JobStatus(status).value)
         if document_type is not None:

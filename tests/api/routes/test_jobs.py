@@ -104,6 +104,19 @@ async def test_list_is_scoped_filtered_and_paged(
     ).status_code == 422
 
 
+async def test_list_children_of_a_parent(
+    client: httpx.AsyncClient, alice: Auth, bob: Auth, new_job: NewJob
+) -> None:
+    """parent_id lists a parent's children, of the caller's jobs only."""
+    parent = await new_job(alice)
+    children = {await new_job(alice, parent_id=parent) for _ in range(2)}
+    await new_job(alice)
+    listed = (await client.get("/api/v1/jobs", params={"parent_id": parent}, headers=alice)).json()
+    assert {j["id"] for j in listed["jobs"]} == children
+    other = (await client.get("/api/v1/jobs", params={"parent_id": parent}, headers=bob)).json()
+    assert other["jobs"] == []
+
+
 async def test_cancel(client: httpx.AsyncClient, alice: Auth, bob: Auth, new_job: NewJob) -> None:
     """Cancelling a pending job ends it; cancelling again is 409; another user's is 404."""
     job_id = await new_job(alice)

@@ -58,6 +58,9 @@ def list_jobs(
     request: Request,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     document_type: Annotated[str | None, Query(max_length=64)] = None,
+    parent_id: Annotated[
+        str | None, Query(max_length=128, description="Only this job's children.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[
         str | None, Query(max_length=128, description="next_cursor of the previous page")
@@ -65,7 +68,12 @@ def list_jobs(
 ) -> JobList:
     """The caller's jobs (an admin's: everyone's), newest first, a page at a time."""
     jobs = tracker_of(request).list_jobs(
-        caller.scope, status=status_, document_type=document_type, limit=limit + 1, after=cursor
+        caller.scope,
+        status=status_,
+        document_type=document_type,
+        limit=limit + 1,
+        after=cursor,
+        parent_id=parent_id,
     )
     page = jobs[:limit]
     next_cursor = page[-1].id if len(jobs) > limit else None
