@@ -64,6 +64,27 @@ class Settings(BaseSettings):
         description="How often streams look for changes made by other processes.",
     )
 
+    stall_timeout_seconds: float | None = Field(
+        default=300.0,
+        gt=0,
+        description="A PROCESSING job silent this long becomes STALLED (a job's own "
+        "stall_timeout_s wins); unset to turn stall detection off.",
+    )
+    abandon_timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="A running job silent this long has lost its worker and is handled by "
+        "abandon_policy; unset (the default) to leave such jobs STALLED.",
+    )
+    abandon_policy: Literal["fail", "requeue"] = Field(
+        default="fail",
+        description="fail: FAILED; requeue: a claimed remote job goes back to the queue for "
+        "another worker (others fail).",
+    )
+    monitor_interval_seconds: float = Field(
+        default=5.0, gt=0, description="How often the server looks for stalled jobs."
+    )
+
     api_url: str | None = Field(
         default=None,
         description="Where workers report (ProgressReporter, the CLI's report/run/tail/watch).",

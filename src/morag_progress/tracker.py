@@ -181,6 +181,23 @@ class JobTracker:
             self._notify(result.job)
         return result
 
+    def transition(
+        self,
+        job_id: str,
+        *,
+        expect: list[JobStatus],
+        seen: datetime | None,
+        changes: dict[str, Any],
+    ) -> UpdateResult:
+        """A state change the server makes itself (stall, abandonment), only if nobody changed
+        the job since it was read; listeners hear of it like any applied update."""
+        result = self.store.transition(
+            job_id, expect=expect, seen=seen, changes=changes, now=self._clock()
+        )
+        if result.event_id is not None and result.job is not None:
+            self._notify(result.job)
+        return result
+
     def claim(
         self,
         worker_id: str,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -25,6 +27,7 @@ from morag_progress.errors import (
     StoreError,
 )
 from morag_progress.feed import FeedHub
+from morag_progress.monitor import Monitor
 from morag_progress.settings import Settings, load_settings
 from morag_progress.store import SQLStore
 from morag_progress.store.base import Store
@@ -48,9 +51,23 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
 
     hub = FeedHub(store, poll_interval=settings.feed_poll_seconds)
 
+    tracker = JobTracker(store=store)
+    tracker.add_listener(lambda _job: hub.wake())
+    monitor = Monitor(
+        tracker,
+        stall_timeout=settings.stall_timeout_seconds,
+        abandon_timeout=settings.abandon_timeout_seconds,
+        abandon_policy=settings.abandon_policy,
+    )
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Always on: jobs may carry their own stall timeout even when the server has none.
+        sweeping = asyncio.create_task(monitor.run(settings.monitor_interval_seconds))
         yield
+        sweeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeping
         await hub.close()
         if owns_store:
             store.close()
@@ -63,9 +80,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     )
     app.state.settings = settings
     app.state.store = store
-    app.state.tracker = tracker = JobTracker(store=store)
+    app.state.tracker = tracker
     app.state.hub = hub
-    tracker.add_listener(lambda _job: hub.wake())
     app.state.authenticator = Authenticator(store, cache_seconds=settings.key_cache_seconds)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second)
     app.state.metrics = metrics = Metrics(store)

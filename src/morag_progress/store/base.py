@@ -97,6 +97,29 @@ class Store(Protocol):
         ``parent_id`` keeps a parent's children."""
         ...
 
+    def idle_jobs(self, *, statuses: list[JobStatus], seen_before: datetime) -> list[Job]:
+        """Jobs in ``statuses`` whose last sign of life (report or heartbeat) is older than
+        ``seen_before``, longest idle first."""
+        ...
+
+    def shortest_stall_timeout(self) -> float | None:
+        """The smallest ``stall_timeout_s`` among PROCESSING jobs, or None."""
+        ...
+
+    def transition(
+        self,
+        job_id: str,
+        *,
+        expect: list[JobStatus],
+        seen: datetime | None,
+        changes: dict[str, Any],
+        now: datetime,
+    ) -> UpdateResult:
+        """Apply ``changes`` (status, summary, error, end_date, worker_id) with one feed row,
+        only if the job is still in ``expect`` and its ``last_seen_at`` is still ``seen``;
+        otherwise STALE (someone changed it first) or NOT_FOUND."""
+        ...
+
     def count_jobs(self, *, user_id: str | None = None) -> dict[tuple[str, str], int]:
         """How many jobs there are per (status, document type), of one user or of all."""
         ...

@@ -356,6 +356,61 @@ class SQLStore:
             event_id = self._append_event(conn, row, now=now, timestamp=now)
             return UpdateResult(UpdateOutcome.APPLIED, _job(row), event_id)
 
+    def idle_jobs(self, *, statuses: list[JobStatus], seen_before: datetime) -> list[Job]:
+        j = jobs.c
+        seen = func.coalesce(j.last_seen_at, j.updated_at)
+        stmt = (
+            select(jobs)
+            .where(j.status.in_([JobStatus(s).value for s in statuses]), seen < seen_before)
+            .order_by(seen)
+            .limit(10_000)
+        )
+        with self._read("find idle jobs") as conn:
+            return [_job(row) for row in conn.execute(stmt).mappings()]
+
+    def shortest_stall_timeout(self) -> float | None:
+        j = jobs.c
+        stmt = select(func.min(j.stall_timeout_s)).where(j.status == JobStatus.PROCESSING.value)
+        with self._read("shortest stall timeout") as conn:
+            value = conn.execute(stmt).scalar()
+        return None if value is None else float(value)
+
+    def transition(
+        self,
+        job_id: str,
+        *,
+        expect: list[JobStatus],
+        seen: datetime | None,
+        changes: dict[str, Any],
+        now: datetime,
+    ) -> UpdateResult:
+        j = jobs.c
+        unknown = set(changes) - _TRANSITION_COLUMNS
+        if unknown:
+            raise ValueError(f"transition cannot change {sorted(unknown)}")
+        # Still as the caller saw it (same status, no sign of life since): exactly one of any
+        # number of concurrent sweepers makes the change.
+        unchanged = (
+            j.last_seen_at.is_(None)
+            if seen is None
+            else j.last_seen_at == literal(seen, j.last_seen_at.type)
+        )
+        stmt = (
+            update(jobs)
+            .where(j.id == job_id, j.status.in_([JobStatus(s).value for s in expect]), unchanged)
+            .values({**changes, "updated_at": now})
+            .returning(*jobs.c)
+        )
+        with self._write("change job state") as conn:
+            row = conn.execute(stmt).mappings().first()
+            if row is None:
+                existing = self._fetch(conn, job_id)
+                if existing is None:
+                    return UpdateResult(UpdateOutcome.NOT_FOUND)
+                return UpdateResult(UpdateOutcome.STALE, _job(existing))
+            event_id = self._append_event(conn, row, now=now, timestamp=now)
+            return UpdateResult(UpdateOutcome.APPLIED, _job(row), event_id)
+
     def get_job(self, job_id: str, *, user_id: str | None = None) -> Job | None:
         with self._read("get job") as conn:
             row = self._fetch(conn, job_id)
@@ -571,6 +626,7 @@ class SQLStore:
 
 
 _INSERT_EVENT = events.insert().returning(events.c.id)
+_TRANSITION_COLUMNS = frozenset({"status", "summary", "error", "end_date", "worker_id"})
 _SELECT_JOB = select(jobs).where(jobs.c.id == bindparam("p_job_id"))
 
 

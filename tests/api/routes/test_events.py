@@ -25,7 +25,12 @@ from tests.live import LiveServer
 @pytest.fixture
 def live_app(store: SQLStore) -> FastAPI:
     settings = Settings(
-        rate_limit_per_second=0, key_cache_seconds=0, sse_ping_seconds=0.3, feed_poll_seconds=0.05
+        rate_limit_per_second=0,
+        key_cache_seconds=0,
+        sse_ping_seconds=0.3,
+        feed_poll_seconds=0.05,
+        stall_timeout_seconds=None,  # only jobs' own timeouts: some jobs here are old on purpose
+        monitor_interval_seconds=0.1,
     )
     return create_app(settings, store=store)
 
@@ -112,6 +117,28 @@ def create(url: str, auth: Auth) -> str:
         timeout=10,
     )
     return str(response.json()["id"])
+
+
+def test_stall_and_recovery_reach_the_stream(
+    live_url: str, alice: Auth, open_stream: Callable[..., Stream]
+) -> None:
+    """A job silent past its stall_timeout_s becomes STALLED on its stream; its next report
+    makes it PROCESSING again."""
+    response = httpx.post(
+        f"{live_url}/api/v1/jobs",
+        json={"document_name": "a", "document_type": "pdf", "stall_timeout_s": 0.3},
+        headers=alice,
+        timeout=10,
+    )
+    job_id = response.json()["id"]
+    report(live_url, alice, job_id, percentage=10)
+    stream = open_stream(f"/api/v1/jobs/{job_id}/events", alice)
+    assert stream.next().json()["status"] == "PROCESSING"
+    stalled = stream.next()
+    assert (stalled.json()["status"], stalled.json()["percentage"]) == ("STALLED", 10)
+    assert stalled.json()["message"].startswith("No report for")
+    report(live_url, alice, job_id, percentage=20)
+    assert stream.next().json()["status"] == "PROCESSING"
 
 
 def test_job_stream(live_url: str, alice: Auth, open_stream: Callable[..., Stream]) -> None:

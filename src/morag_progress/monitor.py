@@ -1,0 +1,129 @@
+"""Watching for silence: stall detection and abandoned jobs.
+
+A PROCESSING job with no report and no heartbeat for its ``stall_timeout_s`` (or the server's
+``stall_timeout_seconds``) becomes STALLED; its next report or heartbeat makes it PROCESSING
+again (the store's update rules). Separately, a job silent for ``abandon_timeout_seconds`` has
+lost its worker: by policy it FAILS, or, if a remote worker had claimed it, goes back to the
+queue for another (whose claim starts a new attempt, so the lost worker cannot report on it).
+
+Every change is a conditional UPDATE that only succeeds if the job is still as the sweep read it
+(same status, no sign of life since), so any number of server replicas may sweep at once and
+each transition happens exactly once, with one feed row (an SSE event, and later a webhook).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from starlette.concurrency import run_in_threadpool
+
+from morag_progress.errors import ProgressError
+from morag_progress.models import Job, JobStatus, UpdateOutcome, utcnow
+from morag_progress.tracker import JobTracker
+
+__all__ = ["Monitor"]
+
+logger = logging.getLogger(__name__)
+
+_RUNNING = [JobStatus.PROCESSING, JobStatus.STALLED]
+
+
+class Monitor:
+    """Sweeps the store for silent jobs; :meth:`sweep` once, or :meth:`run` every interval."""
+
+    def __init__(
+        self,
+        tracker: JobTracker,
+        *,
+        stall_timeout: float | None = 300.0,
+        abandon_timeout: float | None = None,
+        abandon_policy: Literal["fail", "requeue"] = "fail",
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.tracker = tracker
+        self.stall_timeout = stall_timeout
+        self.abandon_timeout = abandon_timeout
+        self.abandon_policy = abandon_policy
+        self._clock = clock
+
+    def sweep(self) -> list[Job]:
+        """One pass: the jobs this sweep changed (another replica's changes are not counted)."""
+        now = self._clock()
+        changed = self._abandon(now) if self.abandon_timeout else []
+        changed += self._stall(now)
+        return changed
+
+    def _stall(self, now: datetime) -> list[Job]:
+        # Per-job timeouts may be shorter than the server's: look as far back as the shortest.
+        shortest = min(
+            [
+                t
+                for t in (self.stall_timeout, self.tracker.store.shortest_stall_timeout())
+                if t is not None
+            ],
+            default=None,
+        )
+        if shortest is None:
+            return []
+        changed: list[Job] = []
+        candidates = self.tracker.store.idle_jobs(
+            statuses=[JobStatus.PROCESSING], seen_before=now - timedelta(seconds=shortest)
+        )
+        for job in candidates:
+            timeout = job.stall_timeout_s or self.stall_timeout
+            seen = job.last_seen_at or job.updated_at
+            if timeout is None or (now - seen).total_seconds() < timeout:
+                continue
+            silent = int((now - seen).total_seconds())
+            changed += self._change(
+                job,
+                [JobStatus.PROCESSING],
+                {"status": JobStatus.STALLED.value, "summary": f"No report for {silent} s"},
+            )
+        return changed
+
+    def _abandon(self, now: datetime) -> list[Job]:
+        assert self.abandon_timeout is not None
+        changed: list[Job] = []
+        cutoff = now - timedelta(seconds=self.abandon_timeout)
+        for job in self.tracker.store.idle_jobs(statuses=_RUNNING, seen_before=cutoff):
+            silent = int((now - (job.last_seen_at or job.updated_at)).total_seconds())
+            changes: dict[str, object]
+            if self.abandon_policy == "requeue" and job.claimed_by is not None:
+                changes = {
+                    "status": JobStatus.WAITING_FOR_REMOTE_WORKER.value,
+                    "summary": f"Worker {job.worker_id} gone ({silent} s): back in the queue",
+                    "worker_id": None,
+                }
+            else:
+                message = f"Worker gone: no report or heartbeat for {silent} s"
+                changes = {
+                    "status": JobStatus.FAILED.value,
+                    "summary": message,
+                    "error": message,
+                    "end_date": now,
+                }
+            changed += self._change(job, _RUNNING, changes)
+        return changed
+
+    def _change(self, job: Job, expect: list[JobStatus], changes: dict[str, Any]) -> list[Job]:
+        result = self.tracker.transition(
+            job.id, expect=expect, seen=job.last_seen_at, changes=dict(changes)
+        )
+        if result.outcome is UpdateOutcome.APPLIED and result.job is not None:
+            logger.info("job %s: %s (%s)", job.id, result.job.status.value, result.job.summary)
+            return [result.job]
+        return []  # it spoke up, or another replica got there first
+
+    async def run(self, interval: float) -> None:
+        """Sweep every ``interval`` seconds until cancelled; a failing sweep is logged."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await run_in_threadpool(self.sweep)
+            except ProgressError:
+                logger.warning("stall sweep failed; trying again", exc_info=True)
