@@ -90,7 +90,7 @@ def test_abandoned_job_fails(
     assert monitor.sweep()[0].status is JobStatus.STALLED
     clock.advance(600)
     [failed] = monitor.sweep()
-    assert (failed.status, failed.percentage) == (JobStatus.FAILED, 30)
+    assert (failed.id, failed.status, failed.percentage) == (job_id, JobStatus.FAILED, 30)
     assert failed.error == "Worker gone: no report or heartbeat for 720 s"
     assert failed.end_date == clock.now
 
