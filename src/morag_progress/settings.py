@@ -85,6 +85,20 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="How often the server looks for stalled jobs."
     )
 
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Allow webhook URLs to private, loopback and link-local addresses.",
+    )
+    webhook_max_attempts: int = Field(
+        default=10, ge=1, le=100, description="Deliveries tried this often, then marked failed."
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="How long one webhook delivery may take."
+    )
+    webhook_poll_seconds: float = Field(
+        default=0.5, gt=0, description="How often the outbox looks for new changes and retries."
+    )
+
     api_url: str | None = Field(
         default=None,
         description="Where workers report (ProgressReporter, the CLI's report/run/tail/watch).",

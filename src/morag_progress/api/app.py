@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from morag_progress.api.auth import Authenticator
 from morag_progress.api.limits import BodyLimit, RateLimiter
 from morag_progress.api.metrics import Metrics, RequestTimer
-from morag_progress.api.routes import dashboard, events, jobs, ops, remote_jobs
+from morag_progress.api.routes import dashboard, events, jobs, ops, remote_jobs, webhooks
 from morag_progress.errors import (
     InvalidInputError,
     JobConflictError,
@@ -32,6 +32,7 @@ from morag_progress.settings import Settings, load_settings
 from morag_progress.store import SQLStore
 from morag_progress.store.base import Store
 from morag_progress.tracker import JobTracker
+from morag_progress.webhooks import Dispatcher, WebhookStore
 
 __all__ = ["create_app"]
 
@@ -60,14 +61,29 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         abandon_policy=settings.abandon_policy,
     )
 
+    if not isinstance(store, SQLStore):
+        raise TypeError("the API needs a SQLStore (webhooks keep tables in its database)")
+    hooks = WebhookStore(store)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Always on: jobs may carry their own stall timeout even when the server has none.
-        sweeping = asyncio.create_task(monitor.run(settings.monitor_interval_seconds))
+        background = [
+            asyncio.create_task(monitor.run(settings.monitor_interval_seconds)),
+            asyncio.create_task(
+                Dispatcher(
+                    hooks,
+                    allow_private=settings.webhook_allow_private,
+                    max_attempts=settings.webhook_max_attempts,
+                    timeout=settings.webhook_timeout_seconds,
+                ).run(settings.webhook_poll_seconds)
+            ),
+        ]
         yield
-        sweeping.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeping
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await hub.close()
         if owns_store:
             store.close()
@@ -82,6 +98,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.state.store = store
     app.state.tracker = tracker
     app.state.hub = hub
+    app.state.webhooks = hooks
     app.state.authenticator = Authenticator(store, cache_seconds=settings.key_cache_seconds)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second)
     app.state.metrics = metrics = Metrics(store)
@@ -92,7 +109,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         large_suffixes=("/logs", "/remote-jobs/progress"),  # log uploads and batches
     )
     app.add_middleware(RequestTimer, metrics=metrics)  # added last: outermost, times it all
-    for router in (remote_jobs.router, jobs.router, events.router, ops.router):
+    for router in (remote_jobs.router, jobs.router, events.router, webhooks.router, ops.router):
         app.include_router(router)
     dashboard.mount(app)
     _map_errors(app)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -15,6 +15,7 @@ __all__ = [
     "BatchItemOut",
     "BatchOut",
     "ClaimIn",
+    "DeliveryOut",
     "FeedEventOut",
     "JobCreate",
     "JobList",
@@ -24,6 +25,9 @@ __all__ = [
     "ProgressOut",
     "ResultIn",
     "StreamTokenOut",
+    "WebhookCreated",
+    "WebhookIn",
+    "WebhookOut",
 ]
 
 MAX_MESSAGE = 2000
@@ -219,3 +223,52 @@ class StreamTokenOut(BaseModel):
     token: str
     expires_at: datetime
     expires_in: float = Field(description="Seconds the token stays valid for opening streams.")
+
+
+WebhookEvent = Literal["job.progress", "job.stalled", "job.finished", "job.failed", "job.cancelled"]
+
+
+class WebhookIn(_Body):
+    """A URL to call on job events."""
+
+    url: str = Field(min_length=1, max_length=2048, description="An http(s) URL.")
+    events: list[WebhookEvent] = Field(min_length=1, max_length=5)
+    progress_interval_s: float = Field(
+        default=10.0,
+        ge=1,
+        le=86_400,
+        allow_inf_nan=False,
+        description="At most one job.progress per job this often.",
+    )
+
+
+class WebhookOut(BaseModel):
+    """A registered webhook (without its secret)."""
+
+    id: str
+    url: str
+    events: list[str]
+    progress_interval_s: float
+    created_at: datetime
+
+
+class WebhookCreated(WebhookOut):
+    """A new webhook, with the secret that signs its deliveries. Shown this once."""
+
+    secret: str = Field(description="HMAC-SHA256 key of X-Morag-Signature; keep it safe.")
+
+
+class DeliveryOut(BaseModel):
+    """One delivery of an event to a webhook, and what became of it."""
+
+    id: int
+    event_id: int
+    event_type: str
+    job_id: str
+    state: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_status: int | None = Field(description="The receiver's last HTTP status.")
+    last_error: str | None
+    created_at: datetime
+    next_attempt_at: datetime
+    delivered_at: datetime | None

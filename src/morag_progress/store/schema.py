@@ -20,11 +20,22 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 
 from morag_progress.models import as_utc
 
-__all__ = ["api_keys", "events", "jobs", "metadata", "stream_tokens", "worker_mappings"]
+__all__ = [
+    "api_keys",
+    "events",
+    "jobs",
+    "metadata",
+    "stream_tokens",
+    "webhook_cursor",
+    "webhook_deliveries",
+    "webhooks",
+    "worker_mappings",
+]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -141,4 +152,53 @@ stream_tokens = Table(
     Column("key_id", String(32), nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
     Index("ix_stream_tokens_expiry", "expires_at"),
+)
+
+# Webhooks: users' endpoints, and the outbox of deliveries made from the change feed.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", String(128), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("events", JSON, nullable=False),
+    # Signing needs the secret itself (HMAC), so it is stored as given and shown once.
+    Column("secret", String(128), nullable=False),
+    Column("progress_interval_s", Float, nullable=False),
+    # Feed id when it was made: it is told of later changes only.
+    Column("after_event_id", BigInteger, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_webhooks_user", "user_id"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", _FeedId, primary_key=True, autoincrement=True),
+    Column("webhook_id", String(32), nullable=False),
+    Column("event_id", BigInteger, nullable=False),
+    Column("event_type", String(32), nullable=False),
+    Column("job_id", String(128), nullable=False),
+    # The body is fixed when the delivery is made, so every retry carries the same signature.
+    Column("payload", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("last_status", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    UniqueConstraint("webhook_id", "event_id", name="uq_webhook_deliveries_event"),
+    Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
+    Index("ix_webhook_deliveries_webhook", "webhook_id", "id"),
+    Index("ix_webhook_deliveries_progress", "webhook_id", "job_id", "event_type", "id"),
+    sqlite_autoincrement=True,
+)
+
+# How far the outbox has read the feed (one row): a restart resumes there, losing nothing.
+webhook_cursor = Table(
+    "webhook_cursor",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("event_id", BigInteger, nullable=False),
 )

@@ -179,6 +179,14 @@ class SQLStore:
         with self._errors(what), self._reader.connect() as conn:
             yield conn
 
+    # Other modules keeping tables of their own in this database (webhooks) use these.
+    transaction = _write
+    """A write transaction (BEGIN IMMEDIATE on SQLite); errors become StoreError."""
+    connection = _read
+    """A read-only connection; errors become StoreError."""
+    dialect_insert = property(lambda self: self._insert())
+    """The dialect's INSERT construct (it knows ON CONFLICT)."""
+
     def _insert(self) -> Any:
         """The dialect's INSERT, which knows ON CONFLICT."""
         return sqlite.insert if self.dialect == "sqlite" else postgresql.insert
