@@ -323,6 +323,10 @@ class Job:
     stall_timeout_s: float | None
     rate: float | None
     """Smoothed progress rate in percent per second; None until two updates exist."""
+    children: int = 0
+    """How many jobs name this one as their parent."""
+    children_done: int = 0
+    """How many of them have ended (finished, failed or cancelled)."""
 
     @property
     def eta_seconds(self) -> float | None:

@@ -18,7 +18,8 @@ from celery.app.task import Context
 from celery.signals import task_revoked
 
 from morag_progress import JobStatus, JobTracker, ProgressHandler
-from morag_progress.integrations.celery import ProgressTask
+from morag_progress.errors import ConfigurationError
+from morag_progress.integrations.celery import ProgressTask, progress_group
 from morag_progress.models import Job
 from tests.live import Remote
 from tests.services import free_port, unavailable
@@ -249,3 +250,38 @@ def test_eager_run_over_http(remote: Remote, monkeypatch: pytest.MonkeyPatch) ->
 def test_outside_a_worker_the_task_still_reports() -> None:
     """Calling the task as a function (no worker run) still reports, never raises."""
     assert convert.run() == "eager"
+
+
+def test_group_is_a_parent_with_children() -> None:
+    """progress_group: a parent job whose children are the group's tasks (job id = task id);
+    it finishes when they all have, through the store."""
+    parent, tasks = progress_group(
+        [convert.s(), convert.s(), convert.s()], name="batch", weights=[1, 1, 2]
+    )
+    results = tasks.apply()
+    assert all(r.successful() for r in results.results)
+    tracker = JobTracker()
+    job = tracker.get_job(parent)
+    assert job is not None
+    assert (job.status, job.children, job.children_done) == (JobStatus.FINISHED, 3, 3)
+    children = tracker.list_jobs(parent_id=parent)
+    assert {c.id for c in children} == {r.id for r in results.results}
+    assert sorted(c.weight for c in children) == [1, 1, 2]
+    tracker.close()
+
+
+def test_group_over_http(remote: Remote, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With MORAG_PROGRESS_API_URL set, the parent and children are made on the server."""
+    monkeypatch.setenv("MORAG_PROGRESS_API_URL", remote.url)
+    monkeypatch.setenv("MORAG_PROGRESS_API_KEY", remote.user_key)
+    parent, tasks = progress_group([convert.s(), convert.s()], name="remote batch")
+    tasks.apply()
+    job = remote.job(parent)
+    assert (job.status, job.user_id, job.children) == (JobStatus.FINISHED, "alice", 2)
+
+
+def test_group_weights_must_match() -> None:
+    """One weight per task, or a ConfigurationError naming weights."""
+    with pytest.raises(ConfigurationError) as info:
+        progress_group([convert.s()], name="x", weights=[1, 2])
+    assert info.value.field == "weights"

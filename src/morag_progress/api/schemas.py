@@ -152,6 +152,8 @@ class JobOut(BaseModel):
     stall_timeout_s: float | None
     rate: float | None = Field(description="Smoothed percent per second; null until known.")
     eta_seconds: float | None = Field(description="Seconds left at that rate; null if unknown.")
+    children: int = Field(description="Jobs that name this one as their parent.")
+    children_done: int = Field(description="How many of those have ended.")
 
     @classmethod
     def of(cls, job: Job) -> JobOut:

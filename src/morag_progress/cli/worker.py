@@ -21,9 +21,9 @@ from rich.console import Console
 from rich.live import Live
 
 from morag_progress.cli.view import TERMINAL, JobsView, read_events
-from morag_progress.client import ProgressReporter
+from morag_progress.client import ProgressReporter, create_job
 from morag_progress.client._core import connection
-from morag_progress.errors import ConfigurationError
+from morag_progress.errors import ConfigurationError, ProgressError
 from morag_progress.parser import ProgressEventParser
 
 __all__ = ["report", "run", "tail", "watch"]
@@ -87,15 +87,6 @@ def report(
     typer.echo(f"{state['id']}: {state['status']} {state['percentage']}%{applied}")
     if reply["cancel_requested"]:
         notes.print("cancel requested", style="yellow")
-
-
-def _create_job(
-    base: str, headers: dict[str, str], job: str, name: str, document_type: str
-) -> None:
-    body = {"id": job, "document_name": name[:255], "document_type": document_type}
-    response = _request("POST", f"{base}/api/v1/jobs", headers, json=body)
-    if response.status_code not in (200, 201):
-        raise _fail(response)
 
 
 class _Lines:
@@ -172,7 +163,17 @@ def run(
         job = str(uuid.uuid4())
         notes.print(f"job {job}", style="dim")
     if create:
-        _create_job(base, headers, job, name or " ".join(command), document_type)
+        try:
+            create_job(
+                name or " ".join(command),
+                document_type,
+                job_id=job,
+                api_url=base,
+                api_key=_key(headers),
+            )
+        except ProgressError as e:
+            notes.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(1) from e
     reporter = ProgressReporter(job, api_url=base, api_key=_key(headers), min_interval=min_interval)
     reporter.heartbeat()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -8,6 +8,13 @@ database.
 
 from morag_progress.client._core import Stage
 from morag_progress.client.aio import AsyncProgressReporter
+from morag_progress.client.jobs import create_job
 from morag_progress.client.sync import LocalReporter, ProgressReporter
 
-__all__ = ["AsyncProgressReporter", "LocalReporter", "ProgressReporter", "Stage"]
+__all__ = [
+    "AsyncProgressReporter",
+    "LocalReporter",
+    "ProgressReporter",
+    "Stage",
+    "create_job",
+]

@@ -35,20 +35,22 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 from celery import Task
 from celery.signals import task_revoked
 
-from morag_progress.client._core import ReporterCore, Stage, connection
+from morag_progress.client._core import ReporterCore, Stage
+from morag_progress.client.jobs import create_job
 from morag_progress.client.sync import LocalReporter, ProgressReporter
-from morag_progress.errors import JobConflictError
+from morag_progress.errors import ConfigurationError, JobConflictError, ProgressError
 from morag_progress.handler import ProgressHandler
 from morag_progress.settings import load_settings
 
-__all__ = ["ProgressTask", "filesystem_broker"]
+__all__ = ["ProgressTask", "filesystem_broker", "progress_group"]
 
 logger = logging.getLogger("morag_progress.integrations")
 
@@ -170,7 +172,10 @@ class ProgressTask(Task):  # type: ignore[misc]  # celery has no type informatio
         attempt = int(getattr(self.request, "retries", 0) or 0) + 1
         reporter: ReporterCore
         if self._remote():
-            _create_remote_job(job_id, self.name, self.progress_document_type)
+            try:
+                create_job(self.name, self.progress_document_type, job_id=job_id)
+            except ProgressError as e:  # reporting still starts: the job may exist already
+                logger.warning("job %s: not created on the server: %s", job_id, e)
             reporter = ProgressReporter(
                 job_id, min_interval=self.progress_min_interval, attempt=attempt
             )
@@ -201,16 +206,40 @@ class ProgressTask(Task):  # type: ignore[misc]  # celery has no type informatio
             reporter.close()
 
 
-def _create_remote_job(job_id: str, name: str, document_type: str) -> None:
-    """Create the job on the server (idempotent: an existing job of the same id is kept)."""
-    base_url, headers = connection(None, None)
-    body = {"id": job_id, "document_name": name, "document_type": document_type}
-    try:
-        response = httpx.post(f"{base_url}/api/v1/jobs", json=body, headers=headers, timeout=10)
-        if response.status_code >= 400:
-            logger.warning("job %s: not created on the server (%s)", job_id, response.status_code)
-    except httpx.HTTPError as e:
-        logger.warning("job %s: not created on the server: %r", job_id, e)
+def progress_group(
+    signatures: Sequence[Any],
+    *,
+    name: str,
+    document_type: str = "celery-group",
+    weights: Sequence[float] | None = None,
+    user_id: str | None = None,
+    remote: bool | None = None,
+) -> tuple[str, Any]:
+    """A Celery group whose tasks are the children of one parent job: the parent's percentage
+    is their weighted mean, it finishes when all have ended and fails when one fails.
+    Returns the parent job's id and the group to run (``group.delay()``, or the header of a
+    chord); each task's id is its child job's id. ``remote``: create the jobs over HTTP (default:
+    when MORAG_PROGRESS_API_URL is set), else in the store."""
+    from celery import group
+
+    weights = list(weights) if weights is not None else [1.0] * len(signatures)
+    if len(weights) != len(signatures):
+        raise ConfigurationError("weights", "must have one weight per task", weights)
+    over_http = bool(load_settings().api_url) if remote is None else remote
+
+    def make(document_name: str, kind: str, **fields: Any) -> str:
+        if over_http:
+            return str(create_job(document_name, kind, **fields)["id"])
+        tracker = _handler().job_tracker
+        return str(tracker.start_job(document_name, kind, user_id=user_id, **fields))
+
+    parent = make(name, document_type)
+    children = []
+    for signature, weight in zip(signatures, weights, strict=True):
+        task_id = str(uuid.uuid4())
+        make(signature.task, "celery", job_id=task_id, parent_id=parent, weight=weight)
+        children.append(signature.clone().set(task_id=task_id))
+    return parent, group(children)
 
 
 def _on_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:

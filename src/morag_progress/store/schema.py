@@ -90,6 +90,15 @@ jobs = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("end_date", UTCDateTime, nullable=True),
     Column("last_seen_at", UTCDateTime, nullable=True),
+    # A parent's running sums over its children, so each child's change rolls up in O(1).
+    Column("children", Integer, nullable=False, default=0),
+    Column("children_done", Integer, nullable=False, default=0),
+    Column("children_failed", Integer, nullable=False, default=0),
+    Column("children_weight", Float, nullable=False, default=0.0),
+    Column("children_progress", Float, nullable=False, default=0.0),
+    # What this child last added to its parent's sums.
+    Column("rolled_up_pct", Integer, nullable=False, default=0),
+    Column("rolled_up_done", Boolean, nullable=False, default=False),
     Column("stall_timeout_s", Float, nullable=True),
     Column("rate", Float, nullable=True),
     # Ordering key of the last applied update: (attempt, last_ts_us, last_seq). Microseconds since

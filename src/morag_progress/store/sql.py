@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -46,7 +47,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
-from morag_progress.errors import ConfigurationError, JobConflictError, StoreError
+from morag_progress.errors import (
+    ConfigurationError,
+    InvalidInputError,
+    JobConflictError,
+    StoreError,
+)
 from morag_progress.keys import ApiKey, Role
 from morag_progress.models import (
     TERMINAL_STATUSES,
@@ -222,7 +228,33 @@ class SQLStore:
                     raise JobConflictError(new.id)
                 return _job(existing), False
             self._append_event(conn, created, now=now, timestamp=now)
+            if new.parent_id is not None:
+                self._adopt(conn, created, now)  # raising here undoes the insert too
             return _job(created), True
+
+    def _adopt(self, conn: Connection, child: RowMapping, now: datetime) -> None:
+        """Count a new child in its parent's sums (the parent must be the same user's)."""
+        j = jobs.c
+        conditions = [j.id == child["parent_id"], j.id != child["id"]]
+        if child["user_id"] is not None:
+            conditions.append(j.user_id == child["user_id"])
+        parent = (
+            conn.execute(
+                update(jobs)
+                .where(*conditions)
+                .values(
+                    children=j.children + 1, children_weight=j.children_weight + child["weight"]
+                )
+                .returning(*jobs.c)
+            )
+            .mappings()
+            .first()
+        )
+        if parent is None:
+            raise InvalidInputError(
+                "parent_id", "must name an existing job of the same user", child["parent_id"]
+            )
+        self._settle_parent(conn, parent, child, now)
 
     def apply(
         self, update: ProgressUpdate, *, now: datetime, create_missing: bool = False
@@ -613,9 +645,8 @@ class SQLStore:
         )
         conn.execute(stmt.on_conflict_do_nothing())
 
-    @staticmethod
     def _append_event(
-        conn: Connection, row: RowMapping, *, now: datetime, timestamp: datetime
+        self, conn: Connection, row: RowMapping, *, now: datetime, timestamp: datetime
     ) -> int:
         params = {
             "job_id": row["id"],
@@ -630,7 +661,70 @@ class SQLStore:
             "timestamp": timestamp,
             "recorded_at": now,
         }
-        return int(conn.execute(_INSERT_EVENT, params).scalar_one())
+        event_id = int(conn.execute(_INSERT_EVENT, params).scalar_one())
+        if row["parent_id"] is not None:
+            self._roll_up(conn, row, now)
+        return event_id
+
+    def _roll_up(self, conn: Connection, child: RowMapping, now: datetime) -> None:
+        """Carry a child's change into its parent's sums, then the parent's state, in the same
+        transaction: O(1) per change, whatever the number of children. The parent's change is
+        an ordinary applied update, so it has its feed row (and rolls up to its own parent)."""
+        done = child["status"] in _TERMINAL
+        failed = child["status"] == JobStatus.FAILED.value and not child["rolled_up_done"]
+        delta = child["weight"] * (child["percentage"] - child["rolled_up_pct"])
+        newly_done = done and not child["rolled_up_done"]
+        if not delta and not newly_done:
+            return
+        j = jobs.c
+        conn.execute(
+            update(jobs)
+            .where(j.id == child["id"])
+            .values(rolled_up_pct=child["percentage"], rolled_up_done=done)
+        )
+        parent = (
+            conn.execute(
+                update(jobs)
+                .where(j.id == child["parent_id"])
+                .values(
+                    children_progress=j.children_progress + delta,
+                    children_done=j.children_done + int(newly_done),
+                    children_failed=j.children_failed + int(failed),
+                )
+                .returning(*jobs.c)
+            )
+            .mappings()
+            .first()
+        )
+        if parent is not None:
+            self._settle_parent(conn, parent, child, now)
+
+    def _settle_parent(
+        self, conn: Connection, parent: RowMapping, child: RowMapping, now: datetime
+    ) -> None:
+        """The parent's state from its sums: FAILED when a child failed, FINISHED when all
+        ended, otherwise the children's weighted mean (at most 99%)."""
+        if parent["status"] in _TERMINAL or not parent["children"]:
+            return
+        update_: ProgressUpdate
+        if parent["children_failed"]:
+            update_ = ProgressUpdate.final(
+                parent["id"],
+                success=False,
+                message=f"Child job {child['id']} failed: {child['error'] or child['summary']}",
+            )
+        elif parent["children_done"] >= parent["children"]:
+            update_ = ProgressUpdate.final(
+                parent["id"], success=True, message=f"All {parent['children']} child jobs ended"
+            )
+        else:
+            mean = parent["children_progress"] / max(parent["children_weight"], 1e-9)
+            update_ = ProgressUpdate(
+                parent["id"],
+                min(99, max(0, math.floor(mean + 1e-9))),
+                f"{parent['children_done']} of {parent['children']} child jobs done",
+            )
+        self._apply_in(conn, update_, now, False)
 
 
 _INSERT_EVENT = events.insert().returning(events.c.id)

@@ -1,0 +1,54 @@
+"""Making jobs on a server: the one blocking call of the worker side, made before work
+starts (a task's own job, a parent and its children), never while reporting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from morag_progress.client._core import connection
+from morag_progress.errors import ProgressError
+
+__all__ = ["create_job"]
+
+
+def create_job(
+    document_name: str,
+    document_type: str,
+    *,
+    job_id: str | None = None,
+    parent_id: str | None = None,
+    weight: float = 1.0,
+    remote: bool = False,
+    api_url: str | None = None,
+    api_key: str | None = None,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """Create a job (``POST /api/v1/jobs``) and return it as the server answered. A given
+    ``job_id`` is idempotent: the same call twice makes one job. ``remote`` queues it for a
+    remote worker's claim. Raises :class:`~morag_progress.ProgressError` when the server
+    cannot be reached or refuses, with its reason."""
+    base, headers = connection(api_url, api_key)
+    body: dict[str, Any] = {
+        "document_name": document_name[:255],
+        "document_type": document_type[:64],
+        "weight": weight,
+        "remote": remote,
+    }
+    if job_id is not None:
+        body["id"] = job_id
+    if parent_id is not None:
+        body["parent_id"] = parent_id
+    try:
+        response = httpx.post(f"{base}/api/v1/jobs", json=body, headers=headers, timeout=timeout)
+    except httpx.HTTPError as e:
+        raise ProgressError(f"cannot reach {base} to create a job: {e}") from e
+    if response.status_code not in (200, 201):
+        try:
+            detail = response.json().get("message") or response.json().get("detail")
+        except ValueError:
+            detail = response.text
+        raise ProgressError(f"the server refused the job ({response.status_code}): {detail}")
+    job: dict[str, Any] = response.json()
+    return job

@@ -1,0 +1,114 @@
+"""Parent jobs: children roll up into their parent in the same transaction (weighted mean,
+finished when all end, failed when one fails), also when reported concurrently."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from morag_progress import JobStatus, JobTracker
+from morag_progress.errors import InvalidInputError
+from morag_progress.store import SQLStore
+from tests.conftest import Clock
+
+
+def test_weighted_mean_and_completion(
+    tracker: JobTracker, make_job: Callable[..., str], clock: Clock
+) -> None:
+    """The parent's percentage is its children's weighted mean; it finishes with the last."""
+    parent = make_job(document_name="course")
+    a = make_job(parent_id=parent, weight=1)
+    b = make_job(parent_id=parent, weight=3)
+    clock.advance(1)
+    tracker.update_progress(a, 100, None, "a done", "alice")
+    job = tracker.get_job(parent)
+    assert job is not None
+    assert (job.percentage, job.status, job.children, job.children_done) == (
+        25,
+        JobStatus.PROCESSING,
+        2,
+        1,
+    )
+    clock.advance(1)
+    tracker.update_progress(b, 50, None, "b half", "alice")
+    assert tracker.get_job_progress(parent) == 62  # (100 + 3 * 50) / 4 = 62.5, floored
+    clock.advance(1)
+    tracker.mark_completed(b, "b done", "alice")
+    job = tracker.get_job(parent)
+    assert job is not None
+    assert (job.status, job.percentage, job.summary) == (
+        JobStatus.FINISHED,
+        100,
+        "All 2 child jobs ended",
+    )
+    assert [e.percentage for e in tracker.history(parent)][-3:] == [25, 62, 100]
+
+
+def test_one_failed_child_fails_the_parent(
+    tracker: JobTracker, make_job: Callable[..., str], clock: Clock
+) -> None:
+    """A failed child fails its parent, naming it; the parent keeps its percentage."""
+    parent = make_job()
+    a = make_job(parent_id=parent)
+    make_job(parent_id=parent)
+    clock.advance(1)
+    tracker.update_progress(a, 40, None, "a", "alice")
+    clock.advance(1)
+    tracker.mark_failed(a, "corrupt file", "alice")
+    job = tracker.get_job(parent)
+    assert job is not None
+    assert (job.status, job.percentage) == (JobStatus.FAILED, 20)
+    assert job.error == f"Child job {a} failed: corrupt file"
+
+
+def test_grandparents_roll_up_too(
+    tracker: JobTracker, make_job: Callable[..., str], clock: Clock
+) -> None:
+    """A child's change moves its parent, and the parent's change moves the grandparent."""
+    top = make_job()
+    middle = make_job(parent_id=top)
+    leaf = make_job(parent_id=middle)
+    clock.advance(1)
+    tracker.update_progress(leaf, 60, None, "leaf", "alice")
+    assert tracker.get_job_progress(middle) == 60
+    assert tracker.get_job_progress(top) == 60
+
+
+def test_parent_must_be_the_same_users(tracker: JobTracker, make_job: Callable[..., str]) -> None:
+    """A parent of another user, or none at all, is refused naming parent_id."""
+    bobs = make_job(user_id="bob")
+    for parent in (bobs, "no-such-job"):
+        with pytest.raises(InvalidInputError) as info:
+            make_job(parent_id=parent)
+        assert info.value.field == "parent_id"
+    job = tracker.get_job(bobs)
+    assert job is not None
+    assert job.children == 0
+
+
+def test_three_children_reported_concurrently(
+    store: SQLStore, tracker: JobTracker, make_job: Callable[..., str]
+) -> None:
+    """Three workers report their children at once: nothing is lost from the parent's sums."""
+    parent = make_job()
+    children = [make_job(parent_id=parent, weight=w) for w in (1, 2, 3)]
+    barrier = threading.Barrier(3)
+
+    def work(job_id: str) -> None:
+        own = JobTracker(store=store)
+        barrier.wait()
+        for percentage in range(1, 101):
+            assert own.update_progress(job_id, percentage, None, f"{percentage}", "alice")
+
+    threads = [threading.Thread(target=work, args=(c,)) for c in children]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    job = tracker.get_job(parent)
+    assert job is not None
+    assert (job.status, job.percentage, job.children_done) == (JobStatus.FINISHED, 100, 3)
+    percentages = [e.percentage for e in tracker.history(parent)]
+    assert percentages == sorted(percentages)
