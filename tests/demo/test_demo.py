@@ -24,7 +24,8 @@ def test_demo_completes_with_every_job_as_expected() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "API at http://127.0.0.1:" in out
-    assert "dashboard: http://127.0.0.1:" in out
+    assert "/#token=mps_" in out
+    assert "Signed webhooks received and verified: 4" in out
     assert "Summary" in out
     for name in ("lecture.mp3", "podcast.wav", "slides.pptx", "report.pdf"):
         assert name in out

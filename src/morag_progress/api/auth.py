@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from fastapi import HTTPException, Request, status
 from starlette.concurrency import run_in_threadpool
 
-from morag_progress.keys import ApiKey, Role, hash_key, matches
+from morag_progress.keys import STREAM_TOKEN_PREFIX, ApiKey, Role, hash_key, matches
 from morag_progress.models import utcnow
 from morag_progress.store.base import Store
 
@@ -82,12 +82,7 @@ class Authenticator:
         return Principal(key_id=key.id, user_id=key.user_id, role=key.role)
 
 
-async def stream_principal(request: Request) -> Principal:
-    """FastAPI dependency for event streams: a bearer key, or a ``token`` query parameter
-    from ``POST /api/v1/stream-tokens`` (browsers' EventSource cannot send headers)."""
-    token = request.query_params.get("token")
-    if token is None:
-        return await principal(request)
+async def _token_principal(request: Request, token: str) -> Principal:
     store: Store = request.app.state.store
     key = await run_in_threadpool(store.find_stream_token, hash_key(token), now=utcnow())
     if key is None or not key.active:
@@ -95,10 +90,27 @@ async def stream_principal(request: Request) -> Principal:
     return Principal(key_id=key.id, user_id=key.user_id, role=key.role)
 
 
+async def stream_principal(request: Request) -> Principal:
+    """FastAPI dependency for event streams: a bearer key, or a ``token`` query parameter
+    from ``POST /api/v1/stream-tokens`` (browsers' EventSource cannot send headers)."""
+    token = request.query_params.get("token")
+    if token is None:
+        return await principal(request)
+    return await _token_principal(request, token)
+
+
 async def principal(request: Request) -> Principal:
-    """FastAPI dependency: the authenticated caller, within its rate limit."""
-    authenticator: Authenticator = request.app.state.authenticator
-    caller = await authenticator.authenticate(request.headers.get("authorization"))
+    """FastAPI dependency: the authenticated caller, within its rate limit. A stream token
+    (``Bearer mst_...``) is a read token: it authenticates GET requests only."""
+    authorization = request.headers.get("authorization") or ""
+    secret = authorization.partition(" ")[2].strip()
+    if secret.startswith(STREAM_TOKEN_PREFIX):
+        if request.method not in ("GET", "HEAD"):
+            raise _unauthorized("a stream token only reads; this needs an API key")
+        caller = await _token_principal(request, secret)
+    else:
+        authenticator: Authenticator = request.app.state.authenticator
+        caller = await authenticator.authenticate(authorization or None)
     request.app.state.rate_limiter.check(caller.key_id)
     return caller
 

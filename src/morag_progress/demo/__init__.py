@@ -5,12 +5,15 @@ for a demo user, and runs real workers against them: two remote GPU workers over
 (``remote_worker``), a Celery worker on kombu's filesystem broker (``celery_app``), and a
 wrapped command whose output is parsed (``command`` under ``morag-progress run``). One remote
 job is cancelled half-way, as a user would from the API. The jobs are shown live from the
-server's event stream, then summed up; the exit code is 0 when every job ended as expected.
+server's event stream (and on the dashboard, through a read-only sign-in link), then summed up
+with the signed webhooks the demo's own receiver got; the exit code is 0 when every job ended
+as expected and each ending arrived as a verified webhook.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.server
 import importlib.util
 import os
 import shutil
@@ -22,6 +25,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import IO
 
@@ -33,10 +37,11 @@ from rich.live import Live
 from morag_progress.api import create_app
 from morag_progress.cli.view import JobsView
 from morag_progress.cli.worker import follow
-from morag_progress.keys import Role, create_key
+from morag_progress.keys import STREAM_TOKEN_PREFIX, Role, create_key, generate_key, hash_key
 from morag_progress.models import utcnow
 from morag_progress.settings import Settings
 from morag_progress.store import SQLStore
+from morag_progress.webhooks import verify_signature
 
 __all__ = ["run_demo"]
 
@@ -101,14 +106,31 @@ def run_demo(
     directory = Path(tempfile.mkdtemp(prefix="morag-progress-demo-"))
     database_url = f"sqlite:///{directory / 'demo.db'}"
     store = SQLStore(database_url)
-    _, user_key = create_key(store, user_id="demo", role=Role.USER, name="demo", now=utcnow())
+    user_api_key, user_key = create_key(
+        store, user_id="demo", role=Role.USER, name="demo", now=utcnow()
+    )
+    user_key_id = user_api_key.id
     _, worker_key = create_key(store, user_id="demo", role=Role.WORKER, name="gpu", now=utcnow())
-    settings = Settings(database_url=database_url, rate_limit_per_second=0, sse_ping_seconds=1.0)
+    settings = Settings(
+        database_url=database_url,
+        rate_limit_per_second=0,
+        sse_ping_seconds=1.0,
+        webhook_allow_private=True,  # the demo's own webhook receiver is on loopback
+        webhook_poll_seconds=0.2,
+    )
+    # A ready sign-in for the dashboard: a read token in the link's fragment (never the key).
+    link_token = generate_key(STREAM_TOKEN_PREFIX)
+    store.create_stream_token(
+        hash_key(link_token), user_key_id, expires_at=utcnow() + timedelta(hours=1)
+    )
     demo = _Demo(directory)
     try:
         with _serve(store, settings) as url:
             console.print(f"[bold]morag-progress demo[/bold]: API at [link={url}/docs]{url}[/link]")
-            console.print(f"  dashboard: {url}/  (sign in with the demo user's key: {user_key})")
+            console.print(
+                f"  dashboard (signed in, read-only, for an hour): {url}/#token={link_token}"
+            )
+            console.print(f"  the demo user's API key: {user_key}")
             console.print(f"  OpenAPI docs: {url}/docs")
             console.print(
                 f"  workers' logs: {directory} (kept with MORAG_PROGRESS_DEMO_KEEP_FILES=1)",
@@ -145,6 +167,14 @@ def _run(
         response = http.post("/api/v1/jobs", json=body)
         response.raise_for_status()
         return str(response.json()["id"])
+
+    inbox = _Inbox()
+    hook = http.post(
+        "/api/v1/webhooks",
+        json={"url": inbox.url, "events": ["job.finished", "job.failed", "job.cancelled"]},
+    )
+    hook.raise_for_status()
+    secret = hook.json()["secret"]
 
     expected: dict[str, str] = {}
     lecture = new_job("lecture.mp3", "audio", remote=True)
@@ -239,6 +269,12 @@ def _run(
         follow(url, user, view, changed, stop=lambda: time.monotonic() > deadline)
 
     console.print(view.render(title="Summary"))
+    verified = inbox.wait_for(len(expected), secret, timeout=10)
+    inbox.close()
+    kinds = ", ".join(f"{kind} x{n}" for kind, n in sorted(verified.items()))
+    console.print(
+        f"Signed webhooks received and verified: {sum(verified.values())} ({kinds or 'none'})"
+    )
     wrong = {
         job_id: job.get("status")
         for job_id, job in view.jobs.items()
@@ -247,11 +283,53 @@ def _run(
     if wrong:
         console.print(f"[red]Not as expected:[/red] {wrong} (logs in {demo.directory})")
         return 1
+    if sum(verified.values()) != len(expected):
+        console.print(f"[red]Expected {len(expected)} signed webhooks, one per job.[/red]")
+        return 1
     console.print(
         f"[green]All {len(expected)} jobs ended as expected[/green]: remote workers over HTTP, "
         "a Celery worker through the store, a wrapped command's output, and a cancel request."
     )
     return 0
+
+
+class _Inbox:
+    """The demo's webhook receiver on loopback: keeps each delivery's headers and body."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        inbox = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                inbox.received.append((dict(self.headers), body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/webhook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, count: int, secret: str, timeout: float) -> dict[str, int]:
+        """Deliveries whose signature checks out, by event type, once ``count`` arrived (or
+        at the deadline)."""
+        deadline = time.monotonic() + timeout
+        while len(self.received) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        verified: dict[str, int] = {}
+        for headers, body in list(self.received):
+            if verify_signature(secret, body, headers.get("X-Morag-Signature")):
+                kind = headers.get("X-Morag-Event", "?")
+                verified[kind] = verified.get(kind, 0) + 1
+        return verified
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def _send_celery_task(broker: Path, job_id: str, seconds: float) -> None:

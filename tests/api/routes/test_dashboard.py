@@ -177,3 +177,29 @@ def test_new_jobs_appear_without_a_reload(browser: Any, site: tuple[str, JobTrac
         page.get_by_role("button", name="late.pdf").wait_for(timeout=5000)
     finally:
         page.close()
+
+
+def test_read_only_link_signs_in_and_leaves_the_address_bar(
+    browser: Any, site: tuple[str, JobTracker, str]
+) -> None:
+    """A link with a stream token in its fragment signs in read-only; the token leaves the
+    address bar; cancelling needs a key."""
+    url, tracker, key = site
+    job_id = tracker.start_job("linked.mp3", "audio", user_id="alice")
+    tracker.update_progress(job_id, 30, None, "working", "alice")
+    token = httpx.post(
+        f"{url}/api/v1/stream-tokens", headers={"Authorization": f"Bearer {key}"}
+    ).json()["token"]
+    page = browser.new_page()
+    try:
+        page.goto(f"{url}/#token={token}")
+        page.get_by_role("button", name="linked.mp3").wait_for(timeout=5000)
+        assert token not in page.url
+        page.get_by_role("button", name="linked.mp3").click()
+        page.get_by_role("button", name="Cancel this job").click()
+        page.get_by_text("a stream token only reads").wait_for(timeout=5000)
+        job = tracker.get_job(job_id)
+        assert job is not None
+        assert not job.cancel_requested
+    finally:
+        page.close()

@@ -9,6 +9,8 @@ const $ = (selector) => document.querySelector(selector);
 
 const state = {
   key: sessionStorage.getItem("morag-progress-key"),
+  // A read-only sign-in link carries a stream token in its fragment (never sent to servers).
+  token: sessionStorage.getItem("morag-progress-token"),
   jobs: new Map(), // id -> job (as the API returns it, moved by progress events)
   last: new Map(), // id -> [seconds, percentage] of the previous event, for the rate
   source: null,
@@ -20,7 +22,7 @@ async function api(method, path, body) {
   const response = await fetch(path, {
     method,
     headers: {
-      Authorization: `Bearer ${state.key}`,
+      Authorization: `Bearer ${state.key || state.token}`,
       ...(body ? { "Content-Type": "application/json" } : {}),
     },
     body: body ? JSON.stringify(body) : undefined,
@@ -47,6 +49,20 @@ async function signIn(key) {
   state.key = key;
   await openStream(); // throws on a wrong key: nothing is kept then
   sessionStorage.setItem("morag-progress-key", key);
+  sessionStorage.removeItem("morag-progress-token");
+  state.token = null;
+  showJobs();
+}
+
+async function signInWithToken(token) {
+  state.token = token;
+  await api("GET", "/api/v1/jobs?limit=1"); // throws on an expired link
+  sessionStorage.setItem("morag-progress-token", token);
+  await openStream();
+  showJobs();
+}
+
+function showJobs() {
   $("#signin").hidden = true;
   $("#jobs-section").hidden = false;
 }
@@ -54,7 +70,8 @@ async function signIn(key) {
 function signOut() {
   if (state.source) state.source.close();
   sessionStorage.removeItem("morag-progress-key");
-  Object.assign(state, { key: null, source: null, lastEventId: null, detail: null });
+  sessionStorage.removeItem("morag-progress-token");
+  Object.assign(state, { key: null, token: null, source: null, lastEventId: null, detail: null });
   state.jobs.clear();
   render();
   $("#signin").hidden = false;
@@ -65,13 +82,15 @@ function signOut() {
 }
 
 async function openStream() {
-  const { token } = await api("POST", "/api/v1/stream-tokens");
+  const token = state.key ? (await api("POST", "/api/v1/stream-tokens")).token : state.token;
   if (state.source) state.source.close();
   // A new stream starts with a snapshot of every job, so nothing missed meanwhile is lost;
   // within one stream the browser itself resumes with Last-Event-ID.
   const source = new EventSource(`/api/v1/events?token=${encodeURIComponent(token)}`);
   state.source = source;
-  source.addEventListener("open", () => { $("#connection").textContent = "Live"; });
+  source.addEventListener("open", () => {
+    $("#connection").textContent = state.key ? "Live" : "Live (read-only link: sign in with a key to cancel)";
+  });
   source.addEventListener("snapshot", (event) => {
     state.lastEventId = event.lastEventId;
     for (const job of JSON.parse(event.data)) state.jobs.set(job.id, job);
@@ -243,6 +262,14 @@ document.addEventListener("DOMContentLoaded", () => {
       $("#detail-error").textContent = error.message;
     }
   });
-  if (state.key) signIn(state.key).catch(signOut);
+  const link = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (link) {
+    history.replaceState(null, "", location.pathname); // the token leaves the address bar
+    signInWithToken(link).catch(() => {
+      signOut();
+      $("#signin-error").textContent = "This sign-in link has expired: sign in with a key.";
+    });
+  } else if (state.key) signIn(state.key).catch(signOut);
+  else if (state.token) signInWithToken(state.token).catch(signOut);
   else $("#key").focus();
 });

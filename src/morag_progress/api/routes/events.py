@@ -90,9 +90,10 @@ def _resume_point(last_event_id: str | None) -> int | None:
 
 @router.post("/api/v1/stream-tokens", response_model=StreamTokenOut, status_code=201)
 def create_stream_token(caller: Caller, request: Request) -> StreamTokenOut:
-    """A short-lived token that opens event streams as the caller (``?token=...``), for
-    browsers, whose EventSource cannot send an Authorization header. The key itself never
-    goes into a URL."""
+    """A short-lived read token for the caller: it opens event streams (``?token=...``, for
+    browsers, whose EventSource cannot send an Authorization header) and authenticates GET
+    requests as ``Bearer <token>``; it cannot change anything. The key itself never goes into
+    a URL."""
     ttl = request.app.state.settings.stream_token_seconds
     token = generate_key(STREAM_TOKEN_PREFIX)
     expires_at = utcnow() + timedelta(seconds=ttl)
