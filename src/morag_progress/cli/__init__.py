@@ -18,12 +18,16 @@ from morag_progress.store import SQLStore, open_store
 __all__ = ["app", "main"]
 
 app = typer.Typer(
-    help="Job progress reporting: serve the API, manage keys, report and watch progress.",
+    help="Job progress: serve the API, manage keys and the database, report and watch.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+db_app = typer.Typer(
+    help="The database's schema: its revision, and upgrades.", no_args_is_help=True
+)
+app.add_typer(db_app, name="db")
 
 DatabaseUrl = Annotated[
     str | None,
@@ -100,6 +104,51 @@ def serve(
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port, log_config=log_config()
     )
+
+
+def _unmigrated_store(database_url: str | None) -> SQLStore:
+    url = database_url or _settings().resolved_database_url
+    try:
+        return SQLStore(url, create_tables=False)
+    except ProgressError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Upgrade the schema (back the database up first). Safe to run again."""
+    store = _unmigrated_store(database_url)
+    try:
+        before, after = store.upgrade(revision)
+    except ProgressError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from e
+    finally:
+        store.close()
+    if before == after:
+        console.print(f"already at revision {after}")
+    else:
+        console.print(f"upgraded from {before or 'an empty database'} to revision {after}")
+
+
+@db_app.command("current")
+def db_current(database_url: DatabaseUrl = None) -> None:
+    """Print the schema's revision and the newest this version knows."""
+    from morag_progress.store.migrate import head_revision
+
+    store = _unmigrated_store(database_url)
+    try:
+        revision = store.revision()
+    except ProgressError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from e
+    finally:
+        store.close()
+    typer.echo(f"{revision or 'empty'} (newest: {head_revision()})")
 
 
 @keys_app.command("create")

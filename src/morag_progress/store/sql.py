@@ -65,12 +65,12 @@ from morag_progress.models import (
     status_for_percentage,
 )
 from morag_progress.store.base import NewJob
+from morag_progress.store.migrate import current_revision, ensure_schema, upgrade
 from morag_progress.store.schema import (
     UTCDateTime,
     api_keys,
     events,
     jobs,
-    metadata,
     stream_tokens,
     worker_mappings,
 )
@@ -130,8 +130,21 @@ class SQLStore:
             )
         self._reader = self._engine.execution_options(**{_READ_OPTION: True})
         if create_tables:
-            with self._errors("create tables"):
-                metadata.create_all(self._engine)
+            try:
+                ensure_schema(self._engine)
+            except StoreError:
+                self._engine.dispose()  # nothing of a store that did not open stays open
+                raise
+
+    def upgrade(self, revision: str = "head") -> tuple[str | None, str]:
+        """Migrate the schema to ``revision`` (``morag-progress db upgrade``); returns the
+        revisions before and after."""
+        return upgrade(self._engine, revision)
+
+    def revision(self) -> str | None:
+        """The schema's revision, or None for a database without tables."""
+        with self._read("read schema revision") as conn:
+            return current_revision(conn)
 
     # -- engine set-up -------------------------------------------------------------------------
 
