@@ -121,3 +121,39 @@ def test_two_servers_on_one_sqlite_file(
         assert job["percentage"] == 40
     history = httpx.get(f"{second}/api/v1/jobs/{job_id}/history", headers=headers).json()
     assert len(history) == 41
+
+
+def test_replicas_stream_each_others_updates(
+    serve: Callable[[], str], server_env: dict[str, str], database_url: str
+) -> None:
+    """An update sent to one replica reaches the event stream of another within a second. On
+    PostgreSQL the streaming replica polls only every 30 s, so only NOTIFY can make it."""
+    key = cli("keys", "create", "--user", "alice", env=server_env).splitlines()[0]
+    headers = {"Authorization": f"Bearer {key}"}
+    writer = serve()
+    if database_url.startswith("postgresql"):
+        server_env["MORAG_PROGRESS_FEED_POLL_SECONDS"] = "30"
+    reader = serve()
+    job_id = httpx.post(
+        f"{writer}/api/v1/jobs",
+        json={"document_name": "a", "document_type": "pdf"},
+        headers=headers,
+    ).json()["id"]
+    with (
+        httpx.Client(timeout=httpx.Timeout(10.0)) as client,
+        client.stream("GET", f"{reader}/api/v1/jobs/{job_id}/events", headers=headers) as stream,
+    ):
+        lines = stream.iter_lines()
+        assert next(line for line in lines if line.startswith("event:")) == "event: snapshot"
+        time.sleep(0.5)  # the reader's tail is running
+        started = time.monotonic()
+        report = httpx.put(
+            f"{writer}/api/v1/remote-jobs/{job_id}/progress",
+            json={"percentage": 50, "message": "from the other replica"},
+            headers=headers,
+        )
+        assert report.status_code == 200
+        data = next(line for line in lines if line.startswith("data:") and "other replica" in line)
+        elapsed = time.monotonic() - started
+    assert '"percentage":50' in data.replace(" ", "")
+    assert elapsed < 1.0, f"took {elapsed:.2f} s"

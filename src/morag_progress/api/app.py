@@ -31,6 +31,7 @@ from morag_progress.monitor import Monitor
 from morag_progress.settings import Settings, load_settings
 from morag_progress.store import SQLStore
 from morag_progress.store.base import Store
+from morag_progress.store.notify import FeedListener
 from morag_progress.tracker import JobTracker
 from morag_progress.webhooks import Dispatcher, WebhookStore
 
@@ -79,7 +80,12 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
                 ).run(settings.webhook_poll_seconds)
             ),
         ]
+        listener = None
+        if store.dialect == "postgresql":  # other replicas' changes wake the tail at once
+            listener = FeedListener(store.url, hub.wake).start()
         yield
+        if listener is not None:
+            await asyncio.to_thread(listener.stop)
         for task in background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

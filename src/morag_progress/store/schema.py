@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    DDL,
     JSON,
     BigInteger,
     Boolean,
@@ -21,11 +22,13 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
 )
 
 from morag_progress.models import as_utc
 
 __all__ = [
+    "FEED_CHANNEL",
     "api_keys",
     "events",
     "jobs",
@@ -211,3 +214,17 @@ webhook_cursor = Table(
     Column("name", String(32), primary_key=True),
     Column("event_id", BigInteger, nullable=False),
 )
+
+# PostgreSQL: each statement that writes feed rows sends one NOTIFY, so every replica's tail
+# wakes at once instead of waiting for its next poll (the feed stays the source of truth).
+FEED_CHANNEL = "morag_progress_feed"
+FEED_NOTIFY_FUNCTION = DDL(  # type: ignore[no-untyped-call]  # SQLAlchemy's DDL is untyped
+    "CREATE OR REPLACE FUNCTION morag_progress_feed_notify() RETURNS trigger AS $$ "
+    f"BEGIN PERFORM pg_notify('{FEED_CHANNEL}', ''); RETURN NULL; END; $$ LANGUAGE plpgsql"
+)
+FEED_NOTIFY_TRIGGER = DDL(  # type: ignore[no-untyped-call]
+    "CREATE TRIGGER progress_events_notify AFTER INSERT ON progress_events "
+    "FOR EACH STATEMENT EXECUTE FUNCTION morag_progress_feed_notify()"
+)
+event.listen(events, "after_create", FEED_NOTIFY_FUNCTION.execute_if(dialect="postgresql"))
+event.listen(events, "after_create", FEED_NOTIFY_TRIGGER.execute_if(dialect="postgresql"))
