@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from morag_progress.models import utcnow
 from morag_progress.settings import Settings
 from morag_progress.store import SQLStore
 from morag_progress.tracker import JobTracker
-from tests.live import Faults, LiveServer, Remote
+from tests.live import Faults, LiveServer, Remote, ServerProcess
 from tests.services import PostgresServer, start_postgres
 
 
@@ -150,3 +151,23 @@ def eventually() -> Eventually:
                 time.sleep(0.02)
 
     return wait
+
+
+@pytest.fixture
+def server_env(database_url: str) -> dict[str, str]:
+    """The servers' environment: one database (a SQLite file, or PostgreSQL) for all of them."""
+    return {**os.environ, "MORAG_PROGRESS_DATABASE_URL": database_url}
+
+
+@pytest.fixture
+def serve(server_env: dict[str, str]) -> Iterator[Callable[[], str]]:
+    """Factory: start a server process on a free port and return its base URL."""
+    servers: list[ServerProcess] = []
+
+    def start() -> str:
+        servers.append(ServerProcess(dict(server_env)).start())
+        return servers[-1].url
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -5,11 +5,14 @@ up; ``Faults`` in front of the app answers chosen requests with 429 or 500."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import orjson
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -128,3 +131,51 @@ class Remote:
         job = self.tracker.get_job(job_id)
         assert job is not None
         return job
+
+
+CLI = [sys.executable, "-m", "morag_progress.cli"]
+
+
+def cli(*args: str, env: dict[str, str]) -> str:
+    """Run ``morag-progress ARGS`` as a user would; its standard output."""
+    done = subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, env=env, timeout=60, check=True
+    )
+    return done.stdout.strip()
+
+
+class ServerProcess:
+    """``morag-progress serve`` in a process of its own, on a port that survives restarts."""
+
+    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
+        self.env = env
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30) -> ServerProcess:
+        self.process = subprocess.Popen(
+            [*CLI, "serve", "--port", str(self.port)],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not become ready in time")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush, as a crash."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
-import pytest
 
-from tests.services import free_port
+from tests.live import cli
 
 SEED_REQUEST_BLOCK = """\
 import requests
@@ -27,51 +23,6 @@ response = requests.put(
     headers={"Authorization": f"Bearer {api_key}"}
 )
 """
-
-CLI = [sys.executable, "-m", "morag_progress.cli"]
-
-
-def cli(*args: str, env: dict[str, str]) -> str:
-    done = subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, env=env, timeout=60, check=True
-    )
-    return done.stdout.strip()
-
-
-@pytest.fixture
-def server_env(database_url: str) -> dict[str, str]:
-    """The servers' environment: one database (a SQLite file, or PostgreSQL) for all of them."""
-    return {**os.environ, "MORAG_PROGRESS_DATABASE_URL": database_url}
-
-
-@pytest.fixture
-def serve(server_env: dict[str, str]) -> Iterator[Callable[[], str]]:
-    """Factory: start a server process on a free port and return its base URL."""
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start() -> str:
-        port = free_port()
-        process = subprocess.Popen(
-            [*CLI, "serve", "--port", str(port)],
-            env=server_env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        processes.append(process)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    return url
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not become ready in 30 s")
-
-    yield start
-    for process in processes:
-        process.terminate()
-        process.wait(10)
 
 
 def test_seed_request_example_as_written(
