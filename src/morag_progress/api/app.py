@@ -14,6 +14,8 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from morag_progress.api.auth import Authenticator
 from morag_progress.api.limits import BodyLimit, RateLimiter
@@ -114,12 +116,44 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         large_limit=settings.max_log_body_bytes,
         large_suffixes=("/logs", "/remote-jobs/progress"),  # log uploads and batches
     )
+    app.add_middleware(AllowHeader)
     app.add_middleware(RequestTimer, metrics=metrics)  # added last: outermost, times it all
     for router in (remote_jobs.router, jobs.router, events.router, webhooks.router, ops.router):
         app.include_router(router)
     dashboard.mount(app)
     _map_errors(app)
     return app
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+class AllowHeader:
+    """On a 405, list every method the path supports in ``Allow`` (Starlette lists only the
+    first matching route's when two routes share a path, as GET and POST /api/v1/jobs do)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_allow(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                methods = {
+                    method
+                    for route in scope["app"].routes
+                    for method in _METHODS
+                    if route.matches({**scope, "method": method})[0] is Match.FULL
+                }
+                headers = [(k, v) for k, v in message["headers"] if k.lower() != b"allow"]
+                headers.append((b"allow", ", ".join(sorted(methods)).encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_allow)
 
 
 def _detail(status: int, detail: Any, **extra: Any) -> JSONResponse:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from morag_progress.models import FeedEvent, Job, JobStatus
 
@@ -31,7 +31,20 @@ __all__ = [
 ]
 
 MAX_MESSAGE = 2000
+# The columns' ranges: a larger number is a 422 naming the field, not a database error.
+_INT = 2**31 - 1
+_BIGINT = 2**63 - 1
 JobId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\w.:@-]+$")]
+
+
+def _iso_text(value: Any) -> Any:
+    # Lax mode would read a number as Unix seconds; the contract is an ISO 8601 string.
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an ISO 8601 date-time string")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_text)]
 
 
 class _Body(BaseModel):
@@ -42,18 +55,33 @@ class _Body(BaseModel):
 class ProgressIn(_Body):
     """A progress report from a worker (the seed's body, plus ordering and counts)."""
 
-    percentage: float = Field(ge=0, le=100, allow_inf_nan=False, description="0 to 100; floored.")
+    # strict: true/false are not numbers here (lax mode would read them as 1 and 0).
+    percentage: float = Field(
+        ge=0, le=100, allow_inf_nan=False, strict=True, description="0 to 100; floored."
+    )
     message: str | None = Field(default=None, max_length=MAX_MESSAGE, description="Summary.")
-    timestamp: datetime | None = Field(
+    timestamp: IsoDateTime | None = Field(
         default=None,
         description="When it happened (ISO 8601; naive means UTC); default: when received. "
         "More than 5 minutes in the future is refused.",
     )
-    current: int | None = Field(default=None, ge=0, description="Items done.")
-    total: int | None = Field(default=None, ge=0, description="Items in all.")
+    current: int | None = Field(
+        default=None, ge=0, le=_BIGINT, strict=True, description="Items done."
+    )
+    total: int | None = Field(
+        default=None, ge=0, le=_BIGINT, strict=True, description="Items in all."
+    )
     stage: str | None = Field(default=None, max_length=255, description="Current stage name.")
-    attempt: int | None = Field(default=None, ge=1, description="Attempt this report belongs to.")
-    seq: int | None = Field(default=None, ge=0, description="Orders reports with equal timestamps.")
+    attempt: int | None = Field(
+        default=None, ge=1, le=_INT, strict=True, description="Attempt this report belongs to."
+    )
+    seq: int | None = Field(
+        default=None,
+        ge=0,
+        le=_BIGINT,
+        strict=True,
+        description="Orders reports with equal timestamps.",
+    )
 
 
 class BatchItem(ProgressIn):
@@ -113,8 +141,10 @@ class JobCreate(_Body):
     summary: str | None = Field(default=None, max_length=MAX_MESSAGE)
     metadata: dict[str, Any] | None = None
     parent_id: JobId | None = None
-    weight: float = Field(default=1.0, gt=0, allow_inf_nan=False)
-    stall_timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    weight: float = Field(default=1.0, gt=0, le=1e9, allow_inf_nan=False, strict=True)
+    stall_timeout_s: float | None = Field(
+        default=None, gt=0, le=1e9, allow_inf_nan=False, strict=True
+    )
     id: JobId | None = None
     remote: bool = Field(
         default=False,

@@ -33,6 +33,7 @@ def visible_job(request: Request, job_id: str, caller: Principal) -> Job:
 
 
 _ERRORS: dict[int, str] = {
+    400: "The body is not JSON text (not UTF-8, or cut off).",
     401: "No API key, or a wrong or revoked one.",
     403: "This key's role may not do this (a worker key creating or cancelling jobs).",
     404: "No such job, or not one of this key's user.",

@@ -21,7 +21,7 @@ router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=JobOut,
-    responses=errors(401, 403, 409, 422, 429),
+    responses=errors(400, 401, 403, 409, 422, 429),
 )
 def create_job(body: JobCreate, caller: Caller, request: Request, response: Response) -> JobOut:
     """Create a job for the caller's user. Creating with the same ``id`` again returns the job."""

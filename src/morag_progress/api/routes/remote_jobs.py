@@ -33,7 +33,7 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1/remote-jobs", tags=["remote workers"])
 
-_ERRORS = errors(401, 404, 409, 413, 422, 429)
+_ERRORS = errors(400, 401, 404, 409, 413, 422, 429)
 
 
 def _update(job_id: str, body: ProgressIn, caller: Principal) -> ProgressUpdate:

@@ -47,7 +47,7 @@ def _owned(request: Request, webhook_id: str, caller: Principal) -> Webhook:
     "",
     response_model=WebhookCreated,
     status_code=status.HTTP_201_CREATED,
-    responses=errors(401, 403, 422, 429),
+    responses=errors(400, 401, 403, 422, 429),
 )
 async def create_webhook(body: WebhookIn, caller: Caller, request: Request) -> WebhookCreated:
     """Register a URL for job events of the caller's jobs (an admin's: everyone's). The reply
