@@ -111,7 +111,8 @@ jobs = Table(
     Index("ix_jobs_user_created", "user_id", "created_at", "id"),
     Index("ix_jobs_status_created", "status", "created_at", "id"),
     Index("ix_jobs_parent", "parent_id"),
-    Index("ix_jobs_queue", "status", "user_id", "created_at"),
+    # The remote queue (claim) and a user's jobs by status, both in (created_at, id) order.
+    Index("ix_jobs_queue", "status", "user_id", "created_at", "id"),
 )
 
 events = Table(
