@@ -19,7 +19,7 @@ from morag_progress.settings import Settings
 from morag_progress.store import SQLStore
 from morag_progress.tracker import JobTracker
 from tests.live import Faults, LiveServer, Remote, ServerProcess
-from tests.services import PostgresServer, start_postgres
+from tests.services import PostgresServer, start_postgres, start_redis
 
 
 @pytest.fixture(autouse=True)
@@ -52,6 +52,15 @@ class Clock:
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    server = start_redis()
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,3 +129,45 @@ def start_postgres() -> PostgresServer:
         log = (directory / "server.log").read_text(errors="replace")[-2000:]
         raise RuntimeError(f"PostgreSQL did not start: {started.stderr}\n{log}")
     return PostgresServer(port=port, directory=directory, bindir=bindir, run_as=run_as)
+
+
+@dataclass
+class RedisServer:
+    """A throw-away redis-server on loopback, no persistence."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    directory: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start_redis() -> RedisServer:
+    """Start redis-server (skips, or fails under MORAG_PROGRESS_REQUIRE_SERVICES, without it)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        unavailable("redis-server not found (apt-get install redis-server)")
+    assert binary is not None
+    port = free_port()
+    directory = Path(tempfile.mkdtemp(prefix="morag-redis-"))
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(directory)],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return RedisServer(port, process, directory)
+        except OSError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError("redis-server did not start") from None
+            time.sleep(0.05)

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     rate_limit_per_second: float = Field(
         default=50.0, ge=0, description="Requests per second per API key; 0 turns the limit off."
     )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for state the replicas share (per-key rate limits); unset: each "
+        "server process keeps its own.",
+    )
     max_body_bytes: int = Field(default=64 * 1024, gt=0, description="Largest request body.")
     max_log_body_bytes: int = Field(
         default=1024 * 1024, gt=0, description="Largest body of a log upload or a batch."

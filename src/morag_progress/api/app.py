@@ -18,7 +18,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from morag_progress.api.auth import Authenticator
-from morag_progress.api.limits import BodyLimit, RateLimiter
+from morag_progress.api.limits import BodyLimit, RateLimiter, SharedRateLimiter
 from morag_progress.api.metrics import Metrics, RequestTimer
 from morag_progress.api.routes import dashboard, events, jobs, ops, remote_jobs, webhooks
 from morag_progress.errors import (
@@ -93,6 +93,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await hub.close()
+        await app.state.rate_limiter.close()
         if owns_store:
             store.close()
 
@@ -108,7 +109,11 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.state.hub = hub
     app.state.webhooks = hooks
     app.state.authenticator = Authenticator(store, cache_seconds=settings.key_cache_seconds)
-    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second)
+    app.state.rate_limiter = (
+        SharedRateLimiter(settings.redis_url, settings.rate_limit_per_second)
+        if settings.redis_url
+        else RateLimiter(settings.rate_limit_per_second)
+    )
     app.state.metrics = metrics = Metrics(store)
     app.add_middleware(
         BodyLimit,

@@ -111,7 +111,7 @@ async def principal(request: Request) -> Principal:
     else:
         authenticator: Authenticator = request.app.state.authenticator
         caller = await authenticator.authenticate(authorization or None)
-    request.app.state.rate_limiter.check(caller.key_id)
+    await request.app.state.rate_limiter.acquire(caller.key_id)
     return caller
 
 

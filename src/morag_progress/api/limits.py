@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -9,13 +10,26 @@ import time
 from fastapi import HTTPException, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["BodyLimit", "RateLimiter"]
+from morag_progress.errors import ConfigurationError
+
+__all__ = ["BodyLimit", "RateLimiter", "SharedRateLimiter"]
+
+logger = logging.getLogger(__name__)
+
+
+def _too_many(rate: float, retry_after: float) -> HTTPException:
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        detail=f"rate limit of {rate:g} requests per second per key exceeded",
+        headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
+    )
 
 
 class RateLimiter:
     """A token bucket per key: ``rate`` requests a second on average, bursts up to ``burst``.
 
-    In-process: with several server replicas each holds its own buckets.
+    In-process: with several server replicas each holds its own buckets (see
+    :class:`SharedRateLimiter` for one budget across replicas).
     """
 
     def __init__(self, rate: float, *, burst: float | None = None) -> None:
@@ -34,13 +48,76 @@ class RateLimiter:
             tokens = min(self.burst, tokens + (now - last) * self.rate)
             if tokens < 1:
                 self._buckets[key] = (tokens, now)
-                retry_after = math.ceil((1 - tokens) / self.rate)
-                raise HTTPException(
-                    status.HTTP_429_TOO_MANY_REQUESTS,
-                    detail=f"rate limit of {self.rate:g} requests per second per key exceeded",
-                    headers={"Retry-After": str(max(1, retry_after))},
-                )
+                raise _too_many(self.rate, (1 - tokens) / self.rate)
             self._buckets[key] = (tokens - 1, now)
+
+    async def acquire(self, key: str) -> None:
+        """The same, as the request path calls it."""
+        self.check(key)
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+# One token bucket per key in Redis, updated atomically on Redis's own clock, so replicas on
+# different machines share one budget. Returns {allowed, seconds until a token is back}.
+_BUCKET = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or burst
+local ts = tonumber(state[2]) or t
+tokens = math.min(burst, tokens + math.max(0, t - ts) * rate)
+local allowed = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', t)
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
+return {allowed, tostring((1 - tokens) / rate)}
+"""
+
+
+class SharedRateLimiter:
+    """The per-key token bucket kept in Redis (``MORAG_PROGRESS_REDIS_URL``): one budget for
+    every replica. If Redis cannot be reached the request is let through (logged): the limit
+    protects the service, and a Redis outage should not take reporting down with it."""
+
+    def __init__(self, url: str, rate: float, *, burst: float | None = None) -> None:
+        try:
+            import redis.asyncio
+        except ImportError as e:
+            raise ConfigurationError(
+                "MORAG_PROGRESS_REDIS_URL", "needs pip install 'morag-progress[redis]'", url
+            ) from e
+
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate)
+        self._redis = redis.asyncio.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._script = self._redis.register_script(_BUCKET)
+        self._warned_at = 0.0
+
+    async def acquire(self, key: str) -> None:
+        if self.rate <= 0:
+            return
+        import redis
+
+        try:
+            allowed, wait = await self._script(
+                keys=[f"morag-progress:rate:{key}"], args=[self.rate, self.burst]
+            )
+        except redis.RedisError:
+            if time.monotonic() - self._warned_at > 60:
+                self._warned_at = time.monotonic()
+                logger.warning("rate limit store unreachable: requests are not limited")
+            return
+        if not int(allowed):
+            raise _too_many(self.rate, float(wait))
+
+    async def close(self) -> None:
+        await self._redis.aclose()
 
 
 class BodyLimit:
