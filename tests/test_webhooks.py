@@ -327,3 +327,31 @@ def test_private_url_is_refused_by_default(tmp_path: Path) -> None:
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "url"]
     store.close()
+
+
+def test_two_replicas_deliver_each_event_once(
+    store: SQLStore, tracker: JobTracker, clock: Clock, receiver: Callable[..., Receiver]
+) -> None:
+    """Two dispatchers (replicas) fill and send from one outbox at the same moment: each
+    event is delivered once."""
+    endpoint = receiver()
+    hooks = WebhookStore(store)
+    hooks.create(
+        user_id="alice", url=endpoint.url, event_types=["job.finished"], progress_interval_s=10
+    )
+    finished = []
+    for i in range(10):
+        job_id = tracker.start_job(f"j{i}", "doc", user_id="alice")
+        tracker.mark_completed(job_id, "done", "alice")
+        finished.append(job_id)
+    replicas = [dispatcher(store, clock), dispatcher(store, clock)]
+
+    async def run() -> None:
+        await asyncio.gather(*(replica.tick() for replica in replicas))
+        await asyncio.gather(*(replica.tick() for replica in replicas))
+        for replica in replicas:
+            await replica._client.aclose()
+
+    asyncio.run(run())
+    delivered = [event["job"]["id"] for event in endpoint.events()]
+    assert sorted(delivered) == sorted(finished)
