@@ -38,6 +38,7 @@ from sqlalchemy import (
     false,
     func,
     literal,
+    literal_column,
     or_,
     select,
     update,
@@ -839,7 +840,7 @@ def _update_statement(shape: _Shape) -> Any:
         stalled = j.status == JobStatus.STALLED.value
         status = case((stalled, JobStatus.PROCESSING.value), else_=j.status)
     else:
-        running = j.status.in_([JobStatus.PROCESSING.value, JobStatus.STALLED.value])
+        running = _status_in(JobStatus.PROCESSING, JobStatus.STALLED)
         status = case((running, JobStatus.PROCESSING.value), else_=JobStatus.PENDING.value)
 
     conditions = _scope(user=shape.user, claimant=shape.claimant)
@@ -917,12 +918,19 @@ def _changes(shape: _Shape, status: Any) -> ColumnElement[bool]:
     return or_(*changes)
 
 
+def _status_in(*statuses: JobStatus) -> ColumnElement[bool]:
+    """``status IN ('A', 'B')`` with the values written into the SQL: an IN list of bound
+    parameters is expanded on every execution, which cost the hot UPDATE a fifth of its time."""
+    values = sorted(JobStatus(status).value for status in statuses)
+    return jobs.c.status.in_([literal_column(f"'{value}'") for value in values])
+
+
 def _scope(*, user: bool, claimant: bool) -> list[ColumnElement[bool]]:
     """The job (bound as ``job_id``), if it is not terminal and the caller may write to it."""
     j = jobs.c
     conditions: list[ColumnElement[bool]] = [
         j.id == bindparam("p_job_id", type_=String()),
-        j.status.not_in(_TERMINAL),
+        ~_status_in(*TERMINAL_STATUSES),
     ]
     if user:
         conditions.append(j.user_id == bindparam("p_user_id", type_=String()))
