@@ -214,16 +214,26 @@ class WebhookStore:
                 select(webhook_cursor.c.event_id).where(webhook_cursor.c.name == "outbox")
             ).scalar()
             start = int(cursor or 0)
-            rows = (
-                conn.execute(
-                    select(events).where(events.c.id > start).order_by(events.c.id).limit(batch)
-                )
-                .mappings()
-                .all()
-            )
-            if not rows:
+            # The feed's end first, the webhooks second: a webhook made in between starts
+            # after that end (its after_event_id), so skipping to it below loses nothing.
+            end = conn.execute(select(func.max(events.c.id))).scalar() or 0
+            if end <= start:
                 return 0
             hooks = [_row for _row in conn.execute(select(webhooks)).mappings()]
+            if hooks:
+                rows = (
+                    conn.execute(
+                        select(events)
+                        .where(events.c.id > start, events.c.id <= end)
+                        .order_by(events.c.id)
+                        .limit(batch)
+                    )
+                    .mappings()
+                    .all()
+                )
+                end = rows[-1]["id"] if rows else end
+            else:
+                rows = []  # nobody to tell: skip to the end without reading the feed
             last_progress: dict[tuple[str, str], datetime] = {}
             for event in rows:
                 event_type = _TYPE_OF_STATUS.get(event["status"], "job.progress")
@@ -240,7 +250,7 @@ class WebhookStore:
                         .on_conflict_do_nothing()
                     )
                     made += 1
-            values = {"name": "outbox", "event_id": rows[-1]["id"]}
+            values = {"name": "outbox", "event_id": end}
             conn.execute(
                 self.store.dialect_insert(webhook_cursor)
                 .values(values)
