@@ -355,3 +355,40 @@ def test_two_replicas_deliver_each_event_once(
     asyncio.run(run())
     delivered = [event["job"]["id"] for event in endpoint.events()]
     assert sorted(delivered) == sorted(finished)
+
+
+def test_outbox_waits_for_a_missing_feed_id(
+    store: SQLStore, tracker: JobTracker, clock: Clock, receiver: Callable[..., Receiver]
+) -> None:
+    """A feed id that is missing (its transaction has not committed yet) holds the outbox
+    back, so the row cannot be skipped; after a few seconds it counts as rolled back."""
+    endpoint = receiver()
+    hooks = WebhookStore(store)
+    hooks.create(
+        user_id="alice", url=endpoint.url, event_types=["job.finished"], progress_interval_s=10
+    )
+    first = tracker.start_job("a", "doc", user_id="alice")
+    tracker.mark_completed(first, "done", "alice")
+    from sqlalchemy import text
+
+    with store.transaction("make a gap") as conn:  # a later id, as if an earlier one were in flight
+        last = int(conn.execute(text("SELECT max(id) FROM progress_events")).scalar() or 0)
+        conn.execute(
+            text(
+                "INSERT INTO progress_events (id, job_id, user_id, status, percentage, message,"
+                " attempt, timestamp, recorded_at) VALUES (:id, :job, 'alice', 'FINISHED', 100,"
+                " 'late', 1, :now, :now)"
+            ),
+            {"id": last + 2, "job": first, "now": clock.now.replace(tzinfo=None)},
+        )
+    sender = dispatcher(store, clock)
+
+    async def run() -> None:
+        await sender.tick()
+        assert [e["job"]["id"] for e in endpoint.events()] == [first]  # not past the gap
+        clock.advance(6)
+        await sender.tick()
+        await sender._client.aclose()
+
+    asyncio.run(run())
+    assert len(endpoint.events()) == 2  # the gap was given up; the row after it went out
