@@ -175,7 +175,13 @@ class WebhookStore:
             return [_webhook(row) for row in conn.execute(stmt).mappings()]
 
     def get(self, webhook_id: str, user_id: str | None) -> Webhook | None:
-        return next((w for w in self.list_for(user_id) if w.id == webhook_id), None)
+        """One webhook, if it is ``user_id``'s (any, for None)."""
+        stmt = select(webhooks).where(webhooks.c.id == webhook_id)
+        if user_id is not None:
+            stmt = stmt.where(webhooks.c.user_id == user_id)
+        with self.store.connection("read webhook") as conn:
+            row = conn.execute(stmt).mappings().first()
+        return None if row is None else _webhook(row)
 
     def delete(self, webhook_id: str, user_id: str | None) -> bool:
         stmt = webhooks.delete().where(webhooks.c.id == webhook_id)
@@ -248,14 +254,14 @@ class WebhookStore:
                     ):
                         continue
                     conn.execute(
-                        self.store.dialect_insert(webhook_deliveries)
+                        self.store.dialect_insert()(webhook_deliveries)
                         .values(_new_delivery(hook, event, event_type, now))
                         .on_conflict_do_nothing()
                     )
                     made += 1
             values = {"name": "outbox", "event_id": end}
             conn.execute(
-                self.store.dialect_insert(webhook_cursor)
+                self.store.dialect_insert()(webhook_cursor)
                 .values(values)
                 .on_conflict_do_update(
                     index_elements=["name"], set_={"event_id": values["event_id"]}

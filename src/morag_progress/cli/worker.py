@@ -156,7 +156,7 @@ def run(
 ) -> None:
     """Run a command, pass its output through, report the progress found in it (up to 99%),
     and end the job from its exit code (which this command returns)."""
-    base, headers = _connection(api_url, api_key)
+    base, _ = _connection(api_url, api_key)  # checked here, before anything starts
     if job is None:
         if not create:
             raise typer.BadParameter("is required unless --create is given", param_hint="--job")
@@ -169,12 +169,12 @@ def run(
                 document_type,
                 job_id=job,
                 api_url=base,
-                api_key=_key(headers),
+                api_key=api_key,
             )
         except ProgressError as e:
             notes.print(f"[red]error:[/red] {e}")
             raise typer.Exit(1) from e
-    reporter = ProgressReporter(job, api_url=base, api_key=_key(headers), min_interval=min_interval)
+    reporter = ProgressReporter(job, api_url=base, api_key=api_key, min_interval=min_interval)
     reporter.heartbeat()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     try:
@@ -210,11 +210,6 @@ def run(
     raise typer.Exit(code if code >= 0 else 128 - code)
 
 
-def _key(headers: dict[str, str]) -> str | None:
-    value = headers.get("Authorization")
-    return value.removeprefix("Bearer ") if value else None
-
-
 def tail(
     file: Annotated[Path, typer.Argument(help="The log file.", dir_okay=False)],
     job: Annotated[str, typer.Option("--job", help="The job to report on.")],
@@ -227,10 +222,10 @@ def tail(
 ) -> None:
     """Report the progress in a log file (structlog JSON or the plain formats); with --follow,
     keep reading new lines (surviving rotation) until the job ends or Ctrl-C."""
-    base, headers = _connection(api_url, api_key)
+    base, _ = _connection(api_url, api_key)
     if not follow and not file.is_file():
         raise typer.BadParameter(f"{file} is not a readable file", param_hint="FILE")
-    reporter = ProgressReporter(job, api_url=base, api_key=_key(headers), min_interval=0.25)
+    reporter = ProgressReporter(job, api_url=base, api_key=api_key, min_interval=0.25)
     lines = _Lines(_reporting(reporter))
     handle: IO[bytes] | None = None
     inode = None

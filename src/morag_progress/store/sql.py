@@ -208,11 +208,9 @@ class SQLStore:
     """A write transaction (BEGIN IMMEDIATE on SQLite); errors become StoreError."""
     connection = _read
     """A read-only connection; errors become StoreError."""
-    dialect_insert = property(lambda self: self._insert())
-    """The dialect's INSERT construct (it knows ON CONFLICT)."""
 
-    def _insert(self) -> Any:
-        """The dialect's INSERT, which knows ON CONFLICT."""
+    def dialect_insert(self) -> Any:
+        """The dialect's INSERT construct, which knows ON CONFLICT."""
         return sqlite.insert if self.dialect == "sqlite" else postgresql.insert
 
     # -- jobs ----------------------------------------------------------------------------------
@@ -238,7 +236,7 @@ class SQLStore:
             "last_seq": 0,
         }
         with self._write("create job") as conn:
-            stmt = self._insert()(jobs).values(row).on_conflict_do_nothing()
+            stmt = self.dialect_insert()(jobs).values(row).on_conflict_do_nothing()
             created = conn.execute(stmt.returning(*jobs.c)).mappings().first()
             if created is None:
                 existing = self._fetch(conn, new.id)
@@ -556,7 +554,7 @@ class SQLStore:
             conn.execute(self._mapping_upsert(worker_id, job_id, now))
 
     def _mapping_upsert(self, worker_id: str, job_id: str, now: datetime) -> Any:
-        stmt = self._insert()(worker_mappings).values(
+        stmt = self.dialect_insert()(worker_mappings).values(
             worker_id=worker_id, job_id=job_id, updated_at=now
         )
         return stmt.on_conflict_do_update(
@@ -648,7 +646,7 @@ class SQLStore:
 
     def _create_for(self, conn: Connection, update: ProgressUpdate, now: datetime) -> None:
         """Create the job an in-process caller reports on before anyone created it."""
-        stmt = self._insert()(jobs).values(
+        stmt = self.dialect_insert()(jobs).values(
             id=update.job_id,
             user_id=update.user_id,
             document_name=update.job_id,
