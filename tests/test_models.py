@@ -21,7 +21,7 @@ from morag_progress.models import status_for_percentage
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"job_id": ""}, "job_id must be a non-empty string"),
+        ({"job_id": ""}, "job_id must be 1 to 128 ASCII letters"),
         ({"percentage": 101}, "percentage must be between 0 and 100, got 101"),
         ({"percentage": -0.5}, "percentage must be between 0 and 100"),
         ({"percentage": float("nan")}, "percentage must be a finite number"),

@@ -217,6 +217,25 @@ def test_final_status_is_not_held_back_by_a_fast_worker_clock(
     assert status_of(tracker, job_id) == (JobStatus.FINISHED, 100)
 
 
+def test_a_fast_worker_clock_cannot_freeze_a_job(
+    tracker: JobTracker, make_job: MakeJob, clock: Clock
+) -> None:
+    """A report stamped minutes ahead is ordered at the server's receive time: the next honest
+    report applies, and the feed keeps the worker's own time."""
+    job_id = make_job()
+    ahead = clock.now + timedelta(minutes=4)
+    assert tracker.apply(ProgressUpdate(job_id, 30, "ahead", timestamp=ahead)).applied
+    clock.advance(1)
+    honest = tracker.apply(ProgressUpdate(job_id, 40, "honest", timestamp=clock.now))
+    assert honest.applied
+    assert status_of(tracker, job_id) == (JobStatus.PROCESSING, 40)
+    stamps = {event.message: event.timestamp for event in tracker.history(job_id)}
+    assert stamps["ahead"] == ahead
+    clock.advance(1)
+    older = tracker.apply(ProgressUpdate(job_id, 35, "late", timestamp=clock.now - timedelta(5)))
+    assert not older.applied  # an honest but older report is still stale
+
+
 # -- rule 4: failure keeps the percentage --------------------------------------------------------
 
 
@@ -510,7 +529,7 @@ def test_any_order_ends_in_the_latest_state(
     and a terminal state, once reached, is never left."""
     percentages, final, order, duplicates = plan
     job_id = tracker.start_job("doc", "pdf")
-    base = clock.now
+    base = clock.now - timedelta(seconds=60)  # worker times in the past: they order the updates
     updates = [
         ProgressUpdate(job_id, pct, f"step {i}", timestamp=base + timedelta(seconds=i))
         for i, pct in enumerate(percentages)

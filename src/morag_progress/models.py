@@ -13,6 +13,15 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
+from morag_progress.bounds import (
+    MAX_ID,
+    MAX_NAME,
+    MAX_STAGE,
+    check_id,
+    check_text,
+    check_timestamp,
+    clean_text,
+)
 from morag_progress.errors import InvalidInputError, JobNotFoundError, JobStateError
 
 __all__ = [
@@ -117,7 +126,8 @@ class ProgressEvent:
         total: int | None = None,
     ) -> None:
         self.percentage = percentage
-        self.message = message
+        # A log line's text as a database can store it, and as long as a summary may be.
+        self.message = clean_text(message) if isinstance(message, str) else message
         self.timestamp_inferred = timestamp is None
         if timestamp is None:
             timestamp = utcnow()
@@ -214,8 +224,7 @@ class ProgressUpdate:
     """The reporting worker's key id: a job another worker claimed is not found for it."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.job_id, str) or not self.job_id:
-            raise InvalidInputError("job_id", "must be a non-empty string", self.job_id)
+        check_id("job_id", self.job_id)
         object.__setattr__(self, "percentage", _check_percentage(self.percentage))
         if self.status is not None:
             try:
@@ -223,14 +232,22 @@ class ProgressUpdate:
             except ValueError as e:
                 allowed = ", ".join(s.value for s in JobStatus)
                 raise InvalidInputError("status", f"must be one of {allowed}", self.status) from e
-        for name in ("message", "stage", "error", "user_id", "worker_id", "claimant"):
+        # Summaries are free text a worker does not always control: made storable and cut to
+        # length rather than refused, so the progress they come with is not lost.
+        for name in ("message", "error"):
             value = getattr(self, name)
-            if value is not None and not isinstance(value, str):
-                raise InvalidInputError(name, "must be a string", value)
+            if value is not None:
+                if not isinstance(value, str):
+                    raise InvalidInputError(name, "must be a string", value)
+                object.__setattr__(self, name, clean_text(value))
+        check_text("stage", self.stage, max_length=MAX_STAGE)
+        check_text("worker_id", self.worker_id, max_length=MAX_NAME)
+        for name in ("user_id", "claimant"):
+            check_text(name, getattr(self, name), max_length=MAX_ID)
         if self.timestamp is not None:
             if not isinstance(self.timestamp, datetime):
                 raise InvalidInputError("timestamp", "must be a datetime", self.timestamp)
-            object.__setattr__(self, "timestamp", as_utc(self.timestamp))
+            object.__setattr__(self, "timestamp", check_timestamp("timestamp", self.timestamp))
         _check_count("current", self.current)
         _check_count("total", self.total)
         _check_count("attempt", self.attempt, minimum=1)

@@ -9,12 +9,23 @@ reporting never raises into a worker.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from morag_progress.bounds import (
+    MAX_ID,
+    MAX_MESSAGE,
+    MAX_NAME,
+    MAX_SECONDS_OR_WEIGHT,
+    MAX_TYPE,
+    check_id,
+    check_metadata,
+    check_text,
+)
 from morag_progress.errors import InvalidInputError, ProgressError
 from morag_progress.models import (
     FeedEvent,
@@ -37,17 +48,19 @@ ProgressCallback = Callable[[str, int, JobStatus, str | None], Any]
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 """An update stamped further in the future than this is refused."""
 
-_MAX_NAME = 255
-_MAX_TYPE = 64
 
-
-def _text(field: str, value: object, *, max_length: int, required: bool = True) -> None:
+def _check_positive(field: str, value: object, *, required: bool = False) -> None:
     if value is None and not required:
         return
-    if not isinstance(value, str) or (required and not value.strip()):
-        raise InvalidInputError(field, "must be a non-empty string", value)
-    if len(value) > max_length:
-        raise InvalidInputError(field, f"must be at most {max_length} characters", value)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not 0 < value <= MAX_SECONDS_OR_WEIGHT
+    ):
+        raise InvalidInputError(
+            field, f"must be a number above 0 and at most {MAX_SECONDS_OR_WEIGHT:g}", value
+        )
 
 
 class JobTracker:
@@ -104,19 +117,18 @@ class JobTracker:
         status: JobStatus = JobStatus.PENDING,
     ) -> str:
         """Create a job and return its id. A given ``job_id`` is idempotent for its owner."""
-        _text("document_name", document_name, max_length=_MAX_NAME)
-        _text("document_type", document_type, max_length=_MAX_TYPE)
-        _text("job_id", job_id, max_length=128, required=False)
-        if metadata is not None and not isinstance(metadata, dict):
-            raise InvalidInputError("metadata", "must be a JSON object (dict)", metadata)
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
-            raise InvalidInputError("weight", "must be a positive number", weight)
-        if stall_timeout_s is not None and (
-            isinstance(stall_timeout_s, bool)
-            or not isinstance(stall_timeout_s, int | float)
-            or stall_timeout_s <= 0
-        ):
-            raise InvalidInputError("stall_timeout_s", "must be a positive number", stall_timeout_s)
+        check_text("document_name", document_name, max_length=MAX_NAME, required=True)
+        check_text("document_type", document_type, max_length=MAX_TYPE, required=True)
+        check_text("document_id", document_id, max_length=MAX_NAME)
+        check_text("user_id", user_id, max_length=MAX_ID)
+        check_text("summary", summary, max_length=MAX_MESSAGE)
+        for field, value in (("job_id", job_id), ("parent_id", parent_id)):
+            if value is not None:
+                check_id(field, value)
+        if metadata is not None:
+            check_metadata(metadata)
+        _check_positive("weight", weight, required=True)
+        _check_positive("stall_timeout_s", stall_timeout_s)
         new = NewJob(
             id=job_id or str(uuid.uuid4()),
             document_name=document_name,

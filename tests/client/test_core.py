@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from morag_progress.bounds import MAX_MESSAGE
 from morag_progress.client._core import Call, CallKind, ReporterCore, retry_after_seconds
 from morag_progress.errors import ConfigurationError
 
@@ -159,12 +160,18 @@ def test_progress_callback_takes_a_fraction() -> None:
 
 
 def test_long_message_is_truncated() -> None:
-    """A message over the server's limit is cut, not refused."""
+    """A message over the server's limit is cut to exactly that limit, not refused; text the
+    server cannot store (NUL, a lone surrogate) is replaced, not refused."""
     core, _ = make()
     core.update(1, "x" * 10_000)
     body = send(core).body
     assert body is not None
-    assert len(body["message"]) == 4096
+    assert len(body["message"]) == MAX_MESSAGE
+    core, _ = make()
+    core.update(2, "bad\x00text\ud800")
+    body = send(core).body
+    assert body is not None
+    assert body["message"] == "bad\ufffdtext\ufffd"
 
 
 def test_final_waits_for_pending_progress() -> None:

@@ -161,8 +161,16 @@ class AllowHeader:
         await self.app(scope, receive, send_with_allow)
 
 
+class _ErrorResponse(JSONResponse):
+    """An error answer, rendered with every non-ASCII character escaped: an error may echo
+    input that is not valid Unicode (a lone surrogate), and the answer must still be sent."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, default=str).encode()
+
+
 def _detail(status: int, detail: Any, **extra: Any) -> JSONResponse:
-    return JSONResponse({"detail": detail, **extra}, status_code=status)
+    return _ErrorResponse({"detail": detail, **extra}, status_code=status)
 
 
 def _map_errors(app: FastAPI) -> None:

@@ -5,8 +5,30 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
 
+from morag_progress.bounds import (
+    ID_PATTERN,
+    MAX_ID,
+    MAX_MESSAGE,
+    MAX_METADATA_BYTES,
+    MAX_METADATA_DEPTH,
+    MAX_NAME,
+    MAX_STAGE,
+    MAX_TYPE,
+    check_id,
+    check_metadata,
+    check_timestamp,
+    text_rule,
+)
 from morag_progress.models import FeedEvent, Job, JobStatus
 
 __all__ = [
@@ -30,11 +52,36 @@ __all__ = [
     "WebhookOut",
 ]
 
-MAX_MESSAGE = 2000
 # The columns' ranges: a larger number is a 422 naming the field, not a database error.
 _INT = 2**31 - 1
 _BIGINT = 2**63 - 1
-JobId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\w.:@-]+$")]
+
+
+def _storable(value: str) -> str:
+    rule = text_rule(value)
+    if rule is not None:
+        raise ValueError(rule)
+    return value
+
+
+def _job_id(value: str) -> str:
+    check_id("id", value)
+    return value
+
+
+_Storable = AfterValidator(_storable)
+Message = Annotated[str, StringConstraints(max_length=MAX_MESSAGE), _Storable]
+Stage = Annotated[str, StringConstraints(max_length=MAX_STAGE), _Storable]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME), _Storable]
+DocumentId = Annotated[str, StringConstraints(max_length=MAX_NAME), _Storable]
+DocumentType = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TYPE), _Storable]
+Url = Annotated[str, StringConstraints(min_length=1, max_length=2048), _Storable]
+JobId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_ID),
+    AfterValidator(_job_id),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_ID, "pattern": ID_PATTERN}),
+]
 
 
 def _iso_text(value: Any) -> Any:
@@ -44,7 +91,12 @@ def _iso_text(value: Any) -> Any:
     return value
 
 
-IsoDateTime = Annotated[datetime, BeforeValidator(_iso_text)]
+def _in_range(value: datetime) -> datetime:
+    return check_timestamp("timestamp", value)
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_in_range)]
+Metadata = Annotated[dict[str, Any], AfterValidator(check_metadata)]
 
 
 class _Body(BaseModel):
@@ -59,7 +111,7 @@ class ProgressIn(_Body):
     percentage: float = Field(
         ge=0, le=100, allow_inf_nan=False, strict=True, description="0 to 100; floored."
     )
-    message: str | None = Field(default=None, max_length=MAX_MESSAGE, description="Summary.")
+    message: Message | None = Field(default=None, description="Summary.")
     timestamp: IsoDateTime | None = Field(
         default=None,
         description="When it happened (ISO 8601; naive means UTC); default: when received. "
@@ -71,7 +123,7 @@ class ProgressIn(_Body):
     total: int | None = Field(
         default=None, ge=0, le=_BIGINT, strict=True, description="Items in all."
     )
-    stage: str | None = Field(default=None, max_length=255, description="Current stage name.")
+    stage: Stage | None = Field(default=None, description="Current stage name.")
     attempt: int | None = Field(
         default=None, ge=1, le=_INT, strict=True, description="Attempt this report belongs to."
     )
@@ -115,8 +167,8 @@ class BatchOut(BaseModel):
 class ClaimIn(_Body):
     """A worker asking for the next job waiting for a remote worker."""
 
-    worker_id: str = Field(min_length=1, max_length=255, description="The worker's name.")
-    document_types: list[str] | None = Field(
+    worker_id: Name = Field(description="The worker's name.")
+    document_types: list[DocumentType] | None = Field(
         default=None, max_length=50, description="Only jobs of these types."
     )
 
@@ -125,7 +177,7 @@ class ResultIn(_Body):
     """A worker's final word on a job."""
 
     success: bool
-    message: str | None = Field(default=None, max_length=MAX_MESSAGE)
+    message: Message | None = None
     cancelled: bool = Field(
         default=False,
         description="With success false: the worker stopped on a cancel request (CANCELLED).",
@@ -135,11 +187,15 @@ class ResultIn(_Body):
 class JobCreate(_Body):
     """A new job. A client-chosen ``id`` is idempotent: the same request twice makes one job."""
 
-    document_name: str = Field(min_length=1, max_length=255)
-    document_type: str = Field(min_length=1, max_length=64)
-    document_id: str | None = Field(default=None, max_length=255)
-    summary: str | None = Field(default=None, max_length=MAX_MESSAGE)
-    metadata: dict[str, Any] | None = None
+    document_name: Name
+    document_type: DocumentType
+    document_id: DocumentId | None = None
+    summary: Message | None = None
+    metadata: Metadata | None = Field(
+        default=None,
+        description=f"Free-form JSON object: at most {MAX_METADATA_DEPTH} levels deep and "
+        f"{MAX_METADATA_BYTES} bytes.",
+    )
     parent_id: JobId | None = None
     weight: float = Field(default=1.0, gt=0, le=1e9, allow_inf_nan=False, strict=True)
     stall_timeout_s: float | None = Field(
@@ -263,7 +319,7 @@ WebhookEvent = Literal["job.progress", "job.stalled", "job.finished", "job.faile
 class WebhookIn(_Body):
     """A URL to call on job events."""
 
-    url: str = Field(min_length=1, max_length=2048, description="An http(s) URL.")
+    url: Url = Field(description="An http(s) URL.")
     events: list[WebhookEvent] = Field(min_length=1, max_length=5)
     progress_interval_s: float = Field(
         default=10.0,

@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from morag_progress.bounds import clean_text
 from morag_progress.errors import ConfigurationError
 from morag_progress.settings import load_settings
 
@@ -46,8 +47,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("morag_progress.client")
-
-_MAX_MESSAGE = 4096
 
 
 class CallKind(enum.StrEnum):
@@ -119,9 +118,8 @@ def connection(api_url: str | None, api_key: str | None) -> tuple[str, dict[str,
 
 
 def _clip(message: object) -> str:
-    """A message as the server takes it: text, at most its length limit."""
-    text = message if isinstance(message, str) else str(message)
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
+    """A message as the server takes it: storable text, at most its length limit."""
+    return clean_text(message if isinstance(message, str) else str(message))
 
 
 def _iso(epoch: float) -> str:

@@ -807,7 +807,9 @@ def _prepare(u: ProgressUpdate, now: datetime) -> tuple[_Shape, dict[str, Any]]:
     params: dict[str, Any] = {
         "p_job_id": u.job_id,
         "p_now": now,
-        "p_ts": _micros(u.timestamp or now),
+        # A worker clock running ahead is ordered at our receive time (its own time stays in
+        # the feed row): otherwise one early stamp would make every honest report stale.
+        "p_ts": _micros(now if u.timestamp is None or u.timestamp > now else u.timestamp),
         "p_status": known.value if known is not None else None,
         "p_percentage": pct,
         "p_message": u.message,

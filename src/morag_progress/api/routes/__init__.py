@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Path, Request
 
 from morag_progress.api.auth import Principal, principal, stream_principal
+from morag_progress.api.schemas import JobId
 from morag_progress.errors import JobNotFoundError
 from morag_progress.models import Job
 from morag_progress.tracker import JobTracker
@@ -15,7 +16,7 @@ __all__ = ["Caller", "JobIdPath", "StreamCaller", "errors", "tracker_of", "visib
 
 Caller = Annotated[Principal, Depends(principal)]
 StreamCaller = Annotated[Principal, Depends(stream_principal)]
-JobIdPath = Annotated[str, Path(min_length=1, max_length=128, description="The job's id.")]
+JobIdPath = Annotated[JobId, Path(description="The job's id.")]
 
 
 def tracker_of(request: Request) -> JobTracker:

@@ -83,9 +83,11 @@ async def _open(request: Request, subscription: Subscription) -> AsyncIterator[N
 
 
 def _resume_point(last_event_id: str | None) -> int | None:
-    if last_event_id is None or not last_event_id.strip().isdigit():
+    """The feed id to resume after; None (a fresh start) for anything but a feed id."""
+    text = (last_event_id or "").strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 18:  # ids fit 63 bits
         return None
-    return int(last_event_id)
+    return int(text)
 
 
 @router.post("/api/v1/stream-tokens", response_model=StreamTokenOut, status_code=201)

@@ -8,7 +8,14 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from morag_progress.api.auth import require
 from morag_progress.api.routes import Caller, JobIdPath, errors, tracker_of, visible_job
-from morag_progress.api.schemas import FeedEventOut, JobCreate, JobList, JobOut
+from morag_progress.api.schemas import (
+    DocumentType,
+    FeedEventOut,
+    JobCreate,
+    JobId,
+    JobList,
+    JobOut,
+)
 from morag_progress.keys import Role
 from morag_progress.models import JobStatus
 
@@ -57,14 +64,10 @@ def list_jobs(
     caller: Caller,
     request: Request,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
-    document_type: Annotated[str | None, Query(max_length=64)] = None,
-    parent_id: Annotated[
-        str | None, Query(max_length=128, description="Only this job's children.")
-    ] = None,
+    document_type: Annotated[DocumentType | None, Query()] = None,
+    parent_id: Annotated[JobId | None, Query(description="Only this job's children.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[
-        str | None, Query(max_length=128, description="next_cursor of the previous page")
-    ] = None,
+    cursor: Annotated[JobId | None, Query(description="next_cursor of the previous page")] = None,
 ) -> JobList:
     """The caller's jobs (an admin's: everyone's), newest first, a page at a time."""
     jobs = tracker_of(request).list_jobs(
@@ -101,7 +104,9 @@ def job_history(
     job_id: JobIdPath,
     caller: Caller,
     request: Request,
-    after: Annotated[int, Query(ge=0, description="Only changes with a larger id.")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=2**63 - 1, description="Only changes with a larger id.")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[FeedEventOut]:
     """The job's applied changes, oldest first."""

@@ -17,7 +17,10 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
 
-WebhookId = Annotated[str, Path(min_length=1, max_length=64, description="The webhook's id.")]
+WebhookId = Annotated[
+    str,
+    Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_]+$", description="The webhook's id."),
+]
 
 
 def _hooks(request: Request) -> WebhookStore:
