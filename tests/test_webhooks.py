@@ -5,6 +5,7 @@ restart between an event and its delivery."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 import json
 import threading
@@ -24,7 +25,14 @@ from morag_progress.keys import Role, create_key
 from morag_progress.models import utcnow
 from morag_progress.settings import Settings
 from morag_progress.store import SQLStore
-from morag_progress.webhooks import Dispatcher, WebhookStore, check_url, sign, verify_signature
+from morag_progress.webhooks import (
+    Dispatcher,
+    WebhookStore,
+    check_url,
+    redact_url,
+    sign,
+    verify_signature,
+)
 from tests.conftest import Clock
 from tests.live import LiveServer
 
@@ -76,14 +84,22 @@ def receiver() -> Iterator[Callable[..., Receiver]]:
 
 
 def test_signature_round_trip() -> None:
-    """verify_signature accepts the signature of the body and nothing else."""
+    """verify_signature accepts the signature of the body at its time and nothing else: not
+    another secret, not another body, not another time, not one older than the tolerance."""
     body = b'{"type": "job.finished"}'
-    header = sign("whsec_x", body)
-    assert header.startswith("sha256=")
+    now = int(time.time())
+    header = sign("whsec_x", body, now)
+    assert header.startswith(f"t={now},v1=")
     assert verify_signature("whsec_x", body, header)
     assert not verify_signature("whsec_y", body, header)
     assert not verify_signature("whsec_x", body + b" ", header)
     assert not verify_signature("whsec_x", body, None)
+    assert not verify_signature("whsec_x", body, header.replace(f"t={now}", f"t={now - 1}"))
+    assert not verify_signature("whsec_x", body, header, now=now + 301)  # a replay, too late
+    assert verify_signature("whsec_x", body, header, now=now + 299)
+    assert verify_signature("whsec_x", body, f"t={now},v1=00,{header.split(',')[1]}")
+    assert not verify_signature("whsec_x", body, "v1=abc")
+    assert not verify_signature("whsec_x", body, "t=notanumber,v1=abc")
 
 
 @pytest.mark.parametrize(
@@ -96,6 +112,16 @@ def test_signature_round_trip() -> None:
         "http://169.254.169.254/latest/meta-data",
         "http://[::1]/",
         "http://0.0.0.0/",
+        "http://2130706433/",  # 127.0.0.1 written as one number
+        "http://100.64.0.1/",  # shared address space (CGNAT)
+        "http://198.18.0.1/",  # benchmarking
+        "http://192.0.2.1/",  # documentation
+        "http://[::ffff:127.0.0.1]/",  # IPv4-mapped loopback
+        "http://[64:ff9b::7f00:1]/",  # NAT64 form of loopback
+        "http://[2002:7f00:1::]/",  # 6to4 form of loopback
+        "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/",  # Teredo
+        "http://[2001:db8::1]/",  # documentation
+        "http://[fe80::1]/",
     ],
 )
 def test_private_addresses_are_refused(url: str) -> None:
@@ -115,8 +141,21 @@ def test_bad_urls_are_refused(url: str) -> None:
 
 
 def test_public_address_is_allowed() -> None:
-    """A public address passes (an IP literal needs no lookup)."""
-    check_url("https://93.184.216.34/hook", allow_private=False)
+    """A public address passes (an IP literal needs no lookup) and is what a sender uses."""
+    assert check_url("https://93.184.216.34/hook", allow_private=False) == ["93.184.216.34"]
+    assert check_url("https://[2606:2800:220:1::1]/", allow_private=False)
+
+
+def test_credentials_in_a_url_never_reach_an_error_or_log() -> None:
+    """A refused URL's password is redacted in the error."""
+    with pytest.raises(InvalidInputError) as info:
+        check_url("http://user:hunter2@127.0.0.1/hook", allow_private=False)
+    assert "hunter2" not in str(info.value)
+    assert (
+        redact_url("https://u:p%40ss@example.org:8443/x?y=1")
+        == "https://u:***@example.org:8443/x?y=1"
+    )
+    assert redact_url("https://example.org/x") == "https://example.org/x"
 
 
 def dispatcher(store: SQLStore, clock: Clock, **kwargs: Any) -> Dispatcher:
@@ -392,3 +431,193 @@ def test_outbox_waits_for_a_missing_feed_id(
 
     asyncio.run(run())
     assert len(endpoint.events()) == 2  # the gap was given up; the row after it went out
+
+
+class HostileReceiver:
+    """A raw TCP webhook endpoint on loopback that misbehaves: ``huge`` answers 200 with an
+    endless body, ``trickle`` sends its answer a byte every half second, ``slow`` waits
+    ``delay`` seconds before a 200, ``chatty`` answers 500 with a body full of secrets."""
+
+    def __init__(self, mode: str, delay: float = 0.0) -> None:
+        import socket
+
+        self.mode, self.delay = mode, delay
+        self.sent = 0
+        self.requests: list[bytes] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+        self.closed = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.closed:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: Any) -> None:
+        with conn:
+            try:
+                self.requests.append(conn.recv(65536))
+                if self.mode == "huge":
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 500000000\r\n\r\n")
+                    chunk = b"x" * 65536
+                    while not self.closed:
+                        conn.sendall(chunk)
+                        self.sent += len(chunk)
+                elif self.mode == "trickle":
+                    for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok":
+                        conn.sendall(bytes([byte]))
+                        time.sleep(0.5)
+                elif self.mode == "slow":
+                    time.sleep(self.delay)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                else:
+                    body = b"database password is hunter2 " * 100
+                    head = f"HTTP/1.1 500 Oops\r\nContent-Length: {len(body)}\r\n\r\n"
+                    conn.sendall(head.encode() + body)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.closed = True
+        self.sock.close()
+
+
+@pytest.fixture
+def hostile() -> Iterator[Callable[..., HostileReceiver]]:
+    made: list[HostileReceiver] = []
+
+    def make(mode: str, delay: float = 0.0) -> HostileReceiver:
+        made.append(HostileReceiver(mode, delay))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def _hook_with_events(
+    store: SQLStore, tracker: JobTracker, url: str, jobs: int = 1
+) -> tuple[WebhookStore, str]:
+    hooks = WebhookStore(store)
+    hook, _ = hooks.create(
+        user_id="alice", url=url, event_types=["job.finished"], progress_interval_s=10
+    )
+    for i in range(jobs):
+        job_id = tracker.start_job(f"j{i}", "doc", user_id="alice")
+        tracker.mark_completed(job_id, "done", "alice")
+    return hooks, hook.id
+
+
+def test_an_endless_answer_is_read_only_up_to_the_cap(
+    store: SQLStore, tracker: JobTracker, clock: Clock, hostile: Callable[..., HostileReceiver]
+) -> None:
+    """A receiver answering 200 with a 500 MB body: the delivery counts once its status is
+    in, and the sender stops reading after its cap (memory stays flat)."""
+    endpoint = hostile("huge")
+    hooks, hook_id = _hook_with_events(store, tracker, endpoint.url)
+    sender = dispatcher(store, clock, timeout=5, max_response_bytes=64 * 1024)
+
+    async def run() -> float:
+        start = time.monotonic()
+        await sender.tick()
+        await sender.close()
+        return time.monotonic() - start
+
+    took = asyncio.run(run())
+    [delivery] = hooks.deliveries(hook_id)
+    assert (delivery.state, delivery.last_status) == ("delivered", 200)
+    assert took < 4
+    time.sleep(0.2)
+    assert endpoint.sent < 16 * 1024 * 1024  # what socket buffers hold, not 500 MB
+
+
+def test_a_trickling_receiver_is_cut_off_at_the_total_deadline(
+    store: SQLStore, tracker: JobTracker, clock: Clock, hostile: Callable[..., HostileReceiver]
+) -> None:
+    """A byte every half second never trips a per-read timeout; the total deadline ends the
+    delivery, which is retried later."""
+    endpoint = hostile("trickle")
+    hooks, hook_id = _hook_with_events(store, tracker, endpoint.url)
+    sender = dispatcher(store, clock, timeout=1.5)
+
+    async def run() -> float:
+        start = time.monotonic()
+        await sender.tick()
+        await sender.close()
+        return time.monotonic() - start
+
+    took = asyncio.run(run())
+    [delivery] = hooks.deliveries(hook_id)
+    assert delivery.state == "pending"
+    assert delivery.last_error == "no answer within the 1.5 s deadline"
+    assert 1.4 < took < 3
+
+
+def test_a_slow_receiver_does_not_hold_other_webhooks(
+    store: SQLStore, tracker: JobTracker, clock: Clock, hostile: Callable[..., HostileReceiver]
+) -> None:
+    """Ten deliveries to a receiver that takes 3 s each, then one to a fast receiver: the fast
+    one arrives at once; the slow one never has more than its share in flight."""
+    slow = hostile("slow", delay=3)
+    _hook_with_events(store, tracker, slow.url, jobs=10)
+    fast = hostile("slow", delay=0)
+    hooks, fast_id = _hook_with_events(store, tracker, fast.url)
+    sender = dispatcher(store, clock, timeout=10, per_webhook=2, max_in_flight=8)
+
+    async def run() -> float:
+        task = asyncio.create_task(sender.run(0.05))
+        start = time.monotonic()
+        while [d.state for d in hooks.deliveries(fast_id)] != ["delivered"]:
+            assert time.monotonic() - start < 2.5, "the fast webhook waited for the slow one"
+            await asyncio.sleep(0.05)
+        took = time.monotonic() - start
+        assert len(slow.requests) <= 2  # its share, no more
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return took
+
+    assert asyncio.run(run()) < 2.5
+
+
+def test_the_receivers_answer_is_not_echoed_to_the_hook_owner(
+    store: SQLStore, tracker: JobTracker, clock: Clock, hostile: Callable[..., HostileReceiver]
+) -> None:
+    """A failed delivery records the status in our words, never the receiver's body."""
+    endpoint = hostile("chatty")
+    hooks, hook_id = _hook_with_events(store, tracker, endpoint.url)
+    sender = dispatcher(store, clock)
+
+    async def run() -> None:
+        await sender.tick()
+        await sender.close()
+
+    asyncio.run(run())
+    [delivery] = hooks.deliveries(hook_id)
+    assert (delivery.last_status, delivery.last_error) == (500, "the receiver answered HTTP 500")
+
+
+def test_delivery_connects_to_the_checked_address_with_the_original_host(
+    store: SQLStore, tracker: JobTracker, clock: Clock, hostile: Callable[..., HostileReceiver]
+) -> None:
+    """A URL naming a host is sent to the address it resolved to when checked, with the
+    host's name in the Host header and its user info as basic auth."""
+    endpoint = hostile("slow")
+    port = endpoint.url.split(":")[2].split("/")[0]
+    hooks, hook_id = _hook_with_events(store, tracker, f"http://me:pw@localhost:{port}/hook")
+    sender = dispatcher(store, clock)
+
+    async def run() -> None:
+        await sender.tick()
+        await sender.close()
+
+    asyncio.run(run())
+    [delivery] = hooks.deliveries(hook_id)
+    assert delivery.state == "delivered"
+    head = endpoint.requests[0].decode("latin-1").lower()
+    assert f"host: localhost:{port}" in head
+    assert "authorization: basic " in head

@@ -98,7 +98,20 @@ class Settings(BaseSettings):
         default=10, ge=1, le=100, description="Deliveries tried this often, then marked failed."
     )
     webhook_timeout_seconds: float = Field(
-        default=10.0, gt=0, description="How long one webhook delivery may take."
+        default=10.0,
+        gt=0,
+        le=300,
+        description="How long one webhook delivery may take in all (connect, send, answer).",
+    )
+    webhook_max_in_flight: int = Field(
+        default=32, ge=1, le=1000, description="Webhook deliveries sent at once, at most."
+    )
+    webhook_max_in_flight_per_hook: int = Field(
+        default=4,
+        ge=1,
+        le=1000,
+        description="Deliveries to one webhook sent at once, at most: a slow receiver holds "
+        "only these.",
     )
     webhook_poll_seconds: float = Field(
         default=0.5, gt=0, description="How often the outbox looks for new changes and retries."

@@ -8,9 +8,15 @@ leaves the work to the next. Due deliveries are leased, sent, and recorded with 
 failures are retried with exponential backoff and jitter up to ``webhook_max_attempts``. Sending
 happens apart from the write path, which never waits for a webhook.
 
-Each delivery is JSON signed with HMAC-SHA256 of the body, in ``X-Morag-Signature:
-sha256=<hex>``, with ``X-Morag-Event-Id``, ``X-Morag-Event`` and ``X-Morag-Timestamp``. A
-receiver checks it with :func:`verify_signature` (or the same three lines of its own).
+Each delivery is JSON signed Stripe-style: ``X-Morag-Signature: t=<unix time>,v1=<hex>``, the
+HMAC-SHA256 of ``"<t>." + body`` with the webhook's secret, so a receiver can refuse replays of
+old deliveries; with ``X-Morag-Event-Id``, ``X-Morag-Event`` and ``X-Morag-Timestamp`` (the same
+``t``). A receiver checks it with :func:`verify_signature` (or the same few lines of its own).
+
+Sending is bounded (DESIGN section 9 of ``docs/architecture.md``'s rules): one total deadline per
+delivery, at most ``max_response_bytes`` of the answer read, a cap on deliveries in flight and
+on those of one webhook, so one slow receiver cannot hold the others; the address is checked and
+then connected to as checked (pinned), and every special-purpose range is refused.
 """
 
 from __future__ import annotations
@@ -25,17 +31,18 @@ import secrets
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 import orjson
 from sqlalchemy import and_, func, select, update
 
-from morag_progress.errors import InvalidInputError, ProgressError
+from morag_progress.errors import InvalidInputError
 from morag_progress.models import JobStatus, utcnow
 from morag_progress.store import SQLStore
 from morag_progress.store.schema import events, webhook_cursor, webhook_deliveries, webhooks
@@ -46,6 +53,8 @@ __all__ = [
     "Webhook",
     "WebhookStore",
     "check_url",
+    "redact_url",
+    "refused_address",
     "sign",
     "verify_signature",
 ]
@@ -63,37 +72,143 @@ ALL_USERS = "*"
 """The owner of an admin's webhook: it hears of every user's jobs."""
 
 
-def sign(secret: str, body: bytes) -> str:
-    """The ``X-Morag-Signature`` value for ``body``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+SIGNATURE_TOLERANCE_S = 300
+"""How old (or how far ahead) a signed timestamp :func:`verify_signature` accepts by default."""
 
 
-def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
-    """True when ``header`` is the signature of ``body`` with ``secret`` (constant time)."""
-    return header is not None and hmac.compare_digest(sign(secret, body), header)
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The ``X-Morag-Signature`` value for ``body`` sent at ``timestamp`` (Unix seconds)."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
 
 
-def check_url(url: str, *, allow_private: bool) -> None:
-    """Refuse what a webhook must not call: not http(s), no host, or (unless allowed) an address
-    that is private, loopback, link-local, reserved or multicast, as given or as resolved."""
+def verify_signature(
+    secret: str,
+    body: bytes,
+    header: str | None,
+    *,
+    tolerance: float = SIGNATURE_TOLERANCE_S,
+    now: float | None = None,
+) -> bool:
+    """True when ``header`` signs ``body`` with ``secret`` and its timestamp is within
+    ``tolerance`` seconds of ``now`` (default: the current time); compared in constant time."""
+    if not header:
+        return False
+    timestamp: int | None = None
+    candidates: list[str] = []
+    for part in header.split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "t" and value.isascii() and value.isdigit() and len(value) <= 12:
+            timestamp = int(value)
+        elif name == "v1":
+            candidates.append(value)
+    if timestamp is None or not candidates:
+        return False
+    if abs((time.time() if now is None else now) - timestamp) > tolerance:
+        return False
+    expected = sign(secret, body, timestamp).rpartition("v1=")[2]
+    return any(hmac.compare_digest(expected, candidate) for candidate in candidates)
+
+
+# Ranges no webhook may reach, beyond what ``ipaddress`` calls non-global: shared address space
+# (CGNAT), benchmarking, documentation, and every IPv6 form that embeds or translates an IPv4
+# address (mapped, compatible, NAT64, 6to4, Teredo), which could reach loopback in disguise.
+_REFUSED_NETWORKS = tuple(
+    ipaddress.ip_network(network)
+    for network in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.88.99.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "::/96",
+        "::ffff:0:0/96",
+        "64:ff9b::/96",
+        "64:ff9b:1::/48",
+        "100::/64",
+        "2001::/23",
+        "2001:db8::/32",
+        "2002::/16",
+        "3fff::/20",
+        "5f00::/16",
+        "fc00::/7",
+        "fe80::/10",
+        "fec0::/10",
+        "ff00::/8",
+    )
+)
+
+
+def refused_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """True for an address a webhook must not reach unless the operator allows private ones."""
+    if not address.is_global or address.is_multicast:
+        return True
+    return any(address in network for network in _REFUSED_NETWORKS)
+
+
+def check_url(url: str, *, allow_private: bool) -> list[str]:
+    """Refuse what a webhook must not call: not http(s), no host, or (unless allowed) a name
+    that resolves to any private, loopback, link-local or special-purpose address. Returns
+    the addresses the name resolves to, which a sender connects to as they were checked."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInputError("url", "must be an http(s) URL with a host", url)
-    if allow_private:
-        return
+        raise InvalidInputError("url", "must be an http(s) URL with a host", redact_url(url))
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
-    except (OSError, UnicodeError) as e:
-        raise InvalidInputError("url", "must name a host that resolves", url) from e
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global or address.is_multicast:
-            raise InvalidInputError(
-                "url",
-                "must not point at a private, loopback or link-local address "
-                "(MORAG_PROGRESS_WEBHOOK_ALLOW_PRIVATE allows it)",
-                url,
-            )
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError, ValueError) as e:
+        raise InvalidInputError("url", "must name a host that resolves", redact_url(url)) from e
+    addresses = [str(info[4][0]) for info in infos]
+    if not allow_private and any(
+        refused_address(ipaddress.ip_address(address.partition("%")[0])) for address in addresses
+    ):
+        raise InvalidInputError(
+            "url",
+            "must not point at a private, loopback, link-local or special-purpose address "
+            "(MORAG_PROGRESS_WEBHOOK_ALLOW_PRIVATE allows it)",
+            redact_url(url),
+        )
+    return addresses
+
+
+def redact_url(url: str) -> str:
+    """``url`` without the password of its user info (for logs and error messages)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@" + parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _pinned(url: str, address: str) -> tuple[str, dict[str, str], dict[str, Any], Any]:
+    """The request for ``url`` sent to ``address``: the URL with the address as its host, the
+    original ``Host`` header, TLS checked against the original name, and its user info as
+    basic auth."""
+    parts = urlsplit(url)
+    host = f"[{address}]" if ":" in address else address
+    if parts.port is not None:
+        host += f":{parts.port}"
+    target = urlunsplit((parts.scheme, host, parts.path or "/", parts.query, ""))
+    named = parts.hostname or ""
+    named = f"[{named}]" if ":" in named else named
+    headers = {"Host": named + (f":{parts.port}" if parts.port is not None else "")}
+    extensions: dict[str, Any] = {}
+    if parts.scheme == "https":
+        extensions["sni_hostname"] = parts.hostname
+    auth = None
+    if parts.username is not None:
+        auth = httpx.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
+    return target, headers, extensions, auth
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,27 +410,46 @@ class WebhookStore:
         last_progress[key] = now
         return False
 
-    def lease_due(self, *, now: datetime, limit: int = 20, lease_s: float = 60) -> list[Delivery]:
+    def lease_due(
+        self,
+        *,
+        now: datetime,
+        limit: int = 20,
+        lease_s: float = 60,
+        per_webhook: int | None = None,
+        exclude: Collection[str] = (),
+    ) -> list[Delivery]:
         """Take up to ``limit`` due deliveries for ``lease_s`` seconds (another replica skips
-        them meanwhile; one whose sender died is due again after the lease)."""
+        them meanwhile; one whose sender died is due again after the lease): oldest first, at
+        most ``per_webhook`` of any one webhook, none of the webhooks in ``exclude``."""
         d = webhook_deliveries.c
-        due = (
-            select(d.id)
-            .where(d.state == "pending", d.next_attempt_at <= now)
-            .order_by(d.next_attempt_at, d.id)
-            .limit(limit)
-        )
+        conditions = [d.state == "pending", d.next_attempt_at <= now]
+        if exclude:
+            conditions.append(d.webhook_id.not_in(sorted(exclude)))
+        if per_webhook is None:
+            due = select(d.id).where(*conditions).order_by(d.next_attempt_at, d.id)
+        else:
+            rank = (
+                func.row_number()
+                .over(partition_by=d.webhook_id, order_by=(d.next_attempt_at, d.id))
+                .label("rank")
+            )
+            ranked = select(d.id, d.next_attempt_at, rank).where(*conditions).subquery()
+            r = ranked.c
+            due = select(r.id).where(r.rank <= per_webhook).order_by(r.next_attempt_at, r.id)
+        due = due.limit(limit)
         with self.store.transaction("lease deliveries") as conn:
             ids = [row[0] for row in conn.execute(due)]
             if not ids:
                 return []
+            c = webhook_deliveries.c
             leased = conn.execute(
                 update(webhook_deliveries)
-                .where(and_(d.id.in_(ids), d.state == "pending", d.next_attempt_at <= now))
+                .where(and_(c.id.in_(ids), c.state == "pending", c.next_attempt_at <= now))
                 .values(next_attempt_at=now + timedelta(seconds=lease_s))
                 .returning(*webhook_deliveries.c)
             ).mappings()
-            return [_delivery(row) for row in leased]
+            return sorted((_delivery(row) for row in leased), key=lambda x: x.id)
 
     def secret_and_url(self, webhook_id: str) -> tuple[str, str] | None:
         stmt = select(webhooks.c.secret, webhooks.c.url).where(webhooks.c.id == webhook_id)
@@ -406,7 +540,12 @@ def _new_delivery(hook: Any, event: Any, event_type: str, now: datetime) -> dict
 
 
 class Dispatcher:
-    """Fills the outbox from the feed and sends what is due, until cancelled."""
+    """Fills the outbox from the feed and sends what is due, until cancelled.
+
+    At most ``max_in_flight`` deliveries are sent at once, at most ``per_webhook`` of them to
+    one webhook; each has ``timeout`` seconds in all (connect, send, answer) and reads at most
+    ``max_response_bytes`` of the answer. A receiver that is slow only holds its own slots.
+    """
 
     def __init__(
         self,
@@ -415,62 +554,91 @@ class Dispatcher:
         allow_private: bool = False,
         max_attempts: int = 10,
         timeout: float = 10.0,
+        max_in_flight: int = 32,
+        per_webhook: int = 4,
+        max_response_bytes: int = 64 * 1024,
         clock: Callable[[], datetime] = utcnow,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.hooks = hooks
         self.allow_private = allow_private
         self.max_attempts = max_attempts
+        self.timeout = timeout
+        self.max_in_flight = max_in_flight
+        self.per_webhook = per_webhook
+        self.max_response_bytes = max_response_bytes
         self._clock = clock
         self._client = httpx.AsyncClient(
-            timeout=timeout, transport=transport, follow_redirects=False
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=8),
         )
+        self._in_flight: dict[asyncio.Task[None], str] = {}
 
     async def run(self, interval: float) -> None:
+        """Start due deliveries every ``interval`` seconds, without waiting for them."""
         try:
             while True:
                 try:
-                    await self.tick()
-                except ProgressError:
+                    await self._start_due()
+                except Exception:  # the dispatcher outlives any one failure
                     logger.warning("webhook dispatch failed; trying again", exc_info=True)
                 await asyncio.sleep(interval)
         finally:
-            await self._client.aclose()
+            await self.close()
 
     async def tick(self) -> int:
-        """Fill the outbox and send every delivery due now; returns how many were sent."""
+        """Fill the outbox, send every delivery due now that there is room for, and wait for
+        them; returns how many were sent."""
+        started = await self._start_due()
+        await asyncio.gather(*started)
+        return len(started)
+
+    async def close(self) -> None:
+        """Stop the deliveries in flight (their leases run out: they are sent again later)."""
+        for task in list(self._in_flight):
+            task.cancel()
+        await asyncio.gather(*self._in_flight, return_exceptions=True)
+        await self._client.aclose()
+
+    async def _start_due(self) -> list[asyncio.Task[None]]:
         await asyncio.to_thread(self.hooks.fill, now=self._clock())
-        due = await asyncio.to_thread(self.hooks.lease_due, now=self._clock())
-        await asyncio.gather(*(self._send(delivery) for delivery in due))
-        return len(due)
+        room = self.max_in_flight - len(self._in_flight)
+        if room <= 0:
+            return []
+        sending = Counter(self._in_flight.values())
+        busy = {hook for hook, n in sending.items() if n >= self.per_webhook}
+        due = await asyncio.to_thread(
+            self.hooks.lease_due,
+            now=self._clock(),
+            limit=room,
+            lease_s=max(60.0, 3 * self.timeout),  # outlives the send, so no one else takes it
+            per_webhook=self.per_webhook,
+            exclude=busy,
+        )
+        started = []
+        for delivery in due:
+            if sending[delivery.webhook_id] >= self.per_webhook:
+                continue  # leased, not sent: due again when the lease runs out
+            sending[delivery.webhook_id] += 1
+            task = asyncio.create_task(self._send(delivery))
+            self._in_flight[task] = delivery.webhook_id
+            task.add_done_callback(self._done)
+            started.append(task)
+        return started
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("webhook delivery failed", exc_info=task.exception())
 
     async def _send(self, delivery: Delivery) -> None:
         target = await asyncio.to_thread(self.hooks.secret_and_url, delivery.webhook_id)
         if target is None:
             return  # the webhook was deleted meanwhile
         secret, url = target
-        body = delivery.payload.encode()
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "morag-progress-webhooks",
-            "X-Morag-Signature": sign(secret, body),
-            "X-Morag-Event-Id": f"evt_{delivery.event_id}",
-            "X-Morag-Event": delivery.event_type,
-            "X-Morag-Timestamp": str(int(time.time())),
-        }
-        status: int | None = None
-        error: str | None = None
-        try:
-            # Checked again at each send: a name may resolve elsewhere than when it was made.
-            await asyncio.to_thread(check_url, url, allow_private=self.allow_private)
-            response = await self._client.post(url, content=body, headers=headers)
-            status = response.status_code
-            if status >= 300:
-                error = response.text[:500] or response.reason_phrase
-        except InvalidInputError as e:
-            error = str(e)
-        except httpx.HTTPError as e:
-            error = f"{type(e).__name__}: {e}"[:500]
+        status, error = await self._post(url, secret, delivery)
         await asyncio.to_thread(
             self.hooks.record,
             delivery,
@@ -479,3 +647,64 @@ class Dispatcher:
             now=self._clock(),
             max_attempts=self.max_attempts,
         )
+
+    async def _post(
+        self, url: str, secret: str, delivery: Delivery
+    ) -> tuple[int | None, str | None]:
+        """POST one delivery within the deadline; the receiver's status and a short error of
+        our own words (never the receiver's answer, nor the URL's credentials)."""
+        body = delivery.payload.encode()
+        now = int(time.time())
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "morag-progress-webhooks",
+            "X-Morag-Signature": sign(secret, body, now),
+            "X-Morag-Event-Id": f"evt_{delivery.event_id}",
+            "X-Morag-Event": delivery.event_type,
+            "X-Morag-Timestamp": str(now),
+        }
+        try:
+            async with asyncio.timeout(self.timeout):
+                # Checked at each send, and connected to as checked: a name that resolves
+                # elsewhere a moment later (DNS rebinding) is never asked again.
+                addresses = await asyncio.to_thread(
+                    check_url, url, allow_private=self.allow_private
+                )
+                status = await self._post_to(addresses, url, body, headers)
+        except InvalidInputError as e:
+            return None, e.rule
+        except (TimeoutError, httpx.TimeoutException):
+            return None, f"no answer within the {self.timeout:g} s deadline"
+        except httpx.HTTPError as e:
+            return None, f"could not deliver ({type(e).__name__})"
+        if status >= 300:
+            return status, f"the receiver answered HTTP {status}"
+        return status, None
+
+    async def _post_to(
+        self, addresses: list[str], url: str, body: bytes, headers: dict[str, str]
+    ) -> int:
+        """POST to the first of ``addresses`` (at most three) that takes the connection;
+        read at most ``max_response_bytes`` of the answer; its status."""
+        candidates = list(dict.fromkeys(addresses))[:3]
+        for i, address in enumerate(candidates):
+            target, host, extensions, auth = _pinned(url, address)
+            try:
+                async with self._client.stream(
+                    "POST",
+                    target,
+                    content=body,
+                    headers={**headers, **host},
+                    extensions=extensions,
+                    auth=auth,
+                ) as response:
+                    read = 0
+                    async for chunk in response.aiter_raw():
+                        read += len(chunk)
+                        if read >= self.max_response_bytes:
+                            break  # what a receiver says past this is not our business
+                    return response.status_code
+            except httpx.ConnectError:
+                if i == len(candidates) - 1:
+                    raise
+        raise httpx.ConnectError("no address to connect to")

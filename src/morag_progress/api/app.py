@@ -79,6 +79,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
                     allow_private=settings.webhook_allow_private,
                     max_attempts=settings.webhook_max_attempts,
                     timeout=settings.webhook_timeout_seconds,
+                    max_in_flight=settings.webhook_max_in_flight,
+                    per_webhook=settings.webhook_max_in_flight_per_hook,
                 ).run(settings.webhook_poll_seconds)
             ),
         ]
