@@ -8,6 +8,7 @@ Every exception derives from :class:`ProgressError`, so callers can catch the wh
     ├── JobNotFoundError        no such job, or not one the caller may see (also LookupError)
     ├── JobConflictError        a job id is taken by another owner
     ├── JobStateError           the job's state refuses the change: terminal, or a newer attempt
+    ├── LimitExceededError      a per-key or per-user limit is reached (open streams, quotas)
     └── StoreError              the database failed underneath (wraps the driver's error)
 
 The seed-compatible entry points (``JobTracker.update_progress``, every ``ProgressHandler``
@@ -23,6 +24,7 @@ __all__ = [
     "JobConflictError",
     "JobNotFoundError",
     "JobStateError",
+    "LimitExceededError",
     "ProgressError",
     "StoreError",
 ]
@@ -73,6 +75,15 @@ class JobStateError(ProgressError):
         self.job_id = job_id
         self.reason = reason
         super().__init__(f"job {job_id!r} {reason}")
+
+
+class LimitExceededError(ProgressError):
+    """A limit on what one key or user may hold or do is reached; try again later."""
+
+    def __init__(self, what: str, retry_after: float = 1.0) -> None:
+        self.what = what
+        self.retry_after = retry_after
+        super().__init__(what)
 
 
 class StoreError(ProgressError):

@@ -19,10 +19,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from typing import Any
 
 from anyio import to_thread
 
+from morag_progress.errors import LimitExceededError
 from morag_progress.models import FeedEvent
 from morag_progress.store.base import Store
 
@@ -34,9 +36,12 @@ logger = logging.getLogger(__name__)
 class Subscription:
     """One reader's view of the feed: matching rows, latest per job, oldest first."""
 
-    def __init__(self, *, user_id: str | None, job_id: str | None) -> None:
+    def __init__(
+        self, *, user_id: str | None, job_id: str | None, key_id: str | None = None
+    ) -> None:
         self.user_id = user_id
         self.job_id = job_id
+        self.key_id = key_id
         self._pending: dict[str, FeedEvent] = {}
         self._ready = asyncio.Event()
 
@@ -91,6 +96,7 @@ class FeedHub:
         self._by_job: dict[str, set[Subscription]] = {}
         self._by_user: dict[str | None, set[Subscription]] = {}
         self._count = 0
+        self._per_key: Counter[str] = Counter()
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
@@ -98,9 +104,25 @@ class FeedHub:
         self._seen: set[int] = set()
         self._gaps: dict[int, float] = {}
 
-    async def subscribe(self, *, user_id: str | None, job_id: str | None = None) -> Subscription:
-        """Start receiving the rows that match; the tail starts with the first subscriber."""
-        subscription = Subscription(user_id=user_id, job_id=job_id)
+    async def subscribe(
+        self,
+        *,
+        user_id: str | None,
+        job_id: str | None = None,
+        key_id: str | None = None,
+        max_per_key: int | None = None,
+    ) -> Subscription:
+        """Start receiving the rows that match; the tail starts with the first subscriber.
+
+        With ``key_id`` and ``max_per_key``, raise LimitExceededError when that key holds that
+        many subscriptions already.
+        """
+        if key_id is not None and max_per_key is not None and self._per_key[key_id] >= max_per_key:
+            raise LimitExceededError(
+                f"this key has {max_per_key} event streams open, the most it may; close one first",
+                retry_after=5,
+            )
+        subscription = Subscription(user_id=user_id, job_id=job_id, key_id=key_id)
         if self._task is None or self._task.done():
             self._loop = asyncio.get_running_loop()
             self._wakeup = asyncio.Event()
@@ -120,6 +142,10 @@ class FeedHub:
         if members is not None and subscription in members:
             members.discard(subscription)
             self._count -= 1
+            if subscription.key_id is not None:
+                self._per_key[subscription.key_id] -= 1
+                if not self._per_key[subscription.key_id]:
+                    del self._per_key[subscription.key_id]
             if not members:
                 del index[key]
 
@@ -137,6 +163,8 @@ class FeedHub:
         index, key = self._slot(subscription)
         index.setdefault(key, set()).add(subscription)
         self._count += 1
+        if subscription.key_id is not None:
+            self._per_key[subscription.key_id] += 1
 
     def _dispatch(self, event: FeedEvent) -> None:
         for subscription in self._by_job.get(event.job_id, ()):
@@ -157,6 +185,7 @@ class FeedHub:
         self._by_job.clear()
         self._by_user.clear()
         self._count = 0
+        self._per_key.clear()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

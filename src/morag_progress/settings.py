@@ -56,6 +56,46 @@ class Settings(BaseSettings):
     key_cache_seconds: float = Field(
         default=5.0, ge=0, description="How long a checked key is trusted before a re-check."
     )
+    auth_failures_per_minute: float = Field(
+        default=30.0,
+        ge=0,
+        description="Failed sign-ins (bad key or token) one client address may make a minute "
+        "before it is answered 429 (0: no limit).",
+    )
+    max_streams_per_key: int = Field(
+        default=32, ge=1, description="Event streams one key (or its tokens) may hold open."
+    )
+    stream_recheck_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often an open event stream checks that its key still works.",
+    )
+    max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        description="Connections the server holds at once; more are closed at once. Default: "
+        "the process's file limit less a reserve for the database and logs.",
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long a connection may take to send a request's headers.",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Largest request line and headers together."
+    )
+    metrics_access: Literal["loopback", "key", "open", "off"] = Field(
+        default="loopback",
+        description="Who may read /metrics: clients on loopback; any admin key; anyone; nobody.",
+    )
+    jobs_per_minute_per_user: float = Field(
+        default=600.0, ge=0, description="Jobs one user may create a minute (0: no limit)."
+    )
+    max_open_jobs_per_user: int = Field(
+        default=0,
+        ge=0,
+        description="Jobs not yet ended one user may have at once (0: no limit).",
+    )
 
     stream_token_seconds: float = Field(
         default=300.0, gt=0, description="How long a browser's stream token opens streams."

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,6 +27,7 @@ from morag_progress.errors import (
     JobConflictError,
     JobNotFoundError,
     JobStateError,
+    LimitExceededError,
     StoreError,
 )
 from morag_progress.feed import FeedHub
@@ -110,11 +112,21 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.state.tracker = tracker
     app.state.hub = hub
     app.state.webhooks = hooks
-    app.state.authenticator = Authenticator(store, cache_seconds=settings.key_cache_seconds)
+    app.state.authenticator = Authenticator(
+        store,
+        cache_seconds=settings.key_cache_seconds,
+        failures_per_minute=settings.auth_failures_per_minute,
+    )
     app.state.rate_limiter = (
         SharedRateLimiter(settings.redis_url, settings.rate_limit_per_second)
         if settings.redis_url
         else RateLimiter(settings.rate_limit_per_second)
+    )
+    per_minute = settings.jobs_per_minute_per_user
+    app.state.job_quota = RateLimiter(
+        per_minute / 60,
+        burst=per_minute,
+        what=f"this user may create at most {per_minute:g} jobs a minute",
     )
     app.state.metrics = metrics = Metrics(store)
     app.add_middleware(
@@ -206,6 +218,12 @@ def _map_errors(app: FastAPI) -> None:
             f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in errors
         )
         return _detail(422, errors, message=message)
+
+    @app.exception_handler(LimitExceededError)
+    async def limited(_: Request, e: LimitExceededError) -> JSONResponse:
+        response = _detail(429, str(e))
+        response.headers["Retry-After"] = str(max(1, math.ceil(e.retry_after)))
+        return response
 
     @app.exception_handler(StoreError)
     async def store_down(_: Request, e: StoreError) -> JSONResponse:

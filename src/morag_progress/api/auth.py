@@ -14,11 +14,19 @@ from dataclasses import dataclass
 from fastapi import HTTPException, Request, status
 from starlette.concurrency import run_in_threadpool
 
+from morag_progress.api.limits import RateLimiter
 from morag_progress.keys import STREAM_TOKEN_PREFIX, ApiKey, Role, hash_key, matches
 from morag_progress.models import utcnow
 from morag_progress.store.base import Store
 
-__all__ = ["Authenticator", "Principal", "principal", "require", "stream_principal"]
+__all__ = [
+    "Authenticator",
+    "Principal",
+    "client_address",
+    "principal",
+    "require",
+    "stream_principal",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,15 +56,20 @@ def _unauthorized(detail: str) -> HTTPException:
 
 class Authenticator:
     """Checks bearer keys against the store, trusting a checked key for ``cache_seconds``
-    (a revoked key stops working within that time)."""
+    (a revoked key stops working within that time), and refuses clients (by address) that
+    failed to sign in more than ``failures_per_minute`` times (0: no limit)."""
 
-    def __init__(self, store: Store, *, cache_seconds: float = 5.0) -> None:
+    def __init__(
+        self, store: Store, *, cache_seconds: float = 5.0, failures_per_minute: float = 0
+    ) -> None:
         self._store = store
         self._ttl = cache_seconds
         self._cache: dict[str, tuple[float, ApiKey]] = {}
+        self._active: dict[str, tuple[float, bool]] = {}
         self._lock = threading.Lock()
+        self._failures = RateLimiter(failures_per_minute / 60, burst=failures_per_minute)
 
-    async def authenticate(self, authorization: str | None) -> Principal:
+    async def authenticate(self, authorization: str | None, client: str = "") -> Principal:
         """The caller of a bearer key; the store is read (in a worker thread) only when the
         key is not in the cache, so most requests authenticate without leaving the loop."""
         if not authorization:
@@ -71,8 +84,10 @@ class Authenticator:
         if cached is not None and cached[0] > now:
             key = cached[1]
         else:
+            self._failures.check_room(client)  # a client guessing keys stops here
             found = await run_in_threadpool(self._store.find_key, digest)
             if found is None or not found.active or not matches(secret, digest):
+                self.failed(client)
                 raise _unauthorized("invalid or revoked API key")
             key = found
             with self._lock:
@@ -81,22 +96,57 @@ class Authenticator:
                 self._cache[digest] = (now + self._ttl, key)
         return Principal(key_id=key.id, user_id=key.user_id, role=key.role)
 
+    def failed(self, client: str) -> None:
+        """Count a failed sign-in against the client's address."""
+        self._failures.spend(client)
+
+    def check_client(self, client: str) -> None:
+        """429 for a client that has failed to sign in too often lately."""
+        self._failures.check_room(client)
+
+    async def is_active(self, key_id: str) -> bool:
+        """Whether the key still works (not revoked, not deleted), read at most once per
+        ``cache_seconds`` per key however many streams ask."""
+        now = time.monotonic()
+        cached = self._active.get(key_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        key = await run_in_threadpool(self._store.get_key, key_id)
+        active = key is not None and key.active
+        with self._lock:
+            if len(self._active) > 10_000:
+                self._active.clear()
+            self._active[key_id] = (now + self._ttl, active)
+        return active
+
+
+def client_address(request: Request) -> str:
+    """The calling client's address (the proxy's, unless the server trusts forwarded headers)."""
+    return request.client.host if request.client is not None else ""
+
 
 async def _token_principal(request: Request, token: str) -> Principal:
+    authenticator: Authenticator = request.app.state.authenticator
+    client = client_address(request)
+    authenticator.check_client(client)
     store: Store = request.app.state.store
     key = await run_in_threadpool(store.find_stream_token, hash_key(token), now=utcnow())
     if key is None or not key.active:
+        authenticator.failed(client)
         raise _unauthorized("invalid or expired stream token")
     return Principal(key_id=key.id, user_id=key.user_id, role=key.role)
 
 
 async def stream_principal(request: Request) -> Principal:
     """FastAPI dependency for event streams: a bearer key, or a ``token`` query parameter
-    from ``POST /api/v1/stream-tokens`` (browsers' EventSource cannot send headers)."""
+    from ``POST /api/v1/stream-tokens`` (browsers' EventSource cannot send headers); either
+    within the key's rate limit."""
     token = request.query_params.get("token")
     if token is None:
         return await principal(request)
-    return await _token_principal(request, token)
+    caller = await _token_principal(request, token)
+    await request.app.state.rate_limiter.acquire(caller.key_id)
+    return caller
 
 
 async def principal(request: Request) -> Principal:
@@ -110,7 +160,7 @@ async def principal(request: Request) -> Principal:
         caller = await _token_principal(request, secret)
     else:
         authenticator: Authenticator = request.app.state.authenticator
-        caller = await authenticator.authenticate(authorization or None)
+        caller = await authenticator.authenticate(authorization or None, client_address(request))
     await request.app.state.rate_limiter.acquire(caller.key_id)
     return caller
 

@@ -17,12 +17,15 @@ __all__ = ["BodyLimit", "RateLimiter", "SharedRateLimiter"]
 logger = logging.getLogger(__name__)
 
 
-def _too_many(rate: float, retry_after: float) -> HTTPException:
+def _too_many(rate: float, retry_after: float, what: str | None = None) -> HTTPException:
     return HTTPException(
         status.HTTP_429_TOO_MANY_REQUESTS,
-        detail=f"rate limit of {rate:g} requests per second per key exceeded",
+        detail=what or f"rate limit of {rate:g} requests per second per key exceeded",
         headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
     )
+
+
+_MAX_BUCKETS = 100_000  # keys (or client addresses) tracked at once
 
 
 class RateLimiter:
@@ -32,9 +35,10 @@ class RateLimiter:
     :class:`SharedRateLimiter` for one budget across replicas).
     """
 
-    def __init__(self, rate: float, *, burst: float | None = None) -> None:
+    def __init__(self, rate: float, *, burst: float | None = None, what: str | None = None) -> None:
         self.rate = rate
         self.burst = burst if burst is not None else max(1.0, rate)
+        self.what = what
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
@@ -42,14 +46,44 @@ class RateLimiter:
         """Take a token for ``key`` or raise 429 saying when to come back."""
         if self.rate <= 0:
             return
-        now = time.monotonic()
+        self.check_room(key)
+        self.spend(key)
+
+    def check_room(self, key: str) -> None:
+        """Raise 429 if ``key`` has no token left, without taking one."""
+        if self.rate <= 0:
+            return
+        tokens, _ = self._refilled(key)
+        if tokens < 1:
+            raise _too_many(self.rate, (1 - tokens) / self.rate, self.what)
+
+    def spend(self, key: str) -> None:
+        """Take a token for ``key`` (the bucket may go below zero, which waits longer)."""
+        if self.rate <= 0:
+            return
         with self._lock:
-            tokens, last = self._buckets.get(key, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
-            if tokens < 1:
-                self._buckets[key] = (tokens, now)
-                raise _too_many(self.rate, (1 - tokens) / self.rate)
-            self._buckets[key] = (tokens - 1, now)
+            tokens, now = self._refilled(key)
+            if len(self._buckets) >= _MAX_BUCKETS and key not in self._buckets:
+                self._forget_full(now)
+            self._buckets[key] = (max(tokens - 1, -self.burst), now)
+
+    def _refilled(self, key: str) -> tuple[float, float]:
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        return min(self.burst, tokens + (now - last) * self.rate), now
+
+    def _forget_full(self, now: float) -> None:
+        """Drop the buckets that have refilled (they hold nothing a new one would not); if
+        none has, drop them all rather than grow without bound."""
+        full = [
+            k
+            for k, (t, last) in self._buckets.items()
+            if t + (now - last) * self.rate >= self.burst
+        ]
+        for k in full:
+            del self._buckets[k]
+        if len(self._buckets) >= _MAX_BUCKETS:
+            self._buckets.clear()
 
     async def acquire(self, key: str) -> None:
         """The same, as the request path calls it."""

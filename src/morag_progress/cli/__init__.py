@@ -74,11 +74,14 @@ def log_config(level: str = "INFO") -> dict[str, Any]:
                 "foreign_pre_chain": [*stamp, structlog.stdlib.add_logger_name],
             }
         },
+        # Secrets never reach a log: stream tokens in URLs, passwords in URLs.
+        "filters": {"redact": {"()": "morag_progress.api.server.RedactSecrets"}},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
                 "formatter": "json",
                 "stream": "ext://sys.stderr",
+                "filters": ["redact"],
             }
         },
         "loggers": {
@@ -99,11 +102,11 @@ def serve(
     import uvicorn
 
     from morag_progress.api import create_app
+    from morag_progress.api.server import uvicorn_config
 
     settings = _settings(host=host, port=port, database_url=database_url)
-    uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_config=log_config()
-    )
+    config = uvicorn_config(create_app(settings), settings, log_config=log_config())
+    uvicorn.Server(config).run()
 
 
 def _unmigrated_store(database_url: str | None) -> SQLStore:

@@ -35,6 +35,7 @@ from rich.console import Console
 from rich.live import Live
 
 from morag_progress.api import create_app
+from morag_progress.api.server import uvicorn_config
 from morag_progress.cli.view import JobsView
 from morag_progress.cli.worker import follow
 from morag_progress.keys import STREAM_TOKEN_PREFIX, Role, create_key, generate_key, hash_key
@@ -79,8 +80,8 @@ class _Demo:
 @contextlib.contextmanager
 def _serve(store: SQLStore, settings: Settings) -> Iterator[str]:
     """The API in a thread on a free loopback port; yields its URL."""
-    config = uvicorn.Config(
-        create_app(settings, store=store), host="127.0.0.1", port=0, log_level="warning"
+    config = uvicorn_config(
+        create_app(settings, store=store), settings, host="127.0.0.1", port=0, log_level="warning"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="morag-progress-demo-api", daemon=True)

@@ -120,6 +120,10 @@ class Store(Protocol):
         otherwise STALE (someone changed it first) or NOT_FOUND."""
         ...
 
+    def count_open_jobs(self, user_id: str) -> int:
+        """How many of the user's jobs have not ended."""
+        ...
+
     def count_jobs(self, *, user_id: str | None = None) -> dict[tuple[str, str], int]:
         """How many jobs there are per (status, document type), of one user or of all."""
         ...
@@ -158,6 +162,10 @@ class Store(Protocol):
 
     def find_key(self, key_hash: str) -> ApiKey | None:
         """The key with this hash, revoked or not, or None."""
+        ...
+
+    def get_key(self, key_id: str) -> ApiKey | None:
+        """The key with this id, revoked or not, or None."""
         ...
 
     def list_keys(self, *, user_id: str | None = None) -> list[ApiKey]:

@@ -509,6 +509,14 @@ class SQLStore:
         with self._read("list jobs") as conn:
             return [_job(row) for row in conn.execute(stmt).mappings()]
 
+    def count_open_jobs(self, user_id: str) -> int:
+        """How many of the user's jobs have not ended (an index range per open status)."""
+        j = jobs.c
+        open_ = sorted(s.value for s in JobStatus if not s.is_terminal)
+        stmt = select(func.count()).where(j.status.in_(open_), j.user_id == user_id)
+        with self._read("count open jobs") as conn:
+            return int(conn.execute(stmt).scalar_one())
+
     def count_jobs(self, *, user_id: str | None = None) -> dict[tuple[str, str], int]:
         j = jobs.c
         stmt = select(j.status, j.document_type, func.count()).group_by(j.status, j.document_type)
@@ -589,6 +597,13 @@ class SQLStore:
     def find_key(self, key_hash: str) -> ApiKey | None:
         stmt = select(api_keys).where(api_keys.c.key_hash == key_hash)
         with self._read("find API key") as conn:
+            row = conn.execute(stmt).mappings().first()
+        return None if row is None else _api_key(row)
+
+    def get_key(self, key_id: str) -> ApiKey | None:
+        """The key with this id, revoked or not, or None."""
+        stmt = select(api_keys).where(api_keys.c.id == key_id)
+        with self._read("read API key") as conn:
             row = conn.execute(stmt).mappings().first()
         return None if row is None else _api_key(row)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Annotated, Any
@@ -20,6 +21,7 @@ from fastapi import APIRouter, Header, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
+from morag_progress.api.auth import Authenticator, Principal
 from morag_progress.api.routes import (
     Caller,
     JobIdPath,
@@ -82,6 +84,38 @@ async def _open(request: Request, subscription: Subscription) -> AsyncIterator[N
         gauge.dec()
 
 
+async def _subscribe(
+    request: Request, caller: Principal, job_id: str | None = None
+) -> Subscription:
+    """A subscription for the caller, within its key's cap on open streams (429 past it)."""
+    return await _hub(request).subscribe(
+        user_id=caller.scope,
+        job_id=job_id,
+        key_id=caller.key_id,
+        max_per_key=request.app.state.settings.max_streams_per_key,
+    )
+
+
+async def _live(
+    request: Request, caller: Principal, subscription: Subscription
+) -> AsyncIterator[list[FeedEvent]]:
+    """The subscription's batches of rows, until the caller's key stops working: it is checked
+    every ``stream_recheck_seconds``, so a revoked key's streams close within about that.
+    (sse-starlette cancels the stream when the client goes away.)"""
+    settings = request.app.state.settings
+    authenticator: Authenticator = request.app.state.authenticator
+    interval = settings.stream_recheck_seconds
+    check_at = time.monotonic() + interval
+    while True:
+        batch = await subscription.next(timeout=interval)
+        if time.monotonic() >= check_at:
+            if not await authenticator.is_active(caller.key_id):
+                return
+            check_at = time.monotonic() + interval
+        if batch:
+            yield batch
+
+
 def _resume_point(last_event_id: str | None) -> int | None:
     """The feed id to resume after; None (a fresh start) for anything but a feed id."""
     text = (last_event_id or "").strip()
@@ -117,7 +151,7 @@ async def job_events(
     """One job's changes, live, ending after its terminal one."""
     tracker = tracker_of(request)
     await run_in_threadpool(visible_job, request, job_id, caller)
-    subscription = await _hub(request).subscribe(user_id=caller.scope, job_id=job_id)
+    subscription = await _subscribe(request, caller, job_id=job_id)
     resume = _resume_point(last_event_id)
 
     async def stream() -> AsyncIterator[ServerSentEvent | bytes]:
@@ -141,8 +175,8 @@ async def job_events(
                 )
                 if current.status.is_terminal:
                     return
-            while True:  # sse-starlette cancels this generator when the client goes away
-                for event in await subscription.next():
+            async for batch in _live(request, caller, subscription):
+                for event in batch:
                     if event.id <= sent:
                         continue
                     yield _progress(event)
@@ -164,7 +198,7 @@ async def all_events(
 ) -> EventSourceResponse:
     """Every change to the caller's jobs (an admin's: everyone's), live, latest per job."""
     tracker = tracker_of(request)
-    subscription = await _hub(request).subscribe(user_id=caller.scope)
+    subscription = await _subscribe(request, caller)
     resume = _resume_point(last_event_id)
 
     async def stream() -> AsyncIterator[ServerSentEvent | bytes]:
@@ -182,8 +216,8 @@ async def all_events(
                 jobs = await run_in_threadpool(lambda: tracker.list_jobs(caller.scope, limit=100))
                 data = json.dumps([json.loads(JobOut.of(job).model_dump_json()) for job in jobs])
                 yield ServerSentEvent(data, event="snapshot", id=str(sent))
-            while True:  # sse-starlette cancels this generator when the client goes away
-                for event in await subscription.next():
+            async for batch in _live(request, caller, subscription):
+                for event in batch:
                     if event.id <= sent:
                         continue
                     yield _progress(event)

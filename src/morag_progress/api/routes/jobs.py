@@ -16,6 +16,7 @@ from morag_progress.api.schemas import (
     JobList,
     JobOut,
 )
+from morag_progress.errors import LimitExceededError
 from morag_progress.keys import Role
 from morag_progress.models import JobStatus
 
@@ -34,6 +35,7 @@ def create_job(body: JobCreate, caller: Caller, request: Request, response: Resp
     """Create a job for the caller's user. Creating with the same ``id`` again returns the job."""
     require(caller, Role.USER, Role.ADMIN)
     tracker = tracker_of(request)
+    _check_quotas(request, caller.user_id)
     job_id = tracker.start_job(
         body.document_name,
         body.document_type,
@@ -51,6 +53,18 @@ def create_job(body: JobCreate, caller: Caller, request: Request, response: Resp
     assert job is not None
     response.headers["Location"] = f"/api/v1/jobs/{job.id}"
     return JobOut.of(job)
+
+
+def _check_quotas(request: Request, user_id: str) -> None:
+    """429 when the user creates jobs faster than its quota, or has too many open ones."""
+    request.app.state.job_quota.check(user_id)
+    most = request.app.state.settings.max_open_jobs_per_user
+    if most and request.app.state.store.count_open_jobs(user_id) >= most:
+        raise LimitExceededError(
+            f"this user has {most} jobs that have not ended, the most it may; "
+            "finish or cancel some first",
+            retry_after=10,
+        )
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=errors(401, 404, 422, 429))

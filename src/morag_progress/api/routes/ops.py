@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+import ipaddress
+
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from morag_progress.api.auth import client_address, principal, require
 from morag_progress.api.routes import Caller
 from morag_progress.errors import StoreError
+from morag_progress.keys import Role
 
 __all__ = ["router"]
 
@@ -22,6 +26,13 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @router.get("/readyz", responses={503: {"description": "The job store does not answer."}})
 def readyz(request: Request) -> JSONResponse:
     """The process can serve: its job store answers."""
@@ -32,9 +43,30 @@ def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        401: {"description": "MORAG_PROGRESS_METRICS_ACCESS=key and no admin key."},
+        403: {"description": "Not an admin key, or not from loopback (the default)."},
+        404: {"description": "MORAG_PROGRESS_METRICS_ACCESS=off."},
+    },
+)
 async def metrics(request: Request) -> Response:
-    """Prometheus metrics (text exposition format)."""
+    """Prometheus metrics (text exposition format): counts by route, outcome and status,
+    never by user. Who may read them is ``MORAG_PROGRESS_METRICS_ACCESS``: ``loopback``
+    (default: clients on this machine), ``key`` (an admin key), ``open`` or ``off``."""
+    access = request.app.state.settings.metrics_access
+    if access == "off":
+        raise HTTPException(404, detail="metrics are turned off (MORAG_PROGRESS_METRICS_ACCESS)")
+    if access == "loopback" and not _loopback(client_address(request)):
+        raise HTTPException(
+            403,
+            detail="metrics are served to loopback clients only; set "
+            "MORAG_PROGRESS_METRICS_ACCESS=key to scrape them with an admin key",
+        )
+    if access == "key":
+        require(await principal(request), Role.ADMIN)
     registry = request.app.state.metrics.registry
     body = await run_in_threadpool(generate_latest, registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

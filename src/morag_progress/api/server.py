@@ -1,0 +1,151 @@
+"""Serving the app with uvicorn, with the connection bounds uvicorn does not have.
+
+uvicorn closes idle keep-alive connections, but a connection that never sends a request, or
+sends its headers a byte at a time, is held for ever, and it accepts as many connections as
+the process has file descriptors: tens of thousands of idle sockets then leave none for the
+database. :class:`GuardedProtocol` adds three bounds to uvicorn's httptools protocol:
+
+- a cap on open connections (``max_connections``): one more is answered 503 and closed at once;
+- a header deadline (``header_timeout``): a connection that has not sent a whole request line
+  and headers this long after it opened (or after its previous answer) is closed;
+- a cap on the size of the request line and headers (``max_header_bytes``): past it, 400.
+
+Behind a reverse proxy the proxy's own limits come first (``docs/deployment.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import resource
+from typing import Any, ClassVar
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from morag_progress.settings import Settings
+
+__all__ = ["GuardedProtocol", "RedactSecrets", "default_max_connections", "uvicorn_config"]
+
+_RESERVED_FDS = 128  # for the database, log files, webhook connections and the listening socket
+
+
+def default_max_connections() -> int:
+    """The process's soft limit on open files, less a reserve; at least 64."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 10_000
+    return max(64, soft - _RESERVED_FDS)
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a connection cap, a header deadline and a header size
+    cap (configured on a subclass made by :func:`uvicorn_config`)."""
+
+    max_connections: ClassVar[int] = 10_000
+    header_timeout: ClassVar[float] = 10.0
+    max_header_bytes: ClassVar[int] = 64 * 1024
+
+    _header_timer: asyncio.TimerHandle | None = None
+    _header_bytes = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            transport.write(
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n"
+                b"connection: close\r\nretry-after: 1\r\n\r\n"
+            )
+            transport.close()
+            return
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        self._header_bytes = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()  # the next request's headers get the same deadline
+
+    def _count(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > self.max_header_bytes:
+            # httptools turns a callback's exception into a parser error: uvicorn answers 400
+            # and closes the connection.
+            raise ValueError(f"request headers over {self.max_header_bytes} bytes")
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _too_slow(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            self.transport.write(
+                b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            )
+            self.transport.close()
+
+
+class RedactSecrets(logging.Filter):
+    """A log filter that hides secrets in access log lines: the value of a ``token`` query
+    parameter (stream tokens in browser URLs) and the password of URLs with user info."""
+
+    _TOKEN = re.compile(r"((?:^|[?&;])(?:token|api_key|key|access_token)=)[^&\s\"]*", re.I)
+    _USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]*@", re.I)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self.redact(arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        if isinstance(record.msg, str):
+            record.msg = self.redact(record.msg)
+        return True
+
+    @classmethod
+    def redact(cls, text: str) -> str:
+        """``text`` with token values and URL passwords replaced by ``***``."""
+        text = cls._TOKEN.sub(r"\1***", text)
+        return cls._USERINFO.sub(r"\1***@", text)
+
+
+def uvicorn_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Config:
+    """A uvicorn configuration for ``app`` with the settings' bounds on connections."""
+    protocol = type(
+        "MoragGuardedProtocol",
+        (GuardedProtocol,),
+        {
+            "max_connections": settings.max_connections or default_max_connections(),
+            "header_timeout": settings.header_timeout_seconds,
+            "max_header_bytes": settings.max_header_bytes,
+        },
+    )
+    options.setdefault("host", settings.host)
+    options.setdefault("port", settings.port)
+    options.setdefault("timeout_keep_alive", 5)
+    return uvicorn.Config(app, http=protocol, **options)
