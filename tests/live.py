@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -147,19 +148,28 @@ def cli(*args: str, env: dict[str, str]) -> str:
 class ServerProcess:
     """``morag-progress serve`` in a process of its own, on a port that survives restarts."""
 
-    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], port: int | None = None, log: Path | None = None
+    ) -> None:
         self.env = env
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30) -> ServerProcess:
-        self.process = subprocess.Popen(
-            [*CLI, "serve", "--port", str(self.port)],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        """Start it and wait until it is ready; its log goes to ``log`` (appended), if given."""
+        sink = self.log.open("ab") if self.log is not None else subprocess.DEVNULL
+        try:
+            self.process = subprocess.Popen(
+                [*CLI, "serve", "--port", str(self.port)],
+                env=self.env,
+                stdout=sink,
+                stderr=sink,
+            )
+        finally:
+            if self.log is not None:
+                sink.close()  # type: ignore[union-attr]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:

@@ -1,0 +1,91 @@
+"""What a real server lets out: no secret in its log, /metrics only to whom the operator says
+and without any user's data, and per-user quotas on creating jobs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+
+from morag_progress.keys import Role
+from tests.security.conftest import Target
+
+
+def test_stream_tokens_and_url_passwords_never_reach_the_log(
+    sqlite_target: Callable[..., Target],
+) -> None:
+    """A dashboard's ``?token=`` and a webhook URL's password are not in the server's log,
+    though the requests that carried them are."""
+    t = sqlite_target(WEBHOOK_ALLOW_PRIVATE="true")
+    alice = t.key("alice")
+    secret_url = "http://hook-user:hunter2-secret@127.0.0.1:9/hook"
+    with t.client() as client:
+        token = client.post("/api/v1/stream-tokens", headers=alice).json()["token"]
+        job = t.create(alice).json()["id"]
+        client.put(f"/api/v1/remote-jobs/{job}/result", json={"success": True}, headers=alice)
+        assert client.get(f"/api/v1/jobs/{job}/events?token={token}").status_code == 200
+        hook = client.post(
+            "/api/v1/webhooks", json={"url": secret_url, "events": ["job.failed"]}, headers=alice
+        )
+        assert hook.status_code == 201
+        failed = t.create(alice).json()["id"]
+        client.put(f"/api/v1/remote-jobs/{failed}/result", json={"success": False}, headers=alice)
+        deadline = time.monotonic() + 10
+        path = f"/api/v1/webhooks/{hook.json()['id']}/deliveries"
+        while not [d for d in client.get(path, headers=alice).json() if d["attempts"]]:
+            assert time.monotonic() < deadline, "the delivery was never tried"
+            time.sleep(0.1)
+    t.process.stop()
+    log = t.logged()
+    assert "/events?token=***" in log  # the request is logged...
+    assert token not in log  # ...its token is not
+    assert "hunter2-secret" not in log
+    assert alice["Authorization"].split()[1] not in log
+
+
+def test_metrics_access_is_the_operators_choice(sqlite_target: Callable[..., Target]) -> None:
+    """By default /metrics answers loopback clients and names no user; with ``key`` it needs
+    an admin key; with ``off`` it is not there."""
+    t = sqlite_target()
+    alice = t.key("alice-the-user")
+    assert t.create(alice).status_code == 201
+    with t.client() as client:
+        metrics = client.get("/metrics")
+        assert metrics.status_code == 200
+        assert "morag_progress_jobs" in metrics.text
+        assert "alice" not in metrics.text
+    t.process.stop()
+    keyed = sqlite_target(METRICS_ACCESS="key")
+    with keyed.client() as client:
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers=keyed.key("u")).status_code == 403
+        assert client.get("/metrics", headers=keyed.key("ops", Role.ADMIN)).status_code == 200
+    keyed.process.stop()
+    off = sqlite_target(METRICS_ACCESS="off")
+    with off.client() as client:
+        assert client.get("/metrics").status_code == 404
+
+
+def test_per_user_quotas_on_creating_jobs(sqlite_target: Callable[..., Target]) -> None:
+    """Past its jobs-per-minute quota a user gets 429 with Retry-After, and so does one with
+    too many open jobs; other users are not affected, and ending a job frees a place."""
+    t = sqlite_target(JOBS_PER_MINUTE_PER_USER="3")
+    alice, bob = t.key("alice"), t.key("bob")
+    assert [t.create(alice).status_code for _ in range(4)] == [201, 201, 201, 429]
+    refused = t.create(alice)
+    assert "3 jobs a minute" in refused.json()["detail"]
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert t.create(bob).status_code == 201
+    t.process.stop()
+
+    t = sqlite_target(MAX_OPEN_JOBS_PER_USER="2")
+    carol = t.key("carol")
+    first = t.create(carol).json()["id"]
+    assert t.create(carol).status_code == 201
+    over = t.create(carol)
+    assert over.status_code == 429
+    assert "2 jobs that have not ended" in over.json()["detail"]
+    with httpx.Client(base_url=t.url) as client:
+        client.post(f"/api/v1/jobs/{first}/cancel", headers=carol)
+    assert t.create(carol).status_code == 201

@@ -1,0 +1,139 @@
+"""Hostile input against a real server: every bad value is a 4xx naming the field, nothing is
+committed before it is refused, and other users' reads and streams keep working."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from morag_progress.keys import Role
+from tests.security.conftest import Target
+
+JSON = {"content-type": "application/json"}
+
+
+def _nested(depth: int) -> str:
+    return '{"a":' * (depth - 1) + "{}" + "}" * (depth - 1)
+
+
+def _others_still_read(t: Target, auth: dict[str, str], admin: dict[str, str], n: int) -> None:
+    """The user's and the admin's lists answer, and the event stream opens with a snapshot."""
+    with t.client() as client:
+        mine = client.get("/api/v1/jobs", headers=auth)
+        assert mine.status_code == 200, mine.text
+        assert len(mine.json()["jobs"]) == n
+        assert client.get("/api/v1/jobs", headers=admin).status_code == 200
+        with client.stream("GET", "/api/v1/events", headers=admin) as stream:
+            assert stream.status_code == 200
+            lines = stream.iter_lines()
+            assert next(line for line in lines if line.startswith("event:")) == "event: snapshot"
+
+
+def test_deep_or_large_metadata_is_refused_before_anything_is_stored(
+    target: Callable[..., Target],
+) -> None:
+    """Metadata nested 9, 250, 300 or 3000 levels deep, or over 16 KiB, is a 4xx; no job is
+    created, and the user's and the admin's lists and streams still work."""
+    t = target()
+    alice, admin = t.key("alice"), t.key("root", Role.ADMIN)
+    assert t.create(alice, metadata={"fine": {"nested": [1, 2]}}).status_code == 201
+    with t.client() as client:
+        for depth in (9, 250, 300, 3000):
+            body = '{"document_name":"x","document_type":"y","metadata":' + _nested(depth) + "}"
+            response = client.post("/api/v1/jobs", content=body, headers={**alice, **JSON})
+            assert 400 <= response.status_code < 500, (depth, response.status_code)
+        big = t.create(alice, metadata={"blob": "x" * 20_000})
+        assert big.status_code == 422
+        assert big.json()["detail"][0]["loc"] == ["body", "metadata"]
+        assert "16384 bytes" in big.text
+    _others_still_read(t, alice, admin, 1)
+
+
+def test_unicode_lookalike_and_dot_ids_are_refused(target: Callable[..., Target]) -> None:
+    """Fullwidth letters, a zero-width joiner, "." and ".." are not ids: 422 naming the
+    field, nothing stored; asking for such a job is a 422, not a 500."""
+    t = target()
+    alice, admin = t.key("alice"), t.key("root", Role.ADMIN)
+    for bad in ("ｊｏｂ", "job\u200d1", ".", "..", "a/b", "job\n"):
+        response = t.create(alice, id=bad)
+        assert response.status_code == 422, (bad, response.text)
+        assert response.json()["detail"][0]["loc"] == ["body", "id"]
+    with t.client() as client:
+        assert client.get("/api/v1/jobs/%EF%BD%8A", headers=alice).status_code == 422
+        batch = {"updates": [{"job_id": "ｊ", "percentage": 5}]}
+        assert (
+            client.post("/api/v1/remote-jobs/progress", json=batch, headers=alice).status_code
+            == 422
+        )
+    _others_still_read(t, alice, admin, 0)
+
+
+def test_edge_timestamps_are_refused_by_name(target: Callable[..., Target]) -> None:
+    """A timestamp that overflows when made UTC, or is before 1970, is a 422 naming
+    body.timestamp; the job is unchanged."""
+    t = target()
+    alice = t.key("alice")
+    job_id = t.create(alice).json()["id"]
+    with t.client() as client:
+        for stamp in ("0001-01-01T00:00:00+05:00", "1969-12-31T23:59:59Z", "0001-01-01T00:00:00"):
+            response = client.put(
+                f"/api/v1/remote-jobs/{job_id}/progress",
+                json={"percentage": 50, "timestamp": stamp},
+                headers=alice,
+            )
+            assert response.status_code == 422, (stamp, response.text)
+            assert response.json()["detail"][0]["loc"] == ["body", "timestamp"]
+        assert client.get(f"/api/v1/jobs/{job_id}", headers=alice).json()["percentage"] == 0
+
+
+def test_unstorable_text_is_a_422_that_can_be_sent(target: Callable[..., Target]) -> None:
+    """A lone surrogate or a NUL in any text field is a 422 with a valid JSON body (the error
+    handler itself used to fail), in bodies and in query parameters alike."""
+    t = target()
+    alice = t.key("alice")
+    job_id = t.create(alice).json()["id"]
+    with t.client() as client:
+        for text in ('"\\ud800"', '"a\\u0000b"'):
+            bodies = [
+                (
+                    f"/api/v1/remote-jobs/{job_id}/progress",
+                    "PUT",
+                    f'{{"percentage":5,"message":{text}}}',
+                ),
+                ("/api/v1/jobs", "POST", f'{{"document_name":{text},"document_type":"y"}}'),
+                (
+                    "/api/v1/jobs",
+                    "POST",
+                    f'{{"document_name":"x","document_type":"y","metadata":{{"k":{text}}}}}',
+                ),
+            ]
+            for path, method, body in bodies:
+                response = client.request(method, path, content=body, headers={**alice, **JSON})
+                assert response.status_code == 422, (path, body, response.text)
+                assert response.json()["detail"]
+        for query in ("document_type=%00", "parent_id=%00", "cursor=%E2%80%8D"):
+            assert client.get(f"/api/v1/jobs?{query}", headers=alice).status_code == 422
+        huge = "/api/v1/jobs/" + job_id + "/history?after=99999999999999999999"
+        assert client.get(huge, headers=alice).status_code == 422
+        resume = {**alice, "Last-Event-ID": "²".encode("latin-1")}  # a digit, but not a feed id
+        with client.stream("GET", f"/api/v1/jobs/{job_id}/events", headers=resume) as stream:
+            assert stream.status_code == 200
+            events = (line for line in stream.iter_lines() if line.startswith("event:"))
+            assert next(events) == "event: snapshot"
+
+
+def test_a_fast_worker_clock_does_not_freeze_a_job(target: Callable[..., Target]) -> None:
+    """One report stamped four minutes ahead, then honest reports without a timestamp: each
+    honest one is applied (ordered at the server's receive time)."""
+    t = target()
+    alice = t.key("alice")
+    job_id = t.create(alice).json()["id"]
+    ahead = (datetime.now(UTC) + timedelta(minutes=4)).isoformat()
+    url = f"/api/v1/remote-jobs/{job_id}/progress"
+    with t.client() as client:
+        first = client.put(url, json={"percentage": 30, "timestamp": ahead}, headers=alice)
+        assert first.json()["applied"] is True
+        for pct in (40, 50):
+            honest = client.put(url, json={"percentage": pct}, headers=alice)
+            assert honest.json()["applied"] is True, honest.text
+        assert client.get(f"/api/v1/jobs/{job_id}", headers=alice).json()["percentage"] == 50
