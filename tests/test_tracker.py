@@ -362,13 +362,36 @@ def test_start_job_fields(tracker: JobTracker, clock: Clock) -> None:
     assert job.to_dict()["status"] == "PENDING"
 
 
-def test_client_given_id_is_idempotent(tracker: JobTracker) -> None:
-    """Starting a job twice with the same id returns it; another user's id is a conflict."""
+def test_client_given_id_is_idempotent_per_user(tracker: JobTracker) -> None:
+    """Starting a job twice with the same id returns it; another user's identical id is a
+    job of its own, and each user reads and writes only theirs."""
     assert tracker.start_job("a", "pdf", user_id="alice", job_id="job-1") == "job-1"
     assert tracker.start_job("a", "pdf", user_id="alice", job_id="job-1") == "job-1"
-    with pytest.raises(JobConflictError, match="job-1"):
-        tracker.start_job("a", "pdf", user_id="bob", job_id="job-1")
-    assert len(tracker.list_jobs()) == 1
+    assert tracker.start_job("b", "pdf", user_id="bob", job_id="job-1") == "job-1"
+    assert len(tracker.list_jobs()) == 2
+    assert tracker.update_progress("job-1", 40, user_id="bob")
+    alices, bobs = tracker.get_job("job-1", "alice"), tracker.get_job("job-1", "bob")
+    assert alices is not None
+    assert bobs is not None
+    assert (alices.document_name, alices.percentage) == ("a", 0)
+    assert (bobs.document_name, bobs.percentage) == ("b", 40)
+    assert [e.percentage for e in tracker.history("job-1", "alice")] == [0]
+
+
+def test_an_unscoped_caller_must_not_guess_between_users(tracker: JobTracker) -> None:
+    """In-process (unscoped) calls on an id that two users have are refused, not applied to
+    either; an id one user has works unscoped as before."""
+    tracker.start_job("a", "pdf", user_id="alice", job_id="shared")
+    tracker.start_job("b", "pdf", user_id="bob", job_id="shared")
+    with pytest.raises(JobConflictError, match="names jobs of several users"):
+        tracker.apply(ProgressUpdate("shared", 50))
+    with pytest.raises(JobConflictError):
+        tracker.get_job("shared")
+    assert tracker.update_progress("shared", 50) is False
+    assert tracker.get_job_progress("shared", "alice") == 0
+    only = tracker.start_job("c", "pdf", user_id="alice", job_id="only-alice")
+    assert tracker.update_progress(only, 30)
+    assert tracker.get_job_progress(only) == 30
 
 
 @pytest.mark.parametrize(

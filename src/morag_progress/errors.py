@@ -6,7 +6,7 @@ Every exception derives from :class:`ProgressError`, so callers can catch the wh
     ├── ConfigurationError      a setting or constructor argument breaks a rule (also ValueError)
     ├── InvalidInputError      a value breaks a rule: range, type, time (also ValueError)
     ├── JobNotFoundError        no such job, or not one the caller may see (also LookupError)
-    ├── JobConflictError        a job id is taken by another owner
+    ├── JobConflictError        an unscoped caller's job id names jobs of several users
     ├── JobStateError           the job's state refuses the change: terminal, or a newer attempt
     ├── LimitExceededError      a per-key or per-user limit is reached (open streams, quotas)
     └── StoreError              the database failed underneath (wraps the driver's error)
@@ -61,11 +61,12 @@ class JobNotFoundError(ProgressError, LookupError):
 
 
 class JobConflictError(ProgressError):
-    """A job id given by the caller already names a job of another user."""
+    """A job id names jobs of several users, and the caller (in-process, or an admin key)
+    did not say whose: ids are unique per user, not across users."""
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
-        super().__init__(f"job id {job_id!r} is already taken")
+        super().__init__(f"job id {job_id!r} names jobs of several users; ask as the job's user")
 
 
 class JobStateError(ProgressError):

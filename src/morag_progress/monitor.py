@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 from starlette.concurrency import run_in_threadpool
 
-from morag_progress.errors import ProgressError
 from morag_progress.models import Job, JobStatus, UpdateOutcome, utcnow
+from morag_progress.store import NO_USER
 from morag_progress.tracker import JobTracker
 
 __all__ = ["Monitor"]
@@ -112,7 +112,11 @@ class Monitor:
 
     def _change(self, job: Job, expect: list[JobStatus], changes: dict[str, Any]) -> list[Job]:
         result = self.tracker.transition(
-            job.id, expect=expect, seen=job.last_seen_at, changes=dict(changes)
+            job.id,
+            expect=expect,
+            seen=job.last_seen_at,
+            changes=dict(changes),
+            user_id=job.user_id or NO_USER,  # this job, though another user's has its id
         )
         if result.outcome is UpdateOutcome.APPLIED and result.job is not None:
             logger.info("job %s: %s (%s)", job.id, result.job.status.value, result.job.summary)
@@ -125,5 +129,5 @@ class Monitor:
             await asyncio.sleep(interval)
             try:
                 await run_in_threadpool(self.sweep)
-            except ProgressError:
+            except Exception:  # the monitor outlives any one failure, not just our own
                 logger.warning("stall sweep failed; trying again", exc_info=True)

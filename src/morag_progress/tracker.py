@@ -200,11 +200,12 @@ class JobTracker:
         expect: list[JobStatus],
         seen: datetime | None,
         changes: dict[str, Any],
+        user_id: str | None = None,
     ) -> UpdateResult:
         """A state change the server makes itself (stall, abandonment), only if nobody changed
         the job since it was read; listeners hear of it like any applied update."""
         result = self.store.transition(
-            job_id, expect=expect, seen=seen, changes=changes, now=self._clock()
+            job_id, expect=expect, seen=seen, changes=changes, now=self._clock(), user_id=user_id
         )
         if result.event_id is not None and result.job is not None:
             self._notify(result.job)

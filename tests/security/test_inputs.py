@@ -139,3 +139,24 @@ def test_a_fast_worker_clock_does_not_freeze_a_job(target: Callable[..., Target]
             honest = client.put(url, json={"percentage": pct}, headers=alice)
             assert honest.json()["applied"] is True, honest.text
         assert client.get(f"/api/v1/jobs/{job_id}", headers=alice).json()["percentage"] == 50
+
+
+def test_client_ids_live_in_their_users_namespace(target: Callable[..., Target]) -> None:
+    """Bob can create the id Alice took (no 409, nothing revealed), and each reads, reports on
+    and streams only their own job of that id; Alice cannot squat ids ahead of Bob."""
+    t = target()
+    alice, bob = t.key("alice"), t.key("bob")
+    assert t.create(alice, id="report-1", document_name="alice.pdf").status_code == 201
+    bobs = t.create(bob, id="report-1", document_name="bob.pdf")
+    assert bobs.status_code == 201, bobs.text
+    with t.client() as client:
+        report = {"percentage": 60, "message": "bob's"}
+        put = client.put("/api/v1/remote-jobs/report-1/progress", json=report, headers=bob)
+        assert put.json()["job"]["document_name"] == "bob.pdf"
+        mine = client.get("/api/v1/jobs/report-1", headers=alice).json()
+        assert (mine["document_name"], mine["percentage"]) == ("alice.pdf", 0)
+        history = client.get("/api/v1/jobs/report-1/history", headers=alice).json()
+        assert [event["percentage"] for event in history] == [0]
+        with client.stream("GET", "/api/v1/jobs/report-1/events", headers=alice) as stream:
+            data = next(line for line in stream.iter_lines() if line.startswith("data:"))
+        assert '"alice.pdf"' in data

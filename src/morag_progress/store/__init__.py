@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from morag_progress.settings import load_settings
 from morag_progress.store.base import NewJob, Store
-from morag_progress.store.sql import SQLStore
+from morag_progress.store.sql import NO_USER, SQLStore
 
-__all__ = ["NewJob", "SQLStore", "Store", "open_store"]
+__all__ = ["NO_USER", "NewJob", "SQLStore", "Store", "open_store"]
 
 
 def open_store(database_url: str | None = None) -> SQLStore:

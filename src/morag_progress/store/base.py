@@ -114,6 +114,7 @@ class Store(Protocol):
         seen: datetime | None,
         changes: dict[str, Any],
         now: datetime,
+        user_id: str | None = None,
     ) -> UpdateResult:
         """Apply ``changes`` (status, summary, error, end_date, worker_id) with one feed row,
         only if the job is still in ``expect`` and its ``last_seen_at`` is still ``seen``;
@@ -140,8 +141,8 @@ class Store(Protocol):
         """Feed rows of every job (or one user's jobs) with an id above ``after``."""
         ...
 
-    def last_event_id(self, job_id: str | None = None) -> int:
-        """The newest feed id (of one job, or of all); 0 when there is none."""
+    def last_event_id(self, job_id: str | None = None, user_id: str | None = None) -> int:
+        """The newest feed id (of one job, of one user's, or of all); 0 when there is none."""
         ...
 
     def set_mapping(self, worker_id: str, job_id: str, *, now: datetime) -> None:

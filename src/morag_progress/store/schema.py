@@ -68,8 +68,11 @@ metadata = MetaData()
 jobs = Table(
     "jobs",
     metadata,
+    # Ids are unique per user: another user's job may have the same id (an empty user_id is
+    # a job of a trusted in-process caller without a user). The key leads with the id, so an
+    # unscoped lookup by id alone is an index seek too.
     Column("id", String(128), primary_key=True),
-    Column("user_id", String(128), nullable=True),
+    Column("user_id", String(128), primary_key=True, server_default=""),
     Column("document_name", String(255), nullable=False),
     Column("document_type", String(64), nullable=False),
     Column("document_id", String(255), nullable=True),

@@ -76,7 +76,7 @@ from morag_progress.store.schema import (
     worker_mappings,
 )
 
-__all__ = ["SQLStore"]
+__all__ = ["NO_USER", "SQLStore"]
 
 logger = logging.getLogger(__name__)
 
@@ -216,9 +216,10 @@ class SQLStore:
     # -- jobs ----------------------------------------------------------------------------------
 
     def create_job(self, new: NewJob, *, now: datetime) -> tuple[Job, bool]:
+        owner = _db_user(new.user_id)
         row = {
             "id": new.id,
-            "user_id": new.user_id,
+            "user_id": owner,
             "document_name": new.document_name,
             "document_type": new.document_type,
             "document_id": new.document_id,
@@ -238,10 +239,9 @@ class SQLStore:
         with self._write("create job") as conn:
             stmt = self.dialect_insert()(jobs).values(row).on_conflict_do_nothing()
             created = conn.execute(stmt.returning(*jobs.c)).mappings().first()
-            if created is None:
-                existing = self._fetch(conn, new.id)
-                if existing is None or existing["user_id"] != new.user_id:
-                    raise JobConflictError(new.id)
+            if created is None:  # the user made it before: the same request twice
+                existing = self._fetch(conn, new.id, owner)
+                assert existing is not None
                 return _job(existing), False
             self._append_event(conn, created, now=now, timestamp=now)
             if new.parent_id is not None:
@@ -251,9 +251,11 @@ class SQLStore:
     def _adopt(self, conn: Connection, child: RowMapping, now: datetime) -> None:
         """Count a new child in its parent's sums (the parent must be the same user's)."""
         j = jobs.c
-        conditions = [j.id == child["parent_id"], j.id != child["id"]]
-        if child["user_id"] is not None:
-            conditions.append(j.user_id == child["user_id"])
+        conditions = [
+            j.id == child["parent_id"],
+            j.user_id == child["user_id"],
+            j.id != child["id"],
+        ]
         parent = (
             conn.execute(
                 update(jobs)
@@ -286,8 +288,7 @@ class SQLStore:
         self, job_id: str, *, user_id: str | None, now: datetime, claimant: str | None = None
     ) -> UpdateResult:
         j = jobs.c
-        conditions = _scope(user=user_id is not None, claimant=claimant is not None)
-        params = {"p_job_id": job_id, "p_user_id": user_id, "p_claimant": claimant}
+        conditions = _scope(claimant=claimant is not None)
         # A worker that is alive runs the job: a STALLED job resumes, a PENDING one starts.
         wake = (
             update(jobs)
@@ -305,6 +306,10 @@ class SQLStore:
         )
         touch = update(jobs).where(*conditions).values(last_seen_at=now).returning(*jobs.c)
         with self._write("heartbeat") as conn:
+            owner = self._owner(conn, job_id, user_id)
+            if owner is None:
+                return UpdateResult(UpdateOutcome.NOT_FOUND)
+            params = {"p_job_id": job_id, "p_user_id": owner, "p_claimant": claimant}
             row = conn.execute(wake, params).mappings().first()
             if row is not None:  # a status change: it belongs in the feed
                 event_id = self._append_event(conn, row, now=now, timestamp=now)
@@ -312,8 +317,8 @@ class SQLStore:
             row = conn.execute(touch, params).mappings().first()
             if row is not None:
                 return UpdateResult(UpdateOutcome.APPLIED, _job(row))
-            existing = self._fetch(conn, job_id)
-            if existing is None or not _visible(existing, user_id, claimant):
+            existing = self._fetch(conn, job_id, owner)
+            if existing is None or not _visible(existing, claimant):
                 return UpdateResult(UpdateOutcome.NOT_FOUND)
             return UpdateResult(UpdateOutcome.TERMINAL, _job(existing))
 
@@ -328,7 +333,7 @@ class SQLStore:
     ) -> Job | None:
         j = jobs.c
         waiting = j.status == JobStatus.WAITING_FOR_REMOTE_WORKER.value
-        pick = select(j.id).where(waiting).order_by(j.created_at, j.id).limit(1)
+        pick = select(j.id, j.user_id).where(waiting).order_by(j.created_at, j.id).limit(1)
         if user_id is not None:
             pick = pick.where(j.user_id == user_id)
         if document_types:
@@ -337,7 +342,11 @@ class SQLStore:
             pick = pick.with_for_update(skip_locked=True)  # concurrent claimers take different jobs
         stmt = (
             update(jobs)
-            .where(j.id == pick.scalar_subquery(), waiting)
+            .where(
+                j.id == bindparam("p_job_id", type_=String()),
+                j.user_id == bindparam("p_owner", type_=String()),
+                waiting,
+            )
             .values(
                 status=JobStatus.PROCESSING.value,
                 worker_id=worker_id,
@@ -355,7 +364,13 @@ class SQLStore:
             .returning(*jobs.c)
         )
         with self._write("claim job") as conn:
-            row = conn.execute(stmt).mappings().first()
+            # Pick (and on PostgreSQL lock) the oldest waiting job, then take it: the lock
+            # holds it for this transaction, so concurrent claimers pass over it.
+            picked = conn.execute(pick).first()
+            if picked is None:
+                return None
+            params = {"p_job_id": picked.id, "p_owner": picked.user_id}
+            row = conn.execute(stmt, params).mappings().first()
             if row is None:
                 return None
             self._append_event(conn, row, now=now, timestamp=now)
@@ -365,20 +380,25 @@ class SQLStore:
     def _apply_in(
         self, conn: Connection, update: ProgressUpdate, now: datetime, create_missing: bool
     ) -> UpdateResult:
-        shape, params = _prepare(update, now)
+        owner = self._owner(conn, update.job_id, update.user_id)
+        if owner is None:
+            if not create_missing:
+                return UpdateResult(UpdateOutcome.NOT_FOUND)
+            owner = NO_USER  # an unscoped in-process caller's new job has no user
+        shape, params = _prepare(update, now, owner)
         stmt = _update_statement(shape)
         row = conn.execute(stmt, params).mappings().first()
         if row is None:
-            existing = self._fetch(conn, update.job_id)
+            existing = self._fetch(conn, update.job_id, owner)
             if existing is None and create_missing:
-                self._create_for(conn, update, now)
+                self._create_for(conn, update, owner, now)
                 row = conn.execute(stmt, params).mappings().first()
-            elif existing is None or not _visible(existing, update.user_id, update.claimant):
+            elif existing is None or not _visible(existing, update.claimant):
                 return UpdateResult(UpdateOutcome.NOT_FOUND)
             else:
                 return UpdateResult(_why_not(existing, update), _job(existing))
         if row is None:  # created a moment ago by us, then refused: report it as it is
-            existing = self._fetch(conn, update.job_id)
+            existing = self._fetch(conn, update.job_id, owner)
             assert existing is not None
             return UpdateResult(_why_not(existing, update), _job(existing))
         timestamp = update.timestamp or now
@@ -388,12 +408,13 @@ class SQLStore:
     def request_cancel(self, job_id: str, *, user_id: str | None, now: datetime) -> UpdateResult:
         j = jobs.c
         unclaimed = j.status.in_(_UNCLAIMED)
-        conditions = [j.id == job_id, j.status.not_in(_TERMINAL)]
-        if user_id is not None:
-            conditions.append(j.user_id == user_id)
         stmt = (
             update(jobs)
-            .where(*conditions)
+            .where(
+                j.id == job_id,
+                j.user_id == bindparam("p_owner", type_=String()),
+                j.status.not_in(_TERMINAL),
+            )
             .values(
                 cancel_requested=True,
                 status=case((unclaimed, JobStatus.CANCELLED.value), else_=j.status),
@@ -403,10 +424,13 @@ class SQLStore:
             .returning(*jobs.c)
         )
         with self._write("request cancel") as conn:
-            row = conn.execute(stmt).mappings().first()
+            owner = self._owner(conn, job_id, user_id)
+            if owner is None:
+                return UpdateResult(UpdateOutcome.NOT_FOUND)
+            row = conn.execute(stmt, {"p_owner": owner}).mappings().first()
             if row is None:
-                existing = self._fetch(conn, job_id)
-                if existing is None or not _visible(existing, user_id):
+                existing = self._fetch(conn, job_id, owner)
+                if existing is None:
                     return UpdateResult(UpdateOutcome.NOT_FOUND)
                 return UpdateResult(UpdateOutcome.TERMINAL, _job(existing))
             event_id = self._append_event(conn, row, now=now, timestamp=now)
@@ -439,6 +463,7 @@ class SQLStore:
         seen: datetime | None,
         changes: dict[str, Any],
         now: datetime,
+        user_id: str | None = None,
     ) -> UpdateResult:
         j = jobs.c
         unknown = set(changes) - _TRANSITION_COLUMNS
@@ -453,14 +478,22 @@ class SQLStore:
         )
         stmt = (
             update(jobs)
-            .where(j.id == job_id, j.status.in_([JobStatus(s).value for s in expect]), unchanged)
+            .where(
+                j.id == job_id,
+                j.user_id == bindparam("p_owner", type_=String()),
+                j.status.in_([JobStatus(s).value for s in expect]),
+                unchanged,
+            )
             .values({**changes, "updated_at": now})
             .returning(*jobs.c)
         )
         with self._write("change job state") as conn:
-            row = conn.execute(stmt).mappings().first()
+            owner = self._owner(conn, job_id, user_id)
+            if owner is None:
+                return UpdateResult(UpdateOutcome.NOT_FOUND)
+            row = conn.execute(stmt, {"p_owner": owner}).mappings().first()
             if row is None:
-                existing = self._fetch(conn, job_id)
+                existing = self._fetch(conn, job_id, owner)
                 if existing is None:
                     return UpdateResult(UpdateOutcome.NOT_FOUND)
                 return UpdateResult(UpdateOutcome.STALE, _job(existing))
@@ -469,10 +502,9 @@ class SQLStore:
 
     def get_job(self, job_id: str, *, user_id: str | None = None) -> Job | None:
         with self._read("get job") as conn:
-            row = self._fetch(conn, job_id)
-        if row is None or not _visible(row, user_id):
-            return None
-        return _job(row)
+            owner = self._owner(conn, job_id, user_id)
+            row = None if owner is None else self._fetch(conn, job_id, owner)
+        return None if row is None else _job(row)
 
     def list_jobs(
         self,
@@ -496,7 +528,12 @@ class SQLStore:
             stmt = stmt.where(j.document_type == document_type)
         if after is not None:
             # Keyset pagination: strictly before the cursor job in (created_at, id) order.
-            cursor_created = select(j.created_at).where(j.id == after).scalar_subquery()
+            # The cursor job, of the user for a user's page (an admin's page takes the newest
+            # job of that id: ids are unique per user, not across users).
+            cursor_job = select(j.created_at).where(j.id == after)
+            if user_id is not None:
+                cursor_job = cursor_job.where(j.user_id == user_id)
+            cursor_created = cursor_job.order_by(j.created_at.desc()).limit(1).scalar_subquery()
             stmt = stmt.where(
                 # The plain bound lets the index seek to the cursor (the OR alone cannot), so a
                 # page costs the same whatever its depth.
@@ -531,11 +568,21 @@ class SQLStore:
         self, job_id: str, *, user_id: str | None = None, after: int = 0, limit: int = 1000
     ) -> list[FeedEvent]:
         e = events.c
-        stmt = select(events).where(e.job_id == job_id, e.id > after).order_by(e.id).limit(limit)
-        if user_id is not None:
-            stmt = stmt.where(e.user_id == user_id)
+        stmt = (
+            select(events)
+            .where(
+                e.job_id == job_id,
+                e.user_id == bindparam("p_owner", type_=String()),
+                e.id > after,
+            )
+            .order_by(e.id)
+            .limit(limit)
+        )
         with self._read("read history") as conn:
-            return [_feed_event(row) for row in conn.execute(stmt).mappings()]
+            owner = self._owner(conn, job_id, user_id)
+            if owner is None:
+                return []
+            return [_feed_event(row) for row in conn.execute(stmt, {"p_owner": owner}).mappings()]
 
     def events_after(
         self, after: int = 0, *, user_id: str | None = None, limit: int = 1000
@@ -547,11 +594,13 @@ class SQLStore:
         with self._read("read feed") as conn:
             return [_feed_event(row) for row in conn.execute(stmt).mappings()]
 
-    def last_event_id(self, job_id: str | None = None) -> int:
+    def last_event_id(self, job_id: str | None = None, user_id: str | None = None) -> int:
         e = events.c
         stmt = select(func.max(e.id))
         if job_id is not None:
             stmt = stmt.where(e.job_id == job_id)
+        if user_id is not None:
+            stmt = stmt.where(e.user_id == user_id)
         with self._read("read feed head") as conn:
             return int(conn.execute(stmt).scalar_one_or_none() or 0)
 
@@ -656,14 +705,28 @@ class SQLStore:
     # -- internals -----------------------------------------------------------------------------
 
     @staticmethod
-    def _fetch(conn: Connection, job_id: str) -> RowMapping | None:
-        return conn.execute(_SELECT_JOB, {"p_job_id": job_id}).mappings().first()
+    def _fetch(conn: Connection, job_id: str, owner: str) -> RowMapping | None:
+        return conn.execute(_SELECT_JOB, {"p_job_id": job_id, "p_owner": owner}).mappings().first()
 
-    def _create_for(self, conn: Connection, update: ProgressUpdate, now: datetime) -> None:
+    @staticmethod
+    def _owner(conn: Connection, job_id: str, user_id: str | None) -> str | None:
+        """Whose job ``job_id`` is: ``user_id`` itself for a scoped caller; for an unscoped
+        one (in-process, an admin) the one user with a job of that id, or None when there is
+        none. Raises JobConflictError when several users have one: ids are unique per user."""
+        if user_id is not None:
+            return user_id
+        owners = conn.execute(_OWNERS, {"p_job_id": job_id}).scalars().all()
+        if len(owners) > 1:
+            raise JobConflictError(job_id)
+        return owners[0] if owners else None
+
+    def _create_for(
+        self, conn: Connection, update: ProgressUpdate, owner: str, now: datetime
+    ) -> None:
         """Create the job an in-process caller reports on before anyone created it."""
         stmt = self.dialect_insert()(jobs).values(
             id=update.job_id,
-            user_id=update.user_id,
+            user_id=owner,
             document_name=update.job_id,
             document_type="unknown",
             document_id=update.job_id,
@@ -713,13 +776,13 @@ class SQLStore:
         j = jobs.c
         conn.execute(
             update(jobs)
-            .where(j.id == child["id"])
+            .where(j.id == child["id"], j.user_id == child["user_id"])
             .values(rolled_up_pct=child["percentage"], rolled_up_done=done)
         )
         parent = (
             conn.execute(
                 update(jobs)
-                .where(j.id == child["parent_id"])
+                .where(j.id == child["parent_id"], j.user_id == child["user_id"])
                 .values(
                     children_progress=j.children_progress + delta,
                     children_done=j.children_done + int(newly_done),
@@ -746,10 +809,14 @@ class SQLStore:
                 parent["id"],
                 success=False,
                 message=f"Child job {child['id']} failed: {child['error'] or child['summary']}",
+                user_id=parent["user_id"],
             )
         elif parent["children_done"] >= parent["children"]:
             update_ = ProgressUpdate.final(
-                parent["id"], success=True, message=f"All {parent['children']} child jobs ended"
+                parent["id"],
+                success=True,
+                message=f"All {parent['children']} child jobs ended",
+                user_id=parent["user_id"],
             )
         else:
             mean = parent["children_progress"] / max(parent["children_weight"], 1e-9)
@@ -757,13 +824,24 @@ class SQLStore:
                 parent["id"],
                 min(99, max(0, math.floor(mean + 1e-9))),
                 f"{parent['children_done']} of {parent['children']} child jobs done",
+                user_id=parent["user_id"],
             )
         self._apply_in(conn, update_, now, False)
 
 
 _INSERT_EVENT = events.insert().returning(events.c.id)
 _TRANSITION_COLUMNS = frozenset({"status", "summary", "error", "end_date", "worker_id"})
-_SELECT_JOB = select(jobs).where(jobs.c.id == bindparam("p_job_id"))
+_SELECT_JOB = select(jobs).where(
+    jobs.c.id == bindparam("p_job_id"), jobs.c.user_id == bindparam("p_owner")
+)
+_OWNERS = select(jobs.c.user_id).where(jobs.c.id == bindparam("p_job_id")).limit(2)
+NO_USER = ""
+"""The owner of jobs made by trusted in-process callers without a user: stored, never shown
+(such a job's ``user_id`` reads as None); pass it to scope a call to exactly those jobs."""
+
+
+def _db_user(user_id: str | None) -> str:
+    return NO_USER if user_id is None else user_id
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -785,12 +863,11 @@ class _Shape:
     worker: bool
     attempt: bool
     seq: bool
-    user: bool
     claimant: bool
 
 
-def _prepare(u: ProgressUpdate, now: datetime) -> tuple[_Shape, dict[str, Any]]:
-    """The statement shape of ``u`` and the parameters to run it with."""
+def _prepare(u: ProgressUpdate, now: datetime, owner: str) -> tuple[_Shape, dict[str, Any]]:
+    """The statement shape of ``u`` (on ``owner``'s job) and the parameters to run it with."""
     pct = u.percentage
     explicit = u.status
     if explicit is not None and pct is not None and explicit == status_for_percentage(pct):
@@ -816,7 +893,6 @@ def _prepare(u: ProgressUpdate, now: datetime) -> tuple[_Shape, dict[str, Any]]:
         worker=u.worker_id is not None,
         attempt=u.attempt is not None,
         seq=u.seq is not None,
-        user=u.user_id is not None,
         claimant=u.claimant is not None,
     )
     params: dict[str, Any] = {
@@ -835,7 +911,7 @@ def _prepare(u: ProgressUpdate, now: datetime) -> tuple[_Shape, dict[str, Any]]:
         "p_worker_id": u.worker_id,
         "p_attempt": u.attempt,
         "p_seq": u.seq,
-        "p_user_id": u.user_id,
+        "p_user_id": owner,
         "p_claimant": u.claimant,
     }
     return shape, params
@@ -858,7 +934,7 @@ def _update_statement(shape: _Shape) -> Any:
         running = _status_in(JobStatus.PROCESSING, JobStatus.STALLED)
         status = case((running, JobStatus.PROCESSING.value), else_=JobStatus.PENDING.value)
 
-    conditions = _scope(user=shape.user, claimant=shape.claimant)
+    conditions = _scope(claimant=shape.claimant)
     newer_attempt: ColumnElement[bool] = false()
     attempt = bindparam("p_attempt", type_=Integer())
     seq = bindparam("p_seq", type_=BigInteger())
@@ -940,15 +1016,15 @@ def _status_in(*statuses: JobStatus) -> ColumnElement[bool]:
     return jobs.c.status.in_([literal_column(f"'{value}'") for value in values])
 
 
-def _scope(*, user: bool, claimant: bool) -> list[ColumnElement[bool]]:
-    """The job (bound as ``job_id``), if it is not terminal and the caller may write to it."""
+def _scope(*, claimant: bool) -> list[ColumnElement[bool]]:
+    """The job (bound as ``p_job_id`` of ``p_user_id``), if it is not terminal and the caller
+    may write to it."""
     j = jobs.c
     conditions: list[ColumnElement[bool]] = [
         j.id == bindparam("p_job_id", type_=String()),
+        j.user_id == bindparam("p_user_id", type_=String()),
         ~_status_in(*TERMINAL_STATUSES),
     ]
-    if user:
-        conditions.append(j.user_id == bindparam("p_user_id", type_=String()))
     if claimant:
         conditions.append(
             or_(j.claimed_by.is_(None), j.claimed_by == bindparam("p_claimant", type_=String()))
@@ -956,10 +1032,9 @@ def _scope(*, user: bool, claimant: bool) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def _visible(row: RowMapping, user_id: str | None, claimant: str | None = None) -> bool:
-    return (user_id is None or row["user_id"] == user_id) and (
-        claimant is None or row["claimed_by"] in (None, claimant)
-    )
+def _visible(row: RowMapping, claimant: str | None) -> bool:
+    """Whether a worker key (``claimant``) may write to the job: unclaimed, or claimed by it."""
+    return claimant is None or row["claimed_by"] in (None, claimant)
 
 
 def _why_not(row: RowMapping, u: ProgressUpdate) -> UpdateOutcome:
@@ -981,6 +1056,7 @@ def _job(row: RowMapping) -> Job:
     return _from_row(
         Job,
         row,
+        user_id=row["user_id"] or None,
         status=JobStatus(row["status"]),
         metadata=dict(row["metadata"] or {}),
         cancel_requested=bool(row["cancel_requested"]),
@@ -992,4 +1068,6 @@ def _api_key(row: RowMapping) -> ApiKey:
 
 
 def _feed_event(row: RowMapping) -> FeedEvent:
-    return _from_row(FeedEvent, row, status=JobStatus(row["status"]))
+    return _from_row(
+        FeedEvent, row, user_id=row["user_id"] or None, status=JobStatus(row["status"])
+    )

@@ -32,13 +32,19 @@ async def test_create_job(client: httpx.AsyncClient, alice: Auth) -> None:
 
 
 async def test_client_id_is_idempotent(client: httpx.AsyncClient, alice: Auth, bob: Auth) -> None:
-    """The same id twice makes one job; another user's id is a 409 conflict."""
+    """The same id twice makes one job; another user's identical id makes that user's own
+    job (201), revealing nothing of the first."""
     body = {"id": "ingest-42", "document_name": "a.pdf", "document_type": "pdf"}
     first = await client.post("/api/v1/jobs", json=body, headers=alice)
     again = await client.post("/api/v1/jobs", json=body, headers=alice)
     assert (first.status_code, again.status_code) == (201, 201)
     assert first.json()["created_at"] == again.json()["created_at"]
-    assert (await client.post("/api/v1/jobs", json=body, headers=bob)).status_code == 409
+    bobs = await client.post("/api/v1/jobs", json={**body, "document_name": "b.pdf"}, headers=bob)
+    assert bobs.status_code == 201
+    assert (bobs.json()["id"], bobs.json()["user_id"]) == ("ingest-42", "bob")
+    assert bobs.headers["Location"] == "/api/v1/jobs/ingest-42"
+    mine = await client.get("/api/v1/jobs/ingest-42", headers=alice)
+    assert mine.json()["document_name"] == "a.pdf"
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,7 @@ from morag_progress.api.schemas import FeedEventOut, JobOut, StreamTokenOut
 from morag_progress.feed import FeedHub, Subscription
 from morag_progress.keys import STREAM_TOKEN_PREFIX, generate_key, hash_key
 from morag_progress.models import FeedEvent, utcnow
+from morag_progress.store import NO_USER
 
 __all__ = ["router"]
 
@@ -150,7 +151,7 @@ async def job_events(
 ) -> EventSourceResponse:
     """One job's changes, live, ending after its terminal one."""
     tracker = tracker_of(request)
-    await run_in_threadpool(visible_job, request, job_id, caller)
+    job = await run_in_threadpool(visible_job, request, job_id, caller)
     subscription = await _subscribe(request, caller, job_id=job_id)
     resume = _resume_point(last_event_id)
 
@@ -167,7 +168,9 @@ async def job_events(
                     if event.status.is_terminal:
                         return
             else:
-                sent = await run_in_threadpool(tracker.store.last_event_id, job_id)
+                sent = await run_in_threadpool(
+                    tracker.store.last_event_id, job_id, job.user_id or NO_USER
+                )
                 current = await run_in_threadpool(tracker.get_job, job_id, caller.scope)
                 assert current is not None
                 yield ServerSentEvent(
