@@ -512,6 +512,18 @@ def _hook_with_events(
     return hooks, hook.id
 
 
+def _tick_once(sender: Dispatcher) -> float:
+    """One tick of ``sender`` (its sends awaited), then closed; the seconds it took."""
+
+    async def run() -> float:
+        start = time.monotonic()
+        await sender.tick()
+        await sender.close()
+        return time.monotonic() - start
+
+    return asyncio.run(run())
+
+
 def test_an_endless_answer_is_read_only_up_to_the_cap(
     store: SQLStore, tracker: JobTracker, clock: Clock, hostile: Callable[..., HostileReceiver]
 ) -> None:
@@ -521,13 +533,7 @@ def test_an_endless_answer_is_read_only_up_to_the_cap(
     hooks, hook_id = _hook_with_events(store, tracker, endpoint.url)
     sender = dispatcher(store, clock, timeout=5, max_response_bytes=64 * 1024)
 
-    async def run() -> float:
-        start = time.monotonic()
-        await sender.tick()
-        await sender.close()
-        return time.monotonic() - start
-
-    took = asyncio.run(run())
+    took = _tick_once(sender)
     [delivery] = hooks.deliveries(hook_id)
     assert (delivery.state, delivery.last_status) == ("delivered", 200)
     assert took < 4
@@ -544,13 +550,7 @@ def test_a_trickling_receiver_is_cut_off_at_the_total_deadline(
     hooks, hook_id = _hook_with_events(store, tracker, endpoint.url)
     sender = dispatcher(store, clock, timeout=1.5)
 
-    async def run() -> float:
-        start = time.monotonic()
-        await sender.tick()
-        await sender.close()
-        return time.monotonic() - start
-
-    took = asyncio.run(run())
+    took = _tick_once(sender)
     [delivery] = hooks.deliveries(hook_id)
     assert delivery.state == "pending"
     assert delivery.last_error == "no answer within the 1.5 s deadline"
@@ -592,11 +592,7 @@ def test_the_receivers_answer_is_not_echoed_to_the_hook_owner(
     hooks, hook_id = _hook_with_events(store, tracker, endpoint.url)
     sender = dispatcher(store, clock)
 
-    async def run() -> None:
-        await sender.tick()
-        await sender.close()
-
-    asyncio.run(run())
+    _tick_once(sender)
     [delivery] = hooks.deliveries(hook_id)
     assert (delivery.last_status, delivery.last_error) == (500, "the receiver answered HTTP 500")
 
@@ -611,11 +607,7 @@ def test_delivery_connects_to_the_checked_address_with_the_original_host(
     hooks, hook_id = _hook_with_events(store, tracker, f"http://me:pw@localhost:{port}/hook")
     sender = dispatcher(store, clock)
 
-    async def run() -> None:
-        await sender.tick()
-        await sender.close()
-
-    asyncio.run(run())
+    _tick_once(sender)
     [delivery] = hooks.deliveries(hook_id)
     assert delivery.state == "delivered"
     head = endpoint.requests[0].decode("latin-1").lower()

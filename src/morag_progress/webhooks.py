@@ -13,7 +13,7 @@ HMAC-SHA256 of ``"<t>." + body`` with the webhook's secret, so a receiver can re
 old deliveries; with ``X-Morag-Event-Id``, ``X-Morag-Event`` and ``X-Morag-Timestamp`` (the same
 ``t``). A receiver checks it with :func:`verify_signature` (or the same few lines of its own).
 
-Sending is bounded (DESIGN section 9 of ``docs/architecture.md``'s rules): one total deadline per
+Sending is bounded (``docs/limits.md``): one total deadline per
 delivery, at most ``max_response_bytes`` of the answer read, a cap on deliveries in flight and
 on those of one webhook, so one slow receiver cannot hold the others; the address is checked and
 then connected to as checked (pinned), and every special-purpose range is refused.
