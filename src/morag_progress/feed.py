@@ -22,8 +22,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from anyio import to_thread
-
+from morag_progress._threads import run_to_completion
 from morag_progress.errors import LimitExceededError
 from morag_progress.models import FeedEvent
 from morag_progress.store.base import Store
@@ -126,7 +125,7 @@ class FeedHub:
         if self._task is None or self._task.done():
             self._loop = asyncio.get_running_loop()
             self._wakeup = asyncio.Event()
-            self._low = await to_thread.run_sync(self._store.last_event_id)
+            self._low = await run_to_completion(self._store.last_event_id)
             self._seen.clear()
             self._gaps.clear()
             self._add(subscription)
@@ -195,7 +194,7 @@ class FeedHub:
         assert self._wakeup is not None
         while self._count:
             try:
-                events = await to_thread.run_sync(self._read)
+                events = await run_to_completion(self._read)
             except Exception:  # a failing read must not end every stream
                 logger.warning("reading the change feed failed; retrying", exc_info=True)
                 events = []

@@ -19,8 +19,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from starlette.concurrency import run_in_threadpool
-
+from morag_progress._threads import run_to_completion
 from morag_progress.models import Job, JobStatus, UpdateOutcome, utcnow
 from morag_progress.store import NO_USER
 from morag_progress.tracker import JobTracker
@@ -128,6 +127,6 @@ class Monitor:
         while True:
             await asyncio.sleep(interval)
             try:
-                await run_in_threadpool(self.sweep)
+                await run_to_completion(self.sweep)
             except Exception:  # the monitor outlives any one failure, not just our own
                 logger.warning("stall sweep failed; trying again", exc_info=True)

@@ -42,6 +42,7 @@ import httpx
 import orjson
 from sqlalchemy import and_, func, select, update
 
+from morag_progress._threads import run_to_completion
 from morag_progress.errors import InvalidInputError
 from morag_progress.models import JobStatus, utcnow
 from morag_progress.store import SQLStore
@@ -603,13 +604,13 @@ class Dispatcher:
         await self._client.aclose()
 
     async def _start_due(self) -> list[asyncio.Task[None]]:
-        await asyncio.to_thread(self.hooks.fill, now=self._clock())
+        await run_to_completion(self.hooks.fill, now=self._clock())
         room = self.max_in_flight - len(self._in_flight)
         if room <= 0:
             return []
         sending = Counter(self._in_flight.values())
         busy = {hook for hook, n in sending.items() if n >= self.per_webhook}
-        due = await asyncio.to_thread(
+        due = await run_to_completion(
             self.hooks.lease_due,
             now=self._clock(),
             limit=room,
@@ -634,12 +635,12 @@ class Dispatcher:
             logger.warning("webhook delivery failed", exc_info=task.exception())
 
     async def _send(self, delivery: Delivery) -> None:
-        target = await asyncio.to_thread(self.hooks.secret_and_url, delivery.webhook_id)
+        target = await run_to_completion(self.hooks.secret_and_url, delivery.webhook_id)
         if target is None:
             return  # the webhook was deleted meanwhile
         secret, url = target
         status, error = await self._post(url, secret, delivery)
-        await asyncio.to_thread(
+        await run_to_completion(
             self.hooks.record,
             delivery,
             status=status,
@@ -667,6 +668,8 @@ class Dispatcher:
             async with asyncio.timeout(self.timeout):
                 # Checked at each send, and connected to as checked: a name that resolves
                 # elsewhere a moment later (DNS rebinding) is never asked again.
+                # Not run_to_completion: the deadline must hold over a lookup that hangs, and
+                # this thread holds no connection of ours.
                 addresses = await asyncio.to_thread(
                     check_url, url, allow_private=self.allow_private
                 )
