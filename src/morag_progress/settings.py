@@ -84,6 +84,13 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(
         default=64 * 1024, ge=1024, description="Largest request line and headers together."
     )
+    log_parse_processes: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description="Worker processes that parse log uploads apart from the server's event "
+        "loop; 0 parses them in a thread of the server.",
+    )
     metrics_access: Literal["loopback", "key", "open", "off"] = Field(
         default="loopback",
         description="Who may read /metrics: clients on loopback; any admin key; anyone; nobody.",

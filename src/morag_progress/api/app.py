@@ -22,6 +22,7 @@ from morag_progress.api.auth import Authenticator
 from morag_progress.api.limits import BodyLimit, RateLimiter, SharedRateLimiter
 from morag_progress.api.metrics import Metrics, RequestTimer
 from morag_progress.api.routes import dashboard, events, jobs, ops, remote_jobs, webhooks
+from morag_progress.api.uploads import UploadParser
 from morag_progress.errors import (
     InvalidInputError,
     JobConflictError,
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await hub.close()
+        await asyncio.to_thread(app.state.uploads.close)
         await app.state.rate_limiter.close()
         if owns_store:
             store.close()
@@ -128,6 +130,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         burst=per_minute,
         what=f"this user may create at most {per_minute:g} jobs a minute",
     )
+    app.state.uploads = UploadParser(settings.log_parse_processes)
     app.state.metrics = metrics = Metrics(store)
     app.add_middleware(
         BodyLimit,

@@ -261,6 +261,10 @@ class LogsOut(BaseModel):
 
     lines: int = Field(description="Lines received.")
     events: int = Field(description="Lines that carried progress.")
+    coalesced: int = Field(
+        description="Of those, lines not applied one by one: of each run of equal percentage "
+        "only the last is, and at most 50 per upload (evenly spread, the latest always)."
+    )
     applied: int = Field(description="Progress events applied (the rest were older).")
     cancel_requested: bool
     job: JobOut

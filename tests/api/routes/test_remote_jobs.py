@@ -439,3 +439,25 @@ async def test_claim_over_http(
     ).status_code == 200
     bad = await client.post("/api/v1/remote-jobs/claim", json={"worker": "x"}, headers=gpu1)
     assert bad.status_code == 422
+
+
+async def test_a_large_log_upload_is_coalesced(
+    client: httpx.AsyncClient, alice: Auth, new_job: NewJob
+) -> None:
+    """30,000 progress lines apply at most 50 updates: the job ends at the last line's state,
+    its history has one row per applied update, and the answer says how many were coalesced."""
+    job_id = await new_job(alice)
+    lines = [f"[{i * 99 // 30_000}%] s{i}" for i in range(30_000)]  # about 0.4 MB
+    lines.append("[99%] almost")
+    response = await client.post(
+        f"/api/v1/remote-jobs/{job_id}/logs", content="\n".join(lines), headers=alice
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["lines"], body["events"]) == (30_001, 30_001)
+    assert body["events"] - body["coalesced"] <= 50
+    assert body["applied"] == body["events"] - body["coalesced"]
+    assert (body["job"]["percentage"], body["job"]["summary"]) == (99, "almost")
+    history = (await client.get(f"/api/v1/jobs/{job_id}/history", headers=alice)).json()
+    assert len(history) == 1 + body["applied"]
+    assert [e["percentage"] for e in history] == sorted(e["percentage"] for e in history)

@@ -20,14 +20,15 @@ from morag_progress.api.schemas import (
     ProgressOut,
     ResultIn,
 )
+from morag_progress.api.uploads import ParsedUpload, UploadParser, log_update
 from morag_progress.errors import InvalidInputError, JobNotFoundError, ProgressError
 from morag_progress.models import (
     ProgressUpdate,
     UpdateOutcome,
     UpdateResult,
+    utcnow,
 )
-from morag_progress.parser import ProgressEventParser
-from morag_progress.tracker import JobTracker
+from morag_progress.tracker import MAX_CLOCK_SKEW, JobTracker
 
 __all__ = ["router"]
 
@@ -180,34 +181,25 @@ def heartbeat(job_id: JobIdPath, caller: Caller, request: Request) -> Response:
 async def upload_logs(job_id: JobIdPath, caller: Caller, request: Request) -> LogsOut:
     """Parse raw log lines on the server and apply the progress they carry, in order
     (the seed's "Remote Worker -> Progress Logs -> Progress Parser" path)."""
-    text = (await request.body()).decode("utf-8", errors="replace")
-    logs = await run_in_threadpool(_apply_logs, tracker_of(request), job_id, text, caller)
+    tracker = tracker_of(request)
+    # The job first: an upload to a job that is not the caller's is not even parsed.
+    await run_in_threadpool(visible_job, request, job_id, caller)
+    uploads: UploadParser = request.app.state.uploads
+    parsed = await uploads.parse(await request.body())
+    logs = await run_in_threadpool(_apply_logs, tracker, job_id, parsed, caller)
     metrics = _metrics(request)
-    metrics.batch_size.observe(logs.events)
+    metrics.batch_size.observe(logs.events - logs.coalesced)
     metrics.count("logs", UpdateOutcome.APPLIED, logs.applied)
-    metrics.count("logs", UpdateOutcome.STALE, logs.events - logs.applied)
+    metrics.count("logs", UpdateOutcome.STALE, logs.events - logs.coalesced - logs.applied)
+    metrics.count("logs", "coalesced", logs.coalesced)
     return logs
 
 
-_parser = ProgressEventParser()
-
-
-def _apply_logs(tracker: JobTracker, job_id: str, text: str, caller: Principal) -> LogsOut:
-    lines = text.splitlines()
-    updates = [
-        ProgressUpdate(
-            job_id,
-            event.percentage,
-            event.message,
-            timestamp=event.source_timestamp,
-            current=event.current,
-            total=event.total,
-            seq=seq,  # lines without a time of their own keep the order they were sent in
-            user_id=caller.scope,
-            claimant=caller.claimant,
-        )
-        for seq, event in enumerate(_parser.iter_events(lines))
-    ]
+def _apply_logs(
+    tracker: JobTracker, job_id: str, parsed: ParsedUpload, caller: Principal
+) -> LogsOut:
+    latest = utcnow() + MAX_CLOCK_SKEW
+    updates = [log_update(job_id, seq, event, caller, latest) for seq, event in parsed.chosen]
     results = tracker.apply_many(updates) if updates else []
     if any(r.outcome is UpdateOutcome.NOT_FOUND for r in results):
         raise JobNotFoundError(job_id)
@@ -215,8 +207,9 @@ def _apply_logs(tracker: JobTracker, job_id: str, text: str, caller: Principal) 
     if job is None:
         raise JobNotFoundError(job_id)
     return LogsOut(
-        lines=len(lines),
-        events=len(updates),
+        lines=parsed.lines,
+        events=parsed.events,
+        coalesced=parsed.events - len(updates),
         applied=sum(r.applied for r in results),
         cancel_requested=job.cancel_requested,
         job=JobOut.of(job),

@@ -1,0 +1,130 @@
+"""Log uploads: parsed apart from the server's event loop, coalesced to a bounded number of
+updates.
+
+A 1 MiB upload carries about 30,000 progress lines. Parsing them is pure Python work of about
+100 ms; in the server's process it holds the GIL, and four uploads at once starved every other
+request (another user's report waited seconds). So uploads are parsed in a small pool of
+worker processes (``MORAG_PROGRESS_LOG_PARSE_PROCESSES``, 1 by default; 0 parses in a thread),
+and what comes back is already coalesced (:func:`coalesce`): at most 50 updates, so the write
+that follows holds the lock for milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import multiprocessing
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+
+from starlette.concurrency import run_in_threadpool
+
+from morag_progress.api.auth import Principal
+from morag_progress.bounds import MIN_TIMESTAMP
+from morag_progress.models import ProgressEvent, ProgressUpdate
+from morag_progress.parser import ProgressEventParser
+
+__all__ = ["LOG_UPDATES", "ParsedUpload", "UploadParser", "coalesce", "log_update", "parse_upload"]
+
+_parser = ProgressEventParser()
+LOG_UPDATES = 50
+"""The most updates one log upload applies: a 1 MiB upload holds the write lock for
+milliseconds, not for the 30,000 updates its lines may carry."""
+
+
+def coalesce(
+    events: Iterable[ProgressEvent], limit: int = LOG_UPDATES
+) -> tuple[list[tuple[int, ProgressEvent]], int]:
+    """The events of one upload worth applying, with their line order (``seq``), and how
+    many events there were. Kept: the last of each run of equal percentage, thinned evenly to
+    at most ``limit`` (in one pass, holding at most ``2 * limit``: the stride doubles when that
+    fills); always the last event and the one with the newest timestamp of its own, so the
+    job ends in the state applying every line would leave it in."""
+    kept: list[tuple[int, ProgressEvent]] = []
+    stride, runs, count = 1, 0, 0
+    previous: tuple[int, ProgressEvent] | None = None
+    newest: tuple[int, ProgressEvent] | None = None
+    for seq, event in enumerate(events):
+        count += 1
+        if event.source_timestamp is not None and (
+            newest is None or event.timestamp >= newest[1].timestamp
+        ):
+            newest = (seq, event)
+        if previous is not None and previous[1].percentage != event.percentage:
+            if runs % stride == 0:  # ``previous`` ended a run
+                kept.append(previous)
+                if len(kept) >= 2 * limit:
+                    kept, stride = kept[::2], stride * 2
+            runs += 1
+        previous = (seq, event)
+    if len(kept) > limit - 2:
+        step = len(kept) / (limit - 2)
+        kept = [kept[math.floor(i * step)] for i in range(limit - 2)]
+    chosen = {seq: event for seq, event in kept}
+    for extra in (previous, newest):
+        if extra is not None:
+            chosen[extra[0]] = extra[1]
+    return sorted(chosen.items()), count
+
+
+def log_update(
+    job_id: str, seq: int, event: ProgressEvent, caller: Principal, latest: datetime
+) -> ProgressUpdate:
+    """A log line's update; a time of its own that cannot order it (before 1970, or past the
+    allowed skew) is dropped rather than failing the upload: the line keeps its place."""
+    stamp = event.source_timestamp
+    if stamp is not None and not (MIN_TIMESTAMP <= stamp <= latest):
+        stamp = None
+    return ProgressUpdate(
+        job_id,
+        event.percentage,
+        event.message,
+        timestamp=stamp,
+        current=event.current,
+        total=event.total,
+        seq=seq,  # lines without a time of their own keep the order they were sent in
+        user_id=caller.scope,
+        claimant=caller.claimant,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedUpload:
+    """What an upload holds: its lines, how many carried progress, and those worth applying."""
+
+    lines: int
+    events: int
+    chosen: list[tuple[int, ProgressEvent]]
+
+
+def parse_upload(body: bytes) -> ParsedUpload:
+    """Decode (invalid UTF-8 replaced), split, parse and coalesce an upload's body."""
+    lines = body.decode("utf-8", errors="replace").splitlines()
+    chosen, events = coalesce(_parser.iter_events(lines))
+    return ParsedUpload(len(lines), events, chosen)
+
+
+class UploadParser:
+    """Parses uploads in ``processes`` worker processes (started on first use, with the spawn
+    method: the server's threads are not forked), or in a thread when ``processes`` is 0."""
+
+    def __init__(self, processes: int = 1) -> None:
+        self.processes = processes
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def parse(self, body: bytes) -> ParsedUpload:
+        if not self.processes:
+            return await run_in_threadpool(parse_upload, body)
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.processes, mp_context=multiprocessing.get_context("spawn")
+            )
+        return await asyncio.get_running_loop().run_in_executor(self._pool, parse_upload, body)
+
+    def close(self) -> None:
+        """Stop the worker processes (uploads still being parsed are cancelled)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

@@ -1,0 +1,66 @@
+"""Log uploads: coalesced in one pass to a bounded set of updates, parsed in a worker process."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+
+from morag_progress.api.uploads import LOG_UPDATES, UploadParser, coalesce, parse_upload
+from morag_progress.models import ProgressEvent
+
+
+def test_coalesce_keeps_runs_ends_and_the_newest_stamp() -> None:
+    """Runs of equal percentage keep their last line; the thinned set keeps the last line and
+    the line with the newest timestamp of its own, in line order."""
+    flat = [ProgressEvent(p, f"m{i}") for i, p in enumerate([1, 1, 2, 2, 2, 3])]
+    assert [seq for seq, _ in coalesce(flat)[0]] == [1, 4, 5]
+    newest = datetime(2030, 1, 1, tzinfo=UTC)
+    many = [ProgressEvent(i % 100, f"m{i}") for i in range(1000)]
+    many[10] = ProgressEvent(10, "stamped", timestamp=newest)
+    kept, count = coalesce(iter(many), limit=20)
+    assert count == 1000
+    assert len(kept) <= 20
+    seqs = [seq for seq, _ in kept]
+    assert seqs == sorted(seqs)
+    assert 999 in seqs
+    assert 10 in seqs
+
+
+def test_a_large_upload_holds_at_most_twice_the_limit_while_coalescing() -> None:
+    """A million distinct run ends come out as at most the limit, spread over the whole
+    upload, first and last included."""
+    events = (ProgressEvent(i % 100, f"m{i}") for i in range(1_000_000))
+    kept, count = coalesce(events)
+    assert count == 1_000_000
+    seqs = [seq for seq, _ in kept]
+    assert len(seqs) <= LOG_UPDATES
+    assert seqs[0] == 0
+    assert seqs[-1] == 999_999
+    assert max(b - a for a, b in itertools.pairwise(seqs)) < 3 * 1_000_000 / LOG_UPDATES
+
+
+def test_parse_upload_decodes_invalid_utf8_and_counts() -> None:
+    """Invalid UTF-8 is replaced, lines and progress lines are counted."""
+    parsed = parse_upload(b"[10%] a\xff\nnothing\n[20%] b")
+    assert (parsed.lines, parsed.events) == (3, 2)
+    assert [event.percentage for _, event in parsed.chosen] == [10, 20]
+    assert "\ufffd" in parsed.chosen[0][1].message
+
+
+async def test_the_parser_pool_parses_in_another_process_and_closes() -> None:
+    """With one worker process the result is the same as in-process parsing; closing stops it,
+    and a pool of 0 parses in a thread."""
+    body = "\n".join(f"[{i % 99 + 1}%] line {i}" for i in range(1000)).encode()
+    pool = UploadParser(1)
+    try:
+        remote = await pool.parse(body)
+    finally:
+        pool.close()
+    local = await UploadParser(0).parse(body)
+
+    def seen(parsed: object) -> object:
+        assert isinstance(parsed, type(local))
+        return [(seq, e.percentage, e.message) for seq, e in parsed.chosen], parsed.events
+
+    assert seen(remote) == seen(local)
+    assert remote.events == 1000
