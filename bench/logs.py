@@ -123,12 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 thread.join()
         p99_alone, p99_loaded = percentile(alone, 0.99), percentile(loaded, 0.99)
         print("Bob's report, p50 / p99:")
-        print(
-            f"  alone (reference)    {percentile(alone, 0.5) * 1000:6.1f} / {p99_alone * 1000:6.1f} ms"
-        )
-        print(
-            f"  under four uploads   {percentile(loaded, 0.5) * 1000:6.1f} / {p99_loaded * 1000:6.1f} ms"
-        )
+        for name, values in (("alone (reference)", alone), ("under four uploads", loaded)):
+            p50, p99 = percentile(values, 0.5) * 1000, percentile(values, 0.99) * 1000
+            print(f"  {name:<20} {p50:6.1f} / {p99:6.1f} ms")
         print(f"  p99 ratio            {p99_loaded / p99_alone:.1f}x")
     finally:
         server.terminate()
