@@ -9,7 +9,7 @@ with the time it is sent; each subscriber reads its job's stream and records, fo
 progress event, how long after that stamp it arrived. A slow subscriber gets the latest state
 per job, so it may see fewer events than were written; the figure that matters is latency.
 
-Target (DESIGN.md section 8): 1,000 subscribers, ten on each of 100 jobs that update 10
+Target (issue 14): 1,000 subscribers, ten on each of 100 jobs that update 10
 times/s: p99 delivery latency <= 250 ms with the server on one core.
 """
 

@@ -7,7 +7,7 @@ package) runs on core 1 on loopback. The no-op endpoint has our route's path, bo
 authentication header, and does nothing. Every acknowledged update must be in the database
 afterwards (checked). Then the batch route, in updates per second.
 
-Targets (DESIGN.md section 8): single updates >= 0.8x the no-op endpoint; batch >= 50,000
+Targets (issue 14): single updates >= 0.8x the no-op endpoint; batch >= 50,000
 durable updates/s.
 """
 

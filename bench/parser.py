@@ -9,7 +9,7 @@ try ``json.loads`` on each line, then try the seed's six regexes in turn. Also: 
 without progress, several shapes, worst case reported. Medians of ``--repeat`` rounds, ours and
 the reference alternating.
 
-Targets (DESIGN.md section 8): mixed >= 1,000,000 lines/s and >= 100x the reference;
+Targets (the parser issue): mixed >= 1,000,000 lines/s and >= 100x the reference;
 progress-only >= 5x the reference; a 100 KB line without progress in under 5 ms.
 """
 

@@ -11,7 +11,7 @@ Ours is ``reporter.update(percentage)`` in the same loop, against a real server 
 (the sender thread sending every ``min_interval``) and against a port where nothing listens.
 Rounds alternate ours and tqdm; medians are reported.
 
-Targets (DESIGN.md section 8 and the worker-side issue): one call costs no more than tqdm's
+Targets (the worker-side issue): one call costs no more than tqdm's
 per-iteration overhead; no call blocks for 1 ms or more while the server is unreachable.
 """
 

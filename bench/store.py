@@ -8,7 +8,7 @@ users over 10), then, through the store's own methods: ``get_job`` of random ids
 half (so every page is full). It prints
 p50/p99 per size and the p99 ratio of each size to the smallest (the reference).
 
-Target (DESIGN.md section 8): reading one job (and a page by status) stays flat, p99 ratio
+Target (the store issue): reading one job (and a page by status) stays flat, p99 ratio
 <= 1.5 from 10k to 1M jobs, on SQLite and PostgreSQL.
 """
 

@@ -1,4 +1,4 @@
-"""JobTracker: lifecycle API and the rules of DESIGN.md section 3, on SQLite and PostgreSQL."""
+"""JobTracker: lifecycle API and the rules of docs/architecture.md section 3, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 

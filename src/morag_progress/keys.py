@@ -1,8 +1,8 @@
 """API keys: random bearer secrets, stored only as hashes, each with a user and a role.
 
-Roles (DESIGN.md section 5): ``admin`` sees and does everything; ``user`` creates, reads, reports
-on and cancels its own jobs; ``worker`` belongs to a user and reads and reports on that user's
-jobs, but creates nothing.
+Roles (docs/architecture.md section 4): ``admin`` sees and does everything; ``user`` creates,
+reads, reports on and cancels its own jobs; ``worker`` belongs to a user and reads and reports on
+that user's jobs, but creates nothing.
 """
 
 from __future__ import annotations

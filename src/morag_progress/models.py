@@ -201,7 +201,7 @@ class ProgressUpdate:
     """One change to a job, as the tracker applies it.
 
     ``percentage=None`` keeps the job's percentage (failure, cancel, heartbeat).
-    ``status=None`` derives the status from the percentage (DESIGN.md section 3, rule 1).
+    ``status=None`` derives the status from the percentage (docs/architecture.md section 3, rule 1).
     ``timestamp``, ``attempt`` and ``seq`` order updates; ``None`` means "time received",
     "the job's current attempt" and "arrival order".
     """
@@ -311,7 +311,7 @@ _OUTCOME_STATUS = {
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """A snapshot of one job entity (DESIGN.md section 3)."""
+    """A snapshot of one job entity (docs/architecture.md section 3)."""
 
     id: str
     user_id: str | None

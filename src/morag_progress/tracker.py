@@ -1,4 +1,5 @@
-"""JobTracker: the job lifecycle (MoRAG's API) over a store, with DESIGN.md section 3's rules.
+"""JobTracker: the job lifecycle (MoRAG's API) over a store, with the rules of
+docs/architecture.md section 3.
 
 Two layers: ``apply``/``start_job``/``request_cancel`` raise ``ProgressError`` subclasses and
 return an ``UpdateResult`` that says what happened; the seed-compatible calls

@@ -6,7 +6,7 @@ next request, send it, and hand the outcome back to :meth:`ReporterCore.settle`.
 worker calls (``note``, ``finish``) only stores a value, so a call costs a few hundred
 nanoseconds and can never block on the network.
 
-Rules (DESIGN.md section 6):
+Rules (docs/architecture.md section 5, and docs/integrations/reporter.md):
 
 - Updates coalesce: only the latest is sent, at most every ``min_interval`` seconds.
 - The first update, a stage change and the final status are sent at once.

@@ -48,7 +48,8 @@ class Store(Protocol):
     def apply(
         self, update: ProgressUpdate, *, now: datetime, create_missing: bool = False
     ) -> UpdateResult:
-        """Apply one update under DESIGN.md section 3's rules, appending a feed row if applied."""
+        """Apply one update under the rules of docs/architecture.md section 3, appending a
+        feed row if applied."""
         ...
 
     def apply_many(self, updates: list[ProgressUpdate], *, now: datetime) -> list[UpdateResult]:

@@ -1,6 +1,6 @@
 """SQLStore: the Store on SQLite (embedded default) and PostgreSQL, through SQLAlchemy Core.
 
-The rules of DESIGN.md section 3 that depend on the job's current state run inside one
+The rules of docs/architecture.md section 3 that depend on the job's current state run inside one
 conditional ``UPDATE ... RETURNING``: the database decides atomically whether an update is
 newer than the last applied one and what the new status is, so concurrent writers (threads,
 Celery processes, API replicas) cannot lose or reorder each other's updates. The feed row is
