@@ -25,7 +25,7 @@ from typing import Any
 from morag_progress._threads import run_to_completion
 from morag_progress.errors import LimitExceededError
 from morag_progress.models import FeedEvent
-from morag_progress.store.base import Store
+from morag_progress.store import SQLStore
 
 __all__ = ["FeedHub", "Subscription"]
 
@@ -80,7 +80,7 @@ class FeedHub:
 
     def __init__(
         self,
-        store: Store,
+        store: SQLStore,
         *,
         poll_interval: float = 0.25,
         gap_timeout: float = 5.0,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from morag_progress.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from morag_progress.store.base import Store
+    from morag_progress.store import SQLStore
 
 __all__ = ["ApiKey", "Role", "create_key", "generate_key", "hash_key", "matches"]
 
@@ -71,7 +71,7 @@ def matches(secret: str, stored_hash: str) -> bool:
 
 
 def create_key(
-    store: Store, *, user_id: str, role: Role | str, name: str | None, now: datetime
+    store: SQLStore, *, user_id: str, role: Role | str, name: str | None, now: datetime
 ) -> tuple[ApiKey, str]:
     """Create and store a key; returns it and its secret, which is shown once and never stored."""
     if not isinstance(user_id, str) or not user_id.strip() or len(user_id) > 128:

@@ -37,7 +37,7 @@ from morag_progress.models import (
     UpdateResult,
     utcnow,
 )
-from morag_progress.store import NewJob, Store, open_store
+from morag_progress.store import NewJob, SQLStore, open_store
 
 __all__ = ["JobTracker", "ProgressCallback"]
 
@@ -76,7 +76,7 @@ class JobTracker:
         self,
         database_url: str | None = None,
         *,
-        store: Store | None = None,
+        store: SQLStore | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._database_url = database_url
@@ -87,7 +87,7 @@ class JobTracker:
         self._listeners: list[Callable[[Job], object]] = []
 
     @property
-    def store(self) -> Store:
+    def store(self) -> SQLStore:
         """The store, opened on first use."""
         if self._store is None:
             with self._store_lock:

@@ -35,7 +35,6 @@ from morag_progress.feed import FeedHub
 from morag_progress.monitor import Monitor
 from morag_progress.settings import Settings, load_settings
 from morag_progress.store import SQLStore
-from morag_progress.store.base import Store
 from morag_progress.store.notify import FeedListener
 from morag_progress.tracker import JobTracker
 from morag_progress.webhooks import Dispatcher, WebhookStore
@@ -45,7 +44,7 @@ __all__ = ["create_app"]
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, store: SQLStore | None = None) -> FastAPI:
     """Build the API over ``store`` (default: the store the settings name)."""
     settings = settings or load_settings()
     owns_store = store is None
@@ -67,8 +66,6 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         abandon_policy=settings.abandon_policy,
     )
 
-    if not isinstance(store, SQLStore):
-        raise TypeError("the API needs a SQLStore (webhooks keep tables in its database)")
     hooks = WebhookStore(store)
 
     @asynccontextmanager

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from morag_progress.api.limits import RateLimiter
 from morag_progress.keys import STREAM_TOKEN_PREFIX, ApiKey, Role, hash_key, matches
 from morag_progress.models import utcnow
-from morag_progress.store.base import Store
+from morag_progress.store import SQLStore
 
 __all__ = [
     "Authenticator",
@@ -60,7 +60,7 @@ class Authenticator:
     failed to sign in more than ``failures_per_minute`` times (0: no limit)."""
 
     def __init__(
-        self, store: Store, *, cache_seconds: float = 5.0, failures_per_minute: float = 0
+        self, store: SQLStore, *, cache_seconds: float = 5.0, failures_per_minute: float = 0
     ) -> None:
         self._store = store
         self._ttl = cache_seconds
@@ -129,7 +129,7 @@ async def _token_principal(request: Request, token: str) -> Principal:
     authenticator: Authenticator = request.app.state.authenticator
     client = client_address(request)
     authenticator.check_client(client)
-    store: Store = request.app.state.store
+    store: SQLStore = request.app.state.store
     key = await run_in_threadpool(store.find_stream_token, hash_key(token), now=utcnow())
     if key is None or not key.active:
         authenticator.failed(client)

@@ -12,13 +12,13 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from morag_progress.models import UpdateOutcome
-from morag_progress.store.base import Store
+from morag_progress.store import SQLStore
 
 __all__ = ["Metrics", "RequestTimer"]
 
 
 class _JobsByStatus(Collector):
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: SQLStore) -> None:
         self._store = store
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -34,7 +34,7 @@ class _JobsByStatus(Collector):
 class Metrics:
     """The instruments, in a registry of their own (two apps in one process do not mix)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: SQLStore) -> None:
         self.registry = CollectorRegistry()
         self.updates = Counter(
             "morag_progress_updates",

@@ -1,12 +1,12 @@
-"""Persistence: the Store protocol and its SQL implementation (SQLite and PostgreSQL)."""
+"""Persistence: the store on SQLite (the embedded default) and PostgreSQL."""
 
 from __future__ import annotations
 
 from morag_progress.settings import load_settings
-from morag_progress.store.base import NewJob, Store
 from morag_progress.store.sql import NO_USER, SQLStore
+from morag_progress.store.writer import NewJob
 
-__all__ = ["NO_USER", "NewJob", "SQLStore", "Store", "open_store"]
+__all__ = ["NO_USER", "NewJob", "SQLStore", "open_store"]
 
 
 def open_store(database_url: str | None = None) -> SQLStore:

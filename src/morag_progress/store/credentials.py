@@ -1,0 +1,96 @@
+"""What the store keeps besides jobs: API keys (their hashes), browsers' stream tokens, and the
+worker-to-job mappings of ``ProgressHandler``."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+
+from morag_progress.keys import ApiKey
+from morag_progress.store.engine import Database, api_key_from_row, mapping_upsert
+from morag_progress.store.schema import api_keys, stream_tokens, worker_mappings
+
+__all__ = ["Credentials"]
+
+_TOKEN_SWEEP = timedelta(days=1)  # expired stream tokens older than this are deleted
+
+
+class Credentials(Database):
+    """Keys, stream tokens and worker mappings."""
+
+    def set_mapping(self, worker_id: str, job_id: str, *, now: datetime) -> None:
+        with self._write("set mapping") as conn:
+            conn.execute(mapping_upsert(self.dialect_insert(), worker_id, job_id, now))
+
+    def get_mapping(self, worker_id: str) -> str | None:
+        stmt = select(worker_mappings.c.job_id).where(worker_mappings.c.worker_id == worker_id)
+        with self._read("get mapping") as conn:
+            return conn.execute(stmt).scalar_one_or_none()
+
+    def delete_mapping(self, worker_id: str) -> None:
+        stmt = worker_mappings.delete().where(worker_mappings.c.worker_id == worker_id)
+        with self._write("delete mapping") as conn:
+            conn.execute(stmt)
+
+    def create_key(self, key: ApiKey, key_hash: str) -> None:
+        row = {
+            "id": key.id,
+            "name": key.name,
+            "user_id": key.user_id,
+            "role": key.role.value,
+            "key_hash": key_hash,
+            "created_at": key.created_at,
+        }
+        with self._write("create API key") as conn:
+            conn.execute(api_keys.insert().values(row))
+
+    def find_key(self, key_hash: str) -> ApiKey | None:
+        stmt = select(api_keys).where(api_keys.c.key_hash == key_hash)
+        with self._read("find API key") as conn:
+            row = conn.execute(stmt).mappings().first()
+        return None if row is None else api_key_from_row(row)
+
+    def get_key(self, key_id: str) -> ApiKey | None:
+        """The key with this id, revoked or not, or None."""
+        stmt = select(api_keys).where(api_keys.c.id == key_id)
+        with self._read("read API key") as conn:
+            row = conn.execute(stmt).mappings().first()
+        return None if row is None else api_key_from_row(row)
+
+    def list_keys(self, *, user_id: str | None = None) -> list[ApiKey]:
+        stmt = select(api_keys).order_by(api_keys.c.created_at, api_keys.c.id)
+        if user_id is not None:
+            stmt = stmt.where(api_keys.c.user_id == user_id)
+        with self._read("list API keys") as conn:
+            return [api_key_from_row(row) for row in conn.execute(stmt).mappings()]
+
+    def revoke_key(self, key_id: str, *, now: datetime) -> bool:
+        stmt = (
+            update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        with self._write("revoke API key") as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def create_stream_token(self, token_hash: str, key_id: str, *, expires_at: datetime) -> None:
+        t = stream_tokens.c
+        with self._write("create stream token") as conn:
+            conn.execute(stream_tokens.delete().where(t.expires_at < expires_at - _TOKEN_SWEEP))
+            conn.execute(
+                stream_tokens.insert().values(
+                    token_hash=token_hash, key_id=key_id, expires_at=expires_at
+                )
+            )
+
+    def find_stream_token(self, token_hash: str, *, now: datetime) -> ApiKey | None:
+        t, k = stream_tokens.c, api_keys.c
+        stmt = (
+            select(api_keys)
+            .join(stream_tokens, t.key_id == k.id)
+            .where(t.token_hash == token_hash, t.expires_at > now)
+        )
+        with self._read("find stream token") as conn:
+            row = conn.execute(stmt).mappings().first()
+        return None if row is None else api_key_from_row(row)

@@ -1,0 +1,117 @@
+"""Parent jobs: a child's change rolls up into its parent in the same transaction, in O(1).
+
+The parent keeps running sums over its children (how many, how many ended or failed, their
+weights and weighted progress); each child remembers what it last added. A child's applied
+change adds the difference, then the parent's own state follows from the sums and is applied as
+an ordinary update (so it has its feed row, and rolls up to its own parent).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import Connection, RowMapping, update
+
+from morag_progress.errors import InvalidInputError
+from morag_progress.models import JobStatus, ProgressUpdate, UpdateResult
+from morag_progress.store.engine import TERMINAL_VALUES
+from morag_progress.store.schema import jobs
+
+__all__ = ["Apply", "adopt", "roll_up"]
+
+Apply = Callable[[Connection, ProgressUpdate, datetime], UpdateResult]
+"""Applies an update inside the caller's transaction (the writer's)."""
+
+
+def adopt(conn: Connection, child: RowMapping, now: datetime, apply: Apply) -> None:
+    """Count a new child in its parent's sums (the parent must be the same user's)."""
+    j = jobs.c
+    conditions = [
+        j.id == child["parent_id"],
+        j.user_id == child["user_id"],
+        j.id != child["id"],
+    ]
+    parent = (
+        conn.execute(
+            update(jobs)
+            .where(*conditions)
+            .values(children=j.children + 1, children_weight=j.children_weight + child["weight"])
+            .returning(*jobs.c)
+        )
+        .mappings()
+        .first()
+    )
+    if parent is None:
+        raise InvalidInputError(
+            "parent_id", "must name an existing job of the same user", child["parent_id"]
+        )
+    _settle(conn, parent, child, now, apply)
+
+
+def roll_up(conn: Connection, child: RowMapping, now: datetime, apply: Apply) -> None:
+    """Carry a child's change into its parent's sums, then the parent's state, in the same
+    transaction: O(1) per change, whatever the number of children. The parent's change is
+    an ordinary applied update, so it has its feed row (and rolls up to its own parent)."""
+    done = child["status"] in TERMINAL_VALUES
+    failed = child["status"] == JobStatus.FAILED.value and not child["rolled_up_done"]
+    delta = child["weight"] * (child["percentage"] - child["rolled_up_pct"])
+    newly_done = done and not child["rolled_up_done"]
+    if not delta and not newly_done:
+        return
+    j = jobs.c
+    conn.execute(
+        update(jobs)
+        .where(j.id == child["id"], j.user_id == child["user_id"])
+        .values(rolled_up_pct=child["percentage"], rolled_up_done=done)
+    )
+    parent = (
+        conn.execute(
+            update(jobs)
+            .where(j.id == child["parent_id"], j.user_id == child["user_id"])
+            .values(
+                children_progress=j.children_progress + delta,
+                children_done=j.children_done + int(newly_done),
+                children_failed=j.children_failed + int(failed),
+            )
+            .returning(*jobs.c)
+        )
+        .mappings()
+        .first()
+    )
+    if parent is not None:
+        _settle(conn, parent, child, now, apply)
+
+
+def _settle(
+    conn: Connection, parent: RowMapping, child: RowMapping, now: datetime, apply: Apply
+) -> None:
+    """The parent's state from its sums: FAILED when a child failed, FINISHED when all
+    ended, otherwise the children's weighted mean (at most 99%)."""
+    if parent["status"] in TERMINAL_VALUES or not parent["children"]:
+        return
+    update_: ProgressUpdate
+    if parent["children_failed"]:
+        update_ = ProgressUpdate.final(
+            parent["id"],
+            success=False,
+            message=f"Child job {child['id']} failed: {child['error'] or child['summary']}",
+            user_id=parent["user_id"],
+        )
+    elif parent["children_done"] >= parent["children"]:
+        update_ = ProgressUpdate.final(
+            parent["id"],
+            success=True,
+            message=f"All {parent['children']} child jobs ended",
+            user_id=parent["user_id"],
+        )
+    else:
+        mean = parent["children_progress"] / max(parent["children_weight"], 1e-9)
+        update_ = ProgressUpdate(
+            parent["id"],
+            min(99, max(0, math.floor(mean + 1e-9))),
+            f"{parent['children_done']} of {parent['children']} child jobs done",
+            user_id=parent["user_id"],
+        )
+    apply(conn, update_, now)
