@@ -1,12 +1,11 @@
-"""Webhooks: signed deliveries of job events, made from the change feed through an outbox.
+"""Webhooks: signing, the address policy, and the dispatcher that sends the outbox.
 
 A user registers a URL for events (``job.finished``, ``job.failed``, ``job.cancelled``,
-``job.stalled``, and ``job.progress``, throttled per job). The server's dispatcher reads the feed
-from a stored cursor and, in the same transaction that moves the cursor, writes one delivery row
-per matching webhook (the outbox): a restart loses nothing, and a replica that crashes mid-way
-leaves the work to the next. Due deliveries are leased, sent, and recorded with their outcome;
-failures are retried with exponential backoff and jitter up to ``webhook_max_attempts``. Sending
-happens apart from the write path, which never waits for a webhook.
+``job.stalled``, and ``job.progress``, throttled per job). The outbox of deliveries is filled
+from the change feed and kept in the database (``store/webhooks.py``); the :class:`Dispatcher`
+in every server fills it, leases what is due, sends it and records the outcome, retrying with
+exponential backoff and jitter up to ``webhook_max_attempts``. Sending happens apart from the
+write path, which never waits for a webhook.
 
 Each delivery is JSON signed Stripe-style: ``X-Morag-Signature: t=<unix time>,v1=<hex>``, the
 HMAC-SHA256 of ``"<t>." + body`` with the webhook's secret, so a receiver can refuse replays of
@@ -26,27 +25,25 @@ import hashlib
 import hmac
 import ipaddress
 import logging
-import random
-import secrets
 import socket
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
-import orjson
-from sqlalchemy import and_, func, select, update
 
 from morag_progress._threads import run_to_completion
 from morag_progress.errors import InvalidInputError
-from morag_progress.models import JobStatus, utcnow
-from morag_progress.store import SQLStore
-from morag_progress.store.schema import events, webhook_cursor, webhook_deliveries, webhooks
+from morag_progress.models import utcnow
+from morag_progress.store.webhooks import (
+    EVENT_TYPES,
+    Delivery,
+    Webhook,
+    WebhookStore,
+)
 
 __all__ = [
     "EVENT_TYPES",
@@ -61,17 +58,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-EVENT_TYPES = ("job.progress", "job.stalled", "job.finished", "job.failed", "job.cancelled")
-_TYPE_OF_STATUS = {
-    JobStatus.FINISHED.value: "job.finished",
-    JobStatus.FAILED.value: "job.failed",
-    JobStatus.CANCELLED.value: "job.cancelled",
-    JobStatus.STALLED.value: "job.stalled",
-}
-ALL_USERS = "*"
-"""The owner of an admin's webhook: it hears of every user's jobs."""
-
 
 SIGNATURE_TOLERANCE_S = 300
 """How old (or how far ahead) a signed timestamp :func:`verify_signature` accepts by default."""
@@ -210,334 +196,6 @@ def _pinned(url: str, address: str) -> tuple[str, dict[str, str], dict[str, Any]
     if parts.username is not None:
         auth = httpx.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
     return target, headers, extensions, auth
-
-
-@dataclass(frozen=True, slots=True)
-class Webhook:
-    """A registered endpoint (its secret is shown once, when it is made)."""
-
-    id: str
-    user_id: str
-    url: str
-    events: list[str]
-    progress_interval_s: float
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One event for one webhook, and what became of it."""
-
-    id: int
-    webhook_id: str
-    event_id: int
-    event_type: str
-    job_id: str
-    payload: str
-    state: str
-    attempts: int
-    next_attempt_at: datetime
-    last_status: int | None
-    last_error: str | None
-    created_at: datetime
-    delivered_at: datetime | None
-
-
-def _webhook(row: Any) -> Webhook:
-    return Webhook(
-        id=row["id"],
-        user_id=row["user_id"],
-        url=row["url"],
-        events=list(row["events"]),
-        progress_interval_s=row["progress_interval_s"],
-        created_at=row["created_at"],
-    )
-
-
-def _delivery(row: Any) -> Delivery:
-    return Delivery(**{name: row[name] for name in Delivery.__dataclass_fields__})
-
-
-class WebhookStore:
-    """The webhook tables, in the jobs' database."""
-
-    def __init__(self, store: SQLStore) -> None:
-        self.store = store
-
-    def create(
-        self, *, user_id: str, url: str, event_types: list[str], progress_interval_s: float
-    ) -> tuple[Webhook, str]:
-        """A new webhook and its secret."""
-        secret = "whsec_" + secrets.token_urlsafe(32)
-        row = {
-            "id": "wh_" + uuid.uuid4().hex[:24],
-            "user_id": user_id,
-            "url": url,
-            "events": sorted(set(event_types)),
-            "secret": secret,
-            "progress_interval_s": progress_interval_s,
-            "after_event_id": self.store.last_event_id(),
-            "created_at": utcnow(),
-        }
-        with self.store.transaction("create webhook") as conn:
-            conn.execute(webhooks.insert().values(row))
-        return _webhook(row), secret
-
-    def list_for(self, user_id: str | None) -> list[Webhook]:
-        stmt = select(webhooks).order_by(webhooks.c.created_at)
-        if user_id is not None:
-            stmt = stmt.where(webhooks.c.user_id == user_id)
-        with self.store.connection("list webhooks") as conn:
-            return [_webhook(row) for row in conn.execute(stmt).mappings()]
-
-    def get(self, webhook_id: str, user_id: str | None) -> Webhook | None:
-        """One webhook, if it is ``user_id``'s (any, for None)."""
-        stmt = select(webhooks).where(webhooks.c.id == webhook_id)
-        if user_id is not None:
-            stmt = stmt.where(webhooks.c.user_id == user_id)
-        with self.store.connection("read webhook") as conn:
-            row = conn.execute(stmt).mappings().first()
-        return None if row is None else _webhook(row)
-
-    def delete(self, webhook_id: str, user_id: str | None) -> bool:
-        stmt = webhooks.delete().where(webhooks.c.id == webhook_id)
-        if user_id is not None:
-            stmt = stmt.where(webhooks.c.user_id == user_id)
-        with self.store.transaction("delete webhook") as conn:
-            gone = bool(conn.execute(stmt).rowcount)
-            if gone:
-                conn.execute(
-                    webhook_deliveries.delete().where(
-                        webhook_deliveries.c.webhook_id == webhook_id,
-                        webhook_deliveries.c.state == "pending",
-                    )
-                )
-            return gone
-
-    def deliveries(self, webhook_id: str, *, limit: int = 100) -> list[Delivery]:
-        d = webhook_deliveries.c
-        stmt = (
-            select(webhook_deliveries)
-            .where(d.webhook_id == webhook_id)
-            .order_by(d.id.desc())
-            .limit(limit)
-        )
-        with self.store.connection("list deliveries") as conn:
-            return [_delivery(row) for row in conn.execute(stmt).mappings()]
-
-    # -- the outbox ------------------------------------------------------------------------------
-
-    def fill(self, *, now: datetime, batch: int = 1000) -> int:
-        """Turn feed rows after the cursor into deliveries, moving the cursor in the same
-        transaction. Returns how many deliveries were made."""
-        made = 0
-        with self.store.transaction("fill webhook outbox") as conn:
-            cursor = conn.execute(
-                select(webhook_cursor.c.event_id).where(webhook_cursor.c.name == "outbox")
-            ).scalar()
-            start = int(cursor or 0)
-            # The feed's end first, the webhooks second: a webhook made in between starts
-            # after that end (its after_event_id), so skipping to it below loses nothing.
-            end = conn.execute(select(func.max(events.c.id))).scalar() or 0
-            if end <= start:
-                return 0
-            hooks = [_row for _row in conn.execute(select(webhooks)).mappings()]
-            if hooks:
-                rows = (
-                    conn.execute(
-                        select(events)
-                        .where(events.c.id > start, events.c.id <= end)
-                        .order_by(events.c.id)
-                        .limit(batch)
-                    )
-                    .mappings()
-                    .all()
-                )
-                rows = _contiguous(rows, start, now)
-                if not rows:
-                    return 0
-                end = rows[-1]["id"]
-            else:
-                rows = []  # nobody to tell: skip to the end without reading the feed
-            last_progress: dict[tuple[str, str], datetime] = {}
-            for event in rows:
-                event_type = _TYPE_OF_STATUS.get(event["status"], "job.progress")
-                for hook in hooks:
-                    if not _wants(hook, event, event_type):
-                        continue
-                    if event_type == "job.progress" and self._throttled(
-                        conn, hook, event, now, last_progress
-                    ):
-                        continue
-                    conn.execute(
-                        self.store.dialect_insert()(webhook_deliveries)
-                        .values(_new_delivery(hook, event, event_type, now))
-                        .on_conflict_do_nothing()
-                    )
-                    made += 1
-            values = {"name": "outbox", "event_id": end}
-            conn.execute(
-                self.store.dialect_insert()(webhook_cursor)
-                .values(values)
-                .on_conflict_do_update(
-                    index_elements=["name"], set_={"event_id": values["event_id"]}
-                )
-            )
-        return made
-
-    @staticmethod
-    def _throttled(
-        conn: Any,
-        hook: Any,
-        event: Any,
-        now: datetime,
-        last_progress: dict[tuple[str, str], datetime],
-    ) -> bool:
-        key = (hook["id"], event["job_id"])
-        if key not in last_progress:
-            d = webhook_deliveries.c
-            previous = conn.execute(
-                select(func.max(d.created_at)).where(
-                    d.webhook_id == hook["id"],
-                    d.job_id == event["job_id"],
-                    d.event_type == "job.progress",
-                )
-            ).scalar()
-            if previous is not None:
-                last_progress[key] = previous
-        previous = last_progress.get(key)
-        if previous is not None and (now - previous).total_seconds() < hook["progress_interval_s"]:
-            return True
-        last_progress[key] = now
-        return False
-
-    def lease_due(
-        self,
-        *,
-        now: datetime,
-        limit: int = 20,
-        lease_s: float = 60,
-        per_webhook: int | None = None,
-        exclude: Collection[str] = (),
-    ) -> list[Delivery]:
-        """Take up to ``limit`` due deliveries for ``lease_s`` seconds (another replica skips
-        them meanwhile; one whose sender died is due again after the lease): oldest first, at
-        most ``per_webhook`` of any one webhook, none of the webhooks in ``exclude``."""
-        d = webhook_deliveries.c
-        conditions = [d.state == "pending", d.next_attempt_at <= now]
-        if exclude:
-            conditions.append(d.webhook_id.not_in(sorted(exclude)))
-        if per_webhook is None:
-            due = select(d.id).where(*conditions).order_by(d.next_attempt_at, d.id)
-        else:
-            rank = (
-                func.row_number()
-                .over(partition_by=d.webhook_id, order_by=(d.next_attempt_at, d.id))
-                .label("rank")
-            )
-            ranked = select(d.id, d.next_attempt_at, rank).where(*conditions).subquery()
-            r = ranked.c
-            due = select(r.id).where(r.rank <= per_webhook).order_by(r.next_attempt_at, r.id)
-        due = due.limit(limit)
-        with self.store.transaction("lease deliveries") as conn:
-            ids = [row[0] for row in conn.execute(due)]
-            if not ids:
-                return []
-            c = webhook_deliveries.c
-            leased = conn.execute(
-                update(webhook_deliveries)
-                .where(and_(c.id.in_(ids), c.state == "pending", c.next_attempt_at <= now))
-                .values(next_attempt_at=now + timedelta(seconds=lease_s))
-                .returning(*webhook_deliveries.c)
-            ).mappings()
-            return sorted((_delivery(row) for row in leased), key=lambda x: x.id)
-
-    def secret_and_url(self, webhook_id: str) -> tuple[str, str] | None:
-        stmt = select(webhooks.c.secret, webhooks.c.url).where(webhooks.c.id == webhook_id)
-        with self.store.connection("read webhook") as conn:
-            row = conn.execute(stmt).first()
-        return None if row is None else (row[0], row[1])
-
-    def record(
-        self,
-        delivery: Delivery,
-        *,
-        status: int | None,
-        error: str | None,
-        now: datetime,
-        max_attempts: int,
-    ) -> None:
-        """Write what became of one attempt: delivered, retried later, or failed for good."""
-        attempts = delivery.attempts + 1
-        values: dict[str, Any] = {"attempts": attempts, "last_status": status, "last_error": error}
-        if status is not None and 200 <= status < 300:
-            values.update(state="delivered", delivered_at=now)
-        elif attempts >= max_attempts:
-            values.update(state="failed")
-        else:
-            # Exponential backoff with jitter: 1 s, 2 s, 4 s ... capped at an hour.
-            wait = min(3600.0, 2.0 ** (attempts - 1)) * random.uniform(0.5, 1.0)
-            values.update(next_attempt_at=now + timedelta(seconds=wait))
-        with self.store.transaction("record delivery") as conn:
-            conn.execute(
-                update(webhook_deliveries)
-                .where(webhook_deliveries.c.id == delivery.id)
-                .values(values)
-            )
-
-
-_GAP_SECONDS = 5.0
-
-
-def _contiguous(rows: Sequence[Any], start: int, now: datetime) -> list[Any]:
-    """The rows up to the first missing id. Feed ids are handed out before their transactions
-    commit (on PostgreSQL, id 7 may commit after id 8): a missing id may still arrive, so the
-    cursor stops before it, unless the row after it is older than a few seconds, which makes
-    the missing one a rolled-back insert."""
-    kept = []
-    expected = start + 1
-    for row in rows:
-        if row["id"] != expected and (now - row["recorded_at"]).total_seconds() < _GAP_SECONDS:
-            break
-        kept.append(row)
-        expected = row["id"] + 1
-    return kept
-
-
-def _wants(hook: Any, event: Any, event_type: str) -> bool:
-    if event["id"] <= hook["after_event_id"] or event_type not in hook["events"]:
-        return False
-    return bool(hook["user_id"] == ALL_USERS or hook["user_id"] == event["user_id"])
-
-
-def _new_delivery(hook: Any, event: Any, event_type: str, now: datetime) -> dict[str, Any]:
-    payload = {
-        "id": f"evt_{event['id']}",
-        "type": event_type,
-        "created_at": event["recorded_at"].isoformat(),
-        "job": {
-            "id": event["job_id"],
-            "status": event["status"],
-            "percentage": event["percentage"],
-            "message": event["message"],
-            "attempt": event["attempt"],
-            "current": event["current"],
-            "total": event["total"],
-            "stage": event["stage"],
-            "timestamp": event["timestamp"].isoformat(),
-        },
-    }
-    return {
-        "webhook_id": hook["id"],
-        "event_id": event["id"],
-        "event_type": event_type,
-        "job_id": event["job_id"],
-        "payload": orjson.dumps(payload).decode(),
-        "state": "pending",
-        "attempts": 0,
-        "next_attempt_at": now,
-        "created_at": now,
-    }
 
 
 class Dispatcher:

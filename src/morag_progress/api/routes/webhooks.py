@@ -11,7 +11,8 @@ from morag_progress.api.auth import Principal, require
 from morag_progress.api.routes import Caller, errors
 from morag_progress.api.schemas import DeliveryOut, WebhookCreated, WebhookIn, WebhookOut
 from morag_progress.keys import Role
-from morag_progress.webhooks import ALL_USERS, Webhook, WebhookStore, check_url
+from morag_progress.store.webhooks import ALL_USERS
+from morag_progress.webhooks import Webhook, WebhookStore, check_url
 
 __all__ = ["router"]
 
