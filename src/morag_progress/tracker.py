@@ -9,6 +9,7 @@ reporting never raises into a worker.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
@@ -158,6 +159,16 @@ class JobTracker:
         now = self._clock()
         self.check_timestamp(update, now)
         result = self.store.apply(update, now=now, create_missing=create_missing)
+        if result.applied and result.job is not None:
+            self._notify(result.job)
+        return result
+
+    async def apply_async(self, update: ProgressUpdate) -> UpdateResult:
+        """``apply`` for the event loop: the update goes to the store's writer thread and this
+        coroutine waits for its commit without holding a thread of its own."""
+        now = self._clock()
+        self.check_timestamp(update, now)
+        result = await asyncio.wrap_future(self.store.submit(update, now=now))
         if result.applied and result.job is not None:
             self._notify(result.job)
         return result

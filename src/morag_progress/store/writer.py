@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +35,7 @@ from sqlalchemy import (
     update,
 )
 
+from morag_progress.errors import ProgressError
 from morag_progress.models import (
     TERMINAL_STATUSES,
     Job,
@@ -51,6 +54,7 @@ from morag_progress.store.engine import (
     mapping_upsert,
     status_in,
 )
+from morag_progress.store.group import GroupCommit
 from morag_progress.store.rollup import adopt, roll_up
 from morag_progress.store.schema import UTCDateTime, events, jobs
 
@@ -86,6 +90,9 @@ class NewJob:
 
 class JobWriter(Database):
     """Creates jobs and applies every kind of change to them."""
+
+    _group: GroupCommit[tuple[ProgressUpdate, datetime, bool], UpdateResult] | None = None
+    _group_lock = threading.Lock()
 
     def create_job(self, new: NewJob, *, now: datetime) -> tuple[Job, bool]:
         owner = db_user(new.user_id)
@@ -123,8 +130,42 @@ class JobWriter(Database):
     def apply(
         self, update: ProgressUpdate, *, now: datetime, create_missing: bool = False
     ) -> UpdateResult:
-        with self._write("apply update") as conn:
-            return self._apply_in(conn, update, now, create_missing)
+        """Apply one update through the group commit, waiting for its transaction."""
+        return self.submit(update, now=now, create_missing=create_missing).result()
+
+    def submit(
+        self, update: ProgressUpdate, *, now: datetime, create_missing: bool = False
+    ) -> Future[UpdateResult]:
+        """Queue one update for the store's writer thread (``group.py``); the future holds
+        its outcome once the transaction it shares with other queued updates has committed.
+        Await it with ``asyncio.wrap_future``: no thread of the caller's waits."""
+        group = self._group
+        if group is None:
+            with self._group_lock:
+                if self._group is None:
+                    self._group = GroupCommit(self._apply_batch)
+                group = self._group
+        return group.submit((update, now, create_missing))
+
+    def _apply_batch(
+        self, items: list[tuple[ProgressUpdate, datetime, bool]]
+    ) -> list[UpdateResult | BaseException]:
+        """Apply queued updates in one transaction. An error the rules raise before writing
+        (an id several users have) is that update's alone; a database error fails them all."""
+        results: list[UpdateResult | BaseException] = []
+        with self._write("apply updates") as conn:
+            for update, now, create_missing in items:
+                try:
+                    results.append(self._apply_in(conn, update, now, create_missing))
+                except ProgressError as e:
+                    results.append(e)
+        return results
+
+    def close(self) -> None:
+        """Apply what is queued, stop the writer thread, release connections."""
+        if self._group is not None:
+            self._group.close()
+        super().close()
 
     def apply_many(self, updates: list[ProgressUpdate], *, now: datetime) -> list[UpdateResult]:
         with self._write("apply updates") as conn:

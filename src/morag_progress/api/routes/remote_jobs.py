@@ -88,8 +88,9 @@ async def report_progress(
     race). ``cancel_requested`` tells the worker to stop.
     """
     update = _update(job_id, body, caller)
-    # The one trip to a worker thread: the commit. The rest stays on the event loop.
-    applied = await run_in_threadpool(tracker_of(request).apply, update)
+    # The commit is the writer thread's (shared with concurrent reports); this request waits
+    # for it on the event loop, holding no thread.
+    applied = await tracker_of(request).apply_async(update)
     result = _counted(request, "http", applied)
     result.raise_for_outcome(job_id)
     return _reply(result, "Progress updated")

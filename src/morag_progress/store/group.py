@@ -1,0 +1,125 @@
+"""Group commit: one writer thread per store applies the updates callers queue, many to a
+transaction.
+
+A caller (an HTTP request, a Celery task's callback) puts its update on a queue and waits for
+its own outcome; the writer takes whatever has queued up (up to ``max_batch``), applies each in
+turn inside one transaction, commits once, and only then resolves each caller's future: an
+acknowledged update is committed, as before, but concurrent reports share one ``BEGIN``, one
+``COMMIT`` (and on PostgreSQL one WAL flush) instead of one each, and wait for one thread
+instead of competing for the database lock. Updates of one job are applied in the order they
+were queued.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Generic, TypeVar
+
+from morag_progress.errors import StoreError
+
+__all__ = ["GroupCommit"]
+
+logger = logging.getLogger(__name__)
+
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
+_STOP = object()
+
+
+class GroupCommit(Generic[_Item, _Result]):
+    """Applies queued items in batches with ``apply_batch``, which takes a list of items and
+    returns one result (or exception, for that item alone) per item, committing them together;
+    an exception out of ``apply_batch`` itself fails the whole batch."""
+
+    def __init__(
+        self,
+        apply_batch: Callable[[list[_Item]], list[_Result | BaseException]],
+        *,
+        max_batch: int = 500,
+        name: str = "morag-progress writer",
+    ) -> None:
+        self._apply_batch = apply_batch
+        self.max_batch = max_batch
+        self._name = name
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._closed = False
+        self.batches = 0
+        """How many transactions the writer has run (for tests and metrics)."""
+
+    def submit(self, item: _Item) -> Future[_Result]:
+        """Queue ``item``; the future holds its result once its transaction has committed."""
+        future: Future[_Result] = Future()
+        if self._closed:
+            future.set_exception(StoreError("the store is closed"))
+            return future
+        self._ensure_thread()
+        self._queue.put((item, future))
+        return future
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Apply what is queued, then stop the writer thread."""
+        self._closed = True
+        thread = self._thread
+        if thread is not None and thread.is_alive() and self._pid == os.getpid():
+            self._queue.put(_STOP)
+            thread.join(timeout)
+
+    def _ensure_thread(self) -> None:
+        # A forked process (a Celery prefork worker) inherits the flag but not the thread.
+        if self._thread is not None and self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._thread is None or self._pid != os.getpid():
+                self._queue = queue.SimpleQueue()
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    stop = True
+                    break
+                batch.append(more)
+            self._commit(batch)  # type: ignore[arg-type]
+            if stop:
+                return
+
+    def _commit(self, batch: list[tuple[_Item, Future[_Result]]]) -> None:
+        futures = [future for _, future in batch if future.set_running_or_notify_cancel()]
+        items = [item for item, future in batch if future.running()]
+        if not items:
+            return
+        try:
+            results = self._apply_batch(items)
+        except Exception as e:
+            if not isinstance(e, StoreError):
+                logger.exception("a batch of %d updates failed", len(items))
+            for future in futures:
+                future.set_exception(e)
+            return
+        finally:
+            self.batches += 1
+        for future, result in zip(futures, results, strict=True):
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)

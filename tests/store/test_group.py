@@ -1,0 +1,87 @@
+"""Group commit: queued items share transactions, in order, each caller gets its own outcome."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from morag_progress.errors import StoreError
+from morag_progress.models import ProgressUpdate
+from morag_progress.store import SQLStore
+from morag_progress.store.group import GroupCommit
+from morag_progress.tracker import JobTracker
+
+
+def test_items_queued_while_the_writer_works_share_one_batch_in_order() -> None:
+    """While one batch is being applied, the items that arrive are applied together next, in
+    the order they were queued."""
+    batches: list[list[int]] = []
+    release = threading.Event()
+
+    def apply(items: list[int]) -> list[int | BaseException]:
+        if not batches:
+            release.wait(5)
+        batches.append(items)
+        return [item * 10 for item in items]
+
+    group: GroupCommit[int, int] = GroupCommit(apply)
+    first = group.submit(0)
+    time.sleep(0.05)  # the writer holds item 0
+    futures = [group.submit(i) for i in range(1, 101)]
+    release.set()
+    assert first.result(5) == 0
+    assert [f.result(5) for f in futures] == [i * 10 for i in range(1, 101)]
+    assert batches[0] == [0]
+    assert [i for batch in batches[1:] for i in batch] == list(range(1, 101))
+    assert len(batches) <= 3  # 100 items in one or two transactions, not 100
+    group.close()
+
+
+def test_an_items_error_is_its_own_and_a_batch_error_is_everyones() -> None:
+    """A result that is an exception fails that caller only; an exception out of the batch
+    fails every caller of that batch, and the writer goes on."""
+    fail_batch = threading.Event()
+
+    def apply(items: list[int]) -> list[int | BaseException]:
+        if fail_batch.is_set():
+            fail_batch.clear()
+            raise StoreError("the database went away")
+        return [ValueError("bad") if item < 0 else item for item in items]
+
+    group: GroupCommit[int, int] = GroupCommit(apply)
+    assert group.submit(1).result(5) == 1
+    with pytest.raises(ValueError, match="bad"):
+        group.submit(-1).result(5)
+    fail_batch.set()
+    with pytest.raises(StoreError, match="went away"):
+        group.submit(2).result(5)
+    assert group.submit(3).result(5) == 3
+    group.close()
+    with pytest.raises(StoreError, match="closed"):
+        group.submit(4).result(5)
+
+
+def test_concurrent_reports_on_a_real_store_all_commit_in_fewer_transactions(
+    store: SQLStore, tracker: JobTracker
+) -> None:
+    """Eight threads report 50 times each on their own jobs: every update is applied and in the
+    history, and the writer used fewer transactions than updates."""
+    jobs = [tracker.start_job(f"d{i}", "pdf", user_id="u") for i in range(8)]
+
+    def report(job_id: str) -> int:
+        applied = 0
+        for pct in range(1, 51):
+            applied += tracker.apply(ProgressUpdate(job_id, pct, f"at {pct}", user_id="u")).applied
+        return applied
+
+    before = store._group.batches if store._group is not None else 0
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(report, jobs)) == [50] * 8
+    assert store._group is not None
+    assert store._group.batches - before < 400
+    for job_id in jobs:
+        assert len(tracker.history(job_id, "u")) == 51
+        assert tracker.get_job_progress(job_id, "u") == 50
