@@ -261,3 +261,21 @@ def test_default_database_from_environment(tmp_path: Path, monkeypatch: pytest.M
     assert reader.get_job("t") is not None
     reader.close()
     handler.job_tracker.close()
+
+
+def test_another_users_worker_of_the_same_name_cannot_take_over_a_mapping(
+    handler: ProgressHandler, tracker: JobTracker
+) -> None:
+    """Alice's and Bob's workers are both called gpu-01: Bob's claim does not replace the
+    mapping of Alice's, and the in-process handler refuses to guess between them rather than
+    writing into Bob's job."""
+    waiting = JobStatus.WAITING_FOR_REMOTE_WORKER
+    alices = tracker.start_job("a", "audio", user_id="alice", status=waiting)
+    bobs = tracker.start_job("b", "audio", user_id="bob", status=waiting)
+    assert tracker.claim("gpu-01", claimant="ka", user_id="alice") is not None
+    assert handler.get_job_id_for_worker("gpu-01") == alices
+    assert tracker.claim("gpu-01", claimant="kb", user_id="bob") is not None
+    assert handler.get_job_id_for_worker("gpu-01") is None
+    assert handler.process_remote_worker_progress("gpu-01", 77, "whose?") is False
+    assert tracker.get_job_progress(bobs, "bob") == 0
+    assert tracker.get_job_progress(alices, "alice") == 0

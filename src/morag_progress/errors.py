@@ -64,9 +64,9 @@ class JobConflictError(ProgressError):
     """A job id names jobs of several users, and the caller (in-process, or an admin key)
     did not say whose: ids are unique per user, not across users."""
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, what: str = "job id") -> None:
         self.job_id = job_id
-        super().__init__(f"job id {job_id!r} names jobs of several users; ask as the job's user")
+        super().__init__(f"{what} {job_id!r} names jobs of several users; ask as the job's user")
 
 
 class JobStateError(ProgressError):

@@ -17,6 +17,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+from morag_progress.errors import JobConflictError
 from morag_progress.models import ProgressEvent, status_for_percentage, utcnow
 from morag_progress.parser import ProgressEventParser
 from morag_progress.tracker import JobTracker
@@ -64,6 +65,9 @@ class ProgressHandler:
         """The job id a worker or task id maps to, or None."""
         try:
             return self._mapping_tracker.store.get_mapping(worker_id)
+        except JobConflictError:
+            logger.warning("worker id %s is mapped by several users: name the job", worker_id)
+            return None
         except Exception:  # fall back to what this process registered
             logger.exception("job mapping of %s read from this process only", worker_id)
             return self._job_mappings.get(worker_id)

@@ -81,6 +81,11 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a connection may take to send a request's headers.",
     )
+    body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a request's body may take to arrive after its headers.",
+    )
     max_header_bytes: int = Field(
         default=64 * 1024, ge=1024, description="Largest request line and headers together."
     )
@@ -149,6 +154,9 @@ class Settings(BaseSettings):
         gt=0,
         le=300,
         description="How long one webhook delivery may take in all (connect, send, answer).",
+    )
+    max_webhooks_per_user: int = Field(
+        default=20, ge=1, le=10_000, description="Webhooks one user may have at once."
     )
     webhook_max_in_flight: int = Field(
         default=32, ge=1, le=1000, description="Webhook deliveries sent at once, at most."

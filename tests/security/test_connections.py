@@ -65,6 +65,30 @@ def test_idle_and_slow_header_connections_are_closed(sqlite_target: Callable[...
     slow.close()
 
 
+def test_a_body_sent_a_byte_at_a_time_is_cut_off(sqlite_target: Callable[..., Target]) -> None:
+    """A request whose headers came in time but whose body trickles is closed with 408 at the
+    body deadline, without a key."""
+    t = sqlite_target(BODY_TIMEOUT_SECONDS="1.5")
+    with _connect(t) as slow:
+        slow.sendall(
+            b"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n"
+            b"Content-Type: application/json\r\n\r\n{"
+        )
+        start = time.monotonic()
+
+        def trickle() -> None:
+            for _ in range(20):
+                time.sleep(0.3)
+                try:
+                    slow.send(b" ")
+                except OSError:
+                    return
+
+        threading.Thread(target=trickle, daemon=True).start()
+        assert b"408" in _closed_within(slow, 5)
+        assert time.monotonic() - start < 3
+
+
 def test_connections_over_the_cap_are_refused_at_once(
     sqlite_target: Callable[..., Target],
 ) -> None:

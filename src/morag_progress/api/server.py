@@ -7,7 +7,9 @@ database. :class:`GuardedProtocol` adds three bounds to uvicorn's httptools prot
 
 - a cap on open connections (``max_connections``): one more is answered 503 and closed at once;
 - a header deadline (``header_timeout``): a connection that has not sent a whole request line
-  and headers this long after it opened (or after its previous answer) is closed;
+  and headers this long after it opened (or after its previous answer) is closed (408);
+- a body deadline (``body_timeout``): a request whose body has not all arrived this long after
+  its headers is closed (408), so a body sent a byte at a time holds nothing for long;
 - a cap on the size of the request line and headers (``max_header_bytes``): past it, 400.
 
 Behind a reverse proxy the proxy's own limits come first (``docs/deployment.md``).
@@ -45,6 +47,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     max_connections: ClassVar[int] = 10_000
     header_timeout: ClassVar[float] = 10.0
+    body_timeout: ClassVar[float] = 30.0
     max_header_bytes: ClassVar[int] = 64 * 1024
 
     _header_timer: asyncio.TimerHandle | None = None
@@ -78,8 +81,12 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._disarm()
         super().on_headers_complete()
+        self._arm(self.body_timeout)  # until the body is in (at once, for a request without)
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -93,9 +100,10 @@ class GuardedProtocol(HttpToolsProtocol):
             # and closes the connection.
             raise ValueError(f"request headers over {self.max_header_bytes} bytes")
 
-    def _arm(self) -> None:
+    def _arm(self, seconds: float | None = None) -> None:
         self._disarm()
-        self._header_timer = self.loop.call_later(self.header_timeout, self._too_slow)
+        delay = self.header_timeout if seconds is None else seconds
+        self._header_timer = self.loop.call_later(delay, self._too_slow)
 
     def _disarm(self) -> None:
         if self._header_timer is not None:
@@ -142,6 +150,7 @@ def uvicorn_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Conf
         {
             "max_connections": settings.max_connections or default_max_connections(),
             "header_timeout": settings.header_timeout_seconds,
+            "body_timeout": settings.body_timeout_seconds,
             "max_header_bytes": settings.max_header_bytes,
         },
     )

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
+from morag_progress.errors import JobConflictError
 from morag_progress.keys import ApiKey
 from morag_progress.store.engine import Database, api_key_from_row, mapping_upsert
 from morag_progress.store.schema import api_keys, stream_tokens, worker_mappings
@@ -24,9 +25,14 @@ class Credentials(Database):
             conn.execute(mapping_upsert(self.dialect_insert(), worker_id, job_id, now))
 
     def get_mapping(self, worker_id: str) -> str | None:
+        """The job a worker id maps to; None when none does. Raises JobConflictError when
+        workers of several users have that id (each user names its own workers)."""
         stmt = select(worker_mappings.c.job_id).where(worker_mappings.c.worker_id == worker_id)
         with self._read("get mapping") as conn:
-            return conn.execute(stmt).scalar_one_or_none()
+            found = conn.execute(stmt.limit(2)).scalars().all()
+        if len(found) > 1:
+            raise JobConflictError(worker_id, "worker id")
+        return found[0] if found else None
 
     def delete_mapping(self, worker_id: str) -> None:
         stmt = worker_mappings.delete().where(worker_mappings.c.worker_id == worker_id)

@@ -210,11 +210,16 @@ class Database:
         return owners[0] if owners else None
 
 
-def mapping_upsert(insert: Any, worker_id: str, job_id: str, now: datetime) -> Any:
-    """The statement that maps ``worker_id`` to ``job_id``, replacing an earlier mapping."""
-    stmt = insert(worker_mappings).values(worker_id=worker_id, job_id=job_id, updated_at=now)
+def mapping_upsert(
+    insert: Any, worker_id: str, job_id: str, now: datetime, user_id: str = NO_USER
+) -> Any:
+    """The statement that maps ``user_id``'s ``worker_id`` to ``job_id``, replacing that
+    user's earlier mapping (never another user's)."""
+    stmt = insert(worker_mappings).values(
+        worker_id=worker_id, user_id=user_id, job_id=job_id, updated_at=now
+    )
     return stmt.on_conflict_do_update(
-        index_elements=[worker_mappings.c.worker_id],
+        index_elements=[worker_mappings.c.worker_id, worker_mappings.c.user_id],
         set_={"job_id": stmt.excluded.job_id, "updated_at": stmt.excluded.updated_at},
     )
 

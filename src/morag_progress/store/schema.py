@@ -143,6 +143,8 @@ worker_mappings = Table(
     "worker_mappings",
     metadata,
     Column("worker_id", String(255), primary_key=True),
+    # Whose worker: a worker id is a user's own name (empty: an in-process mapping).
+    Column("user_id", String(128), primary_key=True, server_default=""),
     Column("job_id", String(128), nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )

@@ -26,6 +26,8 @@ from morag_progress.store.sql import SQLStore
 
 __all__ = ["ALL_USERS", "EVENT_TYPES", "Delivery", "Webhook", "WebhookStore"]
 
+_FILL_PAIRS = 5000
+
 EVENT_TYPES = ("job.progress", "job.stalled", "job.finished", "job.failed", "job.cancelled")
 _TYPE_OF_STATUS = {
     JobStatus.FINISHED.value: "job.finished",
@@ -173,7 +175,9 @@ class WebhookStore:
                         select(events)
                         .where(events.c.id > start, events.c.id <= end)
                         .order_by(events.c.id)
-                        .limit(batch)
+                        # Bounded work per transaction: at most _FILL_PAIRS (event, webhook)
+                        # pairs, however many webhooks there are.
+                        .limit(max(1, min(batch, _FILL_PAIRS // len(hooks))))
                     )
                     .mappings()
                     .all()

@@ -261,7 +261,9 @@ class JobWriter(Database):
             if row is None:
                 return None
             self._append_event(conn, row, now=now, timestamp=now)
-            conn.execute(mapping_upsert(self.dialect_insert(), worker_id, row["id"], now))
+            conn.execute(
+                mapping_upsert(self.dialect_insert(), worker_id, row["id"], now, row["user_id"])
+            )
             return job_from_row(row)
 
     def _apply_in(

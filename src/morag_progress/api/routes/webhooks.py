@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from morag_progress.api.auth import Principal, require
 from morag_progress.api.routes import Caller, errors
 from morag_progress.api.schemas import DeliveryOut, WebhookCreated, WebhookIn, WebhookOut
+from morag_progress.errors import LimitExceededError
 from morag_progress.keys import Role
 from morag_progress.store.webhooks import ALL_USERS
 from morag_progress.webhooks import Webhook, WebhookStore, check_url
@@ -58,6 +59,12 @@ async def create_webhook(body: WebhookIn, caller: Caller, request: Request) -> W
     carries the signing secret, this once. URLs to private, loopback or link-local addresses
     are refused unless the operator allows them."""
     require(caller, Role.USER, Role.ADMIN)
+    most = request.app.state.settings.max_webhooks_per_user
+    mine = await run_in_threadpool(_hooks(request).list_for, caller.scope or ALL_USERS)
+    if len(mine) >= most:
+        raise LimitExceededError(
+            f"this user has {most} webhooks, the most it may; delete one first", retry_after=60
+        )
     allow_private = request.app.state.settings.webhook_allow_private
     await run_in_threadpool(check_url, body.url, allow_private=allow_private)
     hook, secret = await run_in_threadpool(
