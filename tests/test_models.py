@@ -34,6 +34,7 @@ from morag_progress.models import status_for_percentage
         ({"total": 1.5}, "total must be an integer"),
         ({"attempt": 0}, "attempt must be at least 1"),
         ({"seq": -3}, "seq must be at least 0"),
+        ({"total": 2**63}, "total must be at most 9223372036854775807"),
     ],
 )
 def test_update_validation_names_field_and_rule(kwargs: dict[str, object], message: str) -> None:

@@ -112,3 +112,17 @@ def test_three_children_reported_concurrently(
     assert (job.status, job.percentage, job.children_done) == (JobStatus.FINISHED, 100, 3)
     percentages = [e.percentage for e in tracker.history(parent)]
     assert percentages == sorted(percentages)
+
+
+def test_parent_chains_are_bounded(tracker: JobTracker) -> None:
+    """A job may have at most 16 parents above it: a 17th level is refused by name, and every
+    job of the chain still takes reports (a change rolls up through all of them)."""
+    from morag_progress.store.rollup import MAX_DEPTH
+
+    chain = [tracker.start_job("root", "doc", user_id="u")]
+    for level in range(MAX_DEPTH):
+        chain.append(tracker.start_job(f"l{level}", "doc", user_id="u", parent_id=chain[-1]))
+    with pytest.raises(InvalidInputError, match="at most 16 levels"):
+        tracker.start_job("too deep", "doc", user_id="u", parent_id=chain[-1])
+    assert tracker.update_progress(chain[-1], 50, user_id="u")
+    assert tracker.get_job_progress(chain[0], "u") == 50

@@ -133,7 +133,18 @@ def test_private_addresses_are_refused(url: str) -> None:
     check_url(url, allow_private=True)
 
 
-@pytest.mark.parametrize("url", ["ftp://example.org/x", "http:///nohost", "not a url"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.org/x",
+        "http:///nohost",
+        "not a url",
+        "http://[::1",
+        "http://a]/",
+        "http://example.org:99999/",
+        "http://u:p@[::1/",
+    ],
+)
 def test_bad_urls_are_refused(url: str) -> None:
     """Only http(s) URLs with a host."""
     with pytest.raises(InvalidInputError):

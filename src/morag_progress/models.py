@@ -187,6 +187,9 @@ def _check_percentage(value: object) -> int | None:
     return math.floor(value)
 
 
+_MAX_COUNT = 2**63 - 1  # the columns' range
+
+
 def _check_count(name: str, value: object, minimum: int = 0) -> None:
     if value is None:
         return
@@ -194,6 +197,8 @@ def _check_count(name: str, value: object, minimum: int = 0) -> None:
         raise InvalidInputError(name, "must be an integer", value)
     if value < minimum:
         raise InvalidInputError(name, f"must be at least {minimum}", value)
+    if value > _MAX_COUNT:
+        raise InvalidInputError(name, f"must be at most {_MAX_COUNT}", value)
 
 
 @dataclass(frozen=True, slots=True)

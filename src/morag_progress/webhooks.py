@@ -147,8 +147,13 @@ def check_url(url: str, *, allow_private: bool) -> list[str]:
     """Refuse what a webhook must not call: not http(s), no host, or (unless allowed) a name
     that resolves to any private, loopback, link-local or special-purpose address. Returns
     the addresses the name resolves to, which a sender connects to as they were checked."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        named = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018  (raises for a port that is not a number in range)
+    except ValueError as e:
+        raise InvalidInputError("url", "must be a well-formed URL", redact_url(url)) from e
+    if not named:
         raise InvalidInputError("url", "must be an http(s) URL with a host", redact_url(url))
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -170,8 +175,12 @@ def check_url(url: str, *, allow_private: bool) -> list[str]:
 
 def redact_url(url: str) -> str:
     """``url`` without the password of its user info (for logs and error messages)."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url.rpartition("@")[2] if "@" in url else url  # user info cut, whatever it was
+    if password is None:
         return url
     netloc = f"{parts.username}:***@" + parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=netloc))

@@ -82,12 +82,17 @@ def log_update(
         event.percentage,
         event.message,
         timestamp=stamp,
-        current=event.current,
-        total=event.total,
+        current=_count(event.current),
+        total=_count(event.total),
         seq=seq,  # lines without a time of their own keep the order they were sent in
         user_id=caller.scope,
         claimant=caller.claimant,
     )
+
+
+def _count(value: int | None) -> int | None:
+    """A count a log line gave, if the store can hold it (a tqdm bar may say anything)."""
+    return value if value is None or 0 <= value <= 2**63 - 1 else None
 
 
 @dataclass(frozen=True, slots=True)

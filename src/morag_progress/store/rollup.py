@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import Connection, RowMapping, update
+from sqlalchemy import Connection, RowMapping, bindparam, select, update
 
 from morag_progress.errors import InvalidInputError
 from morag_progress.models import JobStatus, ProgressUpdate, UpdateResult
@@ -47,7 +47,30 @@ def adopt(conn: Connection, child: RowMapping, now: datetime, apply: Apply) -> N
         raise InvalidInputError(
             "parent_id", "must name an existing job of the same user", child["parent_id"]
         )
+    _check_depth(conn, parent)
     _settle(conn, parent, child, now, apply)
+
+
+MAX_DEPTH = 16
+"""How many parents above it a job may have: a change rolls up through all of them in one
+transaction, so the chain is bounded."""
+_PARENT_OF = select(jobs.c.parent_id).where(
+    jobs.c.id == bindparam("p_id"), jobs.c.user_id == bindparam("p_owner")
+)
+
+
+def _check_depth(conn: Connection, parent: RowMapping) -> None:
+    """Raise InvalidInputError when ``parent`` already has MAX_DEPTH parents above it (at
+    most that many reads, only when a child is created)."""
+    above, depth = parent["parent_id"], 1
+    while above is not None:
+        depth += 1
+        if depth > MAX_DEPTH:
+            raise InvalidInputError(
+                "parent_id", f"must be at most {MAX_DEPTH} levels below a top-level job", "..."
+            )
+        params = {"p_id": above, "p_owner": parent["user_id"]}
+        above = conn.execute(_PARENT_OF, params).scalar_one_or_none()
 
 
 def roll_up(conn: Connection, child: RowMapping, now: datetime, apply: Apply) -> None:

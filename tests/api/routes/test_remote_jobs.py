@@ -461,3 +461,14 @@ async def test_a_large_log_upload_is_coalesced(
     history = (await client.get(f"/api/v1/jobs/{job_id}/history", headers=alice)).json()
     assert len(history) == 1 + body["applied"]
     assert [e["percentage"] for e in history] == sorted(e["percentage"] for e in history)
+
+
+async def test_a_tqdm_bar_with_counts_past_64_bits_is_applied_without_them(
+    client: httpx.AsyncClient, alice: Auth, new_job: NewJob
+) -> None:
+    """A log line whose counts no column can hold still reports its percentage."""
+    job_id = await new_job(alice)
+    line = " 50%|#####     | 9223372036854775808/9223372036854775809 [00:01<00:01, 1.0it/s]"
+    response = await client.post(f"/api/v1/remote-jobs/{job_id}/logs", content=line, headers=alice)
+    assert response.status_code == 200, response.text
+    assert (response.json()["job"]["percentage"], response.json()["job"]["total"]) == (50, None)
