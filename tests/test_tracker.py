@@ -383,8 +383,10 @@ def test_an_unscoped_caller_must_not_guess_between_users(tracker: JobTracker) ->
     either; an id one user has works unscoped as before."""
     tracker.start_job("a", "pdf", user_id="alice", job_id="shared")
     tracker.start_job("b", "pdf", user_id="bob", job_id="shared")
+    result = tracker.apply(ProgressUpdate("shared", 50))
+    assert result.outcome is UpdateOutcome.AMBIGUOUS
     with pytest.raises(JobConflictError, match="names jobs of several users"):
-        tracker.apply(ProgressUpdate("shared", 50))
+        result.raise_for_outcome("shared")
     with pytest.raises(JobConflictError):
         tracker.get_job("shared")
     assert tracker.update_progress("shared", 50) is False

@@ -22,7 +22,12 @@ from morag_progress.bounds import (
     check_timestamp,
     clean_text,
 )
-from morag_progress.errors import InvalidInputError, JobNotFoundError, JobStateError
+from morag_progress.errors import (
+    InvalidInputError,
+    JobConflictError,
+    JobNotFoundError,
+    JobStateError,
+)
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -298,6 +303,9 @@ class UpdateOutcome(enum.StrEnum):
     """The update belongs to an older attempt than the job's current one."""
     NOT_FOUND = "not_found"
     """No such job, or it belongs to another user."""
+    AMBIGUOUS = "ambiguous"
+    """Jobs of several users have this id and the caller (in-process, or an admin) did not say
+    whose; nothing was written."""
 
     @property
     def http_status(self) -> int:
@@ -311,6 +319,7 @@ _OUTCOME_STATUS = {
     UpdateOutcome.NOT_FOUND: 404,
     UpdateOutcome.TERMINAL: 409,
     UpdateOutcome.SUPERSEDED: 409,
+    UpdateOutcome.AMBIGUOUS: 409,
 }
 
 
@@ -398,6 +407,8 @@ class UpdateResult:
         """
         if self.outcome is UpdateOutcome.NOT_FOUND:
             raise JobNotFoundError(job_id)
+        if self.outcome is UpdateOutcome.AMBIGUOUS:
+            raise JobConflictError(job_id)
         if self.outcome is UpdateOutcome.TERMINAL:
             state = self.job.status.value if self.job else "terminal"
             raise JobStateError(job_id, f"is {state}: a terminal state is final")

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
         description="Worker processes that parse log uploads apart from the server's event "
         "loop; 0 parses them in a thread of the server.",
     )
+    forwarded_allow_ips: str | None = Field(
+        default=None,
+        description="Addresses of the reverse proxies whose X-Forwarded-For names the client "
+        "(comma-separated, or *); unset: the TCP peer is the client.",
+    )
     metrics_access: Literal["loopback", "key", "open", "off"] = Field(
         default="loopback",
         description="Who may read /metrics: clients on loopback; any admin key; anyone; nobody.",

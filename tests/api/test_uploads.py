@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from datetime import UTC, datetime
+
+import pytest
 
 from morag_progress.api.uploads import LOG_UPDATES, UploadParser, coalesce, parse_upload
 from morag_progress.models import ProgressEvent
@@ -64,3 +67,19 @@ async def test_the_parser_pool_parses_in_another_process_and_closes() -> None:
 
     assert seen(remote) == seen(local)
     assert remote.events == 1000
+
+
+async def test_one_key_cannot_queue_everyone_behind_its_uploads() -> None:
+    """A key with its allowance of uploads being parsed gets 429 for one more; another key
+    does not; the place is free again afterwards."""
+    from morag_progress.errors import LimitExceededError
+
+    pool = UploadParser(0, per_key=1)
+    body = "\n".join(f"[{i % 99 + 1}%] line {i}" for i in range(50_000)).encode()
+    first = asyncio.ensure_future(pool.parse(body, "alice"))
+    await asyncio.sleep(0)  # the first upload is being parsed
+    with pytest.raises(LimitExceededError, match="1 log uploads being parsed"):
+        await pool.parse(b"[5%] x", "alice")
+    assert (await pool.parse(b"[5%] x", "bob")).events == 1
+    assert (await first).events == 50_000
+    assert (await pool.parse(b"[5%] x", "alice")).events == 1

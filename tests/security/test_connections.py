@@ -187,9 +187,11 @@ def test_failed_sign_ins_are_limited_per_address(sqlite_target: Callable[..., Ta
     for keys and for stream tokens alike."""
     t = sqlite_target(AUTH_FAILURES_PER_MINUTE="5")
     with t.client() as client:
+        # A forwarded-for header does not make a new client: no proxy is trusted by default.
         statuses = [
             client.get(
-                "/api/v1/jobs", headers={"Authorization": f"Bearer mpk_wrong{i}"}
+                "/api/v1/jobs",
+                headers={"Authorization": f"Bearer mpk_x{i}", "X-Forwarded-For": f"10.0.0.{i}"},
             ).status_code
             for i in range(5)
         ]

@@ -25,10 +25,14 @@ def test_stream_tokens_and_url_passwords_never_reach_the_log(
         job = t.create(alice).json()["id"]
         client.put(f"/api/v1/remote-jobs/{job}/result", json={"success": True}, headers=alice)
         assert client.get(f"/api/v1/jobs/{job}/events?token={token}").status_code == 200
+        encoded = f"/api/v1/jobs/{job}/events?%74oken={token}"  # the name percent-encoded
+        assert client.get(encoded).status_code == 200
         hook = client.post(
             "/api/v1/webhooks", json={"url": secret_url, "events": ["job.failed"]}, headers=alice
         )
         assert hook.status_code == 201
+        listed = client.get("/api/v1/webhooks", headers={"Authorization": f"Bearer {token}"})
+        assert "hunter2-secret" not in listed.text  # not even to a read token of its owner
         failed = t.create(alice).json()["id"]
         client.put(f"/api/v1/remote-jobs/{failed}/result", json={"success": False}, headers=alice)
         deadline = time.monotonic() + 10

@@ -100,3 +100,18 @@ def test_disguised_loopback_and_special_ranges_are_refused(
         )
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["loc"] == ["body", "url"]
+
+
+def test_webhooks_per_user_are_capped(sqlite_target: Callable[..., Target]) -> None:
+    """Past its allowance of webhooks a user gets 429; another user is not affected."""
+    t = sqlite_target(MAX_WEBHOOKS_PER_USER="2", WEBHOOK_ALLOW_PRIVATE="true")
+    alice, bob = t.key("alice"), t.key("bob")
+    url = "http://127.0.0.1:9/hook"
+    assert [_hook_status(t, alice, url) for _ in range(3)] == [201, 201, 429]
+    assert _hook_status(t, bob, url) == 201
+
+
+def _hook_status(t: Target, auth: dict[str, str], url: str) -> int:
+    with t.client() as client:
+        body = {"url": url, "events": ["job.finished"]}
+        return client.post("/api/v1/webhooks", json=body, headers=auth).status_code

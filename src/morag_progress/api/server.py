@@ -22,6 +22,7 @@ import logging
 import re
 import resource
 from typing import Any, ClassVar
+from urllib.parse import unquote
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -128,8 +129,10 @@ class RedactSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
+            # A URL may come as an object (httpx logs httpx.URL): redact its text.
             record.args = tuple(
-                self.redact(arg) if isinstance(arg, str) else arg for arg in record.args
+                arg if isinstance(arg, int | float) else self.redact(str(arg))
+                for arg in record.args
             )
         if isinstance(record.msg, str):
             record.msg = self.redact(record.msg)
@@ -137,7 +140,10 @@ class RedactSecrets(logging.Filter):
 
     @classmethod
     def redact(cls, text: str) -> str:
-        """``text`` with token values and URL passwords replaced by ``***``."""
+        """``text`` with token values and URL passwords replaced by ``***`` (percent-encoded
+        names too: ``?%74oken=`` is ``?token=`` to the server)."""
+        if "%" in text:
+            text = unquote(text)
         text = cls._TOKEN.sub(r"\1***", text)
         return cls._USERINFO.sub(r"\1***@", text)
 
@@ -157,4 +163,11 @@ def uvicorn_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Conf
     options.setdefault("host", settings.host)
     options.setdefault("port", settings.port)
     options.setdefault("timeout_keep_alive", 5)
+    # Forwarded headers name the client only when they come from a proxy the operator names:
+    # otherwise anyone could claim any address (limits per address, /metrics on loopback).
+    if settings.forwarded_allow_ips:
+        options.setdefault("proxy_headers", True)
+        options.setdefault("forwarded_allow_ips", settings.forwarded_allow_ips)
+    else:
+        options.setdefault("proxy_headers", False)
     return uvicorn.Config(app, http=protocol, **options)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import math
 import multiprocessing
+from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from morag_progress.api.auth import Principal
 from morag_progress.bounds import MIN_TIMESTAMP
+from morag_progress.errors import LimitExceededError
 from morag_progress.models import ProgressEvent, ProgressUpdate
 from morag_progress.parser import ProgressEventParser
 
@@ -115,18 +117,36 @@ class UploadParser:
     """Parses uploads in ``processes`` worker processes (started on first use, with the spawn
     method: the server's threads are not forked), or in a thread when ``processes`` is 0."""
 
-    def __init__(self, processes: int = 1) -> None:
+    def __init__(self, processes: int = 1, *, per_key: int = 2, waiting: int = 8) -> None:
         self.processes = processes
+        self.per_key = per_key
+        self.most = max(1, processes) * waiting
         self._pool: ProcessPoolExecutor | None = None
+        self._by_key: Counter[str] = Counter()
 
-    async def parse(self, body: bytes) -> ParsedUpload:
-        if not self.processes:
-            return await run_in_threadpool(parse_upload, body)
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                self.processes, mp_context=multiprocessing.get_context("spawn")
+    async def parse(self, body: bytes, key: str = "") -> ParsedUpload:
+        """Parse ``body`` for ``key``: 429 when that key has ``per_key`` uploads being parsed,
+        or when ``waiting`` per process are (one key cannot queue everyone else's behind it)."""
+        if self._by_key[key] >= self.per_key:
+            raise LimitExceededError(
+                f"this key has {self.per_key} log uploads being parsed; wait for one", 1
             )
-        return await asyncio.get_running_loop().run_in_executor(self._pool, parse_upload, body)
+        if sum(self._by_key.values()) >= self.most:
+            raise LimitExceededError("the server is parsing as many uploads as it takes", 1)
+        self._by_key[key] += 1
+        try:
+            if not self.processes:
+                return await run_in_threadpool(parse_upload, body)
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    self.processes, mp_context=multiprocessing.get_context("spawn")
+                )
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._pool, parse_upload, body)
+        finally:
+            self._by_key[key] -= 1
+            if not self._by_key[key]:
+                del self._by_key[key]
 
     def close(self) -> None:
         """Stop the worker processes (uploads still being parsed are cancelled)."""

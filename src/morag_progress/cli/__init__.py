@@ -88,6 +88,8 @@ def log_config(level: str = "INFO") -> dict[str, Any]:
             "": {"handlers": ["stderr"], "level": level},
             "uvicorn": {"handlers": ["stderr"], "level": level, "propagate": False},
             "uvicorn.access": {"handlers": ["stderr"], "level": level, "propagate": False},
+            # One line per webhook delivery is noise (the deliveries list has them).
+            "httpx": {"level": "WARNING"},
         },
     }
 

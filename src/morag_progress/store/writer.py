@@ -35,7 +35,7 @@ from sqlalchemy import (
     update,
 )
 
-from morag_progress.errors import ProgressError
+from morag_progress.errors import JobConflictError, ProgressError
 from morag_progress.models import (
     TERMINAL_STATUSES,
     Job,
@@ -269,7 +269,10 @@ class JobWriter(Database):
     def _apply_in(
         self, conn: Connection, update: ProgressUpdate, now: datetime, create_missing: bool
     ) -> UpdateResult:
-        owner = self._owner(conn, update.job_id, update.user_id)
+        try:
+            owner = self._owner(conn, update.job_id, update.user_id)
+        except JobConflictError:
+            return UpdateResult(UpdateOutcome.AMBIGUOUS)
         if owner is None:
             if not create_missing:
                 return UpdateResult(UpdateOutcome.NOT_FOUND)

@@ -472,3 +472,19 @@ async def test_a_tqdm_bar_with_counts_past_64_bits_is_applied_without_them(
     response = await client.post(f"/api/v1/remote-jobs/{job_id}/logs", content=line, headers=alice)
     assert response.status_code == 200, response.text
     assert (response.json()["job"]["percentage"], response.json()["job"]["total"]) == (50, None)
+
+
+async def test_an_admins_batch_fails_only_the_item_whose_id_two_users_have(
+    client: httpx.AsyncClient, alice: Auth, bob: Auth, admin: Auth, new_job: NewJob
+) -> None:
+    """An admin (unscoped) reporting on an id that Alice and Bob both have gets 409 for that
+    item alone; the batch's other items are applied."""
+    await new_job(alice, id="shared")
+    await new_job(bob, id="shared")
+    only = await new_job(alice, id="alices-only")
+    batch = {"updates": [{"job_id": "shared", "percentage": 5}, {"job_id": only, "percentage": 7}]}
+    response = await client.post("/api/v1/remote-jobs/progress", json=batch, headers=admin)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [(r["status"], r["applied"]) for r in results] == [(409, False), (200, True)]
+    assert "several users" in results[0]["detail"]

@@ -86,11 +86,15 @@ async def _open(request: Request, subscription: Subscription) -> AsyncIterator[N
 
 
 async def _subscribe(
-    request: Request, caller: Principal, job_id: str | None = None
+    request: Request,
+    caller: Principal,
+    job_id: str | None = None,
+    user_id: str | None = None,
 ) -> Subscription:
-    """A subscription for the caller, within its key's cap on open streams (429 past it)."""
+    """A subscription for the caller (to ``user_id``'s rows, default: the caller's scope),
+    within its key's cap on open streams (429 past it)."""
     return await _hub(request).subscribe(
-        user_id=caller.scope,
+        user_id=user_id if user_id is not None else caller.scope,
         job_id=job_id,
         key_id=caller.key_id,
         max_per_key=request.app.state.settings.max_streams_per_key,
@@ -152,15 +156,16 @@ async def job_events(
     """One job's changes, live, ending after its terminal one."""
     tracker = tracker_of(request)
     job = await run_in_threadpool(visible_job, request, job_id, caller)
-    subscription = await _subscribe(request, caller, job_id=job_id)
+    # From here on, this job of this owner: another user's job of the same id made later
+    # (ids are unique per user) never leaks into an admin's stream.
+    owner = job.user_id if job.user_id is not None else NO_USER
+    subscription = await _subscribe(request, caller, job_id=job_id, user_id=job.user_id)
     resume = _resume_point(last_event_id)
 
     async def stream() -> AsyncIterator[ServerSentEvent | bytes]:
         async with _open(request, subscription):
             if resume is not None:
-                missed = await run_in_threadpool(
-                    tracker.history, job_id, caller.scope, after=resume
-                )
+                missed = await run_in_threadpool(tracker.history, job_id, owner, after=resume)
                 sent = resume
                 for event in missed:
                     yield _progress(event)
@@ -168,10 +173,8 @@ async def job_events(
                     if event.status.is_terminal:
                         return
             else:
-                sent = await run_in_threadpool(
-                    tracker.store.last_event_id, job_id, job.user_id or NO_USER
-                )
-                current = await run_in_threadpool(tracker.get_job, job_id, caller.scope)
+                sent = await run_in_threadpool(tracker.store.last_event_id, job_id, owner)
+                current = await run_in_threadpool(tracker.get_job, job_id, owner)
                 assert current is not None
                 yield ServerSentEvent(
                     JobOut.of(current).model_dump_json(), event="snapshot", id=str(sent)
