@@ -1,4 +1,5 @@
-"""What the benchmarks share: a free port, a key made with the CLI, waiting for a server."""
+"""What the benchmarks share: a free port, a key made with the CLI, a server to wait for or start,
+and a percentile."""
 
 from __future__ import annotations
 
@@ -40,3 +41,25 @@ def wait_until_up(url: str, timeout: float = 30) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    """``morag-progress serve`` on ``port`` with ``env``, once it answers."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "morag_progress.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/healthz")
+    except httpx.TransportError:
+        server.kill()
+        raise
+    return server
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``samples``, nearest rank."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]

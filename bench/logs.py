@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -25,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
-from _server import create_key, free_port, wait_until_up
+from _server import create_key, free_port, percentile, serve
 
 
 def log_body(size: int = 1024 * 1024) -> bytes:
@@ -39,11 +37,6 @@ def log_body(size: int = 1024 * 1024) -> bytes:
         total += len(line) + 1
         i += 1
     return "\n".join(lines).encode()[:size]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,15 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     alice = {"Authorization": f"Bearer {create_key(env, 'alice')}"}
     bob = {"Authorization": f"Bearer {create_key(env, 'bob')}"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "morag_progress.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = serve(env, port)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(f"{url}/healthz")
         body = log_body()
         with httpx.Client(base_url=url, timeout=60) as client:
             job = {"document_name": "talk.mp3", "document_type": "audio"}

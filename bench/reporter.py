@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from _server import create_key, free_port, wait_until_up
+from _server import create_key, free_port, serve
 from tqdm import tqdm
 
 from morag_progress.client import ProgressReporter
@@ -104,14 +104,8 @@ def start_server(directory: Path) -> tuple[subprocess.Popen[bytes], str, str, st
     }
     key = create_key(env, "bench")
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "morag_progress.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = serve(env, port)
     url = f"http://127.0.0.1:{port}"
-    wait_until_up(f"{url}/healthz")
     job = httpx.post(
         f"{url}/api/v1/jobs",
         json={"document_name": "bench", "document_type": "bench"},

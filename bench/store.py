@@ -23,6 +23,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from _server import percentile
 from sqlalchemy import create_engine, text
 
 from morag_progress.models import JobStatus
@@ -67,11 +68,6 @@ def fill(url: str, start: int, stop: int) -> None:
         else:
             conn.execute(text("ANALYZE"))
     engine.dispose()
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def measure(store: SQLStore, size: int, reads: int) -> dict[str, tuple[float, float]]:

@@ -69,10 +69,18 @@ def _job_id(value: str) -> str:
     return value
 
 
+def _not_blank(value: str) -> str:
+    if value and not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
 _Storable = AfterValidator(_storable)
 Message = Annotated[str, StringConstraints(max_length=MAX_MESSAGE), _Storable]
 Stage = Annotated[str, StringConstraints(max_length=MAX_STAGE), _Storable]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME), _Storable]
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_NAME), _Storable, AfterValidator(_not_blank)
+]
 DocumentId = Annotated[str, StringConstraints(max_length=MAX_NAME), _Storable]
 DocumentType = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TYPE), _Storable]
 Url = Annotated[str, StringConstraints(min_length=1, max_length=2048), _Storable]
@@ -85,8 +93,11 @@ JobId = Annotated[
 
 
 def _iso_text(value: Any) -> Any:
-    # Lax mode would read a number as Unix seconds; the contract is an ISO 8601 string.
-    if not isinstance(value, str | datetime):
+    # Lax mode would read a number (or a string of digits) as Unix seconds; the contract is an
+    # ISO 8601 string.
+    if not isinstance(value, str | datetime) or (
+        isinstance(value, str) and value.strip().lstrip("-").replace(".", "", 1).isdigit()
+    ):
         raise ValueError("must be an ISO 8601 date-time string")
     return value
 
@@ -176,7 +187,7 @@ class ClaimIn(_Body):
 class ResultIn(_Body):
     """A worker's final word on a job."""
 
-    success: bool
+    success: bool = Field(strict=True, description="true or false (not a string).")
     message: Message | None = None
     cancelled: bool = Field(
         default=False,

@@ -315,18 +315,9 @@ class JobWriter(Database):
             )
             .returning(*jobs.c)
         )
-        with self._write("request cancel") as conn:
-            owner = self._owner(conn, job_id, user_id)
-            if owner is None:
-                return UpdateResult(UpdateOutcome.NOT_FOUND)
-            row = conn.execute(stmt, {"p_owner": owner}).mappings().first()
-            if row is None:
-                existing = self._fetch(conn, job_id, owner)
-                if existing is None:
-                    return UpdateResult(UpdateOutcome.NOT_FOUND)
-                return UpdateResult(UpdateOutcome.TERMINAL, job_from_row(existing))
-            event_id = self._append_event(conn, row, now=now, timestamp=now)
-            return UpdateResult(UpdateOutcome.APPLIED, job_from_row(row), event_id)
+        return self._change_one(
+            "request cancel", stmt, job_id, user_id, now, UpdateOutcome.TERMINAL
+        )
 
     def transition(
         self,
@@ -360,7 +351,21 @@ class JobWriter(Database):
             .values({**changes, "updated_at": now})
             .returning(*jobs.c)
         )
-        with self._write("change job state") as conn:
+        return self._change_one("change job state", stmt, job_id, user_id, now, UpdateOutcome.STALE)
+
+    def _change_one(
+        self,
+        what: str,
+        stmt: Any,
+        job_id: str,
+        user_id: str | None,
+        now: datetime,
+        refused: UpdateOutcome,
+    ) -> UpdateResult:
+        """Run a conditional ``UPDATE ... RETURNING`` (bound to ``p_owner``) on the job of the
+        caller's scope, with its feed row; ``refused`` when the job exists but the condition
+        did not hold."""
+        with self._write(what) as conn:
             owner = self._owner(conn, job_id, user_id)
             if owner is None:
                 return UpdateResult(UpdateOutcome.NOT_FOUND)
@@ -369,7 +374,7 @@ class JobWriter(Database):
                 existing = self._fetch(conn, job_id, owner)
                 if existing is None:
                     return UpdateResult(UpdateOutcome.NOT_FOUND)
-                return UpdateResult(UpdateOutcome.STALE, job_from_row(existing))
+                return UpdateResult(refused, job_from_row(existing))
             event_id = self._append_event(conn, row, now=now, timestamp=now)
             return UpdateResult(UpdateOutcome.APPLIED, job_from_row(row), event_id)
 

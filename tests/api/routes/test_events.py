@@ -328,3 +328,16 @@ def test_disconnected_clients_are_forgotten(
     assert hub.subscribers == 0
     gauge = httpx.get(f"{live_url}/metrics", timeout=10).text
     assert "morag_progress_open_streams 0.0" in gauge
+
+
+def test_a_resume_point_past_the_feeds_head_starts_afresh(
+    live_url: str, alice: Auth, open_stream: Callable[..., Stream]
+) -> None:
+    """A Last-Event-ID the feed has not reached (a stale client of another database) gets a
+    snapshot, not a stream that stays silent until the feed gets there."""
+    job_id = create(live_url, alice)
+    report(live_url, alice, job_id, percentage=40)
+    stream = open_stream(
+        f"/api/v1/jobs/{job_id}/events", {**alice, "Last-Event-ID": "999999999999999999"}
+    )
+    assert stream.next().json()["percentage"] == 40

@@ -488,3 +488,31 @@ async def test_an_admins_batch_fails_only_the_item_whose_id_two_users_have(
     results = response.json()["results"]
     assert [(r["status"], r["applied"]) for r in results] == [(409, False), (200, True)]
     assert "several users" in results[0]["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/result", {"success": "yes"}, "success"),
+        ("/progress", {"percentage": 5, "timestamp": "1700000000"}, "timestamp"),
+    ],
+)
+async def test_loose_values_are_refused(
+    client: httpx.AsyncClient, alice: Auth, new_job: NewJob, path: str, body: Any, field: str
+) -> None:
+    """A string for a bool, and digits for an ISO 8601 time, are 422s naming the field."""
+    job_id = await new_job(alice)
+    response = await client.put(f"/api/v1/remote-jobs/{job_id}{path}", json=body, headers=alice)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body", field]
+
+
+async def test_a_blank_worker_name_is_refused(
+    client: httpx.AsyncClient, alice_worker: Auth
+) -> None:
+    """A claim needs a worker name that is not blank."""
+    response = await client.post(
+        "/api/v1/remote-jobs/claim", json={"worker_id": "   "}, headers=alice_worker
+    )
+    assert response.status_code == 422
+    assert "blank" in response.text

@@ -121,12 +121,15 @@ async def _live(
             yield batch
 
 
-def _resume_point(last_event_id: str | None) -> int | None:
-    """The feed id to resume after; None (a fresh start) for anything but a feed id."""
+async def _resume_point(request: Request, last_event_id: str | None) -> int | None:
+    """The feed id to resume after; None (a fresh start, with a snapshot) for anything but a
+    feed id the feed has reached (one past its head would stay silent until it got there)."""
     text = (last_event_id or "").strip()
     if not text.isascii() or not text.isdigit() or len(text) > 18:  # ids fit 63 bits
         return None
-    return int(text)
+    resume = int(text)
+    head = await run_in_threadpool(tracker_of(request).store.last_event_id)
+    return resume if resume <= head else None
 
 
 @router.post("/api/v1/stream-tokens", response_model=StreamTokenOut, status_code=201)
@@ -160,7 +163,7 @@ async def job_events(
     # (ids are unique per user) never leaks into an admin's stream.
     owner = job.user_id if job.user_id is not None else NO_USER
     subscription = await _subscribe(request, caller, job_id=job_id, user_id=job.user_id)
-    resume = _resume_point(last_event_id)
+    resume = await _resume_point(request, last_event_id)
 
     async def stream() -> AsyncIterator[ServerSentEvent | bytes]:
         async with _open(request, subscription):
@@ -205,7 +208,7 @@ async def all_events(
     """Every change to the caller's jobs (an admin's: everyone's), live, latest per job."""
     tracker = tracker_of(request)
     subscription = await _subscribe(request, caller)
-    resume = _resume_point(last_event_id)
+    resume = await _resume_point(request, last_event_id)
 
     async def stream() -> AsyncIterator[ServerSentEvent | bytes]:
         async with _open(request, subscription):
