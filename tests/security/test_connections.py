@@ -91,6 +91,33 @@ def test_a_body_sent_a_byte_at_a_time_is_cut_off(sqlite_target: Callable[..., Ta
         assert time.monotonic() - start < 3
 
 
+def test_a_pipelined_stream_outlives_the_header_deadline(
+    sqlite_target: Callable[..., Target],
+) -> None:
+    """Two requests sent at once, the second an event stream: the stream is served past the
+    header deadline (the deadline is for headers still to come, not for a running answer)."""
+    t = sqlite_target(HEADER_TIMEOUT_SECONDS="1")
+    auth = t.key("alice")["Authorization"]
+    with _connect(t) as sock:
+        sock.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: "
+            + auth.encode()
+            + b"\r\n\r\n"
+        )
+        sock.settimeout(0.5)
+        received = b""
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            assert chunk, "the stream was closed at the header deadline"
+            received += chunk
+    assert b"event: snapshot" in received
+
+
 def test_connections_over_the_cap_are_refused_at_once(
     sqlite_target: Callable[..., Target],
 ) -> None:

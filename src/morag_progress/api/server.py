@@ -91,8 +91,11 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing():
-            self._arm()  # the next request's headers get the same deadline
+        # The next request's headers get the same deadline, unless it is here already (a
+        # pipelined request whose cycle has just started: its own deadlines ran).
+        idle = self.cycle is None or self.cycle.response_complete
+        if idle and not self.transport.is_closing():
+            self._arm()
 
     def _count(self, size: int) -> None:
         self._header_bytes += size
