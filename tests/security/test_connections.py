@@ -91,6 +91,30 @@ def test_a_body_sent_a_byte_at_a_time_is_cut_off(sqlite_target: Callable[..., Ta
         assert time.monotonic() - start < 3
 
 
+def test_an_early_answer_does_not_lift_the_deadlines(sqlite_target: Callable[..., Target]) -> None:
+    """A request answered before its body is in (404 here) keeps its body deadline, and the
+    next request's headers get theirs: sending them a byte at a time is cut off at 408."""
+    t = sqlite_target(HEADER_TIMEOUT_SECONDS="1", BODY_TIMEOUT_SECONDS="1")
+    with _connect(t) as sock:
+        sock.sendall(b"POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        sock.settimeout(2)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 404")
+        sock.sendall(b"defghij")  # the rest of the body, after the answer
+        start = time.monotonic()
+
+        def trickle() -> None:
+            for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 20:
+                try:
+                    sock.send(bytes([byte]))
+                except OSError:
+                    return
+                time.sleep(0.3)
+
+        threading.Thread(target=trickle, daemon=True).start()
+        assert b"408" in _closed_within(sock, 5)
+        assert time.monotonic() - start < 3
+
+
 def test_a_pipelined_stream_outlives_the_header_deadline(
     sqlite_target: Callable[..., Target],
 ) -> None:

@@ -51,8 +51,13 @@ class GuardedProtocol(HttpToolsProtocol):
     body_timeout: ClassVar[float] = 30.0
     max_header_bytes: ClassVar[int] = 64 * 1024
 
-    _header_timer: asyncio.TimerHandle | None = None
+    _deadline: asyncio.TimerHandle | None = None
     _header_bytes = 0
+    _receiving = False  # between a request's headers and the end of its body
+
+    # The rule: a connection always has a deadline, except while the server itself is busy
+    # answering a request that has fully arrived. Waiting for headers: header_timeout; for the
+    # rest of a body: body_timeout (kept even when the answer came early, as a 404 or 413 may).
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -63,7 +68,7 @@ class GuardedProtocol(HttpToolsProtocol):
             )
             transport.close()
             return
-        self._arm()
+        self._arm(self.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -71,6 +76,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         self._header_bytes = 0
+        if self._deadline is None:  # a request begins on a connection without one
+            self._arm(self.header_timeout)
         super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
@@ -83,19 +90,25 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
+        self._receiving = True
         self._arm(self.body_timeout)  # until the body is in (at once, for a request without)
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        self._receiving = False
         super().on_message_complete()
+        if self.cycle is not None and self.cycle.response_complete:
+            self._arm(self.header_timeout)  # answered early: now waiting for the next request
+        else:
+            self._disarm()  # the server is answering
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        # The next request's headers get the same deadline, unless it is here already (a
-        # pipelined request whose cycle has just started: its own deadlines ran).
-        idle = self.cycle is None or self.cycle.response_complete
-        if idle and not self.transport.is_closing():
-            self._arm()
+        if self._receiving or self.transport.is_closing():
+            return  # the body deadline runs on
+        # The next request's headers get the deadline, unless that request is here already (a
+        # pipelined one whose answer has just started).
+        if self.cycle is None or self.cycle.response_complete:
+            self._arm(self.header_timeout)
 
     def _count(self, size: int) -> None:
         self._header_bytes += size
@@ -104,18 +117,17 @@ class GuardedProtocol(HttpToolsProtocol):
             # and closes the connection.
             raise ValueError(f"request headers over {self.max_header_bytes} bytes")
 
-    def _arm(self, seconds: float | None = None) -> None:
+    def _arm(self, seconds: float) -> None:
         self._disarm()
-        delay = self.header_timeout if seconds is None else seconds
-        self._header_timer = self.loop.call_later(delay, self._too_slow)
+        self._deadline = self.loop.call_later(seconds, self._too_slow)
 
     def _disarm(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
 
     def _too_slow(self) -> None:
-        self._header_timer = None
+        self._deadline = None
         if not self.transport.is_closing():
             self.transport.write(
                 b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
