@@ -129,3 +129,25 @@ async def test_hub_routes_rows_to_the_subscriptions_they_concern(tmp_path: Path)
     assert hub.subscribers == 0
     await hub.close()
     store.close()
+
+
+def test_a_job_subscription_follows_one_owner_even_without_a_user() -> None:
+    """A job stream's subscription of a job without a user (in-process) takes that job's rows,
+    not another user's job of the same id; an admin's all-jobs subscription takes both."""
+    from datetime import UTC, datetime
+
+    from morag_progress.feed import Subscription
+    from morag_progress.models import FeedEvent, JobStatus
+
+    def row(user: str | None) -> FeedEvent:
+        now = datetime.now(UTC)
+        return FeedEvent(
+            1, "same-id", user, JobStatus.PROCESSING, 5, None, 1, None, None, None, now, now
+        )
+
+    exact = Subscription(user_id=None, job_id="same-id", exact_owner=True)
+    assert exact.matches(row(None))
+    assert not exact.matches(row("bob"))
+    everyone = Subscription(user_id=None, job_id=None)
+    assert everyone.matches(row(None))
+    assert everyone.matches(row("bob"))

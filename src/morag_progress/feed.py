@@ -36,19 +36,26 @@ class Subscription:
     """One reader's view of the feed: matching rows, latest per job, oldest first."""
 
     def __init__(
-        self, *, user_id: str | None, job_id: str | None, key_id: str | None = None
+        self,
+        *,
+        user_id: str | None,
+        job_id: str | None,
+        key_id: str | None = None,
+        exact_owner: bool = False,
     ) -> None:
         self.user_id = user_id
         self.job_id = job_id
         self.key_id = key_id
+        self.exact_owner = exact_owner
+        """Match rows of ``user_id`` only, even when it is None (a job without a user):
+        ids are unique per user, so a job stream follows one owner's job."""
         self._pending: dict[str, FeedEvent] = {}
         self._ready = asyncio.Event()
 
     def matches(self, event: FeedEvent) -> bool:
         """True for rows of the watched job (or any job) of the watched user (or any user)."""
-        return (self.user_id is None or event.user_id == self.user_id) and (
-            self.job_id is None or event.job_id == self.job_id
-        )
+        owner_ok = event.user_id == self.user_id or (self.user_id is None and not self.exact_owner)
+        return owner_ok and (self.job_id is None or event.job_id == self.job_id)
 
     def offer(self, event: FeedEvent) -> None:
         """Hold ``event``, replacing an undelivered older row of the same job."""
@@ -110,6 +117,7 @@ class FeedHub:
         job_id: str | None = None,
         key_id: str | None = None,
         max_per_key: int | None = None,
+        exact_owner: bool = False,
     ) -> Subscription:
         """Start receiving the rows that match; the tail starts with the first subscriber.
 
@@ -121,7 +129,9 @@ class FeedHub:
                 f"this key has {max_per_key} event streams open, the most it may; close one first",
                 retry_after=5,
             )
-        subscription = Subscription(user_id=user_id, job_id=job_id, key_id=key_id)
+        subscription = Subscription(
+            user_id=user_id, job_id=job_id, key_id=key_id, exact_owner=exact_owner
+        )
         if self._task is None or self._task.done():
             self._loop = asyncio.get_running_loop()
             self._wakeup = asyncio.Event()

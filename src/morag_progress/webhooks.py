@@ -240,7 +240,10 @@ class Dispatcher:
             timeout=timeout,
             transport=transport,
             follow_redirects=False,
-            limits=httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=8),
+            # No connection is kept for another delivery: the pool knows connections by address,
+            # not by name, and two webhooks' hosts may share an address (and a TLS check made
+            # for one name must not carry another's payload).
+            limits=httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=0),
         )
         self._in_flight: dict[asyncio.Task[None], str] = {}
 

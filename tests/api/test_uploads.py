@@ -83,3 +83,14 @@ async def test_one_key_cannot_queue_everyone_behind_its_uploads() -> None:
     assert (await pool.parse(b"[5%] x", "bob")).events == 1
     assert (await first).events == 50_000
     assert (await pool.parse(b"[5%] x", "alice")).events == 1
+
+
+def test_the_last_line_without_a_time_of_its_own_is_kept() -> None:
+    """Lines without a timestamp are ordered at receipt, after any stamped line: the last of
+    them decides the job's state, so it survives thinning even before a stamped last line."""
+    past = datetime(2020, 1, 1, tzinfo=UTC)
+    events = [ProgressEvent(i % 99 + 1, f"line {i}") for i in range(199)]
+    events.append(ProgressEvent(5, "stamped, old", timestamp=past))
+    kept, _ = coalesce(events, limit=10)
+    assert 198 in [seq for seq, _ in kept]
+    assert len(kept) <= 10

@@ -42,17 +42,19 @@ def coalesce(
     """The events of one upload worth applying, with their line order (``seq``), and how
     many events there were. Kept: the last of each run of equal percentage, thinned evenly to
     at most ``limit`` (in one pass, holding at most ``2 * limit``: the stride doubles when that
-    fills); always the last event and the one with the newest timestamp of its own, so the
-    job ends in the state applying every line would leave it in."""
+    fills); always the last event, the last one without a timestamp of its own (ordered at
+    receipt, after every stamped one) and the one with the newest timestamp, so the job ends
+    in the state applying every line would leave it in."""
     kept: list[tuple[int, ProgressEvent]] = []
     stride, runs, count = 1, 0, 0
     previous: tuple[int, ProgressEvent] | None = None
     newest: tuple[int, ProgressEvent] | None = None
+    unstamped: tuple[int, ProgressEvent] | None = None
     for seq, event in enumerate(events):
         count += 1
-        if event.source_timestamp is not None and (
-            newest is None or event.timestamp >= newest[1].timestamp
-        ):
+        if event.source_timestamp is None:
+            unstamped = (seq, event)
+        elif newest is None or event.timestamp >= newest[1].timestamp:
             newest = (seq, event)
         if previous is not None and previous[1].percentage != event.percentage:
             if runs % stride == 0:  # ``previous`` ended a run
@@ -61,11 +63,11 @@ def coalesce(
                     kept, stride = kept[::2], stride * 2
             runs += 1
         previous = (seq, event)
-    if len(kept) > limit - 2:
-        step = len(kept) / (limit - 2)
-        kept = [kept[math.floor(i * step)] for i in range(limit - 2)]
+    if len(kept) > limit - 3:
+        step = len(kept) / (limit - 3)
+        kept = [kept[math.floor(i * step)] for i in range(limit - 3)]
     chosen = {seq: event for seq, event in kept}
-    for extra in (previous, newest):
+    for extra in (previous, newest, unstamped):
         if extra is not None:
             chosen[extra[0]] = extra[1]
     return sorted(chosen.items()), count

@@ -57,31 +57,33 @@ class GroupCommit(Generic[_Item, _Result]):
     def submit(self, item: _Item) -> Future[_Result]:
         """Queue ``item``; the future holds its result once its transaction has committed."""
         future: Future[_Result] = Future()
-        if self._closed:
-            future.set_exception(StoreError("the store is closed"))
-            return future
-        self._ensure_thread()
-        self._queue.put((item, future))
+        with self._lock:  # so that no item is queued behind the stop marker
+            if self._closed:
+                future.set_exception(StoreError("the store is closed"))
+                return future
+            self._ensure_thread()
+            self._queue.put((item, future))
         return future
 
     def close(self, timeout: float = 10.0) -> None:
         """Apply what is queued, then stop the writer thread."""
-        self._closed = True
-        thread = self._thread
-        if thread is not None and thread.is_alive() and self._pid == os.getpid():
-            self._queue.put(_STOP)
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+            running = thread is not None and thread.is_alive() and self._pid == os.getpid()
+            if running:
+                self._queue.put(_STOP)
+        if running and thread is not None:
             thread.join(timeout)
 
     def _ensure_thread(self) -> None:
         # A forked process (a Celery prefork worker) inherits the flag but not the thread.
-        if self._thread is not None and self._pid == os.getpid():
-            return
-        with self._lock:
-            if self._thread is None or self._pid != os.getpid():
-                self._queue = queue.SimpleQueue()
-                self._pid = os.getpid()
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
+        # Called with the lock held.
+        if self._thread is None or self._pid != os.getpid():
+            self._queue = queue.SimpleQueue()
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
 
     def _run(self) -> None:
         while True:

@@ -33,7 +33,7 @@ from morag_progress.api.routes import (
 from morag_progress.api.schemas import FeedEventOut, JobOut, StreamTokenOut
 from morag_progress.feed import FeedHub, Subscription
 from morag_progress.keys import STREAM_TOKEN_PREFIX, generate_key, hash_key
-from morag_progress.models import FeedEvent, utcnow
+from morag_progress.models import FeedEvent, Job, utcnow
 from morag_progress.store import NO_USER
 
 __all__ = ["router"]
@@ -85,19 +85,15 @@ async def _open(request: Request, subscription: Subscription) -> AsyncIterator[N
         gauge.dec()
 
 
-async def _subscribe(
-    request: Request,
-    caller: Principal,
-    job_id: str | None = None,
-    user_id: str | None = None,
-) -> Subscription:
-    """A subscription for the caller (to ``user_id``'s rows, default: the caller's scope),
-    within its key's cap on open streams (429 past it)."""
+async def _subscribe(request: Request, caller: Principal, job: Job | None = None) -> Subscription:
+    """A subscription to the caller's rows, or to ``job``'s alone (its owner's: ids are unique
+    per user), within the key's cap on open streams (429 past it)."""
     return await _hub(request).subscribe(
-        user_id=user_id if user_id is not None else caller.scope,
-        job_id=job_id,
+        user_id=caller.scope if job is None else job.user_id,
+        job_id=None if job is None else job.id,
         key_id=caller.key_id,
         max_per_key=request.app.state.settings.max_streams_per_key,
+        exact_owner=job is not None,
     )
 
 
@@ -162,7 +158,7 @@ async def job_events(
     # From here on, this job of this owner: another user's job of the same id made later
     # (ids are unique per user) never leaks into an admin's stream.
     owner = job.user_id if job.user_id is not None else NO_USER
-    subscription = await _subscribe(request, caller, job_id=job_id, user_id=job.user_id)
+    subscription = await _subscribe(request, caller, job)
     resume = await _resume_point(request, last_event_id)
 
     async def stream() -> AsyncIterator[ServerSentEvent | bytes]:
