@@ -12,10 +12,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -35,7 +36,7 @@ from sqlalchemy import (
     update,
 )
 
-from morag_progress.errors import JobConflictError, ProgressError
+from morag_progress.errors import JobConflictError, ProgressError, StoreError
 from morag_progress.models import (
     TERMINAL_STATUSES,
     Job,
@@ -152,14 +153,23 @@ class JobWriter(Database):
     ) -> list[UpdateResult | BaseException]:
         """Apply queued updates in one transaction. An error the rules raise before writing
         (an id several users have) is that update's alone; a database error fails them all."""
-        results: list[UpdateResult | BaseException] = []
-        with self._write("apply updates") as conn:
-            for update, now, create_missing in items:
-                try:
-                    results.append(self._apply_in(conn, update, now, create_missing))
-                except ProgressError as e:
-                    results.append(e)
-        return results
+        # Rows are locked in one order, (owner, id), whatever order the callers came in: two
+        # batches (or replicas) then never wait on each other in a cycle. The sort is stable,
+        # so one job's updates keep their queued order.
+        order = sorted(range(len(items)), key=lambda i: _lock_key(items[i][0]))
+
+        def run() -> list[UpdateResult | BaseException]:
+            results: list[UpdateResult | BaseException] = [None] * len(items)  # type: ignore[list-item]
+            with self._write("apply updates") as conn:
+                for i in order:
+                    update, now, create_missing = items[i]
+                    try:
+                        results[i] = self._apply_in(conn, update, now, create_missing)
+                    except ProgressError as e:
+                        results[i] = e
+            return results
+
+        return _retry_conflicts(run)
 
     def close(self) -> None:
         """Apply what is queued, stop the writer thread, release connections."""
@@ -168,8 +178,11 @@ class JobWriter(Database):
         super().close()
 
     def apply_many(self, updates: list[ProgressUpdate], *, now: datetime) -> list[UpdateResult]:
-        with self._write("apply updates") as conn:
-            return [self._apply_in(conn, update, now, False) for update in updates]
+        def run() -> list[UpdateResult]:
+            with self._write("apply updates") as conn:
+                return [self._apply_in(conn, update, now, False) for update in updates]
+
+        return _retry_conflicts(run)
 
     def heartbeat(
         self, job_id: str, *, user_id: str | None, now: datetime, claimant: str | None = None
@@ -426,6 +439,27 @@ class JobWriter(Database):
     ) -> UpdateResult:
         """A parent's update from its children's sums, inside the child's transaction."""
         return self._apply_in(conn, update, now, False)
+
+
+_CONFLICTS = frozenset({"40P01", "40001"})  # PostgreSQL: deadlock, serialization failure
+_T = TypeVar("_T")
+
+
+def _retry_conflicts(run: Callable[[], _T], attempts: int = 3) -> _T:
+    """``run()`` (one transaction), again when PostgreSQL chose it as a deadlock's or a
+    serialization conflict's victim (rolled back whole, so running it again is safe)."""
+    for attempt in range(attempts):
+        try:
+            return run()
+        except StoreError as e:
+            orig = getattr(e.__cause__, "orig", None)
+            if getattr(orig, "sqlstate", None) not in _CONFLICTS or attempt + 1 == attempts:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _lock_key(update: ProgressUpdate) -> tuple[str, str]:
+    return (update.user_id or "", update.job_id)
 
 
 _INSERT_EVENT = events.insert().returning(events.c.id)
