@@ -279,3 +279,18 @@ def test_another_users_worker_of_the_same_name_cannot_take_over_a_mapping(
     assert handler.process_remote_worker_progress("gpu-01", 77, "whose?") is False
     assert tracker.get_job_progress(bobs, "bob") == 0
     assert tracker.get_job_progress(alices, "alice") == 0
+
+
+def test_an_in_process_mapping_wins_over_users_workers_of_that_name(
+    handler: ProgressHandler, tracker: JobTracker
+) -> None:
+    """A worker id registered in-process keeps mapping to its job when a user's worker claims a
+    job under the same name; unregistering it leaves the user's mapping alone."""
+    local = tracker.start_job("local", "audio")
+    handler.register_job_mapping("gpu-01", local)
+    waiting = JobStatus.WAITING_FOR_REMOTE_WORKER
+    bobs = tracker.start_job("b", "audio", user_id="bob", status=waiting)
+    assert tracker.claim("gpu-01", claimant="kb", user_id="bob") is not None
+    assert handler.get_job_id_for_worker("gpu-01") == local
+    handler.unregister_job_mapping("gpu-01")
+    assert handler.get_job_id_for_worker("gpu-01") == bobs

@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 
 from morag_progress.errors import JobConflictError
 from morag_progress.keys import ApiKey
-from morag_progress.store.engine import Database, api_key_from_row, mapping_upsert
+from morag_progress.store.engine import NO_USER, Database, api_key_from_row, mapping_upsert
 from morag_progress.store.schema import api_keys, stream_tokens, worker_mappings
 
 __all__ = ["Credentials"]
@@ -25,17 +25,29 @@ class Credentials(Database):
             conn.execute(mapping_upsert(self.dialect_insert(), worker_id, job_id, now))
 
     def get_mapping(self, worker_id: str) -> str | None:
-        """The job a worker id maps to; None when none does. Raises JobConflictError when
-        workers of several users have that id (each user names its own workers)."""
-        stmt = select(worker_mappings.c.job_id).where(worker_mappings.c.worker_id == worker_id)
+        """The job a worker id maps to: the in-process mapping (``set_mapping``) if there is
+        one, else the one user's whose worker claimed a job under that name; None when none
+        does. Raises JobConflictError when workers of several users have that id and no
+        in-process mapping says which (each user names its own workers)."""
+        m = worker_mappings.c
+        stmt = (
+            select(m.user_id, m.job_id)
+            .where(m.worker_id == worker_id)
+            .order_by(m.user_id)  # the in-process mapping (empty user) first
+            .limit(2)
+        )
         with self._read("get mapping") as conn:
-            found = conn.execute(stmt.limit(2)).scalars().all()
-        if len(found) > 1:
+            found = conn.execute(stmt).all()
+        if not found:
+            return None
+        if found[0].user_id != NO_USER and len(found) > 1:
             raise JobConflictError(worker_id, "worker id")
-        return found[0] if found else None
+        return str(found[0].job_id)
 
     def delete_mapping(self, worker_id: str) -> None:
-        stmt = worker_mappings.delete().where(worker_mappings.c.worker_id == worker_id)
+        """Forget the in-process mapping of a worker id (users' workers' mappings stay)."""
+        m = worker_mappings.c
+        stmt = worker_mappings.delete().where(m.worker_id == worker_id, m.user_id == NO_USER)
         with self._write("delete mapping") as conn:
             conn.execute(stmt)
 
