@@ -4,33 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from morag_progress.api import answers
 from morag_progress.api.auth import Authenticator
+from morag_progress.api.fastlane import FastLane
 from morag_progress.api.limits import BodyLimit, RateLimiter, SharedRateLimiter
 from morag_progress.api.metrics import Metrics, RequestTimer
 from morag_progress.api.routes import dashboard, events, jobs, ops, remote_jobs, webhooks
 from morag_progress.api.uploads import UploadParser
-from morag_progress.errors import (
-    InvalidInputError,
-    JobConflictError,
-    JobNotFoundError,
-    JobStateError,
-    LimitExceededError,
-    StoreError,
-)
 from morag_progress.feed import FeedHub
 from morag_progress.monitor import Monitor
 from morag_progress.settings import Settings, load_settings
@@ -136,11 +124,19 @@ def create_app(settings: Settings | None = None, *, store: SQLStore | None = Non
         large_suffixes=("/logs", "/remote-jobs/progress"),  # log uploads and batches
     )
     app.add_middleware(AllowHeader)
-    app.add_middleware(RequestTimer, metrics=metrics)  # added last: outermost, times it all
+    app.add_middleware(RequestTimer, metrics=metrics)  # times every request the app serves
+    app.add_middleware(  # added last: outermost, so its requests skip all of the above
+        FastLane,
+        tracker=tracker,
+        authenticator=app.state.authenticator,
+        rate_limiter=app.state.rate_limiter,
+        metrics=metrics,
+        max_body=settings.max_body_bytes,
+    )
     for router in (remote_jobs.router, jobs.router, events.router, webhooks.router, ops.router):
         app.include_router(router)
     dashboard.mount(app)
-    _map_errors(app)
+    answers.install(app)
     return app
 
 
@@ -173,71 +169,6 @@ class AllowHeader:
             await send(message)
 
         await self.app(scope, receive, send_with_allow)
-
-
-class _ErrorResponse(JSONResponse):
-    """An error answer, rendered with every non-ASCII character escaped: an error may echo
-    input that is not valid Unicode (a lone surrogate), and the answer must still be sent."""
-
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=True, allow_nan=False, default=str).encode()
-
-
-def _detail(status: int, detail: Any, **extra: Any) -> JSONResponse:
-    return _ErrorResponse({"detail": detail, **extra}, status_code=status)
-
-
-def _map_errors(app: FastAPI) -> None:
-    @app.exception_handler(JobNotFoundError)
-    async def not_found(_: Request, e: JobNotFoundError) -> JSONResponse:
-        return _detail(404, str(e))
-
-    @app.exception_handler(JobStateError)
-    async def state(_: Request, e: JobStateError) -> JSONResponse:
-        return _detail(409, str(e))
-
-    @app.exception_handler(JobConflictError)
-    async def conflict(_: Request, e: JobConflictError) -> JSONResponse:
-        return _detail(409, str(e))
-
-    @app.exception_handler(InvalidInputError)
-    async def invalid(_: Request, e: InvalidInputError) -> JSONResponse:
-        error = {
-            "loc": ["body", e.field],
-            "msg": e.rule,
-            "type": "value_error",
-            "input": str(e.value),
-        }
-        return _detail(422, [error], message=str(e))
-
-    @app.exception_handler(RequestValidationError)
-    async def validation(_: Request, e: RequestValidationError) -> JSONResponse:
-        errors = [{**error, "input": _json_safe(error.get("input"))} for error in e.errors()]
-        errors = jsonable_encoder(errors)
-        message = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in errors
-        )
-        return _detail(422, errors, message=message)
-
-    @app.exception_handler(LimitExceededError)
-    async def limited(_: Request, e: LimitExceededError) -> JSONResponse:
-        response = _detail(429, str(e))
-        response.headers["Retry-After"] = str(max(1, math.ceil(e.retry_after)))
-        return response
-
-    @app.exception_handler(StoreError)
-    async def store_down(_: Request, e: StoreError) -> JSONResponse:
-        logger.error("store error: %s", e)
-        return _detail(503, "the job store is unavailable; try again")
-
-
-def _json_safe(value: Any) -> Any:
-    """The offending input, as JSON can carry it (NaN and Infinity cannot be sent back as-is)."""
-    try:
-        json.dumps(value, allow_nan=False, default=str)
-    except ValueError:
-        return repr(value)
-    return value
 
 
 def _version() -> str:

@@ -96,6 +96,18 @@ class Authenticator:
                 self._cache[digest] = (now + self._ttl, key)
         return Principal(key_id=key.id, user_id=key.user_id, role=key.role)
 
+    def cached(self, authorization: str) -> Principal | None:
+        """The caller of a bearer key checked within ``cache_seconds``, without reading the
+        store or counting anything; None for any other header (the full check decides)."""
+        scheme, _, secret = authorization.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        found = self._cache.get(hash_key(secret.strip()))
+        if found is None or found[0] <= time.monotonic():
+            return None
+        key = found[1]
+        return Principal(key_id=key.id, user_id=key.user_id, role=key.role)
+
     def failed(self, client: str) -> None:
         """Count a failed sign-in against the client's address."""
         self._failures.spend(client)

@@ -9,7 +9,8 @@ PostgreSQL gets a pool of connections that are checked before use.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+import functools
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -36,12 +37,14 @@ from morag_progress.errors import ConfigurationError, JobConflictError, StoreErr
 from morag_progress.keys import ApiKey, Role
 from morag_progress.models import TERMINAL_STATUSES, FeedEvent, Job, JobStatus
 from morag_progress.store.migrate import current_revision, ensure_schema, upgrade
+from morag_progress.store.prepared import Prepared
 from morag_progress.store.schema import jobs, worker_mappings
 
 __all__ = [
     "NO_USER",
     "TERMINAL_VALUES",
     "Database",
+    "Row",
     "api_key_from_row",
     "db_user",
     "feed_event_from_row",
@@ -51,6 +54,8 @@ __all__ = [
 ]
 
 _SYNCHRONOUS = ("NORMAL", "FULL")
+Row = Mapping[Any, Any]
+"""A row by column name: SQLAlchemy's RowMapping, or a prepared statement's dict."""
 _READ_OPTION = "morag_progress_read"
 _T = TypeVar("_T")
 TERMINAL_VALUES = sorted(s.value for s in TERMINAL_STATUSES)
@@ -105,6 +110,7 @@ class Database:
                 "database_url", "must name sqlite or postgresql", parsed.render_as_string()
             )
         self._reader = self._engine.execution_options(**{_READ_OPTION: True})
+        self._compiled: dict[Any, Prepared] = {}
         if create_tables:
             try:
                 ensure_schema(self._engine)
@@ -193,21 +199,29 @@ class Database:
     def close(self) -> None:
         self._engine.dispose()
 
-    @staticmethod
-    def _fetch(conn: Connection, job_id: str, owner: str) -> RowMapping | None:
-        return conn.execute(_SELECT_JOB, {"p_job_id": job_id, "p_owner": owner}).mappings().first()
+    def prepared(self, statement: Any, column_keys: tuple[str, ...] | None = None) -> Prepared:
+        """``statement`` compiled for this database once (``prepared.py``); statements are
+        module-level or cached by shape, so this holds a bounded number of them."""
+        key = (statement, column_keys)
+        found = self._compiled.get(key)
+        if found is None:
+            found = Prepared(statement, self._engine.dialect, column_keys=column_keys)
+            self._compiled[key] = found
+        return found
 
-    @staticmethod
-    def _owner(conn: Connection, job_id: str, user_id: str | None) -> str | None:
+    def _fetch(self, conn: Connection, job_id: str, owner: str) -> Row | None:
+        return self.prepared(_SELECT_JOB).first(conn, {"p_job_id": job_id, "p_owner": owner})
+
+    def _owner(self, conn: Connection, job_id: str, user_id: str | None) -> str | None:
         """Whose job ``job_id`` is: ``user_id`` itself for a scoped caller; for an unscoped
         one (in-process, an admin) the one user with a job of that id, or None when there is
         none. Raises JobConflictError when several users have one: ids are unique per user."""
         if user_id is not None:
             return user_id
-        owners = conn.execute(_OWNERS, {"p_job_id": job_id}).scalars().all()
+        owners = self.prepared(_OWNERS).all(conn, {"p_job_id": job_id})
         if len(owners) > 1:
             raise JobConflictError(job_id)
-        return owners[0] if owners else None
+        return owners[0]["user_id"] if owners else None
 
 
 def mapping_upsert(
@@ -231,13 +245,18 @@ def status_in(*statuses: JobStatus) -> ColumnElement[bool]:
     return jobs.c.status.in_([literal_column(f"'{value}'") for value in values])
 
 
-def _from_row(cls: type[_T], row: RowMapping, **converted: Any) -> _T:
+def _from_row(cls: type[_T], row: Row, **converted: Any) -> _T:
     """Build a dataclass from a row whose column names are its field names."""
-    names = (f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+    names = _field_names(cls)  # type: ignore[arg-type]  # a class is hashable
     return cls(**{name: converted[name] if name in converted else row[name] for name in names})
 
 
-def job_from_row(row: RowMapping) -> Job:
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def job_from_row(row: Row) -> Job:
     return _from_row(
         Job,
         row,

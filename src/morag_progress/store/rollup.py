@@ -12,11 +12,11 @@ import math
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import Connection, RowMapping, bindparam, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from morag_progress.errors import InvalidInputError
 from morag_progress.models import JobStatus, ProgressUpdate, UpdateResult
-from morag_progress.store.engine import TERMINAL_VALUES
+from morag_progress.store.engine import TERMINAL_VALUES, Row
 from morag_progress.store.schema import jobs
 
 __all__ = ["Apply", "adopt", "roll_up"]
@@ -25,7 +25,7 @@ Apply = Callable[[Connection, ProgressUpdate, datetime], UpdateResult]
 """Applies an update inside the caller's transaction (the writer's)."""
 
 
-def adopt(conn: Connection, child: RowMapping, now: datetime, apply: Apply) -> None:
+def adopt(conn: Connection, child: Row, now: datetime, apply: Apply) -> None:
     """Count a new child in its parent's sums (the parent must be the same user's)."""
     j = jobs.c
     conditions = [
@@ -59,7 +59,7 @@ _PARENT_OF = select(jobs.c.parent_id).where(
 )
 
 
-def _check_depth(conn: Connection, parent: RowMapping) -> None:
+def _check_depth(conn: Connection, parent: Row) -> None:
     """Raise InvalidInputError when ``parent`` already has MAX_DEPTH parents above it (at
     most that many reads, only when a child is created)."""
     above, depth = parent["parent_id"], 1
@@ -73,7 +73,7 @@ def _check_depth(conn: Connection, parent: RowMapping) -> None:
         above = conn.execute(_PARENT_OF, params).scalar_one_or_none()
 
 
-def roll_up(conn: Connection, child: RowMapping, now: datetime, apply: Apply) -> None:
+def roll_up(conn: Connection, child: Row, now: datetime, apply: Apply) -> None:
     """Carry a child's change into its parent's sums, then the parent's state, in the same
     transaction: O(1) per change, whatever the number of children. The parent's change is
     an ordinary applied update, so it has its feed row (and rolls up to its own parent)."""
@@ -107,9 +107,7 @@ def roll_up(conn: Connection, child: RowMapping, now: datetime, apply: Apply) ->
         _settle(conn, parent, child, now, apply)
 
 
-def _settle(
-    conn: Connection, parent: RowMapping, child: RowMapping, now: datetime, apply: Apply
-) -> None:
+def _settle(conn: Connection, parent: Row, child: Row, now: datetime, apply: Apply) -> None:
     """The parent's state from its sums: FAILED when a child failed, FINISHED when all
     ended, otherwise the children's weighted mean (at most 99%)."""
     if parent["status"] in TERMINAL_VALUES or not parent["children"]:

@@ -23,7 +23,6 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Integer,
-    RowMapping,
     String,
     and_,
     bindparam,
@@ -50,6 +49,7 @@ from morag_progress.store.engine import (
     NO_USER,
     TERMINAL_VALUES,
     Database,
+    Row,
     db_user,
     job_from_row,
     mapping_upsert,
@@ -291,13 +291,13 @@ class JobWriter(Database):
                 return UpdateResult(UpdateOutcome.NOT_FOUND)
             owner = NO_USER  # an unscoped in-process caller's new job has no user
         shape, params = _prepare(update, now, owner)
-        stmt = _update_statement(shape)
-        row = conn.execute(stmt, params).mappings().first()
+        stmt = self.prepared(_update_statement(shape))
+        row = stmt.first(conn, params)
         if row is None:
             existing = self._fetch(conn, update.job_id, owner)
             if existing is None and create_missing:
                 self._create_for(conn, update, owner, now)
-                row = conn.execute(stmt, params).mappings().first()
+                row = stmt.first(conn, params)
             elif existing is None or not _visible(existing, update.claimant):
                 return UpdateResult(UpdateOutcome.NOT_FOUND)
             else:
@@ -414,7 +414,7 @@ class JobWriter(Database):
         conn.execute(stmt.on_conflict_do_nothing())
 
     def _append_event(
-        self, conn: Connection, row: RowMapping, *, now: datetime, timestamp: datetime
+        self, conn: Connection, row: Row, *, now: datetime, timestamp: datetime
     ) -> int:
         params = {
             "job_id": row["id"],
@@ -429,7 +429,7 @@ class JobWriter(Database):
             "timestamp": timestamp,
             "recorded_at": now,
         }
-        event_id = int(conn.execute(_INSERT_EVENT, params).scalar_one())
+        event_id = int(self.prepared(_INSERT_EVENT, _EVENT_COLUMNS).scalar(conn, params))
         if row["parent_id"] is not None:
             roll_up(conn, row, now, self._apply_settled)
         return event_id
@@ -463,6 +463,7 @@ def _lock_key(update: ProgressUpdate) -> tuple[str, str]:
 
 
 _INSERT_EVENT = events.insert().returning(events.c.id)
+_EVENT_COLUMNS = tuple(c.key for c in events.c if c.key != "id")
 _TRANSITION_COLUMNS = frozenset({"status", "summary", "error", "end_date", "worker_id"})
 
 
@@ -647,12 +648,12 @@ def _scope(*, claimant: bool) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def _visible(row: RowMapping, claimant: str | None) -> bool:
+def _visible(row: Row, claimant: str | None) -> bool:
     """Whether a worker key (``claimant``) may write to the job: unclaimed, or claimed by it."""
     return claimant is None or row["claimed_by"] in (None, claimant)
 
 
-def _why_not(row: RowMapping, u: ProgressUpdate) -> UpdateOutcome:
+def _why_not(row: Row, u: ProgressUpdate) -> UpdateOutcome:
     """Why the conditional UPDATE matched no row, for a job that exists and is visible."""
     if row["status"] in TERMINAL_VALUES:
         return UpdateOutcome.TERMINAL

@@ -33,14 +33,22 @@ from morag_progress.models import (
 )
 from morag_progress.tracker import MAX_CLOCK_SKEW, JobTracker
 
-__all__ = ["router"]
+__all__ = [
+    "PROGRESS_ROUTE",
+    "decode_progress",
+    "progress_reply",
+    "progress_update",
+    "router",
+]
 
 router = APIRouter(prefix="/api/v1/remote-jobs", tags=["remote workers"])
 
 _ERRORS = errors(400, 401, 404, 409, 413, 422, 429)
+PROGRESS_ROUTE = "/api/v1/remote-jobs/{job_id}/progress"
+"""The hot route (served by ``api/fastlane.py`` in its ordinary case)."""
 
 
-def _update(job_id: str, body: ProgressIn, caller: Principal) -> ProgressUpdate:
+def progress_update(job_id: str, body: ProgressIn, caller: Principal) -> ProgressUpdate:
     return ProgressUpdate(
         job_id,
         body.percentage,
@@ -56,7 +64,7 @@ def _update(job_id: str, body: ProgressIn, caller: Principal) -> ProgressUpdate:
     )
 
 
-def _reply(result: UpdateResult, what: str) -> Response:
+def progress_reply(result: UpdateResult, what: str) -> Response:
     """A ProgressOut as JSON (one builder for every route that answers with one), without a
     second validation of what the store just returned."""
     job = result.job
@@ -84,7 +92,7 @@ def _counted(request: Request, source: str, result: UpdateResult) -> UpdateResul
 _PROGRESS_IN = TypeAdapter(ProgressIn)
 
 
-def _decode_progress(raw: bytes) -> ProgressIn:
+def decode_progress(raw: bytes) -> ProgressIn:
     """The body as ``ProgressIn``, parsed and validated in one call over the raw bytes (about
     half of FastAPI's ``json.loads`` then validation); errors as FastAPI reports them."""
     try:
@@ -105,7 +113,7 @@ def _shown(value: object) -> object:
 
 
 @router.put(
-    "/{job_id}/progress",
+    PROGRESS_ROUTE.removeprefix(router.prefix),
     response_model=ProgressOut,
     responses=_ERRORS,
     openapi_extra={
@@ -125,14 +133,14 @@ async def report_progress(job_id: JobIdPath, caller: Caller, request: Request) -
         raw = await request.body()
     except ClientDisconnect:  # gone, or cut off by the body limit, which has answered 413
         return Response(status_code=400)
-    body = _decode_progress(raw)
-    update = _update(job_id, body, caller)
+    body = decode_progress(raw)
+    update = progress_update(job_id, body, caller)
     # The commit is the writer thread's (shared with concurrent reports); this request waits
     # for it on the event loop, holding no thread.
     applied = await tracker_of(request).apply_async(update)
     result = _counted(request, "http", applied)
     result.raise_for_outcome(job_id)
-    return _reply(result, "Progress updated")
+    return progress_reply(result, "Progress updated")
 
 
 @router.get("/{job_id}/status", response_model=JobOut, responses=_ERRORS)
@@ -155,7 +163,7 @@ def report_result(job_id: JobIdPath, body: ResultIn, caller: Caller, request: Re
     )
     result = _counted(request, "result", tracker_of(request).apply(update))
     result.raise_for_outcome(job_id)
-    return _reply(result, "Result recorded")
+    return progress_reply(result, "Result recorded")
 
 
 def _item(job_id: str, result: UpdateResult) -> BatchItemOut:
@@ -181,7 +189,7 @@ def report_batch(body: BatchIn, caller: Caller, request: Request) -> BatchOut:
     results: list[BatchItemOut | None] = [None] * len(body.updates)
     valid: list[tuple[int, ProgressUpdate]] = []
     for i, item in enumerate(body.updates):
-        update = _update(item.job_id, item, caller)
+        update = progress_update(item.job_id, item, caller)
         try:
             tracker.check_timestamp(update)
         except InvalidInputError as e:
@@ -204,7 +212,7 @@ def heartbeat(job_id: JobIdPath, caller: Caller, request: Request) -> Response:
     tracker = tracker_of(request)
     result = tracker.heartbeat(job_id, caller.scope, claimant=caller.claimant)
     result.raise_for_outcome(job_id)
-    return _reply(result, "Heartbeat recorded")
+    return progress_reply(result, "Heartbeat recorded")
 
 
 @router.post(

@@ -1,0 +1,102 @@
+"""The one place where errors become HTTP answers, for FastAPI's routes and the fast lane."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from morag_progress.errors import (
+    InvalidInputError,
+    JobConflictError,
+    JobNotFoundError,
+    JobStateError,
+    LimitExceededError,
+    ProgressError,
+    StoreError,
+)
+
+__all__ = ["error_answer", "install"]
+
+logger = logging.getLogger(__name__)
+
+
+class _ErrorResponse(JSONResponse):
+    """An error answer, rendered with every non-ASCII character escaped: an error may echo
+    input that is not valid Unicode (a lone surrogate), and the answer must still be sent."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, default=str).encode()
+
+
+def _detail(status: int, detail: Any, **extra: Any) -> JSONResponse:
+    return _ErrorResponse({"detail": detail, **extra}, status_code=status)
+
+
+def error_answer(e: ProgressError) -> JSONResponse:
+    """The answer to an error of the library's own: 404, 409, 422, 429 or 503."""
+    if isinstance(e, JobNotFoundError):
+        return _detail(404, str(e))
+    if isinstance(e, JobStateError | JobConflictError):
+        return _detail(409, str(e))
+    if isinstance(e, InvalidInputError):
+        error = {
+            "loc": ["body", e.field],
+            "msg": e.rule,
+            "type": "value_error",
+            "input": str(e.value),
+        }
+        return _detail(422, [error], message=str(e))
+    if isinstance(e, LimitExceededError):
+        response = _detail(429, str(e))
+        response.headers["Retry-After"] = str(max(1, math.ceil(e.retry_after)))
+        return response
+    if isinstance(e, StoreError):
+        logger.error("store error: %s", e)
+        return _detail(503, "the job store is unavailable; try again")
+    raise e
+
+
+_HANDLED = (
+    JobNotFoundError,
+    JobStateError,
+    JobConflictError,
+    InvalidInputError,
+    LimitExceededError,
+    StoreError,
+)
+
+
+def install(app: FastAPI) -> None:
+    """Answer the library's errors, and FastAPI's validation errors, the same way everywhere."""
+
+    async def answer(_: Request, e: Exception) -> JSONResponse:
+        assert isinstance(e, ProgressError)
+        return error_answer(e)
+
+    for kind in _HANDLED:
+        app.add_exception_handler(kind, answer)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation(_: Request, e: RequestValidationError) -> JSONResponse:
+        errors = [{**error, "input": _json_safe(error.get("input"))} for error in e.errors()]
+        errors = jsonable_encoder(errors)
+        message = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in errors
+        )
+        return _detail(422, errors, message=message)
+
+
+def _json_safe(value: Any) -> Any:
+    """The offending input, as JSON can carry it (NaN and Infinity cannot be sent back as-is)."""
+    try:
+        json.dumps(value, allow_nan=False, default=str)
+    except ValueError:
+        return repr(value)
+    return value
