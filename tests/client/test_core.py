@@ -12,7 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from morag_progress.bounds import MAX_MESSAGE
-from morag_progress.client._core import Call, CallKind, ReporterCore, retry_after_seconds
+from morag_progress.client._core import (
+    Call,
+    CallKind,
+    ReporterCore,
+    Verdict,
+    retry_after_seconds,
+    verdict_of_status,
+)
 from morag_progress.errors import ConfigurationError
 
 
@@ -46,7 +53,7 @@ def test_updates_coalesce_to_the_latest() -> None:
     """Many updates between two sends go out as one: the latest."""
     core, ticks = make()
     core.update(1, "first")
-    core.settle(send(core), 200, ok())
+    core.settle_http(send(core), 200, ok())
     for p in range(2, 60):
         core.update(p, f"at {p}")
     assert core.next_call() is None  # throttled
@@ -60,7 +67,7 @@ def test_first_update_goes_at_once_then_throttled() -> None:
     """The first update is due at once; the next waits out min_interval."""
     core, ticks = make(min_interval=2)
     core.update(5)
-    core.settle(send(core), 200, ok())
+    core.settle_http(send(core), 200, ok())
     core.update(6)
     assert core.delay() == pytest.approx(2)
     ticks.now += 1.5
@@ -75,7 +82,7 @@ def test_a_parked_shell_is_woken_by_the_next_update() -> None:
     wakes: list[int] = []
     core.wake = lambda: wakes.append(1)
     core.update(1)
-    core.settle(send(core), 200, ok())
+    core.settle_http(send(core), 200, ok())
     ticks.now += 1
     assert core.delay() is None  # parked
     before = len(wakes)
@@ -89,12 +96,12 @@ def test_stage_change_goes_at_once_and_maps_its_range() -> None:
     """A stage's start is sent without waiting; progress inside maps to start + p * weight."""
     core, ticks = make(min_interval=10)
     core.update(5)
-    core.settle(send(core), 200, ok())
+    core.settle_http(send(core), 200, ok())
     callback = core.stage("processing", 60, start=10)
     call = send(core)
     assert call.body is not None
     assert (call.body["percentage"], call.body["stage"]) == (10, "processing")
-    core.settle(call, 200, ok())
+    core.settle_http(call, 200, ok())
     callback(0.5, "halfway")
     ticks.now += 10
     body = send(core).body
@@ -131,7 +138,7 @@ def test_stage_callback_never_raises(caplog: pytest.LogCaptureFixture) -> None:
     """A stage callback given garbage logs it and reports nothing."""
     core, _ = make()
     callback = core.stage("s", 50)
-    core.settle(send(core), 200, ok())
+    core.settle_http(send(core), 200, ok())
     with caplog.at_level(logging.WARNING):
         callback("abc")  # type: ignore[arg-type]
         callback(float("nan"))
@@ -178,17 +185,17 @@ def test_final_waits_for_pending_progress() -> None:
     """Pending progress goes out before the final status, so a failure keeps it."""
     core, _ = make(min_interval=60)
     core.update(10)
-    core.settle(send(core), 200, ok())
+    core.settle_http(send(core), 200, ok())
     core.update(42)
     core.complete(False, "GPU lost")
     progress = send(core)
     assert (progress.kind, progress.body["percentage"]) == (CallKind.PROGRESS, 42)  # type: ignore[index]
-    core.settle(progress, 200, ok())
+    core.settle_http(progress, 200, ok())
     result = send(core)
     assert result.kind is CallKind.RESULT
     assert result.body == {"success": False, "message": "GPU lost"}
     assert not core.finished
-    core.settle(result, 200, ok({"status": "FAILED"}))
+    core.settle_http(result, 200, ok({"status": "FAILED"}))
     assert core.finished
     assert core.idle
     core.complete(True)  # the first call won
@@ -209,7 +216,7 @@ def test_transient_failures_back_off_and_retry(status: int | None) -> None:
     core.update(10)
     delays = []
     for _ in range(4):
-        core.settle(send(core), status)
+        core.settle_http(send(core), status)
         delay = core.delay()
         assert delay is not None
         assert delay > 0
@@ -218,7 +225,7 @@ def test_transient_failures_back_off_and_retry(status: int | None) -> None:
     assert delays[-1] > delays[0]
     call = send(core)
     assert call.body["percentage"] == 10  # type: ignore[index]
-    core.settle(call, 200, ok())
+    core.settle_http(call, 200, ok())
     assert core.idle
 
 
@@ -226,7 +233,7 @@ def test_retry_after_is_honoured() -> None:
     """A 429's Retry-After sets the earliest retry."""
     core, _ = make(min_interval=0)
     core.update(10)
-    core.settle(send(core), 429, {"detail": "slow down"}, retry_after="7")
+    core.settle_http(send(core), 429, {"detail": "slow down"}, retry_after="7")
     assert core.delay() == pytest.approx(7, abs=0.01)
 
 
@@ -235,7 +242,7 @@ def test_backoff_is_capped() -> None:
     core, ticks = make(min_interval=0, max_backoff=2)
     core.update(10)
     for _ in range(30):
-        core.settle(send(core), 500)
+        core.settle_http(send(core), 500)
         delay = core.delay()
         assert delay is not None
         assert delay <= 2
@@ -248,8 +255,8 @@ def test_permanent_refusal_stops_reporting(status: int, caplog: pytest.LogCaptur
     core, _ = make(min_interval=0)
     core.update(10)
     with caplog.at_level(logging.WARNING):
-        core.settle(send(core), status, {"detail": "job 'job-1' not found"})
-    assert "refused the progress report" in caplog.text
+        core.settle_http(send(core), status, {"detail": "job 'job-1' not found"})
+    assert "the progress report was refused" in caplog.text
     core.update(20)
     core.complete(True)
     assert core.next_call() is None
@@ -261,7 +268,7 @@ def test_unprocessable_update_is_dropped_not_retried() -> None:
     """A 422 drops that update; the next one still goes."""
     core, _ = make(min_interval=0)
     core.update(10)
-    core.settle(send(core), 422, {"detail": "bad"})
+    core.settle_http(send(core), 422, {"detail": "bad"})
     assert core.next_call() is None
     core.update(11)
     assert send(core).body["percentage"] == 11  # type: ignore[index]
@@ -273,16 +280,49 @@ def test_reply_sets_cancel_requested_and_job() -> None:
     core.heartbeat()
     call = send(core)
     assert (call.kind, call.method) == (CallKind.HEARTBEAT, "POST")
-    core.settle(call, 200, ok({"status": "PROCESSING", "percentage": 3}, cancel=True))
+    core.settle_http(call, 200, ok({"status": "PROCESSING", "percentage": 3}, cancel=True))
     assert core.cancel_requested
     assert core.job == {"status": "PROCESSING", "percentage": 3}
+
+
+@pytest.mark.parametrize(
+    ("status", "verdict"),
+    [
+        (200, Verdict.TAKEN),
+        (None, Verdict.RETRY),
+        (429, Verdict.RETRY),
+        (503, Verdict.RETRY),
+        (401, Verdict.OVER),
+        (403, Verdict.OVER),
+        (404, Verdict.OVER),
+        (409, Verdict.OVER),
+        (400, Verdict.REFUSED),
+        (413, Verdict.REFUSED),
+        (422, Verdict.REFUSED),
+    ],
+)
+def test_http_statuses_carry_verdicts(status: int | None, verdict: Verdict) -> None:
+    assert verdict_of_status(status) is verdict
+
+
+def test_a_verdict_without_http_settles_the_same() -> None:
+    """The in-process path settles on verdicts and values, no status codes or reply dicts."""
+    core, _ = make(min_interval=0)
+    core.update(10)
+    core.settle(send(core), Verdict.TAKEN, job={"status": "PROCESSING"}, cancel_requested=True)
+    assert core.cancel_requested
+    assert core.job == {"status": "PROCESSING"}
+    core.update(20)
+    core.settle(send(core), Verdict.OVER, detail="terminal")
+    core.update(30)
+    assert core.next_call() is None
 
 
 def test_failed_heartbeat_is_retried() -> None:
     """A heartbeat lost to a network error is asked for again."""
     core, ticks = make()
     core.heartbeat()
-    core.settle(send(core), None)
+    core.settle_http(send(core), None)
     ticks.now += 60
     assert send(core).kind is CallKind.HEARTBEAT
 
@@ -291,7 +331,7 @@ def test_job_that_ended_on_the_server_stops_reporting() -> None:
     """A reply showing a terminal job (100% finishes it) makes later reports moot."""
     core, _ = make(min_interval=0)
     core.update(100)
-    core.settle(send(core), 200, ok({"status": "FINISHED"}))
+    core.settle_http(send(core), 200, ok({"status": "FINISHED"}))
     core.update(50)
     core.complete(True)
     assert core.next_call() is None
@@ -364,7 +404,7 @@ def test_sent_updates_never_go_backwards(steps: list[tuple[str, Any]]) -> None:
         else:
             call = core.next_call()
             if call is not None:
-                core.settle(call, value, ok())
+                core.settle_http(call, value, ok())
                 if value == 200:
                     delivered.append(int(call.body["message"]))  # type: ignore[index]
                 elif value == 422:
@@ -375,7 +415,7 @@ def test_sent_updates_never_go_backwards(steps: list[tuple[str, Any]]) -> None:
         call = core.next_call()
         if call is None:
             break
-        core.settle(call, 200, ok())
+        core.settle_http(call, 200, ok())
         delivered.append(int(call.body["message"]))  # type: ignore[index]
     assert delivered == sorted(set(delivered))
     assert core.idle

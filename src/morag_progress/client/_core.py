@@ -42,11 +42,37 @@ __all__ = [
     "CallKind",
     "ReporterCore",
     "Stage",
+    "Verdict",
     "connection",
     "retry_after_seconds",
+    "verdict_of_status",
 ]
 
 logger = logging.getLogger("morag_progress.client")
+
+
+class Verdict(enum.Enum):
+    """What became of a report, whatever carried it."""
+
+    TAKEN = "taken"
+    """The job has it: applied, or older than what the job has (not an error)."""
+    RETRY = "retry"
+    """Not now: unreachable, busy or over the rate; send it again after a backoff."""
+    REFUSED = "refused"
+    """Never this one (a value the job will not take); later reports may be taken."""
+    OVER = "over"
+    """Never anything again: no such job, not the caller's, or the job has ended."""
+
+
+def verdict_of_status(status: int | None) -> Verdict:
+    """The verdict an HTTP status carries (None: the request did not get an answer)."""
+    if status is not None and 200 <= status < 300:
+        return Verdict.TAKEN
+    if status is None or status == 429 or status >= 500:
+        return Verdict.RETRY
+    if status in (401, 403, 404, 409):
+        return Verdict.OVER
+    return Verdict.REFUSED
 
 
 class CallKind(enum.StrEnum):
@@ -420,47 +446,69 @@ class ReporterCore:
     def settle(
         self,
         call: Call,
-        status: int | None,
-        reply: Any = None,
-        retry_after: str | None = None,
+        verdict: Verdict,
+        *,
+        job: dict[str, Any] | None = None,
+        cancel_requested: bool | None = None,
+        detail: object = None,
+        retry_after: float | None = None,
     ) -> None:
-        """Record the outcome of ``call``: an HTTP ``status`` with its decoded ``reply``, or
-        ``status=None`` for a network error."""
+        """Record what became of ``call``, whatever carried it (HTTP, or a tracker in the same
+        process): with TAKEN, the job as it now is and whether a cancel was asked for; with
+        RETRY, a wait the other side asked for; with REFUSED or OVER, why."""
         self._in_flight = None
         now = self._clock()
-        if status is not None and 200 <= status < 300:
+        if verdict is Verdict.TAKEN:
             self._failures = 0
             self._not_before = 0.0
-            self._accept(call, reply, now)
+            self._accept(call, job, cancel_requested, now)
             return
-        if status is None or status == 429 or status >= 500:
+        if verdict is Verdict.RETRY:
             self._failures += 1
             backoff = min(self.max_backoff, 0.1 * 2 ** min(self._failures - 1, 16))
             backoff = random.uniform(backoff / 2, backoff)  # jitter: replicas do not stampede
-            hinted = retry_after_seconds(retry_after)
-            if hinted is not None:
-                backoff = max(backoff, min(hinted, 300.0))
+            if retry_after is not None:
+                backoff = max(backoff, min(retry_after, 300.0))
             self._not_before = now + backoff
             if call.kind is CallKind.HEARTBEAT:
                 self._heartbeat_wanted = True
             # A failed progress call stays pending by itself: _sent did not move.
             return
-        # 4xx other than 429: the server will never take it.
-        detail = reply.get("detail") if isinstance(reply, dict) else reply
+        # Never this report, and with OVER never anything again.
         logger.warning(
-            "job %s: the server refused the %s report (%s): %s",
+            "job %s: the %s report was refused (%s): %s",
             self.job_id,
             call.kind.value,
-            status,
+            verdict.value,
             detail,
         )
         if call.kind is CallKind.PROGRESS:
             self._mark_sent(call)
-        if status in (401, 403, 404, 409):
-            # Unknown job, wrong key or a job that ended: nothing later can succeed either.
+        if verdict is Verdict.OVER:
             self._job_over = True
             if call.kind is CallKind.RESULT or self._final is not None:
                 self._final_done = True
+
+    def settle_http(
+        self, call: Call, status: int | None, reply: Any = None, retry_after: str | None = None
+    ) -> None:
+        """Record an HTTP answer to ``call``: its ``status`` and decoded ``reply``, or
+        ``status=None`` for a network error."""
+        verdict = verdict_of_status(status)
+        if verdict is Verdict.TAKEN and isinstance(reply, dict):
+            job = reply.get("job")
+            cancel = reply.get("cancel_requested")
+            self.settle(
+                call,
+                verdict,
+                job=job if isinstance(job, dict) else None,
+                cancel_requested=cancel if isinstance(cancel, bool) else None,
+            )
+            return
+        detail = reply.get("detail") if isinstance(reply, dict) else reply
+        if status is not None and verdict is not Verdict.TAKEN:
+            detail = f"HTTP {status}: {detail}"
+        self.settle(call, verdict, detail=detail, retry_after=retry_after_seconds(retry_after))
 
     def _mark_sent(self, call: Call) -> None:
         # The note itself if it is still the latest; otherwise a newer one is pending, and the
@@ -473,15 +521,15 @@ class ReporterCore:
             reply: Any = response.json()
         except ValueError:
             reply = None
-        self.settle(call, response.status_code, reply, response.headers.get("retry-after"))
+        self.settle_http(call, response.status_code, reply, response.headers.get("retry-after"))
 
-    def _accept(self, call: Call, reply: Any, now: float) -> None:
-        if isinstance(reply, dict):
-            if isinstance(reply.get("cancel_requested"), bool):
-                self.cancel_requested = reply["cancel_requested"]
-            job = reply.get("job")
-            if isinstance(job, dict):
-                self.job = job
+    def _accept(
+        self, call: Call, job: dict[str, Any] | None, cancel_requested: bool | None, now: float
+    ) -> None:
+        if cancel_requested is not None:
+            self.cancel_requested = cancel_requested
+        if job is not None:
+            self.job = job
         if call.kind is CallKind.PROGRESS:
             self._mark_sent(call)
             self._sent_stage = call.body.get("stage") if call.body else None

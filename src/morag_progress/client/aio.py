@@ -9,7 +9,7 @@ from types import TracebackType
 
 import httpx
 
-from morag_progress.client._core import Call, ReporterCore, connection
+from morag_progress.client._core import Call, ReporterCore, Verdict, connection
 
 __all__ = ["AsyncProgressReporter"]
 
@@ -125,6 +125,6 @@ class AsyncProgressReporter(ReporterCore):
             response = await self._client.request(call.method, call.path, json=call.body)
         except httpx.HTTPError as e:
             logger.debug("job %s: %s report failed: %r", self.job_id, call.kind.value, e)
-            self.settle(call, None)
+            self.settle(call, Verdict.RETRY, detail=repr(e))
             return
         self.settle_response(call, response)

@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 
-from morag_progress.client._core import Call, CallKind, ReporterCore, connection
+from morag_progress.client._core import Call, CallKind, ReporterCore, Verdict, connection
 from morag_progress.errors import ProgressError
-from morag_progress.models import ProgressUpdate, UpdateResult
+from morag_progress.models import ProgressUpdate, UpdateOutcome, UpdateResult
 from morag_progress.tracker import JobTracker
 
 __all__ = ["LocalReporter", "ProgressReporter"]
@@ -129,7 +129,7 @@ class ProgressReporter(_ThreadedReporter):
             response = self._client.request(call.method, call.path, json=call.body)
         except httpx.HTTPError as e:
             logger.debug("job %s: %s report failed: %r", self.job_id, call.kind.value, e)
-            self.settle(call, None)
+            self.settle(call, Verdict.RETRY, detail=repr(e))
             return
         self.settle_response(call, response)
 
@@ -165,14 +165,18 @@ class LocalReporter(_ThreadedReporter):
         try:
             result = self._apply(call)
         except ProgressError as e:
-            # A store error (the database is locked or down) is transient; a bad value is not.
-            status = 422 if isinstance(e, ValueError) else 503
-            self.settle(call, status, {"detail": str(e)})
+            # A bad value is never taken; a store error (locked, down) passes.
+            verdict = Verdict.REFUSED if isinstance(e, ValueError) else Verdict.RETRY
+            self.settle(call, verdict, detail=str(e))
             return
-        reply = None
-        if result.job is not None:
-            reply = {"cancel_requested": result.job.cancel_requested, "job": result.job.to_dict()}
-        self.settle(call, result.outcome.http_status, reply)
+        job = result.job
+        self.settle(
+            call,
+            _VERDICTS[result.outcome],
+            job=None if job is None else job.to_dict(),
+            cancel_requested=None if job is None else job.cancel_requested,
+            detail=result.outcome.value,
+        )
 
     def _apply(self, call: Call) -> UpdateResult:
         job_id, body = self.job_id, call.body or {}
@@ -200,3 +204,13 @@ class LocalReporter(_ThreadedReporter):
                 user_id=self._user_id,
             )
         return self._tracker.apply(update)
+
+
+_VERDICTS = {
+    UpdateOutcome.APPLIED: Verdict.TAKEN,
+    UpdateOutcome.STALE: Verdict.TAKEN,
+    UpdateOutcome.NOT_FOUND: Verdict.OVER,
+    UpdateOutcome.TERMINAL: Verdict.OVER,
+    UpdateOutcome.SUPERSEDED: Verdict.OVER,
+    UpdateOutcome.AMBIGUOUS: Verdict.OVER,
+}
