@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -30,34 +31,51 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import uvloop
 from _server import create_key, free_port, wait_until_up
 
 
 async def subscriber(
-    client: httpx.AsyncClient,
+    base: str,
     job_id: str,
     headers: dict[str, str],
     latencies: list[float],
     ready: asyncio.Event,
     stop: asyncio.Event,
 ) -> int:
+    """One stream, read with as little client work as possible (a raw connection, a substring
+    search per event) so that the client's core is not what the latency measures."""
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    lines = [f"GET /api/v1/jobs/{job_id}/events HTTP/1.1", f"Host: {host}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"stream refused: {head[:40]!r}")
     received = 0
-    async with client.stream("GET", f"/api/v1/jobs/{job_id}/events", headers=headers) as response:
-        if response.status_code != 200:
-            raise RuntimeError(f"stream refused: {response.status_code}")
-        event = None
-        async for line in response.aiter_lines():
-            if line.startswith("event:"):
-                event = line[6:].strip()
-            elif line.startswith("data:") and event == "snapshot":
-                ready.set()
-            elif line.startswith("data:") and event == "progress":
-                data = json.loads(line[5:])
-                sent = datetime.fromisoformat(data["timestamp"])
-                latencies.append((datetime.now(UTC) - sent).total_seconds() * 1000)
-                received += 1
-            if stop.is_set():
+    buffer = b""
+    try:
+        while not stop.is_set():
+            data = await reader.read(65536)
+            if not data:
                 break
+            buffer += data
+            *events, buffer = buffer.split(b"\r\n\r\n")
+            now = datetime.now(UTC)
+            for event in events:
+                if b"event: snapshot" in event:
+                    ready.set()
+                    continue
+                at = event.find(b'"timestamp":"')
+                if b"event: progress" not in event or at < 0:
+                    continue
+                stamp = event[at + 13 : event.index(b'"', at + 13)].decode()
+                sent = datetime.fromisoformat(stamp)
+                latencies.append((now - sent).total_seconds() * 1000)
+                received += 1
+    finally:
+        writer.close()
     return received
 
 
@@ -83,6 +101,54 @@ def write(base: str, key: str, jobs: list[str], rate: int, seconds: float) -> in
     return written
 
 
+def serve_reference(port: int, rate: int) -> None:
+    """The floor: a bare uvloop server that writes each tick's event for a job, encoded once,
+    to every connection watching it, as chunked SSE. No framework, no database: what one socket
+    write per delivered event costs on this machine. It ticks while the file ``GO`` exists
+    beside the bench's database, which the bench creates for the measured seconds."""
+    watchers: dict[str, list[asyncio.Transport]] = {}
+
+    class Stream(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+            self.head = b""
+
+        def data_received(self, data: bytes) -> None:
+            self.head += data
+            if b"\r\n\r\n" not in self.head:
+                return
+            job = self.head.split(b" ", 2)[1].split(b"/")[4].decode()
+            snapshot = b"event: snapshot\r\ndata: {}\r\n\r\n"
+            self.transport.write(  # type: ignore[attr-defined]
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                b"transfer-encoding: chunked\r\n\r\n" + b"%x\r\n%s\r\n" % (len(snapshot), snapshot)
+            )
+            watchers.setdefault(job, []).append(self.transport)  # type: ignore[arg-type]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Stream, "127.0.0.1", port, backlog=4096)
+        n = 0
+        go = Path(os.environ["FANOUT_GO"])
+        while True:
+            await asyncio.sleep(1 / rate)
+            if not go.exists():
+                continue
+            n += 1
+            stamp = datetime.now(UTC).isoformat()
+            for job, transports in watchers.items():
+                data = json.dumps(
+                    {"job_id": job, "percentage": n % 99, "timestamp": stamp}, separators=(",", ":")
+                )
+                event = f"event: progress\r\nid: {n}\r\ndata: {data}\r\n\r\n".encode()
+                chunk = b"%x\r\n%s\r\n" % (len(event), event)
+                for transport in transports:
+                    transport.write(chunk)
+        server.close()
+
+    uvloop.run(main())
+
+
 def cpu_seconds(pid: int) -> float:
     """User and system CPU time a process has used (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -98,15 +164,11 @@ async def run(
     seconds: float,
     server_pid: int,
     staggered: bool,
+    go: Path | None = None,
 ) -> None:
-    limits = httpx.Limits(max_connections=len(jobs) * per_job + 10, max_keepalive_connections=0)
-    timeout = httpx.Timeout(60.0)
     latencies: list[float] = []
     stop = asyncio.Event()
-    async with (
-        httpx.AsyncClient(base_url=base, limits=limits, timeout=timeout) as streams,
-        httpx.AsyncClient(base_url=base, timeout=timeout) as control,
-    ):
+    async with httpx.AsyncClient(base_url=base, timeout=60.0) as control:
         readies = []
         tasks = []
         arriving = time.monotonic()
@@ -116,7 +178,7 @@ async def run(
                 ready = asyncio.Event()
                 readies.append(ready)
                 tasks.append(
-                    asyncio.create_task(subscriber(streams, job, headers, latencies, ready, stop))
+                    asyncio.create_task(subscriber(base, job, headers, latencies, ready, stop))
                 )
                 if staggered:  # one by one: the next connects once this one has its snapshot
                     await asyncio.wait_for(ready.wait(), 60)
@@ -127,26 +189,32 @@ async def run(
         latencies.clear()
         cpu_before, wall_before = cpu_seconds(server_pid), time.monotonic()
         client_before = time.process_time()
-        key = headers["Authorization"].removeprefix("Bearer ")
-        writer = await asyncio.create_subprocess_exec(
-            sys.executable,
-            __file__,
-            "--write",
-            base,
-            key,
-            ",".join(jobs),
-            str(rate),
-            str(seconds),
-            stdout=asyncio.subprocess.PIPE,
-        )
-        out, _ = await writer.communicate()
-        written = int(out.decode().split()[-1])
+        if go is not None:  # the reference ticks by itself while the file exists
+            go.touch()
+            await asyncio.sleep(seconds)
+            go.unlink()
+            written = int(seconds * rate) * len(jobs)
+        else:
+            key = headers["Authorization"].removeprefix("Bearer ")
+            writer = await asyncio.create_subprocess_exec(
+                sys.executable,
+                __file__,
+                "--write",
+                base,
+                key,
+                ",".join(jobs),
+                str(rate),
+                str(seconds),
+                stdout=asyncio.subprocess.PIPE,
+            )
+            out, _ = await writer.communicate()
+            written = int(out.decode().split()[-1])
         wall = time.monotonic() - wall_before
         server_cpu = (cpu_seconds(server_pid) - cpu_before) / wall
         client_cpu = (time.process_time() - client_before) / wall
         await asyncio.sleep(1)  # the last ticks arrive
         stop.set()
-        metrics = (await control.get("/metrics")).text
+        metrics = "" if go is not None else (await control.get("/metrics")).text
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -196,8 +264,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="subscribers connect one by one (default: all at once, as after a deploy)",
     )
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="measure the floor instead: a bare uvloop server writing the same events",
+    )
     parser.add_argument("--write", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-reference", nargs=2, type=int, help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
+    if opts.serve_reference:
+        serve_reference(*opts.serve_reference)
+        return 0
     if opts.write:
         base, key, jobs, rate, seconds = opts.write
         print(write(base, key, jobs.split(","), int(rate), float(seconds)))
@@ -211,41 +288,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         # One key opens every stream here; its cap (32 by default) would refuse the rest.
         "MORAG_PROGRESS_MAX_STREAMS_PER_KEY": "100000",
     }
-    key = create_key(env, "fan")
-    headers = {"Authorization": f"Bearer {key}"}
     port = free_port()
+    go = tmp / "GO"
+    if opts.reference:
+        headers: dict[str, str] = {}
+        command = [__file__, "--serve-reference", str(port), str(opts.rate)]
+        env["FANOUT_GO"] = str(go)
+    else:
+        headers = {"Authorization": f"Bearer {create_key(env, 'fan')}"}
+        command = ["-m", "uvicorn", "--factory", "morag_progress.api:create_app"]
+        command += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
+        command += ["--backlog", "4096"]
     server = subprocess.Popen(
-        [
-            "taskset",
-            "-c",
-            "0",
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "morag_progress.api:create_app",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-            "--backlog",
-            "4096",
-        ],
+        ["taskset", "-c", "0", sys.executable, *command],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=open(os.environ.get("FANOUT_SERVER_LOG", os.devnull), "w"),  # noqa: SIM115
     )
     os.sched_setaffinity(0, {1})
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(f"{base}/healthz")
-        jobs = []
-        for i in range(opts.jobs):
-            body = {"id": f"fan-{i}", "document_name": "d", "document_type": "pdf"}
-            httpx.post(f"{base}/api/v1/jobs", json=body, headers=headers).raise_for_status()
-            jobs.append(f"fan-{i}")
-        asyncio.run(
+        jobs = [f"fan-{i}" for i in range(opts.jobs)]
+        if opts.reference:
+            _wait_for_port(port)
+        else:
+            wait_until_up(f"{base}/healthz")
+            for job in jobs:
+                body = {"id": job, "document_name": "d", "document_type": "pdf"}
+                httpx.post(f"{base}/api/v1/jobs", json=body, headers=headers).raise_for_status()
+        uvloop.run(
             run(
                 base,
                 headers,
@@ -255,6 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 opts.seconds,
                 server.pid,
                 opts.staggered,
+                go if opts.reference else None,
             )
         )
     finally:
@@ -262,6 +334,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def _wait_for_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 if __name__ == "__main__":

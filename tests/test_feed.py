@@ -151,3 +151,37 @@ def test_a_job_subscription_follows_one_owner_even_without_a_user() -> None:
     everyone = Subscription(user_id=None, job_id=None)
     assert everyone.matches(row(None))
     assert everyone.matches(row("bob"))
+
+
+class CountingStore(SQLStore):
+    """The real store, counting the hub's reads of the feed."""
+
+    reads = 0
+
+    def last_event_id(self, job_id: str | None = None, user_id: str | None = None) -> int:
+        type(self).reads += 1
+        return super().last_event_id(job_id, user_id)
+
+    def events_after(self, *args: object, **kwargs: object) -> list[FeedEvent]:
+        type(self).reads += 1
+        return super().events_after(*args, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_subscribers_arriving_at_once_share_one_tail(tmp_path: Path) -> None:
+    """Five hundred subscriptions made at once (a reconnect storm) start one tail, not one
+    each: the feed is read as often as for one subscriber, and each gets each change."""
+    store = CountingStore(f"sqlite:///{tmp_path / 'feed.db'}")
+    tracker = JobTracker(store=store)
+    job_id = tracker.start_job("a", "pdf", user_id="alice")
+    hub = FeedHub(store, poll_interval=10)
+    tracker.add_listener(lambda _job: hub.wake())
+    subscriptions = await asyncio.gather(
+        *(hub.subscribe(user_id="alice", job_id=job_id) for _ in range(500))
+    )
+    CountingStore.reads = 0
+    await asyncio.to_thread(tracker.update_progress, job_id, 42)
+    batches = await asyncio.gather(*(s.next(5) for s in subscriptions))
+    assert all([e.percentage for e in batch] == [42] for batch in batches)
+    assert CountingStore.reads <= 3  # one tail: a read or two per wake-up, not 500
+    await hub.close()
+    store.close()

@@ -106,6 +106,7 @@ class FeedHub:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
+        self._started: asyncio.Future[None] | None = None
         self._low = 0
         self._seen: set[int] = set()
         self._gaps: dict[int, float] = {}
@@ -133,15 +134,23 @@ class FeedHub:
             user_id=user_id, job_id=job_id, key_id=key_id, exact_owner=exact_owner
         )
         if self._task is None or self._task.done():
-            self._loop = asyncio.get_running_loop()
+            # Started here, without awaiting anything first: subscribers arriving together
+            # (a reconnect storm) must find this tail, not start one each.
+            loop = asyncio.get_running_loop()
+            self._loop = loop
             self._wakeup = asyncio.Event()
-            self._low = await run_to_completion(self._store.last_event_id)
-            self._seen.clear()
-            self._gaps.clear()
-            self._add(subscription)
+            self._started = loop.create_future()
             self._task = asyncio.create_task(self._run(), name="morag-progress feed tail")
-        else:
-            self._add(subscription)
+        self._add(subscription)
+        started = self._started
+        assert started is not None
+        try:
+            # The tail has read its starting point: every row after it reaches this
+            # subscription, so a snapshot the caller reads from now on misses nothing.
+            await asyncio.shield(started)
+        except BaseException:
+            self.unsubscribe(subscription)
+            raise
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -201,7 +210,18 @@ class FeedHub:
                 await self._task
 
     async def _run(self) -> None:
-        assert self._wakeup is not None
+        assert self._wakeup is not None and self._started is not None
+        try:
+            self._low = await run_to_completion(self._store.last_event_id)
+        except asyncio.CancelledError:
+            self._started.cancel()
+            raise
+        except Exception as e:  # the subscribers waiting for the start hear of it
+            self._started.set_exception(e)
+            return
+        self._seen.clear()
+        self._gaps.clear()
+        self._started.set_result(None)
         while self._count:
             try:
                 events = await run_to_completion(self._read)

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from morag_progress._threads import SharedReads
 from morag_progress.api import answers
 from morag_progress.api.auth import Authenticator
 from morag_progress.api.fastlane import FastLane
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None, *, store: SQLStore | None = Non
     app.state.store = store
     app.state.tracker = tracker
     app.state.hub = hub
+    app.state.shared_reads = SharedReads()
     app.state.webhooks = hooks
     app.state.authenticator = Authenticator(
         store,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from fastapi import HTTPException, Request, status
 from starlette.concurrency import run_in_threadpool
 
+from morag_progress._threads import SharedReads
 from morag_progress.api.limits import RateLimiter
 from morag_progress.keys import STREAM_TOKEN_PREFIX, ApiKey, Role, hash_key, matches
 from morag_progress.models import utcnow
@@ -68,6 +69,8 @@ class Authenticator:
         self._active: dict[str, tuple[float, bool]] = {}
         self._lock = threading.Lock()
         self._failures = RateLimiter(failures_per_minute / 60, burst=failures_per_minute)
+        self._keys: SharedReads[str, ApiKey | None] = SharedReads()
+        self._states: SharedReads[str, ApiKey | None] = SharedReads()
 
     async def authenticate(self, authorization: str | None, client: str = "") -> Principal:
         """The caller of a bearer key; the store is read (in a worker thread) only when the
@@ -85,7 +88,7 @@ class Authenticator:
             key = cached[1]
         else:
             self._failures.check_room(client)  # a client guessing keys stops here
-            found = await run_in_threadpool(self._store.find_key, digest)
+            found = await self._keys.read(digest, lambda: self._store.find_key(digest))
             if found is None or not found.active or not matches(secret, digest):
                 self.failed(client)
                 raise _unauthorized("invalid or revoked API key")
@@ -123,7 +126,7 @@ class Authenticator:
         cached = self._active.get(key_id)
         if cached is not None and cached[0] > now:
             return cached[1]
-        key = await run_in_threadpool(self._store.get_key, key_id)
+        key = await self._states.read(key_id, lambda: self._store.get_key(key_id))
         active = key is not None and key.active
         with self._lock:
             if len(self._active) > 10_000:

@@ -13,14 +13,15 @@ import contextlib
 import functools
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Header, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
+from morag_progress._threads import SharedReads
 from morag_progress.api.auth import Authenticator, Principal
 from morag_progress.api.routes import (
     Caller,
@@ -28,9 +29,9 @@ from morag_progress.api.routes import (
     StreamCaller,
     errors,
     tracker_of,
-    visible_job,
 )
 from morag_progress.api.schemas import FeedEventOut, JobOut, StreamTokenOut
+from morag_progress.errors import JobNotFoundError
 from morag_progress.feed import FeedHub, Subscription
 from morag_progress.keys import STREAM_TOKEN_PREFIX, generate_key, hash_key
 from morag_progress.models import FeedEvent, Job, utcnow
@@ -39,6 +40,7 @@ from morag_progress.store import NO_USER
 __all__ = ["router"]
 
 router = APIRouter(tags=["watching"])
+_T = TypeVar("_T")
 
 LastEventId = Annotated[
     str | None,
@@ -66,6 +68,13 @@ def _progress(event: FeedEvent) -> bytes:
     """A feed row as an encoded event, built once however many subscribers send it."""
     data = FeedEventOut.of(event).model_dump_json()
     return ServerSentEvent(data, event="progress", id=str(event.id)).encode()
+
+
+def _shared(request: Request, key: tuple[Any, ...], func: Callable[[], _T]) -> Awaitable[_T]:
+    """``func()`` in a worker thread, shared with concurrent streams asking for the same
+    ``key`` (``SharedReads``: many streams opening at once cost one read)."""
+    reads: SharedReads[tuple[Any, ...], Any] = request.app.state.shared_reads
+    return reads.read(key, func)
 
 
 def _hub(request: Request) -> FeedHub:
@@ -124,7 +133,7 @@ async def _resume_point(request: Request, last_event_id: str | None) -> int | No
     if not text.isascii() or not text.isdigit() or len(text) > 18:  # ids fit 63 bits
         return None
     resume = int(text)
-    head = await run_in_threadpool(tracker_of(request).store.last_event_id)
+    head = await _shared(request, ("head",), tracker_of(request).store.last_event_id)
     return resume if resume <= head else None
 
 
@@ -154,12 +163,22 @@ async def job_events(
 ) -> EventSourceResponse:
     """One job's changes, live, ending after its terminal one."""
     tracker = tracker_of(request)
-    job = await run_in_threadpool(visible_job, request, job_id, caller)
+    found = await _shared(
+        request, ("job", job_id, caller.scope), lambda: tracker.get_job(job_id, caller.scope)
+    )
+    if found is None:
+        raise JobNotFoundError(job_id)
+    job = found
     # From here on, this job of this owner: another user's job of the same id made later
     # (ids are unique per user) never leaks into an admin's stream.
     owner = job.user_id if job.user_id is not None else NO_USER
     subscription = await _subscribe(request, caller, job)
     resume = await _resume_point(request, last_event_id)
+
+    def snapshot() -> tuple[int, Job | None]:
+        # The feed's position first, then the state: a change in between is sent again
+        # rather than missed.
+        return tracker.store.last_event_id(job_id, owner), tracker.get_job(job_id, owner)
 
     async def stream() -> AsyncIterator[ServerSentEvent | bytes]:
         async with _open(request, subscription):
@@ -172,8 +191,9 @@ async def job_events(
                     if event.status.is_terminal:
                         return
             else:
-                sent = await run_in_threadpool(tracker.store.last_event_id, job_id, owner)
-                current = await run_in_threadpool(tracker.get_job, job_id, owner)
+                # Read after subscribing (shared only with streams that subscribed before
+                # it began): nothing committed after it is missed.
+                sent, current = await _shared(request, ("snapshot", job_id, owner), snapshot)
                 assert current is not None
                 yield ServerSentEvent(
                     JobOut.of(current).model_dump_json(), event="snapshot", id=str(sent)
@@ -206,6 +226,9 @@ async def all_events(
     subscription = await _subscribe(request, caller)
     resume = await _resume_point(request, last_event_id)
 
+    def snapshot() -> tuple[int, list[Job]]:
+        return tracker.store.last_event_id(), tracker.list_jobs(caller.scope, limit=100)
+
     async def stream() -> AsyncIterator[ServerSentEvent | bytes]:
         async with _open(request, subscription):
             if resume is not None:
@@ -217,8 +240,7 @@ async def all_events(
                 for event in sorted(latest.values(), key=lambda e: e.id):
                     yield _progress(event)
             else:
-                sent = await run_in_threadpool(tracker.store.last_event_id)
-                jobs = await run_in_threadpool(lambda: tracker.list_jobs(caller.scope, limit=100))
+                sent, jobs = await _shared(request, ("all", caller.scope), snapshot)
                 data = json.dumps([json.loads(JobOut.of(job).model_dump_json()) for job in jobs])
                 yield ServerSentEvent(data, event="snapshot", id=str(sent))
             async for batch in _live(request, caller, subscription):
