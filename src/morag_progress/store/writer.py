@@ -29,6 +29,7 @@ from sqlalchemy import (
     case,
     false,
     func,
+    insert,
     literal,
     or_,
     select,
@@ -291,7 +292,9 @@ class JobWriter(Database):
                 return UpdateResult(UpdateOutcome.NOT_FOUND)
             owner = NO_USER  # an unscoped in-process caller's new job has no user
         shape, params = _prepare(update, now, owner)
-        stmt = self.prepared(_update_statement(shape))
+        # On PostgreSQL the UPDATE and its feed row are one statement: one round trip.
+        together = self.dialect == "postgresql"
+        stmt = self.prepared(_update_with_feed(shape) if together else _update_statement(shape))
         row = stmt.first(conn, params)
         if row is None:
             existing = self._fetch(conn, update.job_id, owner)
@@ -306,8 +309,12 @@ class JobWriter(Database):
             existing = self._fetch(conn, update.job_id, owner)
             assert existing is not None
             return UpdateResult(_why_not(existing, update), job_from_row(existing))
-        timestamp = update.timestamp or now
-        event_id = self._append_event(conn, row, now=now, timestamp=timestamp)
+        if together:
+            event_id = int(row.pop("event_id"))
+            if row["parent_id"] is not None:
+                roll_up(conn, row, now, self._apply_settled)
+        else:
+            event_id = self._append_event(conn, row, now=now, timestamp=params["p_event_ts"])
         return UpdateResult(UpdateOutcome.APPLIED, job_from_row(row), event_id)
 
     def request_cancel(self, job_id: str, *, user_id: str | None, now: datetime) -> UpdateResult:
@@ -536,6 +543,7 @@ def _prepare(u: ProgressUpdate, now: datetime, owner: str) -> tuple[_Shape, dict
         "p_seq": u.seq,
         "p_user_id": owner,
         "p_claimant": u.claimant,
+        "p_event_ts": u.timestamp or now,  # the feed row keeps the worker's own time
     }
     return shape, params
 
@@ -599,6 +607,35 @@ def _update_statement(shape: _Shape) -> Any:
     if shape.terminal:
         values["end_date"] = now
     return update(jobs).where(*conditions).values(values).returning(*jobs.c)
+
+
+@functools.lru_cache(maxsize=1024)
+def _update_with_feed(shape: _Shape) -> Any:
+    """PostgreSQL: the update and, if it applied, its feed row, in one statement returning
+    the job's new row and the feed id (``WITH applied AS (UPDATE ...), fed AS (INSERT ...)``).
+    """
+    applied = _update_statement(shape).cte("applied")
+    now = bindparam("p_now", type_=UTCDateTime())
+    feed_row = select(
+        applied.c.id,
+        applied.c.user_id,
+        applied.c.status,
+        applied.c.percentage,
+        applied.c.summary,
+        applied.c.attempt,
+        applied.c.current,
+        applied.c.total,
+        applied.c.stage,
+        bindparam("p_event_ts", type_=UTCDateTime()),
+        now,
+    )
+    fed = (
+        insert(events)
+        .from_select(list(_EVENT_COLUMNS), feed_row)
+        .returning(events.c.id)
+        .cte("fed")
+    )
+    return select(applied, select(fed.c.id).scalar_subquery().label("event_id"))
 
 
 def _optional_values(shape: _Shape) -> dict[str, Any]:
