@@ -93,6 +93,7 @@ async def test_a_shared_read_outlives_its_first_caller() -> None:
     """Cancelling the caller that started a read does not cancel it for the others."""
     reads: SharedReads[str, str] = SharedReads()
     release = threading.Event()
+
     def slow() -> str:
         release.wait(5)
         return "done"

@@ -210,13 +210,14 @@ class FeedHub:
                 await self._task
 
     async def _run(self) -> None:
-        assert self._wakeup is not None and self._started is not None
+        assert self._wakeup is not None
+        assert self._started is not None
         try:
             self._low = await run_to_completion(self._store.last_event_id)
         except asyncio.CancelledError:
             self._started.cancel()
             raise
-        except Exception as e:  # the subscribers waiting for the start hear of it
+        except Exception as e:  # noqa: BLE001  (passed on: the subscribers waiting hear of it)
             self._started.set_exception(e)
             return
         self._seen.clear()

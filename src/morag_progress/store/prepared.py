@@ -15,7 +15,7 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Dialect
+from sqlalchemy import Connection, DateTime, Dialect, TypeDecorator
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -55,10 +55,14 @@ class Prepared:
         # Constants SQLAlchemy turned into parameters (``literal(True)``, ``0.3 * rate``).
         self._defaults = dict(compiled.params)
         processors = (
-            (name, bind.type.dialect_impl(dialect).bind_processor(dialect))
+            (name, bind.type, bind.type.dialect_impl(dialect).bind_processor(dialect))
             for name, bind in compiled.binds.items()
         )
-        self._processors = tuple((name, p) for name, p in processors if p is not None)
+        self._processors = tuple(
+            (name, _remembering(process) if _is_datetime(kind) else process)
+            for name, kind, process in processors
+            if process is not None
+        )
         # Positional paramstyles (SQLite's ``?``) list a name per placeholder, in order.
         names = compiled.positiontup
         self._positional: Callable[[Mapping[str, Any]], tuple[Any, ...]] | None = None
@@ -133,3 +137,28 @@ class Prepared:
         """Run it; the first column of its first row (None without a row)."""
         row = self.first(conn, params)
         return None if row is None else next(iter(row.values()))
+
+
+def _is_datetime(kind: Any) -> bool:
+    """A date-time column or parameter (``UTCDateTime`` included): immutable values, so one
+    converted value may be handed to several rows."""
+    return isinstance(kind, DateTime) or (
+        isinstance(kind, TypeDecorator) and isinstance(kind.impl, DateTime)
+    )
+
+
+def _remembering(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``process`` with its last conversion remembered: a batch binds the same instant many
+    times (its ``now``) and reads it back in every row, and converting a date-time costs more
+    than the SQL around it. Thread-safe: the remembered pair is replaced in one assignment."""
+    last: list[tuple[Any, Any]] = [(None, None)]
+
+    def remembered(value: Any) -> Any:
+        seen, converted = last[0]
+        if value is seen or (type(value) is type(seen) and value == seen):
+            return converted
+        converted = process(value)
+        last[0] = (value, converted)
+        return converted
+
+    return remembered

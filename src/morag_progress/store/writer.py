@@ -630,10 +630,7 @@ def _update_with_feed(shape: _Shape) -> Any:
         now,
     )
     fed = (
-        insert(events)
-        .from_select(list(_EVENT_COLUMNS), feed_row)
-        .returning(events.c.id)
-        .cte("fed")
+        insert(events).from_select(list(_EVENT_COLUMNS), feed_row).returning(events.c.id).cte("fed")
     )
     return select(applied, select(fed.c.id).scalar_subquery().label("event_id"))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import orjson
 from fastapi import APIRouter, Request, Response, status
 from fastapi.exceptions import RequestValidationError
@@ -200,9 +202,12 @@ def report_batch(body: BatchIn, caller: Caller, request: Request) -> BatchOut:
             continue
         valid.append((i, update))
     applied = tracker.apply_many([update for _, update in valid])
-    _metrics(request).batch_size.observe(len(valid))
+    metrics = _metrics(request)
+    metrics.batch_size.observe(len(valid))
+    for outcome, n in Counter(result.outcome for result in applied).items():
+        metrics.count("batch", outcome, n)  # once per outcome: a label lookup costs ~5 us
     for (i, update), result in zip(valid, applied, strict=True):
-        results[i] = _item(update.job_id, _counted(request, "batch", result))
+        results[i] = _item(update.job_id, result)
     return BatchOut(results=[r for r in results if r is not None])
 
 
