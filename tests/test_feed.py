@@ -185,3 +185,16 @@ async def test_subscribers_arriving_at_once_share_one_tail(tmp_path: Path) -> No
     assert CountingStore.reads <= 3  # one tail: a read or two per wake-up, not 500
     await hub.close()
     store.close()
+
+
+async def test_the_hub_pokes_idle_subscriptions_every_tick(tmp_path: Path) -> None:
+    """A subscription waiting without a timeout still wakes every ``tick`` (streams re-check
+    their key then), with no rows."""
+    store = SQLStore(f"sqlite:///{tmp_path / 'feed.db'}")
+    hub = FeedHub(store, poll_interval=0.05, tick=0.2)
+    subscription = await hub.subscribe(user_id="alice")
+    started = asyncio.get_running_loop().time()
+    assert await asyncio.wait_for(subscription.next(), 5) == []
+    assert asyncio.get_running_loop().time() - started >= 0.1
+    await hub.close()
+    store.close()

@@ -68,14 +68,22 @@ class Subscription:
         """How many rows wait to be read (at most one per job)."""
         return len(self._pending)
 
+    def poke(self) -> None:
+        """Wake the reader even without rows (its ``next`` returns an empty list)."""
+        self._ready.set()
+
     async def next(self, timeout: float | None = None) -> list[FeedEvent]:
-        """The rows that arrived since the last call, waiting for one (up to ``timeout``)."""
+        """The rows that arrived since the last call, waiting for one, for ``timeout``
+        seconds (None: until a row arrives or the hub pokes, see ``FeedHub(tick=...)``)."""
         if not self._pending:
-            try:
-                async with asyncio.timeout(timeout):  # cheaper than wait_for: no extra task
-                    await self._ready.wait()
-            except TimeoutError:
-                return []
+            if timeout is None:
+                await self._ready.wait()  # no timer to arm and cancel on every row
+            else:
+                try:
+                    async with asyncio.timeout(timeout):  # cheaper than wait_for
+                        await self._ready.wait()
+                except TimeoutError:
+                    return []
         self._ready.clear()
         events = sorted(self._pending.values(), key=lambda e: e.id)
         self._pending.clear()
@@ -90,11 +98,15 @@ class FeedHub:
         store: SQLStore,
         *,
         poll_interval: float = 0.25,
+        tick: float = 5.0,
         gap_timeout: float = 5.0,
         batch: int = 1000,
     ) -> None:
         self._store = store
         self.poll_interval = poll_interval
+        self.tick = tick
+        """Every ``tick`` seconds each subscription is poked (a stream re-checks its key)."""
+        self._next_tick = 0.0
         self.gap_timeout = gap_timeout
         self.batch = batch
         # Indexed, so that a row costs only the subscriptions it concerns: by job for job
@@ -222,6 +234,7 @@ class FeedHub:
             return
         self._seen.clear()
         self._gaps.clear()
+        self._next_tick = time.monotonic() + self.tick
         self._started.set_result(None)
         while self._count:
             try:
@@ -231,6 +244,11 @@ class FeedHub:
                 events = []
             for event in events:
                 self._dispatch(event)
+            if time.monotonic() >= self._next_tick:
+                self._next_tick = time.monotonic() + self.tick
+                for members in (*self._by_job.values(), *self._by_user.values()):
+                    for subscription in members:
+                        subscription.poke()
             if len(events) < self.batch:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.poll_interval):

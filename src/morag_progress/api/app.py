@@ -44,7 +44,9 @@ def create_app(settings: Settings | None = None, *, store: SQLStore | None = Non
             busy_timeout_ms=settings.busy_timeout_ms,
         )
 
-    hub = FeedHub(store, poll_interval=settings.feed_poll_seconds)
+    hub = FeedHub(
+        store, poll_interval=settings.feed_poll_seconds, tick=settings.stream_recheck_seconds
+    )
 
     tracker = JobTracker(store=store)
     tracker.add_listener(lambda _job: hub.wake())

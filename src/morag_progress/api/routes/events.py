@@ -114,14 +114,16 @@ async def _live(
     (sse-starlette cancels the stream when the client goes away.)"""
     settings = request.app.state.settings
     authenticator: Authenticator = request.app.state.authenticator
-    interval = settings.stream_recheck_seconds
-    check_at = time.monotonic() + interval
+    # The hub pokes every stream each stream_recheck_seconds; half of that apart, each poke
+    # is a check, and a burst of rows is not.
+    spacing = settings.stream_recheck_seconds / 2
+    check_at = time.monotonic() + spacing
     while True:
-        batch = await subscription.next(timeout=interval)
+        batch = await subscription.next()
         if time.monotonic() >= check_at:
             if not await authenticator.is_active(caller.key_id):
                 return
-            check_at = time.monotonic() + interval
+            check_at = time.monotonic() + spacing
         if batch:
             yield batch
 
