@@ -6,6 +6,8 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from morag_progress import JobStatus, JobTracker
 from morag_progress.feed import FeedHub, Subscription
 from morag_progress.models import FeedEvent
@@ -197,4 +199,17 @@ async def test_the_hub_pokes_idle_subscriptions_every_tick(tmp_path: Path) -> No
     assert await asyncio.wait_for(subscription.next(), 5) == []
     assert asyncio.get_running_loop().time() - started >= 0.1
     await hub.close()
+    store.close()
+
+
+async def test_closing_before_the_tail_starts_cancels_its_waiting_subscribers(
+    tmp_path: Path,
+) -> None:
+    store = SQLStore(f"sqlite:///{tmp_path / 'feed.db'}")
+    hub = FeedHub(store)
+    waiting = asyncio.ensure_future(hub.subscribe(user_id="alice"))
+    await asyncio.sleep(0)  # subscribed; the tail has not run yet
+    await hub.close()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(waiting, 2)
     store.close()

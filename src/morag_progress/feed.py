@@ -211,7 +211,9 @@ class FeedHub:
             loop.call_soon_threadsafe(wakeup.set)
 
     async def close(self) -> None:
-        """Stop the tail."""
+        """Stop the tail (subscribers still waiting for it to start are cancelled)."""
+        if self._started is not None and not self._started.done():
+            self._started.cancel()
         self._by_job.clear()
         self._by_user.clear()
         self._count = 0

@@ -221,3 +221,35 @@ async def test_the_lane_keeps_the_keys_rate(store: SQLStore) -> None:
         )
     assert limited.status_code == 429
     assert int(limited.headers["Retry-After"]) >= 1
+
+
+async def test_a_body_that_does_not_validate_is_charged_once(store: SQLStore) -> None:
+    """The lane takes the rate's token last: a report it passes to the app (which charges it)
+    is not charged twice, so the answer is the route's 422, not 429."""
+    app = create_app(Settings(rate_limit_per_second=2, key_cache_seconds=60), store=store)
+    _, secret = create_key(store, user_id="alice", role=Role.USER, name=None, now=utcnow())
+    auth = {"Authorization": f"Bearer {secret}"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        created = await c.post(
+            "/api/v1/jobs", json={"document_name": "a", "document_type": "b"}, headers=auth
+        )
+        bad = await c.put(
+            f"/api/v1/remote-jobs/{created.json()['id']}/progress",
+            json={"percentage": 101},
+            headers=auth,
+        )
+    assert bad.status_code == 422
+
+
+async def test_a_second_authorization_header_is_the_apps_to_judge(pair: Pair) -> None:
+    """Two Authorization headers, the cached key last: the app reads the first, as always."""
+
+    async def twice(client: httpx.AsyncClient, auth: dict[str, str], job: str) -> httpx.Response:
+        headers = [("Authorization", "Bearer mpk_wrong"), ("Authorization", auth["Authorization"])]
+        return await client.put(
+            f"/api/v1/remote-jobs/{job}/progress", json={"percentage": 3}, headers=headers
+        )
+
+    lane, _ = await pair.both(twice)
+    assert lane.status_code == 401
+    assert pair.lane.served == 0

@@ -75,18 +75,20 @@ class FastLane:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        authorization = length = None
+        authorizations, lengths = [], []
         for name, value in scope["headers"]:
             if name == b"authorization":
-                authorization = value
+                authorizations.append(value)
             elif name == b"content-length":
-                length = value
+                lengths.append(value)
+        # Exactly one of each (sent twice, the app decides which counts, and answers so).
         caller = None
-        if authorization is not None:
-            caller = self._authenticator.cached(authorization.decode("latin-1"))
-        if caller is None or length is None or not length.isdigit():
+        if len(authorizations) == 1 and len(lengths) == 1 and lengths[0].isdigit():
+            caller = self._authenticator.cached(authorizations[0].decode("latin-1"))
+        if caller is None:
             await self.app(scope, receive, send)
             return
+        length = lengths[0]
         if int(length) > self._max_body:
             await self.app(scope, receive, send)  # the body limit answers 413 unread
             return
@@ -96,15 +98,24 @@ class FastLane:
             if message["type"] != "http.request":
                 return  # the client went away
             raw += message.get("body", b"")
+            if len(raw) > self._max_body:  # more than it declared: not the ordinary case
+                await self.app(scope, _replay(raw, receive, more=True), send)
+                return
             if not message.get("more_body", False):
                 break
         try:
             check_id("job_id", match.group(1))
-            await self._rate_limiter.acquire(caller.key_id)
             body = decode_progress(raw)
             update = progress_update(match.group(1), body, caller)
             self._tracker.check_timestamp(update)
-        except (HTTPException, RequestValidationError, ProgressError):
+        except (RequestValidationError, ProgressError):
+            await self.app(scope, _replay(raw, receive), send)
+            return
+        try:
+            # Last, as the app charges a request that it then refuses: a body that does not
+            # validate is not charged twice.
+            await self._rate_limiter.acquire(caller.key_id)
+        except HTTPException:
             await self.app(scope, _replay(raw, receive), send)
             return
         try:
@@ -120,15 +131,16 @@ class FastLane:
         )
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that gives the body already read, then the client's own messages."""
+def _replay(body: bytes, receive: Receive, *, more: bool = False) -> Receive:
+    """A ``receive`` that gives the body already read (``more``: and that more follows),
+    then the client's own messages."""
     sent = False
 
     async def replayed() -> Message:
         nonlocal sent
         if not sent:
             sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": more}
         return await receive()
 
     return replayed

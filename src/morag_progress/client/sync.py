@@ -12,7 +12,13 @@ from typing import Any
 import httpx
 
 from morag_progress.client._core import Call, CallKind, ReporterCore, Verdict, connection
-from morag_progress.errors import ProgressError
+from morag_progress.errors import (
+    JobConflictError,
+    JobNotFoundError,
+    JobStateError,
+    LimitExceededError,
+    ProgressError,
+)
 from morag_progress.models import ProgressUpdate, UpdateOutcome, UpdateResult
 from morag_progress.tracker import JobTracker
 
@@ -165,9 +171,12 @@ class LocalReporter(_ThreadedReporter):
         try:
             result = self._apply(call)
         except ProgressError as e:
-            # A bad value is never taken; a store error (locked, down) passes.
-            verdict = Verdict.REFUSED if isinstance(e, ValueError) else Verdict.RETRY
-            self.settle(call, verdict, detail=str(e))
+            self.settle(
+                call,
+                _verdict_of_error(e),
+                detail=str(e),
+                retry_after=e.retry_after if isinstance(e, LimitExceededError) else None,
+            )
             return
         job = result.job
         self.settle(
@@ -214,3 +223,13 @@ _VERDICTS = {
     UpdateOutcome.SUPERSEDED: Verdict.OVER,
     UpdateOutcome.AMBIGUOUS: Verdict.OVER,
 }
+
+
+def _verdict_of_error(e: ProgressError) -> Verdict:
+    """As the HTTP route answers it: a bad value is refused (422), a job that is gone, over or
+    ambiguous ends reporting (404, 409), anything else (the store locked or down) passes."""
+    if isinstance(e, ValueError):
+        return Verdict.REFUSED
+    if isinstance(e, JobNotFoundError | JobStateError | JobConflictError):
+        return Verdict.OVER
+    return Verdict.RETRY

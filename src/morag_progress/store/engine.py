@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 _SYNCHRONOUS = ("NORMAL", "FULL")
+_MAX_PREPARED = 4096
 Row = Mapping[Any, Any]
 """A row by column name: SQLAlchemy's RowMapping, or a prepared statement's dict."""
 _READ_OPTION = "morag_progress_read"
@@ -206,6 +207,8 @@ class Database:
         found = self._compiled.get(key)
         if found is None:
             found = Prepared(statement, self._engine.dialect, column_keys=column_keys)
+            if len(self._compiled) >= _MAX_PREPARED:  # shapes rebuilt after an eviction
+                self._compiled.clear()
             self._compiled[key] = found
         return found
 

@@ -12,7 +12,8 @@ handles them as any other (docs/architecture.md, section 5).
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, DateTime, Dialect, TypeDecorator
@@ -106,32 +107,31 @@ class Prepared:
                 row[name] = process(value)  # type: ignore[misc]
         return row
 
-    def _cursor(self, conn: Connection, params: Mapping[str, Any]) -> Any:
+    @contextmanager
+    def _run(self, conn: Connection, params: Mapping[str, Any]) -> Iterator[Any]:
+        """A cursor that has run the statement, closed afterwards; a driver error (from the
+        run or a fetch: SQLite steps the statement on fetch) becomes SQLAlchemy's."""
         bound = self._bound(params)
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        error = self._dialect.loaded_dbapi.Error
         try:
             cursor.execute(self.sql, bound)
-        except self._dialect.loaded_dbapi.Error as e:
+            yield cursor
+        except error as e:
+            raise DBAPIError.instance(self.sql, bound, e, error) from e
+        finally:
             cursor.close()
-            raise DBAPIError.instance(self.sql, bound, e, self._dialect.loaded_dbapi.Error) from e
-        return cursor
 
     def first(self, conn: Connection, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """Run it; its first returned row by column name (converted), or None."""
-        cursor = self._cursor(conn, params)
-        try:
+        with self._run(conn, params) as cursor:
             raw = cursor.fetchone()
             return None if raw is None else self._row(raw, cursor)
-        finally:
-            cursor.close()
 
     def all(self, conn: Connection, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Run it; every returned row."""
-        cursor = self._cursor(conn, params)
-        try:
+        with self._run(conn, params) as cursor:
             return [self._row(raw, cursor) for raw in cursor.fetchall()]
-        finally:
-            cursor.close()
 
     def scalar(self, conn: Connection, params: Mapping[str, Any]) -> Any:
         """Run it; the first column of its first row (None without a row)."""

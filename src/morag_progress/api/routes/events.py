@@ -19,6 +19,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Header, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from morag_progress._threads import SharedReads
@@ -106,6 +107,27 @@ async def _subscribe(request: Request, caller: Principal, job: Job | None = None
     )
 
 
+async def _until_streaming(request: Request, subscription: Subscription, step: Awaitable[_T]) -> _T:
+    """``step``, unsubscribing if it fails: the stream that would have done so never starts."""
+    try:
+        return await step
+    except BaseException:
+        _hub(request).unsubscribe(subscription)
+        raise
+
+
+def _response(
+    request: Request, stream: AsyncIterator[ServerSentEvent | bytes], subscription: Subscription
+) -> EventSourceResponse:
+    """The stream as SSE; the subscription ends with the response even when the client left
+    before the stream began (unsubscribing twice is harmless)."""
+    return EventSourceResponse(
+        stream,
+        ping=request.app.state.settings.sse_ping_seconds,
+        background=BackgroundTask(_hub(request).unsubscribe, subscription),
+    )
+
+
 async def _live(
     request: Request, caller: Principal, subscription: Subscription
 ) -> AsyncIterator[list[FeedEvent]]:
@@ -175,7 +197,7 @@ async def job_events(
     # (ids are unique per user) never leaks into an admin's stream.
     owner = job.user_id if job.user_id is not None else NO_USER
     subscription = await _subscribe(request, caller, job)
-    resume = await _resume_point(request, last_event_id)
+    resume = await _until_streaming(request, subscription, _resume_point(request, last_event_id))
 
     def snapshot() -> tuple[int, Job | None]:
         # The feed's position first, then the state: a change in between is sent again
@@ -211,7 +233,7 @@ async def job_events(
                     if event.status.is_terminal:
                         return
 
-    return EventSourceResponse(stream(), ping=request.app.state.settings.sse_ping_seconds)
+    return _response(request, stream(), subscription)
 
 
 @router.get(
@@ -226,19 +248,22 @@ async def all_events(
     """Every change to the caller's jobs (an admin's: everyone's), live, latest per job."""
     tracker = tracker_of(request)
     subscription = await _subscribe(request, caller)
-    resume = await _resume_point(request, last_event_id)
+    resume = await _until_streaming(request, subscription, _resume_point(request, last_event_id))
 
     def snapshot() -> tuple[int, list[Job]]:
         return tracker.store.last_event_id(), tracker.list_jobs(caller.scope, limit=100)
 
     async def stream() -> AsyncIterator[ServerSentEvent | bytes]:
         async with _open(request, subscription):
+            # Rows of different jobs may commit out of id order (PostgreSQL), so a live row
+            # below the last id sent may still be new: only rows sent already are skipped.
+            already: set[int] = set()
             if resume is not None:
                 missed = await run_in_threadpool(
                     lambda: tracker.store.events_after(resume, user_id=caller.scope, limit=10_000)
                 )
+                already = {event.id for event in missed}
                 latest = {event.job_id: event for event in missed}  # latest per job
-                sent = max((event.id for event in missed), default=resume)
                 for event in sorted(latest.values(), key=lambda e: e.id):
                     yield _progress(event)
             else:
@@ -247,9 +272,7 @@ async def all_events(
                 yield ServerSentEvent(data, event="snapshot", id=str(sent))
             async for batch in _live(request, caller, subscription):
                 for event in batch:
-                    if event.id <= sent:
-                        continue
-                    yield _progress(event)
-                    sent = event.id
+                    if event.id not in already:
+                        yield _progress(event)
 
-    return EventSourceResponse(stream(), ping=request.app.state.settings.sse_ping_seconds)
+    return _response(request, stream(), subscription)
