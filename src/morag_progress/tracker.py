@@ -174,7 +174,8 @@ class JobTracker:
         return result
 
     def apply_many(self, updates: list[ProgressUpdate]) -> list[UpdateResult]:
-        """Apply updates in order in one transaction: one commit for the lot.
+        """Apply updates in order through the store's writer, returning once all have committed
+        (in as few transactions as the writer's batches allow).
 
         Validate first (``check_timestamp``): one invalid update raises before any is written.
         """

@@ -56,14 +56,20 @@ class GroupCommit(Generic[_Item, _Result]):
 
     def submit(self, item: _Item) -> Future[_Result]:
         """Queue ``item``; the future holds its result once its transaction has committed."""
-        future: Future[_Result] = Future()
+        return self.submit_many([item])[0]
+
+    def submit_many(self, items: list[_Item]) -> list[Future[_Result]]:
+        """Queue ``items`` in order, together (no other caller's item comes between them)."""
+        futures: list[Future[_Result]] = [Future() for _ in items]
         with self._lock:  # so that no item is queued behind the stop marker
             if self._closed:
-                future.set_exception(StoreError("the store is closed"))
-                return future
+                for future in futures:
+                    future.set_exception(StoreError("the store is closed"))
+                return futures
             self._ensure_thread()
-            self._queue.put((item, future))
-        return future
+            for item, future in zip(items, futures, strict=True):
+                self._queue.put((item, future))
+        return futures
 
     def close(self, timeout: float = 10.0) -> None:
         """Apply what is queued, then stop the writer thread."""

@@ -141,13 +141,16 @@ class JobWriter(Database):
         """Queue one update for the store's writer thread (``group.py``); the future holds
         its outcome once the transaction it shares with other queued updates has committed.
         Await it with ``asyncio.wrap_future``: no thread of the caller's waits."""
+        return self._writer().submit((update, now, create_missing))
+
+    def _writer(self) -> GroupCommit[tuple[ProgressUpdate, datetime, bool], UpdateResult]:
         group = self._group
         if group is None:
             with self._group_lock:
                 if self._group is None:
                     self._group = GroupCommit(self._apply_batch)
                 group = self._group
-        return group.submit((update, now, create_missing))
+        return group
 
     def _apply_batch(
         self, items: list[tuple[ProgressUpdate, datetime, bool]]
@@ -179,11 +182,11 @@ class JobWriter(Database):
         super().close()
 
     def apply_many(self, updates: list[ProgressUpdate], *, now: datetime) -> list[UpdateResult]:
-        def run() -> list[UpdateResult]:
-            with self._write("apply updates") as conn:
-                return [self._apply_in(conn, update, now, False) for update in updates]
-
-        return _retry_conflicts(run)
+        """Apply updates in order through the writer thread, as ``apply`` does one: they share
+        its transactions (each holds up to ``max_batch``) with concurrent reports, and each
+        result is returned once its transaction has committed."""
+        futures = self._writer().submit_many([(update, now, False) for update in updates])
+        return [future.result() for future in futures]
 
     def heartbeat(
         self, job_id: str, *, user_id: str | None, now: datetime, claimant: str | None = None

@@ -185,8 +185,9 @@ def _item(job_id: str, result: UpdateResult) -> BatchItemOut:
 
 @router.post("/progress", response_model=BatchOut, responses=_ERRORS)
 def report_batch(body: BatchIn, caller: Caller, request: Request) -> BatchOut:
-    """Report progress for many jobs at once: applied in order, committed together, answered
-    with one result per report (an unknown or finished job fails its item, not the batch)."""
+    """Report progress for many jobs at once: applied in order, all committed before the
+    answer, with one result per report (an unknown or finished job fails its item, not the
+    batch)."""
     tracker = tracker_of(request)
     results: list[BatchItemOut | None] = [None] * len(body.updates)
     valid: list[tuple[int, ProgressUpdate]] = []
