@@ -40,6 +40,28 @@ def test_items_queued_while_the_writer_works_share_one_batch_in_order() -> None:
     group.close()
 
 
+def test_a_transaction_takes_items_up_to_max_batch_by_size() -> None:
+    """Items weigh their size: a transaction stops taking items once it holds max_batch units,
+    and an item bigger than that goes alone."""
+    batches: list[list[int]] = []
+    release = threading.Event()
+
+    def apply(items: list[int]) -> list[int | BaseException]:
+        if not batches:
+            release.wait(5)
+        batches.append(items)
+        return list(items)
+
+    group: GroupCommit[int, int] = GroupCommit(apply, max_batch=10, size=lambda item: item)
+    first = group.submit(1)
+    time.sleep(0.05)  # the writer holds the first item; the rest queue
+    futures = [group.submit(size) for size in (4, 4, 4, 30, 2)]
+    release.set()
+    assert [f.result(5) for f in [first, *futures]] == [1, 4, 4, 4, 30, 2]
+    assert batches == [[1], [4, 4, 4], [30], [2]]
+    group.close()
+
+
 def test_an_items_error_is_its_own_and_a_batch_error_is_everyones() -> None:
     """A result that is an exception fails that caller only; an exception out of the batch
     fails every caller of that batch, and the writer goes on."""

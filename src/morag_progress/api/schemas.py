@@ -154,8 +154,8 @@ class BatchItem(ProgressIn):
 
 
 class BatchIn(_Body):
-    """Reports for many jobs, applied in order by the server's writer (with other reports,
-    in transactions of up to 500 updates); answered once all are committed."""
+    """Reports for many jobs, applied in order by the server's writer in one transaction
+    (shared with other reports); answered once it has committed."""
 
     updates: list[BatchItem] = Field(min_length=1, max_length=1000)
 

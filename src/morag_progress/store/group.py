@@ -41,10 +41,13 @@ class GroupCommit(Generic[_Item, _Result]):
         apply_batch: Callable[[list[_Item]], list[_Result | BaseException]],
         *,
         max_batch: int = 500,
+        size: Callable[[_Item], int] = lambda _: 1,
         name: str = "morag-progress writer",
     ) -> None:
         self._apply_batch = apply_batch
         self.max_batch = max_batch
+        """How much one transaction takes, in ``size`` units (an item is at least one)."""
+        self._size = size
         self._name = name
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -56,20 +59,14 @@ class GroupCommit(Generic[_Item, _Result]):
 
     def submit(self, item: _Item) -> Future[_Result]:
         """Queue ``item``; the future holds its result once its transaction has committed."""
-        return self.submit_many([item])[0]
-
-    def submit_many(self, items: list[_Item]) -> list[Future[_Result]]:
-        """Queue ``items`` in order, together (no other caller's item comes between them)."""
-        futures: list[Future[_Result]] = [Future() for _ in items]
+        future: Future[_Result] = Future()
         with self._lock:  # so that no item is queued behind the stop marker
             if self._closed:
-                for future in futures:
-                    future.set_exception(StoreError("the store is closed"))
-                return futures
+                future.set_exception(StoreError("the store is closed"))
+                return future
             self._ensure_thread()
-            for item, future in zip(items, futures, strict=True):
-                self._queue.put((item, future))
-        return futures
+            self._queue.put((item, future))
+        return future
 
     def close(self, timeout: float = 10.0) -> None:
         """Apply what is queued, then stop the writer thread."""
@@ -97,8 +94,9 @@ class GroupCommit(Generic[_Item, _Result]):
             if first is _STOP:
                 return
             batch = [first]
+            taken = self._size(first[0])  # type: ignore[index]
             stop = False
-            while len(batch) < self.max_batch:
+            while taken < self.max_batch:
                 try:
                     more = self._queue.get_nowait()
                 except queue.Empty:
@@ -107,6 +105,7 @@ class GroupCommit(Generic[_Item, _Result]):
                     stop = True
                     break
                 batch.append(more)
+                taken += self._size(more[0])  # type: ignore[index]
             self._commit(batch)  # type: ignore[arg-type]
             if stop:
                 return

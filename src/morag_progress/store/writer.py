@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -62,6 +62,11 @@ from morag_progress.store.schema import UTCDateTime, events, jobs
 
 __all__ = ["JobWriter", "NewJob"]
 
+_Work: TypeAlias = tuple[ProgressUpdate | tuple[ProgressUpdate, ...], datetime, bool]
+"""What the writer thread is given: an update (or a caller's updates, in order), the time it
+was received, and whether to create a missing job."""
+_Done: TypeAlias = UpdateResult | list[UpdateResult]
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _UNCLAIMED = [JobStatus.PENDING.value, JobStatus.WAITING_FOR_REMOTE_WORKER.value]
@@ -93,7 +98,7 @@ class NewJob:
 class JobWriter(Database):
     """Creates jobs and applies every kind of change to them."""
 
-    _group: GroupCommit[tuple[ProgressUpdate, datetime, bool], UpdateResult] | None = None
+    _group: GroupCommit[_Work, _Done] | None = None
     _group_lock = threading.Lock()
 
     def create_job(self, new: NewJob, *, now: datetime) -> tuple[Job, bool]:
@@ -141,39 +146,55 @@ class JobWriter(Database):
         """Queue one update for the store's writer thread (``group.py``); the future holds
         its outcome once the transaction it shares with other queued updates has committed.
         Await it with ``asyncio.wrap_future``: no thread of the caller's waits."""
-        return self._writer().submit((update, now, create_missing))
+        return cast(Future[UpdateResult], self._writer().submit((update, now, create_missing)))
 
-    def _writer(self) -> GroupCommit[tuple[ProgressUpdate, datetime, bool], UpdateResult]:
+    def _writer(self) -> GroupCommit[_Work, _Done]:
         group = self._group
         if group is None:
             with self._group_lock:
                 if self._group is None:
-                    self._group = GroupCommit(self._apply_batch)
+                    self._group = GroupCommit(self._apply_batch, size=_work_size)
                 group = self._group
         return group
 
-    def _apply_batch(
-        self, items: list[tuple[ProgressUpdate, datetime, bool]]
-    ) -> list[UpdateResult | BaseException]:
-        """Apply queued updates in one transaction. An error the rules raise before writing
-        (an id several users have) is that update's alone; a database error fails them all."""
+    def _apply_batch(self, items: list[_Work]) -> list[_Done | BaseException]:
+        """Apply queued work (an update, or a caller's list of them) in one transaction. An
+        error the rules raise before writing (an id several users have) is that update's
+        alone; a database error fails them all."""
+        flat = [
+            (one, now, create_missing)
+            for what, now, create_missing in items
+            for one in (what if isinstance(what, tuple) else (what,))
+        ]
         # Rows are locked in one order, (owner, id), whatever order the callers came in: two
         # batches (or replicas) then never wait on each other in a cycle. The sort is stable,
         # so one job's updates keep their queued order.
-        order = sorted(range(len(items)), key=lambda i: _lock_key(items[i][0]))
+        order = sorted(range(len(flat)), key=lambda i: _lock_key(flat[i][0]))
 
         def run() -> list[UpdateResult | BaseException]:
-            results: list[UpdateResult | BaseException] = [None] * len(items)  # type: ignore[list-item]
+            results: list[UpdateResult | BaseException] = [None] * len(flat)  # type: ignore[list-item]
             with self._write("apply updates") as conn:
                 for i in order:
-                    update, now, create_missing = items[i]
+                    one, now, create_missing = flat[i]
                     try:
-                        results[i] = self._apply_in(conn, update, now, create_missing)
+                        results[i] = self._apply_in(conn, one, now, create_missing)
                     except ProgressError as e:
                         results[i] = e
             return results
 
-        return _retry_conflicts(run)
+        results = _retry_conflicts(run)
+        done: list[_Done | BaseException] = []
+        at = 0
+        for what, _, _ in items:
+            if not isinstance(what, tuple):
+                done.append(results[at])
+                at += 1
+                continue
+            mine = results[at : at + len(what)]
+            at += len(what)
+            failed = next((r for r in mine if isinstance(r, BaseException)), None)
+            done.append(failed if failed is not None else cast(list[UpdateResult], mine))
+        return done
 
     def close(self) -> None:
         """Apply what is queued, stop the writer thread, release connections."""
@@ -182,11 +203,13 @@ class JobWriter(Database):
         super().close()
 
     def apply_many(self, updates: list[ProgressUpdate], *, now: datetime) -> list[UpdateResult]:
-        """Apply updates in order through the writer thread, as ``apply`` does one: they share
-        its transactions (each holds up to ``max_batch``) with concurrent reports, and each
-        result is returned once its transaction has committed."""
-        futures = self._writer().submit_many([(update, now, False) for update in updates])
-        return [future.result() for future in futures]
+        """Apply updates in order through the writer thread, as one piece of its work: they
+        share its transaction with concurrent reports, and the results come once it has
+        committed."""
+        if not updates:
+            return []
+        done = self._writer().submit((tuple(updates), now, False)).result()
+        return cast(list[UpdateResult], done)
 
     def heartbeat(
         self, job_id: str, *, user_id: str | None, now: datetime, claimant: str | None = None
@@ -466,6 +489,11 @@ def _retry_conflicts(run: Callable[[], _T], attempts: int = 3) -> _T:
             if getattr(orig, "sqlstate", None) not in _CONFLICTS or attempt + 1 == attempts:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _work_size(work: _Work) -> int:
+    """How many updates a piece of the writer's work holds."""
+    return len(work[0]) if isinstance(work[0], tuple) else 1
 
 
 def _lock_key(update: ProgressUpdate) -> tuple[str, str]:
