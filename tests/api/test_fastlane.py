@@ -7,6 +7,7 @@ jobs in the same state, and the answers must match: status, headers that matter,
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -48,7 +49,8 @@ def _comparable(response: httpx.Response) -> tuple[int, str | None, str | None, 
     )
 
 
-Play = Callable[[httpx.AsyncClient, dict[str, str], str], Awaitable[httpx.Response]]
+Auth = dict[str, str]
+Play = Callable[[httpx.AsyncClient, Auth, str], Awaitable[httpx.Response]]
 
 
 class Pair:
@@ -204,21 +206,27 @@ async def test_what_the_lane_does_not_take_is_served_by_the_app(pair: Pair) -> N
     assert pair.lane.served == 1
 
 
-async def test_the_lane_keeps_the_keys_rate(store: SQLStore) -> None:
-    """Past the key's rate the app answers 429 with Retry-After, lane or not."""
-    app = create_app(Settings(rate_limit_per_second=0.25, key_cache_seconds=60), store=store)
+@contextlib.asynccontextmanager
+async def _rated(
+    store: SQLStore, rate: float
+) -> AsyncIterator[tuple[httpx.AsyncClient, str, Auth]]:
+    """A client of an app with the key cache on and ``rate`` requests a second per key, a
+    key, and a job made with it (the request that put the key in the cache)."""
+    app = create_app(Settings(rate_limit_per_second=rate, key_cache_seconds=60), store=store)
     _, secret = create_key(store, user_id="alice", role=Role.USER, name=None, now=utcnow())
     auth = {"Authorization": f"Bearer {secret}"}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         created = await c.post(
             "/api/v1/jobs", json={"document_name": "a", "document_type": "b"}, headers=auth
         )
-        assert created.status_code == 201  # the key's one token for the next 4 s
-        limited = await c.put(
-            f"/api/v1/remote-jobs/{created.json()['id']}/progress",
-            json={"percentage": 1},
-            headers=auth,
-        )
+        assert created.status_code == 201
+        yield c, f"/api/v1/remote-jobs/{created.json()['id']}/progress", auth
+
+
+async def test_the_lane_keeps_the_keys_rate(store: SQLStore) -> None:
+    """Past the key's rate the app answers 429 with Retry-After, lane or not."""
+    async with _rated(store, 0.25) as (client, url, auth):  # one token for the next 4 s: spent
+        limited = await client.put(url, json={"percentage": 1}, headers=auth)
     assert limited.status_code == 429
     assert int(limited.headers["Retry-After"]) >= 1
 
@@ -226,18 +234,8 @@ async def test_the_lane_keeps_the_keys_rate(store: SQLStore) -> None:
 async def test_a_body_that_does_not_validate_is_charged_once(store: SQLStore) -> None:
     """The lane takes the rate's token last: a report it passes to the app (which charges it)
     is not charged twice, so the answer is the route's 422, not 429."""
-    app = create_app(Settings(rate_limit_per_second=2, key_cache_seconds=60), store=store)
-    _, secret = create_key(store, user_id="alice", role=Role.USER, name=None, now=utcnow())
-    auth = {"Authorization": f"Bearer {secret}"}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-        created = await c.post(
-            "/api/v1/jobs", json={"document_name": "a", "document_type": "b"}, headers=auth
-        )
-        bad = await c.put(
-            f"/api/v1/remote-jobs/{created.json()['id']}/progress",
-            json={"percentage": 101},
-            headers=auth,
-        )
+    async with _rated(store, 2) as (client, url, auth):  # two tokens: one left
+        bad = await client.put(url, json={"percentage": 101}, headers=auth)
     assert bad.status_code == 422
 
 

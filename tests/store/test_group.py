@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -15,9 +16,11 @@ from morag_progress.store.group import GroupCommit
 from morag_progress.tracker import JobTracker
 
 
-def test_items_queued_while_the_writer_works_share_one_batch_in_order() -> None:
-    """While one batch is being applied, the items that arrive are applied together next, in
-    the order they were queued."""
+def held_first_batch(
+    answer: Callable[[int], int],
+) -> tuple[Callable[[list[int]], list[int | BaseException]], list[list[int]], threading.Event]:
+    """An ``apply_batch`` that records its batches and holds the first until released (the
+    items submitted meanwhile queue behind it)."""
     batches: list[list[int]] = []
     release = threading.Event()
 
@@ -25,8 +28,15 @@ def test_items_queued_while_the_writer_works_share_one_batch_in_order() -> None:
         if not batches:
             release.wait(5)
         batches.append(items)
-        return [item * 10 for item in items]
+        return [answer(item) for item in items]
 
+    return apply, batches, release
+
+
+def test_items_queued_while_the_writer_works_share_one_batch_in_order() -> None:
+    """While one batch is being applied, the items that arrive are applied together next, in
+    the order they were queued."""
+    apply, batches, release = held_first_batch(lambda item: item * 10)
     group: GroupCommit[int, int] = GroupCommit(apply)
     first = group.submit(0)
     time.sleep(0.05)  # the writer holds item 0
@@ -43,15 +53,7 @@ def test_items_queued_while_the_writer_works_share_one_batch_in_order() -> None:
 def test_a_transaction_takes_items_up_to_max_batch_by_size() -> None:
     """Items weigh their size: a transaction stops taking items once it holds max_batch units,
     and an item bigger than that goes alone."""
-    batches: list[list[int]] = []
-    release = threading.Event()
-
-    def apply(items: list[int]) -> list[int | BaseException]:
-        if not batches:
-            release.wait(5)
-        batches.append(items)
-        return list(items)
-
+    apply, batches, release = held_first_batch(lambda item: item)
     group: GroupCommit[int, int] = GroupCommit(apply, max_batch=10, size=lambda item: item)
     first = group.submit(1)
     time.sleep(0.05)  # the writer holds the first item; the rest queue
