@@ -87,3 +87,24 @@ def test_serve_logs_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
     assert (lines[0]["level"], lines[0]["logger"]) == ("info", "probe")
     assert lines[1]["level"] == "warning"
     assert lines[1]["timestamp"].endswith("Z")
+
+
+def test_version() -> None:
+    from morag_progress import __version__
+
+    done = runner.invoke(app, ["--version"])
+    assert done.exit_code == 0
+    assert done.output.strip() == f"morag-progress {__version__}"
+
+
+def test_serve_says_where_the_dashboard_is(server_env: dict[str, str], tmp_path: Path) -> None:
+    """serve's first lines name the dashboard's and the API docs' URLs (as a JSON log line)."""
+    import json
+
+    from tests.live import ServerProcess
+
+    log = tmp_path / "serve.log"
+    server = ServerProcess(dict(server_env), log=log).start()
+    server.stop()
+    events = [json.loads(line)["event"] for line in log.read_text().splitlines()]
+    assert f"dashboard at {server.url}/ , API docs at {server.url}/docs" in events

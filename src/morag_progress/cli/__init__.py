@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 import typer
@@ -28,6 +29,27 @@ db_app = typer.Typer(
     help="The database's schema: its revision, and upgrades.", no_args_is_help=True
 )
 app.add_typer(db_app, name="db")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from morag_progress import __version__
+
+        console.print(f"morag-progress {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Job progress: serve the API, manage keys and the database, report and watch."""
+
 
 DatabaseUrl = Annotated[
     str | None,
@@ -108,7 +130,19 @@ def serve(
 
     settings = _settings(host=host, port=port, database_url=database_url)
     config = uvicorn_config(create_app(settings), settings, log_config=log_config())
+    base = f"http://{_url_host(config.host)}:{config.port}"
+    # A log line (JSON, like the rest of serve's output), once logging is configured.
+    logging.getLogger("morag_progress.serve").info(
+        "dashboard at %s/ , API docs at %s/docs", base, base
+    )
     uvicorn.Server(config).run()
+
+
+def _url_host(host: str) -> str:
+    """A bound address as a URL's host: a wildcard as loopback, IPv6 in brackets."""
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 def _unmigrated_store(database_url: str | None) -> SQLStore:
