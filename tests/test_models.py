@@ -125,9 +125,9 @@ def test_eta_only_while_processing_with_a_rate() -> None:
 
 
 def test_job_to_dict_is_json_ready() -> None:
-    """to_dict gives ISO timestamps, the status value and the derived ETA."""
+    """to_dict gives ISO timestamps (UTC, ``Z``), the status value and the derived ETA."""
     data = _job().to_dict()
-    assert data["created_at"] == "2026-01-01T00:00:00+00:00"
+    assert data["created_at"] == "2026-01-01T00:00:00Z"
     assert data["status"] == "PROCESSING"
     assert data["eta_seconds"] == pytest.approx(30.0)
     assert data["end_date"] is None

@@ -367,11 +367,14 @@ class Job:
         return (100 - self.percentage) / self.rate
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict with ISO 8601 timestamps and the derived ``eta_seconds``."""
+        """A JSON-ready dict with the derived ``eta_seconds``, written as the API writes a job
+        everywhere: timestamps in ISO 8601 UTC with ``Z``, float fields as floats."""
         data = {name: getattr(self, name) for name in _JOB_FIELDS}
         for key, value in data.items():
             if isinstance(value, datetime):
-                data[key] = value.isoformat()
+                data[key] = value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+            elif key in _FLOAT_FIELDS and value is not None:
+                data[key] = float(value)
         data["status"] = self.status.value
         data["metadata"] = dict(self.metadata)
         data["eta_seconds"] = self.eta_seconds
@@ -379,6 +382,7 @@ class Job:
 
 
 _JOB_FIELDS = tuple(f.name for f in fields(Job))
+_FLOAT_FIELDS = frozenset({"weight", "stall_timeout_s", "rate"})
 
 
 @dataclass(frozen=True, slots=True)

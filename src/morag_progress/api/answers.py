@@ -85,12 +85,33 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation(_: Request, e: RequestValidationError) -> JSONResponse:
+        undecodable = _undecodable(e)
+        if undecodable is not None:
+            return _detail(400, undecodable, message=undecodable)
         errors = [{**error, "input": _json_safe(error.get("input"))} for error in e.errors()]
         errors = jsonable_encoder(errors)
         message = "; ".join(
             f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in errors
         )
         return _detail(422, errors, message=message)
+
+
+def _undecodable(e: RequestValidationError) -> str | None:
+    """What is wrong with a body that is not JSON text at all (400, as documented, not a
+    field's 422), with the line and column to look at; None for any other error."""
+    errors = e.errors()
+    if not errors or any(error.get("type") != "json_invalid" for error in errors):
+        return None
+    error = errors[0]
+    why = str((error.get("ctx") or {}).get("error", "cannot be decoded"))
+    loc = error.get("loc", ())
+    if " at line " not in why and len(loc) > 1 and isinstance(loc[1], int):
+        # FastAPI's own decoding gives a character offset: say where that is.
+        body = e.body if isinstance(e.body, str) else bytes(e.body or b"").decode(errors="replace")
+        before = body[: loc[1]]
+        line, column = before.count("\n") + 1, loc[1] - (before.rfind("\n") + 1) + 1
+        why = f"{why} at line {line} column {column}"
+    return f"the body is not valid JSON: {why}"
 
 
 def _json_safe(value: Any) -> Any:

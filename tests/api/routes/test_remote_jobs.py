@@ -43,6 +43,20 @@ async def test_seed_request(client: httpx.AsyncClient, alice: Auth, new_job: New
     assert {"rate", "eta_seconds"} <= body["job"].keys()
 
 
+async def test_the_reply_writes_the_job_as_get_does(
+    client: httpx.AsyncClient, alice: Auth, new_job: NewJob
+) -> None:
+    """One way of writing a job everywhere: the progress reply's job is, text for text, what
+    GET returns for it (UTC with Z, floats as floats)."""
+    job_id = await new_job(alice, weight=1, stall_timeout_s=30)
+    reply = await client.put(progress_url(job_id), json={"percentage": 40}, headers=alice)
+    got = await client.get(f"/api/v1/jobs/{job_id}", headers=alice)
+    assert reply.json()["job"] == got.json()
+    assert reply.json()["job"]["created_at"].endswith("Z")
+    assert reply.json()["job"]["weight"] == 1.0
+    assert isinstance(reply.json()["job"]["weight"], float)
+
+
 async def test_stale_report_is_not_an_error(
     client: httpx.AsyncClient, alice: Auth, new_job: NewJob
 ) -> None:
@@ -87,6 +101,29 @@ async def test_bad_body_is_422_naming_the_field(
     assert field in response.json()["message"]
     status = await client.get(f"/api/v1/jobs/{job_id}", headers=alice)
     assert status.json()["percentage"] == 0
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "where"),
+    [
+        ("progress", b'{"percentage": 1', "line 1 column 16"),
+        ("jobs", b'{"document_name": "a",\n "document_type" "b"}', "line 2 column 18"),
+    ],
+)
+async def test_a_body_that_is_not_json_is_400_saying_where(
+    client: httpx.AsyncClient, alice: Auth, new_job: NewJob, route: str, body: bytes, where: str
+) -> None:
+    """Cut off or malformed JSON is a 400 (as the OpenAPI page says), naming line and column."""
+    headers = {**alice, "Content-Type": "application/json"}
+    if route == "progress":
+        response = await client.put(
+            progress_url(await new_job(alice)), content=body, headers=headers
+        )
+    else:
+        response = await client.post("/api/v1/jobs", content=body, headers=headers)
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("the body is not valid JSON: ")
+    assert where in response.json()["detail"]
 
 
 async def test_nan_is_422(client: httpx.AsyncClient, alice: Auth, new_job: NewJob) -> None:
