@@ -200,5 +200,39 @@ def test_watch_ends_when_its_jobs_end(remote: Remote) -> None:
     finally:
         process.kill()
     assert process.returncode == 0
-    assert "FINISHED" in out
-    assert "All done" in out
+    # Not a terminal: one line per change, with the whole id.
+    lines = out.splitlines()
+    assert f"{job_id} PROCESSING 50% Halfway" in lines
+    assert f"{job_id} FINISHED 100% All done" in lines
+
+
+def test_run_on_a_job_that_does_not_exist_says_what_to_do(remote: Remote, tmp_path: Path) -> None:
+    """run --job with an unknown id exits 1 before running anything, suggesting --create."""
+    marker = tmp_path / "ran"
+    done = cli(
+        remote, "run", "--job", "ghost", "--", sys.executable, "-c", f"open({str(marker)!r}, 'w')"
+    )
+    assert done.returncode == 1
+    assert "add --create" in done.stderr
+    assert not marker.exists()
+
+
+def test_tail_follow_ends_when_the_job_ends_elsewhere(remote: Remote, tmp_path: Path) -> None:
+    """--follow on a quiet file ends once the job has ended by another path (here: finished
+    through the tracker), within a few seconds."""
+    job_id = remote.new_job()
+    log = tmp_path / "quiet.log"
+    log.write_text("Progress: 10% - warming up\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "morag_progress.cli", "tail", str(log), "--job", job_id, "-f"],
+        env=remote.env(),
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while remote.job(job_id).percentage < 10:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        remote.tracker.mark_completed(job_id, "done elsewhere")
+        assert process.wait(15) == 0
+    finally:
+        process.kill()

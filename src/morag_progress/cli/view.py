@@ -125,9 +125,25 @@ class JobsView:
         """Every job on screen has ended (and there is at least one)."""
         return bool(self.jobs) and all(j.get("status") in TERMINAL for j in self.jobs.values())
 
-    def render(self, title: str | None = None) -> Table:
+    def changed_lines(self, printed: dict[str, tuple[Any, ...]]) -> list[str]:
+        """One line per job whose status, percentage or message changed since ``printed``
+        (updated), oldest job first: for a pipe or a file, where a live table cannot go."""
+        lines = []
+        for job in sorted(self.jobs.values(), key=lambda j: str(j.get("created_at", ""))):
+            state = (job.get("status"), job.get("percentage"), job.get("summary"))
+            if printed.get(job["id"]) != state:
+                printed[job["id"]] = state
+                status, percentage, summary = state
+                lines.append(
+                    f"{job['id']} {status} {int(percentage or 0)}% {summary or ''}".rstrip()
+                )
+        return lines
+
+    def render(self, title: str | None = None, *, whole_ids: bool = True) -> Table:
+        """The jobs as a table; ``whole_ids=False`` shows ids' first 8 characters (the demo's
+        jobs have distinct names, and its table must fit a narrow terminal)."""
         table = Table(title=title, expand=True, title_justify="left")
-        table.add_column("job", no_wrap=True, max_width=8)
+        table.add_column("job", no_wrap=True)
         table.add_column("name", no_wrap=True, max_width=20)
         table.add_column("status", no_wrap=True)
         table.add_column("progress", ratio=1, min_width=10)
@@ -140,7 +156,7 @@ class JobsView:
             percentage = int(job.get("percentage") or 0)
             rate = job.get("rate")
             table.add_row(
-                str(job["id"])[:8],
+                str(job["id"]) if whole_ids else str(job["id"])[:8],
                 str(job.get("document_name", "")),
                 Text(status, style=_STYLE.get(status, "")),
                 ProgressBar(total=100, completed=percentage, width=None),

@@ -58,6 +58,33 @@ def _fail(response: httpx.Response) -> typer.Exit:
     return typer.Exit(1)
 
 
+_ASK_EVERY = 2.0  # seconds between tail --follow's looks at whether its job has ended
+
+
+def _has_ended(base: str, headers: dict[str, str], job: str) -> bool:
+    """Whether the job has ended (or is gone); a server that cannot be reached says no."""
+    try:
+        response = httpx.get(f"{base}/api/v1/remote-jobs/{job}/status", headers=headers, timeout=5)
+    except httpx.HTTPError:
+        return False
+    if response.status_code == 404:
+        return True
+    return response.status_code == 200 and response.json().get("status") in TERMINAL
+
+
+def _require_job(base: str, headers: dict[str, str], job: str) -> None:
+    """Exit 1 with what to do when ``job`` does not exist for this key (before running)."""
+    response = _request("GET", f"{base}/api/v1/remote-jobs/{job}/status", headers)
+    if response.status_code == 404:
+        notes.print(
+            f"[red]error:[/red] there is no job {job!r} for this API key; "
+            "add --create to create it, or check the id"
+        )
+        raise typer.Exit(1)
+    if response.status_code != 200:
+        raise _fail(response)
+
+
 def _request(method: str, url: str, headers: dict[str, str], **kwargs: Any) -> httpx.Response:
     try:
         return httpx.request(method, url, headers=headers, timeout=10, **kwargs)
@@ -156,12 +183,14 @@ def run(
 ) -> None:
     """Run a command, pass its output through, report the progress found in it (up to 99%),
     and end the job from its exit code (which this command returns)."""
-    base, _ = _connection(api_url, api_key)  # checked here, before anything starts
+    base, headers = _connection(api_url, api_key)  # checked here, before anything starts
     if job is None:
         if not create:
             raise typer.BadParameter("is required unless --create is given", param_hint="--job")
         job = str(uuid.uuid4())
         notes.print(f"job {job}", style="dim")
+    if not create:
+        _require_job(base, headers, job)
     if create:
         try:
             create_job(
@@ -222,13 +251,14 @@ def tail(
 ) -> None:
     """Report the progress in a log file (structlog JSON or the plain formats); with --follow,
     keep reading new lines (surviving rotation) until the job ends or Ctrl-C."""
-    base, _ = _connection(api_url, api_key)
+    base, headers = _connection(api_url, api_key)
     if not follow and not file.is_file():
         raise typer.BadParameter(f"{file} is not a readable file", param_hint="FILE")
     reporter = ProgressReporter(job, api_url=base, api_key=api_key, min_interval=0.25)
     lines = _Lines(_reporting(reporter))
     handle: IO[bytes] | None = None
     inode = None
+    ask_at = time.monotonic() + _ASK_EVERY
     try:
         while True:
             if handle is None and file.is_file():
@@ -241,8 +271,12 @@ def tail(
             if not follow:
                 break
             state = (reporter.job or {}).get("status")
-            if state in TERMINAL:
+            if state in TERMINAL or reporter.finished:
                 break
+            if time.monotonic() >= ask_at:  # the job may end by another path (cancel, a UI)
+                ask_at = time.monotonic() + _ASK_EVERY
+                if _has_ended(base, headers, job):
+                    break
             with contextlib.suppress(OSError):  # rotated or truncated: start the new file
                 stat = file.stat()
                 if handle is not None and (stat.st_ino != inode or stat.st_size < handle.tell()):
@@ -268,14 +302,31 @@ def watch(
     base, headers = _connection(api_url, api_key)
     view = JobsView(only=set(jobs) if jobs else None)
     console = Console()
+    live: Live | None = None
+    printed: dict[str, tuple[Any, ...]] = {}
+
+    def changed() -> None:
+        nonlocal live
+        if not console.is_terminal:  # a pipe or a file: one line per change, whole ids
+            for line in view.changed_lines(printed):
+                console.print(line, highlight=False, soft_wrap=True)
+            console.file.flush()
+        elif live is None:  # only once there is something to show (not before an error)
+            live = Live(view.render(), console=console, refresh_per_second=8)
+            live.start()
+        else:
+            live.update(view.render())
+
     try:
-        with Live(view.render(), console=console, refresh_per_second=8) as live:
-            follow(base, headers, view, lambda: live.update(view.render()))
+        follow(base, headers, view, changed)
     except KeyboardInterrupt:
         pass
     except httpx.HTTPError as e:
         notes.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from e
+    finally:
+        if live is not None:
+            live.stop()
 
 
 def follow(
