@@ -108,3 +108,30 @@ def test_serve_says_where_the_dashboard_is(server_env: dict[str, str], tmp_path:
     server.stop()
     events = [json.loads(line)["event"] for line in log.read_text().splitlines()]
     assert f"dashboard at {server.url}/ , API docs at {server.url}/docs" in events
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["keys", "list"]])
+def test_a_database_that_cannot_be_opened_is_one_line_and_exit_2(
+    command: list[str], tmp_path: Path
+) -> None:
+    """A SQLite path in a directory that does not exist: one line on stderr, exit code 2,
+    no traceback, and no directory made."""
+    import os
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'no-such-dir' / 'progress.db'}"
+    done = subprocess.run(
+        [sys.executable, "-m", "morag_progress.cli", *command],
+        env={**os.environ, "MORAG_PROGRESS_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: database_url names a directory that does not exist: {tmp_path / 'no-such-dir'}, "
+        f"got {url!r}"
+    ]
+    assert not (tmp_path / "no-such-dir").exists()

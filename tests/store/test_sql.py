@@ -185,11 +185,20 @@ def test_sqlite_in_memory(clock: Clock) -> None:
     assert tracker.get_job_status(job_id) is JobStatus.PROCESSING
 
 
-def test_creates_parent_directory_of_a_sqlite_file(tmp_path: Path) -> None:
-    """The default SQLite file's directory is created on first use."""
-    path = tmp_path / "deep" / "er" / "progress.db"
-    SQLStore(f"sqlite:///{path}").close()
-    assert path.exists()
+def test_creates_the_default_directory_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default SQLite file's directory is created on first use; any other directory must
+    exist (a typo in a path is an error naming database_url, not a new directory)."""
+    from morag_progress.errors import ConfigurationError
+    from morag_progress.settings import default_database_url
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "deep" / "er"))
+    SQLStore(default_database_url()).close()
+    assert (tmp_path / "deep" / "er" / "morag-progress" / "progress.db").exists()
+    with pytest.raises(ConfigurationError, match="database_url names a directory that does not"):
+        SQLStore(f"sqlite:///{tmp_path / 'typo' / 'progress.db'}")
+    assert not (tmp_path / "typo").exists()
 
 
 def test_open_store_reads_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

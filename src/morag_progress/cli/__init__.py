@@ -72,8 +72,13 @@ def _store(database_url: str | None) -> SQLStore:
     try:
         return open_store(database_url)
     except ProgressError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
+        raise _cannot_open(e) from e
+
+
+def _cannot_open(e: ProgressError) -> typer.Exit:
+    """One line on stderr saying why the database cannot be used; exit code 2."""
+    notes.print(f"[red]error:[/red] {str(e).splitlines()[0]}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
 
 
 def log_config(level: str = "INFO") -> dict[str, Any]:
@@ -129,7 +134,11 @@ def serve(
     from morag_progress.api.server import uvicorn_config
 
     settings = _settings(host=host, port=port, database_url=database_url)
-    config = uvicorn_config(create_app(settings), settings, log_config=log_config())
+    try:
+        api = create_app(settings)
+    except ProgressError as e:
+        raise _cannot_open(e) from e
+    config = uvicorn_config(api, settings, log_config=log_config())
     base = f"http://{_url_host(config.host)}:{config.port}"
     # A log line (JSON, like the rest of serve's output), once logging is configured.
     logging.getLogger("morag_progress.serve").info(

@@ -140,7 +140,7 @@ class Database:
                 url, poolclass=StaticPool, connect_args={"check_same_thread": False}
             )
         else:
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            _ensure_directory(Path(database).expanduser().parent, url)
             engine = create_engine(url, connect_args={"check_same_thread": False})
 
         @event.listens_for(engine, "connect")
@@ -225,6 +225,26 @@ class Database:
         if len(owners) > 1:
             raise JobConflictError(job_id)
         return owners[0]["user_id"] if owners else None
+
+
+def _ensure_directory(directory: Path, url: str) -> None:
+    """The SQLite file's directory must exist, except the default data directory, which is
+    made on first use (a typo in a path should not quietly make directories)."""
+    from morag_progress.settings import default_database_url
+
+    if directory.is_dir():
+        return
+    default = Path(make_url(default_database_url()).database or "").parent
+    if directory != default:
+        raise ConfigurationError(
+            "database_url", f"names a directory that does not exist: {directory}", url
+        )
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigurationError(
+            "database_url", f"cannot make {directory}: {e.strerror}", url
+        ) from e
 
 
 def mapping_upsert(
