@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import orjson
@@ -100,11 +101,25 @@ def decode_progress(raw: bytes) -> ProgressIn:
     try:
         return _PROGRESS_IN.validate_json(raw)
     except ValidationError as e:
-        errors = [
-            {**error, "loc": ("body", *error["loc"]), "input": _shown(error.get("input"))}
-            for error in e.errors(include_url=False)
-        ]
-        raise RequestValidationError(errors, body=raw) from e
+        error = e
+    if all(item["type"] == "json_invalid" for item in error.errors()):
+        # pydantic's parser refuses some text that is JSON to the standard library (a lone
+        # surrogate escape): decode it as every other route does, so that the field's own
+        # rule answers (422), and only text that is not JSON at all is a 400.
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            pass
+        else:
+            try:
+                return _PROGRESS_IN.validate_python(data)
+            except ValidationError as e:
+                error = e
+    errors = [
+        {**item, "loc": ("body", *item["loc"]), "input": _shown(item.get("input"))}
+        for item in error.errors(include_url=False)
+    ]
+    raise RequestValidationError(errors, body=raw) from error
 
 
 def _shown(value: object) -> object:
