@@ -236,3 +236,38 @@ def test_tail_follow_ends_when_the_job_ends_elsewhere(remote: Remote, tmp_path: 
         assert process.wait(15) == 0
     finally:
         process.kill()
+
+
+HOLD_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from tqdm import tqdm
+    print("Processing progress: Converting (52%)", flush=True)
+    time.sleep(0.5)  # stdout and stderr are read apart: let the 52% land first
+    for _ in tqdm(range(20), total=50, desc="Pages", mininterval=0, file=sys.stderr):
+        time.sleep(0.02)
+    """
+)
+
+
+def test_run_never_reports_progress_going_back(remote: Remote) -> None:
+    """A 52% line followed by a new tqdm bar from 0: the job holds 52% (the bar's lower
+    values do not move it back), then finishes."""
+    job_id = remote.new_job()
+    done = cli(
+        remote,
+        "run",
+        "--job",
+        job_id,
+        "--min-interval",
+        "0.02",
+        "--",
+        sys.executable,
+        "-c",
+        HOLD_SCRIPT,
+    )
+    assert done.returncode == 0, done.stderr
+    history = [event.percentage for event in remote.tracker.history(job_id)]
+    assert 52 in history
+    assert history == sorted(history)
+    assert remote.job(job_id).status is JobStatus.FINISHED

@@ -140,18 +140,26 @@ class _Lines:
             self.buffer = b""
 
 
-def _reporting(reporter: ProgressReporter, ceiling: int = 100) -> Callable[[str], None]:
-    """Parse each line and report its progress, at most ``ceiling`` percent."""
+def _reporting(
+    reporter: ProgressReporter, ceiling: int = 100, *, hold: bool = False
+) -> Callable[[str], None]:
+    """Parse each line and report its progress, at most ``ceiling`` percent. With ``hold``,
+    progress never goes back: a lower percentage than one already reported (a second tqdm
+    bar starting at 0 after a 52% line) keeps the highest, with the new line's message."""
+    highest = 0
+    lock = threading.Lock()  # stdout's and stderr's pumps both call this
 
     def emit(line: str) -> None:
+        nonlocal highest
         event = _PARSER.parse_json_log(line)
-        if event is not None:
-            reporter.update(
-                min(event.percentage, ceiling),
-                event.message or None,
-                current=event.current,
-                total=event.total,
-            )
+        if event is None:
+            return
+        percentage, current, total = min(event.percentage, ceiling), event.current, event.total
+        with lock:
+            if hold and percentage < highest:
+                percentage, current, total = highest, None, None  # the counts were the bar's
+            highest = max(highest, percentage)
+            reporter.update(percentage, event.message or None, current=current, total=total)
 
     return emit
 
@@ -181,8 +189,9 @@ def run(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
 ) -> None:
-    """Run a command, pass its output through, report the progress found in it (up to 99%),
-    and end the job from its exit code (which this command returns)."""
+    """Run a command, pass its output through, report the progress found in it (up to 99%,
+    and never backwards: a later, lower bar holds the highest percentage seen), and end the
+    job from its exit code (which this command returns)."""
     base, headers = _connection(api_url, api_key)  # checked here, before anything starts
     if job is None:
         if not create:
@@ -216,7 +225,7 @@ def run(
     assert process.stdout is not None
     assert process.stderr is not None
     # 100% in the output (a finished tqdm bar) must not finish the job: the exit code does.
-    emit = _reporting(reporter, ceiling=99)
+    emit = _reporting(reporter, ceiling=99, hold=True)
     pumps = [
         threading.Thread(target=_pump, args=(process.stdout, sys.stdout.buffer, _Lines(emit))),
         threading.Thread(target=_pump, args=(process.stderr, sys.stderr.buffer, _Lines(emit))),
