@@ -268,6 +268,10 @@ app.command(context_settings={"allow_interspersed_args": False})(run)
 app.command()(tail)
 app.command()(watch)
 
+from morag_progress.cli.jobs import jobs_app  # noqa: E402 - after the worker commands
+
+app.add_typer(jobs_app, name="jobs")
+
 
 @app.command()
 def demo(

@@ -1,0 +1,68 @@
+"""``morag-progress jobs``: list, show, create and cancel against a real server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from morag_progress.models import JobStatus
+from tests.live import Remote
+
+
+def jobs(remote: Remote, *args: str) -> subprocess.CompletedProcess[str]:
+    """``morag-progress jobs ARGS`` as alice's user key, in a pipe, 150 columns wide."""
+    return subprocess.run(
+        [sys.executable, "-m", "morag_progress.cli", "jobs", *args],
+        env=remote.env(remote.user_key, COLUMNS="150"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_create_show_list_and_cancel(remote: Remote) -> None:
+    """A job made with create is shown, listed (table and JSON), and cancelled (before it
+    runs: CANCELLED at once)."""
+    created = jobs(remote, "create", "manual.pdf", "--type", "document", "--id", "cli-1", "--json")
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["id"] == "cli-1"
+
+    shown = jobs(remote, "show", "cli-1")
+    assert shown.returncode == 0, shown.stderr
+    assert "manual.pdf" in shown.stdout
+    assert "PENDING" in shown.stdout
+
+    listed = jobs(remote, "list", "--json")
+    assert "cli-1" in [job["id"] for job in json.loads(listed.stdout)["jobs"]]
+    table = jobs(remote, "list", "--status", "PENDING")
+    assert "cli-1" in table.stdout  # whole ids in the table
+
+    cancelled = jobs(remote, "cancel", "cli-1")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.strip() == "cli-1: CANCELLED"
+    assert remote.job("cli-1").status is JobStatus.CANCELLED
+
+
+def test_a_running_job_is_asked_to_stop(remote: Remote) -> None:
+    job_id = remote.new_job()
+    remote.tracker.update_progress(job_id, 30, None, "Working")
+    done = jobs(remote, "cancel", job_id)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{job_id}: cancel requested (PROCESSING 30%)"
+    assert remote.job(job_id).cancel_requested
+
+
+def test_pages_and_errors(remote: Remote) -> None:
+    """list pages with --cursor; an unknown job is exit 1 with the server's word."""
+    for i in range(3):
+        remote.new_job(job_id=f"page-{i}")
+    first = jobs(remote, "list", "--limit", "2")
+    assert "more: --cursor" in first.stdout
+    cursor = first.stdout.rsplit("--cursor", 1)[1].split()[0]
+    second = json.loads(jobs(remote, "list", "--limit", "2", "--cursor", cursor, "--json").stdout)
+    assert second["jobs"]
+    missing = jobs(remote, "show", "no-such-job")
+    assert missing.returncode == 1
+    assert "404" in missing.stderr
