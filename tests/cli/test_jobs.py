@@ -10,11 +10,11 @@ from morag_progress.models import JobStatus
 from tests.live import Remote
 
 
-def jobs(remote: Remote, *args: str) -> subprocess.CompletedProcess[str]:
+def jobs(remote: Remote, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """``morag-progress jobs ARGS`` as alice's user key, in a pipe, 150 columns wide."""
     return subprocess.run(
         [sys.executable, "-m", "morag_progress.cli", "jobs", *args],
-        env=remote.env(remote.user_key, COLUMNS="150"),
+        env=remote.env(remote.user_key, COLUMNS="150", **env),
         capture_output=True,
         text=True,
         timeout=60,
@@ -36,8 +36,14 @@ def test_create_show_list_and_cancel(remote: Remote) -> None:
 
     listed = jobs(remote, "list", "--json")
     assert "cli-1" in [job["id"] for job in json.loads(listed.stdout)["jobs"]]
-    table = jobs(remote, "list", "--status", "PENDING")
-    assert "cli-1" in table.stdout  # whole ids in the table
+    piped = jobs(remote, "list", "--status", "PENDING")
+    assert piped.stdout.splitlines()[1].split("\t")[:4] == [
+        "cli-1", "manual.pdf", "document", "PENDING 0%"
+    ]  # fmt: skip
+    table = jobs(remote, "list", FORCE_COLOR="1", NO_COLOR="1")  # as on a terminal
+    assert "cli-1" in table.stdout
+    assert "PENDING 0%" in table.stdout
+    assert "\t" not in table.stdout
 
     cancelled = jobs(remote, "cancel", "cli-1")
     assert cancelled.returncode == 0, cancelled.stderr
@@ -59,8 +65,11 @@ def test_pages_and_errors(remote: Remote) -> None:
     for i in range(3):
         remote.new_job(job_id=f"page-{i}")
     first = jobs(remote, "list", "--limit", "2")
-    assert "more: --cursor" in first.stdout
-    cursor = first.stdout.rsplit("--cursor", 1)[1].split()[0]
+    lines = first.stdout.splitlines()  # a pipe: a header, then a tab-separated line a job
+    assert lines[0].split("\t") == ["id", "name", "type", "status", "created UTC", "message"]
+    assert len(lines) == 3
+    assert "more: --cursor" in first.stderr  # beside the data, not in it
+    cursor = first.stderr.rsplit("--cursor", 1)[1].split()[0]
     second = json.loads(jobs(remote, "list", "--limit", "2", "--cursor", cursor, "--json").stdout)
     assert second["jobs"]
     missing = jobs(remote, "show", "no-such-job")

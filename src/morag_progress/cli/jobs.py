@@ -7,6 +7,7 @@ import json
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -68,21 +69,34 @@ def list_jobs(
     if as_json:
         _print_json(page)
         return
-    table = Table(expand=True)
-    for column in ("id", "name", "type", "status", "%", "created", "message"):
-        table.add_column(
-            column, no_wrap=column != "message", justify="right" if column == "%" else "left"
-        )
-    for job in page["jobs"]:
-        table.add_row(
+    rows = [
+        (
             job["id"],
             job["document_name"],
             job["document_type"],
-            job["status"],
-            str(job["percentage"]),
-            job["created_at"],
+            f"{job['status']} {job['percentage']}%",
+            job["created_at"][5:16].replace("T", " "),  # MM-DD HH:MM
             job.get("summary") or "",
         )
+        for job in page["jobs"]
+    ]
+    header = ("id", "name", "type", "status", "created UTC", "message")
+    if not console.is_terminal:  # a pipe or a file: tab-separated lines, a header first
+        for row in (header, *rows):
+            typer.echo("\t".join(row))
+        if page.get("next_cursor"):
+            typer.echo(f"more: --cursor {page['next_cursor']}", err=True)
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    # The id whole (it tells apart jobs of the same name); names, types and messages give way.
+    table.add_column(header[0], no_wrap=True, min_width=max((len(r[0]) for r in rows), default=2))
+    table.add_column(header[1], no_wrap=True, min_width=8, max_width=24)
+    table.add_column(header[2], no_wrap=True, min_width=6, max_width=12)
+    table.add_column(header[3], no_wrap=True, min_width=15)
+    table.add_column(header[4], no_wrap=True, min_width=11)
+    table.add_column(header[5], no_wrap=True, ratio=1, overflow="ellipsis")  # what is left
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
     if page.get("next_cursor"):
         console.print(f"more: --cursor {page['next_cursor']}", style="dim", highlight=False)
