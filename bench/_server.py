@@ -43,20 +43,24 @@ def wait_until_up(url: str, timeout: float = 30) -> None:
             time.sleep(0.1)
 
 
-def serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    """``morag-progress serve`` on ``port`` with ``env``, once it answers."""
-    server = subprocess.Popen(
-        [sys.executable, "-m", "morag_progress.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+def launch(command: list[str], env: dict[str, str], ready_url: str) -> subprocess.Popen[bytes]:
+    """``command`` in a process of its own, once ``ready_url`` answers (killed if it never
+    does)."""
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        wait_until_up(f"http://127.0.0.1:{port}/healthz")
+        wait_until_up(ready_url)
     except httpx.TransportError:
-        server.kill()
+        process.kill()
         raise
-    return server
+    return process
+
+
+def serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    """``morag-progress serve`` on ``port`` with ``env``, once it answers."""
+    command = [sys.executable, "-m", "morag_progress.cli", "serve", "--port", str(port)]
+    return launch(command, env, f"http://127.0.0.1:{port}/healthz")
 
 
 def percentile(samples: list[float], q: float) -> float:

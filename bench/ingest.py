@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _server import create_key, free_port, wait_until_up
+from _server import create_key, free_port, launch
 from fastapi import FastAPI
 
 from morag_progress.api.schemas import ProgressIn
@@ -84,18 +84,9 @@ async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 def start(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        ["taskset", "-c", "0", sys.executable, *args],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}/")
-    except httpx.TransportError:
-        process.kill()
-        raise
-    return process
+    """A Python server process pinned to core 0, once it answers on ``port``."""
+    command = ["taskset", "-c", "0", sys.executable, *args]
+    return launch(command, env, f"http://127.0.0.1:{port}/")
 
 
 def wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, float]:

@@ -3,10 +3,12 @@ lines, passed through, ending the job from its exit code), tail, report and watc
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -140,10 +142,9 @@ def test_tail_reports_the_latest_progress(remote: Remote, tmp_path: Path) -> Non
     assert (job.percentage, job.summary) == (60, "Diarizing")
 
 
-def test_tail_follow_ends_with_the_job(remote: Remote, tmp_path: Path) -> None:
-    """--follow keeps reading a growing file until its progress ends the job."""
-    job_id = remote.new_job()
-    log = tmp_path / "growing.log"
+@contextlib.contextmanager
+def following(remote: Remote, log: Path, job_id: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``tail LOG --job JOB -f`` running, once it has reported the file's 10% line."""
     log.write_text("Progress: 10% - warming up\n")
     process = subprocess.Popen(
         [sys.executable, "-m", "morag_progress.cli", "tail", str(log), "--job", job_id, "-f"],
@@ -154,11 +155,19 @@ def test_tail_follow_ends_with_the_job(remote: Remote, tmp_path: Path) -> None:
         while remote.job(job_id).percentage < 10:
             assert time.monotonic() < deadline
             time.sleep(0.05)
+        yield process
+    finally:
+        process.kill()
+
+
+def test_tail_follow_ends_with_the_job(remote: Remote, tmp_path: Path) -> None:
+    """--follow keeps reading a growing file until its progress ends the job."""
+    job_id = remote.new_job()
+    log = tmp_path / "growing.log"
+    with following(remote, log, job_id) as process:
         with log.open("a") as f:
             f.write("Progress: 100% - done\n")
         assert process.wait(20) == 0
-    finally:
-        process.kill()
     assert remote.job(job_id).status is JobStatus.FINISHED
 
 
@@ -221,21 +230,9 @@ def test_tail_follow_ends_when_the_job_ends_elsewhere(remote: Remote, tmp_path: 
     """--follow on a quiet file ends once the job has ended by another path (here: finished
     through the tracker), within a few seconds."""
     job_id = remote.new_job()
-    log = tmp_path / "quiet.log"
-    log.write_text("Progress: 10% - warming up\n")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "morag_progress.cli", "tail", str(log), "--job", job_id, "-f"],
-        env=remote.env(),
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while remote.job(job_id).percentage < 10:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+    with following(remote, tmp_path / "quiet.log", job_id) as process:
         remote.tracker.mark_completed(job_id, "done elsewhere")
         assert process.wait(15) == 0
-    finally:
-        process.kill()
 
 
 HOLD_SCRIPT = textwrap.dedent(

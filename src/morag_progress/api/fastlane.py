@@ -107,7 +107,7 @@ class FastLane:
             check_id("job_id", match.group(1))
             body = decode_progress(raw)
             update = progress_update(match.group(1), body, caller)
-            self._tracker.check_timestamp(update)
+            self._tracker.check_timestamp(update)  # before the rate is charged, as the app does
         except (RequestValidationError, ProgressError):
             await self.app(scope, _replay(raw, receive), send)
             return

@@ -32,6 +32,14 @@ def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2))
 
 
+def _print_job(job: dict[str, Any], as_json: bool) -> None:
+    """A job as the API's JSON, or as the field list a person reads."""
+    if as_json:
+        _print_json(job)
+    else:
+        _show(job)
+
+
 def _show(job: dict[str, Any]) -> None:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
@@ -111,10 +119,7 @@ def show(
 ) -> None:
     """One job, as it is now."""
     data = _call("GET", f"/api/v1/jobs/{job}", api_url, api_key)
-    if as_json:
-        _print_json(data)
-    else:
-        _show(data)
+    _print_job(data, as_json)
 
 
 @jobs_app.command("create")
@@ -131,10 +136,7 @@ def create(
     if job_id is not None:
         body["id"] = job_id
     data = _call("POST", "/api/v1/jobs", api_url, api_key, json=body)
-    if as_json:
-        _print_json(data)
-    else:
-        _show(data)
+    _print_job(data, as_json)
 
 
 @jobs_app.command("cancel")

@@ -36,6 +36,7 @@ from sqlalchemy.pool import StaticPool
 from morag_progress.errors import ConfigurationError, JobConflictError, StoreError
 from morag_progress.keys import ApiKey, Role
 from morag_progress.models import TERMINAL_STATUSES, FeedEvent, Job, JobStatus
+from morag_progress.settings import default_database_url
 from morag_progress.store.migrate import current_revision, ensure_schema, upgrade
 from morag_progress.store.prepared import Prepared
 from morag_progress.store.schema import jobs, worker_mappings
@@ -230,8 +231,6 @@ class Database:
 def _ensure_directory(directory: Path, url: str) -> None:
     """The SQLite file's directory must exist, except the default data directory, which is
     made on first use (a typo in a path should not quietly make directories)."""
-    from morag_progress.settings import default_database_url
-
     if directory.is_dir():
         return
     default = Path(make_url(default_database_url()).database or "").parent
