@@ -13,6 +13,7 @@ from pydantic import (
     Field,
     StringConstraints,
     WithJsonSchema,
+    model_validator,
 )
 
 from morag_progress.bounds import (
@@ -69,6 +70,15 @@ def _job_id(value: str) -> str:
     return value
 
 
+def _not_a_fraction(value: float) -> float:
+    if 0 < value < 1:
+        raise ValueError(
+            "must be 0 or from 1 to 100: a value between 0 and 1 would be floored to 0; "
+            "send a fraction of the work as progress (0..1)"
+        )
+    return value
+
+
 def _not_blank(value: str) -> str:
     if value and not value.strip():
         raise ValueError("must not be blank")
@@ -119,8 +129,24 @@ class ProgressIn(_Body):
     """A progress report from a worker (the seed's body, plus ordering and counts)."""
 
     # strict: true/false are not numbers here (lax mode would read them as 1 and 0).
-    percentage: float = Field(
-        ge=0, le=100, allow_inf_nan=False, strict=True, description="0 to 100; floored."
+    percentage: Annotated[float, AfterValidator(_not_a_fraction)] | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        allow_inf_nan=False,
+        strict=True,
+        description="0 to 100 in whole percents: 52.7 is 52. A value between 0 and 1 is "
+        "refused (it is almost always a fraction: send it as `progress`). Give this or "
+        "`progress`.",
+    )
+    progress: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        strict=True,
+        description="0 to 1, the fraction done (0.5 is 50%), as Celery callbacks report it. "
+        "Give this or `percentage`.",
     )
     message: Message | None = Field(default=None, description="Summary.")
     timestamp: IsoDateTime | None = Field(
@@ -145,6 +171,22 @@ class ProgressIn(_Body):
         strict=True,
         description="Orders reports with equal timestamps.",
     )
+
+
+    @model_validator(mode="after")
+    def _one_amount(self) -> ProgressIn:
+        if (self.percentage is None) == (self.progress is None):
+            raise ValueError("give exactly one of percentage (0..100) or progress (0..1)")
+        return self
+
+    @property
+    def percent(self) -> float:
+        """The report as a percentage 0..100 (``progress`` scaled; the tracker floors it)."""
+        if self.percentage is not None:
+            return self.percentage
+        assert self.progress is not None
+        # 0.29 * 100 is 28.999999999999996: round off the float error before the floor.
+        return round(self.progress * 100, 6)
 
 
 class BatchItem(ProgressIn):

@@ -396,7 +396,9 @@ class ReporterCore:
         try:
             if isinstance(percentage, bool) or not 0 <= percentage <= 100:  # NaN fails too
                 raise ValueError
-            percentage = float(percentage)
+            # Whole percents, as the server keeps them: a fraction below 1 would be refused
+            # there as a likely 0..1 value, and is 0% here.
+            percentage = math.floor(percentage)
         except (TypeError, ValueError):
             logger.warning(
                 "job %s: percentage must be a number 0..100, got %r", self.job_id, percentage

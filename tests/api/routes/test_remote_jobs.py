@@ -104,6 +104,54 @@ async def test_bad_body_is_422_naming_the_field(
 
 
 @pytest.mark.parametrize(
+    ("body", "percentage"),
+    [
+        ({"progress": 0.5}, 50),
+        ({"progress": 0.29}, 29),  # 28.999999999999996 before rounding
+        ({"progress": 1}, 100),
+        ({"percentage": 52.7}, 52),
+        ({"percentage": 0}, 0),
+        ({"percentage": 1}, 1),
+    ],
+)
+async def test_progress_is_a_fraction_and_percentage_whole_percents(
+    client: httpx.AsyncClient,
+    alice: Auth,
+    new_job: NewJob,
+    body: dict[str, Any],
+    percentage: int,
+) -> None:
+    """``progress`` takes 0..1 (as Celery callbacks report), ``percentage`` 0..100 floored."""
+    job_id = await new_job(alice)
+    response = await client.put(progress_url(job_id), json=body, headers=alice)
+    assert response.status_code == 200
+    assert response.json()["job"]["percentage"] == percentage
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"percentage": 0.5}, "send a fraction of the work as progress"),
+        ({"percentage": 40, "progress": 0.4}, "exactly one of percentage"),
+        ({"message": "no amount"}, "exactly one of percentage"),
+        ({"progress": 1.5}, "less than or equal to 1"),
+    ],
+)
+async def test_a_fraction_in_percentage_is_refused_not_floored(
+    client: httpx.AsyncClient, alice: Auth, new_job: NewJob, body: dict[str, Any], says: str
+) -> None:
+    """0.5 as a percentage would floor to 0 and move a job at 75% back: it is a 422 that says
+    to send it as ``progress``, and the job keeps its 75%."""
+    job_id = await new_job(alice)
+    await client.put(progress_url(job_id), json={"percentage": 75}, headers=alice)
+    response = await client.put(progress_url(job_id), json=body, headers=alice)
+    assert response.status_code == 422
+    assert says in response.json()["message"]
+    job = await client.get(f"/api/v1/jobs/{job_id}", headers=alice)
+    assert job.json()["percentage"] == 75
+
+
+@pytest.mark.parametrize(
     ("route", "body", "where"),
     [
         ("progress", b'{"percentage": 1', "line 1 column 16"),

@@ -54,7 +54,7 @@ PROGRESS_ROUTE = "/api/v1/remote-jobs/{job_id}/progress"
 def progress_update(job_id: str, body: ProgressIn, caller: Principal) -> ProgressUpdate:
     return ProgressUpdate(
         job_id,
-        body.percentage,
+        body.percent,
         body.message,
         timestamp=body.timestamp,
         current=body.current,
