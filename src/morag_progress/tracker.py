@@ -252,6 +252,15 @@ class JobTracker:
             self._notify(result.job)
         return result
 
+    def requeue(self, job_id: str, user_id: str | None = None) -> UpdateResult:
+        """Put a remote job that failed, was cancelled or stalled back in the queue (WAITING
+        for a remote worker at 0%); its next claim starts a new attempt. TERMINAL when the job
+        is in another state or no remote worker ever claimed it."""
+        result = self.store.requeue(job_id, user_id=user_id, now=self._clock())
+        if result.applied and result.job is not None:
+            self._notify(result.job)
+        return result
+
     # -- seed-compatible API: logs and returns bool, never raises -------------------------------
 
     def update_progress(
@@ -352,9 +361,12 @@ class JobTracker:
         limit: int = 50,
         after: str | None = None,
         parent_id: str | None = None,
+        top_level: bool = False,
+        search: str | None = None,
     ) -> list[Job]:
         """Jobs, newest first; pass the last job's id as ``after`` for the next page;
-        ``parent_id`` keeps a parent's children."""
+        ``parent_id`` keeps a parent's children, ``top_level`` the jobs without a parent, and
+        ``search`` those whose name, id or message holds it (any case)."""
         return self.store.list_jobs(
             user_id=user_id,
             status=status,
@@ -362,6 +374,8 @@ class JobTracker:
             limit=limit,
             after=after,
             parent_id=parent_id,
+            top_level=top_level,
+            search=search,
         )
 
     def history(

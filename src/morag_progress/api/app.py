@@ -18,7 +18,7 @@ from morag_progress.api.auth import Authenticator
 from morag_progress.api.fastlane import FastLane
 from morag_progress.api.limits import BodyLimit, RateLimiter, SharedRateLimiter
 from morag_progress.api.metrics import Metrics, RequestTimer
-from morag_progress.api.routes import dashboard, events, jobs, ops, remote_jobs, webhooks
+from morag_progress.api.routes import dashboard, events, jobs, ops, remote_jobs, webhooks, workers
 from morag_progress.api.uploads import UploadParser
 from morag_progress.feed import FeedHub
 from morag_progress.monitor import Monitor
@@ -137,8 +137,9 @@ def create_app(settings: Settings | None = None, *, store: SQLStore | None = Non
         metrics=metrics,
         max_body=settings.max_body_bytes,
     )
-    for router in (remote_jobs.router, jobs.router, events.router, webhooks.router, ops.router):
-        app.include_router(router)
+    routers = (remote_jobs, jobs, events, webhooks, workers, ops)
+    for module in routers:
+        app.include_router(module.router)
     dashboard.mount(app)
     answers.install(app)
     return app

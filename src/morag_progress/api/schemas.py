@@ -47,10 +47,13 @@ __all__ = [
     "ProgressIn",
     "ProgressOut",
     "ResultIn",
+    "SearchText",
     "StreamTokenOut",
     "WebhookCreated",
     "WebhookIn",
     "WebhookOut",
+    "WorkerList",
+    "WorkerOut",
 ]
 
 # The columns' ranges: a larger number is a 422 naming the field, not a database error.
@@ -93,6 +96,7 @@ Name = Annotated[
 ]
 DocumentId = Annotated[str, StringConstraints(max_length=MAX_NAME), _Storable]
 DocumentType = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TYPE), _Storable]
+SearchText = Annotated[str, StringConstraints(max_length=200), _Storable]
 Url = Annotated[str, StringConstraints(min_length=1, max_length=2048), _Storable]
 JobId = Annotated[
     str,
@@ -171,7 +175,6 @@ class ProgressIn(_Body):
         strict=True,
         description="Orders reports with equal timestamps.",
     )
-
 
     @model_validator(mode="after")
     def _one_amount(self) -> ProgressIn:
@@ -418,3 +421,20 @@ class DeliveryOut(BaseModel):
     created_at: datetime
     next_attempt_at: datetime
     delivered_at: datetime | None
+
+
+class WorkerOut(BaseModel):
+    """One worker, as the jobs it reported on show it."""
+
+    worker_id: str
+    last_seen: datetime = Field(description="Its last report or heartbeat on any job.")
+    current_job: JobOut | None = Field(description="The job it runs now (the latest), if any.")
+    finished: int = Field(description="Jobs it finished in the window.")
+    failed: int = Field(description="Jobs it failed in the window.")
+
+
+class WorkerList(BaseModel):
+    """Workers seen in the window or running a job now, the most recently seen first."""
+
+    window_seconds: int
+    workers: list[WorkerOut]

@@ -3,15 +3,35 @@ depth), counts, idle jobs for the monitor, a job's history and the feed after an
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import String, and_, bindparam, func, or_, select
+from sqlalchemy import String, and_, bindparam, case, func, or_, select
 
-from morag_progress.models import FeedEvent, Job, JobStatus
+from morag_progress.models import FeedEvent, Job, JobStatus, as_utc
 from morag_progress.store.engine import Database, feed_event_from_row, job_from_row
 from morag_progress.store.schema import events, jobs
 
-__all__ = ["JobReader"]
+__all__ = ["MAX_WORKERS", "JobReader", "WorkerActivity"]
+
+MAX_WORKERS = 500
+"""The most workers one listing holds."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerActivity:
+    """What one worker has been doing."""
+
+    worker_id: str
+    last_seen: datetime
+    current_job: Job | None
+    finished: int
+    failed: int
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 class JobReader(Database):
@@ -32,6 +52,8 @@ class JobReader(Database):
         limit: int = 50,
         after: str | None = None,
         parent_id: str | None = None,
+        top_level: bool = False,
+        search: str | None = None,
     ) -> list[Job]:
         j = jobs.c
         stmt = select(jobs).order_by(j.created_at.desc(), j.id.desc()).limit(limit)
@@ -39,6 +61,19 @@ class JobReader(Database):
             stmt = stmt.where(j.user_id == user_id)
         if parent_id is not None:
             stmt = stmt.where(j.parent_id == parent_id)
+        elif top_level:
+            stmt = stmt.where(j.parent_id.is_(None))
+        if search:
+            # Case-insensitive substring of the name, id or message; the newest-first index
+            # walk stops at the page's last match.
+            pattern = "%" + _escape_like(search) + "%"
+            stmt = stmt.where(
+                or_(
+                    j.document_name.ilike(pattern, escape="\\"),
+                    j.id.ilike(pattern, escape="\\"),
+                    j.summary.ilike(pattern, escape="\\"),
+                )
+            )
         if status is not None:
             stmt = stmt.where(j.status == JobStatus(status).value)
         if document_type is not None:
@@ -62,6 +97,57 @@ class JobReader(Database):
             )
         with self._read("list jobs") as conn:
             return [job_from_row(row) for row in conn.execute(stmt).mappings()]
+
+    def workers(self, *, user_id: str | None = None, since: datetime) -> list[WorkerActivity]:
+        """Each worker seen since ``since`` or running a job now: when it was last seen, its
+        current job, and the jobs it finished and failed since ``since``. At most
+        ``MAX_WORKERS``, the most recently seen first."""
+        j = jobs.c
+        running = [JobStatus.PROCESSING.value, JobStatus.STALLED.value]
+        seen = func.max(func.coalesce(j.last_seen_at, j.updated_at))
+        ended_since = and_(j.end_date.is_not(None), j.end_date >= since)
+
+        def ended(status: JobStatus) -> Any:
+            return func.sum(case((and_(j.status == status.value, ended_since), 1), else_=0))
+
+        stmt = (
+            select(
+                j.worker_id,
+                seen.label("last_seen"),
+                ended(JobStatus.FINISHED),
+                ended(JobStatus.FAILED),
+            )
+            .where(j.worker_id.is_not(None), or_(j.status.in_(running), j.updated_at >= since))
+            .group_by(j.worker_id)
+            .order_by(seen.desc())
+            .limit(MAX_WORKERS)
+        )
+        current = (
+            select(jobs)
+            .where(j.worker_id.is_not(None), j.status.in_(running))
+            .order_by(j.updated_at)
+            .limit(10 * MAX_WORKERS)
+        )
+        if user_id is not None:
+            stmt = stmt.where(j.user_id == user_id)
+            current = current.where(j.user_id == user_id)
+        with self._read("list workers") as conn:
+            rows = conn.execute(stmt).all()
+            # The most recently updated running job of each worker wins.
+            now_running = {
+                job.worker_id: job
+                for job in (job_from_row(row) for row in conn.execute(current).mappings())
+            }
+        return [
+            WorkerActivity(
+                worker_id=worker_id,
+                last_seen=as_utc(last_seen) if isinstance(last_seen, datetime) else last_seen,
+                current_job=now_running.get(worker_id),
+                finished=int(finished or 0),
+                failed=int(failed or 0),
+            )
+            for worker_id, last_seen, finished, failed in rows
+        ]
 
     def count_open_jobs(self, user_id: str) -> int:
         """How many of the user's jobs have not ended (an index range per open status)."""

@@ -19,7 +19,7 @@ from morag_progress.models import JobStatus, ProgressUpdate, UpdateResult
 from morag_progress.store.engine import TERMINAL_VALUES, Row
 from morag_progress.store.schema import jobs
 
-__all__ = ["Apply", "adopt", "roll_up"]
+__all__ = ["Apply", "adopt", "reopen", "roll_up"]
 
 Apply = Callable[[Connection, ProgressUpdate, datetime], UpdateResult]
 """Applies an update inside the caller's transaction (the writer's)."""
@@ -105,6 +105,29 @@ def roll_up(conn: Connection, child: Row, now: datetime, apply: Apply) -> None:
     )
     if parent is not None:
         _settle(conn, parent, child, now, apply)
+
+
+def reopen(conn: Connection, child: Row) -> None:
+    """A child that had ended runs again (requeued): take its end back out of its parent's
+    sums. Its percentage rolls up as any change does. A parent that has ended stays ended:
+    terminal states are final."""
+    if not child["rolled_up_done"]:
+        return
+    j = jobs.c
+    failed = int(child["status"] == JobStatus.FAILED.value)
+    conn.execute(
+        update(jobs)
+        .where(j.id == child["id"], j.user_id == child["user_id"])
+        .values(rolled_up_done=False)
+    )
+    conn.execute(
+        update(jobs)
+        .where(j.id == child["parent_id"], j.user_id == child["user_id"])
+        .values(
+            children_done=j.children_done - 1,
+            children_failed=j.children_failed - failed,
+        )
+    )
 
 
 def _settle(conn: Connection, parent: Row, child: Row, now: datetime, apply: Apply) -> None:

@@ -57,10 +57,10 @@ from morag_progress.store.engine import (
     status_in,
 )
 from morag_progress.store.group import GroupCommit
-from morag_progress.store.rollup import adopt, roll_up
+from morag_progress.store.rollup import adopt, reopen, roll_up
 from morag_progress.store.schema import UTCDateTime, events, jobs
 
-__all__ = ["JobWriter", "NewJob"]
+__all__ = ["REQUEUABLE", "JobWriter", "NewJob"]
 
 _Work: TypeAlias = tuple[ProgressUpdate | tuple[ProgressUpdate, ...], datetime, bool]
 """What the writer thread is given: an update (or a caller's updates, in order), the time it
@@ -70,6 +70,8 @@ _Done: TypeAlias = UpdateResult | list[UpdateResult]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _UNCLAIMED = [JobStatus.PENDING.value, JobStatus.WAITING_FOR_REMOTE_WORKER.value]
+REQUEUABLE = [JobStatus.FAILED.value, JobStatus.CANCELLED.value, JobStatus.STALLED.value]
+"""The states a job a remote worker claimed may be requeued from."""
 _RATE_SMOOTHING = 0.3  # weight of the newest rate, as tqdm's default smoothing
 
 
@@ -364,6 +366,50 @@ class JobWriter(Database):
         return self._change_one(
             "request cancel", stmt, job_id, user_id, now, UpdateOutcome.TERMINAL
         )
+
+    def requeue(self, job_id: str, *, user_id: str | None, now: datetime) -> UpdateResult:
+        """Put a remote job that failed, was cancelled or stalled back in the queue: WAITING
+        for a remote worker at 0%, its error and worker cleared. Its next claim starts a new
+        attempt, so a late report of the old one is superseded. TERMINAL (with the job) when
+        the job is not in such a state or no remote worker ever claimed it."""
+        j = jobs.c
+        stmt = (
+            update(jobs)
+            .where(
+                j.id == job_id,
+                j.user_id == bindparam("p_owner", type_=String()),
+                j.status.in_(REQUEUABLE),
+                j.claimed_by.is_not(None),
+            )
+            .values(
+                status=JobStatus.WAITING_FOR_REMOTE_WORKER.value,
+                percentage=0,
+                summary="Requeued: waiting for a remote worker",
+                error=None,
+                worker_id=None,
+                cancel_requested=False,
+                end_date=None,
+                last_seen_at=None,
+                rate=None,
+                current=None,
+                total=None,
+                stage=None,
+                updated_at=now,
+            )
+            .returning(*jobs.c)
+        )
+        with self._write("requeue job") as conn:
+            owner = self._owner(conn, job_id, user_id)
+            before = None if owner is None else self._fetch(conn, job_id, owner)
+            if before is None:
+                return UpdateResult(UpdateOutcome.NOT_FOUND)
+            row = conn.execute(stmt, {"p_owner": owner}).mappings().first()
+            if row is None:
+                return UpdateResult(UpdateOutcome.TERMINAL, job_from_row(before))
+            if before["parent_id"] is not None:
+                reopen(conn, before)
+            event_id = self._append_event(conn, row, now=now, timestamp=now)
+            return UpdateResult(UpdateOutcome.APPLIED, job_from_row(row), event_id)
 
     def transition(
         self,

@@ -148,3 +148,163 @@ async def test_history(client: httpx.AsyncClient, alice: Auth, bob: Auth, new_jo
     ).json()
     assert [e["percentage"] for e in later] == [10, 50]
     assert (await client.get(f"/api/v1/jobs/{job_id}/history", headers=bob)).status_code == 404
+
+
+async def _claimed(client: httpx.AsyncClient, worker: Auth, owner: Auth, new_job: NewJob) -> str:
+    """A remote job claimed by ``worker``, reported to 40%."""
+    job_id = await new_job(owner, remote=True)
+    claimed = await client.post(
+        "/api/v1/remote-jobs/claim", json={"worker_id": "gpu-01"}, headers=worker
+    )
+    assert claimed.json()["id"] == job_id
+    await client.put(
+        f"/api/v1/remote-jobs/{job_id}/progress", json={"percentage": 40}, headers=worker
+    )
+    return str(job_id)
+
+
+async def test_requeue_a_failed_remote_job(
+    client: httpx.AsyncClient, alice: Auth, alice_worker: Auth, bob: Auth, new_job: NewJob
+) -> None:
+    """A failed remote job goes back to the queue at 0% without its error; the next claim is
+    attempt 2, and the old attempt's late report is refused as superseded."""
+    job_id = await _claimed(client, alice_worker, alice, new_job)
+    await client.put(
+        f"/api/v1/remote-jobs/{job_id}/result",
+        json={"success": False, "message": "CUDA out of memory"},
+        headers=alice_worker,
+    )
+    assert (await client.post(f"/api/v1/jobs/{job_id}/requeue", headers=bob)).status_code == 404
+    response = await client.post(f"/api/v1/jobs/{job_id}/requeue", headers=alice)
+    assert response.status_code == 200
+    job = response.json()
+    assert (job["status"], job["percentage"], job["error"], job["worker_id"], job["end_date"]) == (
+        "WAITING_FOR_REMOTE_WORKER",
+        0,
+        None,
+        None,
+        None,
+    )
+    again = await client.post(
+        "/api/v1/remote-jobs/claim", json={"worker_id": "gpu-02"}, headers=alice_worker
+    )
+    assert (again.json()["id"], again.json()["attempt"]) == (job_id, 2)
+    late = await client.put(
+        f"/api/v1/remote-jobs/{job_id}/progress",
+        json={"percentage": 90, "attempt": 1},
+        headers=alice_worker,
+    )
+    assert late.status_code == 409
+    history = (await client.get(f"/api/v1/jobs/{job_id}/history", headers=alice)).json()
+    assert [e["status"] for e in history][-3:] == [
+        "FAILED",
+        "WAITING_FOR_REMOTE_WORKER",
+        "PROCESSING",
+    ]
+
+
+@pytest.mark.parametrize("state", ["running", "finished", "never claimed"])
+async def test_requeue_refuses_other_jobs(
+    client: httpx.AsyncClient, alice: Auth, alice_worker: Auth, new_job: NewJob, state: str
+) -> None:
+    """Only a failed, cancelled or stalled job that a remote worker claimed is requeued; any
+    other answers 409 saying why, and is left as it was."""
+    if state == "never claimed":
+        job_id = await new_job(alice, remote=True)
+        await client.post(f"/api/v1/jobs/{job_id}/cancel", headers=alice)
+        why = "never claimed by a remote worker"
+    else:
+        job_id = await _claimed(client, alice_worker, alice, new_job)
+        why = "is PROCESSING"
+        if state == "finished":
+            await client.put(
+                f"/api/v1/remote-jobs/{job_id}/result", json={"success": True}, headers=alice_worker
+            )
+            why = "is FINISHED"
+    before = (await client.get(f"/api/v1/jobs/{job_id}", headers=alice)).json()
+    response = await client.post(f"/api/v1/jobs/{job_id}/requeue", headers=alice)
+    assert response.status_code == 409
+    assert why in response.json()["detail"]
+    assert "can be requeued" in response.json()["detail"]
+    assert (await client.get(f"/api/v1/jobs/{job_id}", headers=alice)).json() == before
+
+
+async def test_requeue_needs_a_user_key(
+    client: httpx.AsyncClient, alice: Auth, alice_worker: Auth, new_job: NewJob
+) -> None:
+    """A worker key may not requeue (403)."""
+    job_id = await _claimed(client, alice_worker, alice, new_job)
+    response = await client.post(f"/api/v1/jobs/{job_id}/requeue", headers=alice_worker)
+    assert response.status_code == 403
+
+
+async def test_search_and_top_level(
+    client: httpx.AsyncClient, alice: Auth, bob: Auth, new_job: NewJob
+) -> None:
+    """q finds the caller's jobs by name, id or message in any case, treating % and _ as
+    text; top_level leaves out children; both page like any list."""
+    lecture = await new_job(alice, document_name="Lecture_01.mp3", id="job-lec")
+    await new_job(alice, document_name="manual 50%.pdf", id="man-1")
+    child = await new_job(alice, document_name="lecture part", parent_id=lecture)
+    await new_job(bob, document_name="lecture of bob")
+    await client.put(
+        f"/api/v1/remote-jobs/{child}/progress",
+        json={"percentage": 5, "message": "Transcribing GERMAN audio"},
+        headers=alice,
+    )
+
+    async def ids(**params: Any) -> set[str]:
+        response = await client.get("/api/v1/jobs", params=params, headers=alice)
+        assert response.status_code == 200, response.text
+        return {j["id"] for j in response.json()["jobs"]}
+
+    assert await ids(q="LECTURE") == {lecture, child}
+    assert await ids(q="german") == {child}
+    assert await ids(q="MAN-1") == {"man-1"}
+    assert await ids(q="50%") == {"man-1"}
+    assert await ids(q="e_0") == {lecture}  # "_" is a character, not a wildcard
+    assert await ids(q="%") == {"man-1"}
+    assert await ids(q="lecture", top_level=True) == {lecture}
+    assert await ids(q="nothing like it") == set()
+    first = (await client.get("/api/v1/jobs", params={"q": "e", "limit": 1}, headers=alice)).json()
+    rest = await ids(q="e", cursor=first["next_cursor"])
+    assert len(rest) == 2
+    assert first["jobs"][0]["id"] not in rest
+    too_long = await client.get("/api/v1/jobs", params={"q": "x" * 201}, headers=alice)
+    assert too_long.status_code == 422
+
+
+async def test_workers_view(
+    client: httpx.AsyncClient, alice: Auth, alice_worker: Auth, bob: Auth, new_job: NewJob
+) -> None:
+    """Each worker with its last sign of life, its current job, and what it ended lately;
+    another user's workers are not listed."""
+    running = await _claimed(client, alice_worker, alice, new_job)
+    done = await new_job(alice, remote=True)
+    await client.post(
+        "/api/v1/remote-jobs/claim", json={"worker_id": "gpu-02"}, headers=alice_worker
+    )
+    await client.put(
+        f"/api/v1/remote-jobs/{done}/result", json={"success": True}, headers=alice_worker
+    )
+    failed = await new_job(alice, remote=True)
+    await client.post(
+        "/api/v1/remote-jobs/claim", json={"worker_id": "gpu-02"}, headers=alice_worker
+    )
+    await client.put(
+        f"/api/v1/remote-jobs/{failed}/result",
+        json={"success": False, "message": "disk full"},
+        headers=alice_worker,
+    )
+    listed = (await client.get("/api/v1/workers", headers=alice)).json()
+    assert listed["window_seconds"] == 3600
+    workers = {w["worker_id"]: w for w in listed["workers"]}
+    assert set(workers) == {"gpu-01", "gpu-02"}
+    assert workers["gpu-01"]["current_job"]["id"] == running
+    assert (workers["gpu-01"]["finished"], workers["gpu-01"]["failed"]) == (0, 0)
+    assert workers["gpu-02"]["current_job"] is None
+    assert (workers["gpu-02"]["finished"], workers["gpu-02"]["failed"]) == (1, 1)
+    assert workers["gpu-02"]["last_seen"].endswith("Z")
+    assert (await client.get("/api/v1/workers", headers=bob)).json()["workers"] == []
+    bad = await client.get("/api/v1/workers", params={"window": 5}, headers=alice)
+    assert bad.status_code == 422

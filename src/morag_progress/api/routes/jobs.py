@@ -15,10 +15,12 @@ from morag_progress.api.schemas import (
     JobId,
     JobList,
     JobOut,
+    SearchText,
 )
-from morag_progress.errors import LimitExceededError
+from morag_progress.errors import JobStateError, LimitExceededError
 from morag_progress.keys import Role
-from morag_progress.models import JobStatus
+from morag_progress.models import JobStatus, UpdateOutcome
+from morag_progress.store.writer import REQUEUABLE
 
 __all__ = ["router"]
 
@@ -80,6 +82,13 @@ def list_jobs(
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     document_type: Annotated[DocumentType | None, Query()] = None,
     parent_id: Annotated[JobId | None, Query(description="Only this job's children.")] = None,
+    top_level: Annotated[
+        bool, Query(description="Only jobs without a parent (ignored with parent_id).")
+    ] = False,
+    q: Annotated[
+        SearchText | None,
+        Query(description="Only jobs whose name, id or message holds this text (any case)."),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[JobId | None, Query(description="next_cursor of the previous page")] = None,
 ) -> JobList:
@@ -91,6 +100,8 @@ def list_jobs(
         limit=limit + 1,
         after=cursor,
         parent_id=parent_id,
+        top_level=top_level,
+        search=q or None,
     )
     page = jobs[:limit]
     next_cursor = page[-1].id if len(jobs) > limit else None
@@ -107,6 +118,35 @@ def cancel_job(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
     ``cancel_requested``, which its worker sees in its next progress reply."""
     require(caller, Role.USER, Role.ADMIN)
     result = tracker_of(request).request_cancel(job_id, caller.scope).raise_for_outcome(job_id)
+    assert result.job is not None
+    return JobOut.of(result.job)
+
+
+@router.post(
+    "/{job_id}/requeue",
+    response_model=JobOut,
+    responses=errors(401, 403, 404, 409, 429),
+)
+def requeue_job(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
+    """Put a remote job that failed, was cancelled or stalled back in the queue: it waits for
+    a remote worker again at 0%, and its next claim starts a new attempt (a late report from
+    the old attempt is refused as superseded). 409 for a job in another state, or one no
+    remote worker ever claimed (an in-process job is retried by its own task queue)."""
+    require(caller, Role.USER, Role.ADMIN)
+    result = tracker_of(request).requeue(job_id, caller.scope)
+    if result.outcome is UpdateOutcome.TERMINAL and result.job is not None:
+        job = result.job
+        why = (
+            f"is {job.status.value}"
+            if job.status.value not in REQUEUABLE
+            else "was never claimed by a remote worker"
+        )
+        raise JobStateError(
+            job_id,
+            f"{why}: only a failed, cancelled or stalled job that a remote worker claimed "
+            "can be requeued",
+        )
+    result.raise_for_outcome(job_id)
     assert result.job is not None
     return JobOut.of(result.job)
 

@@ -1,0 +1,44 @@
+"""Workers: who has been reporting, what each runs now, how many jobs each ended lately."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from morag_progress.api.routes import Caller, errors
+from morag_progress.api.schemas import JobOut, WorkerList, WorkerOut
+from morag_progress.models import utcnow
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1/workers", tags=["workers"])
+
+
+@router.get("", response_model=WorkerList, responses=errors(401, 422, 429))
+def list_workers(
+    caller: Caller,
+    request: Request,
+    window: Annotated[
+        int, Query(ge=60, le=7 * 86400, description="Seconds back to count ended jobs.")
+    ] = 3600,
+) -> WorkerList:
+    """The caller's workers (an admin's: everyone's): each worker named on a job that ran in
+    the window or runs now, when it was last seen, its current job, and how many jobs it
+    finished and failed in the window (default: the last hour)."""
+    since = utcnow() - timedelta(seconds=window)
+    activity = request.app.state.store.workers(user_id=caller.scope, since=since)
+    return WorkerList(
+        window_seconds=window,
+        workers=[
+            WorkerOut(
+                worker_id=a.worker_id,
+                last_seen=a.last_seen,
+                current_job=None if a.current_job is None else JobOut.of(a.current_job),
+                finished=a.finished,
+                failed=a.failed,
+            )
+            for a in activity
+        ],
+    )
