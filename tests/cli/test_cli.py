@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-from morag_progress.cli import app
+from morag_progress.cli import app, command
 from morag_progress.keys import hash_key
 from morag_progress.store import SQLStore
 
@@ -135,3 +136,28 @@ def test_a_database_that_cannot_be_opened_is_one_line_and_exit_2(
         f"got {url!r}"
     ]
     assert not (tmp_path / "no-such-dir").exists()
+
+
+def _paths(cmd: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    subs = getattr(cmd, "commands", {})
+    return [prefix] + [p for name, sub in subs.items() for p in _paths(sub, (*prefix, name))]
+
+
+def test_help_has_no_type_labels_and_fits_the_terminal(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every command's help names options without Typer's ``<str>``/``<bool>`` labels, and no
+    line is wider than the terminal."""
+    monkeypatch.setenv("COLUMNS", "80")
+    root = command()
+    paths = _paths(root)
+    assert ("jobs", "requeue") in paths
+    for path in paths:
+        with pytest.raises(SystemExit) as ended:
+            command().main([*path, "--help"], prog_name="morag-progress")
+        assert ended.value.code == 0
+        out = capsys.readouterr().out
+        assert "Usage: morag-progress" in out
+        for label in ("<str>", "<bool>", "<int", "<float", "<list", "<path"):
+            assert label not in out, (path, label)
+        assert max(len(line) for line in out.splitlines()) <= 80, path

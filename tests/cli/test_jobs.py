@@ -1,4 +1,4 @@
-"""``morag-progress jobs``: list, show, create and cancel against a real server."""
+"""``morag-progress jobs``: list, show, create, cancel and requeue against a real server."""
 
 from __future__ import annotations
 
@@ -75,3 +75,21 @@ def test_pages_and_errors(remote: Remote) -> None:
     missing = jobs(remote, "show", "no-such-job")
     assert missing.returncode == 1
     assert "404" in missing.stderr
+
+
+def test_search_and_requeue(remote: Remote) -> None:
+    """list --search finds a job by its message; requeue puts a failed remote job back in the
+    queue, and refuses one that is running with the server's reason (exit 1)."""
+    job_id = remote.new_job(status=JobStatus.WAITING_FOR_REMOTE_WORKER)
+    assert remote.tracker.claim("gpu-01", claimant="k1", user_id="alice") is not None
+    remote.tracker.update_progress(job_id, 30, None, "Decoding VIDEO frames", "alice")
+    found = jobs(remote, "list", "--search", "video frames")
+    assert [line.split("\t")[0] for line in found.stdout.splitlines()[1:]] == [job_id]
+    running = jobs(remote, "requeue", job_id)
+    assert running.returncode == 1
+    assert "is PROCESSING" in running.stderr
+    remote.tracker.mark_failed(job_id, "CUDA out of memory", "alice")
+    done = jobs(remote, "requeue", job_id)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{job_id}: requeued (attempt 1 ended; waiting for a worker)"
+    assert remote.job(job_id).status is JobStatus.WAITING_FOR_REMOTE_WORKER

@@ -7,6 +7,7 @@ import logging
 from typing import Annotated, Any
 
 import typer
+import typer.main
 from rich.console import Console
 from rich.table import Table
 
@@ -16,7 +17,7 @@ from morag_progress.models import utcnow
 from morag_progress.settings import Settings, load_settings
 from morag_progress.store import SQLStore, open_store
 
-__all__ = ["app", "main"]
+__all__ = ["app", "command", "main"]
 
 app = typer.Typer(
     help="Job progress: serve the API, manage keys and the database, report and watch.",
@@ -290,6 +291,34 @@ def demo(
     raise typer.Exit(run_demo(keep_serving=keep_serving, seconds=seconds, console=console))
 
 
+def command() -> Any:
+    """The whole command as Click runs it, its help without Typer's type labels (``<str>``,
+    ``<bool>``): an option's name and help say what it takes."""
+    root = typer.main.get_command(app)
+    _without_type_labels(root)
+    return root
+
+
+def _no_label(ctx: object) -> None:
+    return None
+
+
+def _without_type_labels(cmd: Any) -> None:
+    for param in cmd.params:
+        param.display_type_rich = _no_label
+    help_option = cmd.get_help_option  # made anew for each help page
+
+    def plain_help_option(ctx: object) -> Any:
+        option = help_option(ctx)
+        if option is not None:
+            option.display_type_rich = _no_label
+        return option
+
+    cmd.get_help_option = plain_help_option
+    for sub in getattr(cmd, "commands", {}).values():
+        _without_type_labels(sub)
+
+
 def main() -> None:
     """Entry point of the ``morag-progress`` script."""
-    app()
+    command()()

@@ -1,4 +1,4 @@
-"""``morag-progress jobs``: list, show, create and cancel jobs over the API (a table for a
+"""``morag-progress jobs``: list, show, create, cancel and requeue jobs over the API (a table for a
 person, ``--json`` for a program)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from morag_progress.cli.worker import ApiKey, ApiUrl, _connection, _fail, _reque
 
 __all__ = ["jobs_app"]
 
-jobs_app = typer.Typer(help="List, show, create and cancel jobs.", no_args_is_help=True)
+jobs_app = typer.Typer(help="List, show, create, cancel and requeue jobs.", no_args_is_help=True)
 AsJson = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead.")]
 console = Console()
 
@@ -59,6 +59,10 @@ def _show(job: dict[str, Any]) -> None:
 def list_jobs(
     status: Annotated[str | None, typer.Option(help="Only jobs in this status.")] = None,
     document_type: Annotated[str | None, typer.Option("--type", help="Only this type.")] = None,
+    search: Annotated[
+        str | None, typer.Option(help="Only jobs whose name, id or message holds this text.")
+    ] = None,
+    parent: Annotated[str | None, typer.Option(help="Only this job's children.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500, help="Jobs per page.")] = 50,
     cursor: Annotated[str | None, typer.Option(help="The next page's cursor.")] = None,
     as_json: AsJson = False,
@@ -66,7 +70,14 @@ def list_jobs(
     api_key: ApiKey = None,
 ) -> None:
     """Your jobs, newest first, a page at a time."""
-    params = {"status": status, "document_type": document_type, "limit": limit, "cursor": cursor}
+    params = {
+        "status": status,
+        "document_type": document_type,
+        "q": search,
+        "parent_id": parent,
+        "limit": limit,
+        "cursor": cursor,
+    }
     page = _call(
         "GET",
         "/api/v1/jobs",
@@ -155,3 +166,21 @@ def cancel(
         typer.echo(f"{data['id']}: CANCELLED")
     else:
         typer.echo(f"{data['id']}: cancel requested ({data['status']} {data['percentage']}%)")
+
+
+@jobs_app.command("requeue")
+def requeue(
+    job: Annotated[str, typer.Argument(help="The job's id.")],
+    as_json: AsJson = False,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Put a remote job that failed, was cancelled or stalled back in the queue: it waits for
+    a remote worker again at 0%, and the next claim starts a new attempt."""
+    data = _call("POST", f"/api/v1/jobs/{job}/requeue", api_url, api_key)
+    if as_json:
+        _print_json(data)
+    else:
+        typer.echo(
+            f"{data['id']}: requeued (attempt {data['attempt']} ended; waiting for a worker)"
+        )
