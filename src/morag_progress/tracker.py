@@ -379,10 +379,25 @@ class JobTracker:
         )
 
     def history(
-        self, job_id: str, user_id: str | None = None, *, after: int = 0, limit: int = 1000
+        self,
+        job_id: str,
+        user_id: str | None = None,
+        *,
+        after: int = 0,
+        before: int | None = None,
+        newest_first: bool = False,
+        limit: int = 1000,
     ) -> list[FeedEvent]:
-        """The job's applied changes, oldest first."""
-        return self.store.history(job_id, user_id=user_id, after=after, limit=limit)
+        """The job's applied changes with feed ids between ``after`` and ``before``, oldest
+        first (or newest first)."""
+        return self.store.history(
+            job_id,
+            user_id=user_id,
+            after=after,
+            before=before,
+            newest_first=newest_first,
+            limit=limit,
+        )
 
     # -- callbacks -----------------------------------------------------------------------------
 

@@ -185,7 +185,14 @@ class JobReader(Database):
         return None if value is None else float(value)
 
     def history(
-        self, job_id: str, *, user_id: str | None = None, after: int = 0, limit: int = 1000
+        self,
+        job_id: str,
+        *,
+        user_id: str | None = None,
+        after: int = 0,
+        before: int | None = None,
+        newest_first: bool = False,
+        limit: int = 1000,
     ) -> list[FeedEvent]:
         e = events.c
         stmt = (
@@ -195,9 +202,11 @@ class JobReader(Database):
                 e.user_id == bindparam("p_owner", type_=String()),
                 e.id > after,
             )
-            .order_by(e.id)
+            .order_by(e.id.desc() if newest_first else e.id)
             .limit(limit)
         )
+        if before is not None:
+            stmt = stmt.where(e.id < before)
         with self._read("read history") as conn:
             owner = self._owner(conn, job_id, user_id)
             if owner is None:

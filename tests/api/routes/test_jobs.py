@@ -147,6 +147,20 @@ async def test_history(client: httpx.AsyncClient, alice: Auth, bob: Auth, new_jo
         )
     ).json()
     assert [e["percentage"] for e in later] == [10, 50]
+    newest = (
+        await client.get(
+            f"/api/v1/jobs/{job_id}/history", params={"order": "desc", "limit": 2}, headers=alice
+        )
+    ).json()
+    assert [e["percentage"] for e in newest] == [50, 10]
+    earlier = (
+        await client.get(
+            f"/api/v1/jobs/{job_id}/history",
+            params={"order": "desc", "before": newest[-1]["id"]},
+            headers=alice,
+        )
+    ).json()
+    assert [e["percentage"] for e in earlier] == [0]
     assert (await client.get(f"/api/v1/jobs/{job_id}/history", headers=bob)).status_code == 404
 
 

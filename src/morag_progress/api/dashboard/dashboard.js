@@ -1,22 +1,42 @@
 // The morag-progress dashboard: no build step, no third-party code. The API key stays in this
-// tab (sessionStorage) and goes only into Authorization headers; event streams open with a
+// tab (sessionStorage) and goes only into Authorization headers; the event stream opens with a
 // short-lived stream token, since EventSource cannot send headers.
+//
+// Every view has a URL (#/jobs?status=..., #/jobs/<id>, #/workers), so reload, back and
+// sharing work. Lists, filters, search and counts come from the server a page at a time; the
+// event stream only moves what is on screen and says when to ask again.
 "use strict";
 
 const TERMINAL = new Set(["FINISHED", "FAILED", "CANCELLED"]);
-const SMOOTHING = 0.3; // tqdm's default
+const REQUEUABLE = new Set(["FAILED", "CANCELLED", "STALLED"]);
+const STATUSES = [
+  "PENDING", "WAITING_FOR_REMOTE_WORKER", "PROCESSING", "STALLED", "FINISHED", "FAILED",
+  "CANCELLED",
+];
+const LABELS = { WAITING_FOR_REMOTE_WORKER: "WAITING" };
+const PAGE = 50;
+const HISTORY_PAGE = 50;
+const CHART_POINTS = 10000;
 const $ = (selector) => document.querySelector(selector);
 
 const state = {
   key: sessionStorage.getItem("morag-progress-key"),
   // A read-only sign-in link carries a stream token in its fragment (never sent to servers).
   token: sessionStorage.getItem("morag-progress-token"),
-  jobs: new Map(), // id -> job (as the API returns it, moved by progress events)
-  last: new Map(), // id -> [seconds, percentage] of the previous event, for the rate
   source: null,
-  lastEventId: null,
-  detail: null,
+  route: null,
+  rows: new Map(), // id -> job on the current list page
+  job: null, // the job whose page is open
+  chart: [], // its changes, oldest first
+  historyBefore: [null], // history pages, newest first: the `before` of each page seen
+  names: new Map(), // parent id -> name, for links
+  childrenCursor: null,
+  timers: new Map(),
+  seq: 0, // the latest list request: older answers are dropped
+  streams: 0, // event streams opened in this tab
 };
+
+// -- talking to the API ----------------------------------------------------------------------------
 
 async function api(method, path, body) {
   const response = await fetch(path, {
@@ -29,18 +49,112 @@ async function api(method, path, body) {
   });
   const data = response.status === 204 ? null : await response.json().catch(() => null);
   if (!response.ok) {
-    const detail = data && data.detail ? data.detail : response.statusText;
+    const detail = data && (data.detail || data.message) ? data.detail || data.message : response.statusText;
     throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
   }
   return data;
 }
 
-function seconds(value) {
-  if (value === null || value === undefined || !isFinite(value)) return "";
-  const s = Math.max(0, Math.round(value));
+function query(params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== null && v !== undefined && v !== "") q.set(k, v);
+  const text = q.toString();
+  return text ? `?${text}` : "";
+}
+
+/** Run fn at most once per `ms` for `name` (the first call waits `ms`, later ones join it). */
+function soon(name, fn, ms) {
+  if (state.timers.has(name)) return;
+  state.timers.set(name, setTimeout(() => { state.timers.delete(name); fn(); }, ms));
+}
+
+// -- small renderers -------------------------------------------------------------------------------
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === "class") node.className = v;
+    else if (k === "data") Object.assign(node.dataset, v);
+    else if (k in node && typeof v !== "string") node[k] = v;
+    else node.setAttribute(k, v);
+  }
+  for (const child of children) if (child !== null && child !== undefined) node.append(child);
+  return node;
+}
+
+function clock(totalSeconds) {
+  if (totalSeconds === null || totalSeconds === undefined || !isFinite(totalSeconds)) return "";
+  const s = Math.max(0, Math.round(totalSeconds));
   const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
   const pad = (n) => String(n).padStart(2, "0");
   return h ? `${h}:${pad(m)}:${pad(r)}` : `${m}:${pad(r)}`;
+}
+
+const RELATIVE = new Intl.RelativeTimeFormat("en", { numeric: "auto" });
+
+function relative(iso) {
+  const seconds = (Date.parse(iso) - Date.now()) / 1000;
+  const abs = Math.abs(seconds);
+  if (abs < 10) return "just now";
+  for (const [unit, size] of [["day", 86400], ["hour", 3600], ["minute", 60]]) {
+    if (abs >= size) return RELATIVE.format(Math.round(seconds / size), unit);
+  }
+  return RELATIVE.format(Math.round(seconds), "second");
+}
+
+/** A <time>: relative text, the absolute local and UTC time on hover. */
+function when(iso) {
+  if (!iso) return "";
+  const local = new Date(iso).toLocaleString();
+  return el("time", { datetime: iso, title: `${local} (${iso})`, data: { relative: "1" } }, relative(iso));
+}
+
+/** A <time> for a change in a history: its time of day, the full date on hover. */
+function timeOfDay(iso) {
+  const at = new Date(iso);
+  const text = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+  return el("time", { datetime: iso, title: `${at.toLocaleString()} (${iso})` }, text);
+}
+
+/** A length of time as an axis shows it: milliseconds or seconds when short, m:ss when long. */
+function tick(milliseconds, span) {
+  if (span < 1000) return `${Math.round(milliseconds)} ms`;
+  if (span < 10000) return `${(milliseconds / 1000).toFixed(1)} s`;
+  if (span < 120000) return `${Math.round(milliseconds / 1000)} s`;
+  return clock(milliseconds / 1000);
+}
+
+function refreshTimes() {
+  for (const node of document.querySelectorAll("time[data-relative]")) {
+    node.textContent = relative(node.dateTime);
+  }
+}
+
+function duration(job) {
+  if (!job.start_date) return "";
+  const end = job.end_date ? Date.parse(job.end_date) : TERMINAL.has(job.status) ? Date.parse(job.updated_at) : Date.now();
+  return clock((end - Date.parse(job.start_date)) / 1000);
+}
+
+function eta(job) {
+  if (job.status !== "PROCESSING" || job.eta_seconds === null || job.eta_seconds === undefined) return "";
+  return clock(job.eta_seconds);
+}
+
+function badge(status) {
+  return el("span", { class: `badge ${status}`, title: status }, LABELS[status] || status);
+}
+
+function bar(job) {
+  return el(
+    "span", { class: "bar" },
+    el("progress", { max: 100, value: job.percentage, "aria-label": `${job.document_name} progress` }),
+    el("span", { class: "pct" }, `${job.percentage}%`),
+  );
+}
+
+function jobLink(job) {
+  return el("a", { href: `#/jobs/${encodeURIComponent(job.id)}` }, job.document_name);
 }
 
 // -- signing in and the stream -------------------------------------------------------------------
@@ -51,7 +165,7 @@ async function signIn(key) {
   sessionStorage.setItem("morag-progress-key", key);
   sessionStorage.removeItem("morag-progress-token");
   state.token = null;
-  showJobs();
+  showApp();
 }
 
 async function signInWithToken(token) {
@@ -59,24 +173,24 @@ async function signInWithToken(token) {
   await api("GET", "/api/v1/jobs?limit=1"); // throws on an expired link
   sessionStorage.setItem("morag-progress-token", token);
   await openStream();
-  showJobs();
+  showApp();
 }
 
-function showJobs() {
+function showApp() {
   $("#signin").hidden = true;
-  $("#jobs-section").hidden = false;
+  $("#nav").hidden = false;
+  $("#signout").hidden = false;
+  route();
 }
 
 function signOut() {
   if (state.source) state.source.close();
   sessionStorage.removeItem("morag-progress-key");
   sessionStorage.removeItem("morag-progress-token");
-  Object.assign(state, { key: null, token: null, source: null, lastEventId: null, detail: null });
-  state.jobs.clear();
-  render();
+  Object.assign(state, { key: null, token: null, source: null, job: null, route: null });
+  state.rows.clear();
+  for (const view of ["#jobs-view", "#job-view", "#workers-view", "#nav", "#signout"]) $(view).hidden = true;
   $("#signin").hidden = false;
-  $("#jobs-section").hidden = true;
-  $("#detail").hidden = true;
   $("#connection").textContent = "Signed out";
   $("#key").focus();
 }
@@ -84,156 +198,432 @@ function signOut() {
 async function openStream() {
   const token = state.key ? (await api("POST", "/api/v1/stream-tokens")).token : state.token;
   if (state.source) state.source.close();
-  // A new stream starts with a snapshot of every job, so nothing missed meanwhile is lost;
-  // within one stream the browser itself resumes with Last-Event-ID.
+  // A new stream starts with a snapshot, so nothing missed meanwhile is lost; within one
+  // stream the browser itself resumes with Last-Event-ID.
   const source = new EventSource(`/api/v1/events?token=${encodeURIComponent(token)}`);
   state.source = source;
   source.addEventListener("open", () => {
-    $("#connection").textContent = state.key ? "Live" : "Live (read-only link: sign in with a key to cancel)";
+    $("#connection").textContent = state.key ? "Live" : "Live (read-only link: sign in with a key to act)";
   });
-  source.addEventListener("snapshot", (event) => {
-    state.lastEventId = event.lastEventId;
-    for (const job of JSON.parse(event.data)) state.jobs.set(job.id, job);
-    render();
-  });
-  source.addEventListener("progress", (event) => {
-    state.lastEventId = event.lastEventId;
-    applyEvent(JSON.parse(event.data));
-  });
+  const again = state.streams++ > 0;
+  // A later stream's snapshot follows a gap (a new token, a restarted server): ask again.
+  source.addEventListener("snapshot", () => { if (again) refreshView(); });
+  source.addEventListener("progress", (event) => onChange(JSON.parse(event.data)));
   source.addEventListener("error", () => {
+    $("#connection").textContent = "Reconnecting…";
     if (source.readyState === EventSource.CLOSED && state.key && state.source === source) {
       // The token expired or the server restarted: a new token, then resume.
-      $("#connection").textContent = "Reconnecting…";
       setTimeout(() => openStream().catch(() => {}), 1000);
-    } else {
-      $("#connection").textContent = "Reconnecting…";
     }
   });
 }
 
-async function applyEvent(event) {
-  let job = state.jobs.get(event.job_id);
-  if (!job) {
-    try { job = await api("GET", `/api/v1/jobs/${encodeURIComponent(event.job_id)}`); }
-    catch { return; }
-    state.jobs.set(job.id, job);
+/** One applied change: move what is on screen now, ask the server again soon. */
+function onChange(event) {
+  const view = state.route && state.route.view;
+  if (view === "jobs") {
+    const job = state.rows.get(event.job_id);
+    if (job) {
+      Object.assign(job, {
+        status: event.status, percentage: event.percentage, summary: event.message,
+        stage: event.stage, updated_at: event.recorded_at,
+      });
+      const tr = document.querySelector(`#jobs tr[data-job-id="${CSS.escape(job.id)}"]`);
+      if (tr) tr.replaceWith(jobRow(job));
+    }
+    soon("list", loadJobs, 1000);
+  } else if (view === "job" && state.job) {
+    const job = state.job;
+    if (event.job_id === job.id) {
+      Object.assign(job, {
+        status: event.status, percentage: event.percentage, summary: event.message,
+        stage: event.stage, attempt: event.attempt, updated_at: event.recorded_at,
+      });
+      state.chart.push(event);
+      renderJob();
+      soon("job", () => loadJob(job.id, false), 1000);
+    } else if (job.children) {
+      soon("children", () => loadChildren(true), 1000);
+    }
+  } else if (view === "workers") {
+    soon("workers", loadWorkers, 2000);
   }
-  const at = Date.parse(event.timestamp) / 1000;
-  const previous = state.last.get(job.id);
-  state.last.set(job.id, [at, event.percentage]);
-  Object.assign(job, {
-    status: event.status, percentage: event.percentage, summary: event.message,
-    stage: event.stage, current: event.current, total: event.total,
-  });
-  if (job.status !== "PROCESSING") {
-    job.eta_seconds = null;
-  } else if (previous && at > previous[0] && event.percentage > previous[1]) {
-    const rate = (event.percentage - previous[1]) / (at - previous[0]);
-    job.rate = job.rate ? SMOOTHING * rate + (1 - SMOOTHING) * job.rate : rate;
-    job.eta_seconds = (100 - event.percentage) / job.rate;
+}
+
+// -- routes -----------------------------------------------------------------------------------------
+
+function parseRoute() {
+  const hash = location.hash.replace(/^#/, "") || "/jobs";
+  const [path, search = ""] = hash.split("?");
+  const params = new URLSearchParams(search);
+  const parts = path.split("/").filter(Boolean);
+  if (parts[0] === "workers") return { view: "workers", params };
+  if (parts[0] === "jobs" && parts.length > 1) {
+    return { view: "job", id: decodeURIComponent(parts.slice(1).join("/")), params };
   }
-  render();
-  if (state.detail === job.id) showDetail(job.id, false);
+  return { view: "jobs", params };
 }
 
-// -- the list ----------------------------------------------------------------------------------------
-
-function render() {
-  const status = $("#status-filter").value;
-  const type = $("#type-filter").value;
-  const types = new Set([...state.jobs.values()].map((job) => job.document_type));
-  const typeSelect = $("#type-filter");
-  for (const t of [...types].sort()) {
-    if (![...typeSelect.options].some((o) => o.value === t)) typeSelect.add(new Option(t, t));
+function listHash(changes) {
+  const params = new URLSearchParams(state.lastList || "");
+  for (const [k, v] of Object.entries(changes)) {
+    if (v === null || v === "" || v === false) params.delete(k); else params.set(k, v);
   }
-  const rows = [...state.jobs.values()]
-    .filter((job) => (!status || job.status === status) && (!type || job.document_type === type))
-    .sort((a, b) => (a.created_at < b.created_at ? 1 : -1));
-  const body = $("#jobs tbody");
-  body.replaceChildren(...rows.map(row));
-  $("#empty").hidden = rows.length > 0;
+  const text = params.toString();
+  return `#/jobs${text ? `?${text}` : ""}`;
 }
 
-function cell(content, className) {
-  const td = document.createElement("td");
-  if (className) td.className = className;
-  if (content instanceof Node) td.append(content); else td.textContent = content ?? "";
-  return td;
+function go(hash) {
+  if (location.hash !== hash) location.hash = hash; // hashchange routes
 }
 
-function row(job) {
-  const tr = document.createElement("tr");
-  tr.dataset.jobId = job.id;
-  const open = document.createElement("button");
-  open.type = "button";
-  open.className = "link";
-  open.textContent = job.document_name;
-  open.addEventListener("click", () => showDetail(job.id, true));
-  const bar = document.createElement("progress");
-  bar.max = 100;
-  bar.value = job.percentage;
-  bar.setAttribute("aria-label", `${job.document_name} progress`);
-  const wrap = document.createElement("span");
-  wrap.append(bar, ` ${job.percentage}%`);
-  const status = cell(job.status, `status ${job.status}`);
-  const rate = job.rate > 0 ? `${job.rate.toFixed(1)}%/s` : "";
-  tr.append(
-    cell(open), cell(job.document_type), status, cell(wrap), cell(job.summary),
-    cell(rate, "num"), cell(job.status === "PROCESSING" ? seconds(job.eta_seconds) : "", "num"),
-  );
-  return tr;
+function route() {
+  if ($("#signin").hidden === false) return;
+  state.route = parseRoute();
+  const view = state.route.view;
+  $("#jobs-view").hidden = view !== "jobs";
+  $("#job-view").hidden = view !== "job";
+  $("#workers-view").hidden = view !== "workers";
+  $("#nav-jobs").toggleAttribute("aria-current", view !== "workers");
+  $("#nav-workers").toggleAttribute("aria-current", view === "workers");
+  if (view !== "job") state.job = null;
+  refreshView(true);
 }
 
-// -- one job's page ------------------------------------------------------------------------------
+function refreshView(first) {
+  const r = state.route;
+  if (!r) return;
+  if (r.view === "jobs") {
+    state.lastList = r.params.toString();
+    loadJobs();
+  } else if (r.view === "job") {
+    loadJob(r.id, first === true);
+  } else {
+    loadWorkers();
+  }
+}
 
-async function showDetail(jobId, focus) {
-  state.detail = jobId;
-  const job = state.jobs.get(jobId);
-  const section = $("#detail");
-  section.hidden = false;
-  $("#detail-title").textContent = job ? job.document_name : jobId;
-  $("#detail-error").textContent = "";
-  const facts = job ? [
-    ["Id", job.id], ["Status", job.status], ["Progress", `${job.percentage}%`],
-    ["Message", job.summary ?? ""], ["Stage", job.stage ?? ""], ["Attempt", job.attempt],
-    ["Worker", job.worker_id ?? ""], ["Started", job.start_date ?? ""],
-  ] : [];
-  $("#detail-facts").replaceChildren(...facts.flatMap(([name, value]) => {
-    const dt = document.createElement("dt"); dt.textContent = name;
-    const dd = document.createElement("dd"); dd.textContent = value;
-    return [dt, dd];
-  }));
-  $("#cancel").hidden = !job || TERMINAL.has(job.status) || job.cancel_requested;
-  if (focus) section.focus();
+// -- the job list --------------------------------------------------------------------------------
+
+async function loadJobs() {
+  const p = parseRoute().params;
+  if (parseRoute().view !== "jobs") return;
+  const seq = ++state.seq;
+  const search = p.get("q") || "";
+  const children = p.get("children") === "1";
+  const filters = {
+    status: p.get("status"), document_type: p.get("type"), q: search,
+    top_level: children || search ? null : "true",
+  };
+  $("#search").value = document.activeElement === $("#search") ? $("#search").value : search;
+  $("#show-children").checked = children;
   try {
-    const [history, children] = await Promise.all([
-      api("GET", `/api/v1/jobs/${encodeURIComponent(jobId)}/history`),
-      api("GET", `/api/v1/jobs?parent_id=${encodeURIComponent(jobId)}`),
+    const [page, stats] = await Promise.all([
+      api("GET", `/api/v1/jobs${query({ ...filters, limit: PAGE, cursor: p.get("cursor") })}`),
+      api("GET", "/api/v1/stats"),
     ]);
-    drawChart(history);
-    $("#children").replaceChildren(...(children.jobs.length ? children.jobs.map((child) => {
-      const li = document.createElement("li");
-      li.textContent = `${child.document_name}: ${child.status} ${child.percentage}%`;
-      return li;
-    }) : [Object.assign(document.createElement("li"), { textContent: "None" })]));
+    if (seq !== state.seq) return; // a newer request answers
+    $("#jobs-error").textContent = "";
+    renderCounts(stats, p);
+    renderTypes(stats, p.get("type") || "");
+    state.rows = new Map(page.jobs.map((job) => [job.id, job]));
+    $("#jobs tbody").replaceChildren(...page.jobs.map(jobRow));
+    const filtered = p.get("status") || p.get("type") || search;
+    $("#empty").hidden = page.jobs.length > 0;
+    $("#empty").textContent = filtered ? "No jobs match these filters." : "No jobs yet.";
+    $("#older").hidden = !page.next_cursor;
+    if (page.next_cursor) $("#older").href = listHash({ cursor: page.next_cursor });
+    $("#newest").hidden = !p.get("cursor");
+    $("#newest").href = listHash({ cursor: null });
   } catch (error) {
-    $("#detail-error").textContent = error.message;
+    if (seq === state.seq) $("#jobs-error").textContent = `Could not load jobs: ${error.message}`;
   }
 }
 
-function drawChart(history) {
-  const svg = $("#chart");
-  if (!history.length) { svg.replaceChildren(); return; }
+function renderCounts(stats, p) {
+  const active = p.get("status") || "";
+  const link = (status, label, n) => el(
+    "a",
+    {
+      href: listHash({ status, cursor: null }),
+      class: `count ${status || "ALL"}`,
+      ...(active === status ? { "aria-current": "true" } : {}),
+    },
+    el("span", { class: "label" }, label), " ", el("span", { class: "n" }, String(n)),
+  );
+  const links = [link("", "All", stats.total)];
+  for (const status of STATUSES) {
+    const n = stats.by_status[status] || 0;
+    if (n || active === status) links.push(link(status, LABELS[status] || status, n));
+  }
+  $("#counts").replaceChildren(...links);
+}
+
+function renderTypes(stats, active) {
+  const select = $("#type-filter");
+  const types = new Set([...Object.keys(stats.by_document_type), ...(active ? [active] : [])]);
+  const options = [new Option("All", "")].concat([...types].sort().map((t) => new Option(t, t)));
+  select.replaceChildren(...options);
+  select.value = active;
+}
+
+function jobRow(job) {
+  const name = el("div", { class: "name" }, jobLink(job));
+  const sub = el("div", { class: "sub" }, el("code", {}, job.id), ` · ${job.document_type}`);
+  if (job.children) sub.append(` · ${job.children_done}/${job.children} child jobs done`);
+  if (job.parent_id) sub.append(" · child of ", el("a", { href: `#/jobs/${encodeURIComponent(job.parent_id)}` }, job.parent_id));
+  const status = el("td", { data: { label: "Status" } }, badge(job.status));
+  if (job.cancel_requested && !TERMINAL.has(job.status)) status.append(el("div", { class: "sub" }, "cancel requested"));
+  return el(
+    "tr", { data: { jobId: job.id } },
+    el("td", { data: { label: "Job" } }, name, sub),
+    status,
+    el("td", { data: { label: "Progress" } }, bar(job)),
+    el("td", { class: "message", data: { label: "Message" } }, job.status === "FAILED" && job.error ? job.error : job.summary || ""),
+    el("td", { data: { label: "Created" } }, when(job.created_at)),
+    el("td", { class: "num", data: { label: "Duration" } }, duration(job)),
+    el("td", { class: "num", data: { label: "ETA" } }, eta(job)),
+  );
+}
+
+// -- one job's page ----------------------------------------------------------------------------
+
+async function loadJob(jobId, first) {
+  try {
+    const job = await api("GET", `/api/v1/jobs/${encodeURIComponent(jobId)}`);
+    if (!state.route || state.route.view !== "job" || state.route.id !== jobId) return;
+    const fresh = !state.job || state.job.id !== job.id;
+    state.job = job;
+    $("#job-alert").textContent = "";
+    if (fresh) {
+      state.historyBefore = [null];
+      state.chart = [];
+      state.childrenCursor = null;
+      const chart = await api("GET", `/api/v1/jobs/${encodeURIComponent(jobId)}/history?limit=${CHART_POINTS}`);
+      state.chart = chart;
+      loadHistory();
+      loadChildren(false);
+    } else if (state.historyBefore.length === 1) {
+      loadHistory(); // on the newest page: show the changes that came since
+    }
+    renderJob();
+    if (first) $("#job-view").focus();
+  } catch (error) {
+    state.job = null;
+    $("#job-title").textContent = jobId;
+    $("#job-status").replaceChildren();
+    $("#facts").replaceChildren();
+    $("#job-alert").textContent = `Could not load this job: ${error.message}`;
+  }
+}
+
+function fact(name, value) {
+  if (value === null || value === undefined || value === "") return [];
+  return [el("dt", {}, name), el("dd", {}, value)];
+}
+
+function renderJob() {
+  const job = state.job;
+  if (!job) return;
+  document.title = `${job.document_name} · morag-progress`;
+  $("#back").href = listHash({});
+  $("#job-title").textContent = job.document_name;
+  $("#job-status").replaceChildren(badge(job.status));
+  const asking = job.cancel_requested && !TERMINAL.has(job.status);
+  $("#cancel-note").hidden = !asking;
+  $("#cancel-note").textContent = asking
+    ? "Cancel requested: the worker stops when it sees the request in its next report."
+    : "";
+  $("#job-error-text").hidden = !job.error;
+  $("#job-error-text").textContent = job.error ? `Error: ${job.error}` : "";
+  $("#cancel").hidden = TERMINAL.has(job.status) || job.cancel_requested;
+  $("#requeue").hidden = !(REQUEUABLE.has(job.status) && job.claimed_by);
+  const parent = job.parent_id
+    ? el("a", { href: `#/jobs/${encodeURIComponent(job.parent_id)}`, id: "parent-link" }, state.names.get(job.parent_id) || job.parent_id)
+    : null;
+  if (job.parent_id && !state.names.has(job.parent_id)) nameParent(job.parent_id);
+  const counts = job.total !== null && job.total !== undefined ? `${job.current ?? 0} of ${job.total}` : null;
+  $("#facts").replaceChildren(
+    ...fact("Id", el("code", {}, job.id)),
+    ...fact("Type", job.document_type),
+    ...fact("Document", job.document_id),
+    ...fact("Status", job.cancel_requested && !TERMINAL.has(job.status) ? `${job.status} (cancel requested)` : job.status),
+    ...fact("Progress", bar(job)),
+    ...fact("Items", counts),
+    ...fact("Message", job.summary),
+    ...fact("Stage", job.stage),
+    ...fact("Attempt", String(job.attempt)),
+    ...fact("Worker", job.worker_id || "none yet"),
+    ...fact("Parent", parent),
+    ...fact("Child jobs", job.children ? `${job.children_done} of ${job.children} done` : null),
+    ...fact("Created", when(job.created_at)),
+    ...fact("Started", when(job.start_date)),
+    ...fact("Updated", when(job.updated_at)),
+    ...fact("Ended", when(job.end_date)),
+    ...fact("Duration", duration(job)),
+    ...fact("Rate", job.rate > 0 && job.status === "PROCESSING" ? `${job.rate.toFixed(2)} %/s` : null),
+    ...fact("ETA", eta(job)),
+  );
+  drawChart(state.chart, job);
+}
+
+async function nameParent(parentId) {
+  const parent = await api("GET", `/api/v1/jobs/${encodeURIComponent(parentId)}`).catch(() => null);
+  if (!parent) return;
+  state.names.set(parentId, parent.document_name);
+  const link = $("#parent-link");
+  if (link && state.job && state.job.parent_id === parentId) link.textContent = parent.document_name;
+}
+
+async function loadHistory() {
+  const job = state.job;
+  if (!job) return;
+  const before = state.historyBefore[state.historyBefore.length - 1];
+  const path = `/api/v1/jobs/${encodeURIComponent(job.id)}/history${query({ order: "desc", before, limit: HISTORY_PAGE + 1 })}`;
+  const events = await api("GET", path).catch((error) => {
+    $("#job-alert").textContent = `Could not load the history: ${error.message}`;
+    return null;
+  });
+  if (!events || !state.job || state.job.id !== job.id) return;
+  const page = events.slice(0, HISTORY_PAGE);
+  $("#history tbody").replaceChildren(...page.map((e) => el(
+    "tr", {},
+    el("td", { data: { label: "When" } }, timeOfDay(e.timestamp)),
+    el("td", { data: { label: "Status" } }, badge(e.status)),
+    el("td", { class: "num", data: { label: "Progress" } }, `${e.percentage}%`),
+    el("td", { class: "num", data: { label: "Attempt" } }, String(e.attempt)),
+    el("td", { class: "message", data: { label: "Message" } }, e.message || ""),
+  )));
+  $("#history-next").hidden = events.length <= HISTORY_PAGE;
+  if (page.length) $("#history-next").dataset.before = page[page.length - 1].id;
+  $("#history-first").hidden = state.historyBefore.length <= 1;
+}
+
+async function loadChildren(again) {
+  const job = state.job;
+  if (!job) return;
+  $("#children-section").hidden = !job.children;
+  if (!job.children) return;
+  const cursor = again ? null : state.childrenCursor;
+  const page = await api("GET", `/api/v1/jobs${query({ parent_id: job.id, limit: PAGE, cursor })}`).catch(() => null);
+  if (!page || !state.job || state.job.id !== job.id) return;
+  const rows = page.jobs.map((child) => el(
+    "tr", { data: { jobId: child.id } },
+    el("td", { data: { label: "Job" } }, jobLink(child), el("div", { class: "sub" }, el("code", {}, child.id))),
+    el("td", { data: { label: "Status" } }, badge(child.status)),
+    el("td", { data: { label: "Progress" } }, bar(child)),
+    el("td", { class: "message", data: { label: "Message" } }, child.summary || ""),
+  ));
+  if (cursor) $("#children tbody").append(...rows); else $("#children tbody").replaceChildren(...rows);
+  state.childrenCursor = page.next_cursor;
+  $("#more-children").hidden = !page.next_cursor;
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/** Percent (0-100) against time since the first change, with labelled axes. */
+function drawChart(history, job) {
+  const chart = $("#chart");
+  const left = 52, right = 628, top = 12, bottom = 186;
+  const parts = [];
+  for (const pct of [0, 25, 50, 75, 100]) {
+    const y = bottom - (pct / 100) * (bottom - top);
+    parts.push(svg("line", { x1: left, x2: right, y1: y, y2: y, class: "grid" }));
+    parts.push(svg("text", { x: left - 6, y: y + 4, class: "tick", "text-anchor": "end" }, `${pct}%`));
+  }
+  parts.push(svg("line", { x1: left, x2: left, y1: top, y2: bottom, class: "axis" }));
+  parts.push(svg("line", { x1: left, x2: right, y1: bottom, y2: bottom, class: "axis" }));
+  if (!history.length) {
+    parts.push(svg("text", { x: (left + right) / 2, y: (top + bottom) / 2, class: "tick", "text-anchor": "middle" }, "No changes yet"));
+    chart.replaceChildren(...parts);
+    $("#chart-caption").textContent = "Progress over time: no changes yet";
+    return;
+  }
   const times = history.map((e) => Date.parse(e.timestamp));
-  const start = times[0], span = Math.max(1, times[times.length - 1] - start);
-  const points = history.map((e, i) =>
-    `${((times[i] - start) / span) * 400},${120 - (e.percentage / 100) * 120}`).join(" ");
-  const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
-  line.setAttribute("points", points);
-  svg.replaceChildren(line);
-  const last = history[history.length - 1];
+  const start = times[0];
+  const last = TERMINAL.has(job.status) ? times[times.length - 1] : Math.max(times[times.length - 1], Date.now());
+  const span = Math.max(1, last - start);
+  const x = (t) => left + ((t - start) / span) * (right - left);
+  const y = (pct) => bottom - (pct / 100) * (bottom - top);
+  for (let i = 0; i <= 4; i++) {
+    const t = start + (span * i) / 4;
+    parts.push(svg("text", { x: x(t), y: bottom + 16, class: "tick", "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle" }, tick(t - start, span)));
+  }
+  parts.push(svg("text", { x: (left + right) / 2, y: bottom + 32, class: "axis-title", "text-anchor": "middle" }, "time since the first change"));
+  // Progress holds between changes: a step line.
+  const points = [];
+  history.forEach((e, i) => {
+    if (i) points.push(`${x(times[i])},${y(history[i - 1].percentage)}`);
+    points.push(`${x(times[i])},${y(e.percentage)}`);
+  });
+  points.push(`${x(last)},${y(history[history.length - 1].percentage)}`);
+  parts.push(svg("polyline", { points: points.join(" "), class: "line" }));
+  chart.replaceChildren(...parts);
+  const end = history[history.length - 1];
   $("#chart-caption").textContent =
-    `Progress over time: ${history.length} changes, now ${last.percentage}% (${last.status})`;
+    `Progress over time: ${history.length} changes since ${new Date(start).toLocaleString()}, now ${end.percentage}% (${end.status})`;
+}
+
+// -- actions ------------------------------------------------------------------------------------------
+
+function confirmAction(title, text, yes) {
+  const dialog = $("#confirm");
+  $("#confirm-title").textContent = title;
+  $("#confirm-text").textContent = text;
+  $("#confirm-yes").textContent = yes;
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+    dialog.returnValue = "";
+    dialog.showModal();
+    $("#confirm-no").focus();
+  });
+}
+
+async function act(verb) {
+  const job = state.job;
+  if (!job) return;
+  const asks = verb === "cancel"
+    ? ["Cancel this job?", `${job.document_name} (${job.id}) is ${job.status}. A job not yet running ends now; a running one stops when its worker sees the request.`, "Cancel job"]
+    : ["Requeue this job?", `${job.document_name} (${job.id}) goes back to the queue at 0% and the next remote worker to claim it starts attempt ${job.attempt + 1}.`, "Requeue"];
+  if (!(await confirmAction(...asks))) return;
+  try {
+    state.job = { ...job, ...(await api("POST", `/api/v1/jobs/${encodeURIComponent(job.id)}/${verb}`)) };
+    $("#job-alert").textContent = "";
+    renderJob();
+    loadJob(job.id, false);
+  } catch (error) {
+    $("#job-alert").textContent = error.message;
+  }
+}
+
+// -- workers ---------------------------------------------------------------------------------------
+
+async function loadWorkers() {
+  if (!state.route || state.route.view !== "workers") return;
+  try {
+    const data = await api("GET", "/api/v1/workers");
+    $("#workers-error").textContent = "";
+    $("#workers tbody").replaceChildren(...data.workers.map((w) => el(
+      "tr", { data: { worker: w.worker_id } },
+      el("td", { data: { label: "Worker" } }, el("code", {}, w.worker_id)),
+      el("td", { data: { label: "Last seen" } }, when(w.last_seen)),
+      el("td", { data: { label: "Current job" } }, w.current_job
+        ? el("span", {}, jobLink(w.current_job), " ", bar(w.current_job))
+        : el("span", { class: "sub" }, "idle")),
+      el("td", { class: "num", data: { label: "Finished (1 h)" } }, String(w.finished)),
+      el("td", { class: `num${w.failed ? " failed" : ""}`, data: { label: "Failed (1 h)" } }, String(w.failed)),
+    )));
+    $("#workers-empty").hidden = data.workers.length > 0;
+  } catch (error) {
+    $("#workers-error").textContent = `Could not load workers: ${error.message}`;
+  }
 }
 
 // -- wiring ----------------------------------------------------------------------------------------
@@ -246,25 +636,31 @@ document.addEventListener("DOMContentLoaded", () => {
     catch (error) { state.key = null; $("#signin-error").textContent = `Sign-in failed: ${error.message}`; }
   });
   $("#signout").addEventListener("click", signOut);
-  $("#status-filter").addEventListener("change", render);
-  $("#type-filter").addEventListener("change", render);
-  $("#close-detail").addEventListener("click", () => {
-    state.detail = null;
-    $("#detail").hidden = true;
+  window.addEventListener("hashchange", route);
+  $("#type-filter").addEventListener("change", (e) => go(listHash({ type: e.target.value, cursor: null })));
+  $("#show-children").addEventListener("change", (e) => go(listHash({ children: e.target.checked ? "1" : null, cursor: null })));
+  let typing = null;
+  $("#search").addEventListener("input", (e) => {
+    clearTimeout(typing);
+    typing = setTimeout(() => go(listHash({ q: e.target.value.trim(), cursor: null })), 300);
   });
-  $("#cancel").addEventListener("click", async () => {
-    try {
-      const job = await api("POST", `/api/v1/jobs/${encodeURIComponent(state.detail)}/cancel`);
-      state.jobs.set(job.id, { ...state.jobs.get(job.id), ...job });
-      render();
-      showDetail(job.id, false);
-    } catch (error) {
-      $("#detail-error").textContent = error.message;
-    }
+  $("#search").addEventListener("keydown", (e) => {
+    if (e.key === "Enter") { clearTimeout(typing); go(listHash({ q: e.target.value.trim(), cursor: null })); }
   });
-  const link = new URLSearchParams(location.hash.slice(1)).get("token");
+  $("#cancel").addEventListener("click", () => act("cancel"));
+  $("#requeue").addEventListener("click", () => act("requeue"));
+  $("#history-next").addEventListener("click", () => {
+    state.historyBefore.push(Number($("#history-next").dataset.before));
+    loadHistory();
+  });
+  $("#history-first").addEventListener("click", () => { state.historyBefore = [null]; loadHistory(); });
+  $("#more-children").addEventListener("click", () => loadChildren(false));
+  setInterval(refreshTimes, 15000);
+  setInterval(() => { if (state.route && state.route.view === "workers") loadWorkers(); }, 10000);
+
+  const link = new URLSearchParams(location.hash.replace(/^#/, "")).get("token");
   if (link) {
-    history.replaceState(null, "", location.pathname); // the token leaves the address bar
+    history.replaceState(null, "", `${location.pathname}#/jobs`); // the token leaves the address bar
     signInWithToken(link).catch(() => {
       signOut();
       $("#signin-error").textContent = "This sign-in link has expired: sign in with a key.";

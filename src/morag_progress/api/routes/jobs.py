@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
 
@@ -161,9 +161,17 @@ def job_history(
     after: Annotated[
         int, Query(ge=0, le=2**63 - 1, description="Only changes with a larger id.")
     ] = 0,
+    before: Annotated[
+        int | None, Query(ge=1, le=2**63 - 1, description="Only changes with a smaller id.")
+    ] = None,
+    order: Annotated[
+        Literal["asc", "desc"], Query(description="asc: oldest first; desc: newest first.")
+    ] = "asc",
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[FeedEventOut]:
-    """The job's applied changes, oldest first."""
+    """The job's applied changes, oldest first (or newest first: page back with ``before``)."""
     visible_job(request, job_id, caller)
-    events = tracker_of(request).history(job_id, caller.scope, after=after, limit=limit)
+    events = tracker_of(request).history(
+        job_id, caller.scope, after=after, before=before, newest_first=order == "desc", limit=limit
+    )
     return [FeedEventOut.of(event) for event in events]
