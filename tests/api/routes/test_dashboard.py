@@ -125,13 +125,8 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
 
 
-def rows(page: Any, table: str = "#jobs") -> list[str]:
-    return list(
-        page.locator(f"{table} tbody tr").evaluate_all("rs => rs.map(r => r.dataset.jobId)")
-    )
-
-
 def wait_rows(page: Any, expected: list[str], table: str = "#jobs") -> None:
+    """Wait until the table's rows are the jobs ``expected``, in order."""
     page.wait_for_function(
         "([table, ids]) => JSON.stringify([...document.querySelectorAll(table + ' tbody tr')]"
         ".map(r => r.dataset.jobId)) === JSON.stringify(ids)",
@@ -407,7 +402,7 @@ def test_first_paint_with_a_hundred_thousand_jobs(page: Any, site: Site) -> None
     """With 100,000 jobs in the store the first page and the counts paint from the server
     (how fast is bench/dashboard.py's to measure; here: that they are right)."""
     now = utcnow()
-    rows_ = [
+    rows_: list[dict[str, Any]] = [
         {
             "id": f"bulk-{i:06d}",
             "user_id": "alice",

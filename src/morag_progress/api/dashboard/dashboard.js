@@ -317,15 +317,18 @@ async function loadJobs() {
   };
   $("#search").value = document.activeElement === $("#search") ? $("#search").value : search;
   $("#show-children").checked = children;
+  // The page and the counts paint as each arrives: counting a large store takes longer.
+  api("GET", "/api/v1/stats")
+    .then((stats) => {
+      if (seq !== state.seq) return;
+      renderCounts(stats, p);
+      renderTypes(stats, p.get("type") || "");
+    })
+    .catch(() => {});
   try {
-    const [page, stats] = await Promise.all([
-      api("GET", `/api/v1/jobs${query({ ...filters, limit: PAGE, cursor: p.get("cursor") })}`),
-      api("GET", "/api/v1/stats"),
-    ]);
+    const page = await api("GET", `/api/v1/jobs${query({ ...filters, limit: PAGE, cursor: p.get("cursor") })}`);
     if (seq !== state.seq) return; // a newer request answers
     $("#jobs-error").textContent = "";
-    renderCounts(stats, p);
-    renderTypes(stats, p.get("type") || "");
     state.rows = new Map(page.jobs.map((job) => [job.id, job]));
     $("#jobs tbody").replaceChildren(...page.jobs.map(jobRow));
     const filtered = p.get("status") || p.get("type") || search;
