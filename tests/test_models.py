@@ -15,6 +15,7 @@ from morag_progress import (
     UpdateResult,
 )
 from morag_progress.errors import InvalidInputError, ProgressError
+from morag_progress.eta import Pace
 from morag_progress.models import status_for_percentage
 
 
@@ -116,21 +117,40 @@ def _job(**overrides: object) -> Job:
     return Job(**fields)  # type: ignore[arg-type]
 
 
-def test_eta_only_while_processing_with_a_rate() -> None:
-    """ETA is (100 - percentage) / rate while PROCESSING; None otherwise."""
-    assert _job().eta_seconds == pytest.approx(30.0)
-    assert _job(rate=None).eta_seconds is None
-    assert _job(rate=0.0).eta_seconds is None
-    assert _job(status=JobStatus.STALLED).eta_seconds is None
+def _paced(**overrides: object) -> Job:
+    """A job at 40% whose last measuring window closed at 2 %/s just now (the run's average
+    too): its ETA is 30 s."""
+    start = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+    pace = Pace(1, start - 20, 0, start, 40, 2.0, 0.0)
+    return _job(pace=pace.to_json(), **overrides)
+
+
+def test_eta_only_while_processing_with_a_pace() -> None:
+    """The estimate comes from the job's pace while PROCESSING; None otherwise."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    eta = _paced().estimate(now)
+    assert eta is not None
+    assert eta.seconds == pytest.approx(30.0)
+    assert eta.low < 30 < eta.high
+    assert eta.basis == "live"
+    assert _job().estimate(now) is None  # no pace: nothing supports one
+    assert _paced(status=JobStatus.STALLED).estimate(now) is None
+    assert _paced(status=JobStatus.FINISHED, percentage=100).estimate(now) is None
 
 
 def test_job_to_dict_is_json_ready() -> None:
-    """to_dict gives ISO timestamps (UTC, ``Z``), the status value and the derived ETA."""
-    data = _job().to_dict()
+    """to_dict gives ISO timestamps (UTC, ``Z``), the status value, the estimate (with its
+    range and basis) and no pace."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    data = _paced().to_dict(now=now)
     assert data["created_at"] == "2026-01-01T00:00:00Z"
     assert data["status"] == "PROCESSING"
     assert data["eta_seconds"] == pytest.approx(30.0)
+    assert data["eta_basis"] == "live"
+    assert data["eta_low_seconds"] < 30 < data["eta_high_seconds"]
     assert data["end_date"] is None
+    assert "pace" not in data
+    assert _paced().to_dict(now=now, eta=False)["eta_seconds"] is None
 
 
 def test_update_result_flags() -> None:

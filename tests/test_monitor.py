@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+import pytest
+
 from morag_progress import JobStatus, JobTracker
 from morag_progress.models import UpdateOutcome
 from morag_progress.monitor import Monitor
@@ -160,21 +162,25 @@ def test_two_sweepers_change_a_job_once(
 def test_eta_survives_a_pause(
     tracker: JobTracker, make_job: Callable[..., str], clock: Clock
 ) -> None:
-    """Rate is null until two points; after an hour's pause the ETA does not explode."""
+    """No ETA until a window of time supports one; after an hour's pause and one more
+    percent the ETA reflects the slow hour (larger), bounded by the pace measured before."""
     job_id = make_job()
     tracker.update_progress(job_id, 10, None, "a", "alice")
     job = tracker.get_job(job_id)
     assert job is not None
-    assert (job.rate, job.eta_seconds) == (None, None)
+    assert (job.rate, job.estimate(clock())) == (None, None)
     clock.advance(10)
     tracker.update_progress(job_id, 20, None, "b", "alice")
     job = tracker.get_job(job_id)
     assert job is not None
     assert job.rate == 1.0
-    assert job.eta_seconds == 80
+    eta = job.estimate(clock())
+    assert eta is not None
+    assert eta.seconds == pytest.approx(80)
     clock.advance(3600)
     tracker.update_progress(job_id, 21, None, "c", "alice")
     job = tracker.get_job(job_id)
     assert job is not None
-    assert job.eta_seconds is not None
-    assert job.eta_seconds < 200  # not 79 / (1 / 3601) = 284,000 s
+    eta = job.estimate(clock())
+    assert eta is not None
+    assert 80 < eta.seconds < 79 * 3601  # slower than before the pause, not the hour's pace

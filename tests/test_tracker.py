@@ -320,23 +320,45 @@ def test_one_feed_row_per_applied_change(
 
 
 def test_rate_and_eta(tracker: JobTracker, make_job: MakeJob, clock: Clock) -> None:
-    """The rate is smoothed percent per second; ETA is null until two points exist."""
+    """The rate is measured over windows of at least a second: reports milliseconds apart
+    make none; the ETA is null until one supports it, then follows the pace."""
     job_id = make_job()
     tracker.update_progress(job_id, 10)
+    clock.advance(0.013)
+    tracker.update_progress(job_id, 12)  # 13 ms later: no rate of 154 %/s
     first = tracker.get_job(job_id)
     assert first is not None
-    assert (first.rate, first.eta_seconds) == (None, None)
+    assert first.rate is None
+    assert first.estimate(clock()) is None
     clock.advance(10)
     tracker.update_progress(job_id, 30)
     job = tracker.get_job(job_id)
     assert job is not None
-    assert job.rate == pytest.approx(2.0)
-    assert job.eta_seconds == pytest.approx(35.0)
+    assert job.rate == pytest.approx(20 / 10.013)
+    eta = job.estimate(clock())
+    assert eta is not None
+    assert eta.basis == "live"
+    assert eta.seconds == pytest.approx(70 / (20 / 10.013), rel=0.01)
     clock.advance(10)
-    tracker.update_progress(job_id, 40)  # 1 %/s now: smoothed 0.3 * 1 + 0.7 * 2
+    tracker.update_progress(job_id, 40)  # 1 %/s now: the smoothed rate moves toward it
     job = tracker.get_job(job_id)
     assert job is not None
-    assert job.rate == pytest.approx(1.7)
+    assert job.rate is not None
+    assert 1.0 < job.rate < 1.5
+
+
+def test_an_idle_jobs_eta_grows(tracker: JobTracker, make_job: MakeJob, clock: Clock) -> None:
+    """While a running job is silent its ETA grows instead of counting down."""
+    job_id = make_job()
+    for pct in range(10, 51, 10):
+        tracker.update_progress(job_id, pct)
+        clock.advance(5)
+    job = tracker.get_job(job_id)
+    assert job is not None
+    etas = [job.estimate(clock.advance(seconds)) for seconds in (0, 30, 300)]
+    seconds = [eta.seconds for eta in etas if eta is not None]
+    assert len(seconds) == 3
+    assert seconds[0] < seconds[1] < seconds[2]
 
 
 # -- jobs ----------------------------------------------------------------------------------------

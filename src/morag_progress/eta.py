@@ -75,11 +75,13 @@ class Pace:
     """Smoothed squared log deviation of closed windows from the smoothed rate."""
     knots: tuple[float | None, ...] = ()
     """Seconds into the run at which it first reached each of ``KNOTS`` (None: not yet)."""
+    window_s: float = 0.0
+    """How long the last closed window lasted: silence shorter than it is not idleness."""
 
     @classmethod
     def begin(cls, t: float, pct: float, attempt: int, rate: float | None = None) -> Pace:
         """A run starts measuring at ``(t, pct)``; ``rate`` carries an earlier run's pace."""
-        return cls(attempt, t, pct, t, pct, rate, 0.0, _reached((), pct, 0.0))
+        return cls(attempt, t, pct, t, pct, rate, 0.0, _reached((), pct, 0.0), 0.0)
 
     def min_span(self, t: float) -> float:
         """How long a window must be before it closes: a twentieth of the run, 1 to 60 s."""
@@ -101,7 +103,7 @@ class Pace:
             deviation = math.log(window / self.rate)
             rate = self.rate * math.exp(_SMOOTHING * deviation)
             spread = (1 - _SMOOTHING) * self.spread + _SMOOTHING * deviation * deviation
-        return Pace(self.attempt, self.start_s, self.start_pct, t, pct, rate, spread, knots)
+        return Pace(self.attempt, self.start_s, self.start_pct, t, pct, rate, spread, knots, span)
 
     def live_rate(self, now: float, pct: float) -> float | None:
         """Percent per second now: the smoothed rate with the open window counted up to
@@ -109,12 +111,15 @@ class Pace:
         supports one (no window has closed, and the open one is too short or still)."""
         recent = self.rate
         open_span = now - self.anchor_s
+        # Silence as long as a closed window is the ordinary wait for the next report; past
+        # it, the open window (its progress over all of its time) takes over, more and more.
+        grace = max(self.window_s, self.min_span(now))
         if open_span > 0:
             open_rate = max(0.0, pct - self.anchor_pct) / open_span
             if recent is None:
                 recent = open_rate if open_span >= self.min_span(now) else None
-            else:
-                weight = open_span / (open_span + self.min_span(now))
+            elif open_span > grace:
+                weight = (open_span - grace) / open_span
                 recent = (1 - weight) * recent + weight * open_rate
         if recent is None or recent <= 0:
             return None
@@ -330,26 +335,21 @@ def estimate(
     return Eta(math.exp(mu), math.exp(mu - _Z90 * sigma), math.exp(mu + _Z90 * sigma), basis, rate)
 
 
-def parent_eta(children: Iterable[tuple[float, float, float | None]]) -> Eta | None:
-    """A parent's ETA from its children's ``(weight, percentage, rate %/s)``: the weighted
-    work left over the weighted rate of those running (children in parallel add their rates;
-    one after another, only the running one counts). None when no child has a rate."""
-    weight_sum = left = rate = 0.0
-    for weight, percentage, child_rate in children:
-        weight_sum += weight
-        left += weight * (100 - percentage)
-        if child_rate:
-            rate += weight * child_rate
-    if weight_sum <= 0 or rate <= 0 or left <= 0:
+def parent_eta(
+    weight: float, weighted_done: float, rates: Iterable[tuple[float, float]]
+) -> Eta | None:
+    """A parent's ETA from its children: the work left (``weight`` of all children, of it
+    ``weighted_done`` percent-weight done) over the weighted rates ``(weight, rate %/s)`` of
+    those running. Children in parallel add their rates; one after another, only the running
+    one counts. None when no child has a rate."""
+    rate = sum(w * r for w, r in rates if r and r > 0)
+    left = weight * 100 - weighted_done
+    if weight <= 0 or rate <= 0 or left <= 0:
         return None
     seconds = left / rate
-    sigma = _LIVE_SIGMA
+    spread = _Z90 * _LIVE_SIGMA
     return Eta(
-        seconds,
-        seconds * math.exp(-_Z90 * sigma),
-        seconds * math.exp(_Z90 * sigma),
-        "live",
-        rate / weight_sum,
+        seconds, seconds * math.exp(-spread), seconds * math.exp(spread), "live", rate / weight
     )
 
 

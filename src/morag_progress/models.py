@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +28,7 @@ from morag_progress.errors import (
     JobNotFoundError,
     JobStateError,
 )
+from morag_progress.eta import Eta, History, Pace, estimate
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -353,35 +354,77 @@ class Job:
     last_seen_at: datetime | None
     stall_timeout_s: float | None
     rate: float | None
-    """Smoothed progress rate in percent per second; None until two updates exist."""
+    """Smoothed progress rate in percent per second over closed measuring windows (see
+    ``eta.Pace``); None until one has closed."""
     children: int = 0
     """How many jobs name this one as their parent."""
     children_done: int = 0
     """How many of them have ended (finished, failed or cancelled)."""
 
+    children_weight: float = field(default=0.0, repr=False)
+    """The children's summed weights (kept for estimates; not written out)."""
+    children_progress: float = field(default=0.0, repr=False)
+    """The children's weighted percentages, summed (kept for estimates; not written out)."""
+    pace: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    """The live pace (``eta.Pace`` as JSON) the store keeps for estimates; not written out."""
+
+    def estimate(self, now: datetime | None = None, history: History | None = None) -> Eta | None:
+        """The job's ETA at ``now`` (default: the current time) from its live pace and, when
+        given, its kind's ``history`` (``eta.estimate``); None unless it is PROCESSING."""
+        if self.status is not JobStatus.PROCESSING:
+            return None
+        return estimate(
+            now=(now or utcnow()).timestamp(),
+            percentage=self.percentage,
+            pace=Pace.from_json(self.pace),
+            history=history,
+            total=self.total,
+        )
+
     @property
     def eta_seconds(self) -> float | None:
-        """Seconds left at the current rate; None when unknown or not running."""
-        if self.status is not JobStatus.PROCESSING or not self.rate or self.rate <= 0:
-            return None
-        return (100 - self.percentage) / self.rate
+        """Seconds left now, from the live pace alone; None when unknown or not running."""
+        eta = self.estimate()
+        return None if eta is None else eta.seconds
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict with the derived ``eta_seconds``, written as the API writes a job
-        everywhere: timestamps in ISO 8601 UTC with ``Z``, float fields as floats."""
+    def to_dict(
+        self,
+        *,
+        now: datetime | None = None,
+        eta: Eta | bool | None = True,
+        expected_start_at: datetime | None = None,
+    ) -> dict[str, Any]:
+        """A JSON-ready dict, written as the API writes a job everywhere: timestamps in ISO
+        8601 UTC with ``Z``, float fields as floats, and the estimate: ``eta`` as given (True:
+        the live estimate at ``now``), its range and basis, and ``expected_start_at``."""
         data = {name: getattr(self, name) for name in _JOB_FIELDS}
+        if eta is True:
+            eta = self.estimate(now)
+        elif eta is False:
+            eta = None
+        data["expected_start_at"] = expected_start_at
         for key, value in data.items():
             if isinstance(value, datetime):
-                data[key] = value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+                data[key] = _iso(value)
             elif key in _FLOAT_FIELDS and value is not None:
                 data[key] = float(value)
         data["status"] = self.status.value
         data["metadata"] = dict(self.metadata)
-        data["eta_seconds"] = self.eta_seconds
+        if eta is not None and eta.rate is not None:
+            data["rate"] = eta.rate
+        data["eta_seconds"] = None if eta is None else eta.seconds
+        data["eta_low_seconds"] = None if eta is None else eta.low
+        data["eta_high_seconds"] = None if eta is None else eta.high
+        data["eta_basis"] = None if eta is None else eta.basis
         return data
 
 
-_JOB_FIELDS = tuple(f.name for f in fields(Job))
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+_INTERNAL = frozenset({"pace", "children_weight", "children_progress"})
+_JOB_FIELDS = tuple(f.name for f in fields(Job) if f.name not in _INTERNAL)
 _FLOAT_FIELDS = frozenset({"weight", "stall_timeout_s", "rate"})
 
 

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from morag_progress._threads import SharedReads
 from morag_progress.api import answers
 from morag_progress.api.auth import Authenticator
+from morag_progress.api.estimates import Estimates
 from morag_progress.api.fastlane import FastLane
 from morag_progress.api.limits import BodyLimit, RateLimiter, SharedRateLimiter
 from morag_progress.api.metrics import Metrics, RequestTimer
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None, *, store: SQLStore | None = Non
     app.state.settings = settings
     app.state.store = store
     app.state.tracker = tracker
+    app.state.estimates = Estimates(store)
     app.state.hub = hub
     app.state.shared_reads = SharedReads()
     app.state.webhooks = hooks

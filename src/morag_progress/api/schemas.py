@@ -30,6 +30,7 @@ from morag_progress.bounds import (
     check_timestamp,
     text_rule,
 )
+from morag_progress.eta import Eta
 from morag_progress.models import FeedEvent, Job, JobStatus
 
 __all__ = [
@@ -293,14 +294,36 @@ class JobOut(BaseModel):
     end_date: datetime | None
     last_seen_at: datetime | None
     stall_timeout_s: float | None
-    rate: float | None = Field(description="Smoothed percent per second; null until known.")
-    eta_seconds: float | None = Field(description="Seconds left at that rate; null if unknown.")
+    rate: float | None = Field(
+        description="Percent per second now, measured over spans of at least a second (a "
+        "running job's slows while it is silent); null until known."
+    )
+    eta_seconds: float | None = Field(
+        description="Seconds left (docs/eta.md); null when nothing supports an estimate or "
+        "the job is not running."
+    )
+    eta_low_seconds: float | None = Field(description="The estimate's p10.")
+    eta_high_seconds: float | None = Field(description="The estimate's p90.")
+    eta_basis: Literal["live", "history", "blend"] | None = Field(
+        description="What the estimate rests on: this job's pace, finished jobs of its kind, "
+        "or both."
+    )
+    expected_start_at: datetime | None = Field(
+        description="For a job waiting for a remote worker: when it is expected to start."
+    )
     children: int = Field(description="Jobs that name this one as their parent.")
     children_done: int = Field(description="How many of those have ended.")
 
     @classmethod
-    def of(cls, job: Job) -> JobOut:
-        return cls.model_validate(job.to_dict())
+    def of(
+        cls,
+        job: Job,
+        *,
+        eta: Eta | bool | None = True,
+        expected_start_at: datetime | None = None,
+    ) -> JobOut:
+        """A job as the API writes it; the estimate as given (True: the live one now)."""
+        return cls.model_validate(job.to_dict(eta=eta, expected_start_at=expected_start_at))
 
 
 class ProgressOut(BaseModel):

@@ -9,11 +9,16 @@ from typing import Any
 
 from sqlalchemy import String, and_, bindparam, case, func, or_, select
 
+from morag_progress.eta import History
 from morag_progress.models import FeedEvent, Job, JobStatus, as_utc
 from morag_progress.store.engine import Database, feed_event_from_row, job_from_row
+from morag_progress.store.history import read_histories
 from morag_progress.store.schema import events, jobs
 
-__all__ = ["MAX_WORKERS", "JobReader", "WorkerActivity"]
+__all__ = ["MAX_QUEUE", "MAX_WORKERS", "JobReader", "RemoteQueue", "WorkerActivity"]
+
+MAX_QUEUE = 1000
+"""The most queued (and running remote) jobs a start forecast looks at."""
 
 MAX_WORKERS = 500
 """The most workers one listing holds."""
@@ -28,6 +33,15 @@ class WorkerActivity:
     current_job: Job | None
     finished: int
     failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteQueue:
+    """A user's jobs waiting for remote workers, those running, and the workers lately seen."""
+
+    waiting: list[Job]
+    running: list[Job]
+    workers: int
 
 
 def _escape_like(text: str) -> str:
@@ -148,6 +162,62 @@ class JobReader(Database):
             )
             for worker_id, last_seen, finished, failed in rows
         ]
+
+    def histories(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], History]:
+        """What finished jobs of each (user id, document type) took (``store/history.py``)."""
+        with self._read("read histories") as conn:
+            return read_histories(conn, keys)
+
+    def running_children(self, parents: list[tuple[str, str]]) -> dict[tuple[str, str], list[Job]]:
+        """The PROCESSING children of each (user id, parent id), at most 1000 of each."""
+        j = jobs.c
+        found: dict[tuple[str, str], list[Job]] = {}
+        with self._read("read running children") as conn:
+            for owner, parent_id in parents:
+                stmt = (
+                    select(jobs)
+                    .where(
+                        j.parent_id == parent_id,
+                        j.user_id == owner,
+                        j.status == JobStatus.PROCESSING.value,
+                    )
+                    .limit(1000)
+                )
+                found[(owner, parent_id)] = [job_from_row(r) for r in conn.execute(stmt).mappings()]
+        return found
+
+    def remote_queue(self, user_id: str, *, since: datetime) -> RemoteQueue:
+        """A user's queue for remote workers: the jobs waiting (oldest first, at most
+        ``MAX_QUEUE``), the remote jobs running, and how many workers claimed one of the user's
+        jobs since ``since``."""
+        j = jobs.c
+        waiting = (
+            select(jobs)
+            .where(j.status == JobStatus.WAITING_FOR_REMOTE_WORKER.value, j.user_id == user_id)
+            .order_by(j.created_at, j.id)
+            .limit(MAX_QUEUE)
+        )
+        running = (
+            select(jobs)
+            .where(
+                j.status == JobStatus.PROCESSING.value,
+                j.user_id == user_id,
+                j.claimed_by.is_not(None),
+            )
+            .limit(MAX_QUEUE)
+        )
+        workers = select(func.count(func.distinct(j.worker_id))).where(
+            j.user_id == user_id,
+            j.claimed_by.is_not(None),
+            j.worker_id.is_not(None),
+            or_(j.status == JobStatus.PROCESSING.value, j.updated_at >= since),
+        )
+        with self._read("read the remote queue") as conn:
+            return RemoteQueue(
+                waiting=[job_from_row(r) for r in conn.execute(waiting).mappings()],
+                running=[job_from_row(r) for r in conn.execute(running).mappings()],
+                workers=int(conn.execute(workers).scalar_one()),
+            )
 
     def count_open_jobs(self, user_id: str) -> int:
         """How many of the user's jobs have not ended (an index range per open status)."""

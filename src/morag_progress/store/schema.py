@@ -30,6 +30,7 @@ from morag_progress.models import as_utc
 __all__ = [
     "FEED_CHANNEL",
     "api_keys",
+    "eta_history",
     "events",
     "jobs",
     "metadata",
@@ -107,6 +108,8 @@ jobs = Table(
     Column("rolled_up_done", Boolean, nullable=False, default=False),
     Column("stall_timeout_s", Float, nullable=True),
     Column("rate", Float, nullable=True),
+    # The live pace (``eta.Pace`` as JSON): written when a measuring window closes.
+    Column("pace", JSON, nullable=True),
     # Ordering key of the last applied update: (attempt, last_ts_us, last_seq). Microseconds since
     # the epoch as an integer compare exactly on every database; a float would round.
     Column("last_ts_us", BigInteger, nullable=True),
@@ -146,6 +149,16 @@ worker_mappings = Table(
     # Whose worker: a worker id is a user's own name (empty: an in-process mapping).
     Column("user_id", String(128), primary_key=True, server_default=""),
     Column("job_id", String(128), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# What finished jobs of each kind took (``eta.History`` as JSON), per user and document type.
+eta_history = Table(
+    "eta_history",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("document_type", String(64), primary_key=True),
+    Column("history", JSON, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
 

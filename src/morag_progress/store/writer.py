@@ -37,6 +37,7 @@ from sqlalchemy import (
 )
 
 from morag_progress.errors import JobConflictError, ProgressError, StoreError
+from morag_progress.eta import Pace
 from morag_progress.models import (
     TERMINAL_STATUSES,
     Job,
@@ -57,6 +58,7 @@ from morag_progress.store.engine import (
     status_in,
 )
 from morag_progress.store.group import GroupCommit
+from morag_progress.store.history import learn
 from morag_progress.store.rollup import adopt, reopen, roll_up
 from morag_progress.store.schema import UTCDateTime, events, jobs
 
@@ -72,7 +74,6 @@ _MICROSECOND = timedelta(microseconds=1)
 _UNCLAIMED = [JobStatus.PENDING.value, JobStatus.WAITING_FOR_REMOTE_WORKER.value]
 REQUEUABLE = [JobStatus.FAILED.value, JobStatus.CANCELLED.value, JobStatus.STALLED.value]
 """The states a job a remote worker claimed may be requeued from."""
-_RATE_SMOOTHING = 0.3  # weight of the newest rate, as tqdm's default smoothing
 
 
 def _micros(value: datetime) -> int:
@@ -288,6 +289,7 @@ class JobWriter(Database):
                 last_ts_us=None,  # the worker's clock orders its own reports from here
                 last_seq=0,
                 rate=None,
+                pace=None,
                 summary=f"Claimed by {worker_id}",
             )
             .returning(*jobs.c)
@@ -343,7 +345,26 @@ class JobWriter(Database):
                 roll_up(conn, row, now, self._apply_settled)
         else:
             event_id = self._append_event(conn, row, now=now, timestamp=params["p_event_ts"])
+        self._track_pace(conn, row, now)
         return UpdateResult(UpdateOutcome.APPLIED, job_from_row(row), event_id)
+
+    def _track_pace(self, conn: Connection, row: dict[str, Any], now: datetime) -> None:
+        """Fold the applied change into the job's pace (``eta.Pace``), writing it only when
+        it changed (a measuring window closed, a knot was reached: a few times a minute at
+        most); a job this change finished teaches its kind's history."""
+        if row["last_ts_us"] is None:
+            return
+        t = row["last_ts_us"] / 1_000_000
+        old = Pace.from_json(row["pace"])
+        pct, attempt = row["percentage"], row["attempt"]
+        pace = Pace.begin(t, pct, attempt) if old is None else old.observe(t, pct, attempt)
+        if pace != old:
+            row["pace"], row["rate"] = pace.to_json(), pace.rate
+            params = {"p_id": row["id"], "p_owner": row["user_id"], "p_pace": row["pace"]}
+            conn.execute(_SET_PACE, {**params, "p_rate": pace.rate})
+        if row["status"] == JobStatus.FINISHED.value:
+            lock = self.dialect == "postgresql"
+            learn(conn, row, pace, ended_s=t, dialect_insert=self.dialect_insert(), lock=lock)
 
     def request_cancel(self, job_id: str, *, user_id: str | None, now: datetime) -> UpdateResult:
         j = jobs.c
@@ -391,6 +412,7 @@ class JobWriter(Database):
                 end_date=None,
                 last_seen_at=None,
                 rate=None,
+                pace=None,
                 current=None,
                 total=None,
                 stage=None,
@@ -548,6 +570,11 @@ def _lock_key(update: ProgressUpdate) -> tuple[str, str]:
 
 _INSERT_EVENT = events.insert().returning(events.c.id)
 _EVENT_COLUMNS = tuple(c.key for c in events.c if c.key != "id")
+_SET_PACE = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("p_id"), jobs.c.user_id == bindparam("p_owner"))
+    .values(pace=bindparam("p_pace", type_=jobs.c.pace.type), rate=bindparam("p_rate"))
+)
 _TRANSITION_COLUMNS = frozenset({"status", "summary", "error", "end_date", "worker_id"})
 
 
@@ -669,14 +696,6 @@ def _update_statement(shape: _Shape) -> Any:
         values["last_seq"] = seq
     if shape.percentage:
         values["percentage"] = pct
-        same_attempt = j.attempt == attempt if shape.attempt else literal(True)
-        moved = and_(same_attempt, j.last_ts_us < ts, j.percentage < pct)
-        instant = (pct - j.percentage) * 1_000_000.0 / (ts - j.last_ts_us)
-        smoothed = case(
-            (j.rate.is_(None), instant),
-            else_=_RATE_SMOOTHING * instant + (1 - _RATE_SMOOTHING) * j.rate,
-        )
-        values["rate"] = case((moved, smoothed), (newer_attempt, None), else_=j.rate)
     for name, value in _optional_values(shape).items():
         values[name] = value
     if shape.starts:

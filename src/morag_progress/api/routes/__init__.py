@@ -7,12 +7,21 @@ from typing import Annotated, Any
 from fastapi import Depends, Path, Request
 
 from morag_progress.api.auth import Principal, principal, stream_principal
+from morag_progress.api.estimates import Estimates
 from morag_progress.api.schemas import JobId
 from morag_progress.errors import JobNotFoundError
 from morag_progress.models import Job
 from morag_progress.tracker import JobTracker
 
-__all__ = ["Caller", "JobIdPath", "StreamCaller", "errors", "tracker_of", "visible_job"]
+__all__ = [
+    "Caller",
+    "JobIdPath",
+    "StreamCaller",
+    "errors",
+    "estimates_of",
+    "tracker_of",
+    "visible_job",
+]
 
 Caller = Annotated[Principal, Depends(principal)]
 StreamCaller = Annotated[Principal, Depends(stream_principal)]
@@ -23,6 +32,12 @@ def tracker_of(request: Request) -> JobTracker:
     """The app's tracker."""
     tracker: JobTracker = request.app.state.tracker
     return tracker
+
+
+def estimates_of(request: Request) -> Estimates:
+    """The app's estimates (how jobs are written out with their ETAs and start forecasts)."""
+    estimates: Estimates = request.app.state.estimates
+    return estimates
 
 
 def visible_job(request: Request, job_id: str, caller: Principal) -> Job:

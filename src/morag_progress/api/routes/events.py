@@ -29,9 +29,10 @@ from morag_progress.api.routes import (
     JobIdPath,
     StreamCaller,
     errors,
+    estimates_of,
     tracker_of,
 )
-from morag_progress.api.schemas import FeedEventOut, JobOut, StreamTokenOut
+from morag_progress.api.schemas import FeedEventOut, StreamTokenOut
 from morag_progress.errors import JobNotFoundError
 from morag_progress.feed import FeedHub, Subscription
 from morag_progress.keys import STREAM_TOKEN_PREFIX, generate_key, hash_key
@@ -220,7 +221,9 @@ async def job_events(
                 sent, current = await _shared(request, ("snapshot", job_id, owner), snapshot)
                 assert current is not None
                 yield ServerSentEvent(
-                    JobOut.of(current).model_dump_json(), event="snapshot", id=str(sent)
+                    estimates_of(request).job_out(current).model_dump_json(),
+                    event="snapshot",
+                    id=str(sent),
                 )
                 if current.status.is_terminal:
                     return
@@ -268,7 +271,8 @@ async def all_events(
                     yield _progress(event)
             else:
                 sent, jobs = await _shared(request, ("all", caller.scope), snapshot)
-                data = json.dumps([json.loads(JobOut.of(job).model_dump_json()) for job in jobs])
+                written = estimates_of(request).jobs_out(jobs)
+                data = json.dumps([json.loads(job.model_dump_json()) for job in written])
                 yield ServerSentEvent(data, event="snapshot", id=str(sent))
             async for batch in _live(request, caller, subscription):
                 for event in batch:

@@ -7,7 +7,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response, status
 
 from morag_progress.api.auth import require
-from morag_progress.api.routes import Caller, JobIdPath, errors, tracker_of, visible_job
+from morag_progress.api.routes import (
+    Caller,
+    JobIdPath,
+    errors,
+    estimates_of,
+    tracker_of,
+    visible_job,
+)
 from morag_progress.api.schemas import (
     DocumentType,
     FeedEventOut,
@@ -54,7 +61,7 @@ def create_job(body: JobCreate, caller: Caller, request: Request, response: Resp
     job = tracker.get_job(job_id, caller.user_id)
     assert job is not None
     response.headers["Location"] = f"/api/v1/jobs/{job.id}"
-    return JobOut.of(job)
+    return estimates_of(request).job_out(job)
 
 
 def _check_quotas(request: Request, user_id: str) -> None:
@@ -72,7 +79,7 @@ def _check_quotas(request: Request, user_id: str) -> None:
 @router.get("/{job_id}", response_model=JobOut, responses=errors(401, 404, 422, 429))
 def get_job(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
     """One job."""
-    return JobOut.of(visible_job(request, job_id, caller))
+    return estimates_of(request).job_out(visible_job(request, job_id, caller))
 
 
 @router.get("", response_model=JobList, responses=errors(401, 422, 429))
@@ -105,7 +112,7 @@ def list_jobs(
     )
     page = jobs[:limit]
     next_cursor = page[-1].id if len(jobs) > limit else None
-    return JobList(jobs=[JobOut.of(job) for job in page], next_cursor=next_cursor)
+    return JobList(jobs=estimates_of(request).jobs_out(page), next_cursor=next_cursor)
 
 
 @router.post(
@@ -119,7 +126,7 @@ def cancel_job(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
     require(caller, Role.USER, Role.ADMIN)
     result = tracker_of(request).request_cancel(job_id, caller.scope).raise_for_outcome(job_id)
     assert result.job is not None
-    return JobOut.of(result.job)
+    return estimates_of(request).job_out(result.job)
 
 
 @router.post(
@@ -148,7 +155,7 @@ def requeue_job(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
         )
     result.raise_for_outcome(job_id)
     assert result.job is not None
-    return JobOut.of(result.job)
+    return estimates_of(request).job_out(result.job)
 
 
 @router.get(

@@ -14,7 +14,14 @@ from starlette.requests import ClientDisconnect
 
 from morag_progress.api.auth import Principal
 from morag_progress.api.metrics import Metrics
-from morag_progress.api.routes import Caller, JobIdPath, errors, tracker_of, visible_job
+from morag_progress.api.routes import (
+    Caller,
+    JobIdPath,
+    errors,
+    estimates_of,
+    tracker_of,
+    visible_job,
+)
 from morag_progress.api.schemas import (
     BatchIn,
     BatchItemOut,
@@ -163,7 +170,7 @@ async def report_progress(job_id: JobIdPath, caller: Caller, request: Request) -
 @router.get("/{job_id}/status", response_model=JobOut, responses=_ERRORS)
 def job_status(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
     """The job as it is now."""
-    return JobOut.of(visible_job(request, job_id, caller))
+    return estimates_of(request).job_out(visible_job(request, job_id, caller))
 
 
 @router.put("/{job_id}/result", response_model=ProgressOut, responses=_ERRORS)

@@ -7,8 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from morag_progress.api.routes import Caller, errors
-from morag_progress.api.schemas import JobOut, WorkerList, WorkerOut
+from morag_progress.api.routes import Caller, errors, estimates_of
+from morag_progress.api.schemas import WorkerList, WorkerOut
 from morag_progress.models import utcnow
 
 __all__ = ["router"]
@@ -29,13 +29,15 @@ def list_workers(
     finished and failed in the window (default: the last hour)."""
     since = utcnow() - timedelta(seconds=window)
     activity = request.app.state.store.workers(user_id=caller.scope, since=since)
+    current = estimates_of(request).jobs_out([a.current_job for a in activity if a.current_job])
+    by_id = {job.id: job for job in current}
     return WorkerList(
         window_seconds=window,
         workers=[
             WorkerOut(
                 worker_id=a.worker_id,
                 last_seen=a.last_seen,
-                current_job=None if a.current_job is None else JobOut.of(a.current_job),
+                current_job=None if a.current_job is None else by_id[a.current_job.id],
                 finished=a.finished,
                 failed=a.failed,
             )

@@ -1,0 +1,165 @@
+"""The estimates the API writes beside each job: its ETA from its pace and its kind's history, a
+parent's from its children, and when a job waiting for a remote worker is expected to start.
+All numbers come from ``eta.py``; this module only gathers what it needs, with brief caches
+(a history changes when a job of its kind finishes; a queue moves every few seconds)."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from morag_progress.api.schemas import JobOut
+from morag_progress.eta import (
+    Eta,
+    History,
+    QueuedJob,
+    RunningJob,
+    forecast_starts,
+    parent_eta,
+)
+from morag_progress.models import Job, JobStatus, utcnow
+from morag_progress.store import SQLStore
+from morag_progress.store.reads import RemoteQueue
+
+__all__ = ["Estimates"]
+
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+class _Cache:
+    """At most ``size`` values, each kept for ``ttl`` seconds."""
+
+    def __init__(self, ttl: float, size: int) -> None:
+        self.ttl, self.size = ttl, size
+        self._items: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_many(
+        self, keys: set[_K], load: Callable[[set[_K]], dict[_K, _V]], now: float
+    ) -> dict[_K, _V | None]:
+        found: dict[_K, _V | None] = {}
+        with self._lock:
+            for key in keys:
+                item = self._items.get(key)
+                if item is not None and item[0] > now:
+                    found[key] = item[1]
+        missing = keys - found.keys()
+        if missing:
+            loaded = load(missing)
+            with self._lock:
+                for key in missing:
+                    value = loaded.get(key)
+                    found[key] = value
+                    self._items[key] = (now + self.ttl, value)
+                    self._items.move_to_end(key)
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+        return found
+
+
+class Estimates:
+    """Writes jobs out with their estimates (``jobs_out``)."""
+
+    def __init__(
+        self,
+        store: SQLStore,
+        *,
+        history_ttl: float = 10.0,
+        queue_ttl: float = 2.0,
+        window: timedelta = timedelta(hours=1),
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.window = window
+        self._clock = clock
+        self._histories = _Cache(history_ttl, 4096)
+        self._queues = _Cache(queue_ttl, 256)
+
+    def job_out(self, job: Job) -> JobOut:
+        """One job with its estimates."""
+        return self.jobs_out([job])[0]
+
+    def jobs_out(self, jobs: list[Job]) -> list[JobOut]:
+        """Jobs with their estimates: a few reads for the whole list, none for jobs that
+        neither run nor wait."""
+        now = self._clock()
+        at = now.timestamp()
+        kinds = {
+            (job.user_id or "", job.document_type)
+            for job in jobs
+            if job.status in (JobStatus.PROCESSING, JobStatus.WAITING_FOR_REMOTE_WORKER)
+        }
+        histories = self._histories.get_many(kinds, self.store.histories, at)
+        parents = [
+            (job.user_id or "", job.id)
+            for job in jobs
+            if job.children and job.status is JobStatus.PROCESSING
+        ]
+        children = self.store.running_children(parents) if parents else {}
+        users = {
+            job.user_id or "" for job in jobs if job.status is JobStatus.WAITING_FOR_REMOTE_WORKER
+        }
+        starts: dict[tuple[str, str], datetime] = {}
+        for user in users:
+            starts.update(self._starts(user, now))
+        out = []
+        for job in jobs:
+            owner = job.user_id or ""
+            eta: Eta | None
+            if job.children and job.status is JobStatus.PROCESSING:
+                eta = self._parent(job, children.get((owner, job.id), []), now)
+            else:
+                eta = job.estimate(now, histories.get((owner, job.document_type)))
+            out.append(JobOut.of(job, eta=eta, expected_start_at=starts.get((owner, job.id))))
+        return out
+
+    def _parent(self, job: Job, running: list[Job], now: datetime) -> Eta | None:
+        """A parent's ETA from its children's remaining work over their running rates."""
+        kinds = {(child.user_id or "", child.document_type) for child in running}
+        histories = self._histories.get_many(kinds, self.store.histories, now.timestamp())
+        rates = []
+        for child in running:
+            eta = child.estimate(now, histories.get((child.user_id or "", child.document_type)))
+            if eta is not None and eta.rate is not None:
+                rates.append((child.weight, eta.rate))
+            elif eta is not None and eta.seconds > 0:  # history alone: its pace implied
+                rates.append((child.weight, (100 - child.percentage) / eta.seconds))
+        return parent_eta(job.children_weight, job.children_progress, rates)
+
+    def _starts(self, user: str, now: datetime) -> dict[tuple[str, str], datetime]:
+        """When each of ``user``'s jobs waiting for a remote worker is expected to start."""
+        at = now.timestamp()
+        queue: RemoteQueue | None = self._queues.get_many(
+            {user}, lambda keys: {user: self.store.remote_queue(user, since=now - self.window)}, at
+        )[user]
+        if queue is None or not queue.workers:
+            return {}
+        kinds = {(user, job.document_type) for job in queue.waiting + queue.running}
+        histories = self._histories.get_many(kinds, self.store.histories, at)
+        running = []
+        for job in queue.running:
+            eta = job.estimate(now, histories.get((user, job.document_type)))
+            if eta is None:
+                return {}  # a running job with no estimate: nothing to say when it frees up
+            running.append(RunningJob(job.worker_id or job.id, eta.seconds))
+        waiting = []
+        for job in queue.waiting:
+            expected = _expected_seconds(histories.get((user, job.document_type)), job.total)
+            if expected is None:
+                break  # the jobs behind one of unknown length cannot be forecast
+            waiting.append(QueuedJob(job.id, expected))
+        forecast = forecast_starts(waiting, running, queue.workers, at)
+        return {
+            (user, job_id): datetime.fromtimestamp(start, UTC) for job_id, start in forecast.items()
+        }
+
+
+def _expected_seconds(history: History | None, total: int | None) -> float | None:
+    """A job's expected duration: the median of its kind's (log-normal) durations."""
+    predicted = None if history is None else history.predict(total)
+    return None if predicted is None else math.exp(predicted[0])

@@ -1,0 +1,35 @@
+"""Prediction: each job keeps its live pace; each user's kind of job what finished jobs took.
+
+Revision ID: 0007
+Revises: 0006
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+from morag_progress.store.schema import UTCDateTime
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("pace", sa.JSON(), nullable=True))
+    op.create_table(
+        "eta_history",
+        sa.Column("user_id", sa.String(128), primary_key=True),
+        sa.Column("document_type", sa.String(64), primary_key=True),
+        sa.Column("history", sa.JSON(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("eta_history")
+    with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.drop_column("pace")
