@@ -1,7 +1,9 @@
-"""The live view's model: snapshots, progress events, smoothed rate and ETA, rendering, and
+"""The live view's model: snapshots, progress events, the server's rate and ETA, rendering, and
 the server-sent-event reader."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from rich.console import Console
@@ -33,27 +35,29 @@ def event(
     }
 
 
-def test_events_move_jobs_and_smooth_rate_and_eta() -> None:
-    """Two events 10 s apart, +20%: 2 %/s and 40 s left; the next one is smoothed."""
+def test_events_move_jobs_and_estimates_come_from_the_server() -> None:
+    """An event moves a job's status, percentage and message at once; its rate and ETA stay
+    the server's until the job is fetched again, which is due every 2 s."""
     view = JobsView()
-    view.snapshot(job())
-    assert view.apply(event(0, "2026-01-01T00:00:00Z"))
+    view.snapshot(job(rate=2.0, eta_seconds=50.0), now=100.0)
     assert view.apply(event(20, "2026-01-01T00:00:10Z"))
     state = view.jobs["j1"]
     assert (state["percentage"], state["summary"], state["rate"]) == (20, "at 20", 2.0)
-    assert state["eta_seconds"] == 40.0
-    view.apply(event(30, "2026-01-01T00:00:11Z"))  # 10 %/s now, smoothed with 0.3
-    assert round(state["rate"], 2) == round(0.3 * 10 + 0.7 * 2, 2)
-
-
-def test_pause_and_unknown_jobs() -> None:
-    """No progress between events keeps the rate; an unknown job is reported as such."""
-    view = JobsView()
-    view.snapshot(job(rate=1.0))
-    view.apply(event(10, "2026-01-01T00:00:00Z"))
-    view.apply(event(10, "2026-01-01T00:01:00Z"))
-    assert view.jobs["j1"]["rate"] == 1.0
+    assert state["eta_seconds"] == 50.0
+    assert not view.due("j1", now=101.0)
+    assert view.due("j1", now=102.0)
+    assert view.due("never-fetched", now=0.0)
     assert not view.apply(event(5, "2026-01-01T00:00:00Z", job_id="other"))
+
+
+def test_a_waiting_job_shows_when_it_is_expected_to_start() -> None:
+    """A queued job with a start forecast says "starts in m:ss" where the ETA goes."""
+    view = JobsView()
+    soon = datetime.now(UTC) + timedelta(seconds=200)
+    view.snapshot(job(status="WAITING_FOR_REMOTE_WORKER", expected_start_at=soon.isoformat()))
+    console = Console(width=160, record=True)
+    console.print(view.render())
+    assert "starts in 3:1" in console.export_text()
 
 
 def test_only_given_jobs_and_done() -> None:

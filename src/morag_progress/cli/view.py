@@ -26,7 +26,6 @@ _STYLE = {
     "CANCELLED": "magenta",
 }
 TERMINAL = frozenset({"FINISHED", "FAILED", "CANCELLED"})
-_SMOOTHING = 0.3  # tqdm's default
 
 
 @dataclass
@@ -74,22 +73,34 @@ def _seconds(value: float | None) -> str:
     return f"{value // 60}:{value % 60:02d}"
 
 
+def _until(when: str) -> str:
+    """``in m:ss`` until an ISO time (``now`` once it is past)."""
+    try:
+        left = datetime.fromisoformat(when).timestamp() - time.time()
+    except ValueError:
+        return ""
+    return f"in {_seconds(left)}" if left > 0 else "now"
+
+
 @dataclass
 class JobsView:
-    """The jobs on screen: snapshots from the API, moved by progress events. Rate and ETA
-    are smoothed here from the events' own timestamps, as tqdm smooths its rate."""
+    """The jobs on screen: snapshots from the API, moved by progress events. Rate and ETA are
+    the server's (one estimator for every view): an event moves a job's bar at once, and
+    ``due`` says which jobs to fetch again for fresh estimates."""
 
     only: set[str] | None = None
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _last: dict[str, tuple[float, int]] = field(default_factory=dict)
+    refresh_seconds: float = 2.0
+    _fetched: dict[str, float] = field(default_factory=dict)
 
     def wants(self, job_id: str) -> bool:
         return self.only is None or job_id in self.only
 
-    def snapshot(self, job: dict[str, Any]) -> None:
-        """Take a job as the API returned it."""
+    def snapshot(self, job: dict[str, Any], now: float | None = None) -> None:
+        """Take a job as the API returned it (with its estimates)."""
         if self.wants(job["id"]):
             self.jobs[job["id"]] = dict(job)
+            self._fetched[job["id"]] = time.monotonic() if now is None else now
 
     def apply(self, event: dict[str, Any]) -> bool:
         """Move a job by a progress event; False when the job is not known yet."""
@@ -99,26 +110,14 @@ class JobsView:
         for name in ("status", "percentage", "message", "stage", "current", "total", "attempt"):
             if name in event:
                 job["summary" if name == "message" else name] = event[name]
-        self._smooth(job, event)
-        return True
-
-    def _smooth(self, job: dict[str, Any], event: dict[str, Any]) -> None:
-        try:
-            at = datetime.fromisoformat(event["timestamp"]).timestamp()
-        except (KeyError, TypeError, ValueError):
-            at = time.time()
-        percentage = int(event.get("percentage") or 0)
-        last = self._last.get(job["id"])
-        self._last[job["id"]] = (at, percentage)
         if job.get("status") != "PROCESSING":
             job["eta_seconds"] = None
-            return
-        if last is None or at <= last[0] or percentage <= last[1]:
-            return
-        rate = (percentage - last[1]) / (at - last[0])
-        previous = job.get("rate")
-        job["rate"] = rate if not previous else _SMOOTHING * rate + (1 - _SMOOTHING) * previous
-        job["eta_seconds"] = (100 - percentage) / job["rate"] if job["rate"] > 0 else None
+        return True
+
+    def due(self, job_id: str, now: float | None = None) -> bool:
+        """Whether ``job_id``'s estimates are older than ``refresh_seconds``."""
+        now = time.monotonic() if now is None else now
+        return now - self._fetched.get(job_id, float("-inf")) >= self.refresh_seconds
 
     @property
     def done(self) -> bool:
@@ -155,6 +154,9 @@ class JobsView:
             status = str(job.get("status", ""))
             percentage = int(job.get("percentage") or 0)
             rate = job.get("rate")
+            eta = _seconds(job.get("eta_seconds")) if status == "PROCESSING" else ""
+            if status == "WAITING_FOR_REMOTE_WORKER" and job.get("expected_start_at"):
+                eta = f"starts {_until(job['expected_start_at'])}"
             table.add_row(
                 str(job["id"]) if whole_ids else str(job["id"])[:8],
                 str(job.get("document_name", "")),
@@ -163,6 +165,6 @@ class JobsView:
                 f"{percentage}%",
                 str(job.get("summary") or ""),
                 f"{rate:.1f}%/s" if isinstance(rate, int | float) and rate > 0 else "",
-                _seconds(job.get("eta_seconds")) if status == "PROCESSING" else "",
+                eta,
             )
         return table

@@ -366,8 +366,10 @@ def follow(
                         view.snapshot(job)
                 elif event.event == "progress":
                     data = event.json()
-                    if view.wants(data["job_id"]) and not view.apply(data):
-                        job = client.get(f"/api/v1/jobs/{data['job_id']}")
+                    job_id = data["job_id"]
+                    if view.wants(job_id) and (not view.apply(data) or view.due(job_id)):
+                        # A new job, or estimates gone stale: the server's numbers.
+                        job = client.get(f"/api/v1/jobs/{job_id}")
                         if job.status_code == 200:
                             view.snapshot(job.json())
                 changed()

@@ -151,6 +151,30 @@ def test_bar_moves_within_a_second_of_a_report(page: Any, site: Site) -> None:
     shot(page, "live")
 
 
+def test_the_servers_eta_with_its_range(page: Any, site: Site) -> None:
+    """The list and the job page show the server's ETA; its p10-p90 range and basis are on
+    hover and on the page."""
+    job_id = site.tracker.start_job("render.mov", "video", user_id="alice")
+    now = utcnow()
+    for seconds_ago, pct in ((20, 10), (10, 20), (0, 30)):
+        at = (now - timedelta(seconds=seconds_ago)).isoformat()
+        assert site.put(job_id, percentage=pct, timestamp=at).status_code == 200
+    expected = httpx.get(
+        f"{site.url}/api/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {site.key}"}
+    ).json()
+    assert expected["eta_basis"] == "live"
+    sign_in(page, site)
+    cell = page.locator(f"tr[data-job-id='{job_id}'] td").last
+    cell.locator("span").wait_for(timeout=5000)
+    assert ":" in cell.inner_text()  # m:ss
+    assert "p10–p90" in (cell.locator("span").get_attribute("title") or "")
+    assert "this job's pace" in (cell.locator("span").get_attribute("title") or "")
+    page.get_by_role("link", name="render.mov").click()
+    facts = page.locator("#facts")
+    facts.get_by_text("left (likely").wait_for(timeout=5000)
+    shot(page, "eta")
+
+
 def test_wrong_key_is_refused_on_the_page(page: Any, site: Site) -> None:
     """A wrong key shows an alert and the page stays signed out."""
     page.goto(site.url)

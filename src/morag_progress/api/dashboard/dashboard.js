@@ -95,7 +95,7 @@ const RELATIVE = new Intl.RelativeTimeFormat("en", { numeric: "auto" });
 function relative(iso) {
   const seconds = (Date.parse(iso) - Date.now()) / 1000;
   const abs = Math.abs(seconds);
-  if (abs < 10) return "just now";
+  if (abs < 10) return seconds > 0 ? "in a moment" : "just now";
   for (const [unit, size] of [["day", 86400], ["hour", 3600], ["minute", 60]]) {
     if (abs >= size) return RELATIVE.format(Math.round(seconds / size), unit);
   }
@@ -136,9 +136,29 @@ function duration(job) {
   return clock((end - Date.parse(job.start_date)) / 1000);
 }
 
+const BASIS = {
+  live: "from this job's pace",
+  history: "from finished jobs of its kind",
+  blend: "from this job's pace and finished jobs of its kind",
+};
+
+/** The server's estimate: time left (its p10-p90 range and basis on hover), or for a queued
+ * job when it is expected to start. */
 function eta(job) {
+  if (job.status === "WAITING_FOR_REMOTE_WORKER" && job.expected_start_at) {
+    return el("span", { title: `expected to start ${new Date(job.expected_start_at).toLocaleString()}` }, `starts ${relative(job.expected_start_at)}`);
+  }
   if (job.status !== "PROCESSING" || job.eta_seconds === null || job.eta_seconds === undefined) return "";
-  return clock(job.eta_seconds);
+  const range = `${clock(job.eta_low_seconds)}–${clock(job.eta_high_seconds)}`;
+  return el("span", { title: `likely ${range} (p10–p90), ${BASIS[job.eta_basis] || ""}` }, clock(job.eta_seconds));
+}
+
+function etaFact(job) {
+  if (job.status === "WAITING_FOR_REMOTE_WORKER" && job.expected_start_at) {
+    return el("span", {}, "expected to start ", when(job.expected_start_at));
+  }
+  if (job.status !== "PROCESSING" || job.eta_seconds === null || job.eta_seconds === undefined) return null;
+  return `${clock(job.eta_seconds)} left (likely ${clock(job.eta_low_seconds)}–${clock(job.eta_high_seconds)}; ${BASIS[job.eta_basis] || ""})`;
 }
 
 function badge(status) {
@@ -465,7 +485,7 @@ function renderJob() {
     ...fact("Ended", when(job.end_date)),
     ...fact("Duration", duration(job)),
     ...fact("Rate", job.rate > 0 && job.status === "PROCESSING" ? `${job.rate.toFixed(2)} %/s` : null),
-    ...fact("ETA", eta(job)),
+    ...fact(job.status === "PROCESSING" ? "ETA" : "Start", etaFact(job)),
   );
   drawChart(state.chart, job);
 }
