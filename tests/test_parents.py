@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from morag_progress import JobStatus, JobTracker
-from morag_progress.errors import InvalidInputError
+from morag_progress.errors import InvalidInputError, JobStateError
 from morag_progress.store import SQLStore
 from tests.conftest import Clock
 
@@ -171,3 +171,18 @@ def test_a_requeued_child_runs_again_in_its_parents_sums(
     clock.advance(1)
     tracker.mark_completed(b, "b done", "alice")
     assert tracker.get_job(parent).status is JobStatus.FINISHED  # type: ignore[union-attr]
+
+
+def test_a_child_of_an_ended_parent_is_not_requeued(
+    tracker: JobTracker, make_job: Callable[..., str], clock: Clock
+) -> None:
+    """A failed remote child failed its parent; the parent's end is final, so requeueing the
+    child is refused, saying so, and nothing changes."""
+    parent = make_job(document_name="course")
+    child = make_job(parent_id=parent, status=JobStatus.WAITING_FOR_REMOTE_WORKER)
+    assert tracker.claim("gpu-01", claimant="k1", user_id="alice") is not None
+    tracker.mark_failed(child, "boom", "alice")
+    assert tracker.get_job(parent).status is JobStatus.FAILED  # type: ignore[union-attr]
+    with pytest.raises(JobStateError, match="a parent's end is final"):
+        tracker.requeue(child, "alice")
+    assert tracker.get_job(child).status is JobStatus.FAILED  # type: ignore[union-attr]

@@ -254,8 +254,8 @@ class JobTracker:
 
     def requeue(self, job_id: str, user_id: str | None = None) -> UpdateResult:
         """Put a remote job that failed, was cancelled or stalled back in the queue (WAITING
-        for a remote worker at 0%); its next claim starts a new attempt. TERMINAL when the job
-        is in another state or no remote worker ever claimed it."""
+        for a remote worker at 0%, a new attempt, released: no worker may report on it until
+        one claims it). Raises JobStateError saying why a job cannot be requeued."""
         result = self.store.requeue(job_id, user_id=user_id, now=self._clock())
         if result.applied and result.job is not None:
             self._notify(result.job)

@@ -91,5 +91,5 @@ def test_search_and_requeue(remote: Remote) -> None:
     remote.tracker.mark_failed(job_id, "CUDA out of memory", "alice")
     done = jobs(remote, "requeue", job_id)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"{job_id}: requeued (attempt 1 ended; waiting for a worker)"
+    assert done.stdout.strip() == f"{job_id}: requeued as attempt 2, waiting for a worker"
     assert remote.job(job_id).status is JobStatus.WAITING_FOR_REMOTE_WORKER

@@ -181,6 +181,4 @@ def requeue(
     if as_json:
         _print_json(data)
     else:
-        typer.echo(
-            f"{data['id']}: requeued (attempt {data['attempt']} ended; waiting for a worker)"
-        )
+        typer.echo(f"{data['id']}: requeued as attempt {data['attempt']}, waiting for a worker")

@@ -36,7 +36,7 @@ from sqlalchemy import (
     update,
 )
 
-from morag_progress.errors import JobConflictError, ProgressError, StoreError
+from morag_progress.errors import JobConflictError, JobStateError, ProgressError, StoreError
 from morag_progress.eta import Pace
 from morag_progress.models import (
     TERMINAL_STATUSES,
@@ -62,7 +62,7 @@ from morag_progress.store.history import learn
 from morag_progress.store.rollup import adopt, reopen, roll_up
 from morag_progress.store.schema import UTCDateTime, events, jobs
 
-__all__ = ["REQUEUABLE", "JobWriter", "NewJob"]
+__all__ = ["RELEASED", "REQUEUABLE", "JobWriter", "NewJob"]
 
 _Work: TypeAlias = tuple[ProgressUpdate | tuple[ProgressUpdate, ...], datetime, bool]
 """What the writer thread is given: an update (or a caller's updates, in order), the time it
@@ -74,6 +74,9 @@ _MICROSECOND = timedelta(microseconds=1)
 _UNCLAIMED = [JobStatus.PENDING.value, JobStatus.WAITING_FOR_REMOTE_WORKER.value]
 REQUEUABLE = [JobStatus.FAILED.value, JobStatus.CANCELLED.value, JobStatus.STALLED.value]
 """The states a job a remote worker claimed may be requeued from."""
+RELEASED = ""
+"""``claimed_by`` of a job given back to the queue: claimed before (its next claim is a new
+attempt), and no worker key's until then."""
 
 
 def _micros(value: datetime) -> int:
@@ -282,7 +285,11 @@ class JobWriter(Database):
                 worker_id=worker_id,
                 claimed_by=claimant,
                 # A job claimed before (and returned to the queue) starts a new attempt.
-                attempt=case((j.claimed_by.is_(None), j.attempt), else_=j.attempt + 1),
+                # (A job requeued by hand is released with its new attempt already.)
+                attempt=case(
+                    (or_(j.claimed_by.is_(None), j.claimed_by == RELEASED), j.attempt),
+                    else_=j.attempt + 1,
+                ),
                 start_date=func.coalesce(j.start_date, literal(now, j.start_date.type)),
                 updated_at=now,
                 last_seen_at=now,
@@ -390,17 +397,19 @@ class JobWriter(Database):
 
     def requeue(self, job_id: str, *, user_id: str | None, now: datetime) -> UpdateResult:
         """Put a remote job that failed, was cancelled or stalled back in the queue: WAITING
-        for a remote worker at 0%, its error and worker cleared. Its next claim starts a new
-        attempt, so a late report of the old one is superseded. TERMINAL (with the job) when
-        the job is not in such a state or no remote worker ever claimed it."""
+        for a remote worker at 0% in a new attempt, its error, worker and claim released (no
+        worker may report on it until one claims it again; the old attempt's late reports are
+        superseded). NOT_FOUND for no such job; JobStateError saying why for a job in another
+        state, one no remote worker claimed, or a child whose parent has ended."""
         j = jobs.c
         stmt = (
             update(jobs)
             .where(
                 j.id == job_id,
                 j.user_id == bindparam("p_owner", type_=String()),
-                j.status.in_(REQUEUABLE),
-                j.claimed_by.is_not(None),
+                # Still as read: a concurrent change (or requeue) makes this one refuse.
+                j.status == bindparam("p_status", type_=String()),
+                j.updated_at == bindparam("p_updated", type_=jobs.c.updated_at.type),
             )
             .values(
                 status=JobStatus.WAITING_FOR_REMOTE_WORKER.value,
@@ -408,9 +417,14 @@ class JobWriter(Database):
                 summary="Requeued: waiting for a remote worker",
                 error=None,
                 worker_id=None,
+                claimed_by=RELEASED,
+                attempt=j.attempt + 1,
                 cancel_requested=False,
+                start_date=None,
                 end_date=None,
                 last_seen_at=None,
+                last_ts_us=None,
+                last_seq=0,
                 rate=None,
                 pace=None,
                 current=None,
@@ -425,13 +439,40 @@ class JobWriter(Database):
             before = None if owner is None else self._fetch(conn, job_id, owner)
             if before is None:
                 return UpdateResult(UpdateOutcome.NOT_FOUND)
-            row = conn.execute(stmt, {"p_owner": owner}).mappings().first()
-            if row is None:
-                return UpdateResult(UpdateOutcome.TERMINAL, job_from_row(before))
+            self._check_requeue(conn, before)
+            params = {
+                "p_owner": owner,
+                "p_status": before["status"],
+                "p_updated": before["updated_at"],
+            }
+            row = conn.execute(stmt, params).mappings().first()
+            if row is None:  # changed since it was read: explain by its state now
+                now_row = self._fetch(conn, job_id, before["user_id"])
+                if now_row is not None:
+                    self._check_requeue(conn, now_row)
+                raise JobStateError(job_id, "changed while it was being requeued: try again")
             if before["parent_id"] is not None:
                 reopen(conn, before)
             event_id = self._append_event(conn, row, now=now, timestamp=now)
             return UpdateResult(UpdateOutcome.APPLIED, job_from_row(row), event_id)
+
+    def _check_requeue(self, conn: Connection, job: Row) -> None:
+        """Raise JobStateError saying why ``job`` cannot be requeued, if it cannot."""
+        rule = (
+            "only a failed, cancelled or stalled job that a remote worker claimed can be requeued"
+        )
+        if job["status"] not in REQUEUABLE:
+            raise JobStateError(job["id"], f"is {job['status']}: {rule}")
+        if job["claimed_by"] is None:
+            raise JobStateError(job["id"], f"was never claimed by a remote worker: {rule}")
+        if job["parent_id"] is not None:
+            parent = self._fetch(conn, job["parent_id"], job["user_id"])
+            if parent is not None and parent["status"] in TERMINAL_VALUES:
+                raise JobStateError(
+                    job["id"],
+                    f"is a child of {job['parent_id']}, which has ended ({parent['status']}); "
+                    "a parent's end is final, so its children cannot run again",
+                )
 
     def transition(
         self,

@@ -199,6 +199,20 @@ async def test_requeue_a_failed_remote_job(
         None,
         None,
     )
+    assert (job["attempt"], job["start_date"]) == (2, None)
+    # Until a worker claims it again, the old worker's late words change nothing.
+    for method, path, body in (
+        ("PUT", "progress", {"percentage": 70}),
+        ("PUT", "progress", {"percentage": 0}),
+        ("POST", "heartbeat", None),
+        ("PUT", "result", {"success": True}),
+    ):
+        late = await client.request(
+            method, f"/api/v1/remote-jobs/{job_id}/{path}", json=body, headers=alice_worker
+        )
+        assert late.status_code == 404, (path, body)
+    waiting = (await client.get(f"/api/v1/jobs/{job_id}", headers=alice)).json()
+    assert (waiting["status"], waiting["percentage"]) == ("WAITING_FOR_REMOTE_WORKER", 0)
     again = await client.post(
         "/api/v1/remote-jobs/claim", json={"worker_id": "gpu-02"}, headers=alice_worker
     )

@@ -459,8 +459,8 @@ function renderJob() {
     : "";
   $("#job-error-text").hidden = !job.error;
   $("#job-error-text").textContent = job.error ? `Error: ${job.error}` : "";
-  $("#cancel").hidden = TERMINAL.has(job.status) || job.cancel_requested;
-  $("#requeue").hidden = !(REQUEUABLE.has(job.status) && job.claimed_by);
+  $("#cancel").hidden = !state.key || TERMINAL.has(job.status) || job.cancel_requested;
+  $("#requeue").hidden = !state.key || !(REQUEUABLE.has(job.status) && job.claimed_by !== null);
   const parent = job.parent_id
     ? el("a", { href: `#/jobs/${encodeURIComponent(job.parent_id)}`, id: "parent-link" }, state.names.get(job.parent_id) || job.parent_id)
     : null;

@@ -24,10 +24,9 @@ from morag_progress.api.schemas import (
     JobOut,
     SearchText,
 )
-from morag_progress.errors import JobStateError, LimitExceededError
+from morag_progress.errors import LimitExceededError
 from morag_progress.keys import Role
-from morag_progress.models import JobStatus, UpdateOutcome
-from morag_progress.store.writer import REQUEUABLE
+from morag_progress.models import JobStatus
 
 __all__ = ["router"]
 
@@ -67,6 +66,11 @@ def create_job(body: JobCreate, caller: Caller, request: Request, response: Resp
 def _check_quotas(request: Request, user_id: str) -> None:
     """429 when the user creates jobs faster than its quota, or has too many open ones."""
     request.app.state.job_quota.check(user_id)
+    _check_open(request, user_id)
+
+
+def _check_open(request: Request, user_id: str) -> None:
+    """429 when the user has as many jobs that have not ended as it may."""
     most = request.app.state.settings.max_open_jobs_per_user
     if most and request.app.state.store.count_open_jobs(user_id) >= most:
         raise LimitExceededError(
@@ -140,20 +144,8 @@ def requeue_job(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
     the old attempt is refused as superseded). 409 for a job in another state, or one no
     remote worker ever claimed (an in-process job is retried by its own task queue)."""
     require(caller, Role.USER, Role.ADMIN)
-    result = tracker_of(request).requeue(job_id, caller.scope)
-    if result.outcome is UpdateOutcome.TERMINAL and result.job is not None:
-        job = result.job
-        why = (
-            f"is {job.status.value}"
-            if job.status.value not in REQUEUABLE
-            else "was never claimed by a remote worker"
-        )
-        raise JobStateError(
-            job_id,
-            f"{why}: only a failed, cancelled or stalled job that a remote worker claimed "
-            "can be requeued",
-        )
-    result.raise_for_outcome(job_id)
+    _check_open(request, caller.user_id)
+    result = tracker_of(request).requeue(job_id, caller.scope).raise_for_outcome(job_id)
     assert result.job is not None
     return estimates_of(request).job_out(result.job)
 
