@@ -450,6 +450,7 @@ class WorkerOut(BaseModel):
     """One worker, as the jobs it reported on show it."""
 
     worker_id: str
+    user_id: str | None = Field(description="Whose worker (an admin sees every user's).")
     last_seen: datetime = Field(description="Its last report or heartbeat on any job.")
     current_job: JobOut | None = Field(description="The job it runs now (the latest), if any.")
     finished: int = Field(description="Jobs it finished in the window.")

@@ -29,6 +29,8 @@ class WorkerActivity:
     """What one worker has been doing."""
 
     worker_id: str
+    user_id: str | None
+    """Whose worker it is (a worker id is a user's own name)."""
     last_seen: datetime
     current_job: Job | None
     finished: int
@@ -113,55 +115,64 @@ class JobReader(Database):
             return [job_from_row(row) for row in conn.execute(stmt).mappings()]
 
     def workers(self, *, user_id: str | None = None, since: datetime) -> list[WorkerActivity]:
-        """Each worker seen since ``since`` or running a job now: when it was last seen, its
-        current job, and the jobs it finished and failed since ``since``. At most
-        ``MAX_WORKERS``, the most recently seen first."""
+        """Each worker (of each user) running or stalled on a job now, or that ended one
+        since ``since``: when it was last seen, its current job (the latest it reported on),
+        and the jobs it finished and failed since ``since``. At most ``MAX_WORKERS``, the most
+        recently seen first. Two index ranges: jobs running now, and jobs ended since."""
         j = jobs.c
-        running = [JobStatus.PROCESSING.value, JobStatus.STALLED.value]
-        seen = func.max(func.coalesce(j.last_seen_at, j.updated_at))
-        ended_since = and_(j.end_date.is_not(None), j.end_date >= since)
+        ended_since = and_(j.end_date >= since, j.worker_id.is_not(None))
 
         def ended(status: JobStatus) -> Any:
-            return func.sum(case((and_(j.status == status.value, ended_since), 1), else_=0))
+            return func.sum(case((j.status == status.value, 1), else_=0))
 
-        stmt = (
+        recent = (
             select(
+                j.user_id,
                 j.worker_id,
-                seen.label("last_seen"),
+                func.max(j.end_date),
                 ended(JobStatus.FINISHED),
                 ended(JobStatus.FAILED),
             )
-            .where(j.worker_id.is_not(None), or_(j.status.in_(running), j.updated_at >= since))
-            .group_by(j.worker_id)
-            .order_by(seen.desc())
-            .limit(MAX_WORKERS)
+            .where(ended_since)
+            .group_by(j.user_id, j.worker_id)
+            .limit(10 * MAX_WORKERS)
         )
-        current = (
+        active = [JobStatus.PROCESSING.value, JobStatus.STALLED.value]
+        running = (
             select(jobs)
-            .where(j.worker_id.is_not(None), j.status.in_(running))
-            .order_by(j.updated_at)
+            .where(j.status.in_(active), j.worker_id.is_not(None))
+            .order_by(j.updated_at.desc())
             .limit(10 * MAX_WORKERS)
         )
         if user_id is not None:
-            stmt = stmt.where(j.user_id == user_id)
-            current = current.where(j.user_id == user_id)
+            recent = recent.where(j.user_id == user_id)
+            running = running.where(j.user_id == user_id)
+        found: dict[tuple[str, str], dict[str, Any]] = {}
         with self._read("list workers") as conn:
-            rows = conn.execute(stmt).all()
-            # The most recently updated running job of each worker wins.
-            now_running = {
-                job.worker_id: job
-                for job in (job_from_row(row) for row in conn.execute(current).mappings())
-            }
-        return [
-            WorkerActivity(
-                worker_id=worker_id,
-                last_seen=as_utc(last_seen) if isinstance(last_seen, datetime) else last_seen,
-                current_job=now_running.get(worker_id),
-                finished=int(finished or 0),
-                failed=int(failed or 0),
-            )
-            for worker_id, last_seen, finished, failed in rows
+            for owner, worker, last_end, finished, failed in conn.execute(recent):
+                found[(owner, worker)] = {
+                    "last_seen": as_utc(last_end),
+                    "current_job": None,
+                    "finished": int(finished or 0),
+                    "failed": int(failed or 0),
+                }
+            for row in conn.execute(running).mappings():
+                job = job_from_row(row)
+                assert job.worker_id is not None
+                seen = job.last_seen_at or job.updated_at
+                entry = found.setdefault(
+                    (row["user_id"], job.worker_id),
+                    {"last_seen": seen, "current_job": None, "finished": 0, "failed": 0},
+                )
+                entry["last_seen"] = max(entry["last_seen"], seen)
+                if entry["current_job"] is None and job.status is JobStatus.PROCESSING:
+                    entry["current_job"] = job  # newest first: its latest
+        activity = [
+            WorkerActivity(worker_id=worker, user_id=owner or None, **entry)
+            for (owner, worker), entry in found.items()
         ]
+        activity.sort(key=lambda a: a.last_seen, reverse=True)
+        return activity[:MAX_WORKERS]
 
     def histories(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], History]:
         """What finished jobs of each (user id, document type) took (``store/history.py``)."""

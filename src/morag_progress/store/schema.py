@@ -119,6 +119,8 @@ jobs = Table(
     Index("ix_jobs_parent", "parent_id"),
     # The remote queue (claim) and a user's jobs by status, both in (created_at, id) order.
     Index("ix_jobs_queue", "status", "user_id", "created_at", "id"),
+    # Workers' recent work: jobs ended since a time (set once a job, so cheap to keep).
+    Index("ix_jobs_ended", "end_date", "worker_id"),
 )
 
 events = Table(

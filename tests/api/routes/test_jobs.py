@@ -8,6 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
+from morag_progress import JobStatus, JobTracker
+from morag_progress.keys import Role
+from morag_progress.store import SQLStore
 from tests.api.conftest import Auth
 
 NewJob = Callable[..., Any]
@@ -336,3 +339,45 @@ async def test_workers_view(
     assert (await client.get("/api/v1/workers", headers=bob)).json()["workers"] == []
     bad = await client.get("/api/v1/workers", params={"window": 5}, headers=alice)
     assert bad.status_code == 422
+
+
+async def test_workers_of_two_users_and_a_stalled_job(
+    client: httpx.AsyncClient,
+    alice: Auth,
+    alice_worker: Auth,
+    key: Callable[..., Auth],
+    admin: Auth,
+    new_job: NewJob,
+    store: SQLStore,
+) -> None:
+    """Two users' workers of one name are two rows for an admin; a worker whose job stalled is
+    listed without a current job; a worker's current job is the one it reported on last."""
+    bob_worker = key("bob", Role.WORKER)
+    bob = key("bob", Role.USER)
+    older = await _claimed(client, alice_worker, alice, new_job)  # gpu-01
+    newer = await _claimed(client, alice_worker, alice, new_job)
+    await client.put(
+        f"/api/v1/remote-jobs/{newer}/progress", json={"percentage": 50}, headers=alice_worker
+    )
+    await _claimed(client, bob_worker, bob, new_job)
+    rows = (await client.get("/api/v1/workers", headers=admin)).json()["workers"]
+    assert sorted((w["worker_id"], w["user_id"]) for w in rows) == [
+        ("gpu-01", "alice"),
+        ("gpu-01", "bob"),
+    ]
+    alices = next(w for w in rows if w["user_id"] == "alice")
+    assert alices["current_job"]["id"] == newer
+    tracker = JobTracker(store=store)
+    for job_id in (older, newer):  # as the monitor does when a job falls silent
+        job = tracker.get_job(job_id, "alice")
+        assert job is not None
+        stalled = tracker.transition(
+            job_id,
+            expect=[JobStatus.PROCESSING],
+            seen=job.last_seen_at,
+            changes={"status": "STALLED"},
+            user_id="alice",
+        )
+        assert stalled.applied
+    mine = (await client.get("/api/v1/workers", headers=alice)).json()["workers"]
+    assert [(w["worker_id"], w["current_job"]) for w in mine] == [("gpu-01", None)]

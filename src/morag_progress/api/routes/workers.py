@@ -24,9 +24,10 @@ def list_workers(
         int, Query(ge=60, le=7 * 86400, description="Seconds back to count ended jobs.")
     ] = 3600,
 ) -> WorkerList:
-    """The caller's workers (an admin's: everyone's): each worker named on a job that ran in
-    the window or runs now, when it was last seen, its current job, and how many jobs it
-    finished and failed in the window (default: the last hour)."""
+    """The caller's workers (an admin's: everyone's, one row per user's worker): each worker
+    running or stalled on a job now, or that ended one in the window; when it was last seen,
+    its current job, and how many jobs it finished and failed in the window (default: the
+    last hour)."""
     since = utcnow() - timedelta(seconds=window)
     activity = request.app.state.store.workers(user_id=caller.scope, since=since)
     current = estimates_of(request).jobs_out([a.current_job for a in activity if a.current_job])
@@ -36,6 +37,7 @@ def list_workers(
         workers=[
             WorkerOut(
                 worker_id=a.worker_id,
+                user_id=a.user_id,
                 last_seen=a.last_seen,
                 current_job=None if a.current_job is None else by_id[a.current_job.id],
                 finished=a.finished,

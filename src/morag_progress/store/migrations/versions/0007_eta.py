@@ -1,4 +1,5 @@
 """Prediction: each job keeps its live pace; each user's kind of job what finished jobs took.
+Workers: an index of jobs by when they ended.
 
 Revision ID: 0007
 Revises: 0006
@@ -20,6 +21,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("pace", sa.JSON(), nullable=True))
+        batch_op.create_index("ix_jobs_ended", ["end_date", "worker_id"])
     op.create_table(
         "eta_history",
         sa.Column("user_id", sa.String(128), primary_key=True),
@@ -32,4 +34,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("eta_history")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.drop_index("ix_jobs_ended")
         batch_op.drop_column("pace")
