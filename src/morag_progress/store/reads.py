@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, and_, bindparam, case, func, or_, select
+from sqlalchemy import ColumnElement, String, and_, bindparam, case, func, or_, select
 
 from morag_progress.eta import History
 from morag_progress.models import FeedEvent, Job, JobStatus, as_utc
@@ -46,6 +46,39 @@ class RemoteQueue:
     workers: int
 
 
+def _filters(
+    *,
+    user_id: str | None,
+    document_type: str | None,
+    parent_id: str | None,
+    top_level: bool,
+    search: str | None,
+) -> list[ColumnElement[bool]]:
+    """The conditions of a job list (and of its counts), but for status."""
+    j = jobs.c
+    conditions: list[ColumnElement[bool]] = []
+    if user_id is not None:
+        conditions.append(j.user_id == user_id)
+    if parent_id is not None:
+        conditions.append(j.parent_id == parent_id)
+    elif top_level:
+        conditions.append(j.parent_id.is_(None))
+    if document_type is not None:
+        conditions.append(j.document_type == document_type)
+    if search:
+        # Case-insensitive substring of the name, id or message (on SQLite, ASCII letters
+        # only fold). It reads the filtered jobs newest first until the page is full.
+        pattern = "%" + _escape_like(search) + "%"
+        conditions.append(
+            or_(
+                j.document_name.ilike(pattern, escape="\\"),
+                j.id.ilike(pattern, escape="\\"),
+                j.summary.ilike(pattern, escape="\\"),
+            )
+        )
+    return conditions
+
+
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -73,27 +106,17 @@ class JobReader(Database):
     ) -> list[Job]:
         j = jobs.c
         stmt = select(jobs).order_by(j.created_at.desc(), j.id.desc()).limit(limit)
-        if user_id is not None:
-            stmt = stmt.where(j.user_id == user_id)
-        if parent_id is not None:
-            stmt = stmt.where(j.parent_id == parent_id)
-        elif top_level:
-            stmt = stmt.where(j.parent_id.is_(None))
-        if search:
-            # Case-insensitive substring of the name, id or message; the newest-first index
-            # walk stops at the page's last match.
-            pattern = "%" + _escape_like(search) + "%"
-            stmt = stmt.where(
-                or_(
-                    j.document_name.ilike(pattern, escape="\\"),
-                    j.id.ilike(pattern, escape="\\"),
-                    j.summary.ilike(pattern, escape="\\"),
-                )
+        stmt = stmt.where(
+            *_filters(
+                user_id=user_id,
+                document_type=document_type,
+                parent_id=parent_id,
+                top_level=top_level,
+                search=search,
             )
+        )
         if status is not None:
             stmt = stmt.where(j.status == JobStatus(status).value)
-        if document_type is not None:
-            stmt = stmt.where(j.document_type == document_type)
         if after is not None:
             # Keyset pagination: strictly before the cursor job in (created_at, id) order.
             # The cursor job, of the user for a user's page (an admin's page takes the newest
@@ -238,11 +261,27 @@ class JobReader(Database):
         with self._read("count open jobs") as conn:
             return int(conn.execute(stmt).scalar_one())
 
-    def count_jobs(self, *, user_id: str | None = None) -> dict[tuple[str, str], int]:
+    def count_jobs(
+        self,
+        *,
+        user_id: str | None = None,
+        document_type: str | None = None,
+        parent_id: str | None = None,
+        top_level: bool = False,
+        search: str | None = None,
+    ) -> dict[tuple[str, str], int]:
+        """How many jobs there are by (status, document type), filtered as ``list_jobs``."""
         j = jobs.c
         stmt = select(j.status, j.document_type, func.count()).group_by(j.status, j.document_type)
-        if user_id is not None:
-            stmt = stmt.where(j.user_id == user_id)
+        stmt = stmt.where(
+            *_filters(
+                user_id=user_id,
+                document_type=document_type,
+                parent_id=parent_id,
+                top_level=top_level,
+                search=search,
+            )
+        )
         with self._read("count jobs") as conn:
             return {(status, kind): int(n) for status, kind, n in conn.execute(stmt)}
 

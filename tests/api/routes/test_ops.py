@@ -88,3 +88,35 @@ async def test_stats_are_per_user(
         "by_document_type": {"pdf": 2, "audio": 1},
     }
     assert (await client.get("/api/v1/stats", headers=admin)).json()["total"] == 4
+
+
+async def test_stats_are_filtered_as_the_list_is(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    """Counts take the list's filters (type, parent, top level, search), so the counts beside
+    a filtered list are of that list."""
+    made = []
+    for name, kind in (("lecture.mp3", "audio"), ("manual.pdf", "pdf"), ("notes.pdf", "pdf")):
+        response = await client.post(
+            "/api/v1/jobs", json={"document_name": name, "document_type": kind}, headers=alice
+        )
+        made.append(response.json()["id"])
+    await client.post(
+        "/api/v1/jobs",
+        json={"document_name": "part.mp3", "document_type": "audio", "parent_id": made[0]},
+        headers=alice,
+    )
+
+    async def total(**params: object) -> int:
+        response = await client.get("/api/v1/stats", params=params, headers=alice)
+        assert response.status_code == 200, response.text
+        return int(response.json()["total"])
+
+    assert await total() == 4
+    assert await total(top_level=True) == 3
+    assert await total(document_type="pdf") == 2
+    assert await total(parent_id=made[0]) == 1
+    assert await total(q="PDF") == 2
+    assert await total(q="nothing") == 0
+    bad = await client.get("/api/v1/stats", params={"q": "x" * 201}, headers=alice)
+    assert bad.status_code == 422

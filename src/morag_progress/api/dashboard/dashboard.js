@@ -33,6 +33,8 @@ const state = {
   childrenCursor: null,
   timers: new Map(),
   seq: 0, // the latest list request: older answers are dropped
+  workersSeq: 0,
+  historySeq: 0,
   streams: 0, // event streams opened in this tab
 };
 
@@ -48,6 +50,10 @@ async function api(method, path, body) {
     body: body ? JSON.stringify(body) : undefined,
   });
   const data = response.status === 204 ? null : await response.json().catch(() => null);
+  if (response.status === 401 && !state.key && state.token) {
+    linkExpired(); // a read-only link's token ran out: stop, rather than knock on with it
+    throw new Error("this link has expired");
+  }
   if (!response.ok) {
     const detail = data && (data.detail || data.message) ? data.detail || data.message : response.statusText;
     throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
@@ -112,7 +118,7 @@ function when(iso) {
 /** A <time> for a change in a history: its time of day, the full date on hover. */
 function timeOfDay(iso) {
   const at = new Date(iso);
-  const text = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+  const text = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", fractionalSecondDigits: 1, hour12: false });
   return el("time", { datetime: iso, title: `${at.toLocaleString()} (${iso})` }, text);
 }
 
@@ -203,6 +209,11 @@ function showApp() {
   route();
 }
 
+function linkExpired() {
+  signOut();
+  $("#signin-error").textContent = "This sign-in link has expired: sign in with a key.";
+}
+
 function signOut() {
   if (state.source) state.source.close();
   sessionStorage.removeItem("morag-progress-key");
@@ -230,12 +241,22 @@ async function openStream() {
   source.addEventListener("snapshot", () => { if (again) refreshView(); });
   source.addEventListener("progress", (event) => onChange(JSON.parse(event.data)));
   source.addEventListener("error", () => {
+    if (state.source !== source) return;
     $("#connection").textContent = "Reconnecting…";
-    if (source.readyState === EventSource.CLOSED && state.key && state.source === source) {
-      // The token expired or the server restarted: a new token, then resume.
-      setTimeout(() => openStream().catch(() => {}), 1000);
+    if (source.readyState === EventSource.CLOSED) {
+      if (state.key) reconnect(1000); // the token expired or the server restarted
+      else linkExpired(); // a read-only link cannot make a new token
     }
   });
+}
+
+/** A new stream token and stream after ``delay`` ms, trying again (up to 30 s apart) until
+ * the server answers or the user signs out. */
+function reconnect(delay) {
+  setTimeout(() => {
+    if (!state.key) return;
+    openStream().catch(() => reconnect(Math.min(30000, delay * 2)));
+  }, delay);
 }
 
 /** One applied change: move what is on screen now, ask the server again soon. */
@@ -279,7 +300,9 @@ function parseRoute() {
   const parts = path.split("/").filter(Boolean);
   if (parts[0] === "workers") return { view: "workers", params };
   if (parts[0] === "jobs" && parts.length > 1) {
-    return { view: "job", id: decodeURIComponent(parts.slice(1).join("/")), params };
+    let id = parts.slice(1).join("/");
+    try { id = decodeURIComponent(id); } catch { /* not an encoded id: take it as written */ }
+    return { view: "job", id, params };
   }
   return { view: "jobs", params };
 }
@@ -338,7 +361,7 @@ async function loadJobs() {
   $("#search").value = document.activeElement === $("#search") ? $("#search").value : search;
   $("#show-children").checked = children;
   // The page and the counts paint as each arrives: counting a large store takes longer.
-  api("GET", "/api/v1/stats")
+  api("GET", `/api/v1/stats${query({ document_type: filters.document_type, q: search, top_level: filters.top_level })}`)
     .then((stats) => {
       if (seq !== state.seq) return;
       renderCounts(stats, p);
@@ -422,8 +445,9 @@ async function loadJob(jobId, first) {
       state.historyBefore = [null];
       state.chart = [];
       state.childrenCursor = null;
-      const chart = await api("GET", `/api/v1/jobs/${encodeURIComponent(jobId)}/history?limit=${CHART_POINTS}`);
-      state.chart = chart;
+      const chart = await api("GET", `/api/v1/jobs/${encodeURIComponent(jobId)}/history?order=desc&limit=${CHART_POINTS}`);
+      if (!state.job || state.job.id !== jobId) return; // another job's page by now
+      state.chart = chart.reverse();
       loadHistory();
       loadChildren(false);
     } else if (state.historyBefore.length === 1) {
@@ -470,13 +494,12 @@ function renderJob() {
     ...fact("Id", el("code", {}, job.id)),
     ...fact("Type", job.document_type),
     ...fact("Document", job.document_id),
-    ...fact("Status", job.cancel_requested && !TERMINAL.has(job.status) ? `${job.status} (cancel requested)` : job.status),
     ...fact("Progress", bar(job)),
     ...fact("Items", counts),
     ...fact("Message", job.summary),
     ...fact("Stage", job.stage),
     ...fact("Attempt", String(job.attempt)),
-    ...fact("Worker", job.worker_id || "none yet"),
+    ...fact("Worker", job.worker_id),
     ...fact("Parent", parent),
     ...fact("Child jobs", job.children ? `${job.children_done} of ${job.children} done` : null),
     ...fact("Created", when(job.created_at)),
@@ -486,6 +509,7 @@ function renderJob() {
     ...fact("Duration", duration(job)),
     ...fact("Rate", job.rate > 0 && job.status === "PROCESSING" ? `${job.rate.toFixed(2)} %/s` : null),
     ...fact(job.status === "PROCESSING" ? "ETA" : "Start", etaFact(job)),
+    ...fact("Metadata", Object.keys(job.metadata || {}).length ? el("code", { class: "metadata" }, JSON.stringify(job.metadata, null, 1)) : null),
   );
   drawChart(state.chart, job);
 }
@@ -502,12 +526,13 @@ async function loadHistory() {
   const job = state.job;
   if (!job) return;
   const before = state.historyBefore[state.historyBefore.length - 1];
+  const seq = ++state.historySeq;
   const path = `/api/v1/jobs/${encodeURIComponent(job.id)}/history${query({ order: "desc", before, limit: HISTORY_PAGE + 1 })}`;
   const events = await api("GET", path).catch((error) => {
     $("#job-alert").textContent = `Could not load the history: ${error.message}`;
     return null;
   });
-  if (!events || !state.job || state.job.id !== job.id) return;
+  if (!events || seq !== state.historySeq || !state.job || state.job.id !== job.id) return;
   const page = events.slice(0, HISTORY_PAGE);
   $("#history tbody").replaceChildren(...page.map((e) => el(
     "tr", {},
@@ -569,6 +594,9 @@ function drawChart(history, job) {
     $("#chart-caption").textContent = "Progress over time: no changes yet";
     return;
   }
+  // Plotted by each change's own time (a worker's report may be stamped before the job's
+  // creation was recorded), oldest first.
+  history = [...history].sort((a, b) => Date.parse(a.timestamp) - Date.parse(b.timestamp) || a.id - b.id);
   const times = history.map((e) => Date.parse(e.timestamp));
   const start = times[0];
   const last = TERMINAL.has(job.status) ? times[times.length - 1] : Math.max(times[times.length - 1], Date.now());
@@ -617,7 +645,9 @@ async function act(verb) {
     : ["Requeue this job?", `${job.document_name} (${job.id}) goes back to the queue at 0% and the next remote worker to claim it starts attempt ${job.attempt + 1}.`, "Requeue"];
   if (!(await confirmAction(...asks))) return;
   try {
-    state.job = { ...job, ...(await api("POST", `/api/v1/jobs/${encodeURIComponent(job.id)}/${verb}`)) };
+    const changed = await api("POST", `/api/v1/jobs/${encodeURIComponent(job.id)}/${verb}`);
+    if (!state.job || state.job.id !== job.id) return;
+    state.job = { ...job, ...changed };
     $("#job-alert").textContent = "";
     renderJob();
     loadJob(job.id, false);
@@ -630,8 +660,10 @@ async function act(verb) {
 
 async function loadWorkers() {
   if (!state.route || state.route.view !== "workers") return;
+  const seq = ++state.workersSeq;
   try {
     const data = await api("GET", "/api/v1/workers");
+    if (seq !== state.workersSeq) return; // a newer request answers
     $("#workers-error").textContent = "";
     $("#workers tbody").replaceChildren(...data.workers.map((w) => el(
       "tr", { data: { worker: w.worker_id } },
