@@ -107,7 +107,7 @@ async def test_stats_are_filtered_as_the_list_is(
         headers=alice,
     )
 
-    async def total(**params: object) -> int:
+    async def total(**params: str | bool) -> int:
         response = await client.get("/api/v1/stats", params=params, headers=alice)
         assert response.status_code == 200, response.text
         return int(response.json()["total"])
