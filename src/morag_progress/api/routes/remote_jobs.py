@@ -76,7 +76,9 @@ def progress_update(job_id: str, body: ProgressIn, caller: Principal) -> Progres
 
 def progress_reply(result: UpdateResult, what: str) -> Response:
     """A ProgressOut as JSON (one builder for every route that answers with one), without a
-    second validation of what the store just returned."""
+    second validation of what the store just returned. The job is written as everywhere, but
+    without an estimate (null): a worker has no use for its own ETA, and this is the hot path;
+    reads of the job carry it."""
     job = result.job
     assert job is not None
     body = {
@@ -84,7 +86,7 @@ def progress_reply(result: UpdateResult, what: str) -> Response:
         "message": what if result.applied else "Not applied: older than the job's last update",
         "applied": result.applied,
         "cancel_requested": job.cancel_requested,
-        "job": job.to_dict(),
+        "job": job.to_dict(eta=False),
     }
     return Response(orjson.dumps(body), media_type="application/json")
 
