@@ -165,17 +165,9 @@ def history_for(rng: random.Random, kind: str, jobs: int = 20) -> History:
     history = History()
     for _ in range(jobs):
         trace = make_trace(rng, kind)
-        pace = fold(trace.reports)
+        pace = Pace.of(trace.reports)
         history = history.learn(trace.end, pace=pace, ended_s=trace.reports[-1][0])
     return history
-
-
-def fold(reports: list[tuple[float, int, int]]) -> Pace:
-    pace: Pace | None = None
-    for t, pct, attempt in reports:
-        pace = Pace.begin(t, pct, attempt) if pace is None else pace.observe(t, pct, attempt)
-    assert pace is not None
-    return pace
 
 
 def evaluate(

@@ -22,9 +22,8 @@ from morag_progress.eta import (
 
 
 def paced(reports: list[tuple[float, float]], attempt: int = 1) -> Pace:
-    pace = Pace.begin(*reports[0], attempt)
-    for t, pct in reports[1:]:
-        pace = pace.observe(t, pct, attempt)
+    pace = Pace.of((t, pct, attempt) for t, pct in reports)
+    assert pace is not None
     return pace
 
 

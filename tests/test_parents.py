@@ -128,36 +128,36 @@ def test_parent_chains_are_bounded(tracker: JobTracker) -> None:
     assert tracker.get_job_progress(chain[0], "u") == 50
 
 
+def _course_with_a_cancelled_remote_child(
+    tracker: JobTracker, make_job: Callable[..., str], clock: Clock, name: str
+) -> tuple[str, str, str]:
+    """A parent with a local child ``a`` (pending) and a remote child ``b`` claimed, at 60%,
+    then cancelled: (parent, a, b)."""
+    parent = make_job(document_name=name)
+    a = make_job(parent_id=parent)
+    b = make_job(parent_id=parent, status=JobStatus.WAITING_FOR_REMOTE_WORKER)
+    assert tracker.claim("gpu-01", claimant="k1", user_id="alice") is not None
+    clock.advance(1)
+    tracker.update_progress(b, 60, None, "b at 60", "alice")
+    clock.advance(1)
+    tracker.mark_cancelled(b, "alice")
+    clock.advance(1)
+    return parent, a, b
+
+
 def test_a_requeued_child_runs_again_in_its_parents_sums(
     tracker: JobTracker, make_job: Callable[..., str], clock: Clock
 ) -> None:
     """A cancelled remote child counts as ended; requeued, it counts as running again (its
     percentage back to 0), and the parent finishes only when it does."""
-    parent = make_job(document_name="course")
-    a = make_job(parent_id=parent)
-    b = make_job(parent_id=parent, status=JobStatus.WAITING_FOR_REMOTE_WORKER)
-    assert tracker.claim("gpu-01", claimant="k1", user_id="alice") is not None
-    clock.advance(1)
-    tracker.update_progress(b, 60, None, "b at 60", "alice")
-    clock.advance(1)
-    tracker.request_cancel(b, "alice")
-    tracker.mark_cancelled(b, "alice")
-    clock.advance(1)
+    parent, a, _ = _course_with_a_cancelled_remote_child(tracker, make_job, clock, "course")
     tracker.mark_completed(a, "a done", "alice")
     job = tracker.get_job(parent)
     assert job is not None
     assert (job.status, job.children_done) == (JobStatus.FINISHED, 2)  # b ended, then a
 
-    parent = make_job(document_name="course 2")
-    a = make_job(parent_id=parent)
-    b = make_job(parent_id=parent, status=JobStatus.WAITING_FOR_REMOTE_WORKER)
-    assert tracker.claim("gpu-01", claimant="k1", user_id="alice") is not None
-    clock.advance(1)
-    tracker.update_progress(b, 60, None, "b at 60", "alice")
-    clock.advance(1)
-    tracker.mark_cancelled(b, "alice")
+    parent, a, b = _course_with_a_cancelled_remote_child(tracker, make_job, clock, "course 2")
     assert tracker.get_job(parent).children_done == 1  # type: ignore[union-attr]
-    clock.advance(1)
     assert tracker.requeue(b, "alice").applied
     job = tracker.get_job(parent)
     assert job is not None

@@ -83,6 +83,14 @@ class Pace:
         """A run starts measuring at ``(t, pct)``; ``rate`` carries an earlier run's pace."""
         return cls(attempt, t, pct, t, pct, rate, 0.0, _reached((), pct, 0.0), 0.0)
 
+    @classmethod
+    def of(cls, reports: Iterable[tuple[float, float, int]]) -> Pace | None:
+        """The pace after ``reports`` ((time, percentage, attempt), in order); None for none."""
+        pace: Pace | None = None
+        for t, pct, attempt in reports:
+            pace = cls.begin(t, pct, attempt) if pace is None else pace.observe(t, pct, attempt)
+        return pace
+
     def min_span(self, t: float) -> float:
         """How long a window must be before it closes: a twentieth of the run, 1 to 60 s."""
         return min(_MAX_SPAN, max(_MIN_SPAN, _SPAN_FRACTION * (t - self.start_s)))

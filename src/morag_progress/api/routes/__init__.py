@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Query, Request
 
 from morag_progress.api.auth import Principal, principal, stream_principal
 from morag_progress.api.estimates import Estimates
-from morag_progress.api.schemas import JobId
+from morag_progress.api.schemas import DocumentType, JobId, SearchText
 from morag_progress.errors import JobNotFoundError
 from morag_progress.models import Job
 from morag_progress.tracker import JobTracker
 
 __all__ = [
     "Caller",
+    "JobFilters",
     "JobIdPath",
     "StreamCaller",
     "errors",
@@ -26,6 +27,29 @@ __all__ = [
 Caller = Annotated[Principal, Depends(principal)]
 StreamCaller = Annotated[Principal, Depends(stream_principal)]
 JobIdPath = Annotated[JobId, Path(description="The job's id.")]
+
+
+def _job_filters(
+    document_type: Annotated[DocumentType | None, Query()] = None,
+    parent_id: Annotated[JobId | None, Query(description="Only this job's children.")] = None,
+    top_level: Annotated[
+        bool, Query(description="Only jobs without a parent (ignored with parent_id).")
+    ] = False,
+    q: Annotated[
+        SearchText | None,
+        Query(description="Only jobs whose name, id or message holds this text (any case)."),
+    ] = None,
+) -> dict[str, Any]:
+    return {
+        "document_type": document_type,
+        "parent_id": parent_id,
+        "top_level": top_level,
+        "search": q or None,
+    }
+
+
+JobFilters = Annotated[dict[str, Any], Depends(_job_filters)]
+"""The filters a job list and its counts share, as the store's keyword arguments."""
 
 
 def tracker_of(request: Request) -> JobTracker:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from morag_progress.api.auth import require
 from morag_progress.api.routes import (
     Caller,
+    JobFilters,
     JobIdPath,
     errors,
     estimates_of,
@@ -16,13 +17,11 @@ from morag_progress.api.routes import (
     visible_job,
 )
 from morag_progress.api.schemas import (
-    DocumentType,
     FeedEventOut,
     JobCreate,
     JobId,
     JobList,
     JobOut,
-    SearchText,
 )
 from morag_progress.errors import LimitExceededError
 from morag_progress.keys import Role
@@ -90,29 +89,14 @@ def get_job(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
 def list_jobs(
     caller: Caller,
     request: Request,
+    filters: JobFilters,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
-    document_type: Annotated[DocumentType | None, Query()] = None,
-    parent_id: Annotated[JobId | None, Query(description="Only this job's children.")] = None,
-    top_level: Annotated[
-        bool, Query(description="Only jobs without a parent (ignored with parent_id).")
-    ] = False,
-    q: Annotated[
-        SearchText | None,
-        Query(description="Only jobs whose name, id or message holds this text (any case)."),
-    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[JobId | None, Query(description="next_cursor of the previous page")] = None,
 ) -> JobList:
     """The caller's jobs (an admin's: everyone's), newest first, a page at a time."""
     jobs = tracker_of(request).list_jobs(
-        caller.scope,
-        status=status_,
-        document_type=document_type,
-        limit=limit + 1,
-        after=cursor,
-        parent_id=parent_id,
-        top_level=top_level,
-        search=q or None,
+        caller.scope, status=status_, limit=limit + 1, after=cursor, **filters
     )
     page = jobs[:limit]
     next_cursor = page[-1].id if len(jobs) > limit else None

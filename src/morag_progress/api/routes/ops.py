@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from morag_progress.api.auth import client_address, principal, require
-from morag_progress.api.routes import Caller, errors
-from morag_progress.api.schemas import DocumentType, JobId, SearchText
+from morag_progress.api.routes import Caller, JobFilters, errors
 from morag_progress.errors import StoreError
 from morag_progress.keys import Role
 
@@ -86,25 +84,11 @@ class Stats(BaseModel):
 def stats(
     caller: Caller,
     request: Request,
-    document_type: Annotated[DocumentType | None, Query()] = None,
-    parent_id: Annotated[JobId | None, Query(description="Only this job's children.")] = None,
-    top_level: Annotated[
-        bool, Query(description="Only jobs without a parent (ignored with parent_id).")
-    ] = False,
-    q: Annotated[
-        SearchText | None,
-        Query(description="Only jobs whose name, id or message holds this text (any case)."),
-    ] = None,
+    filters: JobFilters,
 ) -> Stats:
     """Counts of jobs by status and by document type, filtered as the job list is (all but
     its status, which the counts are by)."""
-    counts = request.app.state.store.count_jobs(
-        user_id=caller.scope,
-        document_type=document_type,
-        parent_id=parent_id,
-        top_level=top_level,
-        search=q or None,
-    )
+    counts = request.app.state.store.count_jobs(user_id=caller.scope, **filters)
     by_status: dict[str, int] = {}
     by_type: dict[str, int] = {}
     for (status, kind), n in counts.items():
