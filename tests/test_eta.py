@@ -161,3 +161,69 @@ def test_an_estimate_is_positive_and_inside_its_range(
     if eta is not None:
         assert math.isfinite(eta.seconds)
         assert 0 < eta.low <= eta.seconds <= eta.high
+
+
+def _linear_history(seconds: float = 100.0, runs: int = 10) -> History:
+    history = History()
+    for _ in range(runs):
+        pace = paced([(seconds * p / 100, p) for p in range(0, 101, 5)])
+        history = history.learn(seconds, pace=pace, ended_s=seconds)
+    return history
+
+
+def test_below_the_first_knot_the_kinds_duration_counts_not_the_shape() -> None:
+    """A run at 0-4% has no learned knot below it: its ETA is the kind's duration less the
+    time run, not a knot's ratio times a few seconds."""
+    history = _linear_history()
+    for now, pct in ((2.0, 0), (3.0, 1), (4.0, 4)):
+        eta = estimate(now=now, percentage=pct, pace=Pace.begin(0.0, 0, 1), history=history)
+        assert eta is not None
+        assert eta.seconds == pytest.approx(100 - now, rel=0.05)
+
+
+def test_a_reporter_clock_behind_ours_is_not_idleness() -> None:
+    """A reporter whose clock is 300 s behind: the reader's now is shifted by the skew, so a
+    steady 1 %/s job at 50% has about 50 s left, not thousands."""
+    skew = 300.0
+    pace = Pace.begin(0.0, 0, 1, skew=skew)
+    for t in range(1, 51):
+        pace = pace.observe(float(t), t, 1, received=t + skew)
+    eta = estimate(now=50 + skew, percentage=50, pace=pace)
+    assert eta is not None
+    assert eta.seconds == pytest.approx(50, rel=0.05)
+
+
+def test_a_reporter_clock_jump_begins_a_new_run() -> None:
+    """Stamps from 1970, then the right time: the jump begins a new run, not one window of
+    fifty years."""
+    pace = Pace.begin(10.0, 10, 1, skew=1.7e9)
+    pace = pace.observe(1.7e9 + 20, 20, 1, received=1.7e9 + 20)
+    assert (pace.start_s, pace.start_pct, pace.rate) == (1.7e9 + 20, 20, None)
+
+
+def test_an_all_but_stopped_job_gets_a_bounded_eta() -> None:
+    """A job that moved 1% in a year: the ETA is finite and at most ten years."""
+    pace = paced([(0.0, 0), (3.15e7, 1)])
+    eta = estimate(now=3.15e9, percentage=1, pace=pace)
+    assert eta is not None
+    assert math.isfinite(eta.high)
+    assert eta.seconds <= eta.high <= 10 * 365 * 86400
+
+
+def test_a_history_follows_drift_after_identical_jobs() -> None:
+    """Five identical 10 s jobs, then 300 of 100 s: the expected duration moves to 100 s."""
+    history = History()
+    for seconds in [10.0] * 5 + [100.0] * 300:
+        history = history.learn(seconds)
+    predicted = history.predict()
+    assert predicted is not None
+    assert math.exp(predicted[0]) == pytest.approx(100, rel=0.05)
+
+
+def test_a_restarted_run_teaches_no_shape() -> None:
+    """A run that began at 30% (after a restart) times its knots from there: it teaches the
+    kind's duration, not its shape."""
+    pace = paced([(0.0, 30), (10.0, 60), (20.0, 100)])
+    history = History().learn(20, pace=pace, ended_s=20)
+    assert all(count == 0 for count, _, _ in history.shape)
+    assert history.count == 1

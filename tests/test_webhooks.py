@@ -624,3 +624,30 @@ def test_delivery_connects_to_the_checked_address_with_the_original_host(
     head = endpoint.requests[0].decode("latin-1").lower()
     assert f"host: localhost:{port}" in head
     assert "authorization: basic " in head
+
+
+def test_a_running_jobs_progress_carries_its_estimate(
+    store: SQLStore, tracker: JobTracker, clock: Clock, receiver: Callable[..., Receiver]
+) -> None:
+    """A job.progress delivery of a running job carries the live estimate as of when it was
+    made: seconds left, the p10-p90 range and the basis."""
+    endpoint = receiver()
+    WebhookStore(store).create(
+        user_id="alice", url=endpoint.url, event_types=["job.progress"], progress_interval_s=1
+    )
+    job_id = tracker.start_job("a", "b", user_id="alice")
+    sender = dispatcher(store, clock)
+
+    async def run() -> None:
+        for percentage in (10, 20, 30):
+            clock.advance(2)
+            tracker.update_progress(job_id, percentage, None, f"at {percentage}", "alice")
+            await sender.tick()
+        await sender._client.aclose()
+
+    asyncio.run(run())
+    last = endpoint.events()[-1]["job"]
+    assert last["percentage"] == 30
+    assert last["eta_basis"] == "live"
+    assert last["eta_low_seconds"] < last["eta_seconds"] < last["eta_high_seconds"]
+    assert 10 < last["eta_seconds"] < 30  # 70% left at 5 %/s: 14 s

@@ -3,8 +3,8 @@
 The server keeps two small pieces of state and asks this module for every number it shows:
 
 - ``Pace``, per job: where this run's measuring began, the open measuring window, and a rate
-  smoothed over closed windows. A window closes only after a minimum span of time (a tenth of the
-  run so far, 1 to 60 s), so two reports milliseconds apart cannot make a rate; each report
+  smoothed over closed windows. A window closes only after a minimum span of time (a twentieth
+  of the run so far, 1 to 60 s), so two reports milliseconds apart cannot make a rate; each report
   folds in O(1) (``Pace.observe``).
 - ``History``, per kind of job (the user's document type): the log-duration of finished jobs,
   whole and per item (when they gave a ``total``), as a running mean and variance: O(1) per
@@ -47,6 +47,10 @@ _MAX_SPAN = 60.0
 _SPAN_FRACTION = 0.05
 _SMOOTHING = 0.7
 """Weight of the newest closed window in the smoothed (log) rate (chosen with bench/eta.py)."""
+_CLOCK_JUMP = 60.0
+"""How far the reporter's clock may move against the reader's before a new run begins."""
+_MAX_SECONDS = 10 * 365 * 86400.0
+"""The longest ETA given: beyond it (a job all but stopped) the estimate says ten years."""
 _STEADY = 0.1
 """How far (in log) the recent rate may be from the run's average and still count as steady."""
 _LIVE_SIGMA = 0.25
@@ -77,11 +81,16 @@ class Pace:
     """Seconds into the run at which it first reached each of ``KNOTS`` (None: not yet)."""
     window_s: float = 0.0
     """How long the last closed window lasted: silence shorter than it is not idleness."""
+    skew: float = 0.0
+    """The reader's clock minus the reporter's (times above are the reporter's): a reader
+    asking at ``now`` means ``now - skew`` here."""
 
     @classmethod
-    def begin(cls, t: float, pct: float, attempt: int, rate: float | None = None) -> Pace:
+    def begin(
+        cls, t: float, pct: float, attempt: int, rate: float | None = None, skew: float = 0.0
+    ) -> Pace:
         """A run starts measuring at ``(t, pct)``; ``rate`` carries an earlier run's pace."""
-        return cls(attempt, t, pct, t, pct, rate, 0.0, _reached((), pct, 0.0), 0.0)
+        return cls(attempt, t, pct, t, pct, rate, 0.0, _reached((), pct, 0.0), 0.0, skew)
 
     @classmethod
     def of(cls, reports: Iterable[tuple[float, float, int]]) -> Pace | None:
@@ -95,11 +104,18 @@ class Pace:
         """How long a window must be before it closes: a twentieth of the run, 1 to 60 s."""
         return min(_MAX_SPAN, max(_MIN_SPAN, _SPAN_FRACTION * (t - self.start_s)))
 
-    def observe(self, t: float, pct: float, attempt: int) -> Pace:
-        """This pace after a report of ``pct`` at ``t``. A new attempt, or progress going
-        back (a restart), begins a new run, keeping the rate as a prior."""
-        if attempt != self.attempt or pct < self.anchor_pct:
-            return Pace.begin(t, pct, attempt, self.rate)
+    def observe(self, t: float, pct: float, attempt: int, received: float | None = None) -> Pace:
+        """This pace after a report of ``pct`` stamped ``t`` by its reporter (and
+        ``received`` by the reader's clock, when known). A new attempt, progress going back
+        (a restart), or the reporter's clock jumping (by over a minute against the reader's)
+        begins a new run, keeping the rate as a prior. A report stamped before the open
+        window changes nothing."""
+        skew = self.skew if received is None else received - t
+        jumped = abs(skew - self.skew) > _CLOCK_JUMP
+        if attempt != self.attempt or pct < self.anchor_pct or jumped:
+            return Pace.begin(t, pct, attempt, self.rate, skew)
+        if t < self.anchor_s:
+            return self
         knots = _reached(self.knots, pct, t - self.start_s)
         span = t - self.anchor_s
         if pct <= self.anchor_pct or span < self.min_span(t):
@@ -111,12 +127,15 @@ class Pace:
             deviation = math.log(window / self.rate)
             rate = self.rate * math.exp(_SMOOTHING * deviation)
             spread = (1 - _SMOOTHING) * self.spread + _SMOOTHING * deviation * deviation
-        return Pace(self.attempt, self.start_s, self.start_pct, t, pct, rate, spread, knots, span)
+        return Pace(
+            self.attempt, self.start_s, self.start_pct, t, pct, rate, spread, knots, span, skew
+        )
 
     def live_rate(self, now: float, pct: float) -> float | None:
         """Percent per second now: the smoothed rate with the open window counted up to
         ``now`` (so silence slows it, and an idle job's ETA grows); None when nothing
         supports one (no window has closed, and the open one is too short or still)."""
+        now -= self.skew  # on the reporter's clock
         recent = self.rate
         open_span = now - self.anchor_s
         # Silence as long as a closed window is the ordinary wait for the next report; past
@@ -206,7 +225,8 @@ class History:
         if total:
             item = _fold(*item, math.log(seconds / total))
         shape = self.shape if len(self.shape) == len(KNOTS) else ((0, 0.0, 0.0),) * len(KNOTS)
-        if pace is not None and ended_s is not None and len(pace.knots) == len(KNOTS):
+        whole_run = pace is not None and pace.start_pct < KNOTS[0]
+        if pace is not None and whole_run and ended_s is not None and len(pace.knots) == len(KNOTS):
             run = ended_s - pace.start_s
             shape = tuple(
                 _fold(*stats, math.log((run - at) / at)) if at and 0 < at < run else stats
@@ -229,7 +249,9 @@ class History:
             return None
         below = [p for p in points if p[0] <= percentage]
         above = [p for p in points if p[0] >= percentage]
-        if below and above:
+        if not below:
+            return None  # before its first learned knot a run's pace says too little
+        if above:
             (a, ma, sa), (b, mb, sb) = below[-1], above[0]
             share = 0.0 if b == a else (percentage - a) / (b - a)
             mean, sigma = ma + share * (mb - ma), sa + share * (sb - sa)
@@ -263,8 +285,8 @@ class History:
 def _fold(count: int, mean: float, m2: float, x: float) -> tuple[int, float, float]:
     """Welford's running mean and sum of squares of ``x``; robust (from 5 values on, a value
     is clipped to 3 sigma), and once ``_HISTORY_CAP`` values are in, exponentially weighted."""
-    if count >= 5:
-        sigma = math.sqrt(m2 / (count - 1))
+    if count >= 5:  # clipped to 3 sigma (never narrower than the prior's, or it could freeze)
+        sigma = max(math.sqrt(m2 / (count - 1)), _HISTORY_PRIOR)
         x = min(mean + 3 * sigma, max(mean - 3 * sigma, x))
     delta = x - mean
     if count < _HISTORY_CAP:
@@ -317,14 +339,20 @@ def estimate(
     if history is not None:
         # The kind's shape of progress, given how long this run took to get here; before
         # that says anything, the unfinished share of the kind's expected duration.
-        elapsed = now - pace.start_s if pace is not None else 0.0
-        shaped = history.time_left(percentage, elapsed) if pace and pace.start_pct < 5 else None
+        elapsed = now - pace.skew - pace.start_s if pace is not None else 0.0
+        shaped = (
+            history.time_left(percentage, elapsed)
+            if pace is not None and pace.start_pct < KNOTS[0]
+            else None
+        )
         predicted = history.predict(total)
         if shaped is not None:
             learned = shaped
         elif predicted is not None:
+            # The kind's expected duration less the time run (at least its unfinished share).
             mean, sigma = predicted
-            learned = (math.log(max((1 - done) * math.exp(mean), 1e-3)), sigma)
+            whole = math.exp(mean)
+            learned = (math.log(max(whole - elapsed, (1 - done) * whole, 1e-3)), sigma)
     if live is None and learned is None:
         return None
     if live is not None and learned is not None:
@@ -340,7 +368,14 @@ def estimate(
         assert learned is not None
         mu, sigma = learned
         basis = "history"
-    return Eta(math.exp(mu), math.exp(mu - _Z90 * sigma), math.exp(mu + _Z90 * sigma), basis, rate)
+    return Eta(*_bounded(mu, sigma), basis, rate)
+
+
+def _bounded(mu: float, sigma: float) -> tuple[float, float, float]:
+    """(estimate, p10, p90) of a log-normal, each at most ``_MAX_SECONDS``."""
+    ceiling = math.log(_MAX_SECONDS)
+    middle, low, high = (min(ceiling, x) for x in (mu, mu - _Z90 * sigma, mu + _Z90 * sigma))
+    return math.exp(middle), math.exp(low), math.exp(high)
 
 
 def parent_eta(
@@ -354,11 +389,7 @@ def parent_eta(
     left = weight * 100 - weighted_done
     if weight <= 0 or rate <= 0 or left <= 0:
         return None
-    seconds = left / rate
-    spread = _Z90 * _LIVE_SIGMA
-    return Eta(
-        seconds, seconds * math.exp(-spread), seconds * math.exp(spread), "live", rate / weight
-    )
+    return Eta(*_bounded(math.log(left / rate), _LIVE_SIGMA), "live", rate / weight)
 
 
 @dataclass(frozen=True, slots=True)

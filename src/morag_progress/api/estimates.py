@@ -78,7 +78,7 @@ class Estimates:
         self.window = window
         self._clock = clock
         self._histories = _Cache(history_ttl, 4096)
-        self._queues = _Cache(queue_ttl, 256)
+        self._queues = _Cache(queue_ttl, 1024)
 
     def job_out(self, job: Job) -> JobOut:
         """One job with its estimates."""
@@ -141,19 +141,29 @@ class Estimates:
             return {}
         kinds = {(user, job.document_type) for job in queue.waiting + queue.running}
         histories = self._histories.get_many(kinds, self.store.histories, at)
-        running = []
+        running, workers = [], queue.workers
         for job in queue.running:
-            eta = job.estimate(now, histories.get((user, job.document_type)))
-            if eta is None:
-                return {}  # a running job with no estimate: nothing to say when it frees up
-            running.append(RunningJob(job.worker_id or job.id, eta.seconds))
+            history = histories.get((user, job.document_type))
+            eta = job.estimate(now, history)
+            if eta is not None:
+                running.append(RunningJob(job.worker_id or job.id, eta.seconds))
+                continue
+            expected = _expected_seconds(history, job.total)
+            if expected is not None:  # just claimed: the kind's duration, less its share done
+                running.append(
+                    RunningJob(job.worker_id or job.id, expected * (1 - job.percentage / 100))
+                )
+            else:
+                workers -= 1  # busy for an unknown time: no queued job is forecast onto it
+        if workers <= 0:
+            return {}
         waiting = []
         for job in queue.waiting:
             expected = _expected_seconds(histories.get((user, job.document_type)), job.total)
             if expected is None:
                 break  # the jobs behind one of unknown length cannot be forecast
             waiting.append(QueuedJob(job.id, expected))
-        forecast = forecast_starts(waiting, running, queue.workers, at)
+        forecast = forecast_starts(waiting, running, workers, at)
         return {
             (user, job_id): datetime.fromtimestamp(start, UTC) for job_id, start in forecast.items()
         }

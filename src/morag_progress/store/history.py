@@ -33,28 +33,30 @@ def learn(
         return
     seconds = (ended - started).total_seconds()
     h = eta_history.c
-    key = (h.user_id == job["user_id"], h.document_type == job["document_type"])
-    read = select(h.history).where(*key)
-    if lock:
-        read = read.with_for_update()  # two replicas finishing jobs of one kind: no lost fold
-    found = conn.execute(read).scalar_one_or_none()
-    if found is None:
-        kinds = select(func.count()).select_from(eta_history).where(h.user_id == job["user_id"])
+    owner, kind = job["user_id"], job["document_type"]
+    key = (h.user_id == owner, h.document_type == kind)
+    exists = select(h.user_id).where(*key)
+    if conn.execute(exists).first() is None:
+        kinds = select(func.count()).select_from(eta_history).where(h.user_id == owner)
         if conn.execute(kinds).scalar_one() >= MAX_KINDS_PER_USER:
             return
+        # The row first (a concurrent first finish of the kind inserts nothing), then the
+        # locked read: two replicas' folds follow one another, neither is lost.
+        conn.execute(
+            dialect_insert(eta_history)
+            .values(user_id=owner, document_type=kind, history={}, updated_at=ended)
+            .on_conflict_do_nothing()
+        )
+    read = select(h.history).where(*key)
+    if lock:
+        read = read.with_for_update()
+    found = conn.execute(read).scalar_one()
     history = History.from_json(found).learn(
         seconds, total=job["total"], pace=pace, ended_s=ended_s
     )
-    values = {"history": history.to_json(), "updated_at": ended}
-    if found is None:
-        stmt = dialect_insert(eta_history).values(
-            user_id=job["user_id"], document_type=job["document_type"], **values
-        )
-        conn.execute(
-            stmt.on_conflict_do_update(index_elements=["user_id", "document_type"], set_=values)
-        )
-    else:
-        conn.execute(update(eta_history).where(*key).values(values))
+    conn.execute(
+        update(eta_history).where(*key).values(history=history.to_json(), updated_at=ended)
+    )
 
 
 def read_histories(conn: Connection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], History]:

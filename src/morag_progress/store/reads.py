@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, bindparam, case, func, or_, select
+from sqlalchemy import ColumnElement, String, and_, bindparam, case, func, or_, select, tuple_
 
 from morag_progress.eta import History
 from morag_progress.models import FeedEvent, Job, JobStatus, as_utc
@@ -203,21 +203,25 @@ class JobReader(Database):
             return read_histories(conn, keys)
 
     def running_children(self, parents: list[tuple[str, str]]) -> dict[tuple[str, str], list[Job]]:
-        """The PROCESSING children of each (user id, parent id), at most 1000 of each."""
+        """The PROCESSING children of each (user id, parent id): one query, at most 1000
+        children a parent (and 10,000 in all)."""
+        if not parents:
+            return {}
         j = jobs.c
-        found: dict[tuple[str, str], list[Job]] = {}
+        stmt = (
+            select(jobs)
+            .where(
+                tuple_(j.user_id, j.parent_id).in_(sorted(set(parents))),
+                j.status == JobStatus.PROCESSING.value,
+            )
+            .limit(10_000)
+        )
+        found: dict[tuple[str, str], list[Job]] = {key: [] for key in parents}
         with self._read("read running children") as conn:
-            for owner, parent_id in parents:
-                stmt = (
-                    select(jobs)
-                    .where(
-                        j.parent_id == parent_id,
-                        j.user_id == owner,
-                        j.status == JobStatus.PROCESSING.value,
-                    )
-                    .limit(1000)
-                )
-                found[(owner, parent_id)] = [job_from_row(r) for r in conn.execute(stmt).mappings()]
+            for row in conn.execute(stmt).mappings():
+                children = found[(row["user_id"], row["parent_id"])]
+                if len(children) < 1000:
+                    children.append(job_from_row(row))
         return found
 
     def remote_queue(self, user_id: str, *, since: datetime) -> RemoteQueue:
@@ -240,17 +244,27 @@ class JobReader(Database):
             )
             .limit(MAX_QUEUE)
         )
-        workers = select(func.count(func.distinct(j.worker_id))).where(
-            j.user_id == user_id,
-            j.claimed_by.is_not(None),
-            j.worker_id.is_not(None),
-            or_(j.status == JobStatus.PROCESSING.value, j.updated_at >= since),
+        # Workers that ended one of the user's remote jobs lately (an index range on the end
+        # time), beside those running one now.
+        ended = (
+            select(j.worker_id)
+            .where(
+                j.end_date >= since,
+                j.worker_id.is_not(None),
+                j.user_id == user_id,
+                j.claimed_by.is_not(None),
+            )
+            .distinct()
+            .limit(MAX_QUEUE)
         )
         with self._read("read the remote queue") as conn:
+            now_running = [job_from_row(r) for r in conn.execute(running).mappings()]
+            workers = {job.worker_id for job in now_running if job.worker_id}
+            workers.update(worker for (worker,) in conn.execute(ended))
             return RemoteQueue(
                 waiting=[job_from_row(r) for r in conn.execute(waiting).mappings()],
-                running=[job_from_row(r) for r in conn.execute(running).mappings()],
-                workers=int(conn.execute(workers).scalar_one()),
+                running=now_running,
+                workers=len(workers),
             )
 
     def count_open_jobs(self, user_id: str) -> int:

@@ -18,10 +18,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import Connection, and_, func, select, tuple_, update
 
+from morag_progress.eta import Eta, Pace, estimate
 from morag_progress.models import JobStatus, utcnow
-from morag_progress.store.schema import events, webhook_cursor, webhook_deliveries, webhooks
+from morag_progress.store.schema import (
+    events,
+    jobs,
+    webhook_cursor,
+    webhook_deliveries,
+    webhooks,
+)
 from morag_progress.store.sql import SQLStore
 
 __all__ = ["ALL_USERS", "EVENT_TYPES", "Delivery", "Webhook", "WebhookStore"]
@@ -189,6 +196,7 @@ class WebhookStore:
             else:
                 rows = []  # nobody to tell: skip to the end without reading the feed
             last_progress: dict[tuple[str, str], datetime] = {}
+            etas = _estimates(conn, rows, now) if hooks else {}
             for event in rows:
                 event_type = _TYPE_OF_STATUS.get(event["status"], "job.progress")
                 for hook in hooks:
@@ -200,7 +208,9 @@ class WebhookStore:
                         continue
                     conn.execute(
                         self.store.dialect_insert()(webhook_deliveries)
-                        .values(_new_delivery(hook, event, event_type, now))
+                        .values(
+                            _new_delivery(hook, event, event_type, now, etas.get(_job_key(event)))
+                        )
                         .on_conflict_do_nothing()
                     )
                     made += 1
@@ -339,7 +349,37 @@ def _wants(hook: Any, event: Any, event_type: str) -> bool:
     return bool(hook["user_id"] == ALL_USERS or hook["user_id"] == event["user_id"])
 
 
-def _new_delivery(hook: Any, event: Any, event_type: str, now: datetime) -> dict[str, Any]:
+def _job_key(event: Any) -> tuple[str, str]:
+    return (event["user_id"] or "", event["job_id"])
+
+
+def _estimates(conn: Connection, rows: list[Any], now: datetime) -> dict[tuple[str, str], Eta]:
+    """The live estimate now of each running job among ``rows``' (one read of their paces)."""
+    keys = {_job_key(e) for e in rows if e["status"] == JobStatus.PROCESSING.value}
+    if not keys:
+        return {}
+    j = jobs.c
+    stmt = select(j.user_id, j.id, j.status, j.percentage, j.total, j.pace).where(
+        tuple_(j.user_id, j.id).in_(sorted(keys))
+    )
+    found = {}
+    for row in conn.execute(stmt).mappings():
+        if row["status"] != JobStatus.PROCESSING.value:
+            continue
+        eta = estimate(
+            now=now.timestamp(),
+            percentage=row["percentage"],
+            pace=Pace.from_json(row["pace"]),
+            total=row["total"],
+        )
+        if eta is not None:
+            found[(row["user_id"], row["id"])] = eta
+    return found
+
+
+def _new_delivery(
+    hook: Any, event: Any, event_type: str, now: datetime, eta: Eta | None = None
+) -> dict[str, Any]:
     payload = {
         "id": f"evt_{event['id']}",
         "type": event_type,
@@ -356,6 +396,13 @@ def _new_delivery(hook: Any, event: Any, event_type: str, now: datetime) -> dict
             "timestamp": event["timestamp"].isoformat(),
         },
     }
+    if eta is not None and event["status"] == JobStatus.PROCESSING.value:
+        payload["job"].update(
+            eta_seconds=eta.seconds,
+            eta_low_seconds=eta.low,
+            eta_high_seconds=eta.high,
+            eta_basis=eta.basis,
+        )
     return {
         "webhook_id": hook["id"],
         "event_id": event["id"],

@@ -179,13 +179,18 @@ class JobWriter(Database):
 
         def run() -> list[UpdateResult | BaseException]:
             results: list[UpdateResult | BaseException] = [None] * len(flat)  # type: ignore[list-item]
-            with self._write("apply updates") as conn:
-                for i in order:
-                    one, now, create_missing = flat[i]
-                    try:
-                        results[i] = self._apply_in(conn, one, now, create_missing)
-                    except ProgressError as e:
-                        results[i] = e
+            _batch.lessons = []  # anew for each try of the transaction
+            try:
+                with self._write("apply updates") as conn:
+                    for i in order:
+                        one, now, create_missing = flat[i]
+                        try:
+                            results[i] = self._apply_in(conn, one, now, create_missing)
+                        except ProgressError as e:
+                            results[i] = e
+                    self._learn_all(conn, _batch.lessons)
+            finally:
+                _batch.lessons = None
             return results
 
         results = _retry_conflicts(run)
@@ -361,17 +366,40 @@ class JobWriter(Database):
         most); a job this change finished teaches its kind's history."""
         if row["last_ts_us"] is None:
             return
-        t = row["last_ts_us"] / 1_000_000
+        t = row["last_ts_us"] / 1_000_000  # the reporter's clock (never ahead of ours)
+        received = now.timestamp()
         old = Pace.from_json(row["pace"])
         pct, attempt = row["percentage"], row["attempt"]
-        pace = Pace.begin(t, pct, attempt) if old is None else old.observe(t, pct, attempt)
+        if old is None:
+            pace = Pace.begin(t, pct, attempt, skew=received - t)
+        else:
+            pace = old.observe(t, pct, attempt, received=received)
         if pace != old:
             row["pace"], row["rate"] = pace.to_json(), pace.rate
             params = {"p_id": row["id"], "p_owner": row["user_id"], "p_pace": row["pace"]}
             conn.execute(_SET_PACE, {**params, "p_rate": pace.rate})
         if row["status"] == JobStatus.FINISHED.value:
-            lock = self.dialect == "postgresql"
-            learn(conn, row, pace, ended_s=t, dialect_insert=self.dialect_insert(), lock=lock)
+            lesson = _Lesson(dict(row), pace, t)
+            lessons: list[_Lesson] | None = getattr(_batch, "lessons", None)
+            if lessons is None:  # a change of its own (a cancel, a claim): learn it now
+                self._learn_all(conn, [lesson])
+            else:  # the writer's batch: at its end, in one order
+                lessons.append(lesson)
+
+    def _learn_all(self, conn: Connection, lessons: list[_Lesson]) -> None:
+        """Teach the finished jobs' kinds, in (user, kind) order, after every job row of the
+        transaction is locked: history rows are locked last and in one order, so writers
+        (and replicas) cannot deadlock on them."""
+        lock = self.dialect == "postgresql"
+        for lesson in sorted(lessons, key=lambda x: (x.job["user_id"], x.job["document_type"])):
+            learn(
+                conn,
+                lesson.job,
+                lesson.pace,
+                ended_s=lesson.ended_s,
+                dialect_insert=self.dialect_insert(),
+                lock=lock,
+            )
 
     def request_cancel(self, job_id: str, *, user_id: str | None, now: datetime) -> UpdateResult:
         j = jobs.c
@@ -582,6 +610,18 @@ class JobWriter(Database):
         """A parent's update from its children's sums, inside the child's transaction."""
         return self._apply_in(conn, update, now, False)
 
+
+@dataclass(frozen=True, slots=True)
+class _Lesson:
+    """A job that finished in a transaction, to teach its kind at the transaction's end."""
+
+    job: dict[str, Any]
+    pace: Pace
+    ended_s: float
+
+
+_batch = threading.local()
+"""The writer thread's current batch: ``lessons`` while one runs, else None."""
 
 _CONFLICTS = frozenset({"40P01", "40001"})  # PostgreSQL: deadlock, serialization failure
 _T = TypeVar("_T")

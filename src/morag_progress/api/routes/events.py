@@ -221,7 +221,9 @@ async def job_events(
                 sent, current = await _shared(request, ("snapshot", job_id, owner), snapshot)
                 assert current is not None
                 yield ServerSentEvent(
-                    estimates_of(request).job_out(current).model_dump_json(),
+                    (
+                        await run_in_threadpool(estimates_of(request).job_out, current)
+                    ).model_dump_json(),
                     event="snapshot",
                     id=str(sent),
                 )
@@ -271,7 +273,7 @@ async def all_events(
                     yield _progress(event)
             else:
                 sent, jobs = await _shared(request, ("all", caller.scope), snapshot)
-                written = estimates_of(request).jobs_out(jobs)
+                written = await run_in_threadpool(estimates_of(request).jobs_out, jobs)
                 data = json.dumps([json.loads(job.model_dump_json()) for job in written])
                 yield ServerSentEvent(data, event="snapshot", id=str(sent))
             async for batch in _live(request, caller, subscription):

@@ -290,7 +290,7 @@ def _apply_logs(
         coalesced=parsed.events - len(updates),
         applied=sum(r.applied for r in results),
         cancel_requested=job.cancel_requested,
-        job=JobOut.of(job),
+        job=JobOut.of(job, eta=False),  # a worker's reply: no estimate, as progress replies
     )
 
 

@@ -31,7 +31,7 @@ def list_workers(
     since = utcnow() - timedelta(seconds=window)
     activity = request.app.state.store.workers(user_id=caller.scope, since=since)
     current = estimates_of(request).jobs_out([a.current_job for a in activity if a.current_job])
-    by_id = {job.id: job for job in current}
+    by_id = {(job.user_id, job.id): job for job in current}  # ids are unique per user
     return WorkerList(
         window_seconds=window,
         workers=[
@@ -39,7 +39,11 @@ def list_workers(
                 worker_id=a.worker_id,
                 user_id=a.user_id,
                 last_seen=a.last_seen,
-                current_job=None if a.current_job is None else by_id[a.current_job.id],
+                current_job=(
+                    None
+                    if a.current_job is None
+                    else by_id[(a.current_job.user_id, a.current_job.id)]
+                ),
                 finished=a.finished,
                 failed=a.failed,
             )
