@@ -250,8 +250,10 @@ def simulate_queue(rng: random.Random, rounds: int = 200) -> list[float]:
         running, queue = [], []
         for i, (start, end) in enumerate(zip(starts, ends, strict=True)):
             if start <= now < end:
-                done = (now - start) / (end - start)  # what its bar shows
-                left = estimate(now=now, percentage=int(100 * done), pace=None, history=history)
+                done = int(100 * (now - start) / (end - start))  # what its bar shows
+                # Its pace as the server keeps it: reports from its start to now.
+                pace = Pace.of([(start, 0, 1), (now, done, 1)])
+                left = estimate(now=now, percentage=done, pace=pace, history=history)
                 running.append(RunningJob(str(i), left.seconds if left else typical))
             elif start > now:
                 queue.append(QueuedJob(str(i), typical))
