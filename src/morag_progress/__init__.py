@@ -5,10 +5,10 @@ entity per job holds the truth. Start with :class:`ProgressHandler` (the seed's 
 or :class:`JobTracker` (the job lifecycle).
 """
 
-from importlib import metadata as _metadata
+from importlib import import_module as _import_module
+from typing import TYPE_CHECKING, Any
 
 from morag_progress.errors import ProgressError
-from morag_progress.handler import ProgressHandler
 from morag_progress.models import (
     FeedEvent,
     Job,
@@ -19,12 +19,39 @@ from morag_progress.models import (
     UpdateResult,
 )
 from morag_progress.parser import ProgressEventParser
-from morag_progress.tracker import JobTracker
 
-try:
-    __version__ = _metadata.version("morag-progress")
-except _metadata.PackageNotFoundError:  # pragma: no cover - a source tree that is not installed
-    __version__ = "0.0.0"
+if TYPE_CHECKING:
+    from morag_progress.handler import ProgressHandler
+    from morag_progress.tracker import JobTracker
+
+    __version__: str
+
+# The tracker and the handler bring the store (SQLAlchemy): imported when first asked for, so
+# that a worker importing the client or the parser stays light.
+_LAZY = {"JobTracker": "morag_progress.tracker", "ProgressHandler": "morag_progress.handler"}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        value: Any = _version()
+        globals()[name] = value
+        return value
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'morag_progress' has no attribute {name!r}")
+    value = getattr(_import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def _version() -> str:
+    from importlib import metadata  # about 30 ms: read when asked for
+
+    try:
+        return metadata.version("morag-progress")
+    except metadata.PackageNotFoundError:  # pragma: no cover - a source tree not installed
+        return "0.0.0"
+
 
 __all__ = [
     "FeedEvent",

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import typer.main
@@ -15,7 +15,9 @@ from morag_progress.errors import ProgressError
 from morag_progress.keys import Role, create_key
 from morag_progress.models import utcnow
 from morag_progress.settings import Settings, load_settings
-from morag_progress.store import SQLStore, open_store
+
+if TYPE_CHECKING:
+    from morag_progress.store import SQLStore
 
 __all__ = ["app", "command", "main"]
 
@@ -69,7 +71,25 @@ def _settings(**overrides: object) -> Settings:
     return settings.model_copy(update=changes)
 
 
+def _needs_server() -> None:
+    """Exit 2 with a line on what to install when the server's libraries are missing (a
+    worker's light install: ``pip install morag-progress``)."""
+    try:
+        import fastapi  # noqa: F401
+        import sqlalchemy  # noqa: F401
+    except ImportError as e:  # pragma: no cover - run in a light install's own interpreter
+        typer.echo(
+            f"error: this command needs the server ({e.name} is not installed): "
+            "pip install 'morag-progress[server]'",
+            err=True,
+        )
+        raise typer.Exit(2) from e
+
+
 def _store(database_url: str | None) -> SQLStore:
+    _needs_server()
+    from morag_progress.store import open_store
+
     try:
         return open_store(database_url)
     except ProgressError as e:
@@ -129,6 +149,7 @@ def serve(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs)."""
+    _needs_server()
     import uvicorn
 
     from morag_progress.api import create_app
@@ -156,6 +177,9 @@ def _url_host(host: str) -> str:
 
 
 def _unmigrated_store(database_url: str | None) -> SQLStore:
+    _needs_server()
+    from morag_progress.store import SQLStore
+
     url = database_url or _settings().resolved_database_url
     try:
         return SQLStore(url, create_tables=False)
@@ -286,6 +310,7 @@ def demo(
     """The whole system on this machine, no servers to install: the API over a temporary
     SQLite database, remote workers over HTTP, a Celery worker on a filesystem broker and a
     wrapped command, shown live in the terminal."""
+    _needs_server()
     from morag_progress.demo import run_demo
 
     raise typer.Exit(run_demo(keep_serving=keep_serving, seconds=seconds, console=console))

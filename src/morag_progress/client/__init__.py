@@ -6,10 +6,24 @@ task) share one decision core without I/O (``_core.py``): coalescing, throttling
 database.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from morag_progress.client._core import Stage
-from morag_progress.client.aio import AsyncProgressReporter
 from morag_progress.client.jobs import create_job
 from morag_progress.client.sync import LocalReporter, ProgressReporter
+
+if TYPE_CHECKING:
+    from morag_progress.client.aio import AsyncProgressReporter
+
+
+def __getattr__(name: str) -> Any:
+    # asyncio is imported with the async reporter, not with every worker's import.
+    if name == "AsyncProgressReporter":
+        from morag_progress.client.aio import AsyncProgressReporter
+
+        return AsyncProgressReporter
+    raise AttributeError(f"module 'morag_progress.client' has no attribute {name!r}")
+
 
 __all__ = [
     "AsyncProgressReporter",

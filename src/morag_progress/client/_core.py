@@ -28,14 +28,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from morag_progress.bounds import clean_text
 from morag_progress.errors import ConfigurationError
-from morag_progress.settings import load_settings
+
+if TYPE_CHECKING:
+    from httpx import Response
 
 __all__ = [
     "Call",
@@ -111,7 +111,7 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
         seconds = float(value)
     except ValueError:
         try:
-            when = parsedate_to_datetime(value)
+            when = _http_date(value)
         except (TypeError, ValueError, IndexError):
             return None
         if when.tzinfo is None:
@@ -122,10 +122,18 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     return max(0.0, seconds)
 
 
+def _http_date(value: str) -> datetime:
+    from email.utils import parsedate_to_datetime  # only for a Retry-After given as a date
+
+    return parsedate_to_datetime(value)
+
+
 def connection(api_url: str | None, api_key: str | None) -> tuple[str, dict[str, str]]:
     """The server's base URL and request headers, from the arguments or the settings
     (``MORAG_PROGRESS_API_URL``, ``MORAG_PROGRESS_API_KEY``)."""
     if api_url is None or api_key is None:
+        from morag_progress.settings import load_settings  # pydantic: only when needed
+
         settings = load_settings()
         api_url = api_url or settings.api_url
         if api_key is None and settings.api_key is not None:
@@ -134,8 +142,12 @@ def connection(api_url: str | None, api_key: str | None) -> tuple[str, dict[str,
         raise ConfigurationError(
             "api_url", "must be given or set in MORAG_PROGRESS_API_URL", api_url
         )
-    url = httpx.URL(api_url)
-    if url.scheme not in ("http", "https") or not url.host:
+    try:
+        url = urlsplit(api_url)
+        host = url.hostname
+    except ValueError:
+        host = None
+    if url.scheme not in ("http", "https") or not host:
         raise ConfigurationError("api_url", "must be an http(s) URL with a host", api_url)
     headers = {"User-Agent": "morag-progress-reporter"}
     if api_key:
@@ -517,7 +529,7 @@ class ReporterCore:
         # checked value stands for what the server has (so a repeat of it is not sent again).
         self._sent = call.note if self._latest is call.note else call.value
 
-    def settle_response(self, call: Call, response: httpx.Response) -> None:
+    def settle_response(self, call: Call, response: Response) -> None:
         """Record a received (and read) HTTP response to ``call``."""
         try:
             reply: Any = response.json()

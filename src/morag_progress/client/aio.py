@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import logging
 from types import TracebackType
-
-import httpx
+from typing import TYPE_CHECKING
 
 from morag_progress.client._core import Call, ReporterCore, Verdict, connection
+
+if TYPE_CHECKING:  # imported when a reporter is made, not with the package
+    import httpx
 
 __all__ = ["AsyncProgressReporter"]
 
@@ -37,9 +39,12 @@ class AsyncProgressReporter(ReporterCore):
         close_timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        import httpx
+
         base_url, headers = connection(api_url, api_key)
         super().__init__(job_id, min_interval=min_interval, attempt=attempt)
         self.close_timeout = close_timeout
+        self._http_error = httpx.HTTPError
         self._client = httpx.AsyncClient(
             base_url=base_url, headers=headers, timeout=timeout, transport=transport
         )
@@ -123,7 +128,7 @@ class AsyncProgressReporter(ReporterCore):
     async def _send(self, call: Call) -> None:
         try:
             response = await self._client.request(call.method, call.path, json=call.body)
-        except httpx.HTTPError as e:
+        except self._http_error as e:
             logger.debug("job %s: %s report failed: %r", self.job_id, call.kind.value, e)
             self.settle(call, Verdict.RETRY, detail=repr(e))
             return

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from morag_progress.client._core import connection
 from morag_progress.errors import ProgressError
 
@@ -29,6 +27,8 @@ def create_job(
     ``job_id`` is idempotent: the same call twice makes one job. ``remote`` queues it for a
     remote worker's claim. Raises :class:`~morag_progress.ProgressError` when the server
     cannot be reached or refuses, with its reason."""
+    import httpx  # here, not with the package: a worker's import stays light
+
     base, headers = connection(api_url, api_key)
     body: dict[str, Any] = {
         "document_name": document_name[:255],

@@ -7,9 +7,7 @@ import logging
 import threading
 from datetime import datetime
 from types import TracebackType
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from morag_progress.client._core import Call, CallKind, ReporterCore, Verdict, connection
 from morag_progress.errors import (
@@ -20,7 +18,11 @@ from morag_progress.errors import (
     ProgressError,
 )
 from morag_progress.models import ProgressUpdate, UpdateOutcome, UpdateResult
-from morag_progress.tracker import JobTracker
+
+if TYPE_CHECKING:  # the package imports neither httpx nor the store until it must
+    import httpx
+
+    from morag_progress.tracker import JobTracker
 
 __all__ = ["LocalReporter", "ProgressReporter"]
 
@@ -120,8 +122,11 @@ class ProgressReporter(_ThreadedReporter):
         close_timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        import httpx
+
         base_url, headers = connection(api_url, api_key)
         super().__init__(job_id, min_interval=min_interval, attempt=attempt)
+        self._http_error = httpx.HTTPError
         self._client = httpx.Client(
             base_url=base_url, headers=headers, timeout=timeout, transport=transport
         )
@@ -133,7 +138,7 @@ class ProgressReporter(_ThreadedReporter):
     def _send(self, call: Call) -> None:
         try:
             response = self._client.request(call.method, call.path, json=call.body)
-        except httpx.HTTPError as e:
+        except self._http_error as e:
             logger.debug("job %s: %s report failed: %r", self.job_id, call.kind.value, e)
             self.settle(call, Verdict.RETRY, detail=repr(e))
             return

@@ -38,7 +38,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Task
 from celery.signals import task_revoked
@@ -47,8 +47,10 @@ from morag_progress.client._core import ReporterCore, Stage
 from morag_progress.client.jobs import create_job
 from morag_progress.client.sync import LocalReporter, ProgressReporter
 from morag_progress.errors import ConfigurationError, JobConflictError, ProgressError
-from morag_progress.handler import ProgressHandler
 from morag_progress.settings import load_settings
+
+if TYPE_CHECKING:
+    from morag_progress.handler import ProgressHandler
 
 __all__ = ["ProgressTask", "filesystem_broker", "progress_group"]
 
@@ -81,6 +83,8 @@ def _handler() -> ProgressHandler:
 
 @functools.cache
 def _handler_for(database_url: str | None) -> ProgressHandler:
+    from morag_progress.handler import ProgressHandler  # the store: only for in-process reports
+
     return ProgressHandler(database_url)
 
 
