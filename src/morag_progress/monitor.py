@@ -1,4 +1,4 @@
-"""Watching for silence: stall detection and abandoned jobs.
+"""The server's upkeep: watching for silence (stall detection, abandoned jobs) and retention.
 
 A PROCESSING job with no report and no heartbeat for its ``stall_timeout_s`` (or the server's
 ``stall_timeout_seconds``) becomes STALLED; its next report or heartbeat makes it PROCESSING
@@ -9,6 +9,8 @@ queue for another (whose claim starts a new attempt, so the lost worker cannot r
 Every change is a conditional UPDATE that only succeeds if the job is still as the sweep read it
 (same status, no sign of life since), so any number of server replicas may sweep at once and
 each transition happens exactly once, with one feed row (an SSE event, and later a webhook).
+
+``Pruner`` deletes what ended more than ``retention_days`` ago, in small batches.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from typing import Any, Literal
 
 from morag_progress._threads import run_to_completion
 from morag_progress.models import Job, JobStatus, UpdateOutcome, utcnow
-from morag_progress.store import NO_USER
+from morag_progress.store import NO_USER, SQLStore
+from morag_progress.store.retention import Pruned
 from morag_progress.tracker import JobTracker
 
-__all__ = ["Monitor"]
+__all__ = ["Monitor", "Pruner"]
 
 logger = logging.getLogger(__name__)
 
@@ -130,3 +133,47 @@ class Monitor:
                 await run_to_completion(self.sweep)
             except Exception:  # the monitor outlives any one failure, not just our own
                 logger.warning("stall sweep failed; trying again", exc_info=True)
+
+
+class Pruner:
+    """Retention in the server: every ``interval`` seconds, what ended more than ``days``
+    ago is deleted in small batches (``store/retention.py``), one short transaction each, with
+    the event loop free between them. Replicas may all prune: a row goes once."""
+
+    def __init__(
+        self,
+        store: SQLStore,
+        *,
+        days: float,
+        max_batches: int = 50,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.days = days
+        self.max_batches = max_batches
+        self._clock = clock
+
+    def prune(self) -> Pruned:
+        """One pass (at most ``max_batches`` batches); nothing when retention is off."""
+        if not self.days:
+            return Pruned()
+        before = self._clock() - timedelta(days=self.days)
+        pruned = self.store.prune(before=before, max_batches=self.max_batches)
+        if pruned.rows:
+            logger.info(
+                "pruned %d jobs, %d feed rows and %d webhook deliveries that ended before %s",
+                pruned.jobs,
+                pruned.events,
+                pruned.deliveries,
+                before.isoformat(),
+            )
+        return pruned
+
+    async def run(self, interval: float) -> None:
+        """Prune every ``interval`` seconds until cancelled; a failing pass is logged."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await run_to_completion(self.prune)
+            except Exception:  # retention outlives any one failure
+                logger.warning("pruning failed; trying again", exc_info=True)

@@ -146,6 +146,15 @@ class Settings(BaseSettings):
     monitor_interval_seconds: float = Field(
         default=5.0, gt=0, description="How often the server looks for stalled jobs."
     )
+    retention_days: float = Field(
+        default=90.0,
+        ge=0,
+        description="Jobs that ended more than this many days ago are deleted with their change "
+        "feed, and so are webhook deliveries older than it (0: keep everything).",
+    )
+    retention_interval_seconds: float = Field(
+        default=600.0, gt=0, description="How often the server prunes (in small batches)."
+    )
 
     webhook_allow_private: bool = Field(
         default=False,

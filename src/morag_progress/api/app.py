@@ -22,7 +22,7 @@ from morag_progress.api.metrics import Metrics, RequestTimer
 from morag_progress.api.routes import dashboard, events, jobs, ops, remote_jobs, webhooks, workers
 from morag_progress.api.uploads import UploadParser
 from morag_progress.feed import FeedHub
-from morag_progress.monitor import Monitor
+from morag_progress.monitor import Monitor, Pruner
 from morag_progress.settings import Settings, load_settings
 from morag_progress.store import SQLStore
 from morag_progress.store.notify import FeedListener
@@ -65,6 +65,9 @@ def create_app(settings: Settings | None = None, *, store: SQLStore | None = Non
         # Always on: jobs may carry their own stall timeout even when the server has none.
         background = [
             asyncio.create_task(monitor.run(settings.monitor_interval_seconds)),
+            asyncio.create_task(
+                Pruner(store, days=settings.retention_days).run(settings.retention_interval_seconds)
+            ),
             asyncio.create_task(
                 Dispatcher(
                     hooks,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -29,7 +30,7 @@ app = typer.Typer(
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 db_app = typer.Typer(
-    help="The database's schema: its revision, and upgrades.", no_args_is_help=True
+    help="The database: its schema's revision and upgrades, and pruning.", no_args_is_help=True
 )
 app.add_typer(db_app, name="db")
 
@@ -222,6 +223,42 @@ def db_current(database_url: DatabaseUrl = None) -> None:
     finally:
         store.close()
     typer.echo(f"{revision or 'empty'} (newest: {head_revision()})")
+
+
+@db_app.command("prune")
+def db_prune(
+    older_than_days: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Delete what ended more than this many days ago "
+            "(default: MORAG_PROGRESS_RETENTION_DAYS, 90).",
+        ),
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Delete jobs that ended long ago with their change feed, and old webhook deliveries,
+    in small batches (safe beside running servers, which prune too)."""
+    from datetime import timedelta
+
+    days = _settings().retention_days if older_than_days is None else older_than_days
+    if not days:
+        typer.echo("retention is off (0 days): nothing pruned")
+        return
+    store = _store(database_url)
+    before = utcnow() - timedelta(days=days)
+    started = time.perf_counter()
+    try:
+        pruned = store.prune(before=before)
+    except ProgressError as e:
+        raise _cannot_open(e) from e
+    finally:
+        store.close()
+    seconds = time.perf_counter() - started
+    typer.echo(
+        f"pruned {pruned.jobs} jobs, {pruned.events} feed rows and {pruned.deliveries} "
+        f"webhook deliveries older than {days:g} days in {seconds:.1f} s"
+    )
 
 
 @keys_app.command("create")

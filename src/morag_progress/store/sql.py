@@ -4,7 +4,7 @@ SQLite is the embedded default, PostgreSQL the store for several replicas, both 
 SQLAlchemy Core. The store is put together from one class per concern (docs/architecture.md
 section 2): ``engine.py`` (connections), ``writer.py`` (every change, one conditional statement
 each), ``rollup.py`` (parents), ``reads.py`` (jobs and the feed), ``credentials.py`` (keys,
-tokens, mappings).
+tokens, mappings), ``retention.py`` (pruning what ended long ago).
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from __future__ import annotations
 from morag_progress.store.credentials import Credentials
 from morag_progress.store.engine import NO_USER
 from morag_progress.store.reads import JobReader
+from morag_progress.store.retention import Retention
 from morag_progress.store.writer import JobWriter
 
 __all__ = ["NO_USER", "SQLStore"]
 
 
-class SQLStore(JobWriter, JobReader, Credentials):
+class SQLStore(JobWriter, JobReader, Credentials, Retention):
     """The store on SQLite (``sqlite:///path``) or PostgreSQL (``postgresql+psycopg://``)."""
