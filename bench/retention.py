@@ -5,9 +5,10 @@
 On SQLite. The jobs table is filled with ``--jobs`` jobs, ``--events`` feed rows each;
 half of them ended 100 days ago (to prune), the rest ended yesterday or run (to keep).
 Ours: the store's pruning, batch after batch (each its own short transaction) until nothing
-is left: rows deleted per second, and the longest batch (how long it held the write lock). Reference, on a copy of the
-same data: the two plain statements an operator would type (``DELETE FROM progress_events ...``
-then ``DELETE FROM jobs ...``), one transaction holding the lock for all of it.
+is left: rows deleted per second, and the longest batch (how long it held the write lock).
+Reference, on a copy of the same data: the two plain statements an operator would type
+(``DELETE FROM progress_events ...`` then ``DELETE FROM jobs ...``), one transaction holding
+the lock for all of it.
 
 Target (the operations issue): pruning is cheap at 1M jobs, and no batch holds the write lock
 for more than milliseconds.

@@ -225,7 +225,8 @@ def test_delivery_retried_until_accepted_with_stable_signed_body(
 def test_gives_up_after_max_attempts(
     store: SQLStore, tracker: JobTracker, clock: Clock, receiver: Callable[..., Receiver]
 ) -> None:
-    """A receiver that never accepts: the delivery is failed after max_attempts."""
+    """A receiver that never accepts: the delivery is failed after max_attempts; each
+    attempt's outcome is told (the metrics' webhook counter)."""
     endpoint = receiver(fail=[500] * 10)
     hooks = WebhookStore(store)
     hook, _ = hooks.create(
@@ -233,7 +234,8 @@ def test_gives_up_after_max_attempts(
     )
     job_id = tracker.start_job("a", "b", user_id="alice")
     tracker.mark_failed(job_id, "boom", "alice")
-    sender = dispatcher(store, clock, max_attempts=3)
+    outcomes: list[str] = []
+    sender = dispatcher(store, clock, max_attempts=3, on_outcome=outcomes.append)
 
     async def run() -> None:
         for _ in range(5):
@@ -245,6 +247,7 @@ def test_gives_up_after_max_attempts(
     [gone] = hooks.deliveries(hook.id)
     assert (gone.state, gone.attempts) == ("failed", 3)
     assert len(endpoint.requests) == 3
+    assert outcomes == ["retry", "retry", "failed"]  # what the metrics count
 
 
 def test_progress_is_throttled_per_job_and_events_filtered(

@@ -227,8 +227,11 @@ class Dispatcher:
         max_response_bytes: int = 64 * 1024,
         clock: Callable[[], datetime] = utcnow,
         transport: httpx.AsyncBaseTransport | None = None,
+        on_outcome: Callable[[str], object] | None = None,
     ) -> None:
         self.hooks = hooks
+        self.on_outcome = on_outcome
+        """Told what became of each attempt (``delivered``, ``retry``, ``failed``): metrics."""
         self.allow_private = allow_private
         self.max_attempts = max_attempts
         self.timeout = timeout
@@ -310,7 +313,7 @@ class Dispatcher:
             return  # the webhook was deleted meanwhile
         secret, url = target
         status, error = await self._post(url, secret, delivery)
-        await run_to_completion(
+        outcome = await run_to_completion(
             self.hooks.record,
             delivery,
             status=status,
@@ -318,6 +321,8 @@ class Dispatcher:
             now=self._clock(),
             max_attempts=self.max_attempts,
         )
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
 
     async def _post(
         self, url: str, secret: str, delivery: Delivery

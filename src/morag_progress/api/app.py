@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None, *, store: SQLStore | None = Non
                     timeout=settings.webhook_timeout_seconds,
                     max_in_flight=settings.webhook_max_in_flight,
                     per_webhook=settings.webhook_max_in_flight_per_hook,
+                    on_outcome=lambda outcome: metrics.webhooks.labels(outcome).inc(),
                 ).run(settings.webhook_poll_seconds)
             ),
         ]

@@ -1,5 +1,7 @@
 """Prometheus metrics of one app: updates by source and outcome, request latency, open
-streams, batch sizes, and jobs by status (counted when scraped)."""
+streams, batch sizes, webhook deliveries by outcome, and (counted when scraped) jobs by status
+and how long the oldest job waiting for a remote worker has waited. ``deploy/grafana`` and
+``deploy/prometheus`` chart them and alert on them."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from morag_progress.models import UpdateOutcome
+from morag_progress.models import UpdateOutcome, utcnow
 from morag_progress.store import SQLStore
 
 __all__ = ["Metrics", "RequestTimer"]
@@ -29,6 +31,13 @@ class _JobsByStatus(Collector):
         for status, count in sorted(by_status.items()):
             family.add_metric([status], count)
         yield family
+        waiting = GaugeMetricFamily(
+            "morag_progress_queue_oldest_seconds",
+            "How long the oldest job waiting for a remote worker has waited (0: none waits).",
+        )
+        oldest = self._store.oldest_waiting()
+        waiting.add_metric([], 0.0 if oldest is None else (utcnow() - oldest).total_seconds())
+        yield waiting
 
 
 class Metrics:
@@ -58,6 +67,14 @@ class Metrics:
             buckets=(1, 2, 5, 10, 50, 100, 250, 500, 1000),
             registry=self.registry,
         )
+        self.webhooks = Counter(
+            "morag_progress_webhook_deliveries",
+            "Webhook delivery attempts, by outcome: delivered, retry (later) or failed (for good).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in ("delivered", "retry", "failed"):  # exported at 0 from the start
+            self.webhooks.labels(outcome)
         self.registry.register(_JobsByStatus(store))
 
     def count(self, source: str, outcome: UpdateOutcome | str, n: int = 1) -> None:

@@ -267,6 +267,16 @@ class JobReader(Database):
                 workers=len(workers),
             )
 
+    def oldest_waiting(self) -> datetime | None:
+        """When the oldest job waiting for a remote worker was created (an index seek)."""
+        j = jobs.c
+        stmt = select(func.min(j.created_at)).where(
+            j.status == JobStatus.WAITING_FOR_REMOTE_WORKER.value
+        )
+        with self._read("read the oldest waiting job") as conn:
+            value = conn.execute(stmt).scalar()
+        return None if value is None else as_utc(value)
+
     def count_open_jobs(self, user_id: str) -> int:
         """How many of the user's jobs have not ended (an index range per open status)."""
         j = jobs.c

@@ -305,15 +305,19 @@ class WebhookStore:
         error: str | None,
         now: datetime,
         max_attempts: int,
-    ) -> None:
-        """Write what became of one attempt: delivered, retried later, or failed for good."""
+    ) -> str:
+        """Write what became of one attempt: ``delivered``, ``retry`` (later) or ``failed``
+        (for good); returns which."""
         attempts = delivery.attempts + 1
         values: dict[str, Any] = {"attempts": attempts, "last_status": status, "last_error": error}
         if status is not None and 200 <= status < 300:
             values.update(state="delivered", delivered_at=now)
+            outcome = "delivered"
         elif attempts >= max_attempts:
             values.update(state="failed")
+            outcome = "failed"
         else:
+            outcome = "retry"
             # Exponential backoff with jitter: 1 s, 2 s, 4 s ... capped at an hour.
             wait = min(3600.0, 2.0 ** (attempts - 1)) * random.uniform(0.5, 1.0)
             values.update(next_attempt_at=now + timedelta(seconds=wait))
@@ -323,6 +327,7 @@ class WebhookStore:
                 .where(webhook_deliveries.c.id == delivery.id)
                 .values(values)
             )
+        return outcome
 
 
 _GAP_SECONDS = 5.0
