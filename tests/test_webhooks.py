@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from morag_progress import JobTracker
+from morag_progress import JobStatus, JobTracker
 from morag_progress.api import create_app
 from morag_progress.errors import InvalidInputError
 from morag_progress.keys import Role, create_key
@@ -654,3 +654,121 @@ def test_a_running_jobs_progress_carries_its_estimate(
     assert last["eta_basis"] == "live"
     assert last["eta_low_seconds"] < last["eta_seconds"] < last["eta_high_seconds"]
     assert 10 < last["eta_seconds"] < 30  # 70% left at 5 %/s: 14 s
+
+
+@pytest.mark.parametrize(("fmt", "field"), [("slack", "text"), ("discord", "content")])
+def test_chat_formats_send_one_line_of_text(
+    store: SQLStore,
+    tracker: JobTracker,
+    clock: Clock,
+    receiver: Callable[..., Receiver],
+    fmt: str,
+    field: str,
+) -> None:
+    """A slack or discord webhook gets its service's incoming-webhook body: one line naming
+    the job, its status, percentage and message."""
+    endpoint = receiver()
+    WebhookStore(store).create(
+        user_id="alice",
+        url=endpoint.url,
+        event_types=["job.failed", "job.finished"],
+        progress_interval_s=10,
+        format=fmt,
+    )
+    failed = tracker.start_job("manual.pdf", "pdf", user_id="alice")
+    tracker.update_progress(failed, 40, None, "Extracting", "alice")
+    tracker.mark_failed(failed, "out of memory", "alice")
+    sender = dispatcher(store, clock)
+
+    async def run() -> None:
+        await sender.tick()
+        await sender._client.aclose()
+
+    asyncio.run(run())
+    [body] = endpoint.events()
+    assert list(body) == [field]
+    assert body[field] == f"❌ manual.pdf ({failed}): FAILED 40%: out of memory"
+
+
+def test_a_flapping_job_cannot_flood_a_channel(
+    store: SQLStore, tracker: JobTracker, clock: Clock, receiver: Callable[..., Receiver]
+) -> None:
+    """A chat webhook gets at most 30 deliveries an hour by default (the rest of the hour's
+    are dropped); an hour later it gets deliveries again. A json webhook has no cap unless
+    asked."""
+    chat, plain = receiver(), receiver()
+    hooks = WebhookStore(store)
+    slack, _ = hooks.create(
+        user_id="alice",
+        url=chat.url,
+        event_types=["job.stalled", "job.progress"],
+        progress_interval_s=1,
+        format="slack",
+    )
+    assert slack.max_per_hour == 30
+    json_hook, _ = hooks.create(
+        user_id="alice", url=plain.url, event_types=["job.stalled"], progress_interval_s=1
+    )
+    assert json_hook.max_per_hour is None
+    jobs = [tracker.start_job(f"flap-{i}", "pdf", user_id="alice") for i in range(40)]
+    monitor_change = {"status": "STALLED"}
+    for job_id in jobs:
+        tracker.update_progress(job_id, 10, None, "working", "alice")
+        job = tracker.get_job(job_id)
+        assert job is not None
+        tracker.transition(
+            job_id,
+            expect=[JobStatus.PROCESSING],
+            seen=job.last_seen_at,
+            changes=monitor_change,
+            user_id="alice",
+        )
+    sender = dispatcher(store, clock)
+
+    async def run() -> None:
+        for _ in range(20):  # each tick sends at most 4 per webhook at once
+            await sender.tick()
+        clock.advance(3601)
+        late = tracker.start_job("after an hour", "pdf", user_id="alice")
+        tracker.update_progress(late, 10, None, "working", "alice")
+        for _ in range(3):
+            await sender.tick()
+        await sender._client.aclose()
+
+    asyncio.run(run())
+    assert len(chat.requests) == 31  # 30 in the first hour, then the next hour's first
+    assert "after an hour" in chat.events()[-1]["text"]
+    assert len(plain.requests) == 40  # no cap on json unless asked
+
+
+def test_a_chat_webhook_over_http(tmp_path: Path) -> None:
+    """POST with ``format: slack`` answers with the format and its default hourly cap; an
+    unknown format or a cap out of range is a 422 naming the field."""
+    store = SQLStore(f"sqlite:///{tmp_path / 'x.db'}")
+    _, key = create_key(store, user_id="alice", role=Role.USER, name=None, now=utcnow())
+    app = create_app(Settings(rate_limit_per_second=0, webhook_allow_private=True), store=store)
+    url = "http://127.0.0.1:9/hook"
+
+    async def post(**fields: object) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.post(
+                "/api/v1/webhooks",
+                json={"url": url, "events": ["job.failed"], **fields},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+
+    try:
+        made = asyncio.run(post(format="slack")).json()
+        assert (made["format"], made["max_per_hour"]) == ("slack", 30)
+        capped = asyncio.run(post(format="discord", max_per_hour=5)).json()
+        assert capped["max_per_hour"] == 5
+        for fields, field in (
+            ({"format": "teams"}, "format"),
+            ({"max_per_hour": 0}, "max_per_hour"),
+        ):
+            refused = asyncio.run(post(**fields))
+            assert refused.status_code == 422
+            assert refused.json()["detail"][0]["loc"] == ["body", field]
+    finally:
+        store.close()

@@ -412,6 +412,18 @@ class WebhookIn(_Body):
         allow_inf_nan=False,
         description="At most one job.progress per job this often.",
     )
+    format: Literal["json", "slack", "discord"] = Field(
+        default="json",
+        description="json: our signed event; slack or discord: their incoming webhooks' body "
+        "(one line of text).",
+    )
+    max_per_hour: int | None = Field(
+        default=None,
+        ge=1,
+        le=3600,
+        description="At most this many deliveries an hour; later ones in the hour are dropped. "
+        "Default: none for json, 30 for slack and discord.",
+    )
 
 
 class WebhookOut(BaseModel):
@@ -421,6 +433,8 @@ class WebhookOut(BaseModel):
     url: str
     events: list[str]
     progress_interval_s: float
+    format: str
+    max_per_hour: int | None
     created_at: datetime
 
 

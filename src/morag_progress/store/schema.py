@@ -198,6 +198,10 @@ webhooks = Table(
     # Signing needs the secret itself (HMAC), so it is stored as given and shown once.
     Column("secret", String(128), nullable=False),
     Column("progress_interval_s", Float, nullable=False),
+    # json (ours, signed), slack or discord (their incoming webhooks' bodies).
+    Column("format", String(16), nullable=False, server_default="json"),
+    # At most this many deliveries an hour (None: no cap), so a flapping job cannot flood.
+    Column("max_per_hour", Integer, nullable=True),
     # Feed id when it was made: it is told of later changes only.
     Column("after_event_id", BigInteger, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),

@@ -56,6 +56,8 @@ class Webhook:
     events: list[str]
     progress_interval_s: float
     created_at: datetime
+    format: str = "json"
+    max_per_hour: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,8 @@ def _webhook(row: Any) -> Webhook:
         events=list(row["events"]),
         progress_interval_s=row["progress_interval_s"],
         created_at=row["created_at"],
+        format=row["format"],
+        max_per_hour=row["max_per_hour"],
     )
 
 
@@ -99,9 +103,21 @@ class WebhookStore:
         self.store = store
 
     def create(
-        self, *, user_id: str, url: str, event_types: list[str], progress_interval_s: float
+        self,
+        *,
+        user_id: str,
+        url: str,
+        event_types: list[str],
+        progress_interval_s: float,
+        format: str = "json",
+        max_per_hour: int | None = None,
     ) -> tuple[Webhook, str]:
-        """A new webhook and its secret."""
+        """A new webhook and its secret. A chat ``format`` (slack, discord) is capped at
+        ``CHAT_PER_HOUR`` deliveries an hour unless ``max_per_hour`` says otherwise."""
+        if format not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}")
+        if max_per_hour is None and format != "json":
+            max_per_hour = CHAT_PER_HOUR
         secret = "whsec_" + secrets.token_urlsafe(32)
         row = {
             "id": "wh_" + uuid.uuid4().hex[:24],
@@ -110,6 +126,8 @@ class WebhookStore:
             "events": sorted(set(event_types)),
             "secret": secret,
             "progress_interval_s": progress_interval_s,
+            "format": format,
+            "max_per_hour": max_per_hour,
             "after_event_id": self.store.last_event_id(),
             "created_at": utcnow(),
         }
@@ -196,7 +214,8 @@ class WebhookStore:
             else:
                 rows = []  # nobody to tell: skip to the end without reading the feed
             last_progress: dict[tuple[str, str], datetime] = {}
-            etas = _estimates(conn, rows, now) if hooks else {}
+            known = _jobs_of(conn, rows, now) if hooks else {}
+            sent_this_hour: dict[str, int] = {}
             for event in rows:
                 event_type = _TYPE_OF_STATUS.get(event["status"], "job.progress")
                 for hook in hooks:
@@ -206,10 +225,12 @@ class WebhookStore:
                         conn, hook, event, now, last_progress
                     ):
                         continue
+                    if self._over_cap(conn, hook, now, sent_this_hour):
+                        continue  # dropped: a flapping job must not flood a channel
                     conn.execute(
                         self.store.dialect_insert()(webhook_deliveries)
                         .values(
-                            _new_delivery(hook, event, event_type, now, etas.get(_job_key(event)))
+                            _new_delivery(hook, event, event_type, now, known.get(_job_key(event)))
                         )
                         .on_conflict_do_nothing()
                     )
@@ -248,6 +269,25 @@ class WebhookStore:
         if previous is not None and (now - previous).total_seconds() < hook["progress_interval_s"]:
             return True
         last_progress[key] = now
+        return False
+
+    @staticmethod
+    def _over_cap(conn: Any, hook: Any, now: datetime, sent: dict[str, int]) -> bool:
+        """Whether ``hook`` has had its ``max_per_hour`` deliveries in the last hour (counting
+        those this fill makes); if not, this one is counted."""
+        cap = hook["max_per_hour"]
+        if cap is None:
+            return False
+        if hook["id"] not in sent:
+            d = webhook_deliveries.c
+            sent[hook["id"]] = conn.execute(
+                select(func.count()).where(
+                    d.webhook_id == hook["id"], d.created_at > now - timedelta(hours=1)
+                )
+            ).scalar_one()
+        if sent[hook["id"]] >= cap:
+            return True
+        sent[hook["id"]] += 1
         return False
 
     def lease_due(
@@ -358,33 +398,65 @@ def _job_key(event: Any) -> tuple[str, str]:
     return (event["user_id"] or "", event["job_id"])
 
 
-def _estimates(conn: Connection, rows: list[Any], now: datetime) -> dict[tuple[str, str], Eta]:
-    """The live estimate now of each running job among ``rows``' (one read of their paces)."""
-    keys = {_job_key(e) for e in rows if e["status"] == JobStatus.PROCESSING.value}
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """What a delivery tells of a job beyond its feed row: its name, and its live estimate
+    now when it runs."""
+
+    name: str
+    eta: Eta | None
+
+
+def _jobs_of(conn: Connection, rows: list[Any], now: datetime) -> dict[tuple[str, str], _Known]:
+    """The name (and a running job's live estimate) of each job of ``rows``: one read."""
+    keys = {_job_key(e) for e in rows}
     if not keys:
         return {}
     j = jobs.c
-    stmt = select(j.user_id, j.id, j.status, j.percentage, j.total, j.pace).where(
-        tuple_(j.user_id, j.id).in_(sorted(keys))
-    )
+    stmt = select(j.user_id, j.id, j.document_name, j.status, j.percentage, j.total, j.pace)
     found = {}
-    for row in conn.execute(stmt).mappings():
-        if row["status"] != JobStatus.PROCESSING.value:
-            continue
-        eta = estimate(
-            now=now.timestamp(),
-            percentage=row["percentage"],
-            pace=Pace.from_json(row["pace"]),
-            total=row["total"],
-        )
-        if eta is not None:
-            found[(row["user_id"], row["id"])] = eta
+    for row in conn.execute(stmt.where(tuple_(j.user_id, j.id).in_(sorted(keys)))).mappings():
+        eta = None
+        if row["status"] == JobStatus.PROCESSING.value:
+            eta = estimate(
+                now=now.timestamp(),
+                percentage=row["percentage"],
+                pace=Pace.from_json(row["pace"]),
+                total=row["total"],
+            )
+        found[(row["user_id"], row["id"])] = _Known(row["document_name"], eta)
     return found
 
 
+FORMATS = ("json", "slack", "discord")
+CHAT_PER_HOUR = 30
+"""Deliveries an hour a chat webhook gets by default."""
+_MARK = {
+    "PROCESSING": "⏳",
+    "STALLED": "⚠️",
+    "FINISHED": "✅",
+    "FAILED": "❌",
+    "CANCELLED": "🚫",
+}
+
+
+def chat_text(event: Any, name: str | None, eta: Eta | None) -> str:
+    """One line for a chat channel: what happened to which job."""
+    job = f"{name or event['job_id']} ({event['job_id']})" if name else event["job_id"]
+    status = event["status"]
+    line = f"{_MARK.get(status, '•')} {job}: {status} {event['percentage']}%"
+    if event["message"]:
+        line += f": {event['message']}"
+    if eta is not None and status == JobStatus.PROCESSING.value:
+        minutes, seconds = divmod(int(eta.seconds), 60)
+        line += f" (about {minutes}:{seconds:02d} left)"
+    return line[:2000]
+
+
 def _new_delivery(
-    hook: Any, event: Any, event_type: str, now: datetime, eta: Eta | None = None
+    hook: Any, event: Any, event_type: str, now: datetime, known: _Known | None = None
 ) -> dict[str, Any]:
+    eta = None if known is None else known.eta
     payload = {
         "id": f"evt_{event['id']}",
         "type": event_type,
@@ -408,6 +480,9 @@ def _new_delivery(
             eta_high_seconds=eta.high,
             eta_basis=eta.basis,
         )
+    if hook["format"] != "json":  # their incoming webhooks' bodies: a line of text
+        text = chat_text(event, None if known is None else known.name, eta)
+        payload = {"text": text} if hook["format"] == "slack" else {"content": text}
     return {
         "webhook_id": hook["id"],
         "event_id": event["id"],

@@ -36,6 +36,8 @@ def _out(hook: Webhook) -> WebhookOut:
         url=redact_url(hook.url),  # shown to whoever reads (a read token too): no password
         events=hook.events,
         progress_interval_s=hook.progress_interval_s,
+        format=hook.format,
+        max_per_hour=hook.max_per_hour,
         created_at=hook.created_at,
     )
 
@@ -73,6 +75,8 @@ async def create_webhook(body: WebhookIn, caller: Caller, request: Request) -> W
         url=body.url,
         event_types=list(body.events),
         progress_interval_s=body.progress_interval_s,
+        format=body.format,
+        max_per_hour=body.max_per_hour,
     )
     return WebhookCreated(**_out(hook).model_dump(), secret=secret)
 

@@ -1,5 +1,6 @@
 """Prediction: each job keeps its live pace; each user's kind of job what finished jobs took.
-Workers: an index of jobs by when they ended.
+Workers: an index of jobs by when they ended. Webhooks: a body format (json, slack,
+discord) and a cap on deliveries an hour.
 
 Revision ID: 0007
 Revises: 0006
@@ -22,6 +23,11 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("pace", sa.JSON(), nullable=True))
         batch_op.create_index("ix_jobs_ended", ["end_date", "worker_id"])
+    with op.batch_alter_table("webhooks", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("format", sa.String(16), nullable=False, server_default="json")
+        )
+        batch_op.add_column(sa.Column("max_per_hour", sa.Integer(), nullable=True))
     op.create_table(
         "eta_history",
         sa.Column("user_id", sa.String(128), primary_key=True),
@@ -33,6 +39,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("eta_history")
+    with op.batch_alter_table("webhooks", schema=None) as batch_op:
+        batch_op.drop_column("max_per_hour")
+        batch_op.drop_column("format")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_index("ix_jobs_ended")
         batch_op.drop_column("pace")
