@@ -666,7 +666,8 @@ def test_chat_formats_send_one_line_of_text(
     field: str,
 ) -> None:
     """A slack or discord webhook gets its service's incoming-webhook body: one line naming
-    the job, its status, percentage and message."""
+    the job, its status, percentage and message, which can mention no one and make no link
+    (Slack's control characters escaped; Discord's mentions off)."""
     endpoint = receiver()
     WebhookStore(store).create(
         user_id="alice",
@@ -678,6 +679,8 @@ def test_chat_formats_send_one_line_of_text(
     failed = tracker.start_job("manual.pdf", "pdf", user_id="alice")
     tracker.update_progress(failed, 40, None, "Extracting", "alice")
     tracker.mark_failed(failed, "out of memory", "alice")
+    sneaky = tracker.start_job("@everyone <!channel>", "pdf", user_id="alice")
+    tracker.mark_completed(sneaky, "<https://evil.example|click> & more", "alice")
     sender = dispatcher(store, clock)
 
     async def run() -> None:
@@ -685,23 +688,31 @@ def test_chat_formats_send_one_line_of_text(
         await sender._client.aclose()
 
     asyncio.run(run())
-    [body] = endpoint.events()
-    assert list(body) == [field]
-    assert body[field] == f"❌ manual.pdf ({failed}): FAILED 40%: out of memory"
+    bodies = endpoint.events()  # sent at once: in either order
+    first = next(b for b in bodies if "manual.pdf" in b[field])
+    second = next(b for b in bodies if "manual.pdf" not in b[field])
+    assert first[field] == f"❌ manual.pdf ({failed}): FAILED 40%: out of memory"
+    if fmt == "slack":
+        assert list(second) == ["text"]
+        assert "&lt;!channel&gt;" in second["text"]
+        assert "&lt;https://evil.example|click&gt; &amp; more" in second["text"]
+    else:
+        assert second["allowed_mentions"] == {"parse": []}
+        assert "@everyone <!channel>" in second["content"]
 
 
 def test_a_flapping_job_cannot_flood_a_channel(
     store: SQLStore, tracker: JobTracker, clock: Clock, receiver: Callable[..., Receiver]
 ) -> None:
-    """A chat webhook gets at most 30 deliveries an hour by default (the rest of the hour's
-    are dropped); an hour later it gets deliveries again. A json webhook has no cap unless
-    asked."""
+    """A chat webhook gets at most 30 deliveries an hour by default: the rest of the hour's
+    are dropped (and counted), except a job's end, which is always told; an hour later it
+    gets deliveries again. A json webhook has no cap unless asked."""
     chat, plain = receiver(), receiver()
     hooks = WebhookStore(store)
     slack, _ = hooks.create(
         user_id="alice",
         url=chat.url,
-        event_types=["job.stalled", "job.progress"],
+        event_types=["job.stalled", "job.progress", "job.failed"],
         progress_interval_s=1,
         format="slack",
     )
@@ -711,7 +722,6 @@ def test_a_flapping_job_cannot_flood_a_channel(
     )
     assert json_hook.max_per_hour is None
     jobs = [tracker.start_job(f"flap-{i}", "pdf", user_id="alice") for i in range(40)]
-    monitor_change = {"status": "STALLED"}
     for job_id in jobs:
         tracker.update_progress(job_id, 10, None, "working", "alice")
         job = tracker.get_job(job_id)
@@ -720,13 +730,15 @@ def test_a_flapping_job_cannot_flood_a_channel(
             job_id,
             expect=[JobStatus.PROCESSING],
             seen=job.last_seen_at,
-            changes=monitor_change,
+            changes={"status": "STALLED"},
             user_id="alice",
         )
-    sender = dispatcher(store, clock)
+    tracker.mark_failed(jobs[0], "gave up", "alice")  # over the cap, but an end is told
+    outcomes: list[str] = []
+    sender = dispatcher(store, clock, on_outcome=outcomes.append)
 
     async def run() -> None:
-        for _ in range(20):  # each tick sends at most 4 per webhook at once
+        for _ in range(25):  # each tick sends at most 4 per webhook at once
             await sender.tick()
         clock.advance(3601)
         late = tracker.start_job("after an hour", "pdf", user_id="alice")
@@ -736,8 +748,11 @@ def test_a_flapping_job_cannot_flood_a_channel(
         await sender._client.aclose()
 
     asyncio.run(run())
-    assert len(chat.requests) == 31  # 30 in the first hour, then the next hour's first
-    assert "after an hour" in chat.events()[-1]["text"]
+    texts = [e["text"] for e in chat.events()]
+    assert len(texts) == 32  # 30 in the first hour and the failure; the next hour's first
+    assert any("FAILED" in text and "gave up" in text for text in texts)
+    assert "after an hour" in texts[-1]
+    assert outcomes.count("dropped") == 40 * 2 - 30  # a progress (throttled) and a stall each
     assert len(plain.requests) == 40  # no cap on json unless asked
 
 

@@ -5,8 +5,8 @@ entity per job holds the truth. Start with :class:`ProgressHandler` (the seed's 
 or :class:`JobTracker` (the job lifecycle).
 """
 
+import typing as _typing
 from importlib import import_module as _import_module
-from typing import TYPE_CHECKING, Any
 
 from morag_progress.errors import ProgressError
 from morag_progress.models import (
@@ -20,9 +20,9 @@ from morag_progress.models import (
 )
 from morag_progress.parser import ProgressEventParser
 
-if TYPE_CHECKING:
-    from morag_progress.handler import ProgressHandler
-    from morag_progress.tracker import JobTracker
+if _typing.TYPE_CHECKING:
+    from morag_progress.handler import ProgressHandler as ProgressHandler
+    from morag_progress.tracker import JobTracker as JobTracker
 
     __version__: str
 
@@ -31,15 +31,27 @@ if TYPE_CHECKING:
 _LAZY = {"JobTracker": "morag_progress.tracker", "ProgressHandler": "morag_progress.handler"}
 
 
-def __getattr__(name: str) -> Any:
+def _server_installed() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec("sqlalchemy") is not None
+
+
+def __getattr__(name: str) -> _typing.Any:
     if name == "__version__":
-        value: Any = _version()
+        value: _typing.Any = _version()
         globals()[name] = value
         return value
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'morag_progress' has no attribute {name!r}")
-    value = getattr(_import_module(module), name)
+    try:
+        value = getattr(_import_module(module), name)
+    except ModuleNotFoundError as e:  # a worker's light install
+        raise ImportError(
+            f"morag_progress.{name} needs the server ({e.name} is not installed): "
+            "pip install 'morag-progress[server]'"
+        ) from e
     globals()[name] = value
     return value
 
@@ -57,13 +69,18 @@ __all__ = [
     "FeedEvent",
     "Job",
     "JobStatus",
-    "JobTracker",
     "ProgressError",
     "ProgressEvent",
     "ProgressEventParser",
-    "ProgressHandler",
     "ProgressUpdate",
     "UpdateOutcome",
     "UpdateResult",
     "__version__",
 ]
+
+if _server_installed():  # ``from morag_progress import *`` works on a worker's install too
+    __all__ = sorted([*__all__, "JobTracker", "ProgressHandler"])
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY, "__version__"})

@@ -231,7 +231,8 @@ class Dispatcher:
     ) -> None:
         self.hooks = hooks
         self.on_outcome = on_outcome
-        """Told what became of each attempt (``delivered``, ``retry``, ``failed``): metrics."""
+        """Told what became of each attempt (``delivered``, ``retry``, ``failed``) and of each
+        delivery dropped over a webhook's hourly cap (``dropped``): metrics."""
         self.allow_private = allow_private
         self.max_attempts = max_attempts
         self.timeout = timeout
@@ -277,7 +278,11 @@ class Dispatcher:
         await self._client.aclose()
 
     async def _start_due(self) -> list[asyncio.Task[None]]:
+        dropped = self.hooks.dropped
         await run_to_completion(self.hooks.fill, now=self._clock())
+        if self.on_outcome is not None:
+            for _ in range(self.hooks.dropped - dropped):  # over a webhook's hourly cap
+                self.on_outcome("dropped")
         room = self.max_in_flight - len(self._in_flight)
         if room <= 0:
             return []

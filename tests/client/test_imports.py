@@ -80,6 +80,14 @@ def test_a_light_install_reports_and_says_what_the_server_needs(
         check=True,
     )
     assert missing.stdout.strip() == "[]"
+    star = subprocess.run(
+        [str(python), "-c", "from morag_progress import *; from morag_progress import JobTracker"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "ImportError: morag_progress.JobTracker needs the server" in star.stderr
+    assert "pip install 'morag-progress[server]'" in star.stderr
     job_id = remote.new_job()
     cli = venv / "bin" / "morag-progress"
     reported = subprocess.run(

@@ -43,7 +43,7 @@ def test_old_ended_jobs_go_with_their_feed_and_the_rest_stays(
     recent = _ended(tracker, make_job)
     clock.advance(86400)
     pruned = Pruner(store, days=30, clock=clock).prune()
-    assert (pruned.jobs, pruned.events) == (4, 4 * 3 + 2)  # 3 x (create, 1, 2, done) + 2
+    assert (pruned.jobs, pruned.events) == (4, 3 * 4 + 2)  # 3 x (create, 1, 2, done) + 2
     for job_id in [*old, failed]:
         assert tracker.get_job(job_id) is None
         assert tracker.history(job_id) == []
@@ -57,9 +57,10 @@ def test_old_ended_jobs_go_with_their_feed_and_the_rest_stays(
 def test_a_long_feed_is_pruned_over_several_batches(
     tracker: JobTracker, make_job: MakeJob, clock: Clock, store: SQLStore
 ) -> None:
-    """A job with more feed rows than one batch deletes is finished over several batches;
-    the job row goes with its last feed row."""
-    job_id = make_job()
+    """A job with more feed rows than one batch deletes: the job row goes first (nothing can
+    reopen a half-pruned job), its feed over the next batches; a new job given the same id
+    meanwhile keeps its own feed."""
+    job_id = make_job(job_id="nightly")
     for i in range(ROWS_PER_BATCH + 50):
         clock.advance(0.001)
         tracker.update_progress(job_id, 1 + i % 98, None, f"step {i}", "alice")
@@ -67,11 +68,34 @@ def test_a_long_feed_is_pruned_over_several_batches(
     clock.advance(40 * 86400)
     before = clock() - timedelta(days=30)
     first = store.prune_batch(before=before)
-    assert (first.jobs, first.events) == (0, ROWS_PER_BATCH)
-    assert tracker.get_job(job_id) is not None
-    rest = store.prune(before=before)
-    assert rest.jobs == 1
+    assert (first.jobs, first.events) == (1, 0)
     assert tracker.get_job(job_id) is None
+    again = make_job(job_id="nightly")  # a new job of the same id, while the old feed goes
+    tracker.update_progress(again, 5, None, "new run", "alice")
+    second = store.prune_batch(before=before)
+    assert (second.jobs, second.events) == (0, ROWS_PER_BATCH)
+    rest = store.prune(before=before)
+    assert rest.events == ROWS_PER_BATCH + 50 + 2 - ROWS_PER_BATCH  # creation and the end
+    assert [e.message for e in tracker.history(again, "alice")][-1] == "new run"
+    assert len(tracker.history(again, "alice")) == 2  # its creation and its 5%
+
+
+def test_a_parent_with_a_child_still_running_is_kept(
+    tracker: JobTracker, make_job: MakeJob, clock: Clock, store: SQLStore
+) -> None:
+    """A parent that failed (one child failed) while another child still runs is not pruned:
+    the running child's roll-up must still find it."""
+    parent = make_job(document_name="course")
+    failing = make_job(parent_id=parent)
+    running = make_job(parent_id=parent)
+    tracker.update_progress(running, 10, None, "working", "alice")
+    tracker.mark_failed(failing, "boom", "alice")
+    assert tracker.get_job(parent).status.is_terminal  # type: ignore[union-attr]
+    clock.advance(40 * 86400)
+    pruned = Pruner(store, days=30, clock=clock).prune()
+    assert pruned.jobs == 1  # the failed child only
+    assert tracker.get_job(parent) is not None
+    assert tracker.get_job(running) is not None
 
 
 def test_old_webhook_deliveries_go_but_pending_ones_stay(

@@ -69,11 +69,12 @@ class Metrics:
         )
         self.webhooks = Counter(
             "morag_progress_webhook_deliveries",
-            "Webhook delivery attempts, by outcome: delivered, retry (later) or failed (for good).",
+            "Webhook delivery attempts, by outcome: delivered, retry (later) or failed (for "
+            "good); and deliveries dropped over a webhook's hourly cap.",
             ["outcome"],
             registry=self.registry,
         )
-        for outcome in ("delivered", "retry", "failed"):  # exported at 0 from the start
+        for outcome in ("delivered", "retry", "failed", "dropped"):  # exported at 0 from start
             self.webhooks.labels(outcome)
         self.registry.register(_JobsByStatus(store))
 

@@ -268,9 +268,10 @@ class JobReader(Database):
             )
 
     def oldest_waiting(self) -> datetime | None:
-        """When the oldest job waiting for a remote worker was created (an index seek)."""
+        """Since when the longest-waiting job has waited for a remote worker: its last change
+        (its creation, or its requeue), not its creation."""
         j = jobs.c
-        stmt = select(func.min(j.created_at)).where(
+        stmt = select(func.min(j.updated_at)).where(
             j.status == JobStatus.WAITING_FOR_REMOTE_WORKER.value
         )
         with self._read("read the oldest waiting job") as conn:

@@ -1,25 +1,27 @@
 """Retention: jobs that ended long ago, their change feed and old webhook deliveries are
 deleted in small batches, each its own short transaction, so the write lock is never held for
 long and several replicas (or the server and ``morag-progress db prune``) may prune at once:
-a row deleted twice is deleted once."""
+a row deleted twice is deleted once. A job row goes first; its feed rows follow, batch by
+batch, recorded in ``pruning`` until they are all gone."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import Connection, delete, func, select, tuple_
 
 from morag_progress.store.engine import TERMINAL_VALUES, Database
-from morag_progress.store.schema import events, jobs, webhook_deliveries
+from morag_progress.store.schema import events, jobs, pruning, webhook_deliveries
 
 __all__ = ["Pruned", "Retention"]
 
 JOBS_PER_BATCH = 200
 """Ended jobs one batch looks at."""
 ROWS_PER_BATCH = 2000
-"""Feed rows (or deliveries) one batch deletes at most: a job with more is finished over
-several batches, and deleted with its last feed row."""
+"""Feed rows (or deliveries) one batch deletes at most: a job with more has them deleted over
+several batches."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,43 +48,101 @@ class Retention(Database):
     """Deleting what is older than a retention period."""
 
     def prune_batch(self, *, before: datetime) -> Pruned:
-        """One batch, one transaction: up to ``ROWS_PER_BATCH`` feed rows of jobs that ended
-        before ``before`` (finished, failed or cancelled), the jobs whose feed is then gone,
-        and up to ``ROWS_PER_BATCH`` webhook deliveries made before it that are no longer
-        pending. The oldest first; an empty result means nothing is left to prune."""
-        j, e, d = jobs.c, events.c, webhook_deliveries.c
-        pick = (
-            select(j.user_id, j.id)
-            .where(j.end_date < before, j.status.in_(TERMINAL_VALUES))
-            .order_by(j.end_date)
-            .limit(JOBS_PER_BATCH)
-        )
-        if self.dialect == "postgresql":  # replicas pruning at once take different jobs
-            pick = pick.with_for_update(skip_locked=True)
+        """One batch, one transaction, bounded work:
+
+        1. feed rows of jobs deleted before (``pruning``: up to each job's last feed id, so a
+           new job of the same id keeps its own), at most ``ROWS_PER_BATCH``;
+        2. with what is left of that budget, up to ``JOBS_PER_BATCH`` jobs that ended before
+           ``before`` (finished, failed or cancelled, and no child of theirs still running):
+           the job rows go now (so nothing can reopen a half-pruned job), their feed rows in
+           this and later batches;
+        3. up to ``ROWS_PER_BATCH`` webhook deliveries made before it that are not pending.
+
+        An empty result means nothing is left to prune."""
         with self._write("prune") as conn:
-            ended = [tuple(row) for row in conn.execute(pick)]
-            pruned_events = pruned_jobs = 0
-            if ended:
-                # By job id first (the feed's index), then the exact (user, id) pairs.
-                ids = sorted({job_id for _, job_id in ended})
-                feed = select(e.id).where(e.job_id.in_(ids), tuple_(e.user_id, e.job_id).in_(ended))
-                doomed = [row.id for row in conn.execute(feed.limit(ROWS_PER_BATCH))]
-                if doomed:
-                    pruned_events = conn.execute(delete(events).where(e.id.in_(doomed))).rowcount
-                if len(doomed) < ROWS_PER_BATCH:  # every feed row of these jobs is gone
-                    gone = delete(jobs).where(j.id.in_(ids), tuple_(j.user_id, j.id).in_(ended))
-                    pruned_jobs = conn.execute(gone).rowcount
+            events_gone = self._prune_feed(conn)
+            jobs_gone = self._prune_jobs(conn, before) if events_gone < ROWS_PER_BATCH else 0
+            d = webhook_deliveries.c
             old = (
                 select(d.id)
                 .where(d.created_at < before, d.state != "pending")
                 .limit(ROWS_PER_BATCH)
             )
-            stale = [row.id for row in conn.execute(old)]
-            pruned_deliveries = 0
+            stale = [row.id for row in conn.execute(self._skip_locked(old))]
+            deliveries_gone = 0
             if stale:
                 done = delete(webhook_deliveries).where(d.id.in_(stale))
-                pruned_deliveries = conn.execute(done).rowcount
-        return Pruned(pruned_jobs, pruned_events, pruned_deliveries)
+                deliveries_gone = conn.execute(done).rowcount
+        return Pruned(jobs_gone, events_gone, deliveries_gone)
+
+    def _skip_locked(self, stmt: Any) -> Any:
+        """On PostgreSQL, rows another pruner holds are passed over (replicas split the work)."""
+        return stmt.with_for_update(skip_locked=True) if self.dialect == "postgresql" else stmt
+
+    def _prune_feed(self, conn: Connection) -> int:
+        """Delete up to ``ROWS_PER_BATCH`` feed rows of deleted jobs; forget a job once its
+        rows are all gone."""
+        p, e = pruning.c, events.c
+        budget = ROWS_PER_BATCH
+        pending = conn.execute(self._skip_locked(select(pruning).limit(JOBS_PER_BATCH))).all()
+        for owner, job_id, last in pending:
+            ids = [
+                row.id
+                for row in conn.execute(
+                    select(e.id)
+                    .where(e.job_id == job_id, e.user_id == owner, e.id <= last)
+                    .limit(budget + 1)
+                )
+            ]
+            doomed = ids[:budget]
+            if doomed:
+                conn.execute(delete(events).where(e.id.in_(doomed)))
+                budget -= len(doomed)
+            if len(ids) <= len(doomed):  # none left of this job
+                conn.execute(delete(pruning).where(p.user_id == owner, p.job_id == job_id))
+            if budget <= 0:
+                break
+        return ROWS_PER_BATCH - budget
+
+    def _prune_jobs(self, conn: Connection, before: datetime) -> int:
+        """Delete up to ``JOBS_PER_BATCH`` jobs that ended before ``before`` and have no child
+        still open, leaving their feed rows to ``_prune_feed``."""
+        j, e = jobs.c, events.c
+        child = jobs.alias("child")
+        open_child = (
+            select(child.c.id)
+            .where(
+                child.c.parent_id == j.id,
+                child.c.user_id == j.user_id,
+                child.c.status.not_in(TERMINAL_VALUES),
+            )
+            .exists()
+        )
+        pick = (
+            select(j.user_id, j.id)
+            .where(j.end_date < before, j.status.in_(TERMINAL_VALUES), ~open_child)
+            .order_by(j.end_date)
+            .limit(JOBS_PER_BATCH)
+        )
+        ended = [tuple(row) for row in conn.execute(self._skip_locked(pick))]
+        for owner, job_id in ended:
+            last = conn.execute(
+                select(func.max(e.id)).where(e.job_id == job_id, e.user_id == owner)
+            ).scalar()
+            if last is not None:
+                insert = self.dialect_insert()(pruning).values(
+                    user_id=owner, job_id=job_id, last_event_id=last
+                )
+                conn.execute(
+                    insert.on_conflict_do_update(
+                        index_elements=["user_id", "job_id"], set_={"last_event_id": last}
+                    )
+                )
+        if not ended:
+            return 0
+        ids = sorted({job_id for _, job_id in ended})
+        gone = delete(jobs).where(j.id.in_(ids), tuple_(j.user_id, j.id).in_(ended))
+        return int(conn.execute(gone).rowcount)
 
     def prune(self, *, before: datetime, max_batches: int | None = None) -> Pruned:
         """Batches until nothing older is left (or ``max_batches`` ran): the total deleted."""

@@ -34,6 +34,7 @@ __all__ = [
     "events",
     "jobs",
     "metadata",
+    "pruning",
     "stream_tokens",
     "webhook_cursor",
     "webhook_deliveries",
@@ -229,7 +230,18 @@ webhook_deliveries = Table(
     Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
     Index("ix_webhook_deliveries_webhook", "webhook_id", "id"),
     Index("ix_webhook_deliveries_progress", "webhook_id", "job_id", "event_type", "id"),
+    Index("ix_webhook_deliveries_created", "created_at"),  # retention
     sqlite_autoincrement=True,
+)
+
+# Jobs retention has deleted whose feed rows are still being deleted (in batches): the rows of
+# (user, job) up to ``last_event_id`` go; a new job of the same id keeps its own.
+pruning = Table(
+    "pruning",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("job_id", String(128), primary_key=True),
+    Column("last_event_id", BigInteger, nullable=False),
 )
 
 # How far the outbox has read the feed (one row): a restart resumes there, losing nothing.

@@ -101,6 +101,8 @@ class WebhookStore:
 
     def __init__(self, store: SQLStore) -> None:
         self.store = store
+        self.dropped = 0
+        """Deliveries this process dropped over a webhook's hourly cap (a metric)."""
 
     def create(
         self,
@@ -225,8 +227,10 @@ class WebhookStore:
                         conn, hook, event, now, last_progress
                     ):
                         continue
-                    if self._over_cap(conn, hook, now, sent_this_hour):
-                        continue  # dropped: a flapping job must not flood a channel
+                    exempt = event_type in _NEVER_CAPPED
+                    if self._over_cap(conn, hook, now, sent_this_hour, exempt=exempt):
+                        self.dropped += 1  # a flapping job must not flood a channel
+                        continue
                     conn.execute(
                         self.store.dialect_insert()(webhook_deliveries)
                         .values(
@@ -272,9 +276,12 @@ class WebhookStore:
         return False
 
     @staticmethod
-    def _over_cap(conn: Any, hook: Any, now: datetime, sent: dict[str, int]) -> bool:
+    def _over_cap(
+        conn: Any, hook: Any, now: datetime, sent: dict[str, int], *, exempt: bool
+    ) -> bool:
         """Whether ``hook`` has had its ``max_per_hour`` deliveries in the last hour (counting
-        those this fill makes); if not, this one is counted."""
+        those this fill makes). If not, or if the delivery is ``exempt`` (a job's end), it is
+        counted."""
         cap = hook["max_per_hour"]
         if cap is None:
             return False
@@ -285,7 +292,7 @@ class WebhookStore:
                     d.webhook_id == hook["id"], d.created_at > now - timedelta(hours=1)
                 )
             ).scalar_one()
-        if sent[hook["id"]] >= cap:
+        if not exempt and sent[hook["id"]] >= cap:
             return True
         sent[hook["id"]] += 1
         return False
@@ -429,6 +436,8 @@ def _jobs_of(conn: Connection, rows: list[Any], now: datetime) -> dict[tuple[str
 
 
 FORMATS = ("json", "slack", "discord")
+_NEVER_CAPPED = frozenset({"job.finished", "job.failed", "job.cancelled"})
+"""A job ends once: its end is always told, whatever the cap (it counts toward it)."""
 CHAT_PER_HOUR = 30
 """Deliveries an hour a chat webhook gets by default."""
 _MARK = {
@@ -441,7 +450,8 @@ _MARK = {
 
 
 def chat_text(event: Any, name: str | None, eta: Eta | None) -> str:
-    """One line for a chat channel: what happened to which job."""
+    """One line for a chat channel: what happened to which job (as given: the caller
+    escapes it for its service)."""
     job = f"{name or event['job_id']} ({event['job_id']})" if name else event["job_id"]
     status = event["status"]
     line = f"{_MARK.get(status, '•')} {job}: {status} {event['percentage']}%"
@@ -451,6 +461,15 @@ def chat_text(event: Any, name: str | None, eta: Eta | None) -> str:
         minutes, seconds = divmod(int(eta.seconds), 60)
         line += f" (about {minutes}:{seconds:02d} left)"
     return line[:2000]
+
+
+def _chat_body(service: str, text: str) -> dict[str, Any]:
+    """A chat service's incoming-webhook body for ``text``, which comes from users' job names
+    and messages: it may mention no one (``@everyone``, ``<!channel>``) nor make links."""
+    if service == "slack":  # Slack's control characters, as its docs say to escape them
+        escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        return {"text": escaped}
+    return {"content": text, "allowed_mentions": {"parse": []}}  # Discord: no pings
 
 
 def _new_delivery(
@@ -482,7 +501,7 @@ def _new_delivery(
         )
     if hook["format"] != "json":  # their incoming webhooks' bodies: a line of text
         text = chat_text(event, None if known is None else known.name, eta)
-        payload = {"text": text} if hook["format"] == "slack" else {"content": text}
+        payload = _chat_body(hook["format"], text)
     return {
         "webhook_id": hook["id"],
         "event_id": event["id"],

@@ -1,6 +1,7 @@
 """Prediction: each job keeps its live pace; each user's kind of job what finished jobs took.
 Workers: an index of jobs by when they ended. Webhooks: a body format (json, slack,
-discord) and a cap on deliveries an hour.
+discord) and a cap on deliveries an hour. Retention: jobs whose feed is being pruned, and an
+index of deliveries by age.
 
 Revision ID: 0007
 Revises: 0006
@@ -28,6 +29,14 @@ def upgrade() -> None:
             sa.Column("format", sa.String(16), nullable=False, server_default="json")
         )
         batch_op.add_column(sa.Column("max_per_hour", sa.Integer(), nullable=True))
+    with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
+        batch_op.create_index("ix_webhook_deliveries_created", ["created_at"])
+    op.create_table(
+        "pruning",
+        sa.Column("user_id", sa.String(128), primary_key=True),
+        sa.Column("job_id", sa.String(128), primary_key=True),
+        sa.Column("last_event_id", sa.BigInteger(), nullable=False),
+    )
     op.create_table(
         "eta_history",
         sa.Column("user_id", sa.String(128), primary_key=True),
@@ -38,6 +47,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("pruning")
+    with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
+        batch_op.drop_index("ix_webhook_deliveries_created")
     op.drop_table("eta_history")
     with op.batch_alter_table("webhooks", schema=None) as batch_op:
         batch_op.drop_column("max_per_hour")
