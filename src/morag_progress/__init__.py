@@ -18,17 +18,21 @@ from morag_progress.models import (
     UpdateOutcome,
     UpdateResult,
 )
-from morag_progress.parser import ProgressEventParser
 
 if _typing.TYPE_CHECKING:
     from morag_progress.handler import ProgressHandler as ProgressHandler
+    from morag_progress.parser import ProgressEventParser as ProgressEventParser
     from morag_progress.tracker import JobTracker as JobTracker
 
     __version__: str
 
-# The tracker and the handler bring the store (SQLAlchemy): imported when first asked for, so
-# that a worker importing the client or the parser stays light.
-_LAZY = {"JobTracker": "morag_progress.tracker", "ProgressHandler": "morag_progress.handler"}
+# The tracker and the handler bring the store (SQLAlchemy), the parser its patterns: imported
+# when first asked for, so that a worker importing the client stays light.
+_LAZY = {
+    "JobTracker": "morag_progress.tracker",
+    "ProgressHandler": "morag_progress.handler",
+    "ProgressEventParser": "morag_progress.parser",  # its patterns compile in a few ms
+}
 
 
 def _server_installed() -> bool:

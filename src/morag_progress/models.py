@@ -11,7 +11,7 @@ import enum
 import math
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from morag_progress.bounds import (
     MAX_ID,
@@ -28,7 +28,9 @@ from morag_progress.errors import (
     JobNotFoundError,
     JobStateError,
 )
-from morag_progress.eta import Eta, History, Pace, estimate
+
+if TYPE_CHECKING:  # the estimator is imported when a job is first estimated
+    from morag_progress.eta import Eta, History
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -373,6 +375,8 @@ class Job:
         given, its kind's ``history`` (``eta.estimate``); None unless it is PROCESSING."""
         if self.status is not JobStatus.PROCESSING:
             return None
+        from morag_progress.eta import Pace, estimate
+
         return estimate(
             now=(now or utcnow()).timestamp(),
             percentage=self.percentage,
