@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select, tuple_
+from sqlalchemy import Connection, and_, delete, func, select, tuple_
 
 from morag_progress.store.engine import TERMINAL_VALUES, Database
 from morag_progress.store.schema import events, jobs, pruning, webhook_deliveries
@@ -80,29 +80,20 @@ class Retention(Database):
         return stmt.with_for_update(skip_locked=True) if self.dialect == "postgresql" else stmt
 
     def _prune_feed(self, conn: Connection) -> int:
-        """Delete up to ``ROWS_PER_BATCH`` feed rows of deleted jobs; forget a job once its
-        rows are all gone."""
+        """Delete up to ``ROWS_PER_BATCH`` feed rows of deleted jobs (set-based: a handful of
+        statements whatever the number of jobs); forget the jobs whose rows are all gone."""
         p, e = pruning.c, events.c
-        budget = ROWS_PER_BATCH
-        pending = conn.execute(self._skip_locked(select(pruning).limit(JOBS_PER_BATCH))).all()
-        for owner, job_id, last in pending:
-            ids = [
-                row.id
-                for row in conn.execute(
-                    select(e.id)
-                    .where(e.job_id == job_id, e.user_id == owner, e.id <= last)
-                    .limit(budget + 1)
-                )
-            ]
-            doomed = ids[:budget]
-            if doomed:
-                conn.execute(delete(events).where(e.id.in_(doomed)))
-                budget -= len(doomed)
-            if len(ids) <= len(doomed):  # none left of this job
-                conn.execute(delete(pruning).where(p.user_id == owner, p.job_id == job_id))
-            if budget <= 0:
-                break
-        return ROWS_PER_BATCH - budget
+        owed = (p.job_id == e.job_id, p.user_id == e.user_id, e.id <= p.last_event_id)
+        doomed = [
+            row.id
+            for row in conn.execute(select(e.id).join(pruning, and_(*owed)).limit(ROWS_PER_BATCH))
+        ]
+        if doomed:
+            conn.execute(delete(events).where(e.id.in_(doomed)))
+        if len(doomed) < ROWS_PER_BATCH:  # forget the jobs none of whose owed rows is left
+            left = select(e.id).where(*owed).exists()
+            conn.execute(delete(pruning).where(~left))
+        return len(doomed)
 
     def _prune_jobs(self, conn: Connection, before: datetime) -> int:
         """Delete up to ``JOBS_PER_BATCH`` jobs that ended before ``before`` and have no child
@@ -118,29 +109,38 @@ class Retention(Database):
             )
             .exists()
         )
+        # The status as an expression (status || ''), not the column: otherwise SQLite, with no
+        # statistics, walks the status index and sorts every ended job instead of reading the
+        # end-date index in order up to the batch's size.
+        ended_status = (j.status + "").in_(TERMINAL_VALUES)
         pick = (
             select(j.user_id, j.id)
-            .where(j.end_date < before, j.status.in_(TERMINAL_VALUES), ~open_child)
+            .where(j.end_date < before, ended_status, ~open_child)
             .order_by(j.end_date)
             .limit(JOBS_PER_BATCH)
         )
         ended = [tuple(row) for row in conn.execute(self._skip_locked(pick))]
-        for owner, job_id in ended:
-            last = conn.execute(
-                select(func.max(e.id)).where(e.job_id == job_id, e.user_id == owner)
-            ).scalar()
-            if last is not None:
-                insert = self.dialect_insert()(pruning).values(
-                    user_id=owner, job_id=job_id, last_event_id=last
-                )
-                conn.execute(
-                    insert.on_conflict_do_update(
-                        index_elements=["user_id", "job_id"], set_={"last_event_id": last}
-                    )
-                )
         if not ended:
             return 0
         ids = sorted({job_id for _, job_id in ended})
+        last = (
+            select(e.user_id, e.job_id, func.max(e.id))
+            .where(e.job_id.in_(ids), tuple_(e.user_id, e.job_id).in_(ended))
+            .group_by(e.user_id, e.job_id)
+        )
+        owed = [
+            {"user_id": owner, "job_id": job_id, "last_event_id": top}
+            for owner, job_id, top in conn.execute(last)
+        ]
+        if owed:
+            insert = self.dialect_insert()(pruning)
+            conn.execute(
+                insert.on_conflict_do_update(
+                    index_elements=["user_id", "job_id"],
+                    set_={"last_event_id": insert.excluded.last_event_id},
+                ),
+                owed,
+            )
         gone = delete(jobs).where(j.id.in_(ids), tuple_(j.user_id, j.id).in_(ended))
         return int(conn.execute(gone).rowcount)
 
