@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, select, tuple_
+from sqlalchemy import Connection, delete, func, select, tuple_
 
 from morag_progress.store.engine import TERMINAL_VALUES, Database
 from morag_progress.store.schema import events, jobs, pruning, webhook_deliveries
@@ -80,18 +80,36 @@ class Retention(Database):
         return stmt.with_for_update(skip_locked=True) if self.dialect == "postgresql" else stmt
 
     def _prune_feed(self, conn: Connection) -> int:
-        """Delete up to ``ROWS_PER_BATCH`` feed rows of deleted jobs (set-based: a handful of
-        statements whatever the number of jobs); forget the jobs whose rows are all gone."""
+        """Delete up to ``ROWS_PER_BATCH`` feed rows of deleted jobs, reading them through
+        the feed's job index; forget the jobs none of whose owed rows is left. A few
+        statements a batch, whatever the number of jobs."""
         p, e = pruning.c, events.c
-        owed = (p.job_id == e.job_id, p.user_id == e.user_id, e.id <= p.last_event_id)
-        doomed = [
-            row.id
-            for row in conn.execute(select(e.id).join(pruning, and_(*owed)).limit(ROWS_PER_BATCH))
+        owed = {
+            (owner, job_id): last
+            for owner, job_id, last in conn.execute(select(pruning).limit(JOBS_PER_BATCH))
+        }
+        if not owed:
+            return 0
+        rows = conn.execute(
+            select(e.id, e.user_id, e.job_id)
+            .where(
+                e.job_id.in_(sorted({job_id for _, job_id in owed})),
+                e.id <= max(owed.values()),  # not a newer job's of the same id
+            )
+            .order_by(e.job_id, e.id)  # a job's oldest rows first: its owed ones
+            .limit(2 * ROWS_PER_BATCH)
+        )
+        doomed = [row.id for row in rows if row.id <= owed.get((row.user_id, row.job_id), -1)][
+            :ROWS_PER_BATCH
         ]
         if doomed:
             conn.execute(delete(events).where(e.id.in_(doomed)))
-        if len(doomed) < ROWS_PER_BATCH:  # forget the jobs none of whose owed rows is left
-            left = select(e.id).where(*owed).exists()
+        if len(doomed) < ROWS_PER_BATCH:
+            left = (
+                select(e.id)
+                .where(p.job_id == e.job_id, p.user_id == e.user_id, e.id <= p.last_event_id)
+                .exists()
+            )
             conn.execute(delete(pruning).where(~left))
         return len(doomed)
 
