@@ -33,7 +33,7 @@ def test_silent_job_stalls_and_recovers(
     [stalled] = monitor.sweep()
     assert (stalled.id, stalled.status, stalled.percentage) == (job_id, JobStatus.STALLED, 30)
     assert stalled.summary == "No report for 61 s"
-    assert stalled.eta_seconds is None
+    assert stalled.estimate(clock()) is None
     assert tracker.history(job_id)[-1].status is JobStatus.STALLED
     assert monitor.sweep() == []  # once
     assert tracker.update_progress(job_id, 35, None, "back", "alice")

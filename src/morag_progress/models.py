@@ -385,12 +385,6 @@ class Job:
             total=self.total,
         )
 
-    @property
-    def eta_seconds(self) -> float | None:
-        """Seconds left now, from the live pace alone; None when unknown or not running."""
-        eta = self.estimate()
-        return None if eta is None else eta.seconds
-
     def to_dict(
         self,
         *,

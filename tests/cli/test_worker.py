@@ -46,23 +46,19 @@ def cli(remote: Remote, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def run_python(
+    remote: Remote, job_id: str, script: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``morag-progress run --job JOB`` of a Python ``script``, reporting every 20 ms."""
+    command = [sys.executable, "-c", script, *args]
+    return cli(remote, "run", "--job", job_id, "--min-interval", "0.02", "--", *command)
+
+
 def test_run_reports_tqdm_and_fails_on_exit_code(remote: Remote) -> None:
     """A command exiting 3 after tqdm bars: output passed through, progress reported from the
     bars and log lines, the job FAILED at its last percentage, and 3 returned."""
     job_id = remote.new_job()
-    done = cli(
-        remote,
-        "run",
-        "--job",
-        job_id,
-        "--min-interval",
-        "0.02",
-        "--",
-        sys.executable,
-        "-c",
-        SCRIPT,
-        "3",
-    )
+    done = run_python(remote, job_id, SCRIPT, "3")
     assert done.returncode == 3, done.stderr
     assert "starting the conversion" in done.stdout
     assert "Processing progress: Writing markdown (95%)" in done.stdout
@@ -251,18 +247,7 @@ def test_run_never_reports_progress_going_back(remote: Remote) -> None:
     """A 52% line followed by a new tqdm bar from 0: the job holds 52% (the bar's lower
     values do not move it back), then finishes."""
     job_id = remote.new_job()
-    done = cli(
-        remote,
-        "run",
-        "--job",
-        job_id,
-        "--min-interval",
-        "0.02",
-        "--",
-        sys.executable,
-        "-c",
-        HOLD_SCRIPT,
-    )
+    done = run_python(remote, job_id, HOLD_SCRIPT)
     assert done.returncode == 0, done.stderr
     history = [event.percentage for event in remote.tracker.history(job_id)]
     assert 52 in history

@@ -160,3 +160,55 @@ def test_client_ids_live_in_their_users_namespace(target: Callable[..., Target])
         with client.stream("GET", "/api/v1/jobs/report-1/events", headers=alice) as stream:
             data = next(line for line in stream.iter_lines() if line.startswith("data:"))
         assert '"alice.pdf"' in data
+
+
+def test_the_new_reads_and_actions_refuse_bad_input_by_name(
+    target: Callable[..., Target],
+) -> None:
+    """Against a real server: search, filters, history paging, the workers' window, fractions
+    of progress, requeue and chat webhooks each answer a bad value with a 4xx naming the field
+    (never a 5xx); hostile search text is text; another user's job cannot be requeued; and
+    the user's and the admin's reads keep working."""
+    t = target()
+    alice, bob, admin = t.key("alice"), t.key("bob"), t.key("root", Role.ADMIN)
+    job = t.create(alice, document_name="50%_done\\report").json()["id"]
+    with t.client() as client:
+        for path, params, field in (
+            ("/api/v1/jobs", {"q": "x" * 201}, "q"),
+            ("/api/v1/jobs", {"q": "a\x00b"}, "q"),
+            ("/api/v1/jobs", {"top_level": "maybe"}, "top_level"),
+            ("/api/v1/stats", {"q": "x" * 201}, "q"),
+            ("/api/v1/workers", {"window": 5}, "window"),
+            (f"/api/v1/jobs/{job}/history", {"order": "sideways"}, "order"),
+            (f"/api/v1/jobs/{job}/history", {"before": 0}, "before"),
+        ):
+            response = client.get(path, params=params, headers=alice)
+            assert response.status_code == 422, (path, params, response.text)
+            assert response.json()["detail"][0]["loc"][-1] == field
+        for text, hits in (("%", [job]), ("_", [job]), ("\\", [job]), ("50%_done\\", [job]),
+                           ("' OR 1=1 --", []), ("%%%", [])):  # fmt: skip
+            found = client.get("/api/v1/jobs", params={"q": text}, headers=alice)
+            assert found.status_code == 200, text
+            assert [j["id"] for j in found.json()["jobs"]] == hits, text
+        for body, says in (
+            ({"percentage": 0.5}, "send a fraction of the work as progress"),
+            ({"percentage": 5, "progress": 0.05}, "exactly one of percentage"),
+            ({"progress": True}, "progress"),
+        ):
+            put = client.put(f"/api/v1/remote-jobs/{job}/progress", json=body, headers=alice)
+            assert put.status_code == 422, body
+            assert says in put.text
+        assert client.post(f"/api/v1/jobs/{job}/requeue", headers=bob).status_code == 404
+        assert client.post(f"/api/v1/jobs/{job}/requeue", headers=alice).status_code == 409
+        for hook, field in (
+            ({"format": "teams"}, "format"),
+            ({"max_per_hour": 10**6}, "max_per_hour"),
+        ):
+            made = client.post(
+                "/api/v1/webhooks",
+                json={"url": "https://example.com/h", "events": ["job.failed"], **hook},
+                headers=alice,
+            )
+            assert made.status_code == 422, hook
+            assert made.json()["detail"][0]["loc"] == ["body", field]
+    _others_still_read(t, alice, admin, 1)

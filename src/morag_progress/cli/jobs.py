@@ -11,6 +11,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from morag_progress.cli.view import as_clock
 from morag_progress.cli.worker import ApiKey, ApiUrl, _connection, _fail, _request
 
 __all__ = ["jobs_app"]
@@ -47,12 +48,34 @@ def _show(job: dict[str, Any]) -> None:
     for name in (
         "id", "document_name", "document_type", "status", "percentage", "summary", "stage",
         "attempt", "worker_id", "parent_id", "error", "cancel_requested", "created_at",
-        "start_date", "updated_at", "end_date", "eta_seconds",
+        "start_date", "updated_at", "end_date", "expected_start_at",
     ):  # fmt: skip
         value = job.get(name)
         if value is not None and value != "":
             table.add_row(name, str(value))
+    if job.get("rate"):
+        table.add_row("rate", f"{job['rate']:.2f} %/s")
+    if job.get("eta_seconds") is not None:
+        table.add_row("eta", _eta(job))
     console.print(table)
+
+
+def _eta(job: dict[str, Any]) -> str:
+    """The server's estimate as a person reads it: ``1:12 left (likely 0:50-1:40, blend)``."""
+    low, high = as_clock(job["eta_low_seconds"]), as_clock(job["eta_high_seconds"])
+    return f"{as_clock(job['eta_seconds'])} left (likely {low}-{high}, {job['eta_basis']})"
+
+
+def _act(
+    verb: str, job: str, as_json: bool, api_url: str | None, api_key: str | None
+) -> dict[str, Any] | None:
+    """POST a job's action (``cancel``, ``requeue``): the job the server answered with, or None
+    once it is printed as JSON."""
+    data: dict[str, Any] = _call("POST", f"/api/v1/jobs/{job}/{verb}", api_url, api_key)
+    if as_json:
+        _print_json(data)
+        return None
+    return data
 
 
 @jobs_app.command("list")
@@ -109,7 +132,7 @@ def list_jobs(
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     # The id whole (it tells apart jobs of the same name); names, types and messages give way.
     table.add_column(header[0], no_wrap=True, min_width=max((len(r[0]) for r in rows), default=2))
-    table.add_column(header[1], no_wrap=True, min_width=8, max_width=24)
+    table.add_column(header[1], no_wrap=True, min_width=12, max_width=24)
     table.add_column(header[2], no_wrap=True, min_width=6, max_width=12)
     table.add_column(header[3], no_wrap=True, min_width=15)
     table.add_column(header[4], no_wrap=True, min_width=11)
@@ -159,10 +182,10 @@ def cancel(
 ) -> None:
     """Cancel a job: one not yet running ends CANCELLED now; a running one is asked to stop
     (its worker sees the request in its next progress reply)."""
-    data = _call("POST", f"/api/v1/jobs/{job}/cancel", api_url, api_key)
-    if as_json:
-        _print_json(data)
-    elif data["status"] == "CANCELLED":
+    data = _act("cancel", job, as_json, api_url, api_key)
+    if data is None:
+        return
+    if data["status"] == "CANCELLED":
         typer.echo(f"{data['id']}: CANCELLED")
     else:
         typer.echo(f"{data['id']}: cancel requested ({data['status']} {data['percentage']}%)")
@@ -177,8 +200,6 @@ def requeue(
 ) -> None:
     """Put a remote job that failed, was cancelled or stalled back in the queue: it waits for
     a remote worker again at 0%, and the next claim starts a new attempt."""
-    data = _call("POST", f"/api/v1/jobs/{job}/requeue", api_url, api_key)
-    if as_json:
-        _print_json(data)
-    else:
+    data = _act("requeue", job, as_json, api_url, api_key)
+    if data is not None:
         typer.echo(f"{data['id']}: requeued as attempt {data['attempt']}, waiting for a worker")

@@ -64,7 +64,7 @@ def read_events(response: httpx.Response) -> Iterator[ServerEvent]:
             event.id = value
 
 
-def _seconds(value: float | None) -> str:
+def as_clock(value: float | None) -> str:
     if value is None:
         return ""
     value = int(value)
@@ -79,7 +79,7 @@ def _until(when: str) -> str:
         left = datetime.fromisoformat(when).timestamp() - time.time()
     except ValueError:
         return ""
-    return f"in {_seconds(left)}" if left > 0 else "now"
+    return f"in {as_clock(left)}" if left > 0 else "now"
 
 
 @dataclass
@@ -154,7 +154,7 @@ class JobsView:
             status = str(job.get("status", ""))
             percentage = int(job.get("percentage") or 0)
             rate = job.get("rate")
-            eta = _seconds(job.get("eta_seconds")) if status == "PROCESSING" else ""
+            eta = as_clock(job.get("eta_seconds")) if status == "PROCESSING" else ""
             if status == "WAITING_FOR_REMOTE_WORKER" and job.get("expected_start_at"):
                 eta = f"starts {_until(job['expected_start_at'])}"
             table.add_row(
