@@ -15,7 +15,7 @@ const STATUSES = [
 ];
 const LABELS = { WAITING_FOR_REMOTE_WORKER: "WAITING" };
 const PAGE = 50;
-const HISTORY_PAGE = 50;
+const HISTORY_PAGE = 25;
 const CHART_POINTS = 10000;
 const $ = (selector) => document.querySelector(selector);
 
@@ -579,7 +579,7 @@ function svg(tag, attrs, text) {
 /** Percent (0-100) against time since the first change, with labelled axes. */
 function drawChart(history, job) {
   const chart = $("#chart");
-  const left = 52, right = 628, top = 12, bottom = 186;
+  const left = 62, right = 628, top = 12, bottom = 186;
   const parts = [];
   for (const pct of [0, 25, 50, 75, 100]) {
     const y = bottom - (pct / 100) * (bottom - top);
@@ -705,8 +705,11 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#cancel").addEventListener("click", () => act("cancel"));
   $("#requeue").addEventListener("click", () => act("requeue"));
   $("#history-next").addEventListener("click", () => {
-    state.historyBefore.push(Number($("#history-next").dataset.before));
-    loadHistory();
+    const next = $("#history-next");
+    if (next.disabled) return; // the page before is still coming: one step a click
+    next.disabled = true;
+    state.historyBefore.push(Number(next.dataset.before));
+    loadHistory().finally(() => { next.disabled = false; });
   });
   $("#history-first").addEventListener("click", () => { state.historyBefore = [null]; loadHistory(); });
   $("#more-children").addEventListener("click", () => loadChildren(false));
