@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from morag_progress.audit import ACTOR_LENGTH
 from morag_progress.bounds import (
     MAX_ID,
     MAX_NAME,
@@ -235,6 +236,8 @@ class ProgressUpdate:
     worker_id: str | None = None
     claimant: str | None = None
     """The reporting worker's key id: a job another worker claimed is not found for it."""
+    actor: str | None = None
+    """Who sends it, for the audit trail (``audit.py``); None: the tracker's own actor."""
 
     def __post_init__(self) -> None:
         check_id("job_id", self.job_id)
@@ -257,6 +260,7 @@ class ProgressUpdate:
         check_text("worker_id", self.worker_id, max_length=MAX_NAME)
         for name in ("user_id", "claimant"):
             check_text(name, getattr(self, name), max_length=MAX_ID)
+        check_text("actor", self.actor, max_length=ACTOR_LENGTH)
         if self.timestamp is not None:
             if not isinstance(self.timestamp, datetime):
                 raise InvalidInputError("timestamp", "must be a datetime", self.timestamp)
@@ -276,21 +280,31 @@ class ProgressUpdate:
         cancelled: bool = False,
         user_id: str | None = None,
         claimant: str | None = None,
+        actor: str | None = None,
     ) -> ProgressUpdate:
         """A worker's final word: FINISHED at 100%, or FAILED (or CANCELLED when it stopped on
         a cancel request) keeping the percentage."""
-        if success:
-            message = message or "Processing completed successfully"
-            return cls(job_id, 100, message, JobStatus.FINISHED, user_id=user_id, claimant=claimant)
-        if cancelled:
-            message = message or "Cancelled"
+
+        def end(
+            pct: float | None, text: str, status: JobStatus, error: str | None = None
+        ) -> ProgressUpdate:
             return cls(
-                job_id, None, message, JobStatus.CANCELLED, user_id=user_id, claimant=claimant
+                job_id,
+                pct,
+                text,
+                status,
+                error=error,
+                user_id=user_id,
+                claimant=claimant,
+                actor=actor,
             )
+
+        if success:
+            return end(100, message or "Processing completed successfully", JobStatus.FINISHED)
+        if cancelled:
+            return end(None, message or "Cancelled", JobStatus.CANCELLED)
         error = message or "Processing failed"
-        return cls(
-            job_id, None, error, JobStatus.FAILED, error=error, user_id=user_id, claimant=claimant
-        )
+        return end(None, error, JobStatus.FAILED, error)
 
 
 class UpdateOutcome(enum.StrEnum):
@@ -362,6 +376,8 @@ class Job:
     """How many jobs name this one as their parent."""
     children_done: int = 0
     """How many of them have ended (finished, failed or cancelled)."""
+    created_by: str | None = None
+    """Who created the job (``audit.py``); None for a job created before the audit trail."""
 
     children_weight: float = field(default=0.0, repr=False)
     """The children's summed weights (kept for estimates; not written out)."""
@@ -481,3 +497,7 @@ class FeedEvent:
     """When the change happened, as the update said (else when it was received)."""
     recorded_at: datetime
     """When the store wrote it."""
+    actor: str | None = None
+    """Who made the change (``audit.py``); None for a change made before the audit trail."""
+    action: str | None = None
+    """What kind of change it was (``audit.Action``)."""

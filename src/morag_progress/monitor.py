@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from morag_progress._threads import run_to_completion
+from morag_progress.audit import Action
 from morag_progress.models import Job, JobStatus, UpdateOutcome, utcnow
 from morag_progress.store import NO_USER, SQLStore
 from morag_progress.store.retention import Pruned
@@ -109,16 +110,23 @@ class Monitor:
                     "error": message,
                     "end_date": now,
                 }
-            changed += self._change(job, _RUNNING, changes)
+            changed += self._change(job, _RUNNING, changes, Action.ABANDON)
         return changed
 
-    def _change(self, job: Job, expect: list[JobStatus], changes: dict[str, Any]) -> list[Job]:
+    def _change(
+        self,
+        job: Job,
+        expect: list[JobStatus],
+        changes: dict[str, Any],
+        action: Action = Action.STALL,
+    ) -> list[Job]:
         result = self.tracker.transition(
             job.id,
             expect=expect,
             seen=job.last_seen_at,
             changes=dict(changes),
             user_id=job.user_id or NO_USER,  # this job, though another user's has its id
+            action=action,
         )
         if result.outcome is UpdateOutcome.APPLIED and result.job is not None:
             logger.info("job %s: %s (%s)", job.id, result.job.status.value, result.job.summary)

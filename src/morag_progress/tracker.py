@@ -10,6 +10,7 @@ reporting never raises into a worker.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import threading
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from morag_progress.audit import ACTOR_LENGTH, SERVER, Action, local_actor
 from morag_progress.bounds import (
     MAX_ID,
     MAX_MESSAGE,
@@ -79,7 +81,12 @@ class JobTracker:
         *,
         store: SQLStore | None = None,
         clock: Callable[[], datetime] = utcnow,
+        actor: str | None = None,
     ) -> None:
+        check_text("actor", actor, max_length=ACTOR_LENGTH)
+        self.actor = actor or local_actor()
+        """Who this tracker's changes are recorded as made by, unless a call names another
+        (``audit.py``; default ``local:<host>``)."""
         self._database_url = database_url
         self._store = store
         self._clock = clock
@@ -117,6 +124,7 @@ class JobTracker:
         weight: float = 1.0,
         stall_timeout_s: float | None = None,
         status: JobStatus = JobStatus.PENDING,
+        actor: str | None = None,
     ) -> str:
         """Create a job and return its id. A given ``job_id`` is idempotent for its owner."""
         check_text("document_name", document_name, max_length=MAX_NAME, required=True)
@@ -131,6 +139,7 @@ class JobTracker:
             check_metadata(metadata)
         _check_positive("weight", weight, required=True)
         _check_positive("stall_timeout_s", stall_timeout_s)
+        check_text("actor", actor, max_length=ACTOR_LENGTH)
         new = NewJob(
             id=job_id or str(uuid.uuid4()),
             document_name=document_name,
@@ -143,6 +152,7 @@ class JobTracker:
             weight=float(weight),
             metadata=metadata or {},
             stall_timeout_s=stall_timeout_s,
+            created_by=actor or self.actor,
         )
         job, created = self.store.create_job(new, now=self._clock())
         if created:
@@ -158,7 +168,7 @@ class JobTracker:
         """
         now = self._clock()
         self.check_timestamp(update, now)
-        result = self.store.apply(update, now=now, create_missing=create_missing)
+        result = self.store.apply(self._signed(update), now=now, create_missing=create_missing)
         if result.applied and result.job is not None:
             self._notify(result.job)
         return result
@@ -168,7 +178,7 @@ class JobTracker:
         coroutine waits for its commit without holding a thread of its own."""
         now = self._clock()
         self.check_timestamp(update, now)
-        result = await asyncio.wrap_future(self.store.submit(update, now=now))
+        result = await asyncio.wrap_future(self.store.submit(self._signed(update), now=now))
         if result.applied and result.job is not None:
             self._notify(result.job)
         return result
@@ -182,11 +192,17 @@ class JobTracker:
         now = self._clock()
         for update in updates:
             self.check_timestamp(update, now)
-        results = self.store.apply_many(updates, now=now)
+        results = self.store.apply_many([self._signed(u) for u in updates], now=now)
         for result in results:
             if result.applied and result.job is not None:
                 self._notify(result.job)
         return results
+
+    def _signed(self, update: ProgressUpdate) -> ProgressUpdate:
+        """``update``, recorded as made by this tracker's actor unless it names its own."""
+        if update.actor is not None:
+            return update
+        return dataclasses.replace(update, actor=self.actor)
 
     def check_timestamp(self, update: ProgressUpdate, now: datetime | None = None) -> None:
         """Raise InvalidInputError if the update is stamped too far in the future."""
@@ -197,11 +213,22 @@ class JobTracker:
             )
 
     def heartbeat(
-        self, job_id: str, user_id: str | None = None, *, claimant: str | None = None
+        self,
+        job_id: str,
+        user_id: str | None = None,
+        *,
+        claimant: str | None = None,
+        actor: str | None = None,
     ) -> UpdateResult:
         """The job's worker is alive: ``last_seen_at`` is now; a STALLED job resumes and a PENDING
         one starts (PROCESSING)."""
-        result = self.store.heartbeat(job_id, user_id=user_id, now=self._clock(), claimant=claimant)
+        result = self.store.heartbeat(
+            job_id,
+            user_id=user_id,
+            now=self._clock(),
+            claimant=claimant,
+            actor=actor or self.actor,
+        )
         if result.event_id is not None and result.job is not None:
             self._notify(result.job)
         return result
@@ -214,11 +241,20 @@ class JobTracker:
         seen: datetime | None,
         changes: dict[str, Any],
         user_id: str | None = None,
+        action: Action = Action.STALL,
     ) -> UpdateResult:
-        """A state change the server makes itself (stall, abandonment), only if nobody changed
-        the job since it was read; listeners hear of it like any applied update."""
+        """A state change the server makes itself (``action``: a stall, an abandonment), only
+        if nobody changed the job since it was read; listeners hear of it like any applied
+        update. Its actor is ``server``."""
         result = self.store.transition(
-            job_id, expect=expect, seen=seen, changes=changes, now=self._clock(), user_id=user_id
+            job_id,
+            expect=expect,
+            seen=seen,
+            changes=changes,
+            now=self._clock(),
+            user_id=user_id,
+            actor=SERVER,
+            action=action,
         )
         if result.event_id is not None and result.job is not None:
             self._notify(result.job)
@@ -231,6 +267,7 @@ class JobTracker:
         claimant: str,
         user_id: str | None = None,
         document_types: list[str] | None = None,
+        actor: str | None = None,
     ) -> Job | None:
         """Give the oldest waiting job (for remote workers) to ``worker_id``; None if none waits."""
         job = self.store.claim(
@@ -239,24 +276,33 @@ class JobTracker:
             claimant=claimant,
             document_types=document_types,
             now=self._clock(),
+            actor=actor or self.actor,
         )
         if job is not None:
             self._notify(job)
         return job
 
-    def request_cancel(self, job_id: str, user_id: str | None = None) -> UpdateResult:
+    def request_cancel(
+        self, job_id: str, user_id: str | None = None, *, actor: str | None = None
+    ) -> UpdateResult:
         """Ask a job to stop: an unclaimed job is CANCELLED at once, a running one when its
         worker sees ``cancel_requested`` in its next reply and acknowledges."""
-        result = self.store.request_cancel(job_id, user_id=user_id, now=self._clock())
+        result = self.store.request_cancel(
+            job_id, user_id=user_id, now=self._clock(), actor=actor or self.actor
+        )
         if result.applied and result.job is not None:
             self._notify(result.job)
         return result
 
-    def requeue(self, job_id: str, user_id: str | None = None) -> UpdateResult:
+    def requeue(
+        self, job_id: str, user_id: str | None = None, *, actor: str | None = None
+    ) -> UpdateResult:
         """Put a remote job that failed, was cancelled or stalled back in the queue (WAITING
         for a remote worker at 0%, a new attempt, released: no worker may report on it until
         one claims it). Raises JobStateError saying why a job cannot be requeued."""
-        result = self.store.requeue(job_id, user_id=user_id, now=self._clock())
+        result = self.store.requeue(
+            job_id, user_id=user_id, now=self._clock(), actor=actor or self.actor
+        )
         if result.applied and result.job is not None:
             self._notify(result.job)
         return result
@@ -419,7 +465,9 @@ class JobTracker:
     def _report(self, job_id: str, **fields: Any) -> bool:
         """The guarded shell: apply, log what happened, never raise."""
         try:
-            result = self.apply(ProgressUpdate(job_id, **fields), create_missing=True)
+            result = self.apply(
+                ProgressUpdate(job_id, actor=self.actor, **fields), create_missing=True
+            )
         except ProgressError as e:
             logger.error("progress for job %s not recorded: %s", job_id, e)
             return False

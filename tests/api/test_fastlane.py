@@ -65,8 +65,9 @@ class Pair:
             Settings(rate_limit_per_second=0, key_cache_seconds=0), store=store
         )
         self.lane = _lane(self.lane_app)
-        _, secret = create_key(store, user_id="alice", role=Role.USER, name=None, now=utcnow())
+        key, secret = create_key(store, user_id="alice", role=Role.USER, name=None, now=utcnow())
         self.alice = {"Authorization": f"Bearer {secret}"}
+        self.actor = f"user:{key.id}"
         self.clients = [
             httpx.AsyncClient(transport=httpx.ASGITransport(app=a), base_url="http://t")
             for a in (self.lane_app, self.plain_app)
@@ -112,8 +113,11 @@ def _put(body: Any = None, *, content: bytes | None = None, **headers: str) -> P
 
 async def test_an_ordinary_report_takes_the_lane_and_answers_as_the_route(pair: Pair) -> None:
     await pair.both(_put({"percentage": 40, "message": "Transcribing", "stage": "asr"}))
-    await pair.both(_put({"percentage": 100}))
+    answers = await pair.both(_put({"percentage": 100}))
     assert pair.lane.served == 2
+    for answer in answers:  # the lane records who reported, as the route does
+        [*_, last] = pair.store.history(answer.json()["job"]["id"], user_id="alice")
+        assert (last.action, last.actor) == ("report", pair.actor)
 
 
 async def test_a_stale_report_answers_as_the_route(pair: Pair) -> None:

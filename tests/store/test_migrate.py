@@ -73,5 +73,5 @@ def test_older_database_is_refused_then_upgraded_with_its_data(
     store = SQLStore(database_url)
     job = store.get_job("old")
     assert job is not None
-    assert (job.percentage, job.children, job.children_done) == (40, 0, 0)
+    assert (job.percentage, job.children, job.children_done, job.created_by) == (40, 0, 0, None)
     store.close()

@@ -21,6 +21,7 @@ from morag_progress.api.limits import BodyLimit, RateLimiter, SharedRateLimiter
 from morag_progress.api.metrics import Metrics, RequestTimer
 from morag_progress.api.routes import dashboard, events, jobs, ops, remote_jobs, webhooks, workers
 from morag_progress.api.uploads import UploadParser
+from morag_progress.audit import SERVER
 from morag_progress.feed import FeedHub
 from morag_progress.monitor import Monitor, Pruner
 from morag_progress.settings import Settings, load_settings
@@ -49,7 +50,7 @@ def create_app(settings: Settings | None = None, *, store: SQLStore | None = Non
         store, poll_interval=settings.feed_poll_seconds, tick=settings.stream_recheck_seconds
     )
 
-    tracker = JobTracker(store=store)
+    tracker = JobTracker(store=store, actor=SERVER)
     tracker.add_listener(lambda _job: hub.wake())
     monitor = Monitor(
         tracker,

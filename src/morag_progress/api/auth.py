@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from morag_progress._threads import SharedReads
 from morag_progress.api.limits import RateLimiter
+from morag_progress.audit import key_actor
 from morag_progress.keys import STREAM_TOKEN_PREFIX, ApiKey, Role, hash_key, matches
 from morag_progress.models import utcnow
 from morag_progress.store import SQLStore
@@ -42,6 +43,11 @@ class Principal:
     def scope(self) -> str | None:
         """The user whose jobs the caller may touch; None (every user's) for an admin."""
         return None if self.role is Role.ADMIN else self.user_id
+
+    @property
+    def actor(self) -> str:
+        """Who the caller's changes are recorded as made by (``audit.py``): role and key id."""
+        return key_actor(self.role.value, self.key_id)
 
     @property
     def claimant(self) -> str | None:

@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from morag_progress.audit import Action
 from morag_progress.bounds import (
     ID_PATTERN,
     MAX_ID,
@@ -313,6 +314,11 @@ class JobOut(BaseModel):
     )
     children: int = Field(description="Jobs that name this one as their parent.")
     children_done: int = Field(description="How many of those have ended.")
+    created_by: str | None = Field(
+        description="Who created the job: ``<role>:<key id>`` of an API key, ``server``, or "
+        "``local:<host>`` for a process writing the store directly; null for a job created "
+        "before the audit trail."
+    )
 
     @classmethod
     def of(
@@ -371,6 +377,14 @@ class FeedEventOut(BaseModel):
     stage: str | None
     timestamp: datetime
     recorded_at: datetime
+    actor: str | None = Field(
+        description="Who made the change (as a job's ``created_by``); null before the audit trail."
+    )
+    action: Action | None = Field(
+        description="What kind of change: create, report (progress, result or failure), start "
+        "(a heartbeat woke the job), claim, cancel (asked to stop), requeue, stall, abandon, "
+        "rollup (a parent followed its children)."
+    )
 
     @classmethod
     def of(cls, event: FeedEvent) -> FeedEventOut:
@@ -386,6 +400,8 @@ class FeedEventOut(BaseModel):
             stage=event.stage,
             timestamp=event.timestamp,
             recorded_at=event.recorded_at,
+            actor=event.actor,
+            action=None if event.action is None else Action(event.action),
         )
 
 

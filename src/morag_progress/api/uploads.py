@@ -91,6 +91,7 @@ def log_update(
         seq=seq,  # lines without a time of their own keep the order they were sent in
         user_id=caller.scope,
         claimant=caller.claimant,
+        actor=caller.actor,
     )
 
 

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, bindparam, select, update
 
+from morag_progress.audit import SERVER
 from morag_progress.errors import InvalidInputError
 from morag_progress.models import JobStatus, ProgressUpdate, UpdateResult
 from morag_progress.store.engine import TERMINAL_VALUES, Row
@@ -142,6 +143,7 @@ def _settle(conn: Connection, parent: Row, child: Row, now: datetime, apply: App
             success=False,
             message=f"Child job {child['id']} failed: {child['error'] or child['summary']}",
             user_id=parent["user_id"],
+            actor=SERVER,
         )
     elif parent["children_done"] >= parent["children"]:
         update_ = ProgressUpdate.final(
@@ -149,6 +151,7 @@ def _settle(conn: Connection, parent: Row, child: Row, now: datetime, apply: App
             success=True,
             message=f"All {parent['children']} child jobs ended",
             user_id=parent["user_id"],
+            actor=SERVER,
         )
     else:
         mean = parent["children_progress"] / max(parent["children_weight"], 1e-9)
@@ -157,5 +160,6 @@ def _settle(conn: Connection, parent: Row, child: Row, now: datetime, apply: App
             min(99, max(0, math.floor(mean + 1e-9))),
             f"{parent['children_done']} of {parent['children']} child jobs done",
             user_id=parent["user_id"],
+            actor=SERVER,
         )
     apply(conn, update_, now)

@@ -25,6 +25,7 @@ from sqlalchemy import (
     event,
 )
 
+from morag_progress.audit import ACTOR_LENGTH
 from morag_progress.models import as_utc
 
 __all__ = [
@@ -115,6 +116,8 @@ jobs = Table(
     # the epoch as an integer compare exactly on every database; a float would round.
     Column("last_ts_us", BigInteger, nullable=True),
     Column("last_seq", BigInteger, nullable=False, default=0),
+    # Who created the job (``audit.py``): a key's role and id, or the process that wrote it.
+    Column("created_by", String(ACTOR_LENGTH), nullable=True),
     Index("ix_jobs_user_created", "user_id", "created_at", "id"),
     Index("ix_jobs_status_created", "status", "created_at", "id"),
     Index("ix_jobs_parent", "parent_id"),
@@ -139,6 +142,9 @@ events = Table(
     Column("stage", String(255), nullable=True),
     Column("timestamp", UTCDateTime, nullable=False),
     Column("recorded_at", UTCDateTime, nullable=False),
+    # The audit trail (``audit.py``): who made the change, and what kind of change it was.
+    Column("actor", String(ACTOR_LENGTH), nullable=True),
+    Column("action", String(16), nullable=True),
     Index("ix_progress_events_job", "job_id", "id"),
     Index("ix_progress_events_user", "user_id", "id"),
     # Feed ids are never reused, even after retention deletes the newest rows.

@@ -36,6 +36,7 @@ from sqlalchemy import (
     update,
 )
 
+from morag_progress.audit import SERVER, Action
 from morag_progress.errors import JobConflictError, JobStateError, ProgressError, StoreError
 from morag_progress.eta import Pace
 from morag_progress.models import (
@@ -99,6 +100,8 @@ class NewJob:
     weight: float = 1.0
     metadata: dict[str, Any] = field(default_factory=dict)
     stall_timeout_s: float | None = None
+    created_by: str | None = None
+    """Who creates it (``audit.py``)."""
 
 
 class JobWriter(Database):
@@ -127,6 +130,7 @@ class JobWriter(Database):
             "updated_at": now,
             "stall_timeout_s": new.stall_timeout_s,
             "last_seq": 0,
+            "created_by": new.created_by,
         }
         with self._write("create job") as conn:
             stmt = self.dialect_insert()(jobs).values(row).on_conflict_do_nothing()
@@ -135,7 +139,9 @@ class JobWriter(Database):
                 existing = self._fetch(conn, new.id, owner)
                 assert existing is not None
                 return job_from_row(existing), False
-            self._append_event(conn, created, now=now, timestamp=now)
+            self._append_event(
+                conn, created, now=now, timestamp=now, actor=new.created_by, action=Action.CREATE
+            )
             if new.parent_id is not None:
                 adopt(conn, created, now, self._apply_settled)  # raising here undoes the insert too
             return job_from_row(created), True
@@ -223,7 +229,13 @@ class JobWriter(Database):
         return cast(list[UpdateResult], done)
 
     def heartbeat(
-        self, job_id: str, *, user_id: str | None, now: datetime, claimant: str | None = None
+        self,
+        job_id: str,
+        *,
+        user_id: str | None,
+        now: datetime,
+        claimant: str | None = None,
+        actor: str | None = None,
     ) -> UpdateResult:
         j = jobs.c
         conditions = _scope(claimant=claimant is not None)
@@ -250,7 +262,9 @@ class JobWriter(Database):
             params = {"p_job_id": job_id, "p_user_id": owner, "p_claimant": claimant}
             row = conn.execute(wake, params).mappings().first()
             if row is not None:  # a status change: it belongs in the feed
-                event_id = self._append_event(conn, row, now=now, timestamp=now)
+                event_id = self._append_event(
+                    conn, row, now=now, timestamp=now, actor=actor, action=Action.START
+                )
                 return UpdateResult(UpdateOutcome.APPLIED, job_from_row(row), event_id)
             row = conn.execute(touch, params).mappings().first()
             if row is not None:
@@ -268,6 +282,7 @@ class JobWriter(Database):
         claimant: str,
         document_types: list[str] | None,
         now: datetime,
+        actor: str | None = None,
     ) -> Job | None:
         j = jobs.c
         waiting = j.status == JobStatus.WAITING_FOR_REMOTE_WORKER.value
@@ -316,14 +331,19 @@ class JobWriter(Database):
             row = conn.execute(stmt, params).mappings().first()
             if row is None:
                 return None
-            self._append_event(conn, row, now=now, timestamp=now)
+            self._append_event(conn, row, now=now, timestamp=now, actor=actor, action=Action.CLAIM)
             conn.execute(
                 mapping_upsert(self.dialect_insert(), worker_id, row["id"], now, row["user_id"])
             )
             return job_from_row(row)
 
     def _apply_in(
-        self, conn: Connection, update: ProgressUpdate, now: datetime, create_missing: bool
+        self,
+        conn: Connection,
+        update: ProgressUpdate,
+        now: datetime,
+        create_missing: bool,
+        action: Action = Action.REPORT,
     ) -> UpdateResult:
         try:
             owner = self._owner(conn, update.job_id, update.user_id)
@@ -333,7 +353,7 @@ class JobWriter(Database):
             if not create_missing:
                 return UpdateResult(UpdateOutcome.NOT_FOUND)
             owner = NO_USER  # an unscoped in-process caller's new job has no user
-        shape, params = _prepare(update, now, owner)
+        shape, params = _prepare(update, now, owner, action)
         # On PostgreSQL the UPDATE and its feed row are one statement: one round trip.
         together = self.dialect == "postgresql"
         stmt = self.prepared(_update_with_feed(shape) if together else _update_statement(shape))
@@ -356,7 +376,14 @@ class JobWriter(Database):
             if row["parent_id"] is not None:
                 roll_up(conn, row, now, self._apply_settled)
         else:
-            event_id = self._append_event(conn, row, now=now, timestamp=params["p_event_ts"])
+            event_id = self._append_event(
+                conn,
+                row,
+                now=now,
+                timestamp=params["p_event_ts"],
+                actor=update.actor,
+                action=action,
+            )
         self._track_pace(conn, row, now)
         return UpdateResult(UpdateOutcome.APPLIED, job_from_row(row), event_id)
 
@@ -401,7 +428,9 @@ class JobWriter(Database):
                 lock=lock,
             )
 
-    def request_cancel(self, job_id: str, *, user_id: str | None, now: datetime) -> UpdateResult:
+    def request_cancel(
+        self, job_id: str, *, user_id: str | None, now: datetime, actor: str | None = None
+    ) -> UpdateResult:
         j = jobs.c
         unclaimed = j.status.in_(_UNCLAIMED)
         stmt = (
@@ -420,10 +449,19 @@ class JobWriter(Database):
             .returning(*jobs.c)
         )
         return self._change_one(
-            "request cancel", stmt, job_id, user_id, now, UpdateOutcome.TERMINAL
+            "request cancel",
+            stmt,
+            job_id,
+            user_id,
+            now,
+            UpdateOutcome.TERMINAL,
+            actor=actor,
+            action=Action.CANCEL,
         )
 
-    def requeue(self, job_id: str, *, user_id: str | None, now: datetime) -> UpdateResult:
+    def requeue(
+        self, job_id: str, *, user_id: str | None, now: datetime, actor: str | None = None
+    ) -> UpdateResult:
         """Put a remote job that failed, was cancelled or stalled back in the queue: WAITING
         for a remote worker at 0% in a new attempt, its error, worker and claim released (no
         worker may report on it until one claims it again; the old attempt's late reports are
@@ -481,7 +519,9 @@ class JobWriter(Database):
                 raise JobStateError(job_id, "changed while it was being requeued: try again")
             if before["parent_id"] is not None:
                 reopen(conn, before)
-            event_id = self._append_event(conn, row, now=now, timestamp=now)
+            event_id = self._append_event(
+                conn, row, now=now, timestamp=now, actor=actor, action=Action.REQUEUE
+            )
             return UpdateResult(UpdateOutcome.APPLIED, job_from_row(row), event_id)
 
     def _check_requeue(self, conn: Connection, job: Row) -> None:
@@ -511,6 +551,8 @@ class JobWriter(Database):
         changes: dict[str, Any],
         now: datetime,
         user_id: str | None = None,
+        actor: str | None = SERVER,
+        action: Action = Action.STALL,
     ) -> UpdateResult:
         j = jobs.c
         unknown = set(changes) - _TRANSITION_COLUMNS
@@ -534,7 +576,16 @@ class JobWriter(Database):
             .values({**changes, "updated_at": now})
             .returning(*jobs.c)
         )
-        return self._change_one("change job state", stmt, job_id, user_id, now, UpdateOutcome.STALE)
+        return self._change_one(
+            "change job state",
+            stmt,
+            job_id,
+            user_id,
+            now,
+            UpdateOutcome.STALE,
+            actor=actor,
+            action=action,
+        )
 
     def _change_one(
         self,
@@ -544,6 +595,9 @@ class JobWriter(Database):
         user_id: str | None,
         now: datetime,
         refused: UpdateOutcome,
+        *,
+        actor: str | None,
+        action: Action,
     ) -> UpdateResult:
         """Run a conditional ``UPDATE ... RETURNING`` (bound to ``p_owner``) on the job of the
         caller's scope, with its feed row; ``refused`` when the job exists but the condition
@@ -558,7 +612,9 @@ class JobWriter(Database):
                 if existing is None:
                     return UpdateResult(UpdateOutcome.NOT_FOUND)
                 return UpdateResult(refused, job_from_row(existing))
-            event_id = self._append_event(conn, row, now=now, timestamp=now)
+            event_id = self._append_event(
+                conn, row, now=now, timestamp=now, actor=actor, action=action
+            )
             return UpdateResult(UpdateOutcome.APPLIED, job_from_row(row), event_id)
 
     def _create_for(
@@ -580,11 +636,19 @@ class JobWriter(Database):
             created_at=now,
             updated_at=now,
             last_seq=0,
+            created_by=update.actor,
         )
         conn.execute(stmt.on_conflict_do_nothing())
 
     def _append_event(
-        self, conn: Connection, row: Row, *, now: datetime, timestamp: datetime
+        self,
+        conn: Connection,
+        row: Row,
+        *,
+        now: datetime,
+        timestamp: datetime,
+        actor: str | None,
+        action: Action,
     ) -> int:
         params = {
             "job_id": row["id"],
@@ -598,6 +662,8 @@ class JobWriter(Database):
             "stage": row["stage"],
             "timestamp": timestamp,
             "recorded_at": now,
+            "actor": actor,
+            "action": action.value,
         }
         event_id = int(self.prepared(_INSERT_EVENT, _EVENT_COLUMNS).scalar(conn, params))
         if row["parent_id"] is not None:
@@ -608,7 +674,7 @@ class JobWriter(Database):
         self, conn: Connection, update: ProgressUpdate, now: datetime
     ) -> UpdateResult:
         """A parent's update from its children's sums, inside the child's transaction."""
-        return self._apply_in(conn, update, now, False)
+        return self._apply_in(conn, update, now, False, Action.ROLLUP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -681,8 +747,11 @@ class _Shape:
     claimant: bool
 
 
-def _prepare(u: ProgressUpdate, now: datetime, owner: str) -> tuple[_Shape, dict[str, Any]]:
-    """The statement shape of ``u`` (on ``owner``'s job) and the parameters to run it with."""
+def _prepare(
+    u: ProgressUpdate, now: datetime, owner: str, action: Action
+) -> tuple[_Shape, dict[str, Any]]:
+    """The statement shape of ``u`` (on ``owner``'s job, a change of kind ``action``) and the
+    parameters to run it with."""
     pct = u.percentage
     explicit = u.status
     if explicit is not None and pct is not None and explicit == status_for_percentage(pct):
@@ -729,6 +798,8 @@ def _prepare(u: ProgressUpdate, now: datetime, owner: str) -> tuple[_Shape, dict
         "p_user_id": owner,
         "p_claimant": u.claimant,
         "p_event_ts": u.timestamp or now,  # the feed row keeps the worker's own time
+        "p_actor": u.actor,
+        "p_action": action.value,
     }
     return shape, params
 
@@ -805,6 +876,8 @@ def _update_with_feed(shape: _Shape) -> Any:
         applied.c.stage,
         bindparam("p_event_ts", type_=UTCDateTime()),
         now,
+        bindparam("p_actor", type_=String()),
+        bindparam("p_action", type_=String()),
     )
     fed = (
         insert(events).from_select(list(_EVENT_COLUMNS), feed_row).returning(events.c.id).cte("fed")

@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from morag_progress import JobStatus, JobTracker
-from morag_progress.keys import Role
+from morag_progress.keys import Role, create_key
+from morag_progress.models import utcnow
 from morag_progress.store import SQLStore
 from tests.api.conftest import Auth
 
@@ -381,3 +382,52 @@ async def test_workers_of_two_users_and_a_stalled_job(
         assert stalled.applied
     mine = (await client.get("/api/v1/workers", headers=alice)).json()["workers"]
     assert [(w["worker_id"], w["current_job"]) for w in mine] == [("gpu-01", None)]
+
+
+async def test_the_history_says_who_did_what(
+    client: httpx.AsyncClient, store: SQLStore, new_job: NewJob
+) -> None:
+    """The audit trail over HTTP: the job says who created it, and each row of its history who
+    made the change and what kind it was, by key (``<role>:<key id>``): the user's creation
+    and requeue, the worker's claims, reports (one by one and in a batch) and results, an
+    admin's cancel."""
+    keys = {}
+    for name, user, role in [
+        ("owner", "alice", Role.USER),
+        ("worker", "alice", Role.WORKER),
+        ("admin", "root", Role.ADMIN),
+    ]:
+        made, secret = create_key(store, user_id=user, role=role, name=None, now=utcnow())
+        keys[name] = ({"Authorization": f"Bearer {secret}"}, f"{role.value}:{made.id}")
+    (owner, by_owner), (worker, by_worker), (admin, by_admin) = keys.values()
+    job_id = await new_job(owner, remote=True)
+    claim = {"worker_id": "gpu-01"}
+    assert (await client.post("/api/v1/remote-jobs/claim", json=claim, headers=worker)).is_success
+    url = f"/api/v1/remote-jobs/{job_id}"
+    assert (await client.put(f"{url}/progress", json={"percentage": 40}, headers=worker)).is_success
+    failed = {"success": False, "message": "CUDA out of memory"}
+    assert (await client.put(f"{url}/result", json=failed, headers=worker)).is_success
+    assert (await client.post(f"/api/v1/jobs/{job_id}/requeue", headers=owner)).is_success
+    assert (await client.post("/api/v1/remote-jobs/claim", json=claim, headers=worker)).is_success
+    assert (await client.post(f"/api/v1/jobs/{job_id}/cancel", headers=admin)).is_success
+    batch = {"updates": [{"job_id": job_id, "percentage": 60}]}
+    assert (
+        await client.post("/api/v1/remote-jobs/progress", json=batch, headers=worker)
+    ).is_success
+    ended = {"success": False, "cancelled": True}
+    assert (await client.put(f"{url}/result", json=ended, headers=worker)).is_success
+
+    job = (await client.get(f"/api/v1/jobs/{job_id}", headers=owner)).json()
+    assert job["created_by"] == by_owner
+    history = (await client.get(f"/api/v1/jobs/{job_id}/history", headers=owner)).json()
+    assert [(e["action"], e["actor"], e["status"]) for e in history] == [
+        ("create", by_owner, "WAITING_FOR_REMOTE_WORKER"),
+        ("claim", by_worker, "PROCESSING"),
+        ("report", by_worker, "PROCESSING"),
+        ("report", by_worker, "FAILED"),
+        ("requeue", by_owner, "WAITING_FOR_REMOTE_WORKER"),
+        ("claim", by_worker, "PROCESSING"),
+        ("cancel", by_admin, "PROCESSING"),
+        ("report", by_worker, "PROCESSING"),
+        ("report", by_worker, "CANCELLED"),
+    ]

@@ -55,6 +55,7 @@ def create_job(body: JobCreate, caller: Caller, request: Request, response: Resp
         weight=body.weight,
         stall_timeout_s=body.stall_timeout_s,
         status=JobStatus.WAITING_FOR_REMOTE_WORKER if body.remote else JobStatus.PENDING,
+        actor=caller.actor,
     )
     job = tracker.get_job(job_id, caller.user_id)
     assert job is not None
@@ -112,7 +113,8 @@ def cancel_job(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
     """Cancel a job: one not yet running is CANCELLED now; a running one gets
     ``cancel_requested``, which its worker sees in its next progress reply."""
     require(caller, Role.USER, Role.ADMIN)
-    result = tracker_of(request).request_cancel(job_id, caller.scope).raise_for_outcome(job_id)
+    result = tracker_of(request).request_cancel(job_id, caller.scope, actor=caller.actor)
+    result.raise_for_outcome(job_id)
     assert result.job is not None
     return estimates_of(request).job_out(result.job)
 
@@ -129,7 +131,8 @@ def requeue_job(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
     remote worker ever claimed (an in-process job is retried by its own task queue)."""
     require(caller, Role.USER, Role.ADMIN)
     _check_open(request, caller.user_id)
-    result = tracker_of(request).requeue(job_id, caller.scope).raise_for_outcome(job_id)
+    result = tracker_of(request).requeue(job_id, caller.scope, actor=caller.actor)
+    result.raise_for_outcome(job_id)
     assert result.job is not None
     return estimates_of(request).job_out(result.job)
 

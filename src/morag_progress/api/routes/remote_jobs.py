@@ -71,6 +71,7 @@ def progress_update(job_id: str, body: ProgressIn, caller: Principal) -> Progres
         seq=body.seq,
         user_id=caller.scope,
         claimant=caller.claimant,
+        actor=caller.actor,
     )
 
 
@@ -186,6 +187,7 @@ def report_result(job_id: JobIdPath, body: ResultIn, caller: Caller, request: Re
         cancelled=body.cancelled,
         user_id=caller.scope,
         claimant=caller.claimant,
+        actor=caller.actor,
     )
     result = _counted(request, "result", tracker_of(request).apply(update))
     result.raise_for_outcome(job_id)
@@ -240,7 +242,7 @@ def report_batch(body: BatchIn, caller: Caller, request: Request) -> BatchOut:
 def heartbeat(job_id: JobIdPath, caller: Caller, request: Request) -> Response:
     """The worker is alive (a STALLED job is PROCESSING again); the reply says whether to stop."""
     tracker = tracker_of(request)
-    result = tracker.heartbeat(job_id, caller.scope, claimant=caller.claimant)
+    result = tracker.heartbeat(job_id, caller.scope, claimant=caller.claimant, actor=caller.actor)
     result.raise_for_outcome(job_id)
     return progress_reply(result, "Heartbeat recorded")
 
@@ -308,6 +310,7 @@ def claim_job(body: ClaimIn, caller: Caller, request: Request) -> JobOut | Respo
         claimant=caller.key_id,
         user_id=caller.scope,
         document_types=body.document_types,
+        actor=caller.actor,
     )
     if job is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
