@@ -93,3 +93,31 @@ def test_search_and_requeue(remote: Remote) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"{job_id}: requeued as attempt 2, waiting for a worker"
     assert remote.job(job_id).status is JobStatus.WAITING_FOR_REMOTE_WORKER
+
+
+def test_history_says_who_did_what(remote: Remote) -> None:
+    """``jobs history`` prints the audit trail oldest first: into a pipe as tab-separated
+    lines, on a terminal as a table, and as JSON."""
+    created = jobs(remote, "create", "notes.txt", "--type", "text", "--id", "cli-h", "--json")
+    by = json.loads(created.stdout)["created_by"]
+    assert by.startswith("user:")
+    remote.tracker.update_progress("cli-h", 40, None, "Reading", "alice")
+    assert jobs(remote, "cancel", "cli-h").returncode == 0
+    piped = jobs(remote, "history", "cli-h")
+    assert piped.returncode == 0, piped.stderr
+    lines = [line.split("\t") for line in piped.stdout.splitlines()]
+    assert lines[0] == ["when UTC", "status", "change", "by", "message"]
+    assert [line[1:4] for line in lines[1:]] == [
+        ["PENDING 0%", "create", by],
+        ["PROCESSING 40%", "report", remote.tracker.actor],
+        ["PROCESSING 40%", "cancel", by],
+    ]
+    latest = jobs(remote, "history", "cli-h", "--limit", "1", "--json")
+    assert [(e["action"], e["actor"]) for e in json.loads(latest.stdout)] == [("cancel", by)]
+    table = jobs(remote, "history", "cli-h", FORCE_COLOR="1", NO_COLOR="1")
+    assert "cancel" in table.stdout
+    assert by in table.stdout
+    assert "\t" not in table.stdout
+    missing = jobs(remote, "history", "no-such-job")
+    assert missing.returncode != 0
+    assert "no-such-job" in missing.stderr

@@ -4,6 +4,7 @@ person, ``--json`` for a program)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 import typer
@@ -16,7 +17,10 @@ from morag_progress.cli.worker import ApiKey, ApiUrl, _connection, _fail, _reque
 
 __all__ = ["jobs_app"]
 
-jobs_app = typer.Typer(help="List, show, create, cancel and requeue jobs.", no_args_is_help=True)
+jobs_app = typer.Typer(
+    help="List, show, create, cancel and requeue jobs, and read their history.",
+    no_args_is_help=True,
+)
 AsJson = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead.")]
 console = Console()
 
@@ -48,7 +52,7 @@ def _show(job: dict[str, Any]) -> None:
     for name in (
         "id", "document_name", "document_type", "status", "percentage", "summary", "stage",
         "attempt", "worker_id", "parent_id", "error", "cancel_requested", "created_at",
-        "start_date", "updated_at", "end_date", "expected_start_at",
+        "created_by", "start_date", "updated_at", "end_date", "expected_start_at",
     ):  # fmt: skip
         value = job.get(name)
         if value is not None and value != "":
@@ -122,26 +126,41 @@ def list_jobs(
         )
         for job in page["jobs"]
     ]
-    header = ("id", "name", "type", "status", "created UTC", "message")
-    if not console.is_terminal:  # a pipe or a file: tab-separated lines, a header first
-        for row in (header, *rows):
+    # The id whole (it tells apart jobs of the same name); names, types and messages give way.
+    columns: list[tuple[str, dict[str, Any]]] = [
+        ("id", {"min_width": max((len(r[0]) for r in rows), default=2)}),
+        ("name", {"min_width": 12, "max_width": 24}),
+        ("type", {"min_width": 6, "max_width": 12}),
+        ("status", {"min_width": 15}),
+        ("created UTC", {"min_width": 11}),
+        ("message", {"ratio": 1, "overflow": "ellipsis"}),  # what is left
+    ]
+    more = f"more: --cursor {page['next_cursor']}" if page.get("next_cursor") else None
+    _print_rows(columns, rows, more)
+
+
+def _print_rows(
+    columns: Sequence[tuple[str, Mapping[str, Any]]],
+    rows: Sequence[Sequence[str]],
+    more: str | None,
+) -> None:
+    """Rows under ``columns`` (a header and rich column options each): a table on a terminal,
+    tab-separated lines after a header line into a pipe or a file; ``more`` on stderr (or
+    dimmed) after them."""
+    if not console.is_terminal:
+        for row in ((name for name, _ in columns), *rows):
             typer.echo("\t".join(row))
-        if page.get("next_cursor"):
-            typer.echo(f"more: --cursor {page['next_cursor']}", err=True)
+        if more:
+            typer.echo(more, err=True)
         return
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
-    # The id whole (it tells apart jobs of the same name); names, types and messages give way.
-    table.add_column(header[0], no_wrap=True, min_width=max((len(r[0]) for r in rows), default=2))
-    table.add_column(header[1], no_wrap=True, min_width=12, max_width=24)
-    table.add_column(header[2], no_wrap=True, min_width=6, max_width=12)
-    table.add_column(header[3], no_wrap=True, min_width=15)
-    table.add_column(header[4], no_wrap=True, min_width=11)
-    table.add_column(header[5], no_wrap=True, ratio=1, overflow="ellipsis")  # what is left
+    for name, options in columns:
+        table.add_column(name, no_wrap=True, **options)
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    if page.get("next_cursor"):
-        console.print(f"more: --cursor {page['next_cursor']}", style="dim", highlight=False)
+    if more:
+        console.print(more, style="dim", highlight=False)
 
 
 @jobs_app.command("show")
@@ -154,6 +173,42 @@ def show(
     """One job, as it is now."""
     data = _call("GET", f"/api/v1/jobs/{job}", api_url, api_key)
     _print_job(data, as_json)
+
+
+@jobs_app.command("history")
+def history(
+    job: Annotated[str, typer.Argument(help="The job's id.")],
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many changes.")] = 50,
+    as_json: AsJson = False,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """A job's latest changes, oldest first: when, its state after each, what kind of change
+    it was and who made it (the audit trail)."""
+    params = {"order": "desc", "limit": limit}
+    events = _call("GET", f"/api/v1/jobs/{job}/history", api_url, api_key, params=params)
+    events.reverse()
+    if as_json:
+        _print_json(events)
+        return
+    rows = [
+        (
+            e["timestamp"][:23].replace("T", " "),  # YYYY-MM-DD HH:MM:SS.mmm
+            f"{e['status']} {e['percentage']}%",
+            e.get("action") or "",
+            e.get("actor") or "unknown",
+            e.get("message") or "",
+        )
+        for e in events
+    ]
+    columns: list[tuple[str, dict[str, Any]]] = [
+        ("when UTC", {"min_width": 23}),
+        ("status", {"min_width": 15}),
+        ("change", {"min_width": 6}),
+        ("by", {"min_width": 6}),
+        ("message", {"ratio": 1, "overflow": "ellipsis"}),
+    ]
+    _print_rows(columns, rows, None)
 
 
 @jobs_app.command("create")

@@ -74,6 +74,8 @@ class Site:
     tracker: JobTracker
     store: SQLStore
     key: str
+    actor: str
+    """Who the browser's key is in the audit trail."""
 
     def put(self, job_id: str, **body: Any) -> httpx.Response:
         return httpx.put(
@@ -93,9 +95,9 @@ def site(tmp_path: Path) -> Iterator[Site]:
     store = SQLStore(f"sqlite:///{tmp_path / 'site.db'}")
     settings = Settings(rate_limit_per_second=0, key_cache_seconds=0, feed_poll_seconds=0.05)
     server = LiveServer(create_app(settings, store=store)).start()
-    _, key = create_key(store, user_id="alice", role=Role.USER, name="browser", now=utcnow())
+    made, key = create_key(store, user_id="alice", role=Role.USER, name="browser", now=utcnow())
     try:
-        yield Site(server.url, JobTracker(store=store), store, key)
+        yield Site(server.url, JobTracker(store=store), store, key, f"user:{made.id}")
     finally:
         server.stop()
         store.close()
@@ -278,7 +280,7 @@ def test_job_page_has_its_own_address_and_every_field(page: Any, site: Site) -> 
     page.locator("#facts").get_by_role("link", name="course").wait_for(timeout=5000)  # parent
     facts = page.locator("#facts").inner_text()
     for expected in (child, "audio", "Attempt", "gpu-07", "Created", "Started", "Ended",
-                     "Duration"):  # fmt: skip
+                     "Duration", "Created by", site.tracker.actor):  # fmt: skip
         assert expected in facts, expected
     assert page.locator("#job-status").inner_text() == "FAILED"
     assert "CUDA out of memory" in page.locator("#job-error-text").inner_text()
@@ -294,6 +296,7 @@ def test_job_page_has_its_own_address_and_every_field(page: Any, site: Site) -> 
     page_size = 25  # 63 changes: pages of 25, 25 and 13
     assert history.count() == page_size
     assert "CUDA out of memory" in history.first.inner_text()  # newest first
+    assert site.tracker.actor in history.first.locator("td.actor").inner_text()  # who did it
     assert history.first.locator("time").get_attribute("datetime")
     shot(page, "job")
     earlier = page.get_by_role("button", name="Earlier changes →")
@@ -351,6 +354,9 @@ def test_cancel_asks_first_and_shows_the_request_until_the_worker_stops(
     note.get_by_text("Cancel requested").wait_for(timeout=5000)
     assert site.job(job_id).cancel_requested
     assert page.get_by_role("button", name="Cancel job…").is_hidden()
+    newest = page.locator("#history tbody tr").first  # the audit trail: who asked, and what
+    newest.get_by_text("cancel requested").wait_for(timeout=5000)
+    assert newest.locator("td.actor").inner_text() == site.actor
     shot(page, "cancel-requested")
     site.tracker.mark_cancelled(job_id, "alice")  # the worker saw it and stopped
     page.locator("#job-status", has_text="CANCELLED").wait_for(timeout=5000)

@@ -503,6 +503,7 @@ function renderJob() {
     ...fact("Parent", parent),
     ...fact("Child jobs", job.children ? `${job.children_done} of ${job.children} done` : null),
     ...fact("Created", when(job.created_at)),
+    ...fact("Created by", job.created_by ? actor(job.created_by) : null),
     ...fact("Started", when(job.start_date)),
     ...fact("Updated", when(job.updated_at)),
     ...fact("Ended", when(job.end_date)),
@@ -520,6 +521,25 @@ async function nameParent(parentId) {
   state.names.set(parentId, parent.document_name);
   const link = $("#parent-link");
   if (link && state.job && state.job.parent_id === parentId) link.textContent = parent.document_name;
+}
+
+/** What kind of change a history row records (the API's `action`), as a person says it. */
+const ACTIONS = {
+  create: "created",
+  report: "report",
+  start: "started (heartbeat)",
+  claim: "claimed",
+  cancel: "cancel requested",
+  requeue: "requeued",
+  stall: "stalled",
+  abandon: "given up",
+  rollup: "from child jobs",
+};
+
+/** Who made a change: an API key (`role:key id`), the server, or a local process. */
+function actor(who) {
+  if (!who) return el("span", { class: "hint", title: "recorded before the audit trail" }, "unknown");
+  return el("code", { title: who }, who);
 }
 
 async function loadHistory() {
@@ -540,6 +560,8 @@ async function loadHistory() {
     el("td", { data: { label: "Status" } }, badge(e.status)),
     el("td", { class: "num", data: { label: "Progress" } }, `${e.percentage}%`),
     el("td", { class: "num", data: { label: "Attempt" } }, String(e.attempt)),
+    el("td", { data: { label: "Change" } }, ACTIONS[e.action] || e.action || ""),
+    el("td", { class: "actor", data: { label: "By" } }, actor(e.actor)),
     el("td", { class: "message", data: { label: "Message" } }, e.message || ""),
   )));
   $("#history-next").hidden = events.length <= HISTORY_PAGE;
