@@ -18,7 +18,6 @@ pruning batch instead (docs/operations.md).
 from __future__ import annotations
 
 import enum
-import socket
 
 __all__ = ["ACTOR_LENGTH", "SERVER", "Action", "key_actor", "local_actor"]
 
@@ -59,4 +58,6 @@ def key_actor(role: str, key_id: str) -> str:
 
 def local_actor() -> str:
     """The actor of a process writing the store directly: ``local:<host name>``."""
+    import socket  # here: a worker's import of the client stays light
+
     return f"local:{socket.gethostname()}"[:ACTOR_LENGTH]

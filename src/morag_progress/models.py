@@ -378,6 +378,11 @@ class Job:
     """How many of them have ended (finished, failed or cancelled)."""
     created_by: str | None = None
     """Who created the job (``audit.py``); None for a job created before the audit trail."""
+    traceparent: str | None = None
+    """The job's span as a W3C ``traceparent`` (``tracing.py``): a worker's spans started in
+    it join the trace of whoever created the job."""
+    trace_parent_id: str | None = field(default=None, repr=False)
+    """The span id of the job's creator, the parent of the job's span (not written out)."""
 
     children_weight: float = field(default=0.0, repr=False)
     """The children's summed weights (kept for estimates; not written out)."""
@@ -437,7 +442,7 @@ def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-_INTERNAL = frozenset({"pace", "children_weight", "children_progress"})
+_INTERNAL = frozenset({"pace", "children_weight", "children_progress", "trace_parent_id"})
 _JOB_FIELDS = tuple(f.name for f in fields(Job) if f.name not in _INTERNAL)
 _FLOAT_FIELDS = frozenset({"weight", "stall_timeout_s", "rate"})
 

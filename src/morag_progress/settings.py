@@ -155,6 +155,14 @@ class Settings(BaseSettings):
     retention_interval_seconds: float = Field(
         default=600.0, gt=0, description="How often the server prunes (in small batches)."
     )
+    otel_traces: bool = Field(
+        default=False,
+        description="Export each job that ends as an OpenTelemetry span, over OTLP/HTTP to where "
+        "the standard OTEL_EXPORTER_OTLP_* variables say (needs morag-progress[otel]).",
+    )
+    otel_interval_seconds: float = Field(
+        default=2.0, gt=0, le=3600, description="How often the server exports ended jobs' spans."
+    )
 
     webhook_allow_private: bool = Field(
         default=False,

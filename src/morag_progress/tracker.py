@@ -41,6 +41,7 @@ from morag_progress.models import (
     utcnow,
 )
 from morag_progress.store import NewJob, SQLStore, open_store
+from morag_progress.tracing import current_traceparent, job_trace
 
 __all__ = ["JobTracker", "ProgressCallback"]
 
@@ -125,8 +126,12 @@ class JobTracker:
         stall_timeout_s: float | None = None,
         status: JobStatus = JobStatus.PENDING,
         actor: str | None = None,
+        parent_trace: str | None = None,
     ) -> str:
-        """Create a job and return its id. A given ``job_id`` is idempotent for its owner."""
+        """Create a job and return its id. A given ``job_id`` is idempotent for its owner.
+
+        The job's span (``tracing.py``) is a child of ``parent_trace`` (the creator's W3C
+        ``traceparent``; default: the span current in this process, if any)."""
         check_text("document_name", document_name, max_length=MAX_NAME, required=True)
         check_text("document_type", document_type, max_length=MAX_TYPE, required=True)
         check_text("document_id", document_id, max_length=MAX_NAME)
@@ -140,6 +145,9 @@ class JobTracker:
         _check_positive("weight", weight, required=True)
         _check_positive("stall_timeout_s", stall_timeout_s)
         check_text("actor", actor, max_length=ACTOR_LENGTH)
+        own_trace, creator_span = job_trace(
+            parent_trace if parent_trace is not None else current_traceparent()
+        )
         new = NewJob(
             id=job_id or str(uuid.uuid4()),
             document_name=document_name,
@@ -153,6 +161,8 @@ class JobTracker:
             metadata=metadata or {},
             stall_timeout_s=stall_timeout_s,
             created_by=actor or self.actor,
+            traceparent=own_trace,
+            trace_parent_id=creator_span,
         )
         job, created = self.store.create_job(new, now=self._clock())
         if created:

@@ -23,7 +23,16 @@ from morag_progress.models import utcnow
 from morag_progress.settings import Settings
 from morag_progress.store import SQLStore
 
-_VOLATILE = {"created_at", "updated_at", "start_date", "end_date", "last_seen_at", "id", "rate"}
+_VOLATILE = {
+    "created_at",
+    "updated_at",
+    "start_date",
+    "end_date",
+    "last_seen_at",
+    "id",
+    "rate",
+    "traceparent",  # each job its own span
+}
 
 
 def _lane(app: FastAPI) -> FastLane:

@@ -58,3 +58,11 @@ def crawl(self: Any) -> None:
     for i in range(6000):
         self.progress(min(99, 1 + i // 60), "Crawling")
         time.sleep(0.01)
+
+
+@app.task(bind=True, base=ProgressTask, progress_min_interval=0.01)
+def traced(self: Any) -> None:
+    """Reports the span its body runs in (its job's), as a worker's own spans would see it."""
+    from morag_progress.tracing import current_traceparent
+
+    self.progress(50, f"in span {current_traceparent()}")

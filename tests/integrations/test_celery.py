@@ -117,6 +117,26 @@ def test_task_drives_its_job_to_finished(worker: tuple[object, JobTracker]) -> N
     assert all(10 <= p <= 70 for p in stage)  # 10 + progress * 60
 
 
+def test_the_sender_span_is_the_jobs_parent_and_the_body_runs_in_the_job(
+    worker: tuple[object, JobTracker],
+) -> None:
+    """A task sent inside a span carries it (a message header) to the worker: the job's span
+    is that span's child, and the task body runs inside the job's span, so the worker's own
+    spans join the sender's trace."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    module, tracker = worker
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("upload request") as sender:
+        result = module.traced.delay()  # type: ignore[attr-defined]
+    job = wait_for(tracker, result.id, terminal)
+    context = sender.get_span_context()
+    assert job.traceparent is not None
+    assert job.traceparent[3:35] == f"{context.trace_id:032x}"
+    assert job.trace_parent_id == f"{context.span_id:016x}"
+    assert f"in span {job.traceparent}" in [e.message for e in tracker.history(result.id)]
+
+
 def test_failure_keeps_the_percentage(worker: tuple[object, JobTracker]) -> None:
     """A task that raises fails its job at the percentage it reached, with the error."""
     module, tracker = worker

@@ -27,6 +27,7 @@ from morag_progress.monitor import Monitor, Pruner
 from morag_progress.settings import Settings, load_settings
 from morag_progress.store import SQLStore
 from morag_progress.store.notify import FeedListener
+from morag_progress.tracing import JobSpans
 from morag_progress.tracker import JobTracker
 from morag_progress.webhooks import Dispatcher, WebhookStore
 
@@ -35,8 +36,14 @@ __all__ = ["create_app"]
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, store: SQLStore | None = None) -> FastAPI:
-    """Build the API over ``store`` (default: the store the settings name)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: SQLStore | None = None,
+    job_spans: JobSpans | None = None,
+) -> FastAPI:
+    """Build the API over ``store`` (default: the store the settings name). ``job_spans``
+    exports ended jobs as spans (default: one sending OTLP when ``otel_traces`` is set)."""
     settings = settings or load_settings()
     owns_store = store is None
     if store is None:
@@ -50,6 +57,8 @@ def create_app(settings: Settings | None = None, *, store: SQLStore | None = Non
         store, poll_interval=settings.feed_poll_seconds, tick=settings.stream_recheck_seconds
     )
 
+    if job_spans is None and settings.otel_traces:
+        job_spans = JobSpans(store)  # here, so a missing package fails the start, not a task
     tracker = JobTracker(store=store, actor=SERVER)
     tracker.add_listener(lambda _job: hub.wake())
     monitor = Monitor(
@@ -81,6 +90,8 @@ def create_app(settings: Settings | None = None, *, store: SQLStore | None = Non
                 ).run(settings.webhook_poll_seconds)
             ),
         ]
+        if job_spans is not None:
+            background.append(asyncio.create_task(job_spans.run(settings.otel_interval_seconds)))
         listener = None
         if store.dialect == "postgresql":  # other replicas' changes wake the tail at once
             listener = FeedListener(store.url, hub.wake).start()
@@ -92,6 +103,8 @@ def create_app(settings: Settings | None = None, *, store: SQLStore | None = Non
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await hub.close()
+        if job_spans is not None:  # what ended by now, and what is buffered, goes out
+            await asyncio.to_thread(_flush_spans, job_spans)
         await asyncio.to_thread(app.state.uploads.close)
         await app.state.rate_limiter.close()
         if owns_store:
@@ -187,3 +200,11 @@ def _version() -> str:
     from morag_progress import __version__
 
     return __version__
+
+
+def _flush_spans(job_spans: JobSpans) -> None:
+    try:
+        job_spans.export_ended()
+    except Exception:  # the server is stopping: say so, and stop anyway
+        logger.warning("exporting the last job spans failed", exc_info=True)
+    job_spans.shutdown()

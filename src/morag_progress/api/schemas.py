@@ -314,6 +314,10 @@ class JobOut(BaseModel):
     )
     children: int = Field(description="Jobs that name this one as their parent.")
     children_done: int = Field(description="How many of those have ended.")
+    traceparent: str | None = Field(
+        description="The job's span as a W3C traceparent: a worker's spans started in it join "
+        "the trace of whoever created the job (docs/operations.md)."
+    )
     created_by: str | None = Field(
         description="Who created the job: ``<role>:<key id>`` of an API key, ``server``, or "
         "``local:<host>`` for a process writing the store directly; null for a job created "

@@ -19,6 +19,7 @@ Rules (docs/architecture.md section 5, and docs/integrations/reporter.md):
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import itertools
 import logging
@@ -33,6 +34,7 @@ from urllib.parse import urlsplit
 
 from morag_progress.bounds import clean_text
 from morag_progress.errors import ConfigurationError
+from morag_progress.tracing import attached
 
 if TYPE_CHECKING:
     from httpx import Response
@@ -207,6 +209,7 @@ class ReporterCore:
         *,
         min_interval: float = 0.5,
         attempt: int | None = None,
+        traceparent: str | None = None,
         max_backoff: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -246,10 +249,25 @@ class ReporterCore:
         self.cancel_requested = False
         self.job: dict[str, Any] | None = None
         """The job as the server last answered it."""
+        self._traceparent = traceparent
         self.wake: Callable[[], None] = lambda: None
         """Set by the shell: called when something must go out before ``min_interval``."""
 
     # -- the worker's side: store and return ---------------------------------------------------
+
+    @property
+    def traceparent(self) -> str | None:
+        """The job's span (W3C ``traceparent``): as given (from a claim, a created job), else
+        as the server's last answer said; None until known."""
+        if self._traceparent is None and self.job is not None:
+            value = self.job.get("traceparent")
+            self._traceparent = value if isinstance(value, str) else None
+        return self._traceparent
+
+    def traced(self) -> contextlib.AbstractContextManager[None]:
+        """Run a block inside the job's span: OpenTelemetry spans started in it join the trace
+        of whoever created the job (``tracing.attached``)."""
+        return attached(self.traceparent)
 
     def update(
         self,

@@ -35,6 +35,7 @@ class AsyncProgressReporter(ReporterCore):
         api_key: str | None = None,
         min_interval: float = 0.5,
         attempt: int | None = None,
+        traceparent: str | None = None,
         timeout: float = 10.0,
         close_timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -42,7 +43,9 @@ class AsyncProgressReporter(ReporterCore):
         import httpx
 
         base_url, headers = connection(api_url, api_key)
-        super().__init__(job_id, min_interval=min_interval, attempt=attempt)
+        super().__init__(
+            job_id, min_interval=min_interval, attempt=attempt, traceparent=traceparent
+        )
         self.close_timeout = close_timeout
         self._http_error = httpx.HTTPError
         self._client = httpx.AsyncClient(

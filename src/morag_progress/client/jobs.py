@@ -7,6 +7,7 @@ from typing import Any
 
 from morag_progress.client._core import connection
 from morag_progress.errors import ProgressError
+from morag_progress.tracing import current_traceparent
 
 __all__ = ["create_job"]
 
@@ -22,11 +23,14 @@ def create_job(
     api_url: str | None = None,
     api_key: str | None = None,
     timeout: float = 10.0,
+    parent_trace: str | None = None,
 ) -> dict[str, Any]:
     """Create a job (``POST /api/v1/jobs``) and return it as the server answered. A given
     ``job_id`` is idempotent: the same call twice makes one job. ``remote`` queues it for a
-    remote worker's claim. Raises :class:`~morag_progress.ProgressError` when the server
-    cannot be reached or refuses, with its reason."""
+    remote worker's claim. The job's span is a child of ``parent_trace`` (a W3C
+    ``traceparent``; default: the span current in this process, if any). Raises
+    :class:`~morag_progress.ProgressError` when the server cannot be reached or refuses, with
+    its reason."""
     import httpx  # here, not with the package: a worker's import stays light
 
     base, headers = connection(api_url, api_key)
@@ -40,6 +44,9 @@ def create_job(
         body["id"] = job_id
     if parent_id is not None:
         body["parent_id"] = parent_id
+    parent_trace = parent_trace if parent_trace is not None else current_traceparent()
+    if parent_trace:
+        headers = {**headers, "traceparent": parent_trace}
     try:
         response = httpx.post(f"{base}/api/v1/jobs", json=body, headers=headers, timeout=timeout)
     except httpx.HTTPError as e:

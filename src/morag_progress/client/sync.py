@@ -118,6 +118,7 @@ class ProgressReporter(_ThreadedReporter):
         api_key: str | None = None,
         min_interval: float = 0.5,
         attempt: int | None = None,
+        traceparent: str | None = None,
         timeout: float = 10.0,
         close_timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
@@ -125,7 +126,9 @@ class ProgressReporter(_ThreadedReporter):
         import httpx
 
         base_url, headers = connection(api_url, api_key)
-        super().__init__(job_id, min_interval=min_interval, attempt=attempt)
+        super().__init__(
+            job_id, min_interval=min_interval, attempt=attempt, traceparent=traceparent
+        )
         self._http_error = httpx.HTTPError
         self._client = httpx.Client(
             base_url=base_url, headers=headers, timeout=timeout, transport=transport
@@ -163,8 +166,11 @@ class LocalReporter(_ThreadedReporter):
         min_interval: float = 0.5,
         attempt: int | None = None,
         close_timeout: float = 10.0,
+        traceparent: str | None = None,
     ) -> None:
-        super().__init__(job_id, min_interval=min_interval, attempt=attempt)
+        super().__init__(
+            job_id, min_interval=min_interval, attempt=attempt, traceparent=traceparent
+        )
         self._tracker = tracker
         self._user_id = user_id
         self._start(close_timeout)

@@ -48,6 +48,7 @@ from morag_progress.client.jobs import create_job
 from morag_progress.client.sync import LocalReporter, ProgressReporter
 from morag_progress.errors import ConfigurationError, JobConflictError, ProgressError
 from morag_progress.settings import load_settings
+from morag_progress.tracing import attached, current_traceparent
 
 if TYPE_CHECKING:
     from morag_progress.handler import ProgressHandler
@@ -55,6 +56,9 @@ if TYPE_CHECKING:
 __all__ = ["ProgressTask", "filesystem_broker", "progress_group"]
 
 logger = logging.getLogger("morag_progress.integrations")
+
+_TRACE_HEADER = "morag_traceparent"
+"""The message header carrying the sender's span (W3C ``traceparent``)."""
 
 
 def filesystem_broker(directory: str | Path) -> dict[str, Any]:
@@ -135,6 +139,23 @@ class ProgressTask(Task):  # type: ignore[misc]  # celery has no type informatio
         """The job this run reports on."""
         return self._job_id(self.request.id or "eager")
 
+    # -- tracing: the caller's span is the job's parent; the task body runs in the job's span
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        """Send the task as Celery does, with the caller's current span (if it traces) in a
+        message header: the task's job becomes its child (``tracing.py``)."""
+        trace = current_traceparent()
+        if trace is not None:
+            options["headers"] = {**(options.get("headers") or {}), _TRACE_HEADER: trace}
+        return super().apply_async(args, kwargs, **options)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the task body inside its job's span: spans the body starts join the trace of
+        whoever sent the task."""
+        reporter = getattr(self.request, "morag_reporter", None)
+        with attached(reporter.traceparent if reporter is not None else None):
+            return super().__call__(*args, **kwargs)
+
     # -- lifecycle hooks (Celery calls these in the worker) ----------------------------------
 
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
@@ -174,29 +195,52 @@ class ProgressTask(Task):  # type: ignore[misc]  # celery has no type informatio
     def _open(self, task_id: str) -> ReporterCore:
         job_id = self._job_id(task_id)
         attempt = int(getattr(self.request, "retries", 0) or 0) + 1
+        sender = self._sender_trace()
         reporter: ReporterCore
         if self._remote():
+            trace = None
             try:
-                create_job(self.name, self.progress_document_type, job_id=job_id)
+                job = create_job(
+                    self.name, self.progress_document_type, job_id=job_id, parent_trace=sender
+                )
+                trace = job.get("traceparent")
             except ProgressError as e:  # reporting still starts: the job may exist already
                 logger.warning("job %s: not created on the server: %s", job_id, e)
             reporter = ProgressReporter(
-                job_id, min_interval=self.progress_min_interval, attempt=attempt
+                job_id,
+                min_interval=self.progress_min_interval,
+                attempt=attempt,
+                traceparent=trace,
             )
         else:
             tracker = _handler().job_tracker
-            if tracker.get_job(job_id) is None:  # the producer may have created it, for a user
+            known = tracker.get_job(job_id)
+            if known is None:  # the producer may have created it, for a user
                 with contextlib.suppress(JobConflictError):  # ...or just now, concurrently
                     tracker.start_job(
                         document_name=self.name,
                         document_type=self.progress_document_type,
                         job_id=job_id,
+                        parent_trace=sender,
                     )
+                known = tracker.get_job(job_id)
             reporter = LocalReporter(
-                job_id, tracker, min_interval=self.progress_min_interval, attempt=attempt
+                job_id,
+                tracker,
+                min_interval=self.progress_min_interval,
+                attempt=attempt,
+                traceparent=None if known is None else known.traceparent,
             )
         self.request.morag_reporter = reporter
         return reporter
+
+    def _sender_trace(self) -> str:
+        """The span that sent this run (a message header; ``apply_async``), or "" for none:
+        the job then starts a trace of its own, not one of the worker's."""
+        trace = getattr(self.request, _TRACE_HEADER, None)
+        if trace is None:
+            trace = (getattr(self.request, "headers", None) or {}).get(_TRACE_HEADER)
+        return trace if isinstance(trace, str) else ""
 
     def _take(self) -> Any:
         reporter = getattr(self.request, "morag_reporter", None)

@@ -118,6 +118,9 @@ jobs = Table(
     Column("last_seq", BigInteger, nullable=False, default=0),
     # Who created the job (``audit.py``): a key's role and id, or the process that wrote it.
     Column("created_by", String(ACTOR_LENGTH), nullable=True),
+    # The job's span (``tracing.py``): its own W3C traceparent, and its creator's span id.
+    Column("traceparent", String(55), nullable=True),
+    Column("trace_parent_id", String(16), nullable=True),
     Index("ix_jobs_user_created", "user_id", "created_at", "id"),
     Index("ix_jobs_status_created", "status", "created_at", "id"),
     Index("ix_jobs_parent", "parent_id"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import secrets
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,6 +22,7 @@ from sqlalchemy import Connection, and_, func, select, tuple_, update
 
 from morag_progress.eta import Eta, Pace, estimate
 from morag_progress.models import JobStatus, utcnow
+from morag_progress.store.engine import contiguous
 from morag_progress.store.schema import (
     events,
     jobs,
@@ -209,7 +210,7 @@ class WebhookStore:
                     .mappings()
                     .all()
                 )
-                rows = _contiguous(rows, start, now)
+                rows = contiguous(rows, start, now)
                 if not rows:
                     return 0
                 end = rows[-1]["id"]
@@ -375,24 +376,6 @@ class WebhookStore:
                 .values(values)
             )
         return outcome
-
-
-_GAP_SECONDS = 5.0
-
-
-def _contiguous(rows: Sequence[Any], start: int, now: datetime) -> list[Any]:
-    """The rows up to the first missing id. Feed ids are handed out before their transactions
-    commit (on PostgreSQL, id 7 may commit after id 8): a missing id may still arrive, so the
-    cursor stops before it, unless the row after it is older than a few seconds, which makes
-    the missing one a rolled-back insert."""
-    kept = []
-    expected = start + 1
-    for row in rows:
-        if row["id"] != expected and (now - row["recorded_at"]).total_seconds() < _GAP_SECONDS:
-            break
-        kept.append(row)
-        expected = row["id"] + 1
-    return kept
 
 
 def _wants(hook: Any, event: Any, event_type: str) -> bool:

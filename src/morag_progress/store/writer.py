@@ -62,6 +62,7 @@ from morag_progress.store.group import GroupCommit
 from morag_progress.store.history import learn
 from morag_progress.store.rollup import adopt, reopen, roll_up
 from morag_progress.store.schema import UTCDateTime, events, jobs
+from morag_progress.tracing import TraceContext
 
 __all__ = ["RELEASED", "REQUEUABLE", "JobWriter", "NewJob"]
 
@@ -102,6 +103,9 @@ class NewJob:
     stall_timeout_s: float | None = None
     created_by: str | None = None
     """Who creates it (``audit.py``)."""
+    traceparent: str | None = None
+    """Its span's trace context (``tracing.py``), and the span id of its creator's span."""
+    trace_parent_id: str | None = None
 
 
 class JobWriter(Database):
@@ -131,6 +135,8 @@ class JobWriter(Database):
             "stall_timeout_s": new.stall_timeout_s,
             "last_seq": 0,
             "created_by": new.created_by,
+            "traceparent": new.traceparent,
+            "trace_parent_id": new.trace_parent_id,
         }
         with self._write("create job") as conn:
             stmt = self.dialect_insert()(jobs).values(row).on_conflict_do_nothing()
@@ -637,6 +643,7 @@ class JobWriter(Database):
             updated_at=now,
             last_seq=0,
             created_by=update.actor,
+            traceparent=str(TraceContext.root()),
         )
         conn.execute(stmt.on_conflict_do_nothing())
 

@@ -39,7 +39,10 @@ router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
     responses=errors(400, 401, 403, 409, 422, 429),
 )
 def create_job(body: JobCreate, caller: Caller, request: Request, response: Response) -> JobOut:
-    """Create a job for the caller's user. Creating with the same ``id`` again returns the job."""
+    """Create a job for the caller's user. Creating with the same ``id`` again returns the job.
+
+    A W3C ``traceparent`` header makes the caller's span the parent of the job's span; the job's
+    own context comes back as ``traceparent``, for its worker's spans."""
     require(caller, Role.USER, Role.ADMIN)
     tracker = tracker_of(request)
     _check_quotas(request, caller.user_id)
@@ -56,6 +59,9 @@ def create_job(body: JobCreate, caller: Caller, request: Request, response: Resp
         stall_timeout_s=body.stall_timeout_s,
         status=JobStatus.WAITING_FOR_REMOTE_WORKER if body.remote else JobStatus.PENDING,
         actor=caller.actor,
+        # The creator's span (W3C Trace Context) is the job span's parent; an invalid header
+        # is ignored, as the standard says, and the job starts a trace of its own.
+        parent_trace=request.headers.get("traceparent"),
     )
     job = tracker.get_job(job_id, caller.user_id)
     assert job is not None

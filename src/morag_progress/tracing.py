@@ -1,0 +1,362 @@
+"""OpenTelemetry: a job is a span, from its creation to its end, in its creator's trace.
+
+Every job gets a W3C trace context when it is created: a child of its creator's span (the
+``traceparent`` header of ``POST /api/v1/jobs``, or the span current in the creating process),
+or the root of a new trace. The job keeps it (``Job.traceparent``), so whoever runs the job
+can start its own spans inside it (:func:`attached`, ``ProgressReporter.traced()``,
+``ProgressTask``) and they join the creator's trace.
+
+A job's span is exported once the job ends, by the server (``pip install
+'morag-progress[otel]'`` and ``MORAG_PROGRESS_OTEL_TRACES=true``): :class:`JobSpans` follows
+the change feed, so it sees every job that ends, whichever process ended it (an API call, a
+Celery task writing the store, a parent following its children, the stall sweep), and one
+replica exports each. The span carries the job's fields, its status mapped (FINISHED: OK,
+FAILED: ERROR, CANCELLED: unset), and events for its status and stage changes and its progress,
+one per ``progress_step`` percent. A job requeued after it ended gets one more span per later
+end, a child of the job's span named for the attempt.
+
+Nothing here imports OpenTelemetry until it is used: the trace context is plain text, and a
+process without ``opentelemetry-api`` simply starts no spans.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from morag_progress.errors import ConfigurationError
+from morag_progress.models import TERMINAL_STATUSES, FeedEvent, Job, JobStatus, utcnow
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    from morag_progress.store import SQLStore
+
+__all__ = ["JobSpans", "TraceContext", "attached", "current_traceparent", "job_trace"]
+
+logger = logging.getLogger("morag_progress.tracing")
+
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+
+
+@dataclass(frozen=True, slots=True)
+class TraceContext:
+    """A span's W3C trace context: trace id (32 hex digits), span id (16) and flags (2)."""
+
+    trace_id: str
+    span_id: str
+    flags: str = "01"
+
+    @classmethod
+    def parse(cls, value: object) -> TraceContext | None:
+        """The context of a ``traceparent`` header; None for anything that is not a valid one
+        (as the W3C rules say: a receiver ignores it and starts a new trace)."""
+        if not isinstance(value, str) or len(value) > 512:
+            return None
+        value = value.strip()
+        match = _TRACEPARENT.match(value)
+        if match is None:
+            return None
+        version, trace_id, span_id, flags = match.groups()
+        rest = value[match.end() :]
+        if version == "ff" or (version == "00" and rest) or (rest and not rest.startswith("-")):
+            return None
+        if trace_id == "0" * 32 or span_id == "0" * 16:
+            return None
+        return cls(trace_id, span_id, flags)
+
+    @classmethod
+    def root(cls) -> TraceContext:
+        """The first span of a new trace (sampled)."""
+        import secrets
+
+        return cls(secrets.token_hex(16), secrets.token_hex(8))
+
+    def child(self) -> TraceContext:
+        """A new span in this trace, with the same flags."""
+        import secrets
+
+        return TraceContext(self.trace_id, secrets.token_hex(8), self.flags)
+
+    def __str__(self) -> str:
+        return f"00-{self.trace_id}-{self.span_id}-{self.flags}"
+
+
+def job_trace(creator: str | None) -> tuple[str, str | None]:
+    """A new job's trace context, as (its span's ``traceparent``, its creator's span id):
+    a child of ``creator`` (a ``traceparent``) when that is valid, else a new trace."""
+    parent = TraceContext.parse(creator)
+    if parent is None:
+        return str(TraceContext.root()), None
+    return str(parent.child()), parent.span_id
+
+
+def current_traceparent() -> str | None:
+    """The ``traceparent`` of the span current in this process, if OpenTelemetry is in use
+    (imported, with a valid span current); else None."""
+    if "opentelemetry.trace" not in sys.modules:  # nobody traces here: do not import it
+        return None
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+
+
+@contextlib.contextmanager
+def attached(traceparent: str | None) -> Iterator[None]:
+    """Run a block inside the span ``traceparent`` names (a job's): spans started in it are
+    its children. Without OpenTelemetry, or without a valid context, it does nothing."""
+    parsed = TraceContext.parse(traceparent)
+    try:
+        from opentelemetry import context, trace
+    except ImportError:
+        parsed = None
+    if parsed is None:
+        yield
+        return
+    token = context.attach(trace.set_span_in_context(trace.NonRecordingSpan(_span_context(parsed))))
+    try:
+        yield
+    finally:
+        context.detach(token)
+
+
+def _span_context(parsed: TraceContext) -> Any:
+    from opentelemetry import trace
+
+    return trace.SpanContext(
+        int(parsed.trace_id, 16),
+        int(parsed.span_id, 16),
+        is_remote=True,
+        trace_flags=trace.TraceFlags(int(parsed.flags, 16)),
+    )
+
+
+def _ns(value: datetime) -> int:
+    return int(value.timestamp() * 1_000_000_000)
+
+
+class JobSpans:
+    """Exports a span for each job that ends (see the module's text).
+
+    ``processor`` receives the finished spans (default: a batch processor sending OTLP over
+    HTTP to where the standard ``OTEL_EXPORTER_OTLP_*`` variables say). Each call of
+    :meth:`export_ended` takes at most ``batch`` ended jobs from the feed; a job's events come
+    from at most its first ``max_history`` changes, at most ``max_events`` of them.
+    """
+
+    def __init__(
+        self,
+        store: SQLStore,
+        *,
+        processor: SpanProcessor | None = None,
+        batch: int = 200,
+        progress_step: int = 10,
+        max_events: int = 128,
+        max_history: int = 10_000,
+    ) -> None:
+        try:
+            from opentelemetry.sdk.resources import Resource
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
+        except ImportError as e:
+            raise ConfigurationError(
+                "otel_traces", "needs OpenTelemetry: pip install 'morag-progress[otel]'", True
+            ) from e
+        from morag_progress import __version__
+        from morag_progress.store.spans import EndedJobs
+
+        if processor is None:
+            processor = _otlp_processor()
+        self._ended = EndedJobs(store)
+        self._store = store
+        self.batch = batch
+        self.progress_step = progress_step
+        self.max_events = max_events
+        self.max_history = max_history
+        self._lock = threading.Lock()
+        preset: list[tuple[int, int]] = []  # (trace id, span id) the next span must have
+
+        class _Preset(IdGenerator):
+            """A job's span keeps the ids given at its creation; other spans get random ones."""
+
+            random = RandomIdGenerator()
+
+            def generate_trace_id(self) -> int:
+                return preset[0][0] if preset else int(self.random.generate_trace_id())
+
+            def generate_span_id(self) -> int:
+                return preset[0][1] if preset else int(self.random.generate_span_id())
+
+        self._preset = preset
+        service = os.environ.get("OTEL_SERVICE_NAME") or "morag-progress"
+        self.provider = TracerProvider(
+            resource=Resource.create({"service.name": service}), id_generator=_Preset()
+        )
+        self.provider.add_span_processor(processor)
+        self._tracer = self.provider.get_tracer("morag_progress", __version__)
+        self.exported = 0
+        """Spans exported so far."""
+
+    def export_ended(self, now: datetime | None = None) -> int:
+        """Export the spans of jobs that ended since the last call (of any replica): at most
+        ``batch``. Returns how many jobs it took."""
+        ended = self._ended.take(now=now or utcnow(), batch=self.batch)
+        for job, end in ended:
+            try:
+                self._export(job, end)
+            except Exception:  # one odd job must not stop the others' spans
+                logger.warning("no span for job %s", job.id, exc_info=True)
+        return len(ended)
+
+    async def run(self, interval: float) -> None:
+        """Export every ``interval`` seconds until cancelled; a failing pass is logged."""
+        import asyncio
+
+        from morag_progress._threads import run_to_completion
+
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                while await run_to_completion(self.export_ended) >= self.batch:
+                    pass  # a backlog: the next batch at once
+            except Exception:
+                logger.warning("exporting job spans failed; trying again", exc_info=True)
+
+    def shutdown(self) -> None:
+        """Send what is buffered and stop."""
+        self.provider.shutdown()
+
+    # -- one job -----------------------------------------------------------------------------
+
+    def _export(self, job: Job, end: FeedEvent) -> None:
+        own = TraceContext.parse(job.traceparent)
+        if own is None:  # made before jobs had trace contexts
+            return
+        from opentelemetry import trace
+        from opentelemetry.trace import Status, StatusCode
+
+        changes = self._store.history(
+            job.id, user_id=job.user_id or "", before=end.id + 1, limit=self.max_history
+        )
+        ends = [e for e in changes if e.status in TERMINAL_STATUSES and e.id < end.id]
+        attributes: dict[str, Any] = {
+            "morag.job.id": job.id,
+            "morag.job.document_name": job.document_name,
+            "morag.job.document_type": job.document_type,
+            "morag.job.status": end.status.value,
+            "morag.job.percentage": end.percentage,
+            "morag.job.attempt": end.attempt,
+        }
+        for key, value in (
+            ("morag.job.user_id", job.user_id),
+            ("morag.job.parent_id", job.parent_id),
+            ("morag.job.worker_id", job.worker_id),
+            ("morag.job.created_by", job.created_by),
+            ("morag.job.ended_by", end.actor),
+        ):
+            if value:
+                attributes[key] = value
+        if not ends:  # the job's first end: its own span, from its creation
+            name, start, since = f"job {job.document_type}", job.created_at, 0
+            parent = (
+                TraceContext(own.trace_id, job.trace_parent_id, own.flags)
+                if job.trace_parent_id
+                else None
+            )
+            preset = [(int(own.trace_id, 16), int(own.span_id, 16))]
+        else:  # a later attempt's end: a child of the job's span, from its requeue
+            since = ends[-1].id
+            after = [e for e in changes if e.id > since]
+            start = after[0].timestamp if after else end.timestamp
+            name, parent, preset = f"job {job.document_type} attempt {end.attempt}", own, []
+        context = None
+        if parent is not None:
+            context = trace.set_span_in_context(trace.NonRecordingSpan(_span_context(parent)))
+        with self._lock:
+            self._preset[:] = preset
+            try:
+                span = self._tracer.start_span(
+                    name,
+                    context=context,
+                    kind=trace.SpanKind.INTERNAL,
+                    attributes=attributes,
+                    start_time=_ns(start),
+                )
+            finally:
+                self._preset.clear()
+        dropped = self._add_events(span, [e for e in changes if e.id > since])
+        if dropped:
+            span.set_attribute("morag.job.events_dropped", dropped)
+        if end.status is JobStatus.FINISHED:
+            span.set_status(Status(StatusCode.OK))
+        elif end.status is JobStatus.FAILED:
+            error = job.error if job.status is JobStatus.FAILED else end.message
+            span.set_status(Status(StatusCode.ERROR, error or "failed"))
+        span.end(end_time=max(_ns(end.recorded_at), _ns(start)))
+        self.exported += 1
+
+    def _add_events(self, span: Any, changes: list[FeedEvent]) -> int:
+        """Events for status and stage changes and one per ``progress_step`` percent, at most
+        ``max_events``; returns how many were left out for that cap."""
+        status: JobStatus | None = None
+        stage: str | None = None
+        step = -1
+        added = dropped = 0
+        for change in changes:
+            names = []
+            if change.status is not status:
+                names.append("status")
+            if change.stage != stage and change.stage is not None:
+                names.append("stage")
+            if change.percentage // self.progress_step > step:
+                names.append("progress")
+            status, stage = change.status, change.stage
+            step = max(step, change.percentage // self.progress_step)
+            for name in names:
+                if added >= self.max_events:
+                    dropped += 1
+                    continue
+                span.add_event(name, _event_attributes(change), timestamp=_ns(change.timestamp))
+                added += 1
+        return dropped
+
+
+def _event_attributes(change: FeedEvent) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "morag.job.status": change.status.value,
+        "morag.job.percentage": change.percentage,
+        "morag.job.attempt": change.attempt,
+    }
+    for key, value in (
+        ("morag.job.stage", change.stage),
+        ("morag.job.message", change.message),
+        ("morag.actor", change.actor),
+        ("morag.action", change.action),
+    ):
+        if value is not None:
+            attributes[key] = value
+    return attributes
+
+
+def _otlp_processor() -> SpanProcessor:
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError as e:
+        raise ConfigurationError(
+            "otel_traces",
+            "needs the OTLP exporter: pip install 'morag-progress[otel]'",
+            True,
+        ) from e
+    return BatchSpanProcessor(OTLPSpanExporter())

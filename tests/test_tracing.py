@@ -1,0 +1,395 @@
+"""OpenTelemetry: each job that ends is one span in its creator's trace, with events for its
+changes, exported once whichever process ended it; workers' spans join it. Spans go to the
+SDK's in-memory exporter here (OTLP over HTTP: tests/api/test_tracing_otlp.py)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+
+from morag_progress import JobStatus, JobTracker, ProgressUpdate
+from morag_progress.client import ProgressReporter
+from morag_progress.keys import Role, create_key
+from morag_progress.models import utcnow
+from morag_progress.store import SQLStore
+from morag_progress.tracing import JobSpans, TraceContext, attached, current_traceparent, job_trace
+from tests.conftest import Clock, Eventually
+from tests.live import ServerProcess
+
+VALID = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+@pytest.fixture
+def exported() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def spans(store: SQLStore, exported: InMemorySpanExporter) -> Iterator[JobSpans]:
+    job_spans = JobSpans(store, processor=SimpleSpanProcessor(exported))
+    assert job_spans.export_ended() == 0  # the first take starts at the feed's end
+    yield job_spans
+    job_spans.shutdown()
+
+
+@pytest.fixture
+def tracer() -> trace.Tracer:
+    """A tracer of the test's own (the creator's and the worker's spans), not the global one."""
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    return provider.get_tracer("test")
+
+
+def hex_ids(span: ReadableSpan | trace.Span) -> tuple[str, str]:
+    context = span.get_span_context()
+    assert context is not None
+    return f"{context.trace_id:032x}", f"{context.span_id:016x}"
+
+
+def only(exported: InMemorySpanExporter) -> ReadableSpan:
+    [span] = exported.get_finished_spans()
+    return span
+
+
+# -- the trace context ---------------------------------------------------------------------------
+
+
+def test_a_traceparent_is_read_as_the_standard_says() -> None:
+    parsed = TraceContext.parse(VALID)
+    assert parsed == TraceContext("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "01")
+    assert str(parsed) == VALID
+    assert TraceContext.parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more")
+    for bad in (
+        "",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  # version ff
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",  # zero trace id
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",  # zero span id
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",  # upper case
+        VALID + "-extra",  # version 00 has exactly four fields
+        VALID[:-1],
+        "x" * 600,
+        None,
+        7,
+    ):
+        assert TraceContext.parse(bad) is None, bad
+
+
+@given(st.text(max_size=80))
+def test_any_header_is_read_or_ignored_never_raises(value: str) -> None:
+    parsed = TraceContext.parse(value)
+    own, parent = job_trace(value)
+    assert TraceContext.parse(own) is not None  # a job always gets a context of its own
+    if parsed is not None:
+        assert (own[3:35], parent) == (parsed.trace_id, parsed.span_id)
+
+
+def test_a_job_joins_its_creators_trace_or_starts_one() -> None:
+    own, parent = job_trace(VALID)
+    child = TraceContext.parse(own)
+    assert child is not None
+    assert (child.trace_id, parent) == ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+    assert child.span_id != "00f067aa0ba902b7"
+    fresh, none = job_trace("not a traceparent")
+    assert none is None
+    assert TraceContext.parse(fresh) is not None
+
+
+# -- spans ---------------------------------------------------------------------------------------
+
+
+def test_a_finished_job_is_one_span_in_its_creators_trace(
+    tracker: JobTracker, spans: JobSpans, exported: InMemorySpanExporter, tracer: trace.Tracer
+) -> None:
+    """Created inside the caller's span (the current context, in-process), the job's span is
+    its child; it runs from creation to the end, status OK, with events for status and stage
+    changes and one per 10% of progress (100 reports make 11 progress events, not 100)."""
+    with tracer.start_as_current_span("ingest request") as creator:
+        job_id = tracker.start_job("talk.mp3", "audio", user_id="alice")
+    job = tracker.get_job(job_id)
+    assert job is not None
+    assert job.traceparent is not None
+    for pct in range(1, 100):
+        stage = "transcribe" if pct < 50 else "embed"
+        tracker.apply(ProgressUpdate(job_id, pct, f"step {pct}", stage=stage, user_id="alice"))
+    tracker.apply(ProgressUpdate.final(job_id, success=True, user_id="alice"))
+    assert spans.export_ended() == 1
+    span = only(exported)
+    creator_trace, creator_span = hex_ids(creator)
+    assert hex_ids(span) == (creator_trace, job.traceparent[36:52])
+    assert span.parent is not None
+    assert f"{span.parent.span_id:016x}" == creator_span
+    assert span.name == "job audio"
+    assert span.status.status_code is StatusCode.OK
+    assert span.start_time == int(job.created_at.timestamp() * 1e9)
+    ended = tracker.get_job(job_id)
+    assert ended is not None
+    assert ended.end_date is not None
+    assert span.end_time == int(ended.end_date.timestamp() * 1e9)
+    attributes = span.attributes or {}
+    assert attributes["morag.job.id"] == job_id
+    assert attributes["morag.job.status"] == "FINISHED"
+    assert attributes["morag.job.created_by"] == tracker.actor
+    names = [event.name for event in span.events]
+    assert names.count("progress") == 11  # 0%, 10%, ..., 100%
+    assert names.count("stage") == 2
+    assert names.count("status") == 3  # PENDING, PROCESSING, FINISHED
+    first_stage = next(e for e in span.events if e.name == "stage")
+    assert first_stage.attributes is not None
+    assert first_stage.attributes["morag.job.stage"] == "transcribe"
+    assert spans.export_ended() == 0  # once
+
+
+@pytest.mark.parametrize(
+    ("success", "cancelled", "code"),
+    [(False, False, StatusCode.ERROR), (False, True, StatusCode.UNSET)],
+)
+def test_failed_and_cancelled_jobs_map_their_status(
+    tracker: JobTracker,
+    spans: JobSpans,
+    exported: InMemorySpanExporter,
+    success: bool,
+    cancelled: bool,
+    code: StatusCode,
+) -> None:
+    job_id = tracker.start_job("a.pdf", "pdf", user_id="alice")
+    tracker.apply(ProgressUpdate(job_id, 30, user_id="alice"))
+    end = ProgressUpdate.final(
+        job_id, success=success, cancelled=cancelled, message="GPU lost", user_id="alice"
+    )
+    tracker.apply(end)
+    spans.export_ended()
+    span = only(exported)
+    assert span.status.status_code is code
+    if code is StatusCode.ERROR:
+        assert span.status.description == "GPU lost"
+    assert span.parent is None  # nobody was tracing when it was made: a trace of its own
+
+
+def test_an_explicit_creator_and_a_workers_spans_join_the_job(
+    tracker: JobTracker, spans: JobSpans, exported: InMemorySpanExporter, tracer: trace.Tracer
+) -> None:
+    """A creator given as a traceparent (an HTTP header) is the parent; a worker's span started
+    inside ``attached(job.traceparent)`` is a child of the job's span."""
+    job_id = tracker.start_job("a.pdf", "pdf", user_id="alice", parent_trace=VALID)
+    job = tracker.get_job(job_id)
+    assert job is not None
+    assert job.traceparent is not None
+    with attached(job.traceparent):
+        assert current_traceparent() == job.traceparent
+        with tracer.start_as_current_span("ocr page 1") as work:
+            pass
+    assert current_traceparent() is None
+    assert hex_ids(work)[0] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert f"{work.parent.span_id:016x}" == job.traceparent[36:52]  # type: ignore[attr-defined]
+    tracker.apply(ProgressUpdate.final(job_id, success=True, user_id="alice"))
+    spans.export_ended()
+    span = only(exported)
+    assert span.parent is not None
+    assert f"{span.parent.span_id:016x}" == "00f067aa0ba902b7"
+
+
+def test_a_requeued_jobs_later_end_is_a_child_span_of_the_job(
+    tracker: JobTracker, spans: JobSpans, exported: InMemorySpanExporter, clock: Clock
+) -> None:
+    job_id = tracker.start_job(
+        "clip.mov", "video", user_id="alice", status=JobStatus.WAITING_FOR_REMOTE_WORKER
+    )
+    assert tracker.claim("gpu-1", claimant="k1", user_id="alice") is not None
+    tracker.apply(ProgressUpdate.final(job_id, success=False, message="OOM", user_id="alice"))
+    clock.advance(5)
+    tracker.requeue(job_id, "alice")
+    clock.advance(5)
+    assert tracker.claim("gpu-2", claimant="k1", user_id="alice") is not None
+    clock.advance(5)
+    tracker.apply(ProgressUpdate.final(job_id, success=True, user_id="alice"))
+    assert spans.export_ended() == 2
+    first, second = exported.get_finished_spans()
+    assert (first.name, second.name) == ("job video", "job video attempt 2")
+    assert second.parent is not None
+    assert f"{second.parent.span_id:016x}" == hex_ids(first)[1]
+    assert (first.status.status_code, second.status.status_code) == (
+        StatusCode.ERROR,
+        StatusCode.OK,
+    )
+    assert second.start_time is not None
+    assert first.end_time is not None
+    assert second.start_time > first.end_time  # from the requeue on
+
+
+def test_events_are_capped(
+    store: SQLStore, tracker: JobTracker, exported: InMemorySpanExporter
+) -> None:
+    job_spans = JobSpans(store, processor=SimpleSpanProcessor(exported), max_events=5)
+    job_spans.export_ended()
+    job_id = tracker.start_job("a.pdf", "pdf", user_id="alice")
+    for pct in range(1, 101):
+        tracker.apply(ProgressUpdate(job_id, pct, stage=f"s{pct // 5}", user_id="alice"))
+    job_spans.export_ended()
+    span = only(exported)
+    assert len(span.events) == 5
+    dropped = (span.attributes or {})["morag.job.events_dropped"]
+    assert isinstance(dropped, int)
+    assert dropped > 20
+
+
+def test_replicas_export_each_job_once(
+    store: SQLStore, tracker: JobTracker, exported: InMemorySpanExporter
+) -> None:
+    """Two exporters (two servers) taking turns on one store, while jobs end: every job's
+    span goes out exactly once."""
+    replicas = [JobSpans(store, processor=SimpleSpanProcessor(exported), batch=3) for _ in "ab"]
+    replicas[0].export_ended()
+    done = threading.Event()
+
+    def export(replica: JobSpans) -> None:
+        while not done.is_set():
+            replica.export_ended()
+
+    threads = [threading.Thread(target=export, args=(r,)) for r in replicas]
+    for thread in threads:
+        thread.start()
+    ids = []
+    for i in range(30):
+        job_id = tracker.start_job(f"doc-{i}", "pdf", user_id="alice")
+        tracker.apply(ProgressUpdate.final(job_id, success=True, user_id="alice"))
+        ids.append(job_id)
+    done.set()
+    for thread in threads:
+        thread.join()
+    while replicas[1].export_ended():
+        pass
+    exported_ids = [
+        str((s.attributes or {})["morag.job.id"]) for s in exported.get_finished_spans()
+    ]
+    assert sorted(exported_ids) == sorted(ids)
+    assert sum(r.exported for r in replicas) == 30
+
+
+def test_a_parent_that_follows_its_children_gets_its_span(
+    tracker: JobTracker, spans: JobSpans, exported: InMemorySpanExporter
+) -> None:
+    """A parent ends by the server's roll-up, not by a report: its span is exported too, and
+    says who ended it."""
+    parent = tracker.start_job("course", "bundle", user_id="alice")
+    child = tracker.start_job("part", "audio", user_id="alice", parent_id=parent)
+    tracker.apply(ProgressUpdate(child, 100, user_id="alice"))
+    spans.export_ended()
+    by_id = {(s.attributes or {})["morag.job.id"]: s for s in exported.get_finished_spans()}
+    assert set(by_id) == {parent, child}
+    assert (by_id[parent].attributes or {})["morag.job.ended_by"] == "server"
+
+
+# -- OTLP over HTTP, from a real server to a receiver on loopback --------------------------------
+
+
+def _known(value: object) -> None:
+    assert value is not None
+
+
+class Receiver:
+    """An OTLP/HTTP trace receiver on loopback: decodes each export request (protobuf) and
+    keeps its spans, with their resources' service names."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        self.spans: list[tuple[str, Any]] = []
+        self.paths: list[str] = []
+        received = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                request = trace_service_pb2.ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                received.paths.append(self.path)
+                for resource_spans in request.resource_spans:
+                    service = next(
+                        a.value.string_value
+                        for a in resource_spans.resource.attributes
+                        if a.key == "service.name"
+                    )
+                    for scope_spans in resource_spans.scope_spans:
+                        received.spans += [(service, span) for span in scope_spans.spans]
+                reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_servers_job_spans_reach_an_otlp_receiver(
+    database_url: str, eventually: Eventually
+) -> None:
+    """``serve`` with ``MORAG_PROGRESS_OTEL_TRACES`` sends each ended job's span over OTLP/HTTP:
+    the job made with a ``traceparent`` header is a child of that span, its own context comes
+    back as ``traceparent``, and a reporter learns it from its replies for the worker's spans."""
+    receiver = Receiver()
+    env = {
+        **os.environ,
+        "MORAG_PROGRESS_DATABASE_URL": database_url,
+        "MORAG_PROGRESS_OTEL_TRACES": "true",
+        "MORAG_PROGRESS_OTEL_INTERVAL_SECONDS": "0.2",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.url,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_SERVICE_NAME": "ingest-api",
+    }
+    store = SQLStore(database_url)
+    server = ServerProcess(env).start()
+    try:
+        _, secret = create_key(store, user_id="alice", role=Role.USER, name=None, now=utcnow())
+        auth = {"Authorization": f"Bearer {secret}"}
+        body = {"document_name": "talk.mp3", "document_type": "audio"}
+        created = httpx.post(
+            f"{server.url}/api/v1/jobs", json=body, headers={**auth, "traceparent": VALID}
+        ).json()
+        job_trace_id, job_span_id = created["traceparent"][3:35], created["traceparent"][36:52]
+        assert job_trace_id == VALID[3:35]
+        env_worker = {"api_url": server.url, "api_key": secret, "min_interval": 0}
+        with ProgressReporter(created["id"], **env_worker) as reporter:  # type: ignore[arg-type]
+            reporter.update(50, "halfway")
+            eventually(lambda: _known(reporter.traceparent))
+            with reporter.traced():
+                assert current_traceparent() == created["traceparent"]
+        eventually(lambda: _known(receiver.spans or None), timeout=20)
+        [(service, span)] = receiver.spans
+        assert service == "ingest-api"
+        assert set(receiver.paths) == {"/v1/traces"}
+        assert (span.trace_id.hex(), span.span_id.hex()) == (job_trace_id, job_span_id)
+        assert span.parent_span_id.hex() == VALID[36:52]
+        assert span.name == "job audio"
+        assert span.status.code == 1  # OK
+        assert {e.name for e in span.events} >= {"status", "progress"}
+        attributes = {a.key: a.value.string_value for a in span.attributes}
+        assert attributes["morag.job.id"] == created["id"]
+        assert attributes["morag.job.created_by"].startswith("user:")
+    finally:
+        server.stop()
+        store.close()
+        receiver.close()
