@@ -36,10 +36,18 @@ def exported() -> InMemorySpanExporter:
     return InMemorySpanExporter()
 
 
+def exporter(
+    store: SQLStore, exported: InMemorySpanExporter, clock: Clock, **options: Any
+) -> JobSpans:
+    """Job spans into ``exported``, on the test's clock, following the feed from now."""
+    job_spans = JobSpans(store, processor=SimpleSpanProcessor(exported), clock=clock, **options)
+    job_spans.begin()
+    return job_spans
+
+
 @pytest.fixture
-def spans(store: SQLStore, exported: InMemorySpanExporter) -> Iterator[JobSpans]:
-    job_spans = JobSpans(store, processor=SimpleSpanProcessor(exported))
-    assert job_spans.export_ended() == 0  # the first take starts at the feed's end
+def spans(store: SQLStore, exported: InMemorySpanExporter, clock: Clock) -> Iterator[JobSpans]:
+    job_spans = exporter(store, exported, clock)
     yield job_spans
     job_spans.shutdown()
 
@@ -124,7 +132,7 @@ def test_a_finished_job_is_one_span_in_its_creators_trace(
         stage = "transcribe" if pct < 50 else "embed"
         tracker.apply(ProgressUpdate(job_id, pct, f"step {pct}", stage=stage, user_id="alice"))
     tracker.apply(ProgressUpdate.final(job_id, success=True, user_id="alice"))
-    assert spans.export_ended() == 1
+    assert spans.export_ended() is False  # no backlog
     span = only(exported)
     creator_trace, creator_span = hex_ids(creator)
     assert hex_ids(span) == (creator_trace, job.traceparent[36:52])
@@ -148,7 +156,8 @@ def test_a_finished_job_is_one_span_in_its_creators_trace(
     first_stage = next(e for e in span.events if e.name == "stage")
     assert first_stage.attributes is not None
     assert first_stage.attributes["morag.job.stage"] == "transcribe"
-    assert spans.export_ended() == 0  # once
+    spans.export_ended()
+    assert len(exported.get_finished_spans()) == 1  # once
 
 
 @pytest.mark.parametrize(
@@ -214,7 +223,7 @@ def test_a_requeued_jobs_later_end_is_a_child_span_of_the_job(
     assert tracker.claim("gpu-2", claimant="k1", user_id="alice") is not None
     clock.advance(5)
     tracker.apply(ProgressUpdate.final(job_id, success=True, user_id="alice"))
-    assert spans.export_ended() == 2
+    spans.export_ended()
     first, second = exported.get_finished_spans()
     assert (first.name, second.name) == ("job video", "job video attempt 2")
     assert second.parent is not None
@@ -229,10 +238,9 @@ def test_a_requeued_jobs_later_end_is_a_child_span_of_the_job(
 
 
 def test_events_are_capped(
-    store: SQLStore, tracker: JobTracker, exported: InMemorySpanExporter
+    store: SQLStore, tracker: JobTracker, exported: InMemorySpanExporter, clock: Clock
 ) -> None:
-    job_spans = JobSpans(store, processor=SimpleSpanProcessor(exported), max_events=5)
-    job_spans.export_ended()
+    job_spans = exporter(store, exported, clock, max_events=5)
     job_id = tracker.start_job("a.pdf", "pdf", user_id="alice")
     for pct in range(1, 101):
         tracker.apply(ProgressUpdate(job_id, pct, stage=f"s{pct // 5}", user_id="alice"))
@@ -245,12 +253,11 @@ def test_events_are_capped(
 
 
 def test_replicas_export_each_job_once(
-    store: SQLStore, tracker: JobTracker, exported: InMemorySpanExporter
+    store: SQLStore, tracker: JobTracker, exported: InMemorySpanExporter, clock: Clock
 ) -> None:
     """Two exporters (two servers) taking turns on one store, while jobs end: every job's
     span goes out exactly once."""
-    replicas = [JobSpans(store, processor=SimpleSpanProcessor(exported), batch=3) for _ in "ab"]
-    replicas[0].export_ended()
+    replicas = [exporter(store, exported, clock, batch=3) for _ in "ab"]
     done = threading.Event()
 
     def export(replica: JobSpans) -> None:
@@ -393,3 +400,105 @@ def test_a_servers_job_spans_reach_an_otlp_receiver(
         server.stop()
         store.close()
         receiver.close()
+
+
+def test_a_backlog_is_taken_at_once_not_an_interval_at_a_time(
+    store: SQLStore,
+    tracker: JobTracker,
+    exported: InMemorySpanExporter,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A take that stops at its limits (here: 50 feed rows of progress, then an end) says it
+    is behind, so the exporter takes again at once instead of falling behind a busy feed."""
+    monkeypatch.setattr("morag_progress.store.spans._SCAN", 50)
+    spans = exporter(store, exported, clock)
+    busy = tracker.start_job("busy.pdf", "pdf", user_id="alice")
+    tracker.apply_many([ProgressUpdate(busy, 1, f"m{i}", user_id="alice") for i in range(60)])
+    done = tracker.start_job("done.pdf", "pdf", user_id="alice")
+    tracker.apply(ProgressUpdate.final(done, success=True, user_id="alice"))
+    assert spans.export_ended() is True  # 50 rows looked at, no end among them
+    assert not exported.get_finished_spans()
+    assert spans.export_ended() is False
+    assert (only(exported).attributes or {})["morag.job.id"] == done
+
+
+def test_a_long_first_attempt_still_makes_the_later_end_an_attempt_span(
+    store: SQLStore, tracker: JobTracker, exported: InMemorySpanExporter, clock: Clock
+) -> None:
+    """The earlier end is found by the feed's index, not among the changes read for events:
+    a first attempt longer than ``max_history`` does not make the job's span twice."""
+    spans = exporter(store, exported, clock, max_history=20)
+    job_id = tracker.start_job(
+        "clip.mov", "video", user_id="alice", status=JobStatus.WAITING_FOR_REMOTE_WORKER
+    )
+    assert tracker.claim("gpu-1", claimant="k1", user_id="alice") is not None
+    for pct in range(1, 60):
+        clock.advance(1)
+        tracker.apply(ProgressUpdate(job_id, pct, user_id="alice"))
+    tracker.apply(ProgressUpdate.final(job_id, success=False, message="OOM", user_id="alice"))
+    tracker.requeue(job_id, "alice")
+    assert tracker.claim("gpu-2", claimant="k1", user_id="alice") is not None
+    tracker.apply(ProgressUpdate.final(job_id, success=True, user_id="alice"))
+    spans.export_ended()
+    first, second = exported.get_finished_spans()
+    assert (first.name, second.name) == ("job video", "job video attempt 2")
+    assert hex_ids(first)[1] != hex_ids(second)[1]
+    dropped = (first.attributes or {})["morag.job.events_dropped"]
+    assert isinstance(dropped, int)
+    assert dropped >= 1  # not all were read
+    assert second.status.status_code is StatusCode.OK
+
+
+def test_ends_older_than_the_max_age_are_passed_over(
+    store: SQLStore, tracker: JobTracker, exported: InMemorySpanExporter, clock: Clock
+) -> None:
+    """Tracing turned back on after a pause does not replay the pause's jobs as stale spans;
+    what ends from then on is exported."""
+    spans = exporter(store, exported, clock)
+    old = tracker.start_job("old.pdf", "pdf", user_id="alice")
+    tracker.apply(ProgressUpdate.final(old, success=True, user_id="alice"))
+    clock.advance(2 * 3600)  # two hours without an export pass
+    new = tracker.start_job("new.pdf", "pdf", user_id="alice")
+    tracker.apply(ProgressUpdate.final(new, success=True, user_id="alice"))
+    spans.export_ended()
+    assert (only(exported).attributes or {})["morag.job.id"] == new
+
+
+def test_a_failed_first_attempt_keeps_its_own_error_when_the_job_failed_again(
+    store: SQLStore, tracker: JobTracker, exported: InMemorySpanExporter, clock: Clock
+) -> None:
+    """Spans exported late (after a requeue and a second failure) each carry their own
+    attempt's error."""
+    spans = exporter(store, exported, clock)
+    job_id = tracker.start_job(
+        "clip.mov", "video", user_id="alice", status=JobStatus.WAITING_FOR_REMOTE_WORKER
+    )
+    for error in ("first OOM", "second OOM"):
+        assert tracker.claim("gpu-1", claimant="k1", user_id="alice") is not None
+        tracker.apply(ProgressUpdate.final(job_id, success=False, message=error, user_id="alice"))
+        if error == "first OOM":
+            tracker.requeue(job_id, "alice")
+    spans.export_ended()
+    assert [s.status.description for s in exported.get_finished_spans()] == [
+        "first OOM",
+        "second OOM",
+    ]
+
+
+_HEX = "0123456789abcdef"
+
+
+@given(
+    st.text(_HEX, min_size=32, max_size=32),
+    st.text(_HEX, min_size=16, max_size=16),
+    st.text(_HEX, min_size=2, max_size=2),
+)
+def test_every_valid_header_makes_the_job_its_child(trace_id: str, span: str, flags: str) -> None:
+    header = f"00-{trace_id}-{span}-{flags}"
+    own, parent = job_trace(header)
+    if trace_id == "0" * 32 or span == "0" * 16:
+        assert parent is None  # invalid ids: a trace of its own
+        return
+    assert (own[3:35], parent) == (trace_id, span)
+    assert own[-2:] == ("01" if int(flags, 16) & 1 else "00")  # sampled, or not, as asked

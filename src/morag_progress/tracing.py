@@ -27,13 +27,13 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from morag_progress.errors import ConfigurationError
-from morag_progress.models import TERMINAL_STATUSES, FeedEvent, Job, JobStatus, utcnow
+from morag_progress.models import FeedEvent, Job, JobStatus, utcnow
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor
@@ -71,7 +71,8 @@ class TraceContext:
             return None
         if trace_id == "0" * 32 or span_id == "0" * 16:
             return None
-        return cls(trace_id, span_id, flags)
+        # Only the sampled bit is defined; a later version's other bits are not ours to copy.
+        return cls(trace_id, span_id, "01" if int(flags, 16) & 1 else "00")
 
     @classmethod
     def root(cls) -> TraceContext:
@@ -150,9 +151,11 @@ class JobSpans:
     """Exports a span for each job that ends (see the module's text).
 
     ``processor`` receives the finished spans (default: a batch processor sending OTLP over
-    HTTP to where the standard ``OTEL_EXPORTER_OTLP_*`` variables say). Each call of
-    :meth:`export_ended` takes at most ``batch`` ended jobs from the feed; a job's events come
-    from at most its first ``max_history`` changes, at most ``max_events`` of them.
+    HTTP to where the standard ``OTEL_EXPORTER_OTLP_*`` variables say). Call :meth:`begin`
+    when tracing starts (``run`` does). Each call of :meth:`export_ended` takes at most
+    ``batch`` ended jobs from the feed, passing over ends older than ``max_age``; a span's
+    events come from at most the first ``max_history`` changes of its attempt, at most
+    ``max_events`` of them.
     """
 
     def __init__(
@@ -163,7 +166,9 @@ class JobSpans:
         batch: int = 200,
         progress_step: int = 10,
         max_events: int = 128,
-        max_history: int = 10_000,
+        max_history: int = 2000,
+        max_age: timedelta = timedelta(hours=1),
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         try:
             from opentelemetry.sdk.resources import Resource
@@ -178,7 +183,8 @@ class JobSpans:
 
         if processor is None:
             processor = _otlp_processor()
-        self._ended = EndedJobs(store)
+        self._ended = EndedJobs(store, max_age=max_age)
+        self._clock = clock
         self._store = store
         self.batch = batch
         self.progress_step = progress_step
@@ -200,42 +206,51 @@ class JobSpans:
 
         self._preset = preset
         service = os.environ.get("OTEL_SERVICE_NAME") or "morag-progress"
-        self.provider = TracerProvider(
+        # A provider of its own: no span but a job's is ever started on it, so the preset ids
+        # (set and used under the lock) cannot reach any other span.
+        self._provider = TracerProvider(
             resource=Resource.create({"service.name": service}), id_generator=_Preset()
         )
-        self.provider.add_span_processor(processor)
-        self._tracer = self.provider.get_tracer("morag_progress", __version__)
+        self._provider.add_span_processor(processor)
+        self._tracer = self._provider.get_tracer("morag_progress", __version__)
         self.exported = 0
         """Spans exported so far."""
 
-    def export_ended(self, now: datetime | None = None) -> int:
+    def begin(self) -> None:
+        """Start following the feed (at its end, the first time tracing is on; where it
+        stopped, after a restart)."""
+        self._ended.begin()
+
+    def export_ended(self) -> bool:
         """Export the spans of jobs that ended since the last call (of any replica): at most
-        ``batch``. Returns how many jobs it took."""
-        ended = self._ended.take(now=now or utcnow(), batch=self.batch)
-        for job, end in ended:
+        ``batch``. True when more are waiting already (a backlog)."""
+        taken = self._ended.take(now=self._clock(), batch=self.batch)
+        for job, end in taken.ended:
             try:
                 self._export(job, end)
             except Exception:  # one odd job must not stop the others' spans
                 logger.warning("no span for job %s", job.id, exc_info=True)
-        return len(ended)
+        return taken.behind
 
     async def run(self, interval: float) -> None:
-        """Export every ``interval`` seconds until cancelled; a failing pass is logged."""
+        """Follow the feed from now on, exporting every ``interval`` seconds (at once while
+        there is a backlog) until cancelled; a failing pass is logged."""
         import asyncio
 
         from morag_progress._threads import run_to_completion
 
+        await run_to_completion(self.begin)
         while True:
-            await asyncio.sleep(interval)
             try:
-                while await run_to_completion(self.export_ended) >= self.batch:
+                while await run_to_completion(self.export_ended):
                     pass  # a backlog: the next batch at once
             except Exception:
                 logger.warning("exporting job spans failed; trying again", exc_info=True)
+            await asyncio.sleep(interval)
 
     def shutdown(self) -> None:
         """Send what is buffered and stop."""
-        self.provider.shutdown()
+        self._provider.shutdown()
 
     # -- one job -----------------------------------------------------------------------------
 
@@ -246,10 +261,14 @@ class JobSpans:
         from opentelemetry import trace
         from opentelemetry.trace import Status, StatusCode
 
+        earlier = self._ended.previous_end(end)  # a requeued job's earlier attempt ended here
         changes = self._store.history(
-            job.id, user_id=job.user_id or "", before=end.id + 1, limit=self.max_history
+            job.id,
+            user_id=job.user_id or "",
+            after=earlier or 0,
+            before=end.id + 1,
+            limit=self.max_history,
         )
-        ends = [e for e in changes if e.status in TERMINAL_STATUSES and e.id < end.id]
         attributes: dict[str, Any] = {
             "morag.job.id": job.id,
             "morag.job.document_name": job.document_name,
@@ -267,8 +286,8 @@ class JobSpans:
         ):
             if value:
                 attributes[key] = value
-        if not ends:  # the job's first end: its own span, from its creation
-            name, start, since = f"job {job.document_type}", job.created_at, 0
+        if earlier is None:  # the job's first end: its own span, from its creation
+            name, start = f"job {job.document_type}", job.created_at
             parent = (
                 TraceContext(own.trace_id, job.trace_parent_id, own.flags)
                 if job.trace_parent_id
@@ -276,9 +295,7 @@ class JobSpans:
             )
             preset = [(int(own.trace_id, 16), int(own.span_id, 16))]
         else:  # a later attempt's end: a child of the job's span, from its requeue
-            since = ends[-1].id
-            after = [e for e in changes if e.id > since]
-            start = after[0].timestamp if after else end.timestamp
+            start = changes[0].timestamp if changes else end.timestamp
             name, parent, preset = f"job {job.document_type} attempt {end.attempt}", own, []
         context = None
         if parent is not None:
@@ -295,16 +312,21 @@ class JobSpans:
                 )
             finally:
                 self._preset.clear()
-        dropped = self._add_events(span, [e for e in changes if e.id > since])
+        dropped = self._add_events(span, changes)
+        if len(changes) == self.max_history and changes[-1].id != end.id:
+            dropped += 1  # and the changes not read: at least one
         if dropped:
             span.set_attribute("morag.job.events_dropped", dropped)
         if end.status is JobStatus.FINISHED:
             span.set_status(Status(StatusCode.OK))
         elif end.status is JobStatus.FAILED:
-            error = job.error if job.status is JobStatus.FAILED else end.message
+            # The job's error is this end's unless the job has run again since.
+            same_run = job.status is JobStatus.FAILED and job.attempt == end.attempt
+            error = job.error if same_run else end.message
             span.set_status(Status(StatusCode.ERROR, error or "failed"))
         span.end(end_time=max(_ns(end.recorded_at), _ns(start)))
-        self.exported += 1
+        if span.get_span_context().trace_flags.sampled:
+            self.exported += 1
 
     def _add_events(self, span: Any, changes: list[FeedEvent]) -> int:
         """Events for status and stage changes and one per ``progress_step`` percent, at most

@@ -91,6 +91,8 @@ def create_app(
             ),
         ]
         if job_spans is not None:
+            # Following the feed from before the first request: no job ends unseen.
+            await asyncio.to_thread(job_spans.begin)
             background.append(asyncio.create_task(job_spans.run(settings.otel_interval_seconds)))
         listener = None
         if store.dialect == "postgresql":  # other replicas' changes wake the tail at once

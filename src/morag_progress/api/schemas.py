@@ -16,7 +16,6 @@ from pydantic import (
     model_validator,
 )
 
-from morag_progress.audit import Action
 from morag_progress.bounds import (
     ID_PATTERN,
     MAX_ID,
@@ -384,7 +383,7 @@ class FeedEventOut(BaseModel):
     actor: str | None = Field(
         description="Who made the change (as a job's ``created_by``); null before the audit trail."
     )
-    action: Action | None = Field(
+    action: str | None = Field(
         description="What kind of change: create, report (progress, result or failure), start "
         "(a heartbeat woke the job), claim, cancel (asked to stop), requeue, stall, abandon, "
         "rollup (a parent followed its children)."
@@ -405,7 +404,7 @@ class FeedEventOut(BaseModel):
             timestamp=event.timestamp,
             recorded_at=event.recorded_at,
             actor=event.actor,
-            action=None if event.action is None else Action(event.action),
+            action=event.action,
         )
 
 

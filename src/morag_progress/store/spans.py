@@ -3,16 +3,25 @@
 A cursor row (``webhook_cursor``, named ``spans``) holds the last feed id looked at. Each take
 reads the feed after it in one short transaction, keeps the rows where a job ended, and moves
 the cursor: on PostgreSQL the cursor row is locked for the transaction, so replicas take
-different rows and each ended job is exported by one of them. A take exports after its commit:
-a process that dies in between loses those spans (telemetry is at most once; the jobs and their
-history are not touched).
+different rows and each ended job is exported by one of them.
+
+- The cursor is made when tracing starts (``begin``), at the feed's end: jobs that ended before
+  tracing was first turned on get no span. A server that restarts goes on where it stopped.
+- Ends older than ``max_age`` when they are taken are passed over: tracing turned back on after
+  a long pause does not replay the jobs of the pause as stale spans.
+- A feed id that is missing (its transaction still open, or rolled back) holds the cursor for
+  at most a few seconds, as for webhooks (``engine.contiguous``); an end committed later than
+  that gets no span.
+- A take exports after its commit: a process that dies in between loses those spans
+  (telemetry is at most once; the jobs and their history are not touched).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, func, select, tuple_
+from sqlalchemy import Connection, and_, func, select, tuple_
 
 from morag_progress.models import FeedEvent, Job
 from morag_progress.store.engine import (
@@ -24,23 +33,43 @@ from morag_progress.store.engine import (
 from morag_progress.store.schema import events, jobs, webhook_cursor
 from morag_progress.store.sql import SQLStore
 
-__all__ = ["EndedJobs"]
+__all__ = ["EndedJobs", "Taken"]
 
 _CURSOR = "spans"
 _SCAN = 5000
 """Feed rows looked at in one take, at most."""
 
 
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """What one take found."""
+
+    ended: list[tuple[Job, FeedEvent]] = field(default_factory=list)
+    """Jobs that ended, each with the feed row of its end, in feed order."""
+    behind: bool = False
+    """True when the take stopped at its limits, not at the feed's end: take again at once."""
+
+
 class EndedJobs:
     """The jobs that ended since the last take (see the module's text)."""
 
-    def __init__(self, store: SQLStore) -> None:
+    def __init__(self, store: SQLStore, *, max_age: timedelta = timedelta(hours=1)) -> None:
         self.store = store
+        self.max_age = max_age
 
-    def take(self, *, now: datetime, batch: int = 200) -> list[tuple[Job, FeedEvent]]:
-        """Up to ``batch`` jobs that ended after the cursor, each with the feed row of its end,
-        in feed order; the cursor moves past them. The first take starts at the feed's end:
-        jobs that ended before tracing was turned on get no span."""
+    def begin(self) -> None:
+        """Make the cursor, at the feed's end, unless there is one already."""
+        with self.store.transaction("begin taking ended jobs") as conn:
+            end = int(conn.execute(select(func.max(events.c.id))).scalar() or 0)
+            conn.execute(
+                self.store.dialect_insert()(webhook_cursor)
+                .values(name=_CURSOR, event_id=end)
+                .on_conflict_do_nothing()
+            )
+
+    def take(self, *, now: datetime, batch: int = 200) -> Taken:
+        """Up to ``batch`` jobs that ended after the cursor (at most ``max_age`` ago); the
+        cursor moves past them. Makes the cursor first if ``begin`` was not called."""
         e = events.c
         with self.store.transaction("take ended jobs") as conn:
             read = select(webhook_cursor.c.event_id).where(webhook_cursor.c.name == _CURSOR)
@@ -50,7 +79,7 @@ class EndedJobs:
             if cursor is None:
                 start = int(conn.execute(select(func.max(e.id))).scalar() or 0)
                 self._move(conn, start)
-                return []
+                return Taken()
             start = int(cursor)
             rows = (
                 conn.execute(
@@ -62,20 +91,23 @@ class EndedJobs:
                 .mappings()
                 .all()
             )
-            rows = contiguous(rows, start, now)
+            seen = contiguous(rows, start, now)
+            behind = len(rows) == _SCAN and len(seen) == len(rows)
+            oldest = now - self.max_age
             ended: list[int] = []
             end = start
-            for row in rows:
-                if row["status"] in TERMINAL_VALUES:
+            for row in seen:
+                if row["status"] in TERMINAL_VALUES and row["recorded_at"] >= oldest:
                     if len(ended) == batch:
+                        behind = True
                         break
                     ended.append(row["id"])
                 end = row["id"]
             if end == start:
-                return []
+                return Taken()
             self._move(conn, end)
             if not ended:
-                return []
+                return Taken(behind=behind)
             found = conn.execute(select(events).where(e.id.in_(ended)).order_by(e.id)).mappings()
             ends = [feed_event_from_row(row) for row in found]
             keys = {(end.job_id, end.user_id or "") for end in ends}
@@ -84,9 +116,26 @@ class EndedJobs:
             ).mappings()
             known = {(row["id"], row["user_id"]): job_from_row(row) for row in found_jobs}
         # A job pruned since has nothing to tell.
-        return [
+        taken = [
             (known[key], end) for end in ends if (key := (end.job_id, end.user_id or "")) in known
         ]
+        return Taken(taken, behind)
+
+    def previous_end(self, end: FeedEvent) -> int | None:
+        """The feed id of the job's end before ``end`` (a requeued job's earlier attempt), if
+        it had one: read backwards through the feed's job index."""
+        e = events.c
+        with self.store.connection("find a job's earlier end") as conn:
+            return conn.execute(
+                select(func.max(e.id)).where(
+                    and_(
+                        e.job_id == end.job_id,
+                        e.user_id == (end.user_id or ""),
+                        e.id < end.id,
+                        e.status.in_(TERMINAL_VALUES),
+                    )
+                )
+            ).scalar()
 
     def _move(self, conn: Connection, event_id: int) -> None:
         values = {"name": _CURSOR, "event_id": event_id}
