@@ -225,9 +225,9 @@ class JobSpans:
         """Export the spans of jobs that ended since the last call (of any replica): at most
         ``batch``. True when more are waiting already (a backlog)."""
         taken = self._ended.take(now=self._clock(), batch=self.batch)
-        for job, end in taken.ended:
+        for job, end, earlier in taken.ended:
             try:
-                self._export(job, end)
+                self._export(job, end, earlier)
             except Exception:  # one odd job must not stop the others' spans
                 logger.warning("no span for job %s", job.id, exc_info=True)
         return taken.behind
@@ -254,14 +254,15 @@ class JobSpans:
 
     # -- one job -----------------------------------------------------------------------------
 
-    def _export(self, job: Job, end: FeedEvent) -> None:
+    def _export(self, job: Job, end: FeedEvent, earlier: int | None) -> None:
+        """The span of ``job``'s end ``end``; ``earlier``: the feed id of an earlier end (the
+        end of an attempt before a requeue), if any."""
         own = TraceContext.parse(job.traceparent)
         if own is None:  # made before jobs had trace contexts
             return
         from opentelemetry import trace
         from opentelemetry.trace import Status, StatusCode
 
-        earlier = self._ended.previous_end(end)  # a requeued job's earlier attempt ended here
         changes = self._store.history(
             job.id,
             user_id=job.user_id or "",

@@ -148,7 +148,9 @@ events = Table(
     # The audit trail (``audit.py``): who made the change, and what kind of change it was.
     Column("actor", String(ACTOR_LENGTH), nullable=True),
     Column("action", String(16), nullable=True),
-    Index("ix_progress_events_job", "job_id", "id"),
+    # A job's changes: both equalities in the key, so SQLite's planner (no statistics) takes
+    # it over the user index for a job's history, whatever id range is asked for.
+    Index("ix_progress_events_job", "job_id", "user_id", "id"),
     Index("ix_progress_events_user", "user_id", "id"),
     # Feed ids are never reused, even after retention deletes the newest rows.
     sqlite_autoincrement=True,

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, func, select, tuple_
+from sqlalchemy import Connection, func, select, tuple_
 
 from morag_progress.models import FeedEvent, Job
 from morag_progress.store.engine import (
@@ -44,8 +44,9 @@ _SCAN = 5000
 class Taken:
     """What one take found."""
 
-    ended: list[tuple[Job, FeedEvent]] = field(default_factory=list)
-    """Jobs that ended, each with the feed row of its end, in feed order."""
+    ended: list[tuple[Job, FeedEvent, int | None]] = field(default_factory=list)
+    """Jobs that ended, in feed order: each with the feed row of its end, and the feed id of
+    its end before that (a requeued job's earlier attempt) if it had one."""
     behind: bool = False
     """True when the take stopped at its limits, not at the feed's end: take again at once."""
 
@@ -108,34 +109,34 @@ class EndedJobs:
             self._move(conn, end)
             if not ended:
                 return Taken(behind=behind)
-            found = conn.execute(select(events).where(e.id.in_(ended)).order_by(e.id)).mappings()
-            ends = [feed_event_from_row(row) for row in found]
-            keys = {(end.job_id, end.user_id or "") for end in ends}
+            earlier = events.alias("earlier")
+            previous = (
+                select(func.max(earlier.c.id))
+                .where(
+                    earlier.c.job_id == e.job_id,
+                    earlier.c.user_id == e.user_id,
+                    earlier.c.id < e.id,
+                    earlier.c.status.in_(TERMINAL_VALUES),
+                )
+                .scalar_subquery()
+                .label("previous_end")
+            )
+            found = conn.execute(
+                select(events, previous).where(e.id.in_(ended)).order_by(e.id)
+            ).mappings()
+            ends = [(feed_event_from_row(row), row["previous_end"]) for row in found]
+            keys = {(end.job_id, end.user_id or "") for end, _ in ends}
             found_jobs = conn.execute(
                 select(jobs).where(tuple_(jobs.c.id, jobs.c.user_id).in_(keys))
             ).mappings()
             known = {(row["id"], row["user_id"]): job_from_row(row) for row in found_jobs}
         # A job pruned since has nothing to tell.
         taken = [
-            (known[key], end) for end in ends if (key := (end.job_id, end.user_id or "")) in known
+            (known[key], end, previous)
+            for end, previous in ends
+            if (key := (end.job_id, end.user_id or "")) in known
         ]
         return Taken(taken, behind)
-
-    def previous_end(self, end: FeedEvent) -> int | None:
-        """The feed id of the job's end before ``end`` (a requeued job's earlier attempt), if
-        it had one: read backwards through the feed's job index."""
-        e = events.c
-        with self.store.connection("find a job's earlier end") as conn:
-            return conn.execute(
-                select(func.max(e.id)).where(
-                    and_(
-                        e.job_id == end.job_id,
-                        e.user_id == (end.user_id or ""),
-                        e.id < end.id,
-                        e.status.in_(TERMINAL_VALUES),
-                    )
-                )
-            ).scalar()
 
     def _move(self, conn: Connection, event_id: int) -> None:
         values = {"name": _CURSOR, "event_id": event_id}
