@@ -5,6 +5,7 @@ SDK's in-memory exporter here (OTLP over HTTP: tests/api/test_tracing_otlp.py)."
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -502,3 +503,18 @@ def test_every_valid_header_makes_the_job_its_child(trace_id: str, span: str, fl
         return
     assert (own[3:35], parent) == (trace_id, span)
     assert own[-2:] == ("01" if int(flags, 16) & 1 else "00")  # sampled, or not, as asked
+
+
+def test_without_the_otel_extra_tracing_says_what_to_install(
+    store: SQLStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``otel_traces`` on a server without OpenTelemetry's SDK fails its start with the command
+    that installs it; off, the server starts as ever."""
+    from morag_progress.api import create_app
+    from morag_progress.errors import ConfigurationError
+    from morag_progress.settings import Settings
+
+    monkeypatch.setitem(sys.modules, "opentelemetry.sdk.trace", None)  # import fails
+    with pytest.raises(ConfigurationError, match=r"pip install 'morag-progress\[otel\]'"):
+        create_app(Settings(otel_traces=True), store=store)
+    assert create_app(Settings(otel_traces=False), store=store) is not None

@@ -270,23 +270,19 @@ class JobSpans:
             before=end.id + 1,
             limit=self.max_history,
         )
-        attributes: dict[str, Any] = {
-            "morag.job.id": job.id,
-            "morag.job.document_name": job.document_name,
-            "morag.job.document_type": job.document_type,
-            "morag.job.status": end.status.value,
-            "morag.job.percentage": end.percentage,
-            "morag.job.attempt": end.attempt,
-        }
-        for key, value in (
+        attributes = _given(
+            ("morag.job.id", job.id),
+            ("morag.job.document_name", job.document_name),
+            ("morag.job.document_type", job.document_type),
+            ("morag.job.status", end.status.value),
+            ("morag.job.percentage", end.percentage),
+            ("morag.job.attempt", end.attempt),
             ("morag.job.user_id", job.user_id),
             ("morag.job.parent_id", job.parent_id),
             ("morag.job.worker_id", job.worker_id),
             ("morag.job.created_by", job.created_by),
             ("morag.job.ended_by", end.actor),
-        ):
-            if value:
-                attributes[key] = value
+        )
         if earlier is None:  # the job's first end: its own span, from its creation
             name, start = f"job {job.document_type}", job.created_at
             parent = (
@@ -356,20 +352,20 @@ class JobSpans:
 
 
 def _event_attributes(change: FeedEvent) -> dict[str, Any]:
-    attributes: dict[str, Any] = {
-        "morag.job.status": change.status.value,
-        "morag.job.percentage": change.percentage,
-        "morag.job.attempt": change.attempt,
-    }
-    for key, value in (
+    return _given(
+        ("morag.job.status", change.status.value),
+        ("morag.job.percentage", change.percentage),
+        ("morag.job.attempt", change.attempt),
         ("morag.job.stage", change.stage),
         ("morag.job.message", change.message),
         ("morag.actor", change.actor),
         ("morag.action", change.action),
-    ):
-        if value is not None:
-            attributes[key] = value
-    return attributes
+    )
+
+
+def _given(*pairs: tuple[str, Any]) -> dict[str, Any]:
+    """Span or event attributes: the pairs with a value (OpenTelemetry has no null)."""
+    return {key: value for key, value in pairs if value is not None and value != ""}
 
 
 def _otlp_processor() -> SpanProcessor:

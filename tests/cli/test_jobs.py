@@ -33,6 +33,8 @@ def test_create_show_list_and_cancel(remote: Remote) -> None:
     assert shown.returncode == 0, shown.stderr
     assert "manual.pdf" in shown.stdout
     assert "PENDING" in shown.stdout
+    assert "created_by" in shown.stdout  # who made it, and its span for the worker's
+    assert json.loads(created.stdout)["traceparent"][3:35] in shown.stdout
 
     listed = jobs(remote, "list", "--json")
     assert "cli-1" in [job["id"] for job in json.loads(listed.stdout)["jobs"]]

@@ -52,7 +52,7 @@ def _show(job: dict[str, Any]) -> None:
     for name in (
         "id", "document_name", "document_type", "status", "percentage", "summary", "stage",
         "attempt", "worker_id", "parent_id", "error", "cancel_requested", "created_at",
-        "created_by", "start_date", "updated_at", "end_date", "expected_start_at",
+        "created_by", "traceparent", "start_date", "updated_at", "end_date", "expected_start_at",
     ):  # fmt: skip
         value = job.get(name)
         if value is not None and value != "":

@@ -280,7 +280,8 @@ def test_job_page_has_its_own_address_and_every_field(page: Any, site: Site) -> 
     page.locator("#facts").get_by_role("link", name="course").wait_for(timeout=5000)  # parent
     facts = page.locator("#facts").inner_text()
     for expected in (child, "audio", "Attempt", "gpu-07", "Created", "Started", "Ended",
-                     "Duration", "Created by", site.tracker.actor):  # fmt: skip
+                     "Duration", "Created by", site.tracker.actor, "Trace",
+                     site.job(child).traceparent[3:35]):  # fmt: skip
         assert expected in facts, expected
     assert page.locator("#job-status").inner_text() == "FAILED"
     assert "CUDA out of memory" in page.locator("#job-error-text").inner_text()

@@ -504,6 +504,7 @@ function renderJob() {
     ...fact("Child jobs", job.children ? `${job.children_done} of ${job.children} done` : null),
     ...fact("Created", when(job.created_at)),
     ...fact("Created by", job.created_by ? actor(job.created_by) : null),
+    ...fact("Trace", job.traceparent ? el("code", { title: `traceparent ${job.traceparent}` }, job.traceparent.slice(3, 35)) : null),
     ...fact("Started", when(job.start_date)),
     ...fact("Updated", when(job.updated_at)),
     ...fact("Ended", when(job.end_date)),
