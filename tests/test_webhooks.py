@@ -219,6 +219,7 @@ def test_delivery_retried_until_accepted_with_stable_signed_body(
         job_id,
         "FINISHED",
     )
+    assert (event["job"]["action"], event["job"]["actor"]) == ("report", tracker.actor)
     assert headers["X-Morag-Event-Id"] == event["id"]
 
 

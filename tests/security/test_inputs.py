@@ -212,3 +212,45 @@ def test_the_new_reads_and_actions_refuse_bad_input_by_name(
             assert made.status_code == 422, hook
             assert made.json()["detail"][0]["loc"] == ["body", field]
     _others_still_read(t, alice, admin, 1)
+
+
+def test_any_traceparent_header_makes_a_job_never_a_failure(
+    target: Callable[..., Target],
+) -> None:
+    """A ``traceparent`` that is not one (garbage, version ff, zero ids, 8 KiB, Latin-1 bytes,
+    or a second header after a valid one) is ignored, as W3C Trace Context says: 201, a trace
+    of the job's own; a valid one makes the job its child. Nothing of the header but its ids
+    is kept."""
+    t = target()
+    alice, admin = t.key("alice"), t.key("root", Role.ADMIN)
+    body = b'{"document_name": "a.pdf", "document_type": "pdf"}'
+    bad = [
+        b"garbage",
+        b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        b"00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        b"00-" + b"a" * 8000,
+        b"00-\xe9\xe9-\xff",
+    ]
+    with t.client() as client:
+        for value in bad:
+            auth = (b"authorization", alice["Authorization"].encode())
+            headers = [auth, (b"traceparent", value), JSON_RAW]
+            response = client.post("/api/v1/jobs", content=body, headers=headers)
+            assert response.status_code == 201, (value[:20], response.text)
+            own = response.json()["traceparent"]
+            assert len(own) == 55
+            assert own[3:35] not in value.decode("latin-1")  # a trace of its own
+        good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        two = [(b"authorization", alice["Authorization"].encode()), JSON_RAW]
+        two += [(b"traceparent", good.encode()), (b"traceparent", b"garbage")]
+        response = client.post("/api/v1/jobs", content=body, headers=two)
+        assert response.status_code == 201
+        assert response.json()["traceparent"][3:35] == good[3:35]  # two headers: the first
+        created = client.post(
+            "/api/v1/jobs", content=body, headers={**alice, **JSON, "traceparent": good}
+        )
+        assert created.json()["traceparent"][3:35] == good[3:35]
+    _others_still_read(t, alice, admin, 7)
+
+
+JSON_RAW = (b"content-type", b"application/json")

@@ -473,6 +473,8 @@ def _new_delivery(
             "total": event["total"],
             "stage": event["stage"],
             "timestamp": event["timestamp"].isoformat(),
+            "actor": event["actor"],  # who made the change, and what kind (the audit trail)
+            "action": event["action"],
         },
     }
     if eta is not None and event["status"] == JobStatus.PROCESSING.value:
