@@ -518,3 +518,64 @@ def test_without_the_otel_extra_tracing_says_what_to_install(
     with pytest.raises(ConfigurationError, match=r"pip install 'morag-progress\[otel\]'"):
         create_app(Settings(otel_traces=True), store=store)
     assert create_app(Settings(otel_traces=False), store=store) is not None
+
+
+def test_a_job_that_first_ended_before_tracing_began_gets_its_own_span(
+    store: SQLStore, tracker: JobTracker, exported: InMemorySpanExporter, clock: Clock
+) -> None:
+    """Its earlier end was never exported, so its later end is the job's own span (with the
+    ids workers saw), not the child of a span nobody has."""
+    job_id = tracker.start_job(
+        "clip.mov", "video", user_id="alice", status=JobStatus.WAITING_FOR_REMOTE_WORKER
+    )
+    assert tracker.claim("gpu-1", claimant="k1", user_id="alice") is not None
+    tracker.apply(ProgressUpdate.final(job_id, success=False, message="OOM", user_id="alice"))
+    spans = exporter(store, exported, clock)  # tracing turned on only now
+    tracker.requeue(job_id, "alice")
+    assert tracker.claim("gpu-2", claimant="k1", user_id="alice") is not None
+    tracker.apply(ProgressUpdate.final(job_id, success=True, user_id="alice"))
+    spans.export_ended()
+    span = only(exported)
+    job = tracker.get_job(job_id)
+    assert job is not None
+    assert job.traceparent is not None
+    assert (span.name, hex_ids(span)[1]) == ("job video", job.traceparent[36:52])
+
+
+def test_the_exporter_outlives_a_database_that_fails_at_its_start(
+    store: SQLStore,
+    tracker: JobTracker,
+    exported: InMemorySpanExporter,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``run`` tries again after a failing pass, its first one included."""
+    import asyncio
+
+    from morag_progress.errors import StoreError
+    from morag_progress.store.spans import EndedJobs
+
+    spans = JobSpans(store, processor=SimpleSpanProcessor(exported), clock=clock)
+    real = EndedJobs.begin
+    failures = iter([StoreError("database is locked")])
+
+    def flaky(self: EndedJobs) -> None:
+        for failure in failures:
+            raise failure
+        real(self)
+
+    monkeypatch.setattr(EndedJobs, "begin", flaky)
+
+    async def main() -> None:
+        task = asyncio.create_task(spans.run(0.01))
+        await asyncio.sleep(0.2)  # failed once, then began
+        job_id = tracker.start_job("a.pdf", "pdf", user_id="alice")
+        tracker.apply(ProgressUpdate.final(job_id, success=True, user_id="alice"))
+        for _ in range(300):
+            if exported.get_finished_spans():
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(main())
+    assert len(exported.get_finished_spans()) == 1

@@ -225,11 +225,19 @@ class JobSpans:
         """Export the spans of jobs that ended since the last call (of any replica): at most
         ``batch``. True when more are waiting already (a backlog)."""
         taken = self._ended.take(now=self._clock(), batch=self.batch)
+        if taken.skipped:
+            logger.warning(
+                "%d jobs ended more than %s before their spans could be exported: passed over",
+                taken.skipped,
+                self._ended.max_age,
+            )
         for job, end, earlier in taken.ended:
             try:
                 self._export(job, end, earlier)
             except Exception:  # one odd job must not stop the others' spans
                 logger.warning("no span for job %s", job.id, exc_info=True)
+        if taken.behind:  # catching up: let the exporter send before taking more
+            self._provider.force_flush()
         return taken.behind
 
     async def run(self, interval: float) -> None:
@@ -239,9 +247,12 @@ class JobSpans:
 
         from morag_progress._threads import run_to_completion
 
-        await run_to_completion(self.begin)
+        begun = False
         while True:
             try:
+                if not begun:  # a server made the cursor before serving: then a no-op
+                    await run_to_completion(self.begin)
+                    begun = True
                 while await run_to_completion(self.export_ended):
                     pass  # a backlog: the next batch at once
             except Exception:

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from morag_progress._threads import SharedReads
+from morag_progress._threads import SharedReads, run_to_completion
 from morag_progress.api import answers
 from morag_progress.api.auth import Authenticator
 from morag_progress.api.estimates import Estimates
@@ -72,6 +72,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if job_spans is not None:
+            # Following the feed from before the first request: no job ends unseen.
+            await run_to_completion(job_spans.begin)
         # Always on: jobs may carry their own stall timeout even when the server has none.
         background = [
             asyncio.create_task(monitor.run(settings.monitor_interval_seconds)),
@@ -91,8 +94,6 @@ def create_app(
             ),
         ]
         if job_spans is not None:
-            # Following the feed from before the first request: no job ends unseen.
-            await asyncio.to_thread(job_spans.begin)
             background.append(asyncio.create_task(job_spans.run(settings.otel_interval_seconds)))
         listener = None
         if store.dialect == "postgresql":  # other replicas' changes wake the tail at once

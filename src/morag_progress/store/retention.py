@@ -96,7 +96,8 @@ class Retention(Database):
                 e.job_id.in_(sorted({job_id for _, job_id in owed})),
                 e.id <= max(owed.values()),  # not a newer job's of the same id
             )
-            .order_by(e.job_id, e.id)  # a job's oldest rows first: its owed ones
+            # A job's oldest rows first (its owed ones), in the job index's own order.
+            .order_by(e.job_id, e.user_id, e.id)
             .limit(2 * ROWS_PER_BATCH)
         )
         doomed = [row.id for row in rows if row.id <= owed.get((row.user_id, row.job_id), -1)][

@@ -6,7 +6,8 @@ the cursor: on PostgreSQL the cursor row is locked for the transaction, so repli
 different rows and each ended job is exported by one of them.
 
 - The cursor is made when tracing starts (``begin``), at the feed's end: jobs that ended before
-  tracing was first turned on get no span. A server that restarts goes on where it stopped.
+  tracing was first turned on get no span (and a later attempt of one is exported as the
+  job's own span). A server that restarts goes on where it stopped.
 - Ends older than ``max_age`` when they are taken are passed over: tracing turned back on after
   a long pause does not replay the jobs of the pause as stale spans.
 - A feed id that is missing (its transaction still open, or rolled back) holds the cursor for
@@ -21,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, func, select, tuple_
+from sqlalchemy import Connection, case, func, select, tuple_
 
 from morag_progress.models import FeedEvent, Job
 from morag_progress.store.engine import (
@@ -36,6 +37,8 @@ from morag_progress.store.sql import SQLStore
 __all__ = ["EndedJobs", "Taken"]
 
 _CURSOR = "spans"
+_START = "spans_start"
+"""The feed id tracing started at: ends before it were never exported."""
 _SCAN = 5000
 """Feed rows looked at in one take, at most."""
 
@@ -49,6 +52,8 @@ class Taken:
     its end before that (a requeued job's earlier attempt) if it had one."""
     behind: bool = False
     """True when the take stopped at its limits, not at the feed's end: take again at once."""
+    skipped: int = 0
+    """Ends passed over for being older than the maximum age."""
 
 
 class EndedJobs:
@@ -61,10 +66,14 @@ class EndedJobs:
     def begin(self) -> None:
         """Make the cursor, at the feed's end, unless there is one already."""
         with self.store.transaction("begin taking ended jobs") as conn:
-            end = int(conn.execute(select(func.max(events.c.id))).scalar() or 0)
+            self._begin(conn)
+
+    def _begin(self, conn: Connection) -> None:
+        end = int(conn.execute(select(func.max(events.c.id))).scalar() or 0)
+        for name in (_CURSOR, _START):
             conn.execute(
                 self.store.dialect_insert()(webhook_cursor)
-                .values(name=_CURSOR, event_id=end)
+                .values(name=name, event_id=end)
                 .on_conflict_do_nothing()
             )
 
@@ -78,8 +87,7 @@ class EndedJobs:
                 read = read.with_for_update()  # replicas take turns, each row once
             cursor = conn.execute(read).scalar()
             if cursor is None:
-                start = int(conn.execute(select(func.max(e.id))).scalar() or 0)
-                self._move(conn, start)
+                self._begin(conn)
                 return Taken()
             start = int(cursor)
             rows = (
@@ -97,30 +105,43 @@ class EndedJobs:
             oldest = now - self.max_age
             ended: list[int] = []
             end = start
+            skipped = 0
             for row in seen:
-                if row["status"] in TERMINAL_VALUES and row["recorded_at"] >= oldest:
-                    if len(ended) == batch:
+                if row["status"] in TERMINAL_VALUES:
+                    if row["recorded_at"] < oldest:
+                        skipped += 1
+                    elif len(ended) == batch:
                         behind = True
                         break
-                    ended.append(row["id"])
+                    else:
+                        ended.append(row["id"])
                 end = row["id"]
             if end == start:
                 return Taken()
             self._move(conn, end)
             if not ended:
-                return Taken(behind=behind)
+                return Taken(behind=behind, skipped=skipped)
+            began = conn.execute(
+                select(webhook_cursor.c.event_id).where(webhook_cursor.c.name == _START)
+            ).scalar()
+            # A job's earlier end, if it had one that was exported: only a requeued job has
+            # (its attempt grew), so a first end, the common case, searches nothing; newest
+            # first through the job index, stopping at the first end found.
             earlier = events.alias("earlier")
-            previous = (
-                select(func.max(earlier.c.id))
+            search = (
+                select(earlier.c.id)
                 .where(
                     earlier.c.job_id == e.job_id,
                     earlier.c.user_id == e.user_id,
                     earlier.c.id < e.id,
+                    earlier.c.id > (began or 0),
                     earlier.c.status.in_(TERMINAL_VALUES),
                 )
+                .order_by(earlier.c.id.desc())
+                .limit(1)
                 .scalar_subquery()
-                .label("previous_end")
             )
+            previous = case((e.attempt > 1, search), else_=None).label("previous_end")
             found = conn.execute(
                 select(events, previous).where(e.id.in_(ended)).order_by(e.id)
             ).mappings()
@@ -136,7 +157,7 @@ class EndedJobs:
             for end, previous in ends
             if (key := (end.job_id, end.user_id or "")) in known
         ]
-        return Taken(taken, behind)
+        return Taken(taken, behind, skipped)
 
     def _move(self, conn: Connection, event_id: int) -> None:
         values = {"name": _CURSOR, "event_id": event_id}
