@@ -25,6 +25,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy import text
 
 from morag_progress import JobTracker, ProgressUpdate
 from morag_progress.store import SQLStore
@@ -90,6 +91,9 @@ def main() -> None:
         spans = JobSpans(store, processor=SimpleSpanProcessor(exported))
         spans.begin()
         ids = fill(tracker, args.jobs, args.changes)
+        if args.postgres:  # the statistics autovacuum keeps (a fresh table has none yet)
+            with store.transaction("analyze") as conn:
+                conn.execute(text("ANALYZE"))
         started = time.perf_counter()
         while spans.export_ended():
             pass
