@@ -579,3 +579,20 @@ def test_the_exporter_outlives_a_database_that_fails_at_its_start(
 
     asyncio.run(main())
     assert len(exported.get_finished_spans()) == 1
+
+
+def test_a_broken_opentelemetry_never_fails_the_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Carrying a span is best effort: if OpenTelemetry raises, the block runs untraced and no
+    span is carried (a task is sent, a job is made), rather than the work failing."""
+    from opentelemetry import context
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("broken context")
+
+    monkeypatch.setattr(context, "attach", broken)
+    monkeypatch.setattr(trace, "get_current_span", broken)
+    ran = []
+    with attached(VALID):
+        ran.append(True)
+    assert ran == [True]
+    assert current_traceparent() is None

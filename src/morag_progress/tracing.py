@@ -102,34 +102,43 @@ def job_trace(creator: str | None) -> tuple[str, str | None]:
 
 def current_traceparent() -> str | None:
     """The ``traceparent`` of the span current in this process, if OpenTelemetry is in use
-    (imported, with a valid span current); else None."""
+    (imported, with a valid span current); else None. Never raises: tracing must not fail the
+    work it describes."""
     if "opentelemetry.trace" not in sys.modules:  # nobody traces here: do not import it
         return None
-    from opentelemetry import trace
+    try:
+        from opentelemetry import trace
 
-    context = trace.get_current_span().get_span_context()
-    if not context.is_valid:
+        context = trace.get_current_span().get_span_context()
+        if not context.is_valid:
+            return None
+        flags = int(context.trace_flags)
+        return f"00-{context.trace_id:032x}-{context.span_id:016x}-{flags:02x}"
+    except Exception:  # a broken or half-configured OpenTelemetry
+        logger.debug("no current span to carry", exc_info=True)
         return None
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
 
 @contextlib.contextmanager
 def attached(traceparent: str | None) -> Iterator[None]:
     """Run a block inside the span ``traceparent`` names (a job's): spans started in it are
-    its children. Without OpenTelemetry, or without a valid context, it does nothing."""
+    its children. Without OpenTelemetry, or without a valid context, it does nothing; it never
+    raises into the block's work."""
+    token = None
     parsed = TraceContext.parse(traceparent)
-    try:
-        from opentelemetry import context, trace
-    except ImportError:
-        parsed = None
-    if parsed is None:
-        yield
-        return
-    token = context.attach(trace.set_span_in_context(trace.NonRecordingSpan(_span_context(parsed))))
+    if parsed is not None:
+        try:
+            from opentelemetry import context, trace
+
+            span = trace.NonRecordingSpan(_span_context(parsed))
+            token = context.attach(trace.set_span_in_context(span))
+        except Exception:  # not installed, or broken: the work goes on untraced
+            logger.debug("cannot enter the job's span", exc_info=True)
     try:
         yield
     finally:
-        context.detach(token)
+        if token is not None:
+            context.detach(token)
 
 
 def _span_context(parsed: TraceContext) -> Any:
