@@ -209,6 +209,7 @@ class LocalReporter(_ThreadedReporter):
                 message=body.get("message"),
                 cancelled=body.get("cancelled", False),
                 user_id=self._user_id,
+                actor=self._tracker.actor,
             )
         else:
             update = ProgressUpdate(
@@ -222,6 +223,7 @@ class LocalReporter(_ThreadedReporter):
                 attempt=body.get("attempt"),
                 seq=body.get("seq"),
                 user_id=self._user_id,
+                actor=self._tracker.actor,  # named here: the tracker need not copy the update
             )
         return self._tracker.apply(update)
 
