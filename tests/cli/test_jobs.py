@@ -11,10 +11,11 @@ from tests.live import Remote
 
 
 def jobs(remote: Remote, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """``morag-progress jobs ARGS`` as alice's user key, in a pipe, 150 columns wide."""
+    """``morag-progress jobs ARGS`` as alice's user key, in a pipe, 150 columns wide unless
+    ``env`` says otherwise."""
     return subprocess.run(
         [sys.executable, "-m", "morag_progress.cli", "jobs", *args],
-        env=remote.env(remote.user_key, COLUMNS="150", **env),
+        env=remote.env(remote.user_key, **{"COLUMNS": "150", **env}),
         capture_output=True,
         text=True,
         timeout=60,
@@ -118,7 +119,9 @@ def test_history_says_who_did_what(remote: Remote) -> None:
     assert [(e["action"], e["actor"]) for e in json.loads(latest.stdout)] == [("cancel", by)]
     table = jobs(remote, "history", "cli-h", FORCE_COLOR="1", NO_COLOR="1")
     assert "cancel" in table.stdout
-    assert by in table.stdout
+    assert by in table.stdout  # whole, at 150 columns and at 100
+    narrow = jobs(remote, "history", "cli-h", FORCE_COLOR="1", NO_COLOR="1", COLUMNS="100")
+    assert by in narrow.stdout
     assert "\t" not in table.stdout
     missing = jobs(remote, "history", "no-such-job")
     assert missing.returncode != 0

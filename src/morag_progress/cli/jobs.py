@@ -205,7 +205,7 @@ def history(
         ("when UTC", {"min_width": 23}),
         ("status", {"min_width": 15}),
         ("change", {"min_width": 6}),
-        ("by", {"min_width": 6}),
+        ("by", {"min_width": max((len(r[3]) for r in rows), default=2)}),  # whole: who
         ("message", {"ratio": 1, "overflow": "ellipsis"}),
     ]
     _print_rows(columns, rows, None)
