@@ -1,12 +1,14 @@
 """What the benchmarks share: a free port, a key made with the CLI, a server to wait for or start,
-and a percentile."""
+a percentile, and a process's CPU time."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
@@ -67,3 +69,9 @@ def percentile(samples: list[float], q: float) -> float:
     """The ``q`` quantile (0..1) of ``samples``, nearest rank."""
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

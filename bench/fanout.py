@@ -35,7 +35,7 @@ from pathlib import Path
 
 import httpx
 import uvloop
-from _server import create_key, free_port, wait_until_up
+from _server import cpu_seconds, create_key, free_port, wait_until_up
 
 
 async def subscriber(
@@ -150,12 +150,6 @@ def serve_reference(port: int, rate: int) -> None:
         server.close()
 
     uvloop.run(main())
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time a process has used (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def run(
