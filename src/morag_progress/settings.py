@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(
         default=64 * 1024, ge=1024, description="Largest request line and headers together."
     )
+    access_log: bool = Field(
+        default=False,
+        description="One log line per request (off by default, as gunicorn's: at the rate "
+        "workers report, formatting and writing it costs about a quarter of the server's CPU; "
+        "/metrics times every route without it). Secrets in URLs are redacted either way.",
+    )
     log_parse_processes: int = Field(
         default=1,
         ge=0,

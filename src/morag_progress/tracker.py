@@ -16,6 +16,7 @@ import math
 import threading
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -199,10 +200,19 @@ class JobTracker:
 
         Validate first (``check_timestamp``): one invalid update raises before any is written.
         """
+        return self._notified(self._submit_many(updates).result())
+
+    async def apply_many_async(self, updates: list[ProgressUpdate]) -> list[UpdateResult]:
+        """``apply_many`` for the event loop, waiting for the commit without holding a thread."""
+        return self._notified(await asyncio.wrap_future(self._submit_many(updates)))
+
+    def _submit_many(self, updates: list[ProgressUpdate]) -> Future[list[UpdateResult]]:
         now = self._clock()
         for update in updates:
             self.check_timestamp(update, now)
-        results = self.store.apply_many([self._signed(u) for u in updates], now=now)
+        return self.store.submit_many([self._signed(u) for u in updates], now=now)
+
+    def _notified(self, results: list[UpdateResult]) -> list[UpdateResult]:
         for result in results:
             if result.applied and result.job is not None:
                 self._notify(result.job)

@@ -108,3 +108,12 @@ def test_replicas_stream_each_others_updates(
         elapsed = time.monotonic() - started
     assert '"percentage":50' in data.replace(" ", "")
     assert elapsed < 1.0, f"took {elapsed:.2f} s"
+
+
+def test_the_access_log_is_off_unless_asked_for() -> None:
+    """``serve`` writes no line per request by default (as gunicorn); ``access_log`` turns it on."""
+    from morag_progress.api.server import uvicorn_config
+    from morag_progress.settings import Settings
+
+    assert uvicorn_config(None, Settings()).access_log is False
+    assert uvicorn_config(None, Settings(access_log=True)).access_log is True

@@ -17,7 +17,7 @@ def test_stream_tokens_and_url_passwords_never_reach_the_log(
 ) -> None:
     """A dashboard's ``?token=`` and a webhook URL's password are not in the server's log,
     though the requests that carried them are."""
-    t = sqlite_target(WEBHOOK_ALLOW_PRIVATE="true")
+    t = sqlite_target(WEBHOOK_ALLOW_PRIVATE="true", ACCESS_LOG="true")
     alice = t.key("alice")
     secret_url = "http://hook-user:hunter2-secret@127.0.0.1:9/hook"
     with t.client() as client:

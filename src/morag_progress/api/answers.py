@@ -1,4 +1,4 @@
-"""The one place where errors become HTTP answers, for FastAPI's routes and the fast lane."""
+"""The one place where errors become HTTP answers, for every route."""
 
 from __future__ import annotations
 

@@ -16,7 +16,6 @@ from morag_progress._threads import SharedReads, run_to_completion
 from morag_progress.api import answers
 from morag_progress.api.auth import Authenticator
 from morag_progress.api.estimates import Estimates
-from morag_progress.api.fastlane import FastLane
 from morag_progress.api.limits import BodyLimit, RateLimiter, SharedRateLimiter
 from morag_progress.api.metrics import Metrics, RequestTimer
 from morag_progress.api.routes import dashboard, events, jobs, ops, remote_jobs, webhooks, workers
@@ -152,17 +151,12 @@ def create_app(
     )
     app.add_middleware(AllowHeader)
     app.add_middleware(RequestTimer, metrics=metrics)  # times every request the app serves
-    app.add_middleware(  # added last: outermost, so its requests skip all of the above
-        FastLane,
-        tracker=tracker,
-        authenticator=app.state.authenticator,
-        rate_limiter=app.state.rate_limiter,
-        metrics=metrics,
-        max_body=settings.max_body_bytes,
-    )
     routers = (remote_jobs, jobs, events, webhooks, workers, ops)
     for module in routers:
         app.include_router(module.router)
+    # Matched first, outside FastAPI's dependency solving (``routes.hot_route``); FastAPI's
+    # declarations of the same routes stay for the schema.
+    app.router.routes[:0] = remote_jobs.hot_routes
     dashboard.mount(app)
     answers.install(app)
     return app

@@ -178,6 +178,7 @@ def uvicorn_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Conf
     options.setdefault("host", settings.host)
     options.setdefault("port", settings.port)
     options.setdefault("timeout_keep_alive", 5)
+    options.setdefault("access_log", settings.access_log)
     # Forwarded headers name the client only when they come from a proxy the operator names:
     # otherwise anyone could claim any address (limits per address, /metrics on loopback).
     if settings.forwarded_allow_ips:

@@ -229,10 +229,17 @@ class JobWriter(Database):
         """Apply updates in order through the writer thread, as one piece of its work: they
         share its transaction with concurrent reports, and the results come once it has
         committed."""
+        return self.submit_many(updates, now=now).result()
+
+    def submit_many(
+        self, updates: list[ProgressUpdate], *, now: datetime
+    ) -> Future[list[UpdateResult]]:
+        """``apply_many`` without waiting: the future holds the results once committed."""
         if not updates:
-            return []
-        done = self._writer().submit((tuple(updates), now, False)).result()
-        return cast(list[UpdateResult], done)
+            done: Future[list[UpdateResult]] = Future()
+            done.set_result([])
+            return done
+        return cast(Future[list[UpdateResult]], self._writer().submit((tuple(updates), now, False)))
 
     def heartbeat(
         self,

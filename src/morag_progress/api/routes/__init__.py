@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import TypeAdapter, ValidationError
+from starlette.requests import ClientDisconnect
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from morag_progress.api.auth import Principal, principal, stream_principal
 from morag_progress.api.estimates import Estimates
@@ -14,15 +21,20 @@ from morag_progress.models import Job
 from morag_progress.tracker import JobTracker
 
 __all__ = [
+    "JOB_ID_PARAMETER",
     "Caller",
     "JobFilters",
     "JobIdPath",
     "StreamCaller",
+    "decoded",
     "errors",
     "estimates_of",
+    "hot_route",
     "tracker_of",
     "visible_job",
 ]
+
+_T = TypeVar("_T")
 
 Caller = Annotated[Principal, Depends(principal)]
 StreamCaller = Annotated[Principal, Depends(stream_principal)]
@@ -87,3 +99,101 @@ _ERRORS: dict[int, str] = {
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """The documented error answers of a route, for OpenAPI."""
     return {code: {"description": _ERRORS[code]} for code in codes}
+
+
+_JOB_ID = TypeAdapter(JobId)
+JOB_ID_PARAMETER = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {**_JOB_ID.json_schema(), "title": "Job Id"},
+    "description": "The job's id.",
+}
+"""The ``job_id`` path parameter as OpenAPI shows it (for routes declared by hand)."""
+
+
+def hot_route(
+    router: APIRouter,
+    path: str,
+    endpoint: Callable[[Request], Awaitable[Response]],
+    *,
+    method: str,
+    **declared: Any,
+) -> Route:
+    """Declare ``endpoint`` on ``router`` for the OpenAPI schema (``declared``: what FastAPI
+    cannot read from its signature), and return the plain Starlette route that serves it
+    ahead of FastAPI's router (docs/architecture.md, section 5).
+
+    The endpoint is the route's only code: it authenticates (``principal``), decodes
+    (``decoded``) and answers itself, raising the same exceptions every route raises, which
+    the app's handlers answer. Served by FastAPI it would behave the same; it is mounted
+    outside FastAPI's routing only because dependency solving costs more than the update.
+    """
+    router.add_api_route(path, endpoint, methods=[method], **declared)
+    return _HotRoute(router.prefix + path, endpoint, methods=[method])
+
+
+class _HotRoute(Route):
+    """A Starlette route that names itself in the request's scope, as FastAPI's routes do
+    (the request timer labels latencies with ``scope["route"].path``)."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE:
+            child["route"] = self
+        return match, child
+
+
+async def decoded(request: Request, body: TypeAdapter[_T]) -> _T:
+    """The request's body validated as ``body`` (and its ``job_id`` path parameter, if it has
+    one), with FastAPI's errors: 400 for text that is not JSON, 422 naming each field."""
+    try:
+        raw = await request.body()
+    except ClientDisconnect as e:  # gone, or cut off by the body limit, which has answered 413
+        raise HTTPException(400, "the request body was cut off") from e
+    problems: list[dict[str, Any]] = []
+    job_id = request.path_params.get("job_id")
+    if job_id is not None:
+        try:
+            _JOB_ID.validate_python(job_id)
+        except ValidationError as e:
+            problems += _located(e, "path", "job_id")
+    try:
+        value = _validated(body, raw)
+    except ValidationError as e:
+        problems += _located(e, "body")
+    if problems:
+        raise RequestValidationError(problems, body=raw)
+    return value
+
+
+def _validated(adapter: TypeAdapter[_T], raw: bytes) -> _T:
+    """``raw`` parsed and validated in one call (about half of ``json.loads`` then
+    validation)."""
+    try:
+        return adapter.validate_json(raw)
+    except ValidationError as e:
+        if any(item["type"] != "json_invalid" for item in e.errors()):
+            raise
+        # pydantic's parser refuses some text that is JSON to the standard library (a lone
+        # surrogate escape): decode it as every other route does, so that the field's own
+        # rule answers (422), and only text that is not JSON at all is a 400.
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise e from None
+    return adapter.validate_python(data)
+
+
+def _located(error: ValidationError, *where: str) -> list[dict[str, Any]]:
+    return [
+        {**item, "loc": (*where, *item["loc"]), "input": _shown(item.get("input"))}
+        for item in error.errors(include_url=False)
+    ]
+
+
+def _shown(value: object) -> object:
+    """An input as an error may echo it: the raw body of a JSON error as (cut) text."""
+    if isinstance(value, bytes):
+        return value[:200].decode("utf-8", errors="replace")
+    return value

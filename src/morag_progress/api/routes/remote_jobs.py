@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 import orjson
 from fastapi import APIRouter, Request, Response, status
-from fastapi.exceptions import RequestValidationError
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect
 
-from morag_progress.api.auth import Principal
+from morag_progress.api.auth import Principal, principal
 from morag_progress.api.metrics import Metrics
 from morag_progress.api.routes import (
+    JOB_ID_PARAMETER,
     Caller,
     JobIdPath,
+    decoded,
     errors,
     estimates_of,
+    hot_route,
     tracker_of,
     visible_job,
 )
@@ -43,19 +43,13 @@ from morag_progress.models import (
 )
 from morag_progress.tracker import MAX_CLOCK_SKEW, JobTracker
 
-__all__ = [
-    "PROGRESS_ROUTE",
-    "decode_progress",
-    "progress_reply",
-    "progress_update",
-    "router",
-]
+__all__ = ["PROGRESS_ROUTE", "hot_routes", "progress_reply", "progress_update", "router"]
 
 router = APIRouter(prefix="/api/v1/remote-jobs", tags=["remote workers"])
 
 _ERRORS = errors(400, 401, 404, 409, 413, 422, 429)
 PROGRESS_ROUTE = "/api/v1/remote-jobs/{job_id}/progress"
-"""The hot route (served by ``api/fastlane.py`` in its ordinary case)."""
+"""The hot route: every remote worker calls it, many times a second."""
 
 
 def progress_update(job_id: str, body: ProgressIn, caller: Principal) -> ProgressUpdate:
@@ -105,69 +99,40 @@ def _counted(request: Request, source: str, result: UpdateResult) -> UpdateResul
 _PROGRESS_IN = TypeAdapter(ProgressIn)
 
 
-def decode_progress(raw: bytes) -> ProgressIn:
-    """The body as ``ProgressIn``, parsed and validated in one call over the raw bytes (about
-    half of FastAPI's ``json.loads`` then validation); errors as FastAPI reports them."""
-    try:
-        return _PROGRESS_IN.validate_json(raw)
-    except ValidationError as e:
-        error = e
-    if all(item["type"] == "json_invalid" for item in error.errors()):
-        # pydantic's parser refuses some text that is JSON to the standard library (a lone
-        # surrogate escape): decode it as every other route does, so that the field's own
-        # rule answers (422), and only text that is not JSON at all is a 400.
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            pass
-        else:
-            try:
-                return _PROGRESS_IN.validate_python(data)
-            except ValidationError as e:
-                error = e
-    errors = [
-        {**item, "loc": ("body", *item["loc"]), "input": _shown(item.get("input"))}
-        for item in error.errors(include_url=False)
-    ]
-    raise RequestValidationError(errors, body=raw) from error
-
-
-def _shown(value: object) -> object:
-    """An input as an error may echo it: the raw body of a JSON error as (cut) text."""
-    if isinstance(value, bytes):
-        return value[:200].decode("utf-8", errors="replace")
-    return value
-
-
-@router.put(
-    PROGRESS_ROUTE.removeprefix(router.prefix),
-    response_model=ProgressOut,
-    responses=_ERRORS,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": ProgressIn.model_json_schema()}},
-        }
-    },
-)
-async def report_progress(job_id: JobIdPath, caller: Caller, request: Request) -> Response:
+async def report_progress(request: Request) -> Response:
     """Report a job's progress. The reply is sent once the update is committed.
 
     ``applied`` is false for a report older than the job's last one (not an error: it lost a
     race). ``cancel_requested`` tells the worker to stop.
     """
-    try:
-        raw = await request.body()
-    except ClientDisconnect:  # gone, or cut off by the body limit, which has answered 413
-        return Response(status_code=400)
-    body = decode_progress(raw)
-    update = progress_update(job_id, body, caller)
+    caller = await principal(request)
+    body = await decoded(request, _PROGRESS_IN)
+    job_id: str = request.path_params["job_id"]
     # The commit is the writer thread's (shared with concurrent reports); this request waits
     # for it on the event loop, holding no thread.
-    applied = await tracker_of(request).apply_async(update)
-    result = _counted(request, "http", applied)
-    result.raise_for_outcome(job_id)
+    result = await tracker_of(request).apply_async(progress_update(job_id, body, caller))
+    _counted(request, "http", result).raise_for_outcome(job_id)
     return progress_reply(result, "Progress updated")
+
+
+hot_routes = [
+    hot_route(
+        router,
+        PROGRESS_ROUTE.removeprefix(router.prefix),
+        report_progress,
+        method="PUT",
+        response_model=ProgressOut,
+        responses=_ERRORS,
+        openapi_extra={
+            "parameters": [JOB_ID_PARAMETER],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": ProgressIn.model_json_schema()}},
+            },
+        },
+    )
+]
+"""The routes served ahead of FastAPI's router (``hot_route``)."""
 
 
 @router.get("/{job_id}/status", response_model=JobOut, responses=_ERRORS)
@@ -210,7 +175,7 @@ def _item(job_id: str, result: UpdateResult) -> BatchItemOut:
 
 
 @router.post("/progress", response_model=BatchOut, responses=_ERRORS)
-def report_batch(body: BatchIn, caller: Caller, request: Request) -> BatchOut:
+async def report_batch(body: BatchIn, caller: Caller, request: Request) -> BatchOut:
     """Report progress for many jobs at once: applied in order, all committed before the
     answer, with one result per report (an unknown or finished job fails its item, not the
     batch)."""
@@ -228,7 +193,7 @@ def report_batch(body: BatchIn, caller: Caller, request: Request) -> BatchOut:
             )
             continue
         valid.append((i, update))
-    applied = tracker.apply_many([update for _, update in valid])
+    applied = await tracker.apply_many_async([update for _, update in valid])
     metrics = _metrics(request)
     metrics.batch_size.observe(len(valid))
     for outcome, n in Counter(result.outcome for result in applied).items():
