@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from morag_progress.bounds import clean_text
 from morag_progress.errors import ConfigurationError
-from morag_progress.tracing import attached
+from morag_progress.trace_context import attached
 
 if TYPE_CHECKING:
     from httpx import Response

@@ -7,7 +7,7 @@ from typing import Any
 
 from morag_progress.client._core import connection
 from morag_progress.errors import ProgressError
-from morag_progress.tracing import current_traceparent
+from morag_progress.trace_context import current_traceparent
 
 __all__ = ["create_job"]
 

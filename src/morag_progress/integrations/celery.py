@@ -48,7 +48,7 @@ from morag_progress.client.jobs import create_job
 from morag_progress.client.sync import LocalReporter, ProgressReporter
 from morag_progress.errors import ConfigurationError, JobConflictError, ProgressError
 from morag_progress.settings import load_settings
-from morag_progress.tracing import attached, current_traceparent
+from morag_progress.trace_context import attached, current_traceparent
 
 if TYPE_CHECKING:
     from morag_progress.handler import ProgressHandler
