@@ -422,10 +422,13 @@ class Job:
         elif eta is False:
             eta = None
         data["expected_start_at"] = expected_start_at
-        for key, value in data.items():
-            if isinstance(value, datetime):
+        for key in _DATETIME_FIELDS:
+            value = data[key]
+            if value is not None:
                 data[key] = _iso(value)
-            elif key in _FLOAT_FIELDS and value is not None:
+        for key in _FLOAT_FIELDS:
+            value = data[key]
+            if value is not None:
                 data[key] = float(value)
         data["status"] = self.status.value
         data["metadata"] = dict(self.metadata)
@@ -439,12 +442,18 @@ class Job:
 
 
 def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat()[:-6] + "Z"  # "+00:00" written as "Z"
 
 
 _INTERNAL = frozenset({"pace", "children_weight", "children_progress", "trace_parent_id"})
 _JOB_FIELDS = tuple(f.name for f in fields(Job) if f.name not in _INTERNAL)
-_FLOAT_FIELDS = frozenset({"weight", "stall_timeout_s", "rate"})
+_FLOAT_FIELDS = ("weight", "stall_timeout_s", "rate")
+_DATETIME_FIELDS = (
+    *(f.name for f in fields(Job) if f.name in _JOB_FIELDS and "datetime" in str(f.type)),
+    "expected_start_at",
+)
 
 
 @dataclass(frozen=True, slots=True)

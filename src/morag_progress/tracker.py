@@ -9,14 +9,12 @@ reporting never raises into a worker.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import math
 import threading
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,7 +40,7 @@ from morag_progress.models import (
     utcnow,
 )
 from morag_progress.store import NewJob, SQLStore, open_store
-from morag_progress.tracing import current_traceparent, job_trace
+from morag_progress.trace_context import current_traceparent, job_trace
 
 __all__ = ["JobTracker", "ProgressCallback"]
 
@@ -189,7 +187,7 @@ class JobTracker:
         coroutine waits for its commit without holding a thread of its own."""
         now = self._clock()
         self.check_timestamp(update, now)
-        result = await asyncio.wrap_future(self.store.submit(self._signed(update), now=now))
+        result = await self.store.submit_async(self._signed(update), now=now)
         if result.applied and result.job is not None:
             self._notify(result.job)
         return result
@@ -200,17 +198,21 @@ class JobTracker:
 
         Validate first (``check_timestamp``): one invalid update raises before any is written.
         """
-        return self._notified(self._submit_many(updates).result())
+        now = self._checked(updates)
+        return self._notified(self.store.apply_many([self._signed(u) for u in updates], now=now))
 
     async def apply_many_async(self, updates: list[ProgressUpdate]) -> list[UpdateResult]:
         """``apply_many`` for the event loop, waiting for the commit without holding a thread."""
-        return self._notified(await asyncio.wrap_future(self._submit_many(updates)))
+        now = self._checked(updates)
+        signed = [self._signed(u) for u in updates]
+        return self._notified(await self.store.apply_many_async(signed, now=now))
 
-    def _submit_many(self, updates: list[ProgressUpdate]) -> Future[list[UpdateResult]]:
+    def _checked(self, updates: list[ProgressUpdate]) -> datetime:
+        """Now, once every update's timestamp is checked (``check_timestamp``)."""
         now = self._clock()
         for update in updates:
             self.check_timestamp(update, now)
-        return self.store.submit_many([self._signed(u) for u in updates], now=now)
+        return now
 
     def _notified(self, results: list[UpdateResult]) -> list[UpdateResult]:
         for result in results:

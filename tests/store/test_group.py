@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -109,3 +111,70 @@ def test_concurrent_reports_on_a_real_store_all_commit_in_fewer_transactions(
     for job_id in jobs:
         assert len(tracker.history(job_id, "u")) == 51
         assert tracker.get_job_progress(job_id, "u") == 50
+
+
+async def test_callers_on_an_event_loop_are_woken_once_a_batch() -> None:
+    """Outcomes reach callers on an event loop (results and errors alike), and the writer
+    wakes the loop once for a whole batch, not once a caller."""
+
+    def answer(item: int) -> int:
+        if item < 0:
+            raise ValueError("negative")
+        return item * 10
+
+    apply, batches, release = held_first_batch(answer)
+
+    def apply_or_fail(items: list[int]) -> list[int | BaseException]:
+        try:
+            return apply(items)
+        except ValueError as e:
+            return [e] * len(items)
+
+    group: GroupCommit[int, int] = GroupCommit(apply_or_fail)
+    loop = asyncio.get_running_loop()
+    wakeups = 0
+    original = loop.call_soon_threadsafe
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal wakeups
+        wakeups += 1
+        return original(*args, **kwargs)
+
+    loop.call_soon_threadsafe = counted  # type: ignore[method-assign,assignment]
+    try:
+        first = group.submit_async(0)
+        await asyncio.sleep(0.05)  # the writer holds item 0
+        waiting = [group.submit_async(i) for i in range(1, 51)]
+        release.set()
+        assert await first == 0
+        assert await asyncio.gather(*waiting) == [i * 10 for i in range(1, 51)]
+        assert wakeups == len(batches) <= 3
+        with pytest.raises(ValueError, match="negative"):
+            await group.submit_async(-1)
+    finally:
+        loop.call_soon_threadsafe = original  # type: ignore[method-assign]
+        group.close()
+
+
+async def test_a_caller_that_gave_up_before_its_batch_is_not_applied() -> None:
+    """A cancelled wait (the client went away) before its batch began applies nothing."""
+    apply, batches, release = held_first_batch(lambda item: item)
+    group: GroupCommit[int, int] = GroupCommit(apply)
+    first = group.submit_async(1)
+    await asyncio.sleep(0.05)
+    gone = group.submit_async(2)
+    kept = group.submit_async(3)
+    gone.cancel()
+    release.set()
+    assert await first == 1
+    assert await kept == 3
+    assert [i for batch in batches for i in batch] == [1, 3]
+    group.close()
+
+
+async def test_a_closed_group_refuses_callers_on_a_loop() -> None:
+    """After close, an async caller gets StoreError at once."""
+    group: GroupCommit[int, int] = GroupCommit(lambda items: list(items))
+    group.close()
+    with pytest.raises(StoreError, match="closed"):
+        await group.submit_async(1)

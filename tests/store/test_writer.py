@@ -1,12 +1,16 @@
-"""The writer's retry of a transaction PostgreSQL rolled back as a deadlock's victim."""
+"""The writer: set-based batches that answer each update for itself, and the retry of a
+transaction PostgreSQL rolled back as a deadlock's victim."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from morag_progress.errors import StoreError
+from morag_progress.models import JobStatus, ProgressUpdate, UpdateOutcome
+from morag_progress.store import NewJob, SQLStore
 from morag_progress.store.writer import _retry_conflicts
 
 
@@ -49,3 +53,102 @@ def test_other_database_errors_are_not_retried() -> None:
     with pytest.raises(StoreError):
         _retry_conflicts(run)
     assert len(calls) == 1
+
+
+def _job(store: SQLStore, job_id: str, now: datetime, user: str = "u") -> None:
+    store.create_job(
+        NewJob(id=job_id, document_name="d", document_type="pdf", user_id=user), now=now
+    )
+
+
+def test_a_batch_answers_each_update_for_itself(store: SQLStore) -> None:
+    """One batch, many outcomes: applied, stale, terminal, superseded, not found and another
+    worker's claim, each update's own, and one feed row per applied update."""
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    for job_id in ("a", "b", "done"):
+        _job(store, job_id, now)
+    _job(store, "claimed", now, JobStatus.WAITING_FOR_REMOTE_WORKER)
+    store.apply(ProgressUpdate("done", 100, user_id="u"), now=now)
+    store.apply(ProgressUpdate("b", 30, attempt=2, user_id="u"), now=now)
+    store.claim(user_id="u", worker_id="w1", claimant="k1", document_types=None, now=now)
+    later = now + timedelta(seconds=1)
+    before = store.last_event_id()
+    results = store.apply_many(
+        [
+            ProgressUpdate("a", 10, "ten", user_id="u"),
+            ProgressUpdate("a", 5, "older", user_id="u", timestamp=now - timedelta(hours=1)),
+            ProgressUpdate("done", 50, user_id="u"),
+            ProgressUpdate("b", 40, user_id="u", attempt=1),
+            ProgressUpdate("nope", 40, user_id="u"),
+            ProgressUpdate("a", 20, "twenty", user_id="u", stage="s", current=2, total=10),
+            ProgressUpdate("claimed", 50, user_id="u", claimant="k2"),
+            ProgressUpdate("a", 30, user_id="someone-else"),
+        ],
+        now=later,
+    )
+    assert [r.outcome for r in results] == [
+        UpdateOutcome.APPLIED,
+        UpdateOutcome.STALE,
+        UpdateOutcome.TERMINAL,
+        UpdateOutcome.SUPERSEDED,
+        UpdateOutcome.NOT_FOUND,
+        UpdateOutcome.APPLIED,
+        UpdateOutcome.NOT_FOUND,
+        UpdateOutcome.NOT_FOUND,
+    ]
+    assert results[2].job is not None
+    assert results[2].job.status is JobStatus.FINISHED
+    # A job's updates apply in the order sent: the last one wins, each in the feed.
+    job = store.get_job("a", user_id="u")
+    assert job is not None
+    assert (job.percentage, job.summary, job.stage, job.current, job.total) == (
+        20,
+        "twenty",
+        "s",
+        2,
+        10,
+    )
+    history = store.history("a", user_id="u")
+    assert [(e.percentage, e.message) for e in history[-2:]] == [(10, "ten"), (20, "twenty")]
+    applied = [r for r in results if r.applied]
+    assert [r.event_id for r in applied] == sorted(r.event_id for r in applied)  # type: ignore[type-var]
+    assert store.last_event_id() == before + 2
+
+
+def test_a_batch_of_many_jobs_and_shapes_lands_whole(store: SQLStore) -> None:
+    """Reports for many jobs in several shapes, some jobs twice, in one batch: every job ends
+    at its last report, with its pace kept, and the feed holds each applied report once."""
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    for i in range(30):
+        _job(store, f"j{i}", now)
+    updates = []
+    for i in range(30):
+        updates.append(ProgressUpdate(f"j{i}", 10 + i, user_id="u", timestamp=now))
+        if i % 3 == 0:
+            updates.append(ProgressUpdate(f"j{i}", 50 + i, f"m{i}", user_id="u", stage="x"))
+        if i % 5 == 0:
+            updates.append(ProgressUpdate(f"j{i}", 100, "done", user_id="u"))
+    before = store.last_event_id()
+    results = store.apply_many(updates, now=now + timedelta(seconds=30))
+    assert all(r.applied for r in results)
+    assert store.last_event_id() - before == len(updates)
+    for i in range(30):
+        job = store.get_job(f"j{i}", user_id="u")
+        assert job is not None
+        expected = 100 if i % 5 == 0 else 50 + i if i % 3 == 0 else 10 + i
+        assert job.percentage == expected
+        assert job.pace is not None  # folded, and written once at the batch's end
+    assert store.get_job("j0", user_id="u").status is JobStatus.FINISHED  # type: ignore[union-attr]
+
+
+def test_rows_bind_date_times_as_the_columns_store_them(store: SQLStore) -> None:
+    """A batch's rows carry a date-time as its column stores it: read back, equal."""
+    now = datetime(2026, 1, 1, 12, 0, 0, 0, tzinfo=UTC)  # no microseconds: the tricky case
+    _job(store, "t", now)
+    result = store.apply_many([ProgressUpdate("t", 10, user_id="u")], now=now)[0]
+    assert result.job is not None
+    assert result.job.updated_at == now
+    assert result.job.last_seen_at == now
+    [*_, last] = store.history("t", user_id="u")
+    assert last.recorded_at == now
+    assert last.timestamp == now

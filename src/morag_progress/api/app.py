@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.routing import Match
+from starlette.middleware import Middleware
+from starlette.middleware.errors import ServerErrorMiddleware
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from morag_progress._threads import SharedReads, run_to_completion
@@ -112,7 +115,7 @@ def create_app(
         if owns_store:
             store.close()
 
-    app = FastAPI(
+    app = App(
         title="morag-progress",
         summary="Job progress reporting: workers report, people and programs watch.",
         version=_version(),
@@ -143,23 +146,71 @@ def create_app(
     )
     app.state.uploads = UploadParser(settings.log_parse_processes)
     app.state.metrics = metrics = Metrics(store)
-    app.add_middleware(
-        BodyLimit,
-        limit=settings.max_body_bytes,
-        large_limit=settings.max_log_body_bytes,
-        large_suffixes=("/logs", "/remote-jobs/progress"),  # log uploads and batches
-    )
+    # Every route's, the hot routes' included (innermost first).
+    shared = [
+        Middleware(
+            BodyLimit,
+            limit=settings.max_body_bytes,
+            large_limit=settings.max_log_body_bytes,
+            large_suffixes=("/logs", "/remote-jobs/progress"),  # log uploads and batches
+        ),
+        Middleware(RequestTimer, metrics=metrics),  # times every request the app serves
+    ]
+    app.add_middleware(shared[0].cls, *shared[0].args, **shared[0].kwargs)
     app.add_middleware(AllowHeader)
-    app.add_middleware(RequestTimer, metrics=metrics)  # times every request the app serves
+    app.add_middleware(shared[1].cls, *shared[1].args, **shared[1].kwargs)
     routers = (remote_jobs, jobs, events, webhooks, workers, ops)
     for module in routers:
         app.include_router(module.router)
-    # Matched first, outside FastAPI's dependency solving (``routes.hot_route``); FastAPI's
-    # declarations of the same routes stay for the schema.
-    app.router.routes[:0] = remote_jobs.hot_routes
+    app.serve_ahead(remote_jobs.hot_routes, shared)
     dashboard.mount(app)
     answers.install(app)
     return app
+
+
+class App(FastAPI):
+    """FastAPI, with its hottest routes served ahead of it (``routes.hot_route``).
+
+    A report passes through none of FastAPI's middleware and routing, which cost more than
+    the update itself: a request that matches a hot route (path and method) is served by that
+    plain Starlette route inside the middleware every route has (``shared``: the body limit,
+    the request timer), with the app's own exception handlers, so it is answered exactly as
+    any route. Everything else, a hot path with another method included, is FastAPI's. The
+    routes stay declared on FastAPI's router for the OpenAPI schema.
+    """
+
+    _hot: tuple[Route, ...] = ()
+    _hot_stack: ASGIApp | None = None
+
+    def serve_ahead(self, routes: Sequence[Route], shared: Sequence[Middleware]) -> None:
+        """Serve ``routes`` ahead of FastAPI, each inside ``shared`` (innermost first)."""
+        self._hot = tuple(routes)
+        self._shared = tuple(shared)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for route in self._hot:
+                match, child = route.matches(scope)
+                if match is Match.FULL:
+                    scope.update(child)
+                    scope["app"] = self
+                    await self._hot_app()(scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
+
+    def _hot_app(self) -> ASGIApp:
+        """The hot routes' stack, built at the first request (the exception handlers are
+        complete by then)."""
+        if self._hot_stack is None:
+
+            async def handle(scope: Scope, receive: Receive, send: Send) -> None:
+                await scope["route"].handle(scope, receive, send)
+
+            stack: ASGIApp = ExceptionMiddleware(handle, handlers=self.exception_handlers)
+            for middleware in self._shared:
+                stack = middleware.cls(stack, *middleware.args, **middleware.kwargs)
+            self._hot_stack = ServerErrorMiddleware(stack)
+        return self._hot_stack
 
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from morag_progress.settings import load_settings
+from morag_progress.store.lifecycle import NewJob
 from morag_progress.store.sql import NO_USER, SQLStore
-from morag_progress.store.writer import NewJob
 
 __all__ = ["NO_USER", "NewJob", "SQLStore", "open_store"]
 

@@ -8,17 +8,25 @@ acknowledged update is committed, as before, but concurrent reports share one ``
 ``COMMIT`` (and on PostgreSQL one WAL flush) instead of one each, and wait for one thread
 instead of competing for the database lock. Updates of one job are applied in the order they
 were queued.
+
+A caller on an event loop waits with ``submit_async``: the writer then wakes each loop once
+per batch, handing it all of its callers' outcomes, instead of once per caller (each wake-up
+is a write to the loop's self-pipe and a turn of the loop).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import queue
 import threading
+from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from morag_progress.errors import StoreError
 
@@ -29,6 +37,14 @@ logger = logging.getLogger(__name__)
 _Item = TypeVar("_Item")
 _Result = TypeVar("_Result")
 _STOP = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiter:
+    """A caller waiting on an event loop: the loop, and the future it awaits."""
+
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
 
 
 class GroupCommit(Generic[_Item, _Result]):
@@ -60,13 +76,26 @@ class GroupCommit(Generic[_Item, _Result]):
     def submit(self, item: _Item) -> Future[_Result]:
         """Queue ``item``; the future holds its result once its transaction has committed."""
         future: Future[_Result] = Future()
+        if not self._put(item, future):
+            future.set_exception(StoreError("the store is closed"))
+        return future
+
+    def submit_async(self, item: _Item) -> asyncio.Future[_Result]:
+        """``submit`` for a caller on the running event loop: its future is resolved on the
+        loop, together with the other outcomes of the batch for that loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_Result] = loop.create_future()
+        if not self._put(item, _Waiter(loop, future)):
+            future.set_exception(StoreError("the store is closed"))
+        return future
+
+    def _put(self, item: _Item, waiter: Future[_Result] | _Waiter) -> bool:
         with self._lock:  # so that no item is queued behind the stop marker
             if self._closed:
-                future.set_exception(StoreError("the store is closed"))
-                return future
+                return False
             self._ensure_thread()
-            self._queue.put((item, future))
-        return future
+            self._queue.put((item, waiter))
+        return True
 
     def close(self, timeout: float = 10.0) -> None:
         """Apply what is queued, then stop the writer thread."""
@@ -110,23 +139,48 @@ class GroupCommit(Generic[_Item, _Result]):
             if stop:
                 return
 
-    def _commit(self, batch: list[tuple[_Item, Future[_Result]]]) -> None:
-        futures = [future for _, future in batch if future.set_running_or_notify_cancel()]
-        items = [item for item, future in batch if future.running()]
-        if not items:
+    def _commit(self, batch: list[tuple[_Item, Future[_Result] | _Waiter]]) -> None:
+        # Callers that gave up before their batch began (a cancelled future) are not applied.
+        taken = [(item, waiter) for item, waiter in batch if _begins(waiter)]
+        if not taken:
             return
+        outcomes: list[_Result | BaseException]
         try:
-            results = self._apply_batch(items)
+            outcomes = list(self._apply_batch([item for item, _ in taken]))
         except Exception as e:
             if not isinstance(e, StoreError):
-                logger.exception("a batch of %d updates failed", len(items))
-            for future in futures:
-                future.set_exception(e)
-            return
+                logger.exception("a batch of %d updates failed", len(taken))
+            outcomes = [e] * len(taken)
         finally:
             self.batches += 1
-        for future, result in zip(futures, results, strict=True):
-            if isinstance(result, BaseException):
-                future.set_exception(result)
+        on_loops: defaultdict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]]
+        on_loops = defaultdict(list)
+        for (_, waiter), outcome in zip(taken, outcomes, strict=True):
+            if isinstance(waiter, _Waiter):
+                on_loops[waiter.loop].append((waiter.future, outcome))
+            elif isinstance(outcome, BaseException):
+                waiter.set_exception(outcome)
             else:
-                future.set_result(result)
+                waiter.set_result(outcome)
+        for loop, settled in on_loops.items():
+            # A loop that has closed has nobody waiting on it any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, settled)
+
+
+def _begins(waiter: Future[Any] | _Waiter) -> bool:
+    """Whether the caller still waits; a thread's future is marked running."""
+    if isinstance(waiter, _Waiter):
+        return not waiter.future.done()
+    return waiter.set_running_or_notify_cancel()
+
+
+def _settle(settled: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    """On the loop: hand each waiting caller its outcome."""
+    for future, outcome in settled:
+        if future.done():  # cancelled while its batch ran
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)

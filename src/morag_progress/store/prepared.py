@@ -133,6 +133,11 @@ class Prepared:
         with self._run(conn, params) as cursor:
             return [self._row(raw, cursor) for raw in cursor.fetchall()]
 
+    def execute(self, conn: Connection, params: Mapping[str, Any]) -> None:
+        """Run it, for a statement that returns no rows."""
+        with self._run(conn, params):
+            pass
+
     def scalar(self, conn: Connection, params: Mapping[str, Any]) -> Any:
         """Run it; the first column of its first row (None without a row)."""
         row = self.first(conn, params)

@@ -2,21 +2,23 @@
 
 SQLite is the embedded default, PostgreSQL the store for several replicas, both through
 SQLAlchemy Core. The store is put together from one class per concern (docs/architecture.md
-section 2): ``engine.py`` (connections), ``writer.py`` (every change, one conditional statement
-each), ``rollup.py`` (parents), ``reads.py`` (jobs and the feed), ``credentials.py`` (keys,
-tokens, mappings), ``retention.py`` (pruning what ended long ago).
+section 2): ``engine.py`` (connections), ``writer.py`` (progress updates, in set-based batches
+through one writer thread), ``statements.py`` (the rules, as the conditional statements both
+run), ``lifecycle.py`` (creation, claims, cancel, requeue, heartbeats), ``rollup.py``
+(parents), ``reads.py`` (jobs and the feed), ``credentials.py`` (keys, tokens, mappings),
+``retention.py`` (pruning what ended long ago).
 """
 
 from __future__ import annotations
 
 from morag_progress.store.credentials import Credentials
 from morag_progress.store.engine import NO_USER
+from morag_progress.store.lifecycle import JobLifecycle
 from morag_progress.store.reads import JobReader
 from morag_progress.store.retention import Retention
-from morag_progress.store.writer import JobWriter
 
 __all__ = ["NO_USER", "SQLStore"]
 
 
-class SQLStore(JobWriter, JobReader, Credentials, Retention):
+class SQLStore(JobLifecycle, JobReader, Credentials, Retention):
     """The store on SQLite (``sqlite:///path``) or PostgreSQL (``postgresql+psycopg://``)."""
