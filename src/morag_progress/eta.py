@@ -189,7 +189,14 @@ def _reached(
     """``knots`` with ``elapsed`` recorded for each knot first reached at ``pct``."""
     if len(knots) != len(KNOTS):
         knots = (None,) * len(KNOTS)
-    if all(k is not None or pct < at for k, at in zip(knots, KNOTS, strict=True)):
+    # KNOTS ascend: if the first knot not yet reached is above ``pct``, so is every later one
+    # (this runs for every applied report, and is mostly the whole answer).
+    for k, at in zip(knots, KNOTS, strict=True):
+        if k is None:
+            if pct < at:
+                return knots
+            break
+    else:
         return knots
     return tuple(
         elapsed if k is None and pct >= at else k for k, at in zip(knots, KNOTS, strict=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -45,6 +46,7 @@ class Metrics:
 
     def __init__(self, store: SQLStore) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.updates = Counter(
             "morag_progress_updates",
             "Progress updates received, by source and what became of them.",
@@ -80,7 +82,23 @@ class Metrics:
 
     def count(self, source: str, outcome: UpdateOutcome | str, n: int = 1) -> None:
         """Record ``n`` updates from ``source`` that ended as ``outcome``."""
-        self.updates.labels(source, str(outcome)).inc(n)
+        self._child(self.updates, source, str(outcome)).inc(n)
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Record one HTTP request's latency under its route template."""
+        self._child(self.latency, method, route, str(status)).observe(seconds)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once: every request records two, and the
+        client's lookup (validation, a lock) cost more than the count. The label values
+        are bounded (sources, outcomes, methods, route templates, statuses)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = metric.labels(*labels)
+            if len(self._children) < 10_000:
+                self._children[key] = child
+        return child
 
 
 class RequestTimer:
@@ -108,6 +126,6 @@ class RequestTimer:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
-            self.metrics.latency.labels(scope["method"], template, str(status)).observe(
-                time.perf_counter() - start
+            self.metrics.observe_request(
+                scope["method"], template, status, time.perf_counter() - start
             )

@@ -147,31 +147,45 @@ class Rows:
     def encode(self, dialect: Dialect, rows: Iterable[Mapping[str, Any]]) -> str:
         """The value of ``p_rows`` for ``rows`` (each a mapping of column to value), with each
         value converted as a bound parameter of its column's type would be."""
-        convert = _converters(self, dialect)
-        return orjson.dumps(
-            [
-                {
-                    name: value if value is None else convert.get(name, _same)(value)
-                    for name, value in row.items()
-                }
-                for row in rows
-            ]
-        ).decode()
-
-
-def _same(value: Any) -> Any:
-    return value
+        converters = _converters(self, dialect)
+        if not converters:
+            return orjson.dumps(list(rows)).decode()
+        converted = []
+        for row in rows:
+            row = dict(row)
+            for name, convert in converters:
+                value = row.get(name)
+                if value is not None:
+                    row[name] = convert(value)
+            converted.append(row)
+        return orjson.dumps(converted).decode()
 
 
 @functools.cache
-def _converters(rows: Rows, dialect: Dialect) -> dict[str, Callable[[Any], Any]]:
-    """Each column's bind conversion on ``dialect`` (a date-time is stored as SQLite text)."""
-    found: dict[str, Callable[[Any], Any]] = {}
+def _converters(rows: Rows, dialect: Dialect) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
+    """The columns whose values a bound parameter of their type converts on ``dialect`` (a
+    date-time, stored as text on SQLite), each with its conversion. Date-times are immutable,
+    and a batch binds the same instant many times (its updates' ``now``): the last conversion
+    of each column is remembered."""
+    found = []
     for name, kind in rows.columns.items():
         process = kind.dialect_impl(dialect).bind_processor(dialect)
         if process is not None:
-            found[name] = process
-    return found
+            found.append((name, _remembering(process)))
+    return tuple(found)
+
+
+def _remembering(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    last: list[tuple[Any, Any]] = [(None, None)]  # replaced in one assignment: thread-safe
+
+    def remembered(value: Any) -> Any:
+        seen, converted = last[0]
+        if value is not seen:
+            converted = process(value)
+            last[0] = (value, converted)
+        return converted
+
+    return remembered
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
