@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from morag_progress.api import create_app
-from morag_progress.keys import Role, create_key
+from morag_progress.keys import Role
 from morag_progress.models import utcnow
 from morag_progress.settings import Settings
 from morag_progress.store import SQLStore
@@ -132,8 +132,8 @@ def remote(tmp_path: Path) -> Iterator[Remote]:
     settings = Settings(rate_limit_per_second=0, key_cache_seconds=0)
     faults = Faults(create_app(settings, store=store))
     server = LiveServer(faults).start()
-    _, key = create_key(store, user_id="alice", role=Role.WORKER, name="w", now=utcnow())
-    _, user_key = create_key(store, user_id="alice", role=Role.USER, name="u", now=utcnow())
+    _, key = store.create_key(user_id="alice", role=Role.WORKER, name="w", now=utcnow())
+    _, user_key = store.create_key(user_id="alice", role=Role.USER, name="u", now=utcnow())
     try:
         yield Remote(server, faults, JobTracker(store=store), key, user_key)
     finally:

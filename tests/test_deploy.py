@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from morag_progress.api import create_app
-from morag_progress.keys import Role, create_key
+from morag_progress.keys import Role
 from morag_progress.models import utcnow
 from morag_progress.settings import Settings
 from morag_progress.store import SQLStore
@@ -34,7 +34,7 @@ def referenced() -> set[str]:
 async def test_every_metric_they_name_is_exported(store: SQLStore) -> None:
     """After one report, /metrics carries every series the dashboard and alerts query."""
     app = create_app(Settings(rate_limit_per_second=0, key_cache_seconds=0), store=store)
-    _, key = create_key(store, user_id="alice", role=Role.USER, name=None, now=utcnow())
+    _, key = store.create_key(user_id="alice", role=Role.USER, name=None, now=utcnow())
     auth = {"Authorization": f"Bearer {key}"}
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:

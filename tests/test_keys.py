@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from morag_progress.errors import InvalidInputError
-from morag_progress.keys import Role, create_key, generate_key, hash_key, matches
+from morag_progress.keys import Role, generate_key, hash_key, matches
 from morag_progress.models import utcnow
 from morag_progress.store import SQLStore
 
@@ -19,7 +19,7 @@ def test_secrets_are_long_and_random() -> None:
 
 def test_only_the_hash_is_stored(store: SQLStore) -> None:
     """The store holds the key's hash and role, never the secret."""
-    key, secret = create_key(store, user_id="alice", role="worker", name="gpu-01", now=utcnow())
+    key, secret = store.create_key(user_id="alice", role="worker", name="gpu-01", now=utcnow())
     assert key.role is Role.WORKER
     found = store.find_key(hash_key(secret))
     assert found == key
@@ -32,8 +32,8 @@ def test_only_the_hash_is_stored(store: SQLStore) -> None:
 
 def test_list_and_revoke(store: SQLStore) -> None:
     """Keys are listed per user and revoked once."""
-    a, _ = create_key(store, user_id="alice", role=Role.USER, name=None, now=utcnow())
-    create_key(store, user_id="bob", role=Role.USER, name=None, now=utcnow())
+    a, _ = store.create_key(user_id="alice", role=Role.USER, name=None, now=utcnow())
+    store.create_key(user_id="bob", role=Role.USER, name=None, now=utcnow())
     assert [k.id for k in store.list_keys(user_id="alice")] == [a.id]
     assert store.revoke_key(a.id, now=utcnow())
     assert not store.revoke_key(a.id, now=utcnow())
@@ -46,4 +46,4 @@ def test_list_and_revoke(store: SQLStore) -> None:
 def test_bad_key_fields(store: SQLStore, user: str, role: str, field: str) -> None:
     """A bad user or role is refused, naming it."""
     with pytest.raises(InvalidInputError, match=f"^{field} "):
-        create_key(store, user_id=user, role=role, name=None, now=utcnow())
+        store.create_key(user_id=user, role=role, name=None, now=utcnow())

@@ -22,7 +22,7 @@ from opentelemetry.trace import StatusCode
 
 from morag_progress import JobStatus, JobTracker, ProgressUpdate
 from morag_progress.client import ProgressReporter
-from morag_progress.keys import Role, create_key
+from morag_progress.keys import Role
 from morag_progress.models import utcnow
 from morag_progress.store import SQLStore
 from morag_progress.tracing import JobSpans, TraceContext, attached, current_traceparent, job_trace
@@ -371,7 +371,7 @@ def test_a_servers_job_spans_reach_an_otlp_receiver(
     store = SQLStore(database_url)
     server = ServerProcess(env).start()
     try:
-        _, secret = create_key(store, user_id="alice", role=Role.USER, name=None, now=utcnow())
+        _, secret = store.create_key(user_id="alice", role=Role.USER, name=None, now=utcnow())
         auth = {"Authorization": f"Bearer {secret}"}
         body = {"document_name": "talk.mp3", "document_type": "audio"}
         created = httpx.post(

@@ -21,7 +21,7 @@ import pytest
 from morag_progress import JobStatus, JobTracker
 from morag_progress.api import create_app
 from morag_progress.errors import InvalidInputError
-from morag_progress.keys import Role, create_key
+from morag_progress.keys import Role
 from morag_progress.models import utcnow
 from morag_progress.settings import Settings
 from morag_progress.store import SQLStore
@@ -303,9 +303,9 @@ def test_routes_and_a_restart_between_event_and_delivery(
         webhook_poll_seconds=0.1,
     )
     store = SQLStore(database_url)
-    _, key = create_key(store, user_id="alice", role=Role.USER, name=None, now=utcnow())
-    _, worker = create_key(store, user_id="alice", role=Role.WORKER, name=None, now=utcnow())
-    _, bob = create_key(store, user_id="bob", role=Role.USER, name=None, now=utcnow())
+    _, key = store.create_key(user_id="alice", role=Role.USER, name=None, now=utcnow())
+    _, worker = store.create_key(user_id="alice", role=Role.WORKER, name=None, now=utcnow())
+    _, bob = store.create_key(user_id="bob", role=Role.USER, name=None, now=utcnow())
     auth = {"Authorization": f"Bearer {key}"}
     server = LiveServer(create_app(settings)).start()
     try:
@@ -365,7 +365,7 @@ def test_routes_and_a_restart_between_event_and_delivery(
 def test_private_url_is_refused_by_default(tmp_path: Path) -> None:
     """Without the operator setting, a loopback URL is a 422 naming the url field."""
     store = SQLStore(f"sqlite:///{tmp_path / 'x.db'}")
-    _, key = create_key(store, user_id="alice", role=Role.USER, name=None, now=utcnow())
+    _, key = store.create_key(user_id="alice", role=Role.USER, name=None, now=utcnow())
     app = create_app(Settings(rate_limit_per_second=0), store=store)
 
     async def run() -> httpx.Response:
@@ -761,7 +761,7 @@ def test_a_chat_webhook_over_http(tmp_path: Path) -> None:
     """POST with ``format: slack`` answers with the format and its default hourly cap; an
     unknown format or a cap out of range is a 422 naming the field."""
     store = SQLStore(f"sqlite:///{tmp_path / 'x.db'}")
-    _, key = create_key(store, user_id="alice", role=Role.USER, name=None, now=utcnow())
+    _, key = store.create_key(user_id="alice", role=Role.USER, name=None, now=utcnow())
     app = create_app(Settings(rate_limit_per_second=0, webhook_allow_private=True), store=store)
     url = "http://127.0.0.1:9/hook"
 

@@ -207,7 +207,9 @@ class FeedHub:
     def wake(self) -> None:
         """Read the feed now (a change was just committed). Safe from any thread."""
         loop, wakeup = self._loop, self._wakeup
-        if loop is not None and wakeup is not None and not loop.is_closed():
+        # Already set: the tail reads after clearing it, so this change is read too (and
+        # each skipped wake-up is a write to the loop's self-pipe saved).
+        if loop is not None and wakeup is not None and not wakeup.is_set() and not loop.is_closed():
             loop.call_soon_threadsafe(wakeup.set)
 
     async def close(self) -> None:

@@ -11,17 +11,10 @@ import enum
 import hashlib
 import hmac
 import secrets
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
-from morag_progress.errors import InvalidInputError
-
-if TYPE_CHECKING:
-    from morag_progress.store import SQLStore
-
-__all__ = ["ApiKey", "Role", "create_key", "generate_key", "hash_key", "matches"]
+__all__ = ["ApiKey", "Role", "generate_key", "hash_key", "matches"]
 
 _PREFIX = "mpk_"
 STREAM_TOKEN_PREFIX = "mps_"
@@ -68,21 +61,3 @@ def hash_key(secret: str) -> str:
 def matches(secret: str, stored_hash: str) -> bool:
     """Compare a presented secret with a stored hash in constant time."""
     return hmac.compare_digest(hash_key(secret), stored_hash)
-
-
-def create_key(
-    store: SQLStore, *, user_id: str, role: Role | str, name: str | None, now: datetime
-) -> tuple[ApiKey, str]:
-    """Create and store a key; returns it and its secret, which is shown once and never stored."""
-    if not isinstance(user_id, str) or not user_id.strip() or len(user_id) > 128:
-        raise InvalidInputError(
-            "user", "must be a non-empty string of at most 128 characters", user_id
-        )
-    try:
-        role = Role(role)
-    except ValueError as e:
-        raise InvalidInputError("role", "must be admin, user or worker", role) from e
-    secret = generate_key()
-    key = ApiKey(id=uuid.uuid4().hex[:16], name=name, user_id=user_id, role=role, created_at=now)
-    store.create_key(key, hash_key(secret))
-    return key, secret

@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI
 
 from morag_progress.api import create_app
-from morag_progress.keys import Role, create_key
+from morag_progress.keys import Role
 from morag_progress.models import utcnow
 from morag_progress.settings import Settings
 from morag_progress.store import SQLStore
@@ -40,7 +40,7 @@ def key(store: SQLStore) -> Callable[..., Auth]:
     """Factory: a new key's Authorization header for a user and role."""
 
     def make(user: str = "alice", role: Role = Role.USER) -> Auth:
-        _, secret = create_key(store, user_id=user, role=role, name=None, now=utcnow())
+        _, secret = store.create_key(user_id=user, role=role, name=None, now=utcnow())
         return {"Authorization": f"Bearer {secret}"}
 
     return make

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from morag_progress.api import create_app
-from morag_progress.keys import Role, create_key
+from morag_progress.keys import Role
 from morag_progress.models import utcnow
 from morag_progress.settings import Settings
 from morag_progress.store import SQLStore
@@ -67,7 +67,7 @@ class Target:
 
     def __init__(self, directory: Path) -> None:
         self.store = SQLStore(f"sqlite:///{directory / 'bodies.db'}")
-        _, key = create_key(self.store, user_id="alice", role=Role.ADMIN, name=None, now=utcnow())
+        _, key = self.store.create_key(user_id="alice", role=Role.ADMIN, name=None, now=utcnow())
         self.headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         settings = Settings(rate_limit_per_second=0, key_cache_seconds=60)
         self.app = create_app(settings, store=self.store)

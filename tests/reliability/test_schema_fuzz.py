@@ -12,14 +12,14 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from morag_progress.api import create_app
-from morag_progress.keys import Role, create_key
+from morag_progress.keys import Role
 from morag_progress.models import utcnow
 from morag_progress.settings import Settings
 from morag_progress.store import SQLStore
 
 _DIRECTORY = Path(tempfile.mkdtemp(prefix="morag-schemathesis-"))
 _STORE = SQLStore(f"sqlite:///{_DIRECTORY / 'fuzz.db'}")
-_, _KEY = create_key(_STORE, user_id="alice", role=Role.ADMIN, name="fuzz", now=utcnow())
+_, _KEY = _STORE.create_key(user_id="alice", role=Role.ADMIN, name="fuzz", now=utcnow())
 _APP = create_app(Settings(rate_limit_per_second=0, key_cache_seconds=60), store=_STORE)
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", _APP).exclude(path_regex="events$")

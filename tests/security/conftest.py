@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from morag_progress.keys import Role, create_key
+from morag_progress.keys import Role
 from morag_progress.models import utcnow
 from morag_progress.store import SQLStore
 from tests.live import ServerProcess
@@ -28,7 +28,7 @@ class Target:
 
     def key(self, user: str = "alice", role: Role = Role.USER) -> dict[str, str]:
         """A new key's Authorization header."""
-        _, secret = create_key(self.store, user_id=user, role=role, name=None, now=utcnow())
+        _, secret = self.store.create_key(user_id=user, role=role, name=None, now=utcnow())
         return {"Authorization": f"Bearer {secret}"}
 
     def client(self, **kwargs: object) -> httpx.Client:

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from morag_progress.errors import ProgressError
-from morag_progress.keys import Role, create_key
+from morag_progress.keys import Role
 from morag_progress.models import utcnow
 from morag_progress.settings import Settings, load_settings
 
@@ -271,7 +271,7 @@ def keys_create(
     """Create a key and print it. It is shown this once: only its hash is stored."""
     store = _store(database_url)
     try:
-        key, secret = create_key(store, user_id=user, role=role, name=name, now=utcnow())
+        key, secret = store.create_key(user_id=user, role=role, name=name, now=utcnow())
     except ProgressError as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e

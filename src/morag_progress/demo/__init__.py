@@ -38,7 +38,7 @@ from morag_progress.api import create_app
 from morag_progress.api.server import uvicorn_config
 from morag_progress.cli.view import JobsView
 from morag_progress.cli.worker import follow
-from morag_progress.keys import STREAM_TOKEN_PREFIX, Role, create_key, generate_key, hash_key
+from morag_progress.keys import STREAM_TOKEN_PREFIX, Role, generate_key, hash_key
 from morag_progress.models import utcnow
 from morag_progress.settings import Settings
 from morag_progress.store import SQLStore
@@ -107,11 +107,11 @@ def run_demo(
     directory = Path(tempfile.mkdtemp(prefix="morag-progress-demo-"))
     database_url = f"sqlite:///{directory / 'demo.db'}"
     store = SQLStore(database_url)
-    user_api_key, user_key = create_key(
-        store, user_id="demo", role=Role.USER, name="demo", now=utcnow()
+    user_api_key, user_key = store.create_key(
+        user_id="demo", role=Role.USER, name="demo", now=utcnow()
     )
     user_key_id = user_api_key.id
-    _, worker_key = create_key(store, user_id="demo", role=Role.WORKER, name="gpu", now=utcnow())
+    _, worker_key = store.create_key(user_id="demo", role=Role.WORKER, name="gpu", now=utcnow())
     settings = Settings(
         database_url=database_url,
         rate_limit_per_second=0,

@@ -3,12 +3,13 @@ worker-to-job mappings of ``ProgressHandler``."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
-from morag_progress.errors import JobConflictError
-from morag_progress.keys import ApiKey
+from morag_progress.errors import InvalidInputError, JobConflictError
+from morag_progress.keys import ApiKey, Role, generate_key, hash_key
 from morag_progress.store.engine import NO_USER, Database, api_key_from_row, mapping_upsert
 from morag_progress.store.schema import api_keys, stream_tokens, worker_mappings
 
@@ -51,17 +52,34 @@ class Credentials(Database):
         with self._write("delete mapping") as conn:
             conn.execute(stmt)
 
-    def create_key(self, key: ApiKey, key_hash: str) -> None:
+    def create_key(
+        self, *, user_id: str, role: Role | str, name: str | None, now: datetime
+    ) -> tuple[ApiKey, str]:
+        """Make and store a key; returns it and its secret, which is shown once and never
+        stored (only its hash is)."""
+        if not isinstance(user_id, str) or not user_id.strip() or len(user_id) > 128:
+            raise InvalidInputError(
+                "user", "must be a non-empty string of at most 128 characters", user_id
+            )
+        try:
+            role = Role(role)
+        except ValueError as e:
+            raise InvalidInputError("role", "must be admin, user or worker", role) from e
+        secret = generate_key()
+        key = ApiKey(
+            id=uuid.uuid4().hex[:16], name=name, user_id=user_id, role=role, created_at=now
+        )
         row = {
             "id": key.id,
             "name": key.name,
             "user_id": key.user_id,
             "role": key.role.value,
-            "key_hash": key_hash,
+            "key_hash": hash_key(secret),
             "created_at": key.created_at,
         }
         with self._write("create API key") as conn:
             conn.execute(api_keys.insert().values(row))
+        return key, secret
 
     def find_key(self, key_hash: str) -> ApiKey | None:
         stmt = select(api_keys).where(api_keys.c.key_hash == key_hash)

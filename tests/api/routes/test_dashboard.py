@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from morag_progress.api import create_app
-from morag_progress.keys import Role, create_key
+from morag_progress.keys import Role
 from morag_progress.models import JobStatus, utcnow
 from morag_progress.settings import Settings
 from morag_progress.store import SQLStore
@@ -95,7 +95,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
     store = SQLStore(f"sqlite:///{tmp_path / 'site.db'}")
     settings = Settings(rate_limit_per_second=0, key_cache_seconds=0, feed_poll_seconds=0.05)
     server = LiveServer(create_app(settings, store=store)).start()
-    made, key = create_key(store, user_id="alice", role=Role.USER, name="browser", now=utcnow())
+    made, key = store.create_key(user_id="alice", role=Role.USER, name="browser", now=utcnow())
     try:
         yield Site(server.url, JobTracker(store=store), store, key, f"user:{made.id}")
     finally:
@@ -528,7 +528,7 @@ def test_an_expired_link_stops_and_says_so(browser: Any, tmp_path: Path) -> None
         stream_token_seconds=2,
     )  # fmt: skip
     server = LiveServer(create_app(settings, store=store)).start()
-    _, key = create_key(store, user_id="alice", role=Role.USER, name="browser", now=utcnow())
+    _, key = store.create_key(user_id="alice", role=Role.USER, name="browser", now=utcnow())
     tracker = JobTracker(store=store)
     job_id = tracker.start_job("brief.pdf", "pdf", user_id="alice")
     context = browser.new_context(viewport=WIDE)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from morag_progress import JobStatus, JobTracker
-from morag_progress.keys import Role, create_key
+from morag_progress.keys import Role
 from morag_progress.models import utcnow
 from morag_progress.store import SQLStore
 from tests.api.conftest import Auth
@@ -397,7 +397,7 @@ async def test_the_history_says_who_did_what(
         ("worker", "alice", Role.WORKER),
         ("admin", "root", Role.ADMIN),
     ]:
-        made, secret = create_key(store, user_id=user, role=role, name=None, now=utcnow())
+        made, secret = store.create_key(user_id=user, role=role, name=None, now=utcnow())
         keys[name] = ({"Authorization": f"Bearer {secret}"}, f"{role.value}:{made.id}")
     (owner, by_owner), (worker, by_worker), (admin, by_admin) = keys.values()
     job_id = await new_job(owner, remote=True)

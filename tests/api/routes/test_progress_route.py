@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from morag_progress.api import create_app
-from morag_progress.keys import Role, create_key
+from morag_progress.keys import Role
 from morag_progress.models import utcnow
 from morag_progress.settings import Settings
 from morag_progress.store import SQLStore
@@ -64,7 +64,7 @@ class Pair:
         self.plain_app = create_app(
             Settings(rate_limit_per_second=0, key_cache_seconds=0), store=store
         )
-        key, secret = create_key(store, user_id="alice", role=Role.USER, name=None, now=utcnow())
+        key, secret = store.create_key(user_id="alice", role=Role.USER, name=None, now=utcnow())
         self.alice = {"Authorization": f"Bearer {secret}"}
         self.actor = f"user:{key.id}"
         self.clients = [
@@ -184,7 +184,7 @@ async def test_bodies_that_do_not_validate_get_the_routes_answer(
 async def test_keys_tokens_chunks_limits_and_ids(pair: Pair) -> None:
     """A key not yet checked is read and then cached; a stream token is refused (401); a
     chunked body is read whole; a body over the limit is 413; a bad id is 422 on the path."""
-    _, secret = create_key(pair.store, user_id="alice", role=Role.USER, name=None, now=utcnow())
+    _, secret = pair.store.create_key(user_id="alice", role=Role.USER, name=None, now=utcnow())
     fresh = {"Authorization": f"Bearer {secret}"}
     client = pair.clients[0]
     job = await pair.job(client)
@@ -225,7 +225,7 @@ async def _rated(
     """A client of an app with the key cache on and ``rate`` requests a second per key, a
     key, and a job made with it (the request that put the key in the cache)."""
     app = create_app(Settings(rate_limit_per_second=rate, key_cache_seconds=60), store=store)
-    _, secret = create_key(store, user_id="alice", role=Role.USER, name=None, now=utcnow())
+    _, secret = store.create_key(user_id="alice", role=Role.USER, name=None, now=utcnow())
     auth = {"Authorization": f"Bearer {secret}"}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         created = await c.post(
