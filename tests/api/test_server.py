@@ -117,3 +117,33 @@ def test_the_access_log_is_off_unless_asked_for() -> None:
 
     assert uvicorn_config(None, Settings()).access_log is False
     assert uvicorn_config(None, Settings(access_log=True)).access_log is True
+
+
+def test_uvicorns_protocol_has_what_the_guard_extends() -> None:
+    """``GuardedProtocol`` overrides these callbacks of uvicorn's httptools protocol and reads
+    these attributes (uvicorn is pinned to a minor version for them: this fails on an upgrade
+    that renames or reshapes them)."""
+    import inspect
+
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+    from morag_progress.api.server import GuardedProtocol
+
+    callbacks = {
+        "connection_made": ["self", "transport"],
+        "connection_lost": ["self", "exc"],
+        "on_message_begin": ["self"],
+        "on_url": ["self", "url"],
+        "on_header": ["self", "name", "value"],
+        "on_headers_complete": ["self"],
+        "on_message_complete": ["self"],
+        "on_response_complete": ["self"],
+    }
+    for name, parameters in callbacks.items():
+        theirs = getattr(HttpToolsProtocol, name)
+        assert list(inspect.signature(theirs).parameters)[: len(parameters)] == parameters, name
+        assert name in GuardedProtocol.__dict__, name
+    source = inspect.getsource(HttpToolsProtocol.__init__)
+    for attribute in ("self.connections", "self.cycle", "self.transport", "self.loop"):
+        assert attribute in source, attribute
+    assert "response_complete" in inspect.getsource(RequestResponseCycle)

@@ -12,7 +12,11 @@ database. :class:`GuardedProtocol` adds three bounds to uvicorn's httptools prot
   its headers is closed (408), so a body sent a byte at a time holds nothing for long;
 - a cap on the size of the request line and headers (``max_header_bytes``): past it, 400.
 
-Behind a reverse proxy the proxy's own limits come first (``docs/deployment.md``).
+uvicorn has settings for none of these but the cap (its ``limit_concurrency`` answers 503 only
+once a request's headers are in, so idle sockets still pile up), so the guard extends its
+protocol's callbacks; uvicorn is pinned to a minor version for it, and
+``tests/api/test_server.py`` fails on an upgrade that changes what the guard relies on. Behind a
+reverse proxy the proxy's own limits come first (``docs/deployment.md``).
 """
 
 from __future__ import annotations
