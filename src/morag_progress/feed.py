@@ -8,9 +8,10 @@ A subscription keeps only the latest row per job, so a slow reader gets the late
 job it watches, never an unbounded backlog.
 
 Feed ids on PostgreSQL come from a sequence and are not commit-ordered: id 7 may commit after id
-8. The hub therefore keeps a low-water mark (every id at or below it has been seen) and re-reads
-above it, delivering each id once; an id still missing after ``gap_timeout`` seconds is given up
-(a rolled-back insert). History reads never depend on this: they read the table.
+8. The hub follows the feed with the cursor every reader of it uses (``store/cursor.py``): a
+low-water mark it re-reads above, delivering each id once, rows above a gap at once; an id still
+missing once the row after it is ``gap_timeout`` seconds old is given up (a rolled-back
+insert). History reads never depend on this: they read the table.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from typing import Any
 
 from morag_progress._threads import run_to_completion
 from morag_progress.errors import LimitExceededError
-from morag_progress.models import FeedEvent
+from morag_progress.models import FeedEvent, utcnow
 from morag_progress.store import SQLStore
+from morag_progress.store.cursor import FeedCursor
 
 __all__ = ["FeedHub", "Subscription"]
 
@@ -107,7 +109,8 @@ class FeedHub:
         self.tick = tick
         """Every ``tick`` seconds each subscription is poked (a stream re-checks its key)."""
         self._next_tick = 0.0
-        self.gap_timeout = gap_timeout
+        self.cursor = FeedCursor(0, gap_timeout)
+        """Where the tail is in the feed (reading ahead of gaps)."""
         self.batch = batch
         # Indexed, so that a row costs only the subscriptions it concerns: by job for job
         # streams, by user for all-jobs streams (key None: an admin's, which see every row).
@@ -119,9 +122,6 @@ class FeedHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
         self._started: asyncio.Future[None] | None = None
-        self._low = 0
-        self._seen: set[int] = set()
-        self._gaps: dict[int, float] = {}
 
     async def subscribe(
         self,
@@ -229,15 +229,14 @@ class FeedHub:
         assert self._wakeup is not None
         assert self._started is not None
         try:
-            self._low = await run_to_completion(self._store.last_event_id)
+            low = await run_to_completion(self._store.last_event_id)
         except asyncio.CancelledError:
             self._started.cancel()
             raise
         except Exception as e:  # noqa: BLE001  (passed on: the subscribers waiting hear of it)
             self._started.set_exception(e)
             return
-        self._seen.clear()
-        self._gaps.clear()
+        self.cursor = FeedCursor(low, self.cursor.gap_seconds)
         self._next_tick = time.monotonic() + self.tick
         self._started.set_result(None)
         while self._count:
@@ -260,21 +259,17 @@ class FeedHub:
                 self._wakeup.clear()
 
     def _read(self) -> list[FeedEvent]:
-        """New rows above the low-water mark, each once; then move the mark."""
-        rows = self._store.events_after(self._low, limit=self.batch)
-        fresh = [row for row in rows if row.id not in self._seen]
-        self._seen.update(row.id for row in fresh)
-        now = time.monotonic()
-        while self._seen:
-            following = self._low + 1
-            if following in self._seen:
-                self._seen.discard(following)
-                self._gaps.pop(following, None)
-                self._low = following
-                continue
-            noticed = self._gaps.setdefault(following, now)
-            if now - noticed < self.gap_timeout:
-                break  # a transaction that took this id may still commit
-            del self._gaps[following]  # given up: a rolled-back insert
-            self._low = following
-        return fresh
+        """New rows above the cursor, each once; the cursor moves past what it may."""
+        rows = self._store.events_after(self.cursor.low, limit=self.batch)
+        marks = ((row.id, row.recorded_at) for row in rows)
+        fresh = set(self.cursor.advance(marks, utcnow(), ahead=True))
+        return [row for row in rows if row.id in fresh]
+
+    @property
+    def gap_timeout(self) -> float:
+        """How long a missing feed id may hold the tail back (seconds)."""
+        return self.cursor.gap_seconds
+
+    @gap_timeout.setter
+    def gap_timeout(self, seconds: float) -> None:
+        self.cursor.gap_seconds = seconds

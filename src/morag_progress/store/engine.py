@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -49,7 +49,6 @@ __all__ = [
     "Database",
     "Row",
     "api_key_from_row",
-    "contiguous",
     "db_user",
     "feed_event_from_row",
     "job_from_row",
@@ -320,21 +319,3 @@ def feed_event_from_row(row: RowMapping) -> FeedEvent:
     return _from_row(
         FeedEvent, row, user_id=row["user_id"] or None, status=JobStatus(row["status"])
     )
-
-
-FEED_GAP_SECONDS = 5.0
-
-
-def contiguous(rows: Sequence[Any], start: int, now: datetime) -> list[Any]:
-    """The rows up to the first missing id. Feed ids are handed out before their transactions
-    commit (on PostgreSQL, id 7 may commit after id 8): a missing id may still arrive, so the
-    cursor stops before it, unless the row after it is older than a few seconds, which makes
-    the missing one a rolled-back insert."""
-    kept = []
-    expected = start + 1
-    for row in rows:
-        if row["id"] != expected and (now - row["recorded_at"]).total_seconds() < FEED_GAP_SECONDS:
-            break
-        kept.append(row)
-        expected = row["id"] + 1
-    return kept

@@ -36,11 +36,11 @@ __all__ = [
     "api_keys",
     "eta_history",
     "events",
+    "feed_cursors",
     "jobs",
     "metadata",
     "pruning",
     "stream_tokens",
-    "webhook_cursor",
     "webhook_deliveries",
     "webhooks",
     "worker_mappings",
@@ -288,9 +288,11 @@ pruning = Table(
     Column("last_event_id", BigInteger, nullable=False),
 )
 
-# How far the outbox has read the feed (one row): a restart resumes there, losing nothing.
-webhook_cursor = Table(
-    "webhook_cursor",
+# How far each stored reader has read the feed (``cursor.py``), one row a reader: the webhook
+# outbox ("outbox"), the span exporter ("spans", and "spans_start": where tracing began). A
+# restart resumes there, losing nothing.
+feed_cursors = Table(
+    "feed_cursors",
     metadata,
     Column("name", String(32), primary_key=True),
     Column("event_id", BigInteger, nullable=False),

@@ -1,8 +1,8 @@
 """Jobs that ended, taken from the change feed once each, for their spans (``tracing.py``).
 
-A cursor row (``webhook_cursor``, named ``spans``) holds the last feed id looked at. Each take
-reads the feed after it in one short transaction, keeps the rows where a job ended, and moves
-the cursor: on PostgreSQL the cursor row is locked for the transaction, so replicas take
+A stored feed cursor (``cursor.py``, named ``spans``) holds the last feed id looked at. Each
+take reads the feed after it in one short transaction, keeps the rows where a job ended, and
+moves the cursor: on PostgreSQL the cursor row is locked for the transaction, so replicas take
 different rows and each ended job is exported by one of them.
 
 - The cursor is made when tracing starts (``begin``), at the feed's end: jobs that ended before
@@ -11,8 +11,8 @@ different rows and each ended job is exported by one of them.
 - Ends older than ``max_age`` when they are taken are passed over: tracing turned back on after
   a long pause does not replay the jobs of the pause as stale spans.
 - A feed id that is missing (its transaction still open, or rolled back) holds the cursor for
-  at most a few seconds, as for webhooks (``engine.contiguous``); an end committed later than
-  that gets no span.
+  at most a few seconds, as for every reader of the feed (``cursor.py``); an end committed
+  later than that gets no span.
 - A take exports after its commit: a process that dies in between loses those spans
   (telemetry is at most once; the jobs and their history are not touched).
 """
@@ -25,13 +25,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, case, func, select, tuple_
 
 from morag_progress.models import FeedEvent, Job
-from morag_progress.store.engine import (
-    TERMINAL_VALUES,
-    contiguous,
-    feed_event_from_row,
-    job_from_row,
-)
-from morag_progress.store.schema import events, jobs, webhook_cursor
+from morag_progress.store.cursor import FeedCursor
+from morag_progress.store.engine import TERMINAL_VALUES, feed_event_from_row, job_from_row
+from morag_progress.store.schema import events, feed_cursors, jobs
 from morag_progress.store.sql import SQLStore
 
 __all__ = ["EndedJobs", "Taken"]
@@ -72,7 +68,7 @@ class EndedJobs:
         end = int(conn.execute(select(func.max(events.c.id))).scalar() or 0)
         for name in (_CURSOR, _START):
             conn.execute(
-                self.store.dialect_insert()(webhook_cursor)
+                self.store.dialect_insert()(feed_cursors)
                 .values(name=name, event_id=end)
                 .on_conflict_do_nothing()
             )
@@ -82,14 +78,12 @@ class EndedJobs:
         cursor moves past them. Makes the cursor first if ``begin`` was not called."""
         e = events.c
         with self.store.transaction("take ended jobs") as conn:
-            read = select(webhook_cursor.c.event_id).where(webhook_cursor.c.name == _CURSOR)
-            if self.store.dialect == "postgresql":
-                read = read.with_for_update()  # replicas take turns, each row once
-            cursor = conn.execute(read).scalar()
+            # Locked on PostgreSQL: replicas take turns, each row once.
+            cursor = FeedCursor.load(conn, _CURSOR, lock=self.store.dialect == "postgresql")
             if cursor is None:
                 self._begin(conn)
                 return Taken()
-            start = int(cursor)
+            start = cursor.low
             rows = (
                 conn.execute(
                     select(e.id, e.status, e.recorded_at)
@@ -100,7 +94,8 @@ class EndedJobs:
                 .mappings()
                 .all()
             )
-            seen = contiguous(rows, start, now)
+            readable = cursor.advance(((row["id"], row["recorded_at"]) for row in rows), now)
+            seen = rows[: len(readable)]  # up to the first gap still open
             behind = len(rows) == _SCAN and len(seen) == len(rows)
             oldest = now - self.max_age
             ended: list[int] = []
@@ -118,11 +113,12 @@ class EndedJobs:
                 end = row["id"]
             if end == start:
                 return Taken()
-            self._move(conn, end)
+            cursor.low = end  # the rows looked at, which a full batch may cut short
+            cursor.save(conn, _CURSOR, insert=self.store.dialect_insert())
             if not ended:
                 return Taken(behind=behind, skipped=skipped)
             began = conn.execute(
-                select(webhook_cursor.c.event_id).where(webhook_cursor.c.name == _START)
+                select(feed_cursors.c.event_id).where(feed_cursors.c.name == _START)
             ).scalar()
             # A job's earlier end, if it had one that was exported: only a requeued job has
             # (its attempt grew), so a first end, the common case, searches nothing; newest
@@ -158,11 +154,3 @@ class EndedJobs:
             if (key := (end.job_id, end.user_id or "")) in known
         ]
         return Taken(taken, behind, skipped)
-
-    def _move(self, conn: Connection, event_id: int) -> None:
-        values = {"name": _CURSOR, "event_id": event_id}
-        conn.execute(
-            self.store.dialect_insert()(webhook_cursor)
-            .values(values)
-            .on_conflict_do_update(index_elements=["name"], set_={"event_id": event_id})
-        )

@@ -22,11 +22,10 @@ from sqlalchemy import Connection, and_, func, select, tuple_, update
 
 from morag_progress.eta import Eta, Pace, estimate
 from morag_progress.models import JobStatus, utcnow
-from morag_progress.store.engine import contiguous
+from morag_progress.store.cursor import FeedCursor
 from morag_progress.store.schema import (
     events,
     jobs,
-    webhook_cursor,
     webhook_deliveries,
     webhooks,
 )
@@ -34,6 +33,8 @@ from morag_progress.store.sql import SQLStore
 
 __all__ = ["ALL_USERS", "EVENT_TYPES", "Delivery", "Webhook", "WebhookStore"]
 
+_OUTBOX = "outbox"
+"""The outbox's stored feed cursor (``cursor.py``)."""
 _FILL_PAIRS = 5000
 
 EVENT_TYPES = ("job.progress", "job.stalled", "job.finished", "job.failed", "job.cancelled")
@@ -187,10 +188,10 @@ class WebhookStore:
         transaction. Returns how many deliveries were made."""
         made = 0
         with self.store.transaction("fill webhook outbox") as conn:
-            cursor = conn.execute(
-                select(webhook_cursor.c.event_id).where(webhook_cursor.c.name == "outbox")
-            ).scalar()
-            start = int(cursor or 0)
+            # Locked on PostgreSQL: replicas fill in turns, each feed row once.
+            lock = self.store.dialect == "postgresql"
+            cursor = FeedCursor.load(conn, _OUTBOX, lock=lock) or FeedCursor(0)
+            start = cursor.low
             # The feed's end first, the webhooks second: a webhook made in between starts
             # after that end (its after_event_id), so skipping to it below loses nothing.
             end = conn.execute(select(func.max(events.c.id))).scalar() or 0
@@ -210,12 +211,13 @@ class WebhookStore:
                     .mappings()
                     .all()
                 )
-                rows = contiguous(rows, start, now)
+                readable = cursor.advance(((row["id"], row["recorded_at"]) for row in rows), now)
+                rows = list(rows[: len(readable)])  # up to the first gap still open
                 if not rows:
                     return 0
-                end = rows[-1]["id"]
             else:
                 rows = []  # nobody to tell: skip to the end without reading the feed
+                cursor.low = end
             last_progress: dict[tuple[str, str], datetime] = {}
             known = _jobs_of(conn, rows, now) if hooks else {}
             sent_this_hour: dict[str, int] = {}
@@ -240,14 +242,7 @@ class WebhookStore:
                         .on_conflict_do_nothing()
                     )
                     made += 1
-            values = {"name": "outbox", "event_id": end}
-            conn.execute(
-                self.store.dialect_insert()(webhook_cursor)
-                .values(values)
-                .on_conflict_do_update(
-                    index_elements=["name"], set_={"event_id": values["event_id"]}
-                )
-            )
+            cursor.save(conn, _OUTBOX, insert=self.store.dialect_insert())
         return made
 
     @staticmethod
