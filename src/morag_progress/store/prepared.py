@@ -11,6 +11,7 @@ handles them as any other (docs/architecture.md, section 5).
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -99,7 +100,11 @@ class Prepared:
                 )
                 for i, column in enumerate(self._returned)
             )
-            self._results = tuple(found for found in processors if found[2] is not None)
+            self._results = tuple(
+                (i, name, _recent(process) if _is_datetime(self._returned[i].type) else process)
+                for i, name, process in processors
+                if process is not None
+            )
         row = dict(zip(self._columns, raw, strict=True))
         for i, name, process in self._results:
             value = raw[i]
@@ -150,6 +155,12 @@ def _is_datetime(kind: Any) -> bool:
     return isinstance(kind, DateTime) or (
         isinstance(kind, TypeDecorator) and isinstance(kind.impl, DateTime)
     )
+
+
+def _recent(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``process`` remembering recent values: a job's dates repeat in every row of it (its
+    creation, its start) and a batch's rows share their ``now``."""
+    return functools.lru_cache(maxsize=4096)(process)
 
 
 def _remembering(process: Callable[[Any], Any]) -> Callable[[Any], Any]:

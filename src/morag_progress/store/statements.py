@@ -164,28 +164,22 @@ class Rows:
 @functools.cache
 def _converters(rows: Rows, dialect: Dialect) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
     """The columns whose values a bound parameter of their type converts on ``dialect`` (a
-    date-time, stored as text on SQLite), each with its conversion. Date-times are immutable,
-    and a batch binds the same instant many times (its updates' ``now``): the last conversion
-    of each column is remembered."""
+    date-time, stored as text on SQLite), each with its conversion."""
     found = []
     for name, kind in rows.columns.items():
-        process = kind.dialect_impl(dialect).bind_processor(dialect)
-        if process is not None:
-            found.append((name, _remembering(process)))
+        convert = _conversion(type(kind), dialect)  # type: ignore[arg-type]  # a class hashes
+        if convert is not None:
+            found.append((name, convert))
     return tuple(found)
 
 
-def _remembering(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    last: list[tuple[Any, Any]] = [(None, None)]  # replaced in one assignment: thread-safe
-
-    def remembered(value: Any) -> Any:
-        seen, converted = last[0]
-        if value is not seen:
-            converted = process(value)
-            last[0] = (value, converted)
-        return converted
-
-    return remembered
+@functools.cache
+def _conversion(kind: type[TypeEngine[Any]], dialect: Dialect) -> Callable[[Any], Any] | None:
+    """A column type's bind conversion on ``dialect``, shared by every table of rows and
+    remembering recent values: an update's instant is bound several times (its statement's
+    ``now``, its feed row's times), and converting a date-time costs more than looking it up."""
+    process = kind().dialect_impl(dialect).bind_processor(dialect)
+    return None if process is None else functools.lru_cache(maxsize=4096)(process)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -233,19 +227,19 @@ def prepare(
         mode, known = "given", status_for_percentage(pct)
     else:
         mode, known = "zero", None  # 0% leaves a running job running
-    shape = Shape(
-        status=mode,
-        terminal=known is not None and known in TERMINAL_STATUSES,
-        starts=known is not None and known is not JobStatus.PENDING,
-        percentage=pct is not None,
-        message=u.message is not None,
-        counts=u.current is not None or u.total is not None,
-        stage=u.stage is not None,
-        error=u.error is not None,
-        worker=u.worker_id is not None,
-        attempt=u.attempt is not None,
-        seq=u.seq is not None,
-        claimant=u.claimant is not None,
+    shape = _shape(
+        mode,
+        known is not None and known in TERMINAL_STATUSES,
+        known is not None and known is not JobStatus.PENDING,
+        pct is not None,
+        u.message is not None,
+        u.current is not None or u.total is not None,
+        u.stage is not None,
+        u.error is not None,
+        u.worker_id is not None,
+        u.attempt is not None,
+        u.seq is not None,
+        u.claimant is not None,
     )
     params: dict[str, Any] = {
         "job_id": u.job_id,
@@ -270,6 +264,13 @@ def prepare(
         "action": action.value,
     }
     return shape, params
+
+
+@functools.cache
+def _shape(status: str, *flags: bool) -> Shape:
+    """The shape of these flags (``Shape``'s fields in order), made once: there are at most a
+    few thousand, and every update has one."""
+    return Shape(status, *flags)
 
 
 def bound(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -91,17 +91,15 @@ class Batch:
 
 @dataclass(slots=True)
 class _Pending:
-    """An update of a batch, its place among the caller's results, and its parameters."""
+    """An update of a batch, its place among the caller's results, its parameters, and its
+    job's key."""
 
     at: int
     update: ProgressUpdate
     now: datetime
     shape: Shape
     params: dict[str, Any]
-
-    @property
-    def key(self) -> _Key:
-        return (self.params["user_id"], self.update.job_id)
+    key: _Key
 
 
 class JobWriter(Database):
@@ -227,7 +225,7 @@ class JobWriter(Database):
                 results[at] = UpdateResult(UpdateOutcome.NOT_FOUND)
                 continue
             shape, params = prepare(update, now, owner, Action.REPORT)
-            pending = _Pending(at, update, now, shape, params)
+            pending = _Pending(at, update, now, shape, params, (owner, update.job_id))
             rounds[seen[pending.key]].append(pending)
             seen[pending.key] += 1
         for number in sorted(rounds):
