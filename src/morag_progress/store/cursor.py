@@ -4,7 +4,9 @@ Feed ids are handed out before their transactions commit: on PostgreSQL id 7 may
 id 8, so a reader that saw 8 must not assume 7 never comes. A :class:`FeedCursor` is a
 low-water mark (every id at or below it has been read) and one gap rule: a missing id holds
 the mark until the row after it was recorded more than ``gap_seconds`` ago, which makes the
-missing one a rolled-back insert.
+missing one a rolled-back insert. A row's recorded time is its writer's clock, the age the
+reader's: replicas' clocks must agree within a few seconds (as NTP keeps them); one running
+ahead gives gaps up sooner, one behind holds them longer.
 
 Two kinds of reader share it:
 
