@@ -10,8 +10,8 @@ job it watches, never an unbounded backlog.
 Feed ids on PostgreSQL come from a sequence and are not commit-ordered: id 7 may commit after id
 8. The hub follows the feed with the cursor every reader of it uses (``store/cursor.py``): a
 low-water mark it re-reads above, delivering each id once, rows above a gap at once; an id still
-missing once the row after it is ``gap_timeout`` seconds old is given up (a rolled-back
-insert). History reads never depend on this: they read the table.
+missing for ``gap_timeout`` seconds is given up (a rolled-back insert). History reads never
+depend on this: they read the table.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 from morag_progress._threads import run_to_completion
 from morag_progress.errors import LimitExceededError
-from morag_progress.models import FeedEvent, utcnow
+from morag_progress.models import FeedEvent
 from morag_progress.store import SQLStore
 from morag_progress.store.cursor import FeedCursor
 
@@ -236,7 +236,7 @@ class FeedHub:
         except Exception as e:  # noqa: BLE001  (passed on: the subscribers waiting hear of it)
             self._started.set_exception(e)
             return
-        self.cursor = FeedCursor(low, self.cursor.gap_seconds)
+        self.cursor = FeedCursor(low, self.cursor.gap_seconds)  # anew: nothing seen yet
         self._next_tick = time.monotonic() + self.tick
         self._started.set_result(None)
         while self._count:
@@ -261,8 +261,7 @@ class FeedHub:
     def _read(self) -> list[FeedEvent]:
         """New rows above the cursor, each once; the cursor moves past what it may."""
         rows = self._store.events_after(self.cursor.low, limit=self.batch)
-        marks = ((row.id, row.recorded_at) for row in rows)
-        fresh = set(self.cursor.advance(marks, utcnow(), ahead=True))
+        fresh = set(self.cursor.advance((row.id for row in rows), time.monotonic(), ahead=True))
         return [row for row in rows if row.id in fresh]
 
     @property

@@ -7,11 +7,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
 from morag_progress.errors import StoreError
 from morag_progress.models import JobStatus, ProgressUpdate, UpdateOutcome
 from morag_progress.store import NewJob, SQLStore
+from morag_progress.store.schema import jobs
 from morag_progress.store.writer import _retry_conflicts
+from morag_progress.tracker import JobTracker
 
 
 class _DriverError(Exception):
@@ -152,3 +155,36 @@ def test_rows_bind_date_times_as_the_columns_store_them(store: SQLStore) -> None
     [*_, last] = store.history("t", user_id="u")
     assert last.recorded_at == now
     assert last.timestamp == now
+
+
+def test_a_parent_and_its_child_in_one_batch_roll_up_once(store: SQLStore) -> None:
+    """A child's report and its parent's own report in one batch: the grandparent's sums hold
+    each child's share once (the parent is read again after its child's roll-up)."""
+    tracker = JobTracker(store=store)
+    tracker.start_job("n", "t", user_id="u", job_id="top")
+    tracker.start_job("n", "t", user_id="u", job_id="zmid", parent_id="top")  # sorts last
+    tracker.start_job("n", "t", user_id="u", job_id="aleaf", parent_id="zmid")
+    tracker.start_job("n", "t", user_id="u", job_id="other", parent_id="top")
+    results = tracker.apply_many(
+        [ProgressUpdate("aleaf", 50, user_id="u"), ProgressUpdate("zmid", 10, user_id="u")]
+    )
+    assert all(r.applied for r in results)
+    with store.connection("read sums") as conn:
+        rows = {row.id: row for row in conn.execute(select(jobs))}
+    children = [row for row in rows.values() if row.parent_id == "top"]
+    assert rows["top"].children_progress == sum(c.weight * c.percentage for c in children)
+
+
+def test_a_missing_job_is_made_in_its_turn(store: SQLStore) -> None:
+    """In one batch, a report queued before an in-process report that makes the job is not
+    found; the making one applies (the job is not made ahead of its turn)."""
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    first = store.submit(ProgressUpdate("late", 40, "worker", user_id="u"), now=now)
+    second = store.submit(
+        ProgressUpdate("late", 10, "in-process", user_id="u"), now=now, create_missing=True
+    )
+    outcomes = [first.result(5).outcome, second.result(5).outcome]
+    assert outcomes == [UpdateOutcome.NOT_FOUND, UpdateOutcome.APPLIED]
+    job = store.get_job("late", user_id="u")
+    assert job is not None
+    assert (job.percentage, job.summary) == (10, "in-process")

@@ -58,6 +58,8 @@ class EndedJobs:
     def __init__(self, store: SQLStore, *, max_age: timedelta = timedelta(hours=1)) -> None:
         self.store = store
         self.max_age = max_age
+        self._cursor = FeedCursor()
+        """The exporter's place in the feed (stored; this process's view of its gaps)."""
 
     def begin(self) -> None:
         """Make the cursor, at the feed's end, unless there is one already."""
@@ -79,8 +81,8 @@ class EndedJobs:
         e = events.c
         with self.store.transaction("take ended jobs") as conn:
             # Locked on PostgreSQL: replicas take turns, each row once.
-            cursor = FeedCursor.load(conn, _CURSOR, lock=self.store.dialect == "postgresql")
-            if cursor is None:
+            cursor = self._cursor
+            if not cursor.load(conn, _CURSOR, lock=self.store.dialect == "postgresql"):
                 self._begin(conn)
                 return Taken()
             start = cursor.low
@@ -94,7 +96,7 @@ class EndedJobs:
                 .mappings()
                 .all()
             )
-            readable = cursor.advance(((row["id"], row["recorded_at"]) for row in rows), now)
+            readable = cursor.advance((row["id"] for row in rows), now.timestamp())
             seen = rows[: len(readable)]  # up to the first gap still open
             behind = len(rows) == _SCAN and len(seen) == len(rows)
             oldest = now - self.max_age
@@ -113,7 +115,7 @@ class EndedJobs:
                 end = row["id"]
             if end == start:
                 return Taken()
-            cursor.low = end  # the rows looked at, which a full batch may cut short
+            cursor.moved_to(end)  # the rows looked at, which a full batch may cut short
             cursor.save(conn, _CURSOR, insert=self.store.dialect_insert())
             if not ended:
                 return Taken(behind=behind, skipped=skipped)

@@ -105,6 +105,8 @@ class WebhookStore:
         self.store = store
         self.dropped = 0
         """Deliveries this process dropped over a webhook's hourly cap (a metric)."""
+        self._cursor = FeedCursor()
+        """The outbox's place in the feed (stored; this process's view of its gaps)."""
 
     def create(
         self,
@@ -190,7 +192,9 @@ class WebhookStore:
         with self.store.transaction("fill webhook outbox") as conn:
             # Locked on PostgreSQL: replicas fill in turns, each feed row once.
             lock = self.store.dialect == "postgresql"
-            cursor = FeedCursor.load(conn, _OUTBOX, lock=lock) or FeedCursor(0)
+            cursor = self._cursor
+            if not cursor.load(conn, _OUTBOX, lock=lock):
+                cursor.moved_to(0)
             start = cursor.low
             # The feed's end first, the webhooks second: a webhook made in between starts
             # after that end (its after_event_id), so skipping to it below loses nothing.
@@ -211,13 +215,13 @@ class WebhookStore:
                     .mappings()
                     .all()
                 )
-                readable = cursor.advance(((row["id"], row["recorded_at"]) for row in rows), now)
+                readable = cursor.advance((row["id"] for row in rows), now.timestamp())
                 rows = list(rows[: len(readable)])  # up to the first gap still open
                 if not rows:
                     return 0
             else:
                 rows = []  # nobody to tell: skip to the end without reading the feed
-                cursor.low = end
+                cursor.moved_to(end)
             last_progress: dict[tuple[str, str], datetime] = {}
             known = _jobs_of(conn, rows, now) if hooks else {}
             sent_this_hour: dict[str, int] = {}

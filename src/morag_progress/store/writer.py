@@ -86,7 +86,8 @@ class Batch:
 
     conn: Connection
     paces: dict[_Key, tuple[dict[str, Any], float | None]] = field(default_factory=dict)
-    lessons: list[_Lesson] = field(default_factory=list)
+    lessons: dict[_Key, _Lesson] = field(default_factory=dict)
+    """One a job, however often the transaction saw it finished."""
 
 
 @dataclass(slots=True)
@@ -100,6 +101,7 @@ class _Pending:
     shape: Shape
     params: dict[str, Any]
     key: _Key
+    create_missing: bool
 
 
 class JobWriter(Database):
@@ -214,35 +216,25 @@ class JobWriter(Database):
         for at in sorted(range(len(flat)), key=lambda i: _lock_key(flat[i][0])):
             update, now, create_missing = flat[at]
             try:
-                owner = self._owner_for(batch, update, now, create_missing)
+                owner = self._owner(batch.conn, update.job_id, update.user_id)
             except JobConflictError:
                 results[at] = UpdateResult(UpdateOutcome.AMBIGUOUS)
                 continue
             except ProgressError as e:
                 results[at] = e
                 continue
+            if owner is None and create_missing:
+                owner = NO_USER  # an unscoped in-process caller's new job has no user
             if owner is None:
                 results[at] = UpdateResult(UpdateOutcome.NOT_FOUND)
                 continue
             shape, params = prepare(update, now, owner, Action.REPORT)
-            pending = _Pending(at, update, now, shape, params, (owner, update.job_id))
+            key = (owner, update.job_id)
+            pending = _Pending(at, update, now, shape, params, key, create_missing)
             rounds[seen[pending.key]].append(pending)
             seen[pending.key] += 1
         for number in sorted(rounds):
             self._apply_round(batch, rounds[number], results)
-
-    def _owner_for(
-        self, batch: Batch, update: ProgressUpdate, now: datetime, create_missing: bool
-    ) -> str | None:
-        """Whose job the update is for (``_owner``); a trusted in-process caller's missing
-        job is made first."""
-        owner = self._owner(batch.conn, update.job_id, update.user_id)
-        if create_missing:
-            if owner is None:
-                owner = NO_USER  # an unscoped in-process caller's new job has no user
-            if self._fetch(batch.conn, update.job_id, owner) is None:
-                self._create_for(batch.conn, update, owner, now)
-        return owner
 
     def _apply_round(
         self, batch: Batch, round_: list[_Pending], results: list[UpdateResult | BaseException]
@@ -251,6 +243,11 @@ class JobWriter(Database):
         conn, dialect = batch.conn, self._engine.dialect
         by_shape: defaultdict[Shape, list[_Pending]] = defaultdict(list)
         for pending in round_:
+            owner, job_id = pending.key
+            if pending.create_missing and self._fetch(conn, job_id, owner) is None:
+                # A trusted in-process caller's job, made in its turn: an update queued before
+                # this one, for a job nobody had made, was not found.
+                self._create_for(conn, pending.update, owner, pending.now)
             by_shape[pending.shape].append(pending)
         applied: dict[_Key, dict[str, Any]] = {}
         for shape, members in by_shape.items():
@@ -281,10 +278,16 @@ class JobWriter(Database):
             (row["user_id"], row["job_id"]): row["id"]
             for row in self.prepared(feed_insert(self.dialect)).all(conn, {"p_rows": feed})
         }
+        rolled_up = False
         for p in done:
             row = applied[p.key]
+            if rolled_up and row["children"]:
+                # A child's roll-up earlier in this round changed this parent (its sums, its
+                # state, its own roll-up) after the UPDATE returned it: read it as it is now.
+                row = dict(self._fetch(conn, p.key[1], p.key[0]) or row)
             if row["parent_id"] is not None:
                 roll_up(conn, row, p.now, self._settled(batch))
+                rolled_up = True
             self._track_pace(batch, row, p.now)
             results[p.at] = UpdateResult(UpdateOutcome.APPLIED, job_from_row(row), ids[p.key])
 
@@ -367,7 +370,7 @@ class JobWriter(Database):
             row["pace"], row["rate"] = pace.to_json(), pace.rate
             batch.paces[key] = (row["pace"], pace.rate)
         if row["status"] == JobStatus.FINISHED.value:
-            batch.lessons.append(_Lesson(dict(row), pace, t))
+            batch.lessons[key] = _Lesson(dict(row), pace, t)
 
     def _close_batch(self, batch: Batch) -> None:
         """Write the batch's paces in one statement, then teach the finished jobs' kinds in
@@ -384,7 +387,7 @@ class JobWriter(Database):
             self.prepared(pace_update(self.dialect)).execute(batch.conn, {"p_rows": rows})
         lock = self.dialect == "postgresql"
         for lesson in sorted(
-            batch.lessons, key=lambda x: (x.job["user_id"], x.job["document_type"])
+            batch.lessons.values(), key=lambda x: (x.job["user_id"], x.job["document_type"])
         ):
             learn(
                 batch.conn,
