@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.middleware import Middleware
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import Match, Route
@@ -146,23 +145,18 @@ def create_app(
     )
     app.state.uploads = UploadParser(settings.log_parse_processes)
     app.state.metrics = metrics = Metrics(store)
-    # Every route's, the hot routes' included (innermost first).
-    shared = [
-        Middleware(
-            BodyLimit,
-            limit=settings.max_body_bytes,
-            large_limit=settings.max_log_body_bytes,
-            large_suffixes=("/logs", "/remote-jobs/progress"),  # log uploads and batches
-        ),
-        Middleware(RequestTimer, metrics=metrics),  # times every request the app serves
-    ]
-    app.add_middleware(shared[0].cls, *shared[0].args, **shared[0].kwargs)
+    app.add_middleware(
+        BodyLimit,
+        limit=settings.max_body_bytes,
+        large_limit=settings.max_log_body_bytes,
+        large_suffixes=("/logs", "/remote-jobs/progress"),  # log uploads and batches
+    )
     app.add_middleware(AllowHeader)
-    app.add_middleware(shared[1].cls, *shared[1].args, **shared[1].kwargs)
+    app.add_middleware(RequestTimer, metrics=metrics)  # times every request the app serves
     routers = (remote_jobs, jobs, events, webhooks, workers, ops)
     for module in routers:
         app.include_router(module.router)
-    app.serve_ahead(remote_jobs.hot_routes, shared)
+    app.serve_ahead(remote_jobs.hot_routes)
     dashboard.mount(app)
     answers.install(app)
     return app
@@ -171,21 +165,20 @@ def create_app(
 class App(FastAPI):
     """FastAPI, with its hottest routes served ahead of it (``routes.hot_route``).
 
-    A report passes through none of FastAPI's middleware and routing, which cost more than
-    the update itself: a request that matches a hot route (path and method) is served by that
-    plain Starlette route inside the middleware every route has (``shared``: the body limit,
-    the request timer), with the app's own exception handlers, so it is answered exactly as
-    any route. Everything else, a hot path with another method included, is FastAPI's. The
-    routes stay declared on FastAPI's router for the OpenAPI schema.
+    A report passes through none of FastAPI's own middleware and routing, which cost more
+    than the update itself: a request that matches a hot route (path and method) is served by
+    that plain Starlette route inside the app's user middleware (ours, and any an embedder
+    adds before the first request), with the app's own exception handlers, so it is answered
+    exactly as any route. Everything else, a hot path with another method included, is
+    FastAPI's. The routes stay declared on FastAPI's router for the OpenAPI schema.
     """
 
     _hot: tuple[Route, ...] = ()
     _hot_stack: ASGIApp | None = None
 
-    def serve_ahead(self, routes: Sequence[Route], shared: Sequence[Middleware]) -> None:
-        """Serve ``routes`` ahead of FastAPI, each inside ``shared`` (innermost first)."""
+    def serve_ahead(self, routes: Sequence[Route]) -> None:
+        """Serve ``routes`` ahead of FastAPI's middleware and router."""
         self._hot = tuple(routes)
-        self._shared = tuple(shared)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -199,15 +192,15 @@ class App(FastAPI):
         await super().__call__(scope, receive, send)
 
     def _hot_app(self) -> ASGIApp:
-        """The hot routes' stack, built at the first request (the exception handlers are
-        complete by then)."""
+        """The hot routes' stack, built at the first request, as Starlette builds every
+        route's (by then the middleware and the exception handlers are complete)."""
         if self._hot_stack is None:
 
             async def handle(scope: Scope, receive: Receive, send: Send) -> None:
                 await scope["route"].handle(scope, receive, send)
 
             stack: ASGIApp = ExceptionMiddleware(handle, handlers=self.exception_handlers)
-            for middleware in self._shared:
+            for middleware in reversed(self.user_middleware):  # listed outermost first
                 stack = middleware.cls(stack, *middleware.args, **middleware.kwargs)
             self._hot_stack = ServerErrorMiddleware(stack)
         return self._hot_stack

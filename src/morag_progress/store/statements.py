@@ -64,6 +64,7 @@ __all__ = [
     "Shape",
     "feed_insert",
     "job_rows",
+    "lock_rows",
     "pace_update",
     "prepare",
     "update_statement",
@@ -445,6 +446,18 @@ def job_rows(dialect: str) -> Any:
     """The jobs ``KEYS`` names, as they are (one statement for a batch's refused updates)."""
     k = KEYS.table(dialect)
     return select(jobs).join(k, and_(jobs.c.id == k.c.id, jobs.c.user_id == k.c.user_id))
+
+
+@functools.cache
+def lock_rows(dialect: str) -> Any:
+    """PostgreSQL: lock the jobs ``KEYS`` names, in (owner, id) order."""
+    k = KEYS.table(dialect)
+    return (
+        select(jobs.c.id)
+        .join(k, and_(jobs.c.id == k.c.id, jobs.c.user_id == k.c.user_id))
+        .order_by(jobs.c.user_id, jobs.c.id)
+        .with_for_update(of=jobs)
+    )
 
 
 PACES = Rows("q", {"id": String(), "user_id": String(), "pace": Text(), "rate": Float()})

@@ -51,6 +51,7 @@ from morag_progress.store.statements import (
     bound,
     feed_insert,
     job_rows,
+    lock_rows,
     pace_update,
     prepare,
     update_statement,
@@ -249,6 +250,11 @@ class JobWriter(Database):
                 # this one, for a job nobody had made, was not found.
                 self._create_for(conn, pending.update, owner, pending.now)
             by_shape[pending.shape].append(pending)
+        if self.dialect == "postgresql" and len(by_shape) > 1:
+            # Several statements would lock the round's rows shape by shape: lock them all
+            # first, in (owner, id) order, so two replicas' batches never wait in a cycle.
+            keys = KEYS.encode(dialect, ({"id": p.key[1], "user_id": p.key[0]} for p in round_))
+            self.prepared(lock_rows(self.dialect)).all(conn, {"p_rows": keys})
         applied: dict[_Key, dict[str, Any]] = {}
         for shape, members in by_shape.items():
             stmt = self.prepared(update_statement(shape, self.dialect))
@@ -267,9 +273,9 @@ class JobWriter(Database):
                 if existing is None or not visible(existing, p.update.claimant):
                     results[p.at] = UpdateResult(UpdateOutcome.NOT_FOUND)
                 else:
-                    results[p.at] = UpdateResult(
-                        why_not(existing, p.update), job_from_row(existing)
-                    )
+                    outcome = why_not(existing, p.update)
+                    job = job_from_row(_with_kept_pace(batch, dict(existing)))
+                    results[p.at] = UpdateResult(outcome, job)
         done = [p for p in round_ if p.key in applied]
         if not done:
             return
@@ -367,8 +373,8 @@ class JobWriter(Database):
         else:
             pace = old.observe(t, pct, attempt, received=received)
         if pace != old:
-            row["pace"], row["rate"] = pace.to_json(), pace.rate
-            batch.paces[key] = (row["pace"], pace.rate)
+            batch.paces[key] = (pace.to_json(), pace.rate)
+        _with_kept_pace(batch, row)
         if row["status"] == JobStatus.FINISHED.value:
             batch.lessons[key] = _Lesson(dict(row), pace, t)
 
@@ -421,6 +427,14 @@ class JobWriter(Database):
             traceparent=str(TraceContext.root()),
         )
         conn.execute(stmt.on_conflict_do_nothing())
+
+
+def _with_kept_pace(batch: Batch, row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with its job's pace and rate as this batch has them (written at its end)."""
+    kept = batch.paces.get((row["user_id"], row["id"]))
+    if kept is not None:
+        row["pace"], row["rate"] = kept
+    return row
 
 
 def _feed_row(row: Row, params: dict[str, Any]) -> dict[str, Any]:

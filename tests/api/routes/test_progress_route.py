@@ -262,3 +262,24 @@ async def test_a_second_authorization_header_is_not_read(pair: Pair) -> None:
 
     answer, _ = await pair.both(twice)
     assert answer.status_code == 401
+
+
+async def test_middleware_an_embedder_adds_covers_the_hot_route(store: SQLStore) -> None:
+    """The progress route, served ahead of FastAPI, still runs inside the app's middleware,
+    including middleware added after create_app (here CORS)."""
+    from fastapi.middleware.cors import CORSMiddleware
+
+    app = create_app(Settings(rate_limit_per_second=0), store=store)
+    app.add_middleware(CORSMiddleware, allow_origins=["*"])
+    _, secret = store.create_key(user_id="alice", role=Role.USER, name=None, now=utcnow())
+    auth = {"Authorization": f"Bearer {secret}", "Origin": "https://dash.example"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        created = await c.post(
+            "/api/v1/jobs", json={"document_name": "a", "document_type": "b"}, headers=auth
+        )
+        job = created.json()["id"]
+        put = await c.put(
+            f"/api/v1/remote-jobs/{job}/progress", json={"percentage": 5}, headers=auth
+        )
+    assert put.status_code == 200
+    assert put.headers["access-control-allow-origin"] == "*"
