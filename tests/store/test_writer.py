@@ -188,3 +188,18 @@ def test_a_missing_job_is_made_in_its_turn(store: SQLStore) -> None:
     job = store.get_job("late", user_id="u")
     assert job is not None
     assert (job.percentage, job.summary) == (10, "in-process")
+
+
+def test_an_unscoped_update_of_an_id_two_users_have_is_ambiguous(store: SQLStore) -> None:
+    """In a batch, an update without a user for an id two users have is answered AMBIGUOUS,
+    and the batch's other updates apply; an empty batch applies nothing."""
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    for user in ("u", "v"):
+        new = NewJob(id="same", document_name="d", document_type="pdf", user_id=user)
+        store.create_job(new, now=now)
+    _job(store, "mine", now)
+    results = store.apply_many(
+        [ProgressUpdate("same", 5), ProgressUpdate("mine", 7, user_id="u")], now=now
+    )
+    assert [r.outcome for r in results] == [UpdateOutcome.AMBIGUOUS, UpdateOutcome.APPLIED]
+    assert store.apply_many([], now=now) == []

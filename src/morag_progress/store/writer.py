@@ -27,7 +27,7 @@ import orjson
 from sqlalchemy import Connection
 
 from morag_progress.audit import Action
-from morag_progress.errors import JobConflictError, ProgressError, StoreError
+from morag_progress.errors import JobConflictError, StoreError
 from morag_progress.eta import Pace
 from morag_progress.models import (
     JobStatus,
@@ -220,9 +220,6 @@ class JobWriter(Database):
                 owner = self._owner(batch.conn, update.job_id, update.user_id)
             except JobConflictError:
                 results[at] = UpdateResult(UpdateOutcome.AMBIGUOUS)
-                continue
-            except ProgressError as e:
-                results[at] = e
                 continue
             if owner is None and create_missing:
                 owner = NO_USER  # an unscoped in-process caller's new job has no user
