@@ -19,7 +19,7 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from morag_progress.tracker import JobTracker
-from tests.services import free_port
+from tests.services import free_port, reap
 
 
 class LiveServer:
@@ -177,15 +177,14 @@ class ServerProcess:
                     return self
             except httpx.TransportError:
                 time.sleep(0.1)
+        reap(self.process, grace=0)
         raise RuntimeError("server did not become ready in time")
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no flush, as a crash."""
         if self.process is not None:
-            self.process.kill()
-            self.process.wait(10)
+            reap(self.process, grace=0)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
+        if self.process is not None:
+            reap(self.process)

@@ -16,6 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,6 +132,18 @@ def start_postgres() -> PostgresServer:
     return PostgresServer(port=port, directory=directory, bindir=bindir, run_as=run_as)
 
 
+def reap(process: subprocess.Popen[Any], grace: float = 10.0) -> None:
+    """Stop ``process`` (SIGTERM, then SIGKILL after ``grace`` seconds) and collect its exit
+    status, so no test leaves a child behind for the garbage collector to warn about."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    process.wait()
+
+
 @dataclass
 class RedisServer:
     """A throw-away redis-server on loopback, no persistence."""
@@ -144,8 +157,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
+        reap(self.process)
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -168,6 +180,6 @@ def start_redis() -> RedisServer:
             return RedisServer(port, process, directory)
         except OSError:
             if time.monotonic() > deadline:
-                process.kill()
+                reap(process, grace=0)
                 raise RuntimeError("redis-server did not start") from None
             time.sleep(0.05)

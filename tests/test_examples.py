@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from morag_progress import JobStatus, JobTracker
 from tests.live import Remote
+from tests.services import reap
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,14 +51,15 @@ def test_remote_worker_follows_a_cancel_request(remote: Remote) -> None:
         env=env,
         stderr=subprocess.DEVNULL,
     )
-    import time
-
-    deadline = time.monotonic() + 30
-    while remote.job(job_id).percentage < 10:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    remote.tracker.request_cancel(job_id)
-    assert process.wait(30) == 0
+    try:
+        deadline = time.monotonic() + 30
+        while remote.job(job_id).percentage < 10:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        remote.tracker.request_cancel(job_id)
+        assert process.wait(30) == 0
+    finally:
+        reap(process, grace=0)
     job = remote.job(job_id)
     assert job.status is JobStatus.CANCELLED
     assert 10 <= job.percentage < 100

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from morag_progress.cli import app
 from morag_progress.models import JobStatus
 from tests.live import Remote
+from tests.services import reap
 
 runner = CliRunner()
 
@@ -153,7 +154,7 @@ def following(remote: Remote, log: Path, job_id: str) -> Iterator[subprocess.Pop
             time.sleep(0.05)
         yield process
     finally:
-        process.kill()
+        reap(process, grace=0)
 
 
 def test_tail_follow_ends_with_the_job(remote: Remote, tmp_path: Path) -> None:
@@ -203,7 +204,7 @@ def test_watch_ends_when_its_jobs_end(remote: Remote) -> None:
         remote.tracker.mark_completed(job_id, "All done")
         out, _ = process.communicate(timeout=20)
     finally:
-        process.kill()
+        reap(process, grace=0)
     assert process.returncode == 0
     # Not a terminal: one line per change, with the whole id.
     lines = out.splitlines()

@@ -21,6 +21,7 @@ from morag_progress.errors import ConfigurationError
 from morag_progress.integrations.celery import ProgressTask, progress_group
 from morag_progress.models import Job
 from tests.live import Remote
+from tests.services import reap
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,11 +73,7 @@ def worker(
     try:
         yield module, tracker
     finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        reap(process, grace=20)
         tracker.close()
         log.close()
         for name in ("MORAG_TEST_BROKER_URL", "MORAG_TEST_BROKER_DIR"):

@@ -73,6 +73,7 @@ class _Demo:
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
         for log in self.logs:
             log.close()
 
