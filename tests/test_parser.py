@@ -387,3 +387,38 @@ def test_leading_text_does_not_change_the_percentage(
     event = parser.parse_plain_text_log(f"{prefix} {line}")
     assert event is not None
     assert event.percentage == percentage
+
+
+def _seen(event: ProgressEvent) -> tuple[object, ...]:
+    """An event as a line gave it (its parse-time stamp, when it had none, left out)."""
+    return (
+        event.percentage,
+        event.message,
+        event.source_timestamp,
+        event.current,
+        event.total,
+        event.level,
+        event.logger_name,
+        event.raw_event,
+    )
+
+
+LINES = [line for line, _, _ in [*POSITIVE, *PREFIXED]] + NEGATIVE + [
+    json.dumps({"event": "Stage: ocr (10%)", "timestamp": "2025-06-11T11:26:50Z"}),
+    json.dumps({"event": "chunk", "percentage": 40, "current": 4, "total": 10}),
+    "GPU utilisation 87%",
+    "an ordinary line",
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(LINES), st.text(max_size=60)), max_size=12))
+def test_sightings_are_the_events_before_they_are_built(lines: list[str]) -> None:
+    """Each sighting carries its line's percentage and own time, and builds the very event
+    iter_events yields for that line."""
+    events = list(parser.iter_events(lines))
+    sightings = list(parser.iter_sightings(lines))
+    assert [_seen(s.event()) for s in sightings] == [_seen(e) for e in events]
+    assert [(s.percentage, s.source_timestamp) for s in sightings] == [
+        (e.percentage, e.source_timestamp) for e in events
+    ]

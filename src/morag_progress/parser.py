@@ -31,13 +31,13 @@ import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeGuard
+from typing import Any, NamedTuple, TypeGuard
 
 import orjson
 
 from morag_progress.models import ProgressEvent, as_utc
 
-__all__ = ["ProgressEventParser"]
+__all__ = ["ProgressEventParser", "Sighting"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,28 @@ _EPOCH_MS_THRESHOLD = 1e11  # a numeric timestamp above this is in milliseconds
 # (percentage, message, current, total). A plain tuple: this is the hot path, and a NamedTuple's
 # constructor is a Python-level call.
 _Found = tuple[int, str, int | None, int | None]
+# What a progress line holds before it becomes an event: what was found, the line's own time,
+# its logger, its level and the raw record.
+_Hit = tuple[_Found, datetime | None, str | None, str, dict[str, Any]]
+
+
+class Sighting(NamedTuple):
+    """Progress seen on a line, before its event is built: the percentage and the line's own
+    time are known; the message is cleaned and the event made only if ``event()`` is called.
+    A reader that keeps a few lines of many (a log upload) pays for events only for those."""
+
+    percentage: int
+    source_timestamp: datetime | None
+    hit: _Hit
+
+    def event(self) -> ProgressEvent:
+        """The line's progress event."""
+        return _event(self.hit)
+
+
+def _event(hit: _Hit) -> ProgressEvent:
+    (pct, message, current, total), timestamp, logger_name, level, raw = hit
+    return ProgressEvent(pct, message, timestamp, logger_name, level, raw, current, total)
 
 
 def _percentage(text: str) -> int | None:
@@ -191,7 +213,7 @@ def _may_carry_a_format(raw: str) -> bool:
     """
     if "%" not in raw:
         return False
-    if "%|" in raw or ("]" in raw and _BRACKET_CLOSE.search(raw) is not None):
+    if "%|" in raw or "%]" in raw or ("]" in raw and _BRACKET_CLOSE.search(raw) is not None):
         return True
     low = raw.lower()
     # An explicit chain: any() over a generator costs more than all the scans together.
@@ -329,11 +351,18 @@ class ProgressEventParser:
 
     def iter_events(self, log_lines: Iterable[str | bytes]) -> Iterator[ProgressEvent]:
         """Yield the progress events of a stream of lines, lazily, in order."""
+        for sighting in self.iter_sightings(log_lines):
+            yield _event(sighting.hit)
+
+    def iter_sightings(self, log_lines: Iterable[str | bytes]) -> Iterator[Sighting]:
+        """Yield the progress of a stream of lines as ``Sighting``s, lazily, in order: what
+        ``iter_events`` finds, with each event built only when asked for."""
         try:
             iterator = iter(log_lines)
         except TypeError:
             return
-        parse = self._parse
+        hit_of = self._hit
+        make = tuple.__new__  # Sighting's own constructor is a Python-level call
         for raw in iterator:
             line = raw if type(raw) is str else _as_text(raw)
             if line is None:
@@ -341,12 +370,12 @@ class ProgressEventParser:
             # The substring tests dismiss ordinary lines without a function call.
             if "%" in line or "percent" in line or "progress" in line:
                 try:
-                    event = parse(line)
+                    hit = hit_of(line)
                 except Exception:  # the parser's contract is to never raise
                     logger.debug("unparseable log line ignored", exc_info=True)
                     continue
-                if event is not None:
-                    yield event
+                if hit is not None:
+                    yield make(Sighting, (hit[0][0], hit[1], hit))
 
     def parse_log_stream(self, log_lines: Iterable[str | bytes]) -> list[ProgressEvent]:
         """All progress events of the lines, in order."""
@@ -361,6 +390,10 @@ class ProgressEventParser:
         return latest
 
     def _parse(self, text: str) -> ProgressEvent | None:
+        hit = self._hit(text)
+        return None if hit is None else _event(hit)
+
+    def _hit(self, text: str) -> _Hit | None:
         stripped = text.strip()
         if stripped.startswith("{"):
             # Field names are tested on the raw line: most JSON lines never reach the decoder.
@@ -372,12 +405,16 @@ class ProgressEventParser:
             except orjson.JSONDecodeError:
                 data = None  # MoRAG reads a line that is not JSON as plain text; so do we
             if isinstance(data, dict):
-                return self._parse_mapping(data, structured)
+                return self._mapping_hit(data, structured)
         if not _may_carry_a_format(stripped):
             return None
-        return self._parse_plain(stripped)
+        return self._plain_hit(stripped)
 
     def _parse_mapping(self, data: dict[str, Any], structured: bool) -> ProgressEvent | None:
+        hit = self._mapping_hit(data, structured)
+        return None if hit is None else _event(hit)
+
+    def _mapping_hit(self, data: dict[str, Any], structured: bool) -> _Hit | None:
         text = data.get("event")
         if not isinstance(text, str):
             text = _first_str(data, _MESSAGE_KEYS)
@@ -402,18 +439,19 @@ class ProgressEventParser:
         level = data.get("level")
         if not isinstance(level, str):
             level = _first_str(data, _LEVEL_KEYS)
-        return ProgressEvent(
-            found[0],
-            found[1],
+        return (
+            found,
             _parse_timestamp(stamp),
             logger_name,
             level.lower() if level else "info",
             data,
-            found[2],
-            found[3],
         )
 
     def _parse_plain(self, text: str) -> ProgressEvent | None:
+        hit = self._plain_hit(text)
+        return None if hit is None else _event(hit)
+
+    def _plain_hit(self, text: str) -> _Hit | None:
         if "\r" in text:  # a tqdm bar redraws itself with carriage returns: the last one counts
             text = next((part for part in reversed(text.split("\r")) if part.strip()), "")
         original = text
@@ -421,7 +459,8 @@ class ProgressEventParser:
             text = _ANSI.sub("", text)
         timestamp = None
         level = "info"
-        if text[:1].isdigit() or text[:1] == "[":
+        # The prefix starts with a year: four digits, after a "[" or not.
+        if text[:4].isdigit() or (text[:1] == "[" and text[1:5].isdigit()):
             m = _LINE_PREFIX.match(text)
             if m is not None:
                 timestamp = _parse_timestamp(m.group(1).replace(",", "."))
@@ -431,13 +470,4 @@ class ProgressEventParser:
         found = _extract(text)
         if found is None:
             return None
-        return ProgressEvent(
-            found[0],
-            found[1],
-            timestamp,
-            None,
-            level,
-            {"original_line": original},
-            found[2],
-            found[3],
-        )
+        return (found, timestamp, None, level, {"original_line": original})

@@ -2,8 +2,9 @@
 updates.
 
 A 1 MiB upload carries about 30,000 progress lines. Parsing them is pure Python work of about
-100 ms; in the server's process it holds the GIL, and four uploads at once starved every other
-request (another user's report waited seconds). So uploads are parsed in a small pool of
+75 ms (each line is only *sighted*, its percentage and its own time read; events are built for
+the few lines kept). In the server's process it would hold the GIL, and four uploads at once
+starved every other request (another user's report waited seconds). So uploads are parsed in a small pool of
 worker processes (``MORAG_PROGRESS_LOG_PARSE_PROCESSES``, 1 by default; 0 parses in a thread),
 and what comes back is already coalesced (:func:`coalesce`): at most 50 updates, so the write
 that follows holds the lock for milliseconds.
@@ -19,6 +20,7 @@ from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
@@ -26,7 +28,7 @@ from morag_progress.api.auth import Principal
 from morag_progress.bounds import MIN_TIMESTAMP
 from morag_progress.errors import LimitExceededError
 from morag_progress.models import ProgressEvent, ProgressUpdate
-from morag_progress.parser import ProgressEventParser
+from morag_progress.parser import ProgressEventParser, Sighting
 
 __all__ = ["LOG_UPDATES", "ParsedUpload", "UploadParser", "coalesce", "log_update", "parse_upload"]
 
@@ -36,26 +38,41 @@ LOG_UPDATES = 50
 milliseconds, not for the 30,000 updates its lines may carry."""
 
 
+class Seen(Protocol):
+    """What ``coalesce`` reads of a line's progress: a ``Sighting`` or a ``ProgressEvent``."""
+
+    @property
+    def percentage(self) -> int: ...
+
+    @property
+    def source_timestamp(self) -> datetime | None: ...
+
+
+_Seen = TypeVar("_Seen", bound=Seen)
+
+
 def coalesce(
-    events: Iterable[ProgressEvent], limit: int = LOG_UPDATES
-) -> tuple[list[tuple[int, ProgressEvent]], int]:
+    events: Iterable[_Seen], limit: int = LOG_UPDATES
+) -> tuple[list[tuple[int, _Seen]], int]:
     """The events of one upload worth applying, with their line order (``seq``), and how
     many events there were. Kept: the last of each run of equal percentage, thinned evenly to
     at most ``limit`` (in one pass, holding at most ``2 * limit``: the stride doubles when that
     fills); always the last event, the last one without a timestamp of its own (ordered at
     receipt, after every stamped one) and the one with the newest timestamp, so the job ends
     in the state applying every line would leave it in."""
-    kept: list[tuple[int, ProgressEvent]] = []
+    kept: list[tuple[int, _Seen]] = []
     stride, runs, count = 1, 0, 0
-    previous: tuple[int, ProgressEvent] | None = None
-    newest: tuple[int, ProgressEvent] | None = None
-    unstamped: tuple[int, ProgressEvent] | None = None
+    previous: tuple[int, _Seen] | None = None
+    newest: tuple[int, _Seen] | None = None
+    newest_at: datetime | None = None
+    unstamped: tuple[int, _Seen] | None = None
     for seq, event in enumerate(events):
         count += 1
-        if event.source_timestamp is None:
+        stamp = event.source_timestamp
+        if stamp is None:
             unstamped = (seq, event)
-        elif newest is None or event.timestamp >= newest[1].timestamp:
-            newest = (seq, event)
+        elif newest_at is None or stamp >= newest_at:
+            newest, newest_at = (seq, event), stamp
         if previous is not None and previous[1].percentage != event.percentage:
             if runs % stride == 0:  # ``previous`` ended a run
                 kept.append(previous)
@@ -110,10 +127,12 @@ class ParsedUpload:
 
 
 def parse_upload(body: bytes) -> ParsedUpload:
-    """Decode (invalid UTF-8 replaced), split, parse and coalesce an upload's body."""
+    """Decode (invalid UTF-8 replaced), split, parse and coalesce an upload's body; only the
+    lines kept become events (``Sighting``)."""
     lines = body.decode("utf-8", errors="replace").splitlines()
-    chosen, events = coalesce(_parser.iter_events(lines))
-    return ParsedUpload(len(lines), events, chosen)
+    chosen: list[tuple[int, Sighting]]
+    chosen, events = coalesce(_parser.iter_sightings(lines))
+    return ParsedUpload(len(lines), events, [(seq, seen.event()) for seq, seen in chosen])
 
 
 class UploadParser:
