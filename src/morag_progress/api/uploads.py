@@ -4,10 +4,10 @@ updates.
 A 1 MiB upload carries about 30,000 progress lines. Parsing them is pure Python work of about
 75 ms (each line is only *sighted*, its percentage and its own time read; events are built for
 the few lines kept). In the server's process it would hold the GIL, and four uploads at once
-starved every other request (another user's report waited seconds). So uploads are parsed in a small pool of
-worker processes (``MORAG_PROGRESS_LOG_PARSE_PROCESSES``, 1 by default; 0 parses in a thread),
-and what comes back is already coalesced (:func:`coalesce`): at most 50 updates, so the write
-that follows holds the lock for milliseconds.
+starved every other request (another user's report waited seconds). So uploads are parsed in a
+small pool of worker processes (``MORAG_PROGRESS_LOG_PARSE_PROCESSES``, 1 by default; 0 parses
+in a thread), and what comes back is already coalesced (:func:`coalesce`): at most 50 updates,
+so the write that follows holds the lock for milliseconds.
 """
 
 from __future__ import annotations
