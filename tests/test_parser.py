@@ -403,12 +403,16 @@ def _seen(event: ProgressEvent) -> tuple[object, ...]:
     )
 
 
-LINES = [line for line, _, _ in [*POSITIVE, *PREFIXED]] + NEGATIVE + [
-    json.dumps({"event": "Stage: ocr (10%)", "timestamp": "2025-06-11T11:26:50Z"}),
-    json.dumps({"event": "chunk", "percentage": 40, "current": 4, "total": 10}),
-    "GPU utilisation 87%",
-    "an ordinary line",
-]
+LINES = (
+    [line for line, _, _ in [*POSITIVE, *PREFIXED]]
+    + NEGATIVE
+    + [
+        json.dumps({"event": "Stage: ocr (10%)", "timestamp": "2025-06-11T11:26:50Z"}),
+        json.dumps({"event": "chunk", "percentage": 40, "current": 4, "total": 10}),
+        "GPU utilisation 87%",
+        "an ordinary line",
+    ]
+)
 
 
 @settings(max_examples=150, deadline=None)
