@@ -210,6 +210,13 @@ async def test_keys_tokens_chunks_limits_and_ids(pair: Pair) -> None:
     huge = b'{"percentage": 9, "message": "' + b"x" * 200_000 + b'"}'
     assert (await client.put(url, content=huge, headers=fresh)).status_code == 413
 
+    async def huge_chunks() -> AsyncIterator[bytes]:  # no length to refuse it by: counted
+        for _ in range(20):
+            yield b"x" * 20_000
+
+    endless = await client.put(url, content=huge_chunks(), headers=fresh)
+    assert endless.status_code == 413
+
     bad_id = await client.put(
         "/api/v1/remote-jobs/a%20b/progress", json={"percentage": 1}, headers=fresh
     )
