@@ -9,8 +9,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.routing import Match
 
 from morag_progress.errors import (
     InvalidInputError,
@@ -83,6 +87,16 @@ def install(app: FastAPI) -> None:
     for kind in _HANDLED:
         app.add_exception_handler(kind, answer)
 
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, e: HTTPException) -> Response:
+        if e.status_code == 405:
+            # Starlette lists only the first matching route's methods, and GET and POST
+            # /api/v1/jobs are two routes: list every method the path supports.
+            e = HTTPException(
+                405, e.detail, headers={**(e.headers or {}), "Allow": _allow(request)}
+            )
+        return await http_exception_handler(request, e)
+
     @app.exception_handler(RequestValidationError)
     async def validation(_: Request, e: RequestValidationError) -> JSONResponse:
         undecodable = _undecodable(e)
@@ -94,6 +108,20 @@ def install(app: FastAPI) -> None:
             f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in errors
         )
         return _detail(422, errors, message=message)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allow(request: Request) -> str:
+    """Every method some route of the app serves at the request's path."""
+    routes = request.app.routes
+    scope = request.scope
+    return ", ".join(
+        method
+        for method in sorted(_METHODS)
+        if any(route.matches({**scope, "method": method})[0] is Match.FULL for route in routes)
+    )
 
 
 def _undecodable(e: RequestValidationError) -> str | None:

@@ -431,3 +431,18 @@ async def test_the_history_says_who_did_what(
         ("report", by_worker, "PROCESSING"),
         ("report", by_worker, "CANCELLED"),
     ]
+
+
+async def test_a_wrong_method_lists_every_method_of_the_path(
+    client: httpx.AsyncClient, alice: Auth
+) -> None:
+    """405 says, in Allow, every method the path has (GET and POST /api/v1/jobs are two
+    routes; Starlette alone would name one), and answers in the API's error shape."""
+    answer = await client.delete("/api/v1/jobs", headers=alice)
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == "GET, POST"
+    assert answer.json() == {"detail": "Method Not Allowed"}
+    progress = await client.get("/api/v1/remote-jobs/j/progress", headers=alice)
+    assert (progress.status_code, progress.headers["allow"]) == (405, "PUT")
+    missing = await client.get("/api/v1/nothing-here", headers=alice)
+    assert missing.status_code == 404  # other HTTP errors are answered as before
