@@ -124,7 +124,9 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="How long a browser's stream token opens streams."
     )
     sse_ping_seconds: float = Field(
-        default=15.0, gt=0, description="Keep-alive comment interval of event streams."
+        default=15.0,
+        gt=0,
+        description="The longest an idle event stream goes without a keep-alive comment.",
     )
     feed_poll_seconds: float = Field(
         default=0.25,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 
 import httpx
 
-from tests.live import cli
+from tests.live import ServerProcess, cli
 
 SEED_REQUEST_BLOCK = """\
 import requests
@@ -110,6 +111,42 @@ def test_replicas_stream_each_others_updates(
     assert elapsed < 1.0, f"took {elapsed:.2f} s"
 
 
+def test_stopping_the_server_ends_its_open_streams(server_env: dict[str, str]) -> None:
+    """SIGTERM with event streams open: each stream ends cleanly (its last chunk sent) and the
+    server exits at once, rather than waiting for the clients to leave."""
+    key = cli("keys", "create", "--user", "alice", env=server_env).splitlines()[0]
+    headers = {"Authorization": f"Bearer {key}"}
+    server = ServerProcess(dict(server_env)).start()
+    try:
+        job_id = httpx.post(
+            f"{server.url}/api/v1/jobs",
+            json={"document_name": "a", "document_type": "pdf"},
+            headers=headers,
+        ).json()["id"]
+        with (
+            httpx.Client(timeout=httpx.Timeout(10.0)) as client,
+            client.stream("GET", f"{server.url}/api/v1/events", headers=headers) as every,
+            client.stream(
+                "GET", f"{server.url}/api/v1/jobs/{job_id}/events", headers=headers
+            ) as one,
+        ):
+            streams = [every.iter_lines(), one.iter_lines()]
+            for lines in streams:
+                assert (
+                    next(line for line in lines if line.startswith("event:")) == "event: snapshot"
+                )
+            assert server.process is not None
+            started = time.monotonic()
+            server.process.terminate()
+            for lines in streams:
+                list(lines)  # to the end: a clean end of the response, not a reset
+            # uvicorn exits by the signal it stopped for, once it has stopped gracefully.
+            assert server.process.wait(10) == -signal.SIGTERM
+            assert time.monotonic() - started < 5
+    finally:
+        server.stop()
+
+
 def test_the_access_log_is_off_unless_asked_for() -> None:
     """``serve`` writes no line per request by default (as gunicorn); ``access_log`` turns it on."""
     from morag_progress.api.server import uvicorn_config
@@ -138,12 +175,14 @@ def test_uvicorns_protocol_has_what_the_guard_extends() -> None:
         "on_headers_complete": ["self"],
         "on_message_complete": ["self"],
         "on_response_complete": ["self"],
+        "shutdown": ["self"],
     }
     for name, parameters in callbacks.items():
         theirs = getattr(HttpToolsProtocol, name)
         assert list(inspect.signature(theirs).parameters)[: len(parameters)] == parameters, name
         assert name in GuardedProtocol.__dict__, name
     source = inspect.getsource(HttpToolsProtocol.__init__)
-    for attribute in ("self.connections", "self.cycle", "self.transport", "self.loop"):
+    attributes = ("self.connections", "self.cycle", "self.transport", "self.loop", "self.app_state")
+    for attribute in attributes:
         assert attribute in source, attribute
     assert "response_complete" in inspect.getsource(RequestResponseCycle)

@@ -12,7 +12,7 @@ from tests.services import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 
-SERVER = ("sqlalchemy", "fastapi", "uvicorn", "starlette", "alembic", "sse_starlette")
+SERVER = ("sqlalchemy", "fastapi", "uvicorn", "starlette", "alembic")
 
 
 def imported(code: str) -> set[str]:

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import Match, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from morag_progress._threads import SharedReads, run_to_completion
 from morag_progress.api import answers
@@ -21,6 +21,7 @@ from morag_progress.api.estimates import Estimates
 from morag_progress.api.limits import BodyLimit, RateLimiter, SharedRateLimiter
 from morag_progress.api.metrics import Metrics, RequestTimer
 from morag_progress.api.routes import dashboard, events, jobs, ops, remote_jobs, webhooks, workers
+from morag_progress.api.sse import STREAMS_STATE, Streams
 from morag_progress.api.uploads import UploadParser
 from morag_progress.audit import SERVER
 from morag_progress.feed import FeedHub
@@ -54,9 +55,9 @@ def create_app(
             busy_timeout_ms=settings.busy_timeout_ms,
         )
 
-    hub = FeedHub(
-        store, poll_interval=settings.feed_poll_seconds, tick=settings.stream_recheck_seconds
-    )
+    # The hub's tick wakes every stream: to re-check its key, and to keep it alive.
+    tick = min(settings.stream_recheck_seconds, settings.sse_ping_seconds / 2)
+    hub = FeedHub(store, poll_interval=settings.feed_poll_seconds, tick=tick)
 
     if job_spans is None and settings.otel_traces:
         job_spans = JobSpans(store)  # here, so a missing package fails the start, not a task
@@ -71,8 +72,10 @@ def create_app(
 
     hooks = WebhookStore(store)
 
+    streams = Streams()
+
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Streams]]:
         if job_spans is not None:
             # Following the feed from before the first request: no job ends unseen.
             await run_to_completion(job_spans.begin)
@@ -99,7 +102,10 @@ def create_app(
         listener = None
         if store.dialect == "postgresql":  # other replicas' changes wake the tail at once
             listener = FeedListener(store.url, hub.wake).start()
-        yield
+        # In the lifespan's state, the server stopping can end the open streams
+        # (``server.GuardedProtocol.shutdown``): it waits for them before this resumes.
+        yield {STREAMS_STATE: streams}
+        streams.close()
         if listener is not None:
             await asyncio.to_thread(listener.stop)
         for task in background:
@@ -125,6 +131,7 @@ def create_app(
     app.state.tracker = tracker
     app.state.estimates = Estimates(store)
     app.state.hub = hub
+    app.state.streams = streams
     app.state.shared_reads = SharedReads()
     app.state.webhooks = hooks
     app.state.authenticator = Authenticator(
@@ -151,7 +158,6 @@ def create_app(
         large_limit=settings.max_log_body_bytes,
         large_suffixes=("/logs", "/remote-jobs/progress"),  # log uploads and batches
     )
-    app.add_middleware(AllowHeader)
     app.add_middleware(RequestTimer, metrics=metrics)  # times every request the app serves
     routers = (remote_jobs, jobs, events, webhooks, workers, ops)
     for module in routers:
@@ -204,37 +210,6 @@ class App(FastAPI):
                 stack = middleware.cls(stack, *middleware.args, **middleware.kwargs)
             self._hot_stack = ServerErrorMiddleware(stack)
         return self._hot_stack
-
-
-_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
-
-
-class AllowHeader:
-    """On a 405, list every method the path supports in ``Allow`` (Starlette lists only the
-    first matching route's when two routes share a path, as GET and POST /api/v1/jobs do)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_allow(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] == 405:
-                methods = {
-                    method
-                    for route in scope["app"].routes
-                    for method in _METHODS
-                    if route.matches({**scope, "method": method})[0] is Match.FULL
-                }
-                headers = [(k, v) for k, v in message["headers"] if k.lower() != b"allow"]
-                headers.append((b"allow", ", ".join(sorted(methods)).encode()))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_allow)
 
 
 def _version() -> str:

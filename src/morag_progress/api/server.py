@@ -31,6 +31,7 @@ from urllib.parse import unquote
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from morag_progress.api.sse import STREAMS_STATE
 from morag_progress.settings import Settings
 
 __all__ = ["GuardedProtocol", "RedactSecrets", "default_max_connections", "uvicorn_config"]
@@ -77,6 +78,14 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """The server is stopping: open event streams end (each finishes its response, and
+        uvicorn then closes its connection), rather than holding the stop until they go."""
+        streams = self.app_state.get(STREAMS_STATE)
+        if streams is not None:
+            streams.close()
+        super().shutdown()
 
     def on_message_begin(self) -> None:
         self._header_bytes = 0

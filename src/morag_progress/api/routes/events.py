@@ -18,8 +18,6 @@ from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Header, Request
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from morag_progress._threads import SharedReads
@@ -33,6 +31,7 @@ from morag_progress.api.routes import (
     tracker_of,
 )
 from morag_progress.api.schemas import FeedEventOut, StreamTokenOut
+from morag_progress.api.sse import EventStream, encode
 from morag_progress.errors import JobNotFoundError
 from morag_progress.feed import FeedHub, Subscription
 from morag_progress.keys import STREAM_TOKEN_PREFIX, generate_key, hash_key
@@ -68,8 +67,7 @@ _STREAM: dict[int | str, dict[str, Any]] = {
 @functools.lru_cache(maxsize=8192)
 def _progress(event: FeedEvent) -> bytes:
     """A feed row as an encoded event, built once however many subscribers send it."""
-    data = FeedEventOut.of(event).model_dump_json()
-    return ServerSentEvent(data, event="progress", id=str(event.id)).encode()
+    return encode(FeedEventOut.of(event).model_dump_json(), event="progress", id=event.id)
 
 
 def _shared(request: Request, key: tuple[Any, ...], func: Callable[[], _T]) -> Awaitable[_T]:
@@ -118,23 +116,25 @@ async def _until_streaming(request: Request, subscription: Subscription, step: A
 
 
 def _response(
-    request: Request, stream: AsyncIterator[ServerSentEvent | bytes], subscription: Subscription
-) -> EventSourceResponse:
+    request: Request, stream: AsyncIterator[list[bytes]], subscription: Subscription
+) -> EventStream:
     """The stream as SSE; the subscription ends with the response even when the client left
     before the stream began (unsubscribing twice is harmless)."""
-    return EventSourceResponse(
+    hub = _hub(request)
+    return EventStream(
         stream,
+        streams=request.app.state.streams,
         ping=request.app.state.settings.sse_ping_seconds,
-        background=BackgroundTask(_hub(request).unsubscribe, subscription),
+        after=lambda: hub.unsubscribe(subscription),
     )
 
 
 async def _live(
     request: Request, caller: Principal, subscription: Subscription
 ) -> AsyncIterator[list[FeedEvent]]:
-    """The subscription's batches of rows, until the caller's key stops working: it is checked
-    every ``stream_recheck_seconds``, so a revoked key's streams close within about that.
-    (sse-starlette cancels the stream when the client goes away.)"""
+    """The subscription's batches of rows (an empty one when the hub pokes: a stream may
+    write a keep-alive then), until the caller's key stops working: it is checked every
+    ``stream_recheck_seconds``, so a revoked key's streams close within about that."""
     settings = request.app.state.settings
     authenticator: Authenticator = request.app.state.authenticator
     # The hub pokes every stream each stream_recheck_seconds; half of that apart, each poke
@@ -147,8 +147,7 @@ async def _live(
             if not await authenticator.is_active(caller.key_id):
                 return
             check_at = time.monotonic() + spacing
-        if batch:
-            yield batch
+        yield batch
 
 
 async def _resume_point(request: Request, last_event_id: str | None) -> int | None:
@@ -179,13 +178,14 @@ def create_stream_token(caller: Caller, request: Request) -> StreamTokenOut:
 
 @router.get(
     "/api/v1/jobs/{job_id}/events",
-    response_class=EventSourceResponse,
+    response_class=EventStream,
+    status_code=200,
     responses=_STREAM,
     openapi_extra=_TOKEN_QUERY,
 )
 async def job_events(
     job_id: JobIdPath, caller: StreamCaller, request: Request, last_event_id: LastEventId = None
-) -> EventSourceResponse:
+) -> EventStream:
     """One job's changes, live, ending after its terminal one."""
     tracker = tracker_of(request)
     found = await _shared(
@@ -205,51 +205,53 @@ async def job_events(
         # rather than missed.
         return tracker.store.last_event_id(job_id, owner), tracker.get_job(job_id, owner)
 
-    async def stream() -> AsyncIterator[ServerSentEvent | bytes]:
+    async def stream() -> AsyncIterator[list[bytes]]:
         async with _open(request, subscription):
             if resume is not None:
                 missed = await run_in_threadpool(tracker.history, job_id, owner, after=resume)
                 sent = resume
+                replay = []
                 for event in missed:
-                    yield _progress(event)
+                    replay.append(_progress(event))
                     sent = event.id
                     if event.status.is_terminal:
+                        yield replay
                         return
+                yield replay
             else:
                 # Read after subscribing (shared only with streams that subscribed before
                 # it began): nothing committed after it is missed.
                 sent, current = await _shared(request, ("snapshot", job_id, owner), snapshot)
                 assert current is not None
-                yield ServerSentEvent(
-                    (
-                        await run_in_threadpool(estimates_of(request).job_out, current)
-                    ).model_dump_json(),
-                    event="snapshot",
-                    id=str(sent),
-                )
+                out = await run_in_threadpool(estimates_of(request).job_out, current)
+                yield [encode(out.model_dump_json(), event="snapshot", id=sent)]
                 if current.status.is_terminal:
                     return
             async for batch in _live(request, caller, subscription):
+                written = []
                 for event in batch:
                     if event.id <= sent:
                         continue
-                    yield _progress(event)
+                    written.append(_progress(event))
                     sent = event.id
                     if event.status.is_terminal:
+                        yield written
                         return
+                yield written
 
     return _response(request, stream(), subscription)
 
 
 @router.get(
     "/api/v1/events",
-    response_class=EventSourceResponse,
+    response_class=EventStream,
+    status_code=200,
     responses=_STREAM,
     openapi_extra=_TOKEN_QUERY,
 )
 async def all_events(
     caller: StreamCaller, request: Request, last_event_id: LastEventId = None
-) -> EventSourceResponse:
+) -> EventStream:
     """Every change to the caller's jobs (an admin's: everyone's), live, latest per job."""
     tracker = tracker_of(request)
     subscription = await _subscribe(request, caller)
@@ -258,7 +260,7 @@ async def all_events(
     def snapshot() -> tuple[int, list[Job]]:
         return tracker.store.last_event_id(), tracker.list_jobs(caller.scope, limit=100)
 
-    async def stream() -> AsyncIterator[ServerSentEvent | bytes]:
+    async def stream() -> AsyncIterator[list[bytes]]:
         async with _open(request, subscription):
             # Rows of different jobs may commit out of id order (PostgreSQL), so a live row
             # below the last id sent may still be new: only rows sent already are skipped.
@@ -269,16 +271,13 @@ async def all_events(
                 )
                 already = {event.id for event in missed}
                 latest = {event.job_id: event for event in missed}  # latest per job
-                for event in sorted(latest.values(), key=lambda e: e.id):
-                    yield _progress(event)
+                yield [_progress(event) for event in sorted(latest.values(), key=lambda e: e.id)]
             else:
                 sent, jobs = await _shared(request, ("all", caller.scope), snapshot)
                 written = await run_in_threadpool(estimates_of(request).jobs_out, jobs)
                 data = json.dumps([json.loads(job.model_dump_json()) for job in written])
-                yield ServerSentEvent(data, event="snapshot", id=str(sent))
+                yield [encode(data, event="snapshot", id=sent)]
             async for batch in _live(request, caller, subscription):
-                for event in batch:
-                    if event.id not in already:
-                        yield _progress(event)
+                yield [_progress(event) for event in batch if event.id not in already]
 
     return _response(request, stream(), subscription)
