@@ -209,6 +209,13 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         default=None, description="The API key workers and the CLI send as a bearer token."
     )
+    close_timeout_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        le=3600,
+        description="How long a reporter's close (the end of its with block) waits to deliver "
+        "what is pending, the final status included, before it gives up and returns.",
+    )
 
     @property
     def resolved_database_url(self) -> str:

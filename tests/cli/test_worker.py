@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from morag_progress.cli import app
 from morag_progress.models import JobStatus
-from tests.live import Remote
-from tests.services import reap
+from tests.live import CLI, Remote
+from tests.services import free_port, reap
 
 runner = CliRunner()
 
@@ -212,15 +212,64 @@ def test_watch_ends_when_its_jobs_end(remote: Remote) -> None:
     assert f"{job_id} FINISHED 100% All done" in lines
 
 
-def test_run_on_a_job_that_does_not_exist_says_what_to_do(remote: Remote, tmp_path: Path) -> None:
-    """run --job with an unknown id exits 1 before running anything, suggesting --create."""
+def test_run_on_a_job_that_does_not_exist_runs_and_says_so(remote: Remote, tmp_path: Path) -> None:
+    """run --job with an unknown id runs the command all the same, returns its exit code, and
+    says in one line that nothing was reported, suggesting --create."""
     marker = tmp_path / "ran"
-    done = cli(
-        remote, "run", "--job", "ghost", "--", sys.executable, "-c", f"open({str(marker)!r}, 'w')"
-    )
-    assert done.returncode == 1
+    script = f"open({str(marker)!r}, 'w'); raise SystemExit(4)"
+    done = cli(remote, "run", "--job", "ghost", "--", sys.executable, "-c", script)
+    assert marker.exists()
+    assert done.returncode == 4
+    assert "job ghost is not known to" in done.stderr
     assert "add --create" in done.stderr
-    assert not marker.exists()
+    assert "(over)" not in done.stderr
+
+
+def test_run_with_the_server_down_runs_the_command_and_keeps_its_exit_code(
+    remote: Remote, tmp_path: Path
+) -> None:
+    """No server: the command runs at once and its exit code comes back; leaving waits at most
+    the close timeout, then one line says the final status was not delivered. --create too."""
+    url = f"http://127.0.0.1:{free_port()}"
+    marker = tmp_path / "ran"
+    for create in ([], ["--create"]):
+        marker.unlink(missing_ok=True)
+        started = time.monotonic()
+        done = subprocess.run(
+            [
+                *CLI,
+                "run",
+                "--job",
+                "offline-1",
+                *create,
+                "--",
+                sys.executable,
+                "-c",
+                f"open({str(marker)!r}, 'w'); print('hello'); raise SystemExit(3)",
+            ],
+            env=remote.env(MORAG_PROGRESS_API_URL=url, MORAG_PROGRESS_CLOSE_TIMEOUT_SECONDS="1"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert marker.exists()
+        assert done.returncode == 3, done.stderr
+        assert done.stdout == "hello\n"
+        assert "could not be reached" in done.stderr
+        assert time.monotonic() - started < 15  # 5 s at most to try --create, 1 s to close
+
+
+def test_run_on_an_ended_job_runs_and_says_it_had_ended(remote: Remote) -> None:
+    """A FINISHED job: the command runs, its code returns, and one line says the job's
+    status was left as it was (no internal words)."""
+    job_id = remote.new_job()
+    remote.tracker.mark_completed(job_id, "done before")
+    done = cli(remote, "run", "--job", job_id, "--", sys.executable, "-c", "pass")
+    assert done.returncode == 0
+    assert f"job {job_id} had ended" in done.stderr
+    assert "(over)" not in done.stderr
+    assert remote.job(job_id).summary == "done before"
 
 
 def test_tail_follow_ends_when_the_job_ends_elsewhere(remote: Remote, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from morag_progress.client._core import (
     CallKind,
     ReporterCore,
     Verdict,
+    resolve_close_timeout,
     retry_after_seconds,
     verdict_of_status,
 )
@@ -256,12 +257,14 @@ def test_permanent_refusal_stops_reporting(status: int, caplog: pytest.LogCaptur
     core.update(10)
     with caplog.at_level(logging.WARNING):
         core.settle_http(send(core), status, {"detail": "job 'job-1' not found"})
-    assert "the progress report was refused" in caplog.text
+    assert "the server refused the progress report; reporting stops" in caplog.text
+    assert core.refusal == (status, f"HTTP {status}: job 'job-1' not found")
     core.update(20)
     core.complete(True)
     assert core.next_call() is None
     assert core.idle
-    assert core.finished
+    assert core.stopped
+    assert not core.finished  # the job did not end: the server would not have it
 
 
 def test_unprocessable_update_is_dropped_not_retried() -> None:
@@ -421,3 +424,71 @@ def test_sent_updates_never_go_backwards(steps: list[tuple[str, Any]]) -> None:
     assert core.idle
     if made:
         assert max(delivered + refused) == made
+
+
+def test_the_first_update_and_each_stage_start_are_each_sent() -> None:
+    """A worker that moves on at once (the README's example) still gets its first update and
+    each stage's start to the job, in order, before the latest; the throttle then applies."""
+    core, ticks = make(min_interval=10)
+    core.update(5, "Downloading")
+    callback = core.stage("processing", 60, start=10)
+    for page in range(1, 41):
+        callback(page / 40, f"Page {page} of 40")
+    second = core.stage("writing", 30)
+    second(0.5, "half")
+    sent = []
+    while (call := core.next_call()) is not None:
+        assert call.body is not None
+        sent.append((call.body["percentage"], call.body.get("message"), call.body["seq"]))
+        core.settle_http(call, 200, ok())
+    assert [(p, m) for p, m, _ in sent] == [
+        (5, "Downloading"),
+        (10, "Stage: processing"),
+        (70, "Stage: writing"),
+    ]
+    assert [seq for _, _, seq in sent] == sorted(seq for _, _, seq in sent)
+    ticks.now += 10  # the latest waits its turn: at most one a min_interval
+    assert send(core).body["percentage"] == 85  # type: ignore[index]
+
+
+def test_a_first_update_that_failed_is_sent_again_first() -> None:
+    """The server down for the first update: once it answers, the first update goes first,
+    then the latest."""
+    core, ticks = make(min_interval=0)
+    core.update(5, "Downloading")
+    core.update(40, "later")
+    first = send(core)
+    assert first.body is not None
+    assert first.body["percentage"] == 5
+    core.settle_http(first, None)  # a network error
+    ticks.now += 60
+    again = send(core)
+    assert again.body is not None
+    assert again.body["percentage"] == 5
+    core.settle_http(again, 200, ok())
+    assert send(core).body["percentage"] == 40  # type: ignore[index]
+
+
+def test_job_before_any_answer_is_what_the_reporter_knows() -> None:
+    core, _ = make()
+    assert core.job == {"id": "job-1", "status": None, "percentage": None, "message": None}
+    core.update(12.5, "working")
+    assert core.job == {"id": "job-1", "status": None, "percentage": 12.5, "message": "working"}
+    core.settle_http(send(core), 200, ok({"status": "PROCESSING", "percentage": 12}))
+    assert core.job == {"status": "PROCESSING", "percentage": 12}
+
+
+def test_the_close_timeout_is_stated_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MORAG_PROGRESS_CLOSE_TIMEOUT_SECONDS", raising=False)
+    assert resolve_close_timeout(None) == 2.0
+    assert resolve_close_timeout(0.5) == 0.5
+    monkeypatch.setenv("MORAG_PROGRESS_CLOSE_TIMEOUT_SECONDS", "7")
+    assert resolve_close_timeout(None) == 7.0
+    for bad in (-1, "soon", True, 1e9):
+        with pytest.raises(ConfigurationError) as info:
+            resolve_close_timeout(bad)  # type: ignore[arg-type]
+        assert info.value.field == "close_timeout"
+    monkeypatch.setenv("MORAG_PROGRESS_CLOSE_TIMEOUT_SECONDS", "-3")
+    with pytest.raises(ConfigurationError) as info:
+        resolve_close_timeout(None)
+    assert "CLOSE_TIMEOUT_SECONDS" in str(info.value)

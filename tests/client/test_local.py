@@ -59,7 +59,9 @@ def test_another_users_job_is_not_found(tracker: JobTracker) -> None:
     job_id = tracker.start_job("a.pdf", "document", user_id="alice")
     with LocalReporter(job_id, tracker, user_id="bob") as r:
         r.update(50)
-    assert r.finished
+    assert (r.stopped, r.finished) == (True, False)
+    assert r.refusal is not None
+    assert r.refusal[0] is None  # in process: no HTTP status
     job = tracker.get_job(job_id)
     assert job is not None
     assert job.percentage == 0

@@ -155,11 +155,17 @@ def test_unknown_job_and_bad_key_are_given_up(remote: Remote) -> None:
     """A job that does not exist, or a wrong key, is logged and dropped; close returns."""
     with ProgressReporter("no-such-job", api_url=remote.url, api_key=remote.key) as r:
         r.update(10)
-    assert r.finished
+    assert (r.stopped, r.finished) == (True, False)
+    assert r.refusal is not None
+    assert r.refusal[0] == 404
+    assert r.job == {"id": "no-such-job", "status": None, "percentage": 10, "message": None}
     job_id = remote.new_job()
     with ProgressReporter(job_id, api_url=remote.url, api_key="wrong") as r:
         r.update(10)
     assert remote.job(job_id).percentage == 0
+    assert (r.stopped, r.finished) == (True, False)
+    assert r.refusal is not None
+    assert r.refusal[0] == 401
 
 
 def test_nothing_raises_into_the_worker(remote: Remote) -> None:

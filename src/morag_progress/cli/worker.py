@@ -4,6 +4,7 @@ one update, ``watch`` shows jobs live."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -70,19 +71,6 @@ def _has_ended(base: str, headers: dict[str, str], job: str) -> bool:
     if response.status_code == 404:
         return True
     return response.status_code == 200 and response.json().get("status") in TERMINAL
-
-
-def _require_job(base: str, headers: dict[str, str], job: str) -> None:
-    """Exit 1 with what to do when ``job`` does not exist for this key (before running)."""
-    response = _request("GET", f"{base}/api/v1/remote-jobs/{job}/status", headers)
-    if response.status_code == 404:
-        notes.print(
-            f"[red]error:[/red] there is no job {job!r} for this API key; "
-            "add --create to create it, or check the id"
-        )
-        raise typer.Exit(1)
-    if response.status_code != 200:
-        raise _fail(response)
 
 
 def _request(method: str, url: str, headers: dict[str, str], **kwargs: Any) -> httpx.Response:
@@ -191,15 +179,14 @@ def run(
 ) -> None:
     """Run a command, pass its output through, report the progress found in it (up to 99%,
     and never backwards: a later, lower bar holds the highest percentage seen), and end the
-    job from its exit code (which this command returns)."""
-    base, headers = _connection(api_url, api_key)  # checked here, before anything starts
+    job from its exit code, which this command returns. The command runs whatever the server's
+    state: reports go when they can, and one line at the end says what could not be done."""
+    base, _headers = _connection(api_url, api_key)  # checked here, before anything starts
     if job is None:
         if not create:
             raise typer.BadParameter("is required unless --create is given", param_hint="--job")
         job = str(uuid.uuid4())
         notes.print(f"job {job}", style="dim")
-    if not create:
-        _require_job(base, headers, job)
     if create:
         try:
             create_job(
@@ -208,10 +195,13 @@ def run(
                 job_id=job,
                 api_url=base,
                 api_key=api_key,
+                timeout=_CREATE_TIMEOUT,
             )
-        except ProgressError as e:
-            notes.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(1) from e
+        except ProgressError as e:  # the command runs anyway: the worker comes first
+            notes.print(f"[yellow]warning:[/yellow] job {job} was not created: {e}", soft_wrap=True)
+    # The reporter's own warnings would interleave with the command's output: the outcome is
+    # said once, at the end (_outcome).
+    logging.getLogger("morag_progress.client").setLevel(logging.ERROR)
     reporter = ProgressReporter(job, api_url=base, api_key=api_key, min_interval=min_interval)
     reporter.heartbeat()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -219,8 +209,8 @@ def run(
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     except OSError as e:
         reporter.complete(False, f"cannot run {command[0]!r}: {e.strerror}")
-        reporter.close()
         notes.print(f"[red]error:[/red] cannot run {command[0]!r}: {e.strerror}")
+        _outcome(reporter, base, reporter.close())
         raise typer.Exit(127) from e
     assert process.stdout is not None
     assert process.stderr is not None
@@ -243,9 +233,38 @@ def run(
         reporter.complete(True)
     else:
         reporter.complete(False, f"{Path(command[0]).name} exited with code {code}")
-    if not reporter.close():
-        notes.print("[yellow]warning:[/yellow] the final status was not delivered")
+    _outcome(reporter, base, reporter.close())
     raise typer.Exit(code if code >= 0 else 128 - code)
+
+
+_CREATE_TIMEOUT = 5.0
+"""The longest ``run --create`` waits for the server before it runs the command anyway."""
+
+
+def _outcome(reporter: ProgressReporter, base: str, delivered: bool) -> None:
+    """One line, when the job did not end as the command did: why (the exit code stays the
+    command's)."""
+    if reporter.finished:
+        return
+    job = reporter.job_id
+    status, detail = reporter.refusal or (None, "")
+    if status == 404:
+        why = f"job {job} is not known to {base} for this API key: nothing was reported"
+        hint = "create it first, or add --create"
+    elif status in (401, 403):
+        why = f"{base} refused the API key (HTTP {status}): nothing was reported"
+        hint = "check MORAG_PROGRESS_API_KEY or --api-key"
+    elif status == 409:
+        why = f"job {job} had ended on {base} already: its status was left as it was"
+        hint = ""
+    elif reporter.refusal is not None:
+        why, hint = f"{base} refused the job's reports: {detail}", ""
+    elif not delivered:
+        why = f"{base} could not be reached: the job's final status was not delivered"
+        hint = "is `morag-progress serve` running there?"
+    else:
+        return
+    notes.print(f"[yellow]warning:[/yellow] {why}" + (f" ({hint})" if hint else ""), soft_wrap=True)
 
 
 def tail(
@@ -279,8 +298,8 @@ def tail(
                 continue
             if not follow:
                 break
-            state = (reporter.job or {}).get("status")
-            if state in TERMINAL or reporter.finished:
+            state = reporter.job["status"]
+            if state in TERMINAL or reporter.stopped:
                 break
             if time.monotonic() >= ask_at:  # the job may end by another path (cancel, a UI)
                 ask_at = time.monotonic() + _ASK_EVERY

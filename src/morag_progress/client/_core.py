@@ -9,7 +9,9 @@ nanoseconds and can never block on the network.
 Rules (docs/architecture.md section 5, and docs/integrations/reporter.md):
 
 - Updates coalesce: only the latest is sent, at most every ``min_interval`` seconds.
-- The first update, a stage change and the final status are sent at once.
+- The first update, each stage's start and the final status are sent at once, each of them:
+  they are kept in a short queue ahead of the latest update, so a worker moving on at once does
+  not coalesce them away.
 - Each update carries the time of the call and a sequence number, so a report that is retried
   can never overwrite a newer one on the server, whatever order the network delivers them in.
 - 429 and 5xx replies and network errors are retried with exponential backoff and jitter,
@@ -19,6 +21,7 @@ Rules (docs/architecture.md section 5, and docs/integrations/reporter.md):
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import enum
 import itertools
@@ -46,6 +49,7 @@ __all__ = [
     "Stage",
     "Verdict",
     "connection",
+    "resolve_close_timeout",
     "retry_after_seconds",
     "verdict_of_status",
 ]
@@ -157,6 +161,22 @@ def connection(api_url: str | None, api_key: str | None) -> tuple[str, dict[str,
     return str(api_url).rstrip("/"), headers
 
 
+def resolve_close_timeout(value: float | None) -> float:
+    """How long a reporter's close waits for delivery: ``value``, or the setting
+    ``MORAG_PROGRESS_CLOSE_TIMEOUT_SECONDS`` (2 s by default)."""
+    if value is None:
+        from morag_progress.settings import load_settings  # pydantic: only when needed
+
+        return load_settings().close_timeout_seconds
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 3600:
+        raise ConfigurationError("close_timeout", "must be a number of seconds, 0 to 3600", value)
+    return float(value)
+
+
+_URGENT = 16
+"""The most first-update and stage-start notes held to be sent in turn (the oldest give way)."""
+
+
 def _clip(message: object) -> str:
     """A message as the server takes it: storable text, at most its length limit."""
     return clean_text(message if isinstance(message, str) else str(message))
@@ -232,6 +252,11 @@ class ReporterCore:
         self._wall = wall_clock
         self._seq = itertools.count(1)
         self._latest: _Note | None = None
+        # Notes that must each reach the job (the first update, each stage's start), in order,
+        # ahead of the latest one; appended by the worker, taken by the sender.
+        self._urgent: collections.deque[_Note] = collections.deque(maxlen=_URGENT)
+        self._noted = False
+        self._urgent_in_flight = False
         self._sent: _Note | None = None  # the note last acknowledged (or given up on)
         self._stage_name: str | None = None
         self._sent_stage: str | None = None
@@ -244,11 +269,14 @@ class ReporterCore:
         self._failures = 0
         self._stage: Stage | None = None
         self._job_over = False  # the server refused for good (404, 409, 401...): stop sending
+        self._job_ended = False  # the server said the job has ended (its answer, or our result)
         # The shell waits for a wake-up with nothing due; it starts so: the first update wakes it.
         self._parked = True
         self.cancel_requested = False
-        self.job: dict[str, Any] | None = None
-        """The job as the server last answered it."""
+        self._job: dict[str, Any] | None = None
+        self.refusal: tuple[int | None, str] | None = None
+        """Why the server last refused a report for good: its HTTP status (None in process)
+        and what it said; None while nothing was refused."""
         self._traceparent = traceparent
         self.wake: Callable[[], None] = lambda: None
         """Set by the shell: called when something must go out before ``min_interval``."""
@@ -259,10 +287,25 @@ class ReporterCore:
     def traceparent(self) -> str | None:
         """The job's span (W3C ``traceparent``): as given (from a claim, a created job), else
         as the server's last answer said; None until known."""
-        if self._traceparent is None and self.job is not None:
-            value = self.job.get("traceparent")
+        if self._traceparent is None and self._job is not None:
+            value = self._job.get("traceparent")
             self._traceparent = value if isinstance(value, str) else None
         return self._traceparent
+
+    @property
+    def job(self) -> dict[str, Any]:
+        """The job as the server last answered it. Until it has answered (the server is down,
+        or refused every report), what this reporter knows: its id, the last percentage and
+        message noted, and ``status`` None, as nothing is confirmed."""
+        if self._job is not None:
+            return self._job
+        latest = self._latest
+        return {
+            "id": self.job_id,
+            "status": None,
+            "percentage": None if latest is None else latest[0],
+            "message": None if latest is None else latest[1],
+        }
 
     def traced(self) -> contextlib.AbstractContextManager[None]:
         """Run a block inside the job's span: OpenTelemetry spans started in it join the trace
@@ -279,13 +322,23 @@ class ReporterCore:
         """Report ``percentage`` (0..100). Returns at once: the value is stored and the sender
         takes the latest one; a bad value is logged and dropped there, never raised here.
         (No keyword-only parameters: they cost this hot call a third more.)"""
-        self._latest = (percentage, message, current, total, self._stage_name)
+        note = (percentage, message, current, total, self._stage_name)
+        self._latest = note
+        if not self._noted:
+            self._noted = True
+            self._urgent.append(note)
         if self._parked:
             self._parked = False
             self.wake()
 
-    def _note(self, percentage: float, message: str | None, stage: str | None) -> None:
-        self._latest = (percentage, message, None, None, stage)
+    def _note(
+        self, percentage: float, message: str | None, stage: str | None, urgent: bool = False
+    ) -> None:
+        note = (percentage, message, None, None, stage)
+        self._latest = note
+        if urgent or not self._noted:
+            self._urgent.append(note)
+        self._noted = True
         if self._parked or stage != self._sent_stage:
             self._parked = False
             self.wake()
@@ -305,7 +358,7 @@ class ReporterCore:
             )
         self._stage = Stage(name, float(begin), float(weight), self._note)
         self._stage_name = name
-        self._note(begin, f"Stage: {name}", name)
+        self._note(begin, f"Stage: {name}", name, urgent=True)
         return self._stage
 
     def progress_callback(self, progress: float, message: str | None = None) -> None:
@@ -350,8 +403,16 @@ class ReporterCore:
 
     @property
     def finished(self) -> bool:
-        """The final status was acknowledged, or the server refused it for good."""
-        return self._final_done
+        """The job has ended on the server with nothing left to send: the final status was
+        acknowledged, or the server's answer showed the job had ended already. False when the
+        server could not be reached or refused the reports (``refusal`` says why)."""
+        return self._final_done and self._job_ended
+
+    @property
+    def stopped(self) -> bool:
+        """Nothing more will be sent: the job has ended, or the server refused its reports for
+        good (an unknown job, a wrong key, an ended job: ``refusal``)."""
+        return self._job_over
 
     @property
     def idle(self) -> bool:
@@ -364,7 +425,7 @@ class ReporterCore:
 
     def _progress_pending(self) -> bool:
         latest = self._latest
-        return latest is not None and latest is not self._sent
+        return bool(self._urgent) or (latest is not None and latest is not self._sent)
 
     def delay(self) -> float | None:
         """Seconds until :meth:`next_call` may return something; None when idle (then the next
@@ -391,7 +452,9 @@ class ReporterCore:
 
     def _throttle_wait(self, now: float) -> float:
         latest = self._latest
-        if self._last_sent_at is None or (latest is not None and latest[4] != self._sent_stage):
+        if self._urgent or self._last_sent_at is None:
+            return 0.0
+        if latest is not None and latest[4] != self._sent_stage:
             return 0.0
         return max(0.0, self._last_sent_at + self.min_interval - now)
 
@@ -402,7 +465,13 @@ class ReporterCore:
             return None
         call: Call | None = None
         latest = self._latest
-        if latest is not None and latest is not self._sent:
+        if self._urgent:
+            note = self._urgent.popleft()
+            call = self._progress_call(note)
+            if call is None:  # refused by the checks, or what the job has already
+                return self.next_call()
+            self._urgent_in_flight = True
+        elif latest is not None and latest is not self._sent:
             # Pending progress goes first, also before the final status: a failure keeps the
             # percentage, so it must be the latest one.
             call = self._progress_call(latest)
@@ -484,12 +553,17 @@ class ReporterCore:
         cancel_requested: bool | None = None,
         detail: object = None,
         retry_after: float | None = None,
+        status: int | None = None,
     ) -> None:
         """Record what became of ``call``, whatever carried it (HTTP, or a tracker in the same
         process): with TAKEN, the job as it now is and whether a cancel was asked for; with
-        RETRY, a wait the other side asked for; with REFUSED or OVER, why."""
+        RETRY, a wait the other side asked for; with REFUSED or OVER, why (and the HTTP
+        ``status`` that said so)."""
         self._in_flight = None
+        urgent, self._urgent_in_flight = self._urgent_in_flight, False
         now = self._clock()
+        if verdict is Verdict.RETRY and urgent and call.note is not None:
+            self._urgent.appendleft(call.note)  # sent again first, when the server is back
         if verdict is Verdict.TAKEN:
             self._failures = 0
             self._not_before = 0.0
@@ -507,11 +581,12 @@ class ReporterCore:
             # A failed progress call stays pending by itself: _sent did not move.
             return
         # Never this report, and with OVER never anything again.
+        self.refusal = (status, str(detail))
         logger.warning(
-            "job %s: the %s report was refused (%s): %s",
+            "job %s: the server refused the %s report%s: %s",
             self.job_id,
             call.kind.value,
-            verdict.value,
+            "; reporting stops" if verdict is Verdict.OVER else "",
             detail,
         )
         if call.kind is CallKind.PROGRESS:
@@ -540,7 +615,13 @@ class ReporterCore:
         detail = reply.get("detail") if isinstance(reply, dict) else reply
         if status is not None and verdict is not Verdict.TAKEN:
             detail = f"HTTP {status}: {detail}"
-        self.settle(call, verdict, detail=detail, retry_after=retry_after_seconds(retry_after))
+        self.settle(
+            call,
+            verdict,
+            detail=detail,
+            retry_after=retry_after_seconds(retry_after),
+            status=status,
+        )
 
     def _mark_sent(self, call: Call) -> None:
         # The note itself if it is still the latest; otherwise a newer one is pending, and the
@@ -561,16 +642,18 @@ class ReporterCore:
         if cancel_requested is not None:
             self.cancel_requested = cancel_requested
         if job is not None:
-            self.job = job
+            self._job = job
         if call.kind is CallKind.PROGRESS:
             self._mark_sent(call)
             self._sent_stage = call.body.get("stage") if call.body else None
             self._last_sent_at = now
             self._heartbeat_wanted = False
-            if self.job and self.job.get("status") in ("FINISHED", "FAILED", "CANCELLED"):
+            if self._job and self._job.get("status") in ("FINISHED", "FAILED", "CANCELLED"):
                 # Terminal states are sticky: later progress and results would be refused.
                 self._job_over = True
+                self._job_ended = True
                 self._final_done = self._final is not None
         elif call.kind is CallKind.RESULT:
             self._final_done = True
             self._job_over = True
+            self._job_ended = True

@@ -8,7 +8,13 @@ import logging
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from morag_progress.client._core import Call, ReporterCore, Verdict, connection
+from morag_progress.client._core import (
+    Call,
+    ReporterCore,
+    Verdict,
+    connection,
+    resolve_close_timeout,
+)
 
 if TYPE_CHECKING:  # imported when a reporter is made, not with the package
     import httpx
@@ -37,7 +43,7 @@ class AsyncProgressReporter(ReporterCore):
         attempt: int | None = None,
         traceparent: str | None = None,
         timeout: float = 10.0,
-        close_timeout: float = 10.0,
+        close_timeout: float | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         import httpx
@@ -46,7 +52,7 @@ class AsyncProgressReporter(ReporterCore):
         super().__init__(
             job_id, min_interval=min_interval, attempt=attempt, traceparent=traceparent
         )
-        self.close_timeout = close_timeout
+        self.close_timeout = resolve_close_timeout(close_timeout)
         self._http_error = httpx.HTTPError
         self._client = httpx.AsyncClient(
             base_url=base_url, headers=headers, timeout=timeout, transport=transport

@@ -9,7 +9,14 @@ from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from morag_progress.client._core import Call, CallKind, ReporterCore, Verdict, connection
+from morag_progress.client._core import (
+    Call,
+    CallKind,
+    ReporterCore,
+    Verdict,
+    connection,
+    resolve_close_timeout,
+)
 from morag_progress.errors import (
     JobConflictError,
     JobNotFoundError,
@@ -33,8 +40,8 @@ class _ThreadedReporter(ReporterCore):
     """The thread shell: a daemon thread asks the core what to send, sends it with
     :meth:`_send`, and hands the outcome back. Subclasses only say how to send."""
 
-    def _start(self, close_timeout: float) -> None:
-        self.close_timeout = close_timeout
+    def _start(self, close_timeout: float | None) -> None:
+        self.close_timeout = resolve_close_timeout(close_timeout)
         self._wake = threading.Event()
         self.wake = self._wake.set
         self._closing = False
@@ -108,6 +115,10 @@ class ProgressReporter(_ThreadedReporter):
 
     ``api_url`` and ``api_key`` default to ``MORAG_PROGRESS_API_URL`` / ``MORAG_PROGRESS_API_KEY``.
     ``attempt`` ties reports to one run of the job (a retried task reports a higher one).
+    Leaving the block waits at most ``close_timeout`` seconds for delivery (default
+    ``MORAG_PROGRESS_CLOSE_TIMEOUT_SECONDS``, 2 s), the only wait the worker ever sees; a
+    request in flight waits at most ``timeout``. ``job`` is the job as the server last
+    answered it, or (server down, job unknown) what the reporter knows, with status None.
     """
 
     def __init__(
@@ -120,7 +131,7 @@ class ProgressReporter(_ThreadedReporter):
         attempt: int | None = None,
         traceparent: str | None = None,
         timeout: float = 10.0,
-        close_timeout: float = 10.0,
+        close_timeout: float | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         import httpx
@@ -165,7 +176,7 @@ class LocalReporter(_ThreadedReporter):
         user_id: str | None = None,
         min_interval: float = 0.5,
         attempt: int | None = None,
-        close_timeout: float = 10.0,
+        close_timeout: float | None = None,
         traceparent: str | None = None,
     ) -> None:
         super().__init__(

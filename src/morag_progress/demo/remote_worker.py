@@ -31,7 +31,7 @@ def convert(reporter: ProgressReporter, seconds: float) -> None:
     for end, message in _STEPS:
         for i in range(1, ticks // len(_STEPS) + 1):
             if reporter.cancel_requested:
-                percentage = int(reporter.job["percentage"]) if reporter.job else 0
+                percentage = int(reporter.job["percentage"] or 0)
                 logger.info("Cancel requested at %s%%: stopping", percentage)
                 reporter.complete(False, f"Cancelled at {percentage}%", cancelled=True)
                 return
