@@ -137,6 +137,22 @@ def test_tail_reports_the_latest_progress(remote: Remote, tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     job = remote.job(job_id)
     assert (job.percentage, job.summary) == (60, "Diarizing")
+    assert done.stdout == f"{job_id}: PROCESSING 60%\n"  # one line: what the job now says
+
+
+def test_tail_on_an_unknown_job_fails_with_one_line(remote: Remote, tmp_path: Path) -> None:
+    """A job the server does not know: exit 1 and one line saying so (not exit 0 with a
+    logged refusal); a file without progress says that."""
+    log = tmp_path / "worker.log"
+    log.write_text("[40%] Diarizing\n")
+    done = cli(remote, "tail", str(log), "--job", "nope")
+    assert done.returncode == 1
+    assert "job nope is not known to" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    log.write_text("nothing to see\n")
+    quiet = cli(remote, "tail", str(log), "--job", remote.new_job())
+    assert quiet.returncode == 0
+    assert "no progress found" in quiet.stdout
 
 
 @contextlib.contextmanager

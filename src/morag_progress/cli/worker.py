@@ -241,11 +241,8 @@ _CREATE_TIMEOUT = 5.0
 """The longest ``run --create`` waits for the server before it runs the command anyway."""
 
 
-def _outcome(reporter: ProgressReporter, base: str, delivered: bool) -> None:
-    """One line, when the job did not end as the command did: why (the exit code stays the
-    command's)."""
-    if reporter.finished:
-        return
+def _outcome(reporter: ProgressReporter, base: str, delivered: bool) -> bool:
+    """One line when the reports did not all reach the job, saying why; whether it did."""
     job = reporter.job_id
     status, detail = reporter.refusal or (None, "")
     if status == 404:
@@ -260,11 +257,12 @@ def _outcome(reporter: ProgressReporter, base: str, delivered: bool) -> None:
     elif reporter.refusal is not None:
         why, hint = f"{base} refused the job's reports: {detail}", ""
     elif not delivered:
-        why = f"{base} could not be reached: the job's final status was not delivered"
+        why = f"{base} could not be reached: the job's last reports were not delivered"
         hint = "is `morag-progress serve` running there?"
     else:
-        return
+        return False
     notes.print(f"[yellow]warning:[/yellow] {why}" + (f" ({hint})" if hint else ""), soft_wrap=True)
+    return True
 
 
 def tail(
@@ -282,6 +280,7 @@ def tail(
     base, headers = _connection(api_url, api_key)
     if not follow and not file.is_file():
         raise typer.BadParameter(f"{file} is not a readable file", param_hint="FILE")
+    logging.getLogger("morag_progress.client").setLevel(logging.ERROR)  # said once: _outcome
     reporter = ProgressReporter(job, api_url=base, api_key=api_key, min_interval=0.25)
     lines = _Lines(_reporting(reporter))
     handle: IO[bytes] | None = None
@@ -317,7 +316,14 @@ def tail(
         lines.close()
         if handle is not None:
             handle.close()
-        reporter.close()
+        delivered = reporter.close()
+    if _outcome(reporter, base, delivered):
+        raise typer.Exit(1)
+    state = reporter.job
+    if state["status"] is None:
+        typer.echo(f"{job}: no progress found in {file}")
+    else:
+        typer.echo(f"{job}: {state['status']} {state['percentage']}%")
 
 
 def watch(
