@@ -4,6 +4,7 @@ and a Redis that is down lets requests through rather than failing them."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -57,3 +58,48 @@ async def test_redis_down_lets_requests_through(
             assert (await c.get("/api/v1/jobs", headers=alice)).status_code == 200
     await app.state.rate_limiter.close()
     assert "rate limit store unreachable" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("version", "headers", "counted"),
+    [
+        ("1.1", [(b"content-length", b"10")], False),  # framed by its length
+        ("1.1", [], False),  # HTTP/1 without length or chunks: no body
+        ("1.1", [(b"transfer-encoding", b"chunked")], True),
+        ("2", [], True),  # HTTP/2 needs neither header to carry a body
+    ],
+)
+async def test_a_body_without_a_length_is_counted(
+    version: str, headers: list[tuple[bytes, bytes]], counted: bool
+) -> None:
+    """The body limit counts what arrives unless HTTP/1 framing bounds it already; counted,
+    a body over the limit is 413 however it came."""
+    from morag_progress.api.limits import BodyLimit
+
+    seen: list[bytes] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            seen.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    chunks = [b"x" * 8, b"x" * 8]
+
+    async def receive() -> dict[str, Any]:
+        body = chunks.pop(0) if chunks else b""
+        return {"type": "http.request", "body": body, "more_body": bool(chunks)}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "path": "/x", "http_version": version, "headers": headers}
+    await BodyLimit(app, limit=10, large_limit=10, large_suffixes=())(scope, receive, send)
+    assert sent[0]["status"] == (413 if counted else 200)

@@ -182,7 +182,7 @@ def test_uvicorns_protocol_has_what_the_guard_extends() -> None:
         assert list(inspect.signature(theirs).parameters)[: len(parameters)] == parameters, name
         assert name in GuardedProtocol.__dict__, name
     source = inspect.getsource(HttpToolsProtocol.__init__)
-    attributes = ("self.connections", "self.cycle", "self.transport", "self.loop", "self.app_state")
+    attributes = ("self.connections", "self.cycle", "self.transport", "self.loop")
     for attribute in attributes:
         assert attribute in source, attribute
     assert "response_complete" in inspect.getsource(RequestResponseCycle)

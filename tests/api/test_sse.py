@@ -169,3 +169,15 @@ async def test_a_failing_source_fails_the_response_after_cleaning_up() -> None:
             _scope(), client.receive, client.send
         )
     assert ended == [True]
+
+
+async def test_streams_open_again_after_a_stop() -> None:
+    """An app started again after a stop (an embedder's tests) takes streams again."""
+    streams = Streams()
+    streams.close()
+    streams.open()
+    client = Client()
+    await EventStream(_source([b"x\r\n\r\n"]), streams=streams, ping=60)(
+        _scope(), client.receive, client.send
+    )
+    assert client.body == b"x\r\n\r\n"

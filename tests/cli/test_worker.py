@@ -184,6 +184,21 @@ def test_tail_follow_ends_with_the_job(remote: Remote, tmp_path: Path) -> None:
     assert remote.job(job_id).status is JobStatus.FINISHED
 
 
+def test_tail_follow_ends_well_when_its_worker_finishes_the_job_first(
+    remote: Remote, tmp_path: Path
+) -> None:
+    """The worker finishes its job and logs one more line: tail's report of it is refused
+    (the job has ended), and tail ends with exit 0, as the job's end is what it followed to."""
+    job_id = remote.new_job()
+    log = tmp_path / "growing.log"
+    with following(remote, log, job_id) as process:
+        remote.tracker.mark_completed(job_id, "finished by its worker")
+        with log.open("a") as f:
+            f.write("Progress: 50% - a line logged late\n")
+        assert process.wait(20) == 0
+    assert remote.job(job_id).summary == "finished by its worker"
+
+
 def test_report_prints_the_job(remote: Remote) -> None:
     """report sends one update and prints the job's state; errors exit 1 with the detail."""
     job_id = remote.new_job()
@@ -276,14 +291,15 @@ def test_run_with_the_server_down_runs_the_command_and_keeps_its_exit_code(
         assert time.monotonic() - started < 15  # 5 s at most to try --create, 1 s to close
 
 
-def test_run_on_an_ended_job_runs_and_says_it_had_ended(remote: Remote) -> None:
+def test_run_on_an_ended_job_runs_and_says_it_was_left_as_it_was(remote: Remote) -> None:
     """A FINISHED job: the command runs, its code returns, and one line says the job's
     status was left as it was (no internal words)."""
     job_id = remote.new_job()
     remote.tracker.mark_completed(job_id, "done before")
     done = cli(remote, "run", "--job", job_id, "--", sys.executable, "-c", "pass")
     assert done.returncode == 0
-    assert f"job {job_id} had ended" in done.stderr
+    assert f"job {job_id} was left as it was" in done.stderr
+    assert "is FINISHED" in done.stderr
     assert "(over)" not in done.stderr
     assert remote.job(job_id).summary == "done before"
 

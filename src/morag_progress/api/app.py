@@ -21,7 +21,7 @@ from morag_progress.api.estimates import Estimates
 from morag_progress.api.limits import BodyLimit, RateLimiter, SharedRateLimiter
 from morag_progress.api.metrics import Metrics, RequestTimer
 from morag_progress.api.routes import dashboard, events, jobs, ops, remote_jobs, webhooks, workers
-from morag_progress.api.sse import STREAMS_STATE, Streams
+from morag_progress.api.sse import Streams
 from morag_progress.api.uploads import UploadParser
 from morag_progress.audit import SERVER
 from morag_progress.feed import FeedHub
@@ -75,7 +75,7 @@ def create_app(
     streams = Streams()
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Streams]]:
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if job_spans is not None:
             # Following the feed from before the first request: no job ends unseen.
             await run_to_completion(job_spans.begin)
@@ -102,9 +102,10 @@ def create_app(
         listener = None
         if store.dialect == "postgresql":  # other replicas' changes wake the tail at once
             listener = FeedListener(store.url, hub.wake).start()
-        # In the lifespan's state, the server stopping can end the open streams
-        # (``server.GuardedProtocol.shutdown``): it waits for them before this resumes.
-        yield {STREAMS_STATE: streams}
+        streams.open()
+        # The server stopping ends the open streams (``server.GuardedProtocol.shutdown``):
+        # it waits for open responses before this resumes.
+        yield
         streams.close()
         if listener is not None:
             await asyncio.to_thread(listener.stop)

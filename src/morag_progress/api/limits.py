@@ -174,14 +174,18 @@ class BodyLimit:
             return
         path: str = scope["path"]
         limit = self.large_limit if path.endswith(self.large_suffixes) else self.limit
-        framed = True  # by Content-Length (or no body): the server reads no more than that
+        # HTTP/1 frames a body by Content-Length, or has none without Transfer-Encoding: the
+        # server reads no more than that. Otherwise (chunked, HTTP/2) the body is counted.
+        length = chunked = False
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > limit:
-                await _too_large(send, limit)
-                return
-            if name == b"transfer-encoding":
-                framed = False
-        if framed:
+            if name == b"content-length":
+                if value.isdigit() and int(value) > limit:
+                    await _too_large(send, limit)
+                    return
+                length = True
+            elif name == b"transfer-encoding":
+                chunked = True
+        if not chunked and (length or scope.get("http_version") in ("1.0", "1.1")):
             # Nothing to count: every request here and every stream's send is passed as is.
             await self.app(scope, receive, send)
             return

@@ -31,7 +31,7 @@ from urllib.parse import unquote
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from morag_progress.api.sse import STREAMS_STATE
+from morag_progress.api.sse import Streams
 from morag_progress.settings import Settings
 
 __all__ = ["GuardedProtocol", "RedactSecrets", "default_max_connections", "uvicorn_config"]
@@ -55,6 +55,8 @@ class GuardedProtocol(HttpToolsProtocol):
     header_timeout: ClassVar[float] = 10.0
     body_timeout: ClassVar[float] = 30.0
     max_header_bytes: ClassVar[int] = 64 * 1024
+    streams: ClassVar[Streams | None] = None
+    """The served app's event streams, ended when the server stops."""
 
     _deadline: asyncio.TimerHandle | None = None
     _header_bytes = 0
@@ -82,9 +84,8 @@ class GuardedProtocol(HttpToolsProtocol):
     def shutdown(self) -> None:
         """The server is stopping: open event streams end (each finishes its response, and
         uvicorn then closes its connection), rather than holding the stop until they go."""
-        streams = self.app_state.get(STREAMS_STATE)
-        if streams is not None:
-            streams.close()
+        if self.streams is not None:
+            self.streams.close()
         super().shutdown()
 
     def on_message_begin(self) -> None:
@@ -176,6 +177,10 @@ class RedactSecrets(logging.Filter):
         return cls._USERINFO.sub(r"\1***@", text)
 
 
+_GRACEFUL_STOP_SECONDS = 10
+"""How long ``serve`` waits, once stopping, for responses in progress before it ends them."""
+
+
 def uvicorn_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Config:
     """A uvicorn configuration for ``app`` with the settings' bounds on connections."""
     protocol = type(
@@ -186,12 +191,15 @@ def uvicorn_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Conf
             "header_timeout": settings.header_timeout_seconds,
             "body_timeout": settings.body_timeout_seconds,
             "max_header_bytes": settings.max_header_bytes,
+            "streams": getattr(getattr(app, "state", None), "streams", None),
         },
     )
     options.setdefault("host", settings.host)
     options.setdefault("port", settings.port)
     options.setdefault("timeout_keep_alive", 5)
     options.setdefault("access_log", settings.access_log)
+    # A stop is bounded: a client that stays connected but never reads holds it no longer.
+    options.setdefault("timeout_graceful_shutdown", _GRACEFUL_STOP_SECONDS)
     # Forwarded headers name the client only when they come from a proxy the operator names:
     # otherwise anyone could claim any address (limits per address, /metrics on loopback).
     if settings.forwarded_allow_ips:

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["HEADERS", "STREAMS_STATE", "EventStream", "Streams", "encode"]
+__all__ = ["HEADERS", "EventStream", "Streams", "encode"]
 
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -34,9 +34,6 @@ HEADERS = [
 """Every stream's response headers."""
 
 _PING = b": ping\r\n\r\n"
-
-STREAMS_STATE = "morag_progress.streams"
-"""The name of an app's ``Streams`` in its lifespan state (ASGI's ``scope["state"]``)."""
 
 
 def encode(data: str, *, event: str | None = None, id: str | int | None = None) -> bytes:
@@ -60,9 +57,13 @@ class Streams:
         self._open: set[asyncio.Event] = set()
         self.closing = False
 
+    def open(self) -> None:
+        """Take streams (the app is starting, perhaps again after a stop)."""
+        self.closing = False
+
     def close(self) -> None:
         """End every open stream (each sends what it holds and finishes its response); streams
-        opened from now on end at once."""
+        opened from now on end at once, until ``open``."""
         self.closing = True
         for stop in self._open:
             stop.set()

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Annotated, Any
 
@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
+from morag_progress.cli.text import markup_safe
 from morag_progress.cli.view import TERMINAL, JobsView, read_events
 from morag_progress.client import ProgressReporter, create_job
 from morag_progress.client._core import connection
@@ -199,9 +200,11 @@ def run(
             )
         except ProgressError as e:  # the command runs anyway: the worker comes first
             notes.print(f"[yellow]warning:[/yellow] job {job} was not created: {e}", soft_wrap=True)
-    # The reporter's own warnings would interleave with the command's output: the outcome is
-    # said once, at the end (_outcome).
-    logging.getLogger("morag_progress.client").setLevel(logging.ERROR)
+    with _reporter_quiet():
+        _run(command, job, base, api_key, min_interval)
+
+
+def _run(command: list[str], job: str, base: str, api_key: str | None, min_interval: float) -> None:
     reporter = ProgressReporter(job, api_url=base, api_key=api_key, min_interval=min_interval)
     reporter.heartbeat()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -241,6 +244,19 @@ _CREATE_TIMEOUT = 5.0
 """The longest ``run --create`` waits for the server before it runs the command anyway."""
 
 
+@contextlib.contextmanager
+def _reporter_quiet() -> Iterator[None]:
+    """The reporter's own warnings held back (they would interleave with a command's output):
+    ``_outcome`` says what matters once, at the end."""
+    client = logging.getLogger("morag_progress.client")
+    level = client.level
+    client.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        client.setLevel(level)
+
+
 def _outcome(reporter: ProgressReporter, base: str, delivered: bool) -> bool:
     """One line when the reports did not all reach the job, saying why; whether it did."""
     job = reporter.job_id
@@ -252,10 +268,10 @@ def _outcome(reporter: ProgressReporter, base: str, delivered: bool) -> bool:
         why = f"{base} refused the API key (HTTP {status}): nothing was reported"
         hint = "check MORAG_PROGRESS_API_KEY or --api-key"
     elif status == 409:
-        why = f"job {job} had ended on {base} already: its status was left as it was"
+        why = f"job {job} was left as it was on {base}: {markup_safe(detail)}"
         hint = ""
     elif reporter.refusal is not None:
-        why, hint = f"{base} refused the job's reports: {detail}", ""
+        why, hint = f"{base} refused the job's reports: {markup_safe(detail)}", ""
     elif not delivered:
         why = f"{base} could not be reached: the job's last reports were not delivered"
         hint = "is `morag-progress serve` running there?"
@@ -280,7 +296,19 @@ def tail(
     base, headers = _connection(api_url, api_key)
     if not follow and not file.is_file():
         raise typer.BadParameter(f"{file} is not a readable file", param_hint="FILE")
-    logging.getLogger("morag_progress.client").setLevel(logging.ERROR)  # said once: _outcome
+    with _reporter_quiet():
+        _tail(file, job, follow, poll, base, headers, api_key)
+
+
+def _tail(
+    file: Path,
+    job: str,
+    follow: bool,
+    poll: float,
+    base: str,
+    headers: dict[str, str],
+    api_key: str | None,
+) -> None:
     reporter = ProgressReporter(job, api_url=base, api_key=api_key, min_interval=0.25)
     lines = _Lines(_reporting(reporter))
     handle: IO[bytes] | None = None
@@ -317,7 +345,11 @@ def tail(
         if handle is not None:
             handle.close()
         delivered = reporter.close()
-    if _outcome(reporter, base, delivered):
+    refusal = reporter.refusal
+    # A line still on its way when the job ended elsewhere (its worker finished it) is refused
+    # with 409: following to the job's end is what --follow is for.
+    ended = refusal is not None and refusal[0] == 409 and _has_ended(base, headers, job)
+    if not ended and _outcome(reporter, base, delivered):
         raise typer.Exit(1)
     state = reporter.job
     if state["status"] is None:

@@ -562,8 +562,15 @@ class ReporterCore:
         self._in_flight = None
         urgent, self._urgent_in_flight = self._urgent_in_flight, False
         now = self._clock()
-        if verdict is Verdict.RETRY and urgent and call.note is not None:
-            self._urgent.appendleft(call.note)  # sent again first, when the server is back
+        # Sent again first once the server is back; when the queue is full, the oldest (this
+        # one) gives way, as it does on the worker's side.
+        if (
+            verdict is Verdict.RETRY
+            and urgent
+            and call.note is not None
+            and len(self._urgent) < _URGENT
+        ):
+            self._urgent.appendleft(call.note)
         if verdict is Verdict.TAKEN:
             self._failures = 0
             self._not_before = 0.0
@@ -581,7 +588,8 @@ class ReporterCore:
             # A failed progress call stays pending by itself: _sent did not move.
             return
         # Never this report, and with OVER never anything again.
-        self.refusal = (status, str(detail))
+        if verdict is Verdict.OVER:
+            self.refusal = (status, str(detail))
         logger.warning(
             "job %s: the server refused the %s report%s: %s",
             self.job_id,

@@ -176,7 +176,7 @@ class LocalReporter(_ThreadedReporter):
         user_id: str | None = None,
         min_interval: float = 0.5,
         attempt: int | None = None,
-        close_timeout: float | None = None,
+        close_timeout: float = 10.0,
         traceparent: str | None = None,
     ) -> None:
         super().__init__(
