@@ -126,3 +126,31 @@ def test_history_says_who_did_what(remote: Remote) -> None:
     missing = jobs(remote, "history", "no-such-job")
     assert missing.returncode != 0
     assert "no-such-job" in missing.stderr
+
+
+HOSTILE_NAME = "report [/x] final\x1b]0;pwned\x07"
+HOSTILE_MESSAGE = "[link=https://evil.example]click[/link] \x1b[2J\x1b]52;c;ZXZpbA==\x07\u202edone"
+ESCAPES = ("\x1b[2J", "\x1b]52", "\x1b]0;", "\x07", "\u202e")  # rich's own styles may stay
+
+
+def test_what_the_server_holds_is_shown_as_text(remote: Remote) -> None:
+    """A job's name and message may hold markup and escape sequences (a clear-screen, a window
+    title, an OSC 52 clipboard write, a bidi override): every view shows them as visible text,
+    in a table and in a pipe; JSON is the API's, untouched."""
+    job_id = remote.new_job(document_name=HOSTILE_NAME)
+    remote.tracker.update_progress(job_id, 40, None, HOSTILE_MESSAGE)
+    outputs = {
+        "list (pipe)": jobs(remote, "list"),
+        "list (terminal)": jobs(remote, "list", FORCE_COLOR="1", NO_COLOR="1"),
+        "show (terminal)": jobs(remote, "show", job_id, FORCE_COLOR="1", NO_COLOR="1"),
+        "history (pipe)": jobs(remote, "history", job_id),
+    }
+    for what, done in outputs.items():
+        assert done.returncode == 0, (what, done.stderr)
+        assert not any(e in done.stdout for e in ESCAPES), what
+        assert "\\x1b" in done.stdout, what  # shown, as an escape
+        assert "MarkupError" not in done.stderr, what
+    assert "[/x]" in outputs["list (pipe)"].stdout
+    assert "[link=https://evil.example]" in outputs["show (terminal)"].stdout  # as text
+    raw = jobs(remote, "show", job_id, "--json")
+    assert json.loads(raw.stdout)["document_name"] == HOSTILE_NAME

@@ -94,3 +94,18 @@ def test_read_events_parses_the_stream() -> None:
         ("message", None),
     ]
     assert events[1].json() == [1, 2]
+
+
+def test_names_and_messages_are_shown_as_text_live_and_in_a_pipe() -> None:
+    """``watch``'s table and its lines for a pipe show markup and escape sequences as text."""
+    view = JobsView()
+    view.snapshot(
+        job(document_name="a [/x] b\x1b]0;t\x07", summary="[link=http://e]x[/link]\x1b[2J")
+    )
+    console = Console(width=200, record=True, force_terminal=True, no_color=True)
+    console.print(view.render())  # a MarkupError before
+    text = console.export_text()
+    assert "a [/x] b\\x1b]0;t\\x07" in text
+    assert "[link=http://e]x[/link]\\x1b[2J" in text
+    [line] = view.changed_lines({})
+    assert line == "j1 PROCESSING 0% [link=http://e]x[/link]\\x1b[2J"

@@ -12,6 +12,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from morag_progress.cli.text import cell, visible
 from morag_progress.cli.view import as_clock
 from morag_progress.cli.worker import ApiKey, ApiUrl, _connection, _fail, _request
 
@@ -56,7 +57,7 @@ def _show(job: dict[str, Any]) -> None:
     ):  # fmt: skip
         value = job.get(name)
         if value is not None and value != "":
-            table.add_row(name, str(value))
+            table.add_row(name, cell(value))
     if job.get("rate"):
         table.add_row("rate", f"{job['rate']:.2f} %/s")
     if job.get("eta_seconds") is not None:
@@ -149,7 +150,7 @@ def _print_rows(
     dimmed) after them."""
     if not console.is_terminal:
         for row in ((name for name, _ in columns), *rows):
-            typer.echo("\t".join(row))
+            typer.echo("\t".join(visible(value) for value in row))
         if more:
             typer.echo(more, err=True)
         return
@@ -157,7 +158,7 @@ def _print_rows(
     for name, options in columns:
         table.add_column(name, no_wrap=True, **options)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(cell(value) for value in row))
     console.print(table)
     if more:
         console.print(more, style="dim", highlight=False)
@@ -241,9 +242,10 @@ def cancel(
     if data is None:
         return
     if data["status"] == "CANCELLED":
-        typer.echo(f"{data['id']}: CANCELLED")
+        typer.echo(f"{visible(data['id'])}: CANCELLED")
     else:
-        typer.echo(f"{data['id']}: cancel requested ({data['status']} {data['percentage']}%)")
+        state = f"{visible(data['status'])} {data['percentage']}%"
+        typer.echo(f"{visible(data['id'])}: cancel requested ({state})")
 
 
 @jobs_app.command("requeue")
@@ -257,4 +259,6 @@ def requeue(
     a remote worker again at 0%, and the next claim starts a new attempt."""
     data = _act("requeue", job, as_json, api_url, api_key)
     if data is not None:
-        typer.echo(f"{data['id']}: requeued as attempt {data['attempt']}, waiting for a worker")
+        typer.echo(
+            f"{visible(data['id'])}: requeued as attempt {data['attempt']}, waiting for a worker"
+        )

@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 from rich.progress_bar import ProgressBar
 from rich.table import Table
-from rich.text import Text
+
+from morag_progress.cli.text import cell, visible
 
 __all__ = ["JobsView", "ServerEvent", "read_events"]
 
@@ -133,9 +134,8 @@ class JobsView:
             if printed.get(job["id"]) != state:
                 printed[job["id"]] = state
                 status, percentage, summary = state
-                lines.append(
-                    f"{job['id']} {status} {int(percentage or 0)}% {summary or ''}".rstrip()
-                )
+                line = f"{visible(job['id'])} {visible(status)} {int(percentage or 0)}%"
+                lines.append(f"{line} {visible(summary)}".rstrip())
         return lines
 
     def render(self, title: str | None = None, *, whole_ids: bool = True) -> Table:
@@ -158,12 +158,12 @@ class JobsView:
             if status == "WAITING_FOR_REMOTE_WORKER" and job.get("expected_start_at"):
                 eta = f"starts {_until(job['expected_start_at'])}"
             table.add_row(
-                str(job["id"]) if whole_ids else str(job["id"])[:8],
-                str(job.get("document_name", "")),
-                Text(status, style=_STYLE.get(status, "")),
+                cell(job["id"] if whole_ids else str(job["id"])[:8]),
+                cell(job.get("document_name", "")),
+                cell(status, style=_STYLE.get(status, "")),
                 ProgressBar(total=100, completed=percentage, width=None),
                 f"{percentage}%",
-                str(job.get("summary") or ""),
+                cell(job.get("summary")),
                 f"{rate:.1f}%/s" if isinstance(rate, int | float) and rate > 0 else "",
                 eta,
             )

@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
-from morag_progress.cli.text import markup_safe
+from morag_progress.cli.text import markup_safe, visible
 from morag_progress.cli.view import TERMINAL, JobsView, read_events
 from morag_progress.client import ProgressReporter, create_job
 from morag_progress.client._core import connection
@@ -56,7 +56,7 @@ def _fail(response: httpx.Response) -> typer.Exit:
         detail = response.json().get("detail")
     except ValueError:
         detail = response.text
-    notes.print(f"[red]error:[/red] {response.status_code}: {detail}")
+    notes.print(f"[red]error:[/red] {response.status_code}: {markup_safe(detail)}", soft_wrap=True)
     return typer.Exit(1)
 
 
@@ -78,7 +78,7 @@ def _request(method: str, url: str, headers: dict[str, str], **kwargs: Any) -> h
     try:
         return httpx.request(method, url, headers=headers, timeout=10, **kwargs)
     except httpx.HTTPError as e:
-        notes.print(f"[red]error:[/red] cannot reach {url}: {e}")
+        notes.print(f"[red]error:[/red] cannot reach {markup_safe(url)}: {markup_safe(e)}")
         raise typer.Exit(1) from e
 
 
@@ -100,7 +100,9 @@ def report(
     reply = response.json()
     state = reply["job"]
     applied = "" if reply["applied"] else " (not applied: older than the job's last update)"
-    typer.echo(f"{state['id']}: {state['status']} {state['percentage']}%{applied}")
+    typer.echo(
+        f"{visible(state['id'])}: {visible(state['status'])} {state['percentage']}%{applied}"
+    )
     if reply["cancel_requested"]:
         notes.print("cancel requested", style="yellow")
 
@@ -199,7 +201,8 @@ def run(
                 timeout=_CREATE_TIMEOUT,
             )
         except ProgressError as e:  # the command runs anyway: the worker comes first
-            notes.print(f"[yellow]warning:[/yellow] job {job} was not created: {e}", soft_wrap=True)
+            warning = f"job {markup_safe(job)} was not created: {markup_safe(e)}"
+            notes.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
     with _reporter_quiet():
         _run(command, job, base, api_key, min_interval)
 
@@ -353,9 +356,9 @@ def _tail(
         raise typer.Exit(1)
     state = reporter.job
     if state["status"] is None:
-        typer.echo(f"{job}: no progress found in {file}")
+        typer.echo(f"{visible(job)}: no progress found in {file}")
     else:
-        typer.echo(f"{job}: {state['status']} {state['percentage']}%")
+        typer.echo(f"{visible(job)}: {visible(state['status'])} {state['percentage']}%")
 
 
 def watch(
@@ -375,7 +378,7 @@ def watch(
         nonlocal live
         if not console.is_terminal:  # a pipe or a file: one line per change, whole ids
             for line in view.changed_lines(printed):
-                console.print(line, highlight=False, soft_wrap=True)
+                console.print(line, highlight=False, soft_wrap=True, markup=False)
             console.file.flush()
         elif live is None:  # only once there is something to show (not before an error)
             live = Live(view.render(), console=console, refresh_per_second=8)
@@ -388,7 +391,7 @@ def watch(
     except KeyboardInterrupt:
         pass
     except httpx.HTTPError as e:
-        notes.print(f"[red]error:[/red] {e}")
+        notes.print(f"[red]error:[/red] {markup_safe(e)}")
         raise typer.Exit(1) from e
     finally:
         if live is not None:
