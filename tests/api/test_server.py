@@ -26,6 +26,14 @@ response = requests.put(
 """
 
 
+def _new_job(url: str, headers: dict[str, str]) -> str:
+    """A new job's id, made over HTTP."""
+    answer = httpx.post(
+        f"{url}/api/v1/jobs", json={"document_name": "a", "document_type": "pdf"}, headers=headers
+    )
+    return str(answer.json()["id"])
+
+
 def test_seed_request_example_as_written(
     serve: Callable[[], str], server_env: dict[str, str]
 ) -> None:
@@ -86,11 +94,7 @@ def test_replicas_stream_each_others_updates(
     if database_url.startswith("postgresql"):
         server_env["MORAG_PROGRESS_FEED_POLL_SECONDS"] = "30"
     reader = serve()
-    job_id = httpx.post(
-        f"{writer}/api/v1/jobs",
-        json={"document_name": "a", "document_type": "pdf"},
-        headers=headers,
-    ).json()["id"]
+    job_id = _new_job(writer, headers)
     with (
         httpx.Client(timeout=httpx.Timeout(10.0)) as client,
         client.stream("GET", f"{reader}/api/v1/jobs/{job_id}/events", headers=headers) as stream,
@@ -118,11 +122,7 @@ def test_stopping_the_server_ends_its_open_streams(server_env: dict[str, str]) -
     headers = {"Authorization": f"Bearer {key}"}
     server = ServerProcess(dict(server_env)).start()
     try:
-        job_id = httpx.post(
-            f"{server.url}/api/v1/jobs",
-            json={"document_name": "a", "document_type": "pdf"},
-            headers=headers,
-        ).json()["id"]
+        job_id = _new_job(server.url, headers)
         with (
             httpx.Client(timeout=httpx.Timeout(10.0)) as client,
             client.stream("GET", f"{server.url}/api/v1/events", headers=headers) as every,
