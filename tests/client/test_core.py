@@ -492,3 +492,23 @@ def test_the_close_timeout_is_stated_and_checked(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(ConfigurationError) as info:
         resolve_close_timeout(None)
     assert "CLOSE_TIMEOUT_SECONDS" in str(info.value)
+
+
+def test_a_queued_note_keeps_the_time_it_was_made_at() -> None:
+    """The first update, sent only once the server is back, says when it was made: the job's
+    history tells when the work began, not when the outage ended."""
+    wall = [1_700_000_000.0]
+    core, ticks = make(min_interval=0, wall_clock=lambda: wall[0])
+    core.update(5, "Downloading")
+    failed = send(core)
+    core.settle_http(failed, 503)
+    wall[0] += 120
+    ticks.now += 60
+    again = send(core)
+    assert again.body is not None
+    assert again.body["timestamp"] == "2023-11-14T22:13:20Z"  # the first note's own time
+    core.settle_http(again, 200, ok())
+    core.update(6, "later")
+    later = send(core)
+    assert later.body is not None
+    assert later.body["timestamp"] == "2023-11-14T22:15:20Z"  # a plain note: when it is sent

@@ -254,9 +254,11 @@ class ReporterCore:
         self._latest: _Note | None = None
         # Notes that must each reach the job (the first update, each stage's start), in order,
         # ahead of the latest one; appended by the worker, taken by the sender.
-        self._urgent: collections.deque[_Note] = collections.deque(maxlen=_URGENT)
+        # Each with the wall time it was made at, which it is sent with: after an outage the
+        # job's history still says when the stage began.
+        self._urgent: collections.deque[tuple[_Note, float]] = collections.deque(maxlen=_URGENT)
         self._noted = False
-        self._urgent_in_flight = False
+        self._urgent_in_flight: tuple[_Note, float] | None = None
         self._sent: _Note | None = None  # the note last acknowledged (or given up on)
         self._stage_name: str | None = None
         self._sent_stage: str | None = None
@@ -326,7 +328,7 @@ class ReporterCore:
         self._latest = note
         if not self._noted:
             self._noted = True
-            self._urgent.append(note)
+            self._urgent.append((note, self._wall()))
         if self._parked:
             self._parked = False
             self.wake()
@@ -337,7 +339,7 @@ class ReporterCore:
         note = (percentage, message, None, None, stage)
         self._latest = note
         if urgent or not self._noted:
-            self._urgent.append(note)
+            self._urgent.append((note, self._wall()))
         self._noted = True
         if self._parked or stage != self._sent_stage:
             self._parked = False
@@ -466,11 +468,11 @@ class ReporterCore:
         call: Call | None = None
         latest = self._latest
         if self._urgent:
-            note = self._urgent.popleft()
-            call = self._progress_call(note)
+            note, made_at = queued = self._urgent.popleft()
+            call = self._progress_call(note, made_at)
             if call is None:  # refused by the checks, or what the job has already
                 return self.next_call()
-            self._urgent_in_flight = True
+            self._urgent_in_flight = queued
         elif latest is not None and latest is not self._sent:
             # Pending progress goes first, also before the final status: a failure keeps the
             # percentage, so it must be the latest one.
@@ -490,7 +492,7 @@ class ReporterCore:
         self._in_flight = call
         return call
 
-    def _progress_call(self, note: _Note) -> Call | None:
+    def _progress_call(self, note: _Note, made_at: float | None = None) -> Call | None:
         percentage, message, current, total, stage = note
         try:
             if isinstance(percentage, bool) or not 0 <= percentage <= 100:  # NaN fails too
@@ -522,7 +524,7 @@ class ReporterCore:
             return None  # the same as the last one delivered: nothing new to say
         body: dict[str, Any] = {
             "percentage": percentage,
-            "timestamp": _iso(self._wall()),
+            "timestamp": _iso(self._wall() if made_at is None else made_at),
             "seq": next(self._seq),
         }
         if message is not None:
@@ -560,17 +562,12 @@ class ReporterCore:
         RETRY, a wait the other side asked for; with REFUSED or OVER, why (and the HTTP
         ``status`` that said so)."""
         self._in_flight = None
-        urgent, self._urgent_in_flight = self._urgent_in_flight, False
+        urgent, self._urgent_in_flight = self._urgent_in_flight, None
         now = self._clock()
         # Sent again first once the server is back; when the queue is full, the oldest (this
         # one) gives way, as it does on the worker's side.
-        if (
-            verdict is Verdict.RETRY
-            and urgent
-            and call.note is not None
-            and len(self._urgent) < _URGENT
-        ):
-            self._urgent.appendleft(call.note)
+        if verdict is Verdict.RETRY and urgent is not None and len(self._urgent) < _URGENT:
+            self._urgent.appendleft(urgent)
         if verdict is Verdict.TAKEN:
             self._failures = 0
             self._not_before = 0.0
