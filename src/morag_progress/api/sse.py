@@ -69,7 +69,11 @@ class Streams:
             stop.set()
 
     @contextlib.contextmanager
-    def _track(self, stop: asyncio.Event) -> Iterator[None]:
+    def tracking(self, stop: asyncio.Event) -> Iterator[None]:
+        """Count a stream as open while the block runs; ``stop`` is set when the streams are
+        closed (at once, if they are closed already)."""
+        if self.closing:
+            stop.set()
         self._open.add(stop)
         try:
             yield
@@ -120,8 +124,8 @@ class EventStream(Response):
     async def _run(self, receive: Receive, send: Send) -> None:
         """Write until the source ends, the client leaves or the streams are closed."""
         stop = asyncio.Event()
-        with self.streams._track(stop):
-            if self.streams.closing:
+        with self.streams.tracking(stop):
+            if stop.is_set():
                 return
             writing = asyncio.create_task(self._write(send))
             ends = {writing, asyncio.create_task(_left(receive)), asyncio.create_task(stop.wait())}
