@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.middleware.errors import ServerErrorMiddleware
-from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -200,13 +199,14 @@ class App(FastAPI):
 
     def _hot_app(self) -> ASGIApp:
         """The hot routes' stack, built at the first request, as Starlette builds every
-        route's (by then the middleware and the exception handlers are complete)."""
+        route's (by then the middleware is complete). A hot route answers its own errors
+        with the app's handlers (``routes.hot_route``)."""
         if self._hot_stack is None:
 
             async def handle(scope: Scope, receive: Receive, send: Send) -> None:
-                await scope["route"].handle(scope, receive, send)
+                await scope["route"].app(scope, receive, send)
 
-            stack: ASGIApp = ExceptionMiddleware(handle, handlers=self.exception_handlers)
+            stack: ASGIApp = handle
             for middleware in reversed(self.user_middleware):  # listed outermost first
                 stack = middleware.cls(stack, *middleware.args, **middleware.kwargs)
             self._hot_stack = ServerErrorMiddleware(stack)

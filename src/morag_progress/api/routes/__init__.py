@@ -9,9 +9,11 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match, Route
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
 from morag_progress.api.auth import Principal, principal, stream_principal
 from morag_progress.api.estimates import Estimates
@@ -134,14 +136,48 @@ def hot_route(
 
 
 class _HotRoute(Route):
-    """A Starlette route that names itself in the request's scope, as FastAPI's routes do
-    (the request timer labels latencies with ``scope["route"].path``)."""
+    """A Starlette route that serves its endpoint itself: the request, the endpoint's
+    response, or the app's own handler's answer to what it raised (as Starlette's exception
+    middleware looks it up), without the per-request wrappers of Starlette's
+    ``request_response`` and exception middleware. It names itself in the request's scope,
+    as FastAPI's routes do (the request timer labels latencies with ``scope["route"].path``).
+    """
+
+    def __init__(
+        self, path: str, endpoint: Callable[[Request], Awaitable[Response]], *, methods: list[str]
+    ) -> None:
+        super().__init__(path, endpoint, methods=methods)
+        self._endpoint = endpoint
+        self.app = self._serve
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         match, child = super().matches(scope)
         if match is not Match.NONE:
             child["route"] = self
         return match, child
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive, send)
+        try:
+            response = await self._endpoint(request)
+        except Exception as exc:
+            handler = _handler(scope["app"], exc)
+            if handler is None:
+                raise  # the server error middleware answers 500
+            response = await handler(request, exc)
+        await response(scope, receive, send)
+
+
+def _handler(app: Starlette, exc: Exception) -> Callable[[Request, Exception], Any] | None:
+    """The app's handler for ``exc``: by status code for an HTTP error, else by its class
+    or the nearest base class that has one (Starlette's own order)."""
+    handlers = app.exception_handlers
+    if isinstance(exc, StarletteHTTPException) and exc.status_code in handlers:
+        return handlers[exc.status_code]
+    for kind in type(exc).__mro__:
+        if kind in handlers:
+            return handlers[kind]
+    return None
 
 
 async def decoded(request: Request, body: TypeAdapter[_T]) -> _T:
