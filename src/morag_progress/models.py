@@ -11,6 +11,7 @@ import enum
 import math
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from morag_progress.audit import ACTOR_LENGTH
@@ -416,7 +417,7 @@ class Job:
         """A JSON-ready dict, written as the API writes a job everywhere: timestamps in ISO
         8601 UTC with ``Z``, float fields as floats, and the estimate: ``eta`` as given (True:
         the live estimate at ``now``), its range and basis, and ``expected_start_at``."""
-        data = {name: getattr(self, name) for name in _JOB_FIELDS}
+        data = dict(zip(_JOB_FIELDS, _job_values(self), strict=True))
         if eta is True:
             eta = self.estimate(now)
         elif eta is False:
@@ -449,6 +450,7 @@ def _iso(value: datetime) -> str:
 
 _INTERNAL = frozenset({"pace", "children_weight", "children_progress", "trace_parent_id"})
 _JOB_FIELDS = tuple(f.name for f in fields(Job) if f.name not in _INTERNAL)
+_job_values = attrgetter(*_JOB_FIELDS)
 _FLOAT_FIELDS = ("weight", "stall_timeout_s", "rate")
 _DATETIME_FIELDS = (
     *(f.name for f in fields(Job) if f.name in _JOB_FIELDS and "datetime" in str(f.type)),

@@ -184,7 +184,7 @@ async def decoded(request: Request, body: TypeAdapter[_T]) -> _T:
     """The request's body validated as ``body`` (and its ``job_id`` path parameter, if it has
     one), with FastAPI's errors: 400 for text that is not JSON, 422 naming each field."""
     try:
-        raw = await request.body()
+        raw = await _body(request)
     except ClientDisconnect as e:  # gone, or cut off by the body limit, which has answered 413
         raise HTTPException(400, "the request body was cut off") from e
     problems: list[dict[str, Any]] = []
@@ -201,6 +201,19 @@ async def decoded(request: Request, body: TypeAdapter[_T]) -> _T:
     if problems:
         raise RequestValidationError(problems, body=raw)
     return value
+
+
+async def _body(request: Request) -> bytes:
+    """The request's whole body, read from the server's messages (not through Starlette's
+    ``Request.stream``, an async generator the event loop registers and tracks per request)."""
+    chunks = []
+    while True:
+        message = await request.receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks) if len(chunks) > 1 else chunks[0]
 
 
 def _validated(adapter: TypeAdapter[_T], raw: bytes) -> _T:
