@@ -38,6 +38,8 @@ class Principal:
     key_id: str
     user_id: str
     role: Role
+    token_hash: str | None = None
+    """Set when the caller signed in with a stream token (its hash), not the key itself."""
 
     @property
     def scope(self) -> str | None:
@@ -125,19 +127,25 @@ class Authenticator:
         """429 for a client that has failed to sign in too often lately."""
         self._failures.check_room(client)
 
-    async def is_active(self, key_id: str) -> bool:
-        """Whether the key still works (not revoked, not deleted), read at most once per
-        ``cache_seconds`` per key however many streams ask."""
+    async def still_signed_in(self, caller: Principal) -> bool:
+        """Whether the caller's key still works (not revoked, not deleted) and, for a stream
+        token, the token too (not expired, not revoked); read at most once per
+        ``cache_seconds`` per key or token however many streams ask."""
+        if caller.token_hash is None:
+            what, read = caller.key_id, lambda: self._store.get_key(caller.key_id)
+        else:
+            token_hash = caller.token_hash
+            what, read = token_hash, lambda: self._store.find_stream_token(token_hash, now=utcnow())
         now = time.monotonic()
-        cached = self._active.get(key_id)
+        cached = self._active.get(what)
         if cached is not None and cached[0] > now:
             return cached[1]
-        key = await self._states.read(key_id, lambda: self._store.get_key(key_id))
+        key = await self._states.read(what, read)
         active = key is not None and key.active
         with self._lock:
             if len(self._active) > 10_000:
                 self._active.clear()
-            self._active[key_id] = (now + self._ttl, active)
+            self._active[what] = (now + self._ttl, active)
         return active
 
 
@@ -151,11 +159,12 @@ async def _token_principal(request: Request, token: str) -> Principal:
     client = client_address(request)
     authenticator.check_client(client)
     store: SQLStore = request.app.state.store
-    key = await run_in_threadpool(store.find_stream_token, hash_key(token), now=utcnow())
+    token_hash = hash_key(token)
+    key = await run_in_threadpool(store.find_stream_token, token_hash, now=utcnow())
     if key is None or not key.active:
         authenticator.failed(client)
-        raise _unauthorized("invalid or expired stream token")
-    return Principal(key_id=key.id, user_id=key.user_id, role=key.role)
+        raise _unauthorized("invalid, expired or revoked stream token")
+    return Principal(key_id=key.id, user_id=key.user_id, role=key.role, token_hash=token_hash)
 
 
 async def stream_principal(request: Request) -> Principal:

@@ -49,6 +49,7 @@ __all__ = [
     "ProgressOut",
     "ResultIn",
     "SearchText",
+    "StreamTokenIn",
     "StreamTokenOut",
     "WebhookCreated",
     "WebhookIn",
@@ -414,6 +415,12 @@ class StreamTokenOut(BaseModel):
     token: str
     expires_at: datetime
     expires_in: float = Field(description="Seconds the token stays valid for opening streams.")
+
+
+class StreamTokenIn(_Body):
+    """A stream token to revoke."""
+
+    token: str = Field(min_length=1, max_length=128, description="The token, as it was made.")
 
 
 WebhookEvent = Literal["job.progress", "job.stalled", "job.finished", "job.failed", "job.cancelled"]

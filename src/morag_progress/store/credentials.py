@@ -120,6 +120,16 @@ class Credentials(Database):
                 )
             )
 
+    def revoke_stream_token(self, token_hash: str, *, user_id: str | None) -> bool:
+        """Delete a stream token made by a key of ``user_id`` (None: any user's); whether one
+        was."""
+        t, k = stream_tokens.c, api_keys.c
+        stmt = stream_tokens.delete().where(t.token_hash == token_hash)
+        if user_id is not None:
+            stmt = stmt.where(t.key_id.in_(select(k.id).where(k.user_id == user_id)))
+        with self._write("revoke stream token") as conn:
+            return conn.execute(stmt).rowcount == 1
+
     def find_stream_token(self, token_hash: str, *, now: datetime) -> ApiKey | None:
         t, k = stream_tokens.c, api_keys.c
         stmt = (

@@ -3,6 +3,7 @@ whole bodies, so an endless stream cannot be read through it)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from fastapi import FastAPI
 
 from morag_progress import JobTracker
 from morag_progress.api import create_app
+from morag_progress.api.routes import events
 from morag_progress.settings import Settings
 from morag_progress.store import SQLStore
 from tests.api.conftest import Auth
@@ -81,6 +83,14 @@ class Stream:
                 event.data += value
         self.ended = True
         raise EOFError("stream ended")
+
+    def rest(self) -> list[Event]:
+        """Every event until the stream ends."""
+        events = []
+        with contextlib.suppress(EOFError):
+            while True:
+                events.append(self.next())
+        return events
 
 
 @pytest.fixture
@@ -306,6 +316,49 @@ def test_expired_stream_token_is_refused(store: SQLStore, alice: Auth) -> None:
     assert store.find_stream_token(hash_key("mps_old"), now=datetime.now(UTC)) is None
 
 
+def test_a_revoked_stream_token_stops_working_and_ends_its_streams(
+    live_url: str, alice: Auth, bob: Auth, open_stream: Callable[..., Stream]
+) -> None:
+    """Revoking a token (a shared dashboard link) refuses its next request at once and ends
+    its open streams; only its user (or an admin) may revoke it."""
+    job_id = create(live_url, alice)
+    token = httpx.post(f"{live_url}/api/v1/stream-tokens", headers=alice, timeout=10).json()[
+        "token"
+    ]
+    stream = open_stream(f"/api/v1/events?token={token}", {})
+    assert stream.next().event == "snapshot"
+    revoke = f"{live_url}/api/v1/stream-tokens/revoke"
+    assert httpx.post(revoke, json={"token": token}, headers=bob, timeout=10).status_code == 404
+    assert httpx.post(revoke, json={"token": token}, headers=alice, timeout=10).status_code == 204
+    assert httpx.post(revoke, json={"token": token}, headers=alice, timeout=10).status_code == 404
+    read = httpx.get(
+        f"{live_url}/api/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert read.status_code == 401
+    assert "revoked" in read.json()["detail"]
+    started = time.monotonic()
+    stream.rest()
+    assert stream.ended
+    assert time.monotonic() - started < 8
+
+
+def test_a_stream_opened_with_a_token_ends_at_its_expiry(
+    live_url: str, store: SQLStore, alice: Auth, open_stream: Callable[..., Stream]
+) -> None:
+    """A token's stream does not outlive the token."""
+    from morag_progress.keys import STREAM_TOKEN_PREFIX, generate_key, hash_key
+
+    [key] = store.list_keys(user_id="alice")
+    token = generate_key(STREAM_TOKEN_PREFIX)
+    expires_at = datetime.now(UTC) + timedelta(seconds=1.5)
+    store.create_stream_token(hash_key(token), key.id, expires_at=expires_at)
+    stream = open_stream(f"/api/v1/events?token={token}", {})
+    assert stream.next().event == "snapshot"
+    stream.rest()
+    assert stream.ended
+    assert datetime.now(UTC) >= expires_at
+
+
 def test_disconnected_clients_are_forgotten(
     live_url: str, live_app: FastAPI, alice: Auth, open_stream: Callable[..., Stream]
 ) -> None:
@@ -341,3 +394,50 @@ def test_a_resume_point_past_the_feeds_head_starts_afresh(
         f"/api/v1/jobs/{job_id}/events", {**alice, "Last-Event-ID": "999999999999999999"}
     )
     assert stream.next().json()["percentage"] == 40
+
+
+def test_a_resume_past_the_replay_limit_gets_a_snapshot_with_the_end(
+    live_url: str, alice: Auth, open_stream: Callable[..., Stream], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job stream resumed after more missed changes than it replays says so (a ``gap``
+    event) and sends the job as it is, its final state included, then ends."""
+    monkeypatch.setattr(events, "JOB_REPLAY_LIMIT", 5)
+    job_id = create(live_url, alice)
+    stream = open_stream(f"/api/v1/jobs/{job_id}/events", alice)
+    seen = stream.next()
+    for pct in range(10, 90, 10):  # 8 changes while "disconnected"
+        report(live_url, alice, job_id, percentage=pct)
+    report(live_url, alice, job_id, percentage=100, message="done")
+    resumed = open_stream(f"/api/v1/jobs/{job_id}/events", {**alice, "Last-Event-ID": seen.id})
+    gap = resumed.next()
+    assert gap.event == "gap"
+    assert gap.json() == {"after": int(seen.id or 0), "missed_more_than": 5, "next": "snapshot"}
+    snapshot = resumed.next()
+    assert snapshot.event == "snapshot"
+    assert (snapshot.json()["status"], snapshot.json()["summary"]) == ("FINISHED", "done")
+    with pytest.raises(EOFError):
+        resumed.next()
+    monkeypatch.setattr(events, "JOB_REPLAY_LIMIT", 1000)  # within the limit: replayed
+    within = open_stream(f"/api/v1/jobs/{job_id}/events", {**alice, "Last-Event-ID": "0"})
+    assert within.next().event == "progress"
+
+
+def test_an_all_jobs_resume_past_the_replay_limit_gets_a_snapshot(
+    live_url: str, alice: Auth, open_stream: Callable[..., Stream], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The all-jobs stream, resumed after more missed changes than it reads, says so and
+    sends every job as it is: the finished one as finished."""
+    monkeypatch.setattr(events, "ALL_REPLAY_LIMIT", 3)
+    first, second = create(live_url, alice), create(live_url, alice)
+    head = open_stream("/api/v1/events", alice).next().id
+    for pct in (10, 20, 30, 100):
+        report(live_url, alice, first, percentage=pct)
+    report(live_url, alice, second, percentage=5)
+    resumed = open_stream("/api/v1/events", {**alice, "Last-Event-ID": head or "0"})
+    assert resumed.next().event == "gap"
+    snapshot = resumed.next()
+    assert snapshot.event == "snapshot"
+    states = {job["id"]: (job["status"], job["percentage"]) for job in snapshot.json()}
+    assert states == {first: ("FINISHED", 100), second: ("PROCESSING", 5)}
+    report(live_url, alice, second, percentage=6)
+    assert resumed.next().json()["percentage"] == 6

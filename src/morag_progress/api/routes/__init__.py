@@ -171,7 +171,7 @@ class _HotRoute(Route):
 def _handler(app: Starlette, exc: Exception) -> Callable[[Request, Exception], Any] | None:
     """The app's handler for ``exc``: by status code for an HTTP error, else by its class
     or the nearest base class that has one (Starlette's own order)."""
-    handlers = app.exception_handlers
+    handlers: dict[Any, Callable[[Request, Exception], Any]] = app.exception_handlers
     if isinstance(exc, StarletteHTTPException) and exc.status_code in handlers:
         return handlers[exc.status_code]
     for kind in type(exc).__mro__:

@@ -2,9 +2,12 @@
 
 Each stream starts with a ``snapshot`` event, then sends a ``progress`` event per change, its
 ``id:`` the change-feed id. A client that reconnects with ``Last-Event-ID`` gets exactly the
-changes it missed (from the table), then the live ones: nothing missed, nothing repeated. A slow
-client gets the latest state of each job rather than every intermediate one. Keep-alive comments
-keep proxies from closing an idle stream; a job's stream ends after its terminal event.
+changes it missed (from the table), then the live ones: nothing missed, nothing repeated. One
+that missed more than a replay holds (``JOB_REPLAY_LIMIT``, ``ALL_REPLAY_LIMIT``) gets a
+``gap`` event and a fresh snapshot instead, so the latest state, a final one included, always
+arrives. A slow client gets the latest state of each job rather than every intermediate one.
+Keep-alive comments keep proxies from closing an idle stream; a job's stream ends after its
+terminal event.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from morag_progress._threads import SharedReads
@@ -30,7 +33,7 @@ from morag_progress.api.routes import (
     estimates_of,
     tracker_of,
 )
-from morag_progress.api.schemas import FeedEventOut, StreamTokenOut
+from morag_progress.api.schemas import FeedEventOut, StreamTokenIn, StreamTokenOut
 from morag_progress.api.sse import EventStream, encode
 from morag_progress.errors import JobNotFoundError
 from morag_progress.feed import FeedHub, Subscription
@@ -62,6 +65,18 @@ _STREAM: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}}, "description": "An event stream."},
     **errors(401, 404, 429),
 }
+
+
+JOB_REPLAY_LIMIT = 1000
+"""A resumed job stream replays at most this many missed changes; past it, it starts afresh."""
+ALL_REPLAY_LIMIT = 10_000
+"""A resumed stream of every job reads at most this many missed changes; past it, afresh."""
+
+
+def _gap(after: int, limit: int) -> bytes:
+    """The event that says a resume missed more than the replay limit: a snapshot follows."""
+    data = json.dumps({"after": after, "missed_more_than": limit, "next": "snapshot"})
+    return encode(data, event="gap")
 
 
 @functools.lru_cache(maxsize=8192)
@@ -133,8 +148,9 @@ async def _live(
     request: Request, caller: Principal, subscription: Subscription
 ) -> AsyncIterator[list[FeedEvent]]:
     """The subscription's batches of rows (an empty one when the hub pokes: a stream may
-    write a keep-alive then), until the caller's key stops working: it is checked every
-    ``stream_recheck_seconds``, so a revoked key's streams close within about that."""
+    write a keep-alive then), until the caller's key, or stream token, stops working: it is
+    checked every ``stream_recheck_seconds``, so the streams of a revoked key, or of a token
+    revoked or expired, close within about that."""
     settings = request.app.state.settings
     authenticator: Authenticator = request.app.state.authenticator
     # The hub pokes every stream each stream_recheck_seconds; half of that apart, each poke
@@ -144,7 +160,7 @@ async def _live(
     while True:
         batch = await subscription.next()
         if time.monotonic() >= check_at:
-            if not await authenticator.is_active(caller.key_id):
+            if not await authenticator.still_signed_in(caller):
                 return
             check_at = time.monotonic() + spacing
         yield batch
@@ -174,6 +190,19 @@ def create_stream_token(caller: Caller, request: Request) -> StreamTokenOut:
         hash_key(token), caller.key_id, expires_at=expires_at
     )
     return StreamTokenOut(token=token, expires_at=expires_at, expires_in=ttl)
+
+
+@router.post(
+    "/api/v1/stream-tokens/revoke", status_code=204, responses=errors(400, 401, 404, 422, 429)
+)
+def revoke_stream_token(body: StreamTokenIn, caller: Caller, request: Request) -> Response:
+    """Revoke a stream token made by one of the caller's user's keys (an admin: anyone's):
+    it stops authenticating at once, and its open streams end within
+    ``stream_recheck_seconds`` (a shared dashboard link stops working)."""
+    store = request.app.state.store
+    if not store.revoke_stream_token(hash_key(body.token), user_id=caller.scope):
+        raise HTTPException(404, "no such stream token (expired, revoked, or not yours)")
+    return Response(status_code=204)
 
 
 @router.get(
@@ -207,9 +236,14 @@ async def job_events(
 
     async def stream() -> AsyncIterator[list[bytes]]:
         async with _open(request, subscription):
+            limit = JOB_REPLAY_LIMIT
+            missed = None
             if resume is not None:
-                missed = await run_in_threadpool(tracker.history, job_id, owner, after=resume)
-                sent = resume
+                missed = await run_in_threadpool(
+                    lambda: tracker.history(job_id, owner, after=resume, limit=limit + 1)
+                )
+            if missed is not None and len(missed) <= limit:
+                sent = resume or 0
                 replay = []
                 for event in missed:
                     replay.append(_progress(event))
@@ -219,12 +253,14 @@ async def job_events(
                         return
                 yield replay
             else:
-                # Read after subscribing (shared only with streams that subscribed before
-                # it began): nothing committed after it is missed.
+                # A fresh start, or a resume that missed too much to replay: the job as it
+                # is now. Read after subscribing (shared only with streams that subscribed
+                # before it began): nothing committed after it is missed.
                 sent, current = await _shared(request, ("snapshot", job_id, owner), snapshot)
                 assert current is not None
                 out = await run_in_threadpool(estimates_of(request).job_out, current)
-                yield [encode(out.model_dump_json(), event="snapshot", id=sent)]
+                head = [] if missed is None else [_gap(resume or 0, limit)]
+                yield [*head, encode(out.model_dump_json(), event="snapshot", id=sent)]
                 if current.status.is_terminal:
                     return
             async for batch in _live(request, caller, subscription):
@@ -265,18 +301,24 @@ async def all_events(
             # Rows of different jobs may commit out of id order (PostgreSQL), so a live row
             # below the last id sent may still be new: only rows sent already are skipped.
             already: set[int] = set()
+            limit = ALL_REPLAY_LIMIT
+            missed = None
             if resume is not None:
                 missed = await run_in_threadpool(
-                    lambda: tracker.store.events_after(resume, user_id=caller.scope, limit=10_000)
+                    lambda: tracker.store.events_after(
+                        resume, user_id=caller.scope, limit=limit + 1
+                    )
                 )
+            if missed is not None and len(missed) <= limit:
                 already = {event.id for event in missed}
                 latest = {event.job_id: event for event in missed}  # latest per job
                 yield [_progress(event) for event in sorted(latest.values(), key=lambda e: e.id)]
-            else:
+            else:  # a fresh start, or a resume that missed too much: the jobs as they are
                 sent, jobs = await _shared(request, ("all", caller.scope), snapshot)
                 written = await run_in_threadpool(estimates_of(request).jobs_out, jobs)
                 data = json.dumps([json.loads(job.model_dump_json()) for job in written])
-                yield [encode(data, event="snapshot", id=sent)]
+                head = [] if missed is None else [_gap(resume or 0, limit)]
+                yield [*head, encode(data, event="snapshot", id=sent)]
             async for batch in _live(request, caller, subscription):
                 yield [_progress(event) for event in batch if event.id not in already]
 
