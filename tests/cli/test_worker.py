@@ -335,3 +335,63 @@ def test_run_never_reports_progress_going_back(remote: Remote) -> None:
     assert 52 in history
     assert history == sorted(history)
     assert remote.job(job_id).status is JobStatus.FINISHED
+
+
+def test_watch_reconnects_when_the_server_restarts(server_env: dict[str, str]) -> None:
+    """watch JOB survives its server's crash and restart: it says it is reconnecting,
+    resumes where it was (a change made while the server was down is shown), and ends 0
+    when the job ends."""
+    import httpx
+
+    from morag_progress import JobTracker
+    from morag_progress.keys import Role
+    from morag_progress.models import utcnow
+    from morag_progress.store import SQLStore
+    from tests.live import ServerProcess
+
+    url = server_env["MORAG_PROGRESS_DATABASE_URL"]
+    store = SQLStore(url)
+    _, key = store.create_key(user_id="alice", role=Role.USER, name="u", now=utcnow())
+    tracker = JobTracker(store=store)
+    job_id = tracker.start_job(user_id="alice", document_name="a.pdf", document_type="pdf")
+    server = ServerProcess(dict(server_env)).start()
+    env = {
+        **server_env,
+        "MORAG_PROGRESS_API_URL": server.url,
+        "MORAG_PROGRESS_API_KEY": key,
+        "COLUMNS": "150",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "morag_progress.cli", "watch", job_id],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.5)
+        tracker.update_progress(job_id, 30, None, "before the crash")
+        time.sleep(0.5)
+        server.kill()
+        tracker.update_progress(job_id, 60, None, "while it was down")
+        time.sleep(1.0)
+        server.start()
+        time.sleep(2.5)  # watch's first wait is 1 s
+        finished = httpx.put(
+            f"{server.url}/api/v1/remote-jobs/{job_id}/result",
+            json={"success": True, "message": "All done"},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10,
+        )
+        assert finished.status_code == 200
+        out, err = process.communicate(timeout=30)
+    finally:
+        reap(process, grace=0)
+        server.stop()
+        store.close()
+    assert process.returncode == 0, err
+    lines = out.splitlines()
+    assert f"{job_id} PROCESSING 30% before the crash" in lines
+    assert f"{job_id} PROCESSING 60% while it was down" in lines
+    assert f"{job_id} FINISHED 100% All done" in lines
+    assert "reconnecting in 1 s" in err

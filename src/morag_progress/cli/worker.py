@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.live import Live
 
 from morag_progress.cli.text import markup_safe, visible
-from morag_progress.cli.view import TERMINAL, JobsView, read_events
+from morag_progress.cli.view import TERMINAL, JobsView, ServerEvent, read_events
 from morag_progress.client import ProgressReporter, create_job
 from morag_progress.client._core import connection
 from morag_progress.errors import ConfigurationError, ProgressError
@@ -398,6 +398,12 @@ def watch(
             live.stop()
 
 
+RECONNECT_WAITS = (1.0, 2.0, 5.0, 10.0)
+"""Seconds ``follow`` waits before each reconnect of a lost stream (the last one repeats)."""
+RECONNECT_GIVE_UP = 300.0
+"""Seconds without a working stream after which ``follow`` gives up."""
+
+
 def follow(
     base: str,
     headers: dict[str, str],
@@ -406,7 +412,10 @@ def follow(
     stop: Callable[[], bool] = lambda: False,
 ) -> None:
     """Feed ``view`` from the event stream of the caller's jobs until every job it watches
-    has ended (when it watches given jobs), ``stop()`` is true, or the stream ends."""
+    has ended (when it watches given jobs) or ``stop()`` is true. A stream that ends or
+    breaks (a server restarting) is resumed from the last event seen, after a wait it says
+    on stderr; after ``RECONNECT_GIVE_UP`` seconds without one it gives up (raising the last
+    error). A refusal (a revoked key, a job gone) ends it at once."""
     with httpx.Client(base_url=base, headers=headers, timeout=httpx.Timeout(10, read=60)) as client:
         for job_id in sorted(view.only or ()):
             response = client.get(f"/api/v1/jobs/{job_id}")
@@ -416,22 +425,60 @@ def follow(
         changed()
         if view.only and view.done:
             return
-        with client.stream("GET", "/api/v1/events") as response:
-            if response.status_code != 200:
-                response.read()
-                raise _fail(response)
-            for event in read_events(response):
-                if event.event == "snapshot":
-                    for job in event.json():
-                        view.snapshot(job)
-                elif event.event == "progress":
-                    data = event.json()
-                    job_id = data["job_id"]
-                    if view.wants(job_id) and (not view.apply(data) or view.due(job_id)):
-                        # A new job, or estimates gone stale: the server's numbers.
-                        job = client.get(f"/api/v1/jobs/{job_id}")
-                        if job.status_code == 200:
-                            view.snapshot(job.json())
-                changed()
-                if (view.only and view.done) or stop():
-                    return
+        last_id: str | None = None
+        failures = 0
+        lost_at: float | None = None
+        opened = False  # a server never reached is an error at once (a wrong URL), not a wait
+        while True:
+            resume = {} if last_id is None else {"Last-Event-ID": last_id}
+            try:
+                with client.stream("GET", "/api/v1/events", headers=resume) as response:
+                    if response.status_code != 200:
+                        response.read()
+                        if not _passing(response.status_code):
+                            raise _fail(response)
+                    else:
+                        failures, lost_at, opened = 0, None, True
+                        for event in read_events(response):
+                            if event.id:
+                                last_id = event.id
+                            _show(client, view, event)
+                            changed()
+                            if (view.only and view.done) or stop():
+                                return
+                    problem = f"the stream ended (HTTP {response.status_code})"
+            except httpx.TransportError as e:
+                if not opened or (
+                    lost_at is not None and time.monotonic() - lost_at >= RECONNECT_GIVE_UP
+                ):
+                    raise
+                problem = f"the connection broke ({markup_safe(e) or type(e).__name__})"
+            now = time.monotonic()
+            if lost_at is None:
+                lost_at = now
+            elif now - lost_at >= RECONNECT_GIVE_UP:
+                raise httpx.RemoteProtocolError(f"{problem}; gave up reconnecting")
+            wait = RECONNECT_WAITS[min(failures, len(RECONNECT_WAITS) - 1)]
+            failures += 1
+            notes.print(f"[yellow]{problem}; reconnecting in {wait:g} s[/yellow]")
+            time.sleep(wait)
+
+
+def _passing(status: int) -> bool:
+    """A stream refused for now, worth asking again (busy, or the server starting)."""
+    return status == 429 or status >= 500
+
+
+def _show(client: httpx.Client, view: JobsView, event: ServerEvent) -> None:
+    """Apply one stream event to ``view``."""
+    if event.event == "snapshot":
+        for job in event.json():
+            view.snapshot(job)
+    elif event.event == "progress":
+        data = event.json()
+        job_id = data["job_id"]
+        if view.wants(job_id) and (not view.apply(data) or view.due(job_id)):
+            # A new job, or estimates gone stale: the server's numbers.
+            job = client.get(f"/api/v1/jobs/{job_id}")
+            if job.status_code == 200:
+                view.snapshot(job.json())
