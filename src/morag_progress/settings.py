@@ -86,6 +86,14 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a request's body may take to arrive after its headers.",
     )
+    send_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "How long a client may read nothing of an answer the server is sending (its"
+            " connection's buffer full) before the connection is dropped, buffer and all."
+        ),
+    )
     max_header_bytes: int = Field(
         default=64 * 1024, ge=1024, description="Largest request line and headers together."
     )

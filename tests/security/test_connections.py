@@ -91,6 +91,85 @@ def test_a_body_sent_a_byte_at_a_time_is_cut_off(sqlite_target: Callable[..., Ta
         assert time.monotonic() - start < 3
 
 
+def _big_listing(t: Target) -> bytes:
+    """A request for a listing of about 4 MB (250 jobs of 16 KB of metadata)."""
+    auth = t.key()
+    with t.client() as client:
+        for i in range(250):
+            body = {"document_name": "a", "document_type": "pdf", "metadata": {"x": "y" * 16000}}
+            assert client.post("/api/v1/jobs", json=body, headers=auth).status_code == 201, i
+    return (
+        b"GET /api/v1/jobs?limit=500 HTTP/1.1\r\nHost: x\r\n"
+        + f"Authorization: {auth['Authorization']}\r\n\r\n".encode()
+    )
+
+
+def _slow_socket(t: Target) -> socket.socket:
+    parts = urlsplit(t.url)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+    sock.connect((parts.hostname, parts.port))
+    return sock
+
+
+def _answer_length(sock: socket.socket, seconds: float, pause: float = 0.0) -> tuple[int, int]:
+    """Read an answer (``pause`` between reads of 4 KiB) until the server ends it or
+    ``seconds`` pass: its Content-Length and the body bytes that came."""
+    sock.settimeout(2)
+    data = b""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(4096)
+        except (ConnectionResetError, TimeoutError):
+            break
+        if not chunk:
+            break
+        data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = [
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")[1:]
+            if line.lower().startswith(b"content-length:")
+        ]
+        if length and len(body) >= length[0]:
+            break
+        time.sleep(pause)
+    head, _, body = data.partition(b"\r\n\r\n")
+    lengths = [
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")[1:]
+        if line.lower().startswith(b"content-length:")
+    ]
+    return (lengths[0] if lengths else -1), len(body)
+
+
+def test_a_client_that_never_reads_its_answer_is_dropped(
+    sqlite_target: Callable[..., Target],
+) -> None:
+    """Clients that ask for a large answer and read none of it are dropped at the send
+    deadline, the answers buffered for them discarded, while others are served; one that
+    reads slowly but steadily gets its whole answer."""
+    t = sqlite_target(SEND_TIMEOUT_SECONDS="1")
+    request = _big_listing(t)
+    stuck = [_slow_socket(t) for _ in range(5)]
+    for sock in stuck:
+        sock.sendall(request)
+    steady = _slow_socket(t)
+    steady.sendall(request)
+    length, got = _answer_length(steady, 60, pause=0.02)  # ~200 KB/s: reads all along
+    assert got == length > 3_000_000
+    with t.client() as client:
+        assert client.get("/healthz").status_code == 200
+    time.sleep(1.0)  # well past the deadline of 1 s (the steady read took longer)
+    for sock in stuck:
+        length, got = _answer_length(sock, 10)
+        assert length > 3_000_000
+        assert got < length / 2  # cut off: the rest was dropped, not sent once it read
+        sock.close()
+    steady.close()
+
+
 def test_an_early_answer_does_not_lift_the_deadlines(sqlite_target: Callable[..., Target]) -> None:
     """A request answered before its body is in (404 here) keeps its body deadline, and the
     next request's headers get theirs: sending them a byte at a time is cut off at 408."""

@@ -1,16 +1,21 @@
 """Serving the app with uvicorn, with the connection bounds uvicorn does not have.
 
-uvicorn closes idle keep-alive connections, but a connection that never sends a request, or
-sends its headers a byte at a time, is held for ever, and it accepts as many connections as
-the process has file descriptors: tens of thousands of idle sockets then leave none for the
-database. :class:`GuardedProtocol` adds three bounds to uvicorn's httptools protocol:
+uvicorn closes idle keep-alive connections, but a connection that never sends a request,
+sends its headers a byte at a time, or never reads its answer is held for ever, and it
+accepts as many connections as the process has file descriptors: tens of thousands of idle
+sockets then leave none for the database. :class:`GuardedProtocol` adds these bounds to
+uvicorn's httptools protocol:
 
 - a cap on open connections (``max_connections``): one more is answered 503 and closed at once;
 - a header deadline (``header_timeout``): a connection that has not sent a whole request line
   and headers this long after it opened (or after its previous answer) is closed (408);
 - a body deadline (``body_timeout``): a request whose body has not all arrived this long after
   its headers is closed (408), so a body sent a byte at a time holds nothing for long;
-- a cap on the size of the request line and headers (``max_header_bytes``): past it, 400.
+- a cap on the size of the request line and headers (``max_header_bytes``): past it, 400;
+- a send deadline (``send_timeout``): a client that reads nothing of an answer for this long
+  while the connection's send buffer is full (past the transport's high-water mark) is
+  dropped, and what was buffered for it with it, so a client that never reads holds neither
+  memory nor a stream for long. A slow reader that makes progress is not cut off.
 
 uvicorn has settings for none of these but the cap (its ``limit_concurrency`` answers 503 only
 once a request's headers are in, so idle sockets still pile up), so the guard extends its
@@ -22,9 +27,15 @@ reverse proxy the proxy's own limits come first (``docs/deployment.md``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
 import re
 import resource
+import socket
+import struct
+import sys
+import termios
 from typing import Any, ClassVar
 from urllib.parse import unquote
 
@@ -35,6 +46,12 @@ from morag_progress.api.sse import Streams
 from morag_progress.settings import Settings
 
 __all__ = ["GuardedProtocol", "RedactSecrets", "default_max_connections", "uvicorn_config"]
+
+_OUTQ = getattr(termios, "TIOCOUTQ", None) if sys.platform == "linux" else None
+"""The ioctl that reads a TCP socket's unacknowledged bytes (Linux's SIOCOUTQ)."""
+
+_RESET = struct.pack("ii", 1, 0)
+"""SO_LINGER on, zero seconds: closing the socket resets it, dropping what is queued."""
 
 _RESERVED_FDS = 128  # for the database, log files, webhook connections and the listening socket
 
@@ -55,10 +72,13 @@ class GuardedProtocol(HttpToolsProtocol):
     header_timeout: ClassVar[float] = 10.0
     body_timeout: ClassVar[float] = 30.0
     max_header_bytes: ClassVar[int] = 64 * 1024
+    send_timeout: ClassVar[float] = 30.0
     streams: ClassVar[Streams | None] = None
     """The served app's event streams, ended when the server stops."""
 
     _deadline: asyncio.TimerHandle | None = None
+    _send_deadline: asyncio.TimerHandle | None = None
+    _unsent = 0  # bytes buffered for the client when its send deadline was (re)armed
     _header_bytes = 0
     _receiving = False  # between a request's headers and the end of its body
 
@@ -79,7 +99,54 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._not_sending()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        """The client is not reading as fast as the answer is written: it has
+        ``send_timeout`` to read some of it."""
+        super().pause_writing()
+        self._sending(self._unsent_bytes())
+
+    def resume_writing(self) -> None:
+        self._not_sending()
+        super().resume_writing()
+
+    def _sending(self, unsent: int) -> None:
+        self._not_sending()
+        self._unsent = unsent
+        self._send_deadline = self.loop.call_later(self.send_timeout, self._check_reading)
+
+    def _not_sending(self) -> None:
+        if self._send_deadline is not None:
+            self._send_deadline.cancel()
+            self._send_deadline = None
+
+    def _unsent_bytes(self) -> int:
+        """What the client has not acknowledged yet: the transport's buffer and, on Linux,
+        the kernel's send queue (which the transport fills only in large steps, so its own
+        buffer alone can stand still for seconds while the client reads steadily)."""
+        unsent = self.transport.get_write_buffer_size()
+        sock = self.transport.get_extra_info("socket")
+        if _OUTQ is not None and sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                queued = fcntl.ioctl(sock.fileno(), _OUTQ, b"\0" * 4)
+                unsent += int.from_bytes(queued, sys.byteorder, signed=True)
+        return unsent
+
+    def _check_reading(self) -> None:
+        self._send_deadline = None
+        unsent = self._unsent_bytes()
+        if unsent < self._unsent:  # it read some: another period to read more
+            self._sending(unsent)
+        elif not self.transport.is_closing() or unsent:
+            # Not close(), which would wait to send the buffer to a client that never reads;
+            # and a reset, so that the kernel drops its queue too rather than keep sending it.
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+            self.transport.abort()
 
     def shutdown(self) -> None:
         """The server is stopping: open event streams end (each finishes its response, and
@@ -191,6 +258,7 @@ def uvicorn_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Conf
             "header_timeout": settings.header_timeout_seconds,
             "body_timeout": settings.body_timeout_seconds,
             "max_header_bytes": settings.max_header_bytes,
+            "send_timeout": settings.send_timeout_seconds,
             "streams": getattr(getattr(app, "state", None), "streams", None),
         },
     )
