@@ -7,6 +7,7 @@ import contextlib
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -368,15 +369,26 @@ def test_watch_reconnects_when_the_server_restarts(server_env: dict[str, str]) -
         stderr=subprocess.PIPE,
         text=True,
     )
+    lines: list[str] = []
+    assert process.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+
+    def shown(text: str) -> None:
+        deadline = time.monotonic() + 30
+        while f"{job_id} {text}\n" not in lines:
+            assert time.monotonic() < deadline, (text, lines)
+            time.sleep(0.05)
+
     try:
         time.sleep(1.5)
         tracker.update_progress(job_id, 30, None, "before the crash")
-        time.sleep(0.5)
+        shown("PROCESSING 30% before the crash")
         server.kill()
         tracker.update_progress(job_id, 60, None, "while it was down")
         time.sleep(1.0)
         server.start()
-        time.sleep(2.5)  # watch's first wait is 1 s
+        shown("PROCESSING 60% while it was down")  # resumed: what it missed
         finished = httpx.put(
             f"{server.url}/api/v1/remote-jobs/{job_id}/result",
             json={"success": True, "message": "All done"},
@@ -384,14 +396,16 @@ def test_watch_reconnects_when_the_server_restarts(server_env: dict[str, str]) -
             timeout=10,
         )
         assert finished.status_code == 200
-        out, err = process.communicate(timeout=30)
+        process.wait(timeout=30)
+        reader.join(timeout=10)
     finally:
         reap(process, grace=0)
         server.stop()
         store.close()
+        assert process.stderr is not None
+        err = process.stderr.read()
+        process.stderr.close()
+        process.stdout.close()
     assert process.returncode == 0, err
-    lines = out.splitlines()
-    assert f"{job_id} PROCESSING 30% before the crash" in lines
-    assert f"{job_id} PROCESSING 60% while it was down" in lines
-    assert f"{job_id} FINISHED 100% All done" in lines
+    assert f"{job_id} FINISHED 100% All done\n" in lines
     assert "reconnecting in 1 s" in err
