@@ -217,7 +217,8 @@ def test_report_without_a_server_url_names_it(monkeypatch: pytest.MonkeyPatch) -
     """No URL configured: a usage error naming --api-url."""
     result = runner.invoke(app, ["report", "job", "10"])
     assert result.exit_code == 2
-    assert "api_url" in result.output
+    assert "pass --api-url or set MORAG_PROGRESS_API_URL" in result.output
+    assert "None" not in result.output
 
 
 def test_watch_ends_when_its_jobs_end(remote: Remote) -> None:
@@ -409,3 +410,77 @@ def test_watch_reconnects_when_the_server_restarts(server_env: dict[str, str]) -
     assert process.returncode == 0, err
     assert f"{job_id} FINISHED 100% All done\n" in lines
     assert "reconnecting in 1 s" in err
+
+
+def test_a_refused_key_is_one_line_naming_the_key_and_where_it_came_from(remote: Remote) -> None:
+    """A wrong key: one line on stderr naming the server, the key's first characters and
+    its source (the environment, or --api-key), with what to do; exit code 1."""
+    wrong = "mpk_" + "x" * 40
+    from_env = cli_env(remote, {"MORAG_PROGRESS_API_KEY": wrong}, "jobs", "list")
+    assert from_env.returncode == 1
+    [line] = from_env.stderr.splitlines()
+    assert line.startswith(f"error: the server at {remote.url} refused the API key mpk_xxxx...")
+    assert "from MORAG_PROGRESS_API_KEY: invalid or revoked API key" in line
+    assert "keys create --user NAME" in line
+    given = cli_env(remote, {}, "jobs", "list", "--api-key", wrong)
+    assert "mpk_xxxx... given with --api-key" in given.stderr
+    none = cli_env(remote, {"MORAG_PROGRESS_API_KEY": ""}, "jobs", "list")
+    assert f"the server at {remote.url} needs an API key, and none was given" in none.stderr
+
+
+def test_a_server_that_is_down_is_one_line_with_its_url_and_a_hint(remote: Remote) -> None:
+    """jobs, report and watch against a port nobody listens on: the same one line."""
+    down = f"http://127.0.0.1:{free_port()}"
+    for args in (["jobs", "list"], ["report", "j", "5"], ["watch"]):
+        done = cli_env(remote, {"MORAG_PROGRESS_API_URL": down}, *args)
+        assert done.returncode == 1, args
+        assert done.stderr.splitlines() == [
+            f"error: cannot reach the server at {down}: connection refused (is it running? "
+            "`morag-progress serve` starts one; the URL is set in MORAG_PROGRESS_API_URL)"
+        ], args
+
+
+def test_a_refused_value_is_the_servers_one_line(remote: Remote) -> None:
+    """A value the server refuses (422) is its one-line summary, not a dump."""
+    done = cli_env(
+        remote, {"MORAG_PROGRESS_API_KEY": remote.user_key}, "jobs", "list", "--status", "DONE"
+    )
+    assert done.returncode == 1
+    [line] = done.stderr.splitlines()
+    assert line.startswith("error: query.status: Input should be 'PENDING'")
+    assert line.endswith("(HTTP 422)")
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line(tmp_path: Path) -> None:
+    """serve on a taken port: one line naming the address and suggesting --port; exit 2."""
+    import os
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "morag_progress.cli", "serve", "--port", str(port)],
+            env={**os.environ, "MORAG_PROGRESS_DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"error: 127.0.0.1:{port} is in use (pass --port with another port, or stop what uses it)"
+    ]
+
+
+def cli_env(remote: Remote, extra: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``morag-progress ARGS`` with the remote's environment and ``extra`` over it."""
+    return subprocess.run(
+        [sys.executable, "-m", "morag_progress.cli", *args],
+        env={**remote.env(), **extra},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
+import sys
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -12,6 +15,7 @@ import typer.main
 from rich.console import Console
 from rich.table import Table
 
+from morag_progress.cli.failures import say
 from morag_progress.errors import ProgressError
 from morag_progress.keys import Role
 from morag_progress.models import utcnow
@@ -103,12 +107,18 @@ def _cannot_open(e: ProgressError) -> typer.Exit:
     return typer.Exit(2)
 
 
-def log_config(level: str = "INFO") -> dict[str, Any]:
+def log_config(level: str = "INFO", *, readable: bool = False) -> dict[str, Any]:
     """Logging for ``serve``: one JSON object per line on stderr (structlog's renderer over
-    the standard library, so uvicorn's and our own loggers come out alike)."""
+    the standard library, so uvicorn's and our own loggers come out alike), or, ``readable``
+    (a terminal), structlog's console lines for a person."""
     import structlog
 
     stamp = [structlog.stdlib.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True)]
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=True)
+        if readable
+        else structlog.processors.JSONRenderer()
+    )
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -117,8 +127,8 @@ def log_config(level: str = "INFO") -> dict[str, Any]:
                 "()": structlog.stdlib.ProcessorFormatter,
                 "processors": [
                     structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info,
-                    structlog.processors.JSONRenderer(),
+                    *([] if readable else [structlog.processors.format_exc_info]),
+                    renderer,
                 ],
                 "foreign_pre_chain": [*stamp, structlog.stdlib.add_logger_name],
             }
@@ -157,17 +167,40 @@ def serve(
     from morag_progress.api.server import uvicorn_config
 
     settings = _settings(host=host, port=port, database_url=database_url)
+    # The address first: one in use is a one-line error with a hint, before anything starts.
+    listening = _listen(settings.host, settings.port)
     try:
         api = create_app(settings)
     except ProgressError as e:
+        listening.close()
         raise _cannot_open(e) from e
-    config = uvicorn_config(api, settings, log_config=log_config())
-    base = f"http://{_url_host(config.host)}:{config.port}"
+    readable = sys.stderr.isatty()  # a person at a terminal; JSON for a log collector
+    config = uvicorn_config(api, settings, log_config=log_config(readable=readable))
+    base = f"http://{_url_host(config.host)}:{listening.getsockname()[1]}"
     # A log line (JSON, like the rest of serve's output), once logging is configured.
     logging.getLogger("morag_progress.serve").info(
         "dashboard at %s/ , API docs at %s/docs", base, base
     )
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=[listening])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port`` for the server (as uvicorn binds one), or a
+    one-line error naming the address and what to do; exit code 2."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            say(f"{host}:{port} is in use", "pass --port with another port, or stop what uses it")
+        else:
+            say(f"cannot listen on {host}:{port}: {e.strerror or e}", "check --host and --port")
+        raise typer.Exit(2) from e
+    sock.set_inheritable(True)
+    return sock
 
 
 def _url_host(host: str) -> str:

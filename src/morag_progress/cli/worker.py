@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
+from morag_progress.cli.failures import http_failure, unreachable
 from morag_progress.cli.text import markup_safe, visible
 from morag_progress.cli.view import TERMINAL, JobsView, ServerEvent, read_events
 from morag_progress.client import ProgressReporter, create_job
@@ -48,16 +49,14 @@ def _connection(api_url: str | None, api_key: str | None) -> tuple[str, dict[str
     try:
         return connection(api_url, api_key)
     except ConfigurationError as e:
-        raise typer.BadParameter(str(e), param_hint="--api-url") from e
+        if e.value is None:
+            why = "no server given: pass --api-url or set MORAG_PROGRESS_API_URL"
+            raise typer.BadParameter(f"{why} (e.g. http://127.0.0.1:8000)") from e
+        raise typer.BadParameter(f"{e.rule}, got {e.value!r}", param_hint="--api-url") from e
 
 
 def _fail(response: httpx.Response) -> typer.Exit:
-    try:
-        detail = response.json().get("detail")
-    except ValueError:
-        detail = response.text
-    notes.print(f"[red]error:[/red] {response.status_code}: {markup_safe(detail)}", soft_wrap=True)
-    return typer.Exit(1)
+    return http_failure(response)
 
 
 _ASK_EVERY = 2.0  # seconds between tail --follow's looks at whether its job has ended
@@ -78,8 +77,7 @@ def _request(method: str, url: str, headers: dict[str, str], **kwargs: Any) -> h
     try:
         return httpx.request(method, url, headers=headers, timeout=10, **kwargs)
     except httpx.HTTPError as e:
-        notes.print(f"[red]error:[/red] cannot reach {markup_safe(url)}: {markup_safe(e)}")
-        raise typer.Exit(1) from e
+        raise unreachable(url, e) from e
 
 
 def report(
@@ -391,8 +389,10 @@ def watch(
     except KeyboardInterrupt:
         pass
     except httpx.HTTPError as e:
-        notes.print(f"[red]error:[/red] {markup_safe(e)}")
-        raise typer.Exit(1) from e
+        if live is not None:
+            live.stop()
+            live = None
+        raise unreachable(base, e) from e
     finally:
         if live is not None:
             live.stop()

@@ -1,0 +1,118 @@
+"""How the command line says that something went wrong: one line on stderr, with a hint.
+
+An error names what failed and, where the user can do something about it, what to do: which
+key was refused and where it came from, which server could not be reached, which field broke
+which rule. It is never wrapped (a pipe gets it whole) and never a traceback or a dump.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit
+
+import httpx
+import typer
+from rich.console import Console
+
+from morag_progress.cli.text import markup_safe
+
+__all__ = ["http_failure", "say", "unreachable"]
+
+_stderr = Console(stderr=True, highlight=False)
+
+_KEY_ENV = "MORAG_PROGRESS_API_KEY"
+_URL_ENV = "MORAG_PROGRESS_API_URL"
+
+
+def say(what: str, hint: str | None = None, *, level: str = "error") -> None:
+    """One line on stderr: ``error: what (hint)``; ``what`` and ``hint`` are plain text."""
+    colour = "red" if level == "error" else "yellow"
+    line = f"[{colour}]{level}:[/{colour}] {markup_safe(what)}"
+    if hint:
+        line += f" [dim]({markup_safe(hint)})[/dim]"
+    _stderr.print(line, soft_wrap=True)
+
+
+def http_failure(response: httpx.Response) -> typer.Exit:
+    """Say why the server refused a request; exit code 1."""
+    detail = _detail(response)
+    status = response.status_code
+    server = _base(response.request.url)
+    if status == 401:
+        secret = response.request.headers.get("Authorization", "").partition(" ")[2]
+        if secret:
+            say(f"the server at {server} refused {_key_named(secret)}: {detail}", _key_hint())
+        else:
+            say(f"the server at {server} needs an API key, and none was given", _key_hint())
+    elif status == 429:
+        wait = response.headers.get("Retry-After")
+        say(f"{detail} (HTTP 429)", f"try again in {wait} s" if wait else None)
+    else:
+        say(f"{detail} (HTTP {status})")
+    return typer.Exit(1)
+
+
+def unreachable(url: httpx.URL | str, error: Exception) -> typer.Exit:
+    """Say that the server cannot be reached, and where its URL came from; exit code 1."""
+    base = _base(httpx.URL(str(url)))
+    reason = _reason(error)
+    where = f"set in {_URL_ENV}" if os.environ.get(_URL_ENV) else "given with --api-url"
+    say(
+        f"cannot reach the server at {base}: {reason}",
+        f"is it running? `morag-progress serve` starts one; the URL is {where}",
+    )
+    return typer.Exit(1)
+
+
+def _detail(response: httpx.Response) -> str:
+    """The server's own words: a validation error's one-line summary, else its detail."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:200] or response.reason_phrase
+    if isinstance(body, dict):
+        message = body.get("message")
+        if isinstance(message, str) and message:
+            return message
+        detail = body.get("detail")
+        if isinstance(detail, str):
+            return detail
+        if isinstance(detail, list):  # FastAPI's shape, from a server without the summary
+            return "; ".join(
+                f"{'.'.join(str(p) for p in item.get('loc', ()))}: {item.get('msg')}"
+                for item in detail
+                if isinstance(item, dict)
+            )
+    return str(body)[:200]
+
+
+def _key_named(secret: str) -> str:
+    """The key, by its first characters, and where it came from."""
+    shown = f"the API key {secret[:8]}..." if len(secret) > 12 else "the (short) API key"
+    env = os.environ.get(_KEY_ENV)
+    where = f"from {_KEY_ENV}" if env and env.strip() == secret else "given with --api-key"
+    return f"{shown} {where}"
+
+
+def _key_hint() -> str:
+    return (
+        f"set {_KEY_ENV} or pass --api-key; on the server, `morag-progress keys create --user"
+        " NAME` makes one and `keys list` shows them"
+    )
+
+
+def _base(url: httpx.URL) -> str:
+    parts = urlsplit(str(url))
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _reason(error: Exception) -> str:
+    """A transport error as a person reads it ("connection refused", "timed out")."""
+    if isinstance(error, httpx.TimeoutException):
+        return "it did not answer in time"
+    text = str(error) or type(error).__name__
+    if "Connection refused" in text:
+        return "connection refused"
+    if "Name or service not known" in text or "nodename nor servname" in text:
+        return "no such host"
+    return text.removeprefix("[Errno 111] ")
