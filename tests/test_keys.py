@@ -41,7 +41,16 @@ def test_list_and_revoke(store: SQLStore) -> None:
 
 
 @pytest.mark.parametrize(
-    ("user", "role", "field"), [("", "user", "user"), ("alice", "root", "role")]
+    ("user", "role", "field"),
+    [
+        ("", "user", "user"),
+        ("*", "user", "user"),  # stands for every user: an admin's webhooks
+        ("alice\x1b[2J", "user", "user"),
+        (" alice", "user", "user"),
+        ("..", "user", "user"),
+        ("a" * 129, "user", "user"),
+        ("alice", "root", "role"),
+    ],
 )
 def test_bad_key_fields(store: SQLStore, user: str, role: str, field: str) -> None:
     """A bad user or role is refused, naming it."""

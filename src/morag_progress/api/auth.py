@@ -25,6 +25,7 @@ __all__ = [
     "Authenticator",
     "Principal",
     "client_address",
+    "key_principal",
     "principal",
     "require",
     "stream_principal",
@@ -192,6 +193,19 @@ async def principal(request: Request) -> Principal:
         authenticator: Authenticator = request.app.state.authenticator
         caller = await authenticator.authenticate(authorization or None, client_address(request))
     await request.app.state.rate_limiter.acquire(caller.key_id)
+    return caller
+
+
+async def key_principal(request: Request) -> Principal:
+    """FastAPI dependency: ``principal``, signed in with an API key itself. A stream token
+    (a dashboard link anyone holding it may use) reads jobs and their streams only: not, for
+    instance, webhooks, whose URLs may hold secrets (a chat's posting token)."""
+    caller = await principal(request)
+    if caller.token_hash is not None:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail="a stream token reads jobs only; this needs an API key",
+        )
     return caller
 
 

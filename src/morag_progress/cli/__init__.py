@@ -103,7 +103,7 @@ def _store(database_url: str | None) -> SQLStore:
 
 def _cannot_open(e: ProgressError) -> typer.Exit:
     """One line on stderr saying why the database cannot be used; exit code 2."""
-    notes.print(f"[red]error:[/red] {str(e).splitlines()[0]}", highlight=False, soft_wrap=True)
+    say(str(e).splitlines()[0])
     return typer.Exit(2)
 
 
@@ -218,7 +218,7 @@ def _unmigrated_store(database_url: str | None) -> SQLStore:
     try:
         return SQLStore(url, create_tables=False)
     except ProgressError as e:
-        console.print(f"[red]error:[/red] {e}")
+        say(str(e))
         raise typer.Exit(2) from e
 
 
@@ -232,7 +232,7 @@ def db_upgrade(
     try:
         before, after = store.upgrade(revision)
     except ProgressError as e:
-        console.print(f"[red]error:[/red] {e}")
+        say(str(e))
         raise typer.Exit(1) from e
     finally:
         store.close()
@@ -251,7 +251,7 @@ def db_current(database_url: DatabaseUrl = None) -> None:
     try:
         revision = store.revision()
     except ProgressError as e:
-        console.print(f"[red]error:[/red] {e}")
+        say(str(e))
         raise typer.Exit(1) from e
     finally:
         store.close()
@@ -306,7 +306,7 @@ def keys_create(
     try:
         key, secret = store.create_key(user_id=user, role=role, name=name, now=utcnow())
     except ProgressError as e:
-        console.print(f"[red]error:[/red] {e}")
+        say(str(e))
         raise typer.Exit(2) from e
     finally:
         store.close()
@@ -351,7 +351,7 @@ def keys_revoke(
     finally:
         store.close()
     if not revoked:
-        console.print(f"[red]error:[/red] no active key {key_id!r}")
+        say(f"no active key {key_id!r}")
         raise typer.Exit(1)
     console.print(f"key {key_id} revoked")
 

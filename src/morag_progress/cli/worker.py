@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
-from morag_progress.cli.failures import http_failure, unreachable
+from morag_progress.cli.failures import http_failure, say, unreachable
 from morag_progress.cli.text import markup_safe, visible
 from morag_progress.cli.view import TERMINAL, JobsView, ServerEvent, read_events
 from morag_progress.client import ProgressReporter, create_job
@@ -213,7 +213,7 @@ def _run(command: list[str], job: str, base: str, api_key: str | None, min_inter
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     except OSError as e:
         reporter.complete(False, f"cannot run {command[0]!r}: {e.strerror}")
-        notes.print(f"[red]error:[/red] cannot run {command[0]!r}: {e.strerror}")
+        say(f"cannot run {command[0]!r}: {e.strerror}")
         _outcome(reporter, base, reporter.close())
         raise typer.Exit(127) from e
     assert process.stdout is not None

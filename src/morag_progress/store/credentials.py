@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
+from morag_progress.bounds import check_id
 from morag_progress.errors import InvalidInputError, JobConflictError
 from morag_progress.keys import ApiKey, Role, generate_key, hash_key
 from morag_progress.store.engine import NO_USER, Database, api_key_from_row, mapping_upsert
@@ -57,10 +58,9 @@ class Credentials(Database):
     ) -> tuple[ApiKey, str]:
         """Make and store a key; returns it and its secret, which is shown once and never
         stored (only its hash is)."""
-        if not isinstance(user_id, str) or not user_id.strip() or len(user_id) > 128:
-            raise InvalidInputError(
-                "user", "must be a non-empty string of at most 128 characters", user_id
-            )
+        # A user's name is an id (the job id's rule): no "*", which stands for every user
+        # (an admin's webhooks), no blank, no control characters for a terminal to obey.
+        check_id("user", user_id)
         try:
             role = Role(role)
         except ValueError as e:

@@ -342,6 +342,28 @@ def test_a_revoked_stream_token_stops_working_and_ends_its_streams(
     assert time.monotonic() - started < 8
 
 
+def test_a_stream_token_reads_jobs_but_not_webhooks(live_url: str, alice: Auth) -> None:
+    """A token (a dashboard link anyone holding it may use) reads jobs; webhooks, whose URLs
+    may hold secrets, need the key itself."""
+    created = httpx.post(
+        f"{live_url}/api/v1/webhooks",
+        json={"url": "https://93.184.215.14/services/T0/B0/secret", "events": ["job.finished"]},
+        headers=alice,
+        timeout=10,
+    )
+    assert created.status_code == 201
+    token = httpx.post(f"{live_url}/api/v1/stream-tokens", headers=alice, timeout=10).json()[
+        "token"
+    ]
+    as_token = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(f"{live_url}/api/v1/jobs", headers=as_token, timeout=10).status_code == 200
+    hooks = httpx.get(f"{live_url}/api/v1/webhooks", headers=as_token, timeout=10)
+    assert hooks.status_code == 403
+    assert "secret" not in hooks.text
+    assert hooks.json()["detail"] == "a stream token reads jobs only; this needs an API key"
+    assert httpx.get(f"{live_url}/api/v1/webhooks", headers=alice, timeout=10).status_code == 200
+
+
 def test_a_stream_opened_with_a_token_ends_at_its_expiry(
     live_url: str, store: SQLStore, alice: Auth, open_stream: Callable[..., Stream]
 ) -> None:

@@ -15,7 +15,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
-from morag_progress.api.auth import Principal, principal, stream_principal
+from morag_progress.api.auth import Principal, key_principal, principal, stream_principal
 from morag_progress.api.estimates import Estimates
 from morag_progress.api.schemas import DocumentType, JobId, SearchText
 from morag_progress.errors import JobNotFoundError
@@ -27,6 +27,7 @@ __all__ = [
     "Caller",
     "JobFilters",
     "JobIdPath",
+    "KeyCaller",
     "StreamCaller",
     "decoded",
     "errors",
@@ -39,6 +40,8 @@ __all__ = [
 _T = TypeVar("_T")
 
 Caller = Annotated[Principal, Depends(principal)]
+KeyCaller = Annotated[Principal, Depends(key_principal)]
+"""A caller signed in with an API key, not a stream token (webhooks: their URLs are secrets)."""
 StreamCaller = Annotated[Principal, Depends(stream_principal)]
 JobIdPath = Annotated[JobId, Path(description="The job's id.")]
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, st
 from starlette.concurrency import run_in_threadpool
 
 from morag_progress.api.auth import Principal, require
-from morag_progress.api.routes import Caller, errors
+from morag_progress.api.routes import KeyCaller, errors
 from morag_progress.api.schemas import DeliveryOut, WebhookCreated, WebhookIn, WebhookOut
 from morag_progress.errors import LimitExceededError
 from morag_progress.keys import Role
@@ -56,7 +56,7 @@ def _owned(request: Request, webhook_id: str, caller: Principal) -> Webhook:
     status_code=status.HTTP_201_CREATED,
     responses=errors(400, 401, 403, 422, 429),
 )
-async def create_webhook(body: WebhookIn, caller: Caller, request: Request) -> WebhookCreated:
+async def create_webhook(body: WebhookIn, caller: KeyCaller, request: Request) -> WebhookCreated:
     """Register a URL for job events of the caller's jobs (an admin's: everyone's). The reply
     carries the signing secret, this once. URLs to private, loopback or link-local addresses
     are refused unless the operator allows them."""
@@ -82,7 +82,7 @@ async def create_webhook(body: WebhookIn, caller: Caller, request: Request) -> W
 
 
 @router.get("", response_model=list[WebhookOut], responses=errors(401, 403, 429))
-def list_webhooks(caller: Caller, request: Request) -> list[WebhookOut]:
+def list_webhooks(caller: KeyCaller, request: Request) -> list[WebhookOut]:
     """The caller's webhooks."""
     require(caller, Role.USER, Role.ADMIN)
     return [_out(hook) for hook in _hooks(request).list_for(caller.scope)]
@@ -93,7 +93,7 @@ def list_webhooks(caller: Caller, request: Request) -> list[WebhookOut]:
     status_code=status.HTTP_204_NO_CONTENT,
     responses=errors(401, 403, 404, 429),
 )
-def delete_webhook(webhook_id: WebhookId, caller: Caller, request: Request) -> Response:
+def delete_webhook(webhook_id: WebhookId, caller: KeyCaller, request: Request) -> Response:
     """Stop calling the URL; pending deliveries are dropped."""
     _owned(request, webhook_id, caller)
     _hooks(request).delete(webhook_id, caller.scope)
@@ -107,7 +107,7 @@ def delete_webhook(webhook_id: WebhookId, caller: Caller, request: Request) -> R
 )
 def list_deliveries(
     webhook_id: WebhookId,
-    caller: Caller,
+    caller: KeyCaller,
     request: Request,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[DeliveryOut]:
