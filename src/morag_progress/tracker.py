@@ -126,11 +126,13 @@ class JobTracker:
         status: JobStatus = JobStatus.PENDING,
         actor: str | None = None,
         parent_trace: str | None = None,
+        max_open: int | None = None,
     ) -> str:
         """Create a job and return its id. A given ``job_id`` is idempotent for its owner.
 
         The job's span (``tracing.py``) is a child of ``parent_trace`` (the creator's W3C
-        ``traceparent``; default: the span current in this process, if any)."""
+        ``traceparent``; default: the span current in this process, if any). ``max_open``:
+        LimitExceededError, nothing made, if the user would have more jobs not yet ended."""
         check_text("document_name", document_name, max_length=MAX_NAME, required=True)
         check_text("document_type", document_type, max_length=MAX_TYPE, required=True)
         check_text("document_id", document_id, max_length=MAX_NAME)
@@ -163,7 +165,7 @@ class JobTracker:
             traceparent=own_trace,
             trace_parent_id=creator_span,
         )
-        job, created = self.store.create_job(new, now=self._clock())
+        job, created = self.store.create_job(new, now=self._clock(), max_open=max_open)
         if created:
             logger.info("job %s started: %s (%s)", job.id, document_name, document_type)
         return job.id
@@ -317,13 +319,19 @@ class JobTracker:
         return result
 
     def requeue(
-        self, job_id: str, user_id: str | None = None, *, actor: str | None = None
+        self,
+        job_id: str,
+        user_id: str | None = None,
+        *,
+        actor: str | None = None,
+        max_open: int | None = None,
     ) -> UpdateResult:
         """Put a remote job that failed, was cancelled or stalled back in the queue (WAITING
         for a remote worker at 0%, a new attempt, released: no worker may report on it until
-        one claims it). Raises JobStateError saying why a job cannot be requeued."""
+        one claims it). Raises JobStateError saying why a job cannot be requeued, and
+        LimitExceededError if its user would have more than ``max_open`` jobs not ended."""
         result = self.store.requeue(
-            job_id, user_id=user_id, now=self._clock(), actor=actor or self.actor
+            job_id, user_id=user_id, now=self._clock(), actor=actor or self.actor, max_open=max_open
         )
         if result.applied and result.job is not None:
             self._notify(result.job)

@@ -93,3 +93,30 @@ def test_per_user_quotas_on_creating_jobs(sqlite_target: Callable[..., Target]) 
     with httpx.Client(base_url=t.url) as client:
         client.post(f"/api/v1/jobs/{first}/cancel", headers=carol)
     assert t.create(carol).status_code == 201
+
+
+def test_the_open_jobs_cap_holds_under_concurrent_creates_and_requeues(
+    target: Callable[..., Target],
+) -> None:
+    """Many creates at once pass the cap on open jobs exactly up to it (the check and the
+    insert are one transaction, on both databases); a requeue that would pass it is refused,
+    nothing changed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    t = target(MAX_OPEN_JOBS_PER_USER="5", JOBS_PER_MINUTE_PER_USER="0")
+    dave, worker = t.key("dave"), t.key("dave", Role.WORKER)
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        answers = list(pool.map(lambda _: t.create(dave, remote=True).status_code, range(24)))
+    assert sorted(answers) == [201] * 5 + [429] * 19
+    with t.client() as client:
+        assert len(client.get("/api/v1/jobs", headers=dave).json()["jobs"]) == 5
+        claimed = client.post("/api/v1/remote-jobs/claim", json={"worker_id": "w"}, headers=worker)
+        failed = claimed.json()["id"]
+        result = {"success": False, "message": "out of memory"}
+        ended = client.put(f"/api/v1/remote-jobs/{failed}/result", json=result, headers=worker)
+        assert ended.status_code == 200
+        assert t.create(dave).status_code == 201  # the failed job's slot, taken
+        again = client.post(f"/api/v1/jobs/{failed}/requeue", headers=dave)
+        assert again.status_code == 429
+        assert "5 jobs that have not ended" in again.json()["detail"]
+        assert client.get(f"/api/v1/jobs/{failed}", headers=dave).json()["status"] == "FAILED"

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, String, bindparam, case, func, literal, or_, select, update
 
 from morag_progress.audit import SERVER, Action
-from morag_progress.errors import JobStateError
+from morag_progress.errors import JobStateError, LimitExceededError
 from morag_progress.models import Job, JobStatus, UpdateOutcome, UpdateResult
 from morag_progress.store.engine import TERMINAL_VALUES, Row, db_user, job_from_row, mapping_upsert
 from morag_progress.store.rollup import adopt, reopen
@@ -54,7 +54,13 @@ class NewJob:
 class JobLifecycle(JobWriter):
     """Creates jobs and makes the changes of their life that are not progress reports."""
 
-    def create_job(self, new: NewJob, *, now: datetime) -> tuple[Job, bool]:
+    def create_job(
+        self, new: NewJob, *, now: datetime, max_open: int | None = None
+    ) -> tuple[Job, bool]:
+        """Create the job (or return the user's job of that id, made before: the same request
+        twice). ``max_open``: LimitExceededError, nothing made, when the user would have more
+        jobs that have not ended (checked in the same transaction: concurrent creates cannot
+        pass it together)."""
         owner = db_user(new.user_id)
         row = {
             "id": new.id,
@@ -86,6 +92,7 @@ class JobLifecycle(JobWriter):
                 existing = self._fetch(conn, new.id, owner)
                 assert existing is not None
                 return job_from_row(existing), False
+            self._within_open_cap(conn, owner, max_open)
             self._append_event(
                 batch, created, now=now, timestamp=now, actor=new.created_by, action=Action.CREATE
             )
@@ -238,7 +245,13 @@ class JobLifecycle(JobWriter):
         )
 
     def requeue(
-        self, job_id: str, *, user_id: str | None, now: datetime, actor: str | None = None
+        self,
+        job_id: str,
+        *,
+        user_id: str | None,
+        now: datetime,
+        actor: str | None = None,
+        max_open: int | None = None,
     ) -> UpdateResult:
         """Put a remote job that failed, was cancelled or stalled back in the queue: WAITING
         for a remote worker at 0% in a new attempt, its error, worker and claim released (no
@@ -296,12 +309,33 @@ class JobLifecycle(JobWriter):
                 if now_row is not None:
                     self._check_requeue(conn, now_row)
                 raise JobStateError(job_id, "changed while it was being requeued: try again")
+            self._within_open_cap(conn, before["user_id"], max_open)
             if before["parent_id"] is not None:
                 reopen(conn, before)
             event_id = self._append_event(
                 batch, row, now=now, timestamp=now, actor=actor, action=Action.REQUEUE
             )
             return UpdateResult(UpdateOutcome.APPLIED, job_from_row(row), event_id)
+
+    def _within_open_cap(self, conn: Connection, owner: str, max_open: int | None) -> None:
+        """Raise LimitExceededError (undoing the transaction) when ``owner`` now has more than
+        ``max_open`` jobs that have not ended, this transaction's included. Concurrent
+        transactions of one owner take turns here: SQLite's writes are one at a time, and on
+        PostgreSQL a lock per owner, held to the commit, makes the second count after the
+        first has committed."""
+        if not max_open:
+            return
+        if self.dialect == "postgresql":
+            conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(owner, 0))))
+        j = jobs.c
+        open_ = sorted(s.value for s in JobStatus if not s.is_terminal)
+        count = select(func.count()).where(j.status.in_(open_), j.user_id == owner)
+        if int(conn.execute(count).scalar_one()) > max_open:
+            raise LimitExceededError(
+                f"this user has {max_open} jobs that have not ended, the most it may; "
+                "finish or cancel some first",
+                retry_after=10,
+            )
 
     def _check_requeue(self, conn: Connection, job: Row) -> None:
         """Raise JobStateError saying why ``job`` cannot be requeued, if it cannot."""

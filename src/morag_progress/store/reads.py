@@ -278,14 +278,6 @@ class JobReader(Database):
             value = conn.execute(stmt).scalar()
         return None if value is None else as_utc(value)
 
-    def count_open_jobs(self, user_id: str) -> int:
-        """How many of the user's jobs have not ended (an index range per open status)."""
-        j = jobs.c
-        open_ = sorted(s.value for s in JobStatus if not s.is_terminal)
-        stmt = select(func.count()).where(j.status.in_(open_), j.user_id == user_id)
-        with self._read("count open jobs") as conn:
-            return int(conn.execute(stmt).scalar_one())
-
     def count_jobs(
         self,
         *,

@@ -23,7 +23,6 @@ from morag_progress.api.schemas import (
     JobList,
     JobOut,
 )
-from morag_progress.errors import LimitExceededError
 from morag_progress.keys import Role
 from morag_progress.models import JobStatus
 
@@ -45,7 +44,7 @@ def create_job(body: JobCreate, caller: Caller, request: Request, response: Resp
     own context comes back as ``traceparent``, for its worker's spans."""
     require(caller, Role.USER, Role.ADMIN)
     tracker = tracker_of(request)
-    _check_quotas(request, caller.user_id)
+    request.app.state.job_quota.check(caller.user_id)  # 429 past the user's creation rate
     job_id = tracker.start_job(
         body.document_name,
         body.document_type,
@@ -62,6 +61,7 @@ def create_job(body: JobCreate, caller: Caller, request: Request, response: Resp
         # The creator's span (W3C Trace Context) is the job span's parent; an invalid header
         # is ignored, as the standard says, and the job starts a trace of its own.
         parent_trace=request.headers.get("traceparent"),
+        max_open=_max_open(request),
     )
     job = tracker.get_job(job_id, caller.user_id)
     assert job is not None
@@ -69,21 +69,10 @@ def create_job(body: JobCreate, caller: Caller, request: Request, response: Resp
     return estimates_of(request).job_out(job)
 
 
-def _check_quotas(request: Request, user_id: str) -> None:
-    """429 when the user creates jobs faster than its quota, or has too many open ones."""
-    request.app.state.job_quota.check(user_id)
-    _check_open(request, user_id)
-
-
-def _check_open(request: Request, user_id: str) -> None:
-    """429 when the user has as many jobs that have not ended as it may."""
-    most = request.app.state.settings.max_open_jobs_per_user
-    if most and request.app.state.store.count_open_jobs(user_id) >= most:
-        raise LimitExceededError(
-            f"this user has {most} jobs that have not ended, the most it may; "
-            "finish or cancel some first",
-            retry_after=10,
-        )
+def _max_open(request: Request) -> int | None:
+    """The most jobs not yet ended a user may have (the store checks it as it writes)."""
+    most: int | None = request.app.state.settings.max_open_jobs_per_user
+    return most
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=errors(401, 404, 422, 429))
@@ -136,8 +125,9 @@ def requeue_job(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
     the old attempt is refused as superseded). 409 for a job in another state, or one no
     remote worker ever claimed (an in-process job is retried by its own task queue)."""
     require(caller, Role.USER, Role.ADMIN)
-    _check_open(request, caller.user_id)
-    result = tracker_of(request).requeue(job_id, caller.scope, actor=caller.actor)
+    result = tracker_of(request).requeue(
+        job_id, caller.scope, actor=caller.actor, max_open=_max_open(request)
+    )
     result.raise_for_outcome(job_id)
     assert result.job is not None
     return estimates_of(request).job_out(result.job)
