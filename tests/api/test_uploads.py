@@ -69,16 +69,17 @@ async def test_the_parser_pool_parses_in_another_process_and_closes() -> None:
     assert remote.events == 1000
 
 
-async def test_one_key_cannot_queue_everyone_behind_its_uploads() -> None:
-    """A key with its allowance of uploads being parsed gets 429 for one more; another key
-    does not; the place is free again afterwards."""
+async def test_one_user_cannot_queue_everyone_behind_its_uploads() -> None:
+    """A user with its allowance of uploads being parsed (whatever keys they came with: the
+    route counts by user) gets 429 for one more; another user does not; the place is free
+    again afterwards."""
     from morag_progress.errors import LimitExceededError
 
-    pool = UploadParser(0, per_key=1)
+    pool = UploadParser(0, per_user=1)
     body = "\n".join(f"[{i % 99 + 1}%] line {i}" for i in range(50_000)).encode()
     first = asyncio.ensure_future(pool.parse(body, "alice"))
     await asyncio.sleep(0)  # the first upload is being parsed
-    with pytest.raises(LimitExceededError, match="1 log uploads being parsed"):
+    with pytest.raises(LimitExceededError, match="this user has 1 log uploads being parsed"):
         await pool.parse(b"[5%] x", "alice")
     assert (await pool.parse(b"[5%] x", "bob")).events == 1
     assert (await first).events == 50_000

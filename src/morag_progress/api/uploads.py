@@ -139,23 +139,24 @@ class UploadParser:
     """Parses uploads in ``processes`` worker processes (started on first use, with the spawn
     method: the server's threads are not forked), or in a thread when ``processes`` is 0."""
 
-    def __init__(self, processes: int = 1, *, per_key: int = 2, waiting: int = 8) -> None:
+    def __init__(self, processes: int = 1, *, per_user: int = 2, waiting: int = 8) -> None:
         self.processes = processes
-        self.per_key = per_key
+        self.per_user = per_user
         self.most = max(1, processes) * waiting
         self._pool: ProcessPoolExecutor | None = None
-        self._by_key: Counter[str] = Counter()
+        self._by_user: Counter[str] = Counter()
 
-    async def parse(self, body: bytes, key: str = "") -> ParsedUpload:
-        """Parse ``body`` for ``key``: 429 when that key has ``per_key`` uploads being parsed,
-        or when ``waiting`` per process are (one key cannot queue everyone else's behind it)."""
-        if self._by_key[key] >= self.per_key:
+    async def parse(self, body: bytes, user: str = "") -> ParsedUpload:
+        """Parse ``body`` for ``user``: 429 when that user has ``per_user`` uploads being
+        parsed (whatever keys they came with), or when ``waiting`` per process are (one user
+        cannot queue everyone else's behind theirs)."""
+        if self._by_user[user] >= self.per_user:
             raise LimitExceededError(
-                f"this key has {self.per_key} log uploads being parsed; wait for one", 1
+                f"this user has {self.per_user} log uploads being parsed; wait for one", 1
             )
-        if sum(self._by_key.values()) >= self.most:
+        if sum(self._by_user.values()) >= self.most:
             raise LimitExceededError("the server is parsing as many uploads as it takes", 1)
-        self._by_key[key] += 1
+        self._by_user[user] += 1
         try:
             if not self.processes:
                 return await run_in_threadpool(parse_upload, body)
@@ -166,9 +167,9 @@ class UploadParser:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._pool, parse_upload, body)
         finally:
-            self._by_key[key] -= 1
-            if not self._by_key[key]:
-                del self._by_key[key]
+            self._by_user[user] -= 1
+            if not self._by_user[user]:
+                del self._by_user[user]
 
     def close(self) -> None:
         """Stop the worker processes (uploads still being parsed are cancelled)."""

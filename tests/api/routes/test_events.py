@@ -463,3 +463,19 @@ def test_an_all_jobs_resume_past_the_replay_limit_gets_a_snapshot(
     assert states == {first: ("FINISHED", 100), second: ("PROCESSING", 5)}
     report(live_url, alice, second, percentage=6)
     assert resumed.next().json()["percentage"] == 6
+
+
+def test_a_users_stream_starts_at_its_own_position_not_the_servers(
+    live_url: str, store: SQLStore, alice: Auth, bob: Auth, open_stream: Callable[..., Stream]
+) -> None:
+    """The snapshot's id is the position in the caller's own changes: it does not tell
+    Alice how busy Bob is, and resuming from it still misses nothing of hers."""
+    mine = create(live_url, alice)
+    theirs = create(live_url, bob)
+    for pct in range(1, 30):
+        report(live_url, bob, theirs, percentage=pct)
+    snapshot = open_stream("/api/v1/events", alice).next()
+    assert int(snapshot.id or 0) == store.last_event_id(user_id="alice") < store.last_event_id()
+    report(live_url, alice, mine, percentage=40)
+    resumed = open_stream("/api/v1/events", {**alice, "Last-Event-ID": snapshot.id or "0"})
+    assert resumed.next().json()["percentage"] == 40

@@ -294,7 +294,12 @@ async def all_events(
     resume = await _until_streaming(request, subscription, _resume_point(request, last_event_id))
 
     def snapshot() -> tuple[int, list[Job]]:
-        return tracker.store.last_event_id(), tracker.list_jobs(caller.scope, limit=100)
+        # The position in the caller's own rows (an admin's: everyone's): the server-wide
+        # head would tell a user how busy everyone else is.
+        return (
+            tracker.store.last_event_id(user_id=caller.scope),
+            tracker.list_jobs(caller.scope, limit=100),
+        )
 
     async def stream() -> AsyncIterator[list[bytes]]:
         async with _open(request, subscription):

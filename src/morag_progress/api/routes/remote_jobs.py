@@ -230,7 +230,7 @@ async def upload_logs(job_id: JobIdPath, caller: Caller, request: Request) -> Lo
     # The job first: an upload to a job that is not the caller's is not even parsed.
     await run_in_threadpool(visible_job, request, job_id, caller)
     uploads: UploadParser = request.app.state.uploads
-    parsed = await uploads.parse(await request.body(), caller.key_id)
+    parsed = await uploads.parse(await request.body(), caller.user_id)
     logs = await run_in_threadpool(_apply_logs, tracker, job_id, parsed, caller)
     metrics = _metrics(request)
     metrics.batch_size.observe(logs.events - logs.coalesced)
