@@ -98,6 +98,29 @@ def test_a_parent_with_a_child_still_running_is_kept(
     assert tracker.get_job(running) is not None
 
 
+def test_an_open_grandchild_keeps_every_ancestor_and_leaves_go_first(
+    tracker: JobTracker, make_job: MakeJob, clock: Clock, store: SQLStore
+) -> None:
+    """P -> C -> G: with G still open, neither its parent C (failed) nor C's parent P (failed
+    too) is pruned; once G has ended long ago, the three go, leaves first."""
+    parent = make_job(document_name="course")
+    child = make_job(parent_id=parent)
+    grandchild = make_job(parent_id=child)
+    sibling = make_job(parent_id=child)
+    tracker.update_progress(grandchild, 10, None, "working", "alice")
+    tracker.mark_failed(sibling, "boom", "alice")  # C fails, and so P
+    assert tracker.get_job(parent).status.is_terminal  # type: ignore[union-attr]
+    clock.advance(40 * 86400)
+    assert Pruner(store, days=30, clock=clock).prune().jobs == 1  # the failed sibling only
+    for job_id in (parent, child, grandchild):
+        assert tracker.get_job(job_id) is not None
+    tracker.mark_failed(grandchild, "stopped", "alice")
+    clock.advance(40 * 86400)
+    assert Pruner(store, days=30, clock=clock).prune().jobs == 3
+    for job_id in (parent, child, grandchild):
+        assert tracker.get_job(job_id) is None
+
+
 def test_old_webhook_deliveries_go_but_pending_ones_stay(
     tracker: JobTracker, make_job: MakeJob, clock: Clock, store: SQLStore
 ) -> None:

@@ -53,7 +53,8 @@ class Retention(Database):
         1. feed rows of jobs deleted before (``pruning``: up to each job's last feed id, so a
            new job of the same id keeps its own), at most ``ROWS_PER_BATCH``;
         2. with what is left of that budget, up to ``JOBS_PER_BATCH`` jobs that ended before
-           ``before`` (finished, failed or cancelled, and no child of theirs still running):
+           ``before`` (finished, failed or cancelled, and no child of theirs left: leaves go
+           first, so an open job keeps all its ancestors):
            the job rows go now (so nothing can reopen a half-pruned job), their feed rows in
            this and later batches;
         3. up to ``ROWS_PER_BATCH`` webhook deliveries made before it that are not pending.
@@ -116,16 +117,14 @@ class Retention(Database):
 
     def _prune_jobs(self, conn: Connection, before: datetime) -> int:
         """Delete up to ``JOBS_PER_BATCH`` jobs that ended before ``before`` and have no child
-        still open, leaving their feed rows to ``_prune_feed``."""
+        left (children go first), leaving their feed rows to ``_prune_feed``."""
         j, e = jobs.c, events.c
         child = jobs.alias("child")
-        open_child = (
+        # Leaves first: a job is pruned only once none of its children is left, so a job
+        # still open keeps every ancestor (P -> C -> G with G open keeps C and so P).
+        any_child = (
             select(child.c.id)
-            .where(
-                child.c.parent_id == j.id,
-                child.c.user_id == j.user_id,
-                child.c.status.not_in(TERMINAL_VALUES),
-            )
+            .where(child.c.parent_id == j.id, child.c.user_id == j.user_id)
             .exists()
         )
         # The status as an expression (status || ''), not the column: otherwise SQLite, with no
@@ -134,7 +133,7 @@ class Retention(Database):
         ended_status = (j.status + "").in_(TERMINAL_VALUES)
         pick = (
             select(j.user_id, j.id)
-            .where(j.end_date < before, ended_status, ~open_child)
+            .where(j.end_date < before, ended_status, ~any_child)
             .order_by(j.end_date)
             .limit(JOBS_PER_BATCH)
         )
