@@ -29,6 +29,7 @@ from morag_progress.webhooks import (
     Dispatcher,
     WebhookStore,
     check_url,
+    masked_url,
     redact_url,
     sign,
     verify_signature,
@@ -788,3 +789,18 @@ def test_a_chat_webhook_over_http(tmp_path: Path) -> None:
             assert refused.json()["detail"][0]["loc"] == ["body", field]
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://hooks.slack.com/services/T0/B0/s3cr3t", "https://hooks.slack.com/services/***"),
+        ("https://discord.com/api/webhooks/1/t0k3n", "https://discord.com/api/***"),
+        ("https://u:pw@example.org:8443/hook?key=s3cr3t", "https://example.org:8443/hook?***"),
+        ("http://[::1]:9000/", "http://[::1]:9000/"),
+        ("https://example.org", "https://example.org/"),
+    ],
+)
+def test_a_listed_url_shows_the_endpoint_and_no_secret(url: str, shown: str) -> None:
+    """A webhook's URL as listings show it: its endpoint, never what may be a secret."""
+    assert masked_url(url) == shown

@@ -51,6 +51,7 @@ __all__ = [
     "Webhook",
     "WebhookStore",
     "check_url",
+    "masked_url",
     "redact_url",
     "refused_address",
     "sign",
@@ -184,6 +185,22 @@ def redact_url(url: str) -> str:
         return url
     netloc = f"{parts.username}:***@" + parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def masked_url(url: str) -> str:
+    """``url`` as a listing shows it: enough to tell endpoints apart (scheme, host, port and
+    the path's first segment), none of what may be a secret (user info, the rest of the path,
+    the query: Slack's and Discord's tokens are in the path)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "***"
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port is not None else "")
+    segments = [segment for segment in parts.path.split("/") if segment]
+    path = "/" + "/".join([*segments[:1], *(["***"] if len(segments) > 1 else [])])
+    return urlunsplit((parts.scheme, netloc, path, "***" if parts.query else "", ""))
 
 
 def _pinned(url: str, address: str) -> tuple[str, dict[str, str], dict[str, Any], Any]:

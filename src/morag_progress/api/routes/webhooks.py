@@ -13,7 +13,7 @@ from morag_progress.api.schemas import DeliveryOut, WebhookCreated, WebhookIn, W
 from morag_progress.errors import LimitExceededError
 from morag_progress.keys import Role
 from morag_progress.store.webhooks import ALL_USERS
-from morag_progress.webhooks import Webhook, WebhookStore, check_url, redact_url
+from morag_progress.webhooks import Webhook, WebhookStore, check_url, masked_url
 
 __all__ = ["router"]
 
@@ -33,7 +33,7 @@ def _hooks(request: Request) -> WebhookStore:
 def _out(hook: Webhook) -> WebhookOut:
     return WebhookOut(
         id=hook.id,
-        url=redact_url(hook.url),  # shown to whoever reads (a read token too): no password
+        url=masked_url(hook.url),  # its path and query may be a secret (Slack, Discord)
         events=hook.events,
         progress_interval_s=hook.progress_interval_s,
         format=hook.format,
