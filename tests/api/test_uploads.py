@@ -95,3 +95,21 @@ def test_the_last_line_without_a_time_of_its_own_is_kept() -> None:
     kept, _ = coalesce(events, limit=10)
     assert 198 in [seq for seq, _ in kept]
     assert len(kept) <= 10
+
+
+async def test_a_parse_process_that_dies_is_replaced() -> None:
+    """A worker process killed under the pool (out of memory, a signal) breaks it for good:
+    the next upload starts new processes and is parsed, and so are later ones."""
+    import os
+
+    pool = UploadParser(1)
+    try:
+        assert (await pool.parse(b"[5%] x", "alice")).events == 1
+        broken = pool._workers()
+        with pytest.raises(Exception, match="terminated abruptly"):
+            broken.submit(os._exit, 1).result(timeout=30)  # a worker dies
+        assert (await pool.parse(b"[6%] y", "alice")).events == 1
+        assert pool._workers() is not broken
+        assert (await pool.parse(b"[7%] z", "alice")).events == 1
+    finally:
+        pool.close()

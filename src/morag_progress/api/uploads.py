@@ -13,11 +13,13 @@ so the write that follows holds the lock for milliseconds.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import multiprocessing
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar
@@ -31,6 +33,8 @@ from morag_progress.models import ProgressEvent, ProgressUpdate
 from morag_progress.parser import ProgressEventParser, Sighting
 
 __all__ = ["LOG_UPDATES", "ParsedUpload", "UploadParser", "coalesce", "log_update", "parse_upload"]
+
+logger = logging.getLogger(__name__)
 
 _parser = ProgressEventParser()
 LOG_UPDATES = 50
@@ -160,16 +164,29 @@ class UploadParser:
         try:
             if not self.processes:
                 return await run_in_threadpool(parse_upload, body)
-            if self._pool is None:
-                self._pool = ProcessPoolExecutor(
-                    self.processes, mp_context=multiprocessing.get_context("spawn")
-                )
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool, parse_upload, body)
+            pool = self._workers()
+            try:
+                return await loop.run_in_executor(pool, parse_upload, body)
+            except BrokenProcessPool:
+                # A worker process died (killed, out of memory): the pool is unusable for
+                # good. Start a new one for this upload and every later one.
+                logger.warning("the log parse processes died; starting new ones")
+                if self._pool is pool:
+                    self._pool = None
+                    pool.shutdown(wait=False, cancel_futures=True)
+                return await loop.run_in_executor(self._workers(), parse_upload, body)
         finally:
             self._by_user[user] -= 1
             if not self._by_user[user]:
                 del self._by_user[user]
+
+    def _workers(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.processes, mp_context=multiprocessing.get_context("spawn")
+            )
+        return self._pool
 
     def close(self) -> None:
         """Stop the worker processes (uploads still being parsed are cancelled)."""
