@@ -37,6 +37,28 @@ async def test_openapi_documents_routes_and_errors(client: httpx.AsyncClient) ->
     assert (await client.get("/docs")).status_code == 200
 
 
+async def test_an_admins_read_of_a_shared_id_is_a_documented_409(
+    client: httpx.AsyncClient, alice: dict[str, str], bob: dict[str, str], admin: dict[str, str]
+) -> None:
+    """Ids are unique per user: an admin key reading an id two users have gets 409, and the
+    schema of every route that may answer so lists it."""
+    for auth in (alice, bob):
+        made = await client.post(
+            "/api/v1/jobs",
+            json={"id": "shared", "document_name": "a", "document_type": "pdf"},
+            headers=auth,
+        )
+        assert made.status_code == 201
+    for path in ("/api/v1/jobs/shared", "/api/v1/jobs/shared/history"):
+        answer = await client.get(path, headers=admin)
+        assert answer.status_code == 409, path
+        assert "several users" in answer.json()["detail"]
+    spec = (await client.get("/openapi.json")).json()["paths"]
+    for path in ("/api/v1/jobs/{job_id}", "/api/v1/jobs/{job_id}/history"):
+        assert "409" in spec[path]["get"]["responses"], path
+    assert "409" in spec["/api/v1/jobs/{job_id}/events"]["get"]["responses"]
+
+
 async def test_metrics(client: httpx.AsyncClient, alice: dict[str, str]) -> None:
     """/metrics counts updates by source and outcome, times requests, and counts jobs by status."""
     job = (

@@ -94,7 +94,10 @@ _ERRORS: dict[int, str] = {
     401: "No API key, or a wrong or revoked one.",
     403: "This key's role may not do this (a worker key creating or cancelling jobs).",
     404: "No such job, or not one of this key's user.",
-    409: "The job is finished, failed or cancelled, or runs a newer attempt; or the id is taken.",
+    409: (
+        "The job is finished, failed or cancelled, or runs a newer attempt; or the id is taken;"
+        " or (an admin key) the id names jobs of several users."
+    ),
     413: "The body is over the size limit.",
     422: "A field breaks a rule; the error names the field and the rule.",
     429: "Too many requests for this key; see Retry-After.",

@@ -63,7 +63,7 @@ _TOKEN_QUERY = {
 }
 _STREAM: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}}, "description": "An event stream."},
-    **errors(401, 404, 429),
+    **errors(401, 404, 409, 429),
 }
 
 

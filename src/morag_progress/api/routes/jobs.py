@@ -75,7 +75,7 @@ def _max_open(request: Request) -> int | None:
     return most
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=errors(401, 404, 422, 429))
+@router.get("/{job_id}", response_model=JobOut, responses=errors(401, 404, 409, 422, 429))
 def get_job(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
     """One job."""
     return estimates_of(request).job_out(visible_job(request, job_id, caller))
@@ -134,7 +134,9 @@ def requeue_job(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
 
 
 @router.get(
-    "/{job_id}/history", response_model=list[FeedEventOut], responses=errors(401, 404, 422, 429)
+    "/{job_id}/history",
+    response_model=list[FeedEventOut],
+    responses=errors(401, 404, 409, 422, 429),
 )
 def job_history(
     job_id: JobIdPath,
