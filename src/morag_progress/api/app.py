@@ -125,6 +125,8 @@ def create_app(
         summary="Job progress reporting: workers report, people and programs watch.",
         version=_version(),
         lifespan=lifespan,
+        docs_url=None,  # served by dashboard.mount, which no other site may frame
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.store = store

@@ -34,7 +34,12 @@ async def test_openapi_documents_routes_and_errors(client: httpx.AsyncClient) ->
     progress = spec["paths"]["/api/v1/remote-jobs/{job_id}/progress"]["put"]
     assert {"200", "401", "404", "409", "413", "422", "429"} <= progress["responses"].keys()
     assert "/api/v1/jobs" in spec["paths"]
-    assert (await client.get("/docs")).status_code == 200
+    for page in ("/docs", "/redoc"):
+        answer = await client.get(page)
+        assert answer.status_code == 200
+        assert "/openapi.json" in answer.text
+        assert answer.headers["X-Frame-Options"] == "DENY"  # no other site may frame it
+        assert answer.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
 
 
 async def test_an_admins_read_of_a_shared_id_is_a_documented_409(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import FileResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 __all__ = ["mount"]
@@ -31,7 +32,27 @@ def dashboard() -> FileResponse:
     return FileResponse(_FILES / "index.html", media_type="text/html", headers=_HEADERS)
 
 
+_NOT_FRAMED = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'"}
+"""The API's documentation pages may not be shown inside another site's frame."""
+
+
 def mount(app: FastAPI) -> None:
-    """Serve the page at ``/`` and its script and style under ``/dashboard/``."""
+    """Serve the page at ``/`` and its script and style under ``/dashboard/``, and the API's
+    documentation (Swagger UI at ``/docs``, ReDoc at ``/redoc``: FastAPI's pages, which no
+    other site may frame). The app is made with FastAPI's own documentation routes off."""
     app.include_router(router)
     app.mount("/dashboard", StaticFiles(directory=_FILES), name="dashboard")
+    openapi_url = app.openapi_url or "/openapi.json"
+
+    async def swagger_ui() -> HTMLResponse:
+        page = get_swagger_ui_html(openapi_url=openapi_url, title=f"{app.title} - API")
+        page.headers.update(_NOT_FRAMED)
+        return page
+
+    async def redoc() -> HTMLResponse:
+        page = get_redoc_html(openapi_url=openapi_url, title=f"{app.title} - API")
+        page.headers.update(_NOT_FRAMED)
+        return page
+
+    app.add_api_route("/docs", swagger_ui, include_in_schema=False)
+    app.add_api_route("/redoc", redoc, include_in_schema=False)
