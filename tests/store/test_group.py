@@ -178,3 +178,26 @@ async def test_a_closed_group_refuses_callers_on_a_loop() -> None:
     group.close()
     with pytest.raises(StoreError, match="closed"):
         await group.submit_async(1)
+
+
+def test_each_commit_is_told_its_size_and_a_failing_listener_changes_nothing() -> None:
+    """``on_commit`` hears each committed transaction's size in ``size`` units (a failed
+    one is not committed: not told); an exception out of it fails no caller."""
+    apply, batches, release = held_first_batch(lambda item: item * 10)
+    group: GroupCommit[int, int] = GroupCommit(apply, size=lambda item: 2 if item > 100 else 1)
+    sizes: list[int] = []
+
+    def listen(size: int) -> None:
+        sizes.append(size)
+        raise RuntimeError("a broken metric")
+
+    group.on_commit = listen
+    first = group.submit(1)
+    time.sleep(0.1)  # the first batch is held: these queue behind it
+    rest = [group.submit(item) for item in (2, 3, 200)]
+    release.set()
+    assert first.result(5) == 10
+    assert [future.result(5) for future in rest] == [20, 30, 2000]
+    group.close()
+    assert batches == [[1], [2, 3, 200]]
+    assert sizes == [1, 4]

@@ -154,6 +154,7 @@ def create_app(
     )
     app.state.uploads = UploadParser(settings.log_parse_processes)
     app.state.metrics = metrics = Metrics(store)
+    store.observe_commits(metrics.batch_size.observe)
     app.add_middleware(
         BodyLimit,
         limit=settings.max_body_bytes,

@@ -65,7 +65,8 @@ class Metrics:
         )
         self.batch_size = Histogram(
             "morag_progress_commit_batch_size",
-            "Updates committed together in one transaction.",
+            "Updates the writer committed together in one transaction (reports, batches and"
+            " log uploads of one process share them).",
             buckets=(1, 2, 5, 10, 50, 100, 250, 500, 1000),
             registry=self.registry,
         )

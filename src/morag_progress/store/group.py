@@ -72,6 +72,8 @@ class GroupCommit(Generic[_Item, _Result]):
         self._closed = False
         self.batches = 0
         """How many transactions the writer has run (for tests and metrics)."""
+        self.on_commit: Callable[[int], None] | None = None
+        """Told each committed transaction's size (in ``size`` units), on the writer thread."""
 
     def submit(self, item: _Item) -> Future[_Result]:
         """Queue ``item``; the future holds its result once its transaction has committed."""
@@ -151,6 +153,10 @@ class GroupCommit(Generic[_Item, _Result]):
             if not isinstance(e, StoreError):
                 logger.exception("a batch of %d updates failed", len(taken))
             outcomes = [e] * len(taken)
+        else:
+            if self.on_commit is not None:
+                with contextlib.suppress(Exception):  # a metric never fails the writer
+                    self.on_commit(sum(self._size(item) for item, _ in taken))
         finally:
             self.batches += 1
         on_loops: defaultdict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]]

@@ -110,6 +110,14 @@ class JobWriter(Database):
 
     _group: GroupCommit[_Work, _Done] | None = None
     _group_lock = threading.Lock()
+    _on_commit: Callable[[int], None] | None = None
+
+    def observe_commits(self, callback: Callable[[int], None]) -> None:
+        """Tell ``callback`` how many updates each of the writer's transactions committed
+        (on the writer thread; for a metric)."""
+        self._on_commit = callback
+        if self._group is not None:
+            self._group.on_commit = callback
 
     def apply(
         self, update: ProgressUpdate, *, now: datetime, create_missing: bool = False
@@ -160,6 +168,7 @@ class JobWriter(Database):
             with self._group_lock:
                 if self._group is None:
                     self._group = GroupCommit(self._apply_batch, size=_work_size)
+                    self._group.on_commit = self._on_commit
                 group = self._group
         return group
 

@@ -195,7 +195,6 @@ async def report_batch(body: BatchIn, caller: Caller, request: Request) -> Batch
         valid.append((i, update))
     applied = await tracker.apply_many_async([update for _, update in valid])
     metrics = _metrics(request)
-    metrics.batch_size.observe(len(valid))
     for outcome, n in Counter(result.outcome for result in applied).items():
         metrics.count("batch", outcome, n)  # once per outcome: a label lookup costs ~5 us
     for (i, update), result in zip(valid, applied, strict=True):
@@ -233,7 +232,6 @@ async def upload_logs(job_id: JobIdPath, caller: Caller, request: Request) -> Lo
     parsed = await uploads.parse(await request.body(), caller.user_id)
     logs = await run_in_threadpool(_apply_logs, tracker, job_id, parsed, caller)
     metrics = _metrics(request)
-    metrics.batch_size.observe(logs.events - logs.coalesced)
     metrics.count("logs", UpdateOutcome.APPLIED, logs.applied)
     metrics.count("logs", UpdateOutcome.STALE, logs.events - logs.coalesced - logs.applied)
     metrics.count("logs", "coalesced", logs.coalesced)
