@@ -82,6 +82,60 @@ async def test_worker_cannot_create_or_cancel(
     assert (await client.get(f"/api/v1/jobs/{job_id}", headers=alice_worker)).status_code == 200
 
 
+async def test_a_page_of_large_jobs_ends_early_and_paging_goes_on(
+    client: httpx.AsyncClient, alice: Auth, new_job: NewJob
+) -> None:
+    """Jobs with 16 KiB of metadata each: a page of 500 asked for holds about a megabyte, not
+    500 x 16 KiB; its cursor leads through every job exactly once."""
+    from morag_progress.api.routes import PAGE_BYTES
+
+    made = {await new_job(alice, metadata={"notes": "n" * 16_000}) for _ in range(100)}
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 500, **({"cursor": cursor} if cursor else {})}
+        answer = await client.get("/api/v1/jobs", params=params, headers=alice)
+        assert len(answer.content) <= PAGE_BYTES * 1.1
+        page = answer.json()
+        seen += [job["id"] for job in page["jobs"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+        assert 40 <= len(page["jobs"]) < 100  # ended early, by size
+    assert sorted(seen) == sorted(made)
+
+
+async def test_a_history_page_of_long_messages_ends_early(
+    client: httpx.AsyncClient, alice: Auth, new_job: NewJob
+) -> None:
+    """A history page past about a megabyte ends early; asking after its last id goes on."""
+    from morag_progress.api.routes import PAGE_BYTES
+
+    job = await new_job(alice)
+    body = [
+        {"job_id": job, "percentage": 1 + i % 98, "message": f"{i} " + "m" * 1990}
+        for i in range(700)
+    ]
+    for start in range(0, 700, 100):
+        batch = {"updates": body[start : start + 100]}
+        assert (
+            await client.post("/api/v1/remote-jobs/progress", json=batch, headers=alice)
+        ).status_code == 200
+    seen: list[int] = []
+    after = 0
+    while True:
+        answer = await client.get(
+            f"/api/v1/jobs/{job}/history", params={"after": after, "limit": 10_000}, headers=alice
+        )
+        assert len(answer.content) <= PAGE_BYTES * 1.1
+        rows = answer.json()
+        if not rows:
+            break
+        seen += [row["id"] for row in rows]
+        after = rows[-1]["id"]
+    assert len(seen) == len(set(seen)) == 701  # its creation and the 700 reports
+
+
 async def test_list_is_scoped_filtered_and_paged(
     client: httpx.AsyncClient, alice: Auth, bob: Auth, admin: Auth, new_job: NewJob
 ) -> None:

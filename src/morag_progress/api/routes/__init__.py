@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
@@ -24,6 +24,7 @@ from morag_progress.tracker import JobTracker
 
 __all__ = [
     "JOB_ID_PARAMETER",
+    "PAGE_BYTES",
     "Caller",
     "JobFilters",
     "JobIdPath",
@@ -35,6 +36,7 @@ __all__ = [
     "hot_route",
     "tracker_of",
     "visible_job",
+    "within_bytes",
 ]
 
 _T = TypeVar("_T")
@@ -184,6 +186,25 @@ def _handler(app: Starlette, exc: Exception) -> Callable[[Request, Exception], A
         if kind in handlers:
             return handlers[kind]
     return None
+
+
+PAGE_BYTES = 1024 * 1024
+"""About the most one page of a listing (jobs, a job's history) holds: past it, the page ends
+early (its next cursor, or the last id, says where to go on), so a reply and what a client
+that does not read it holds up stay small whatever the rows hold."""
+
+
+def within_bytes(items: Sequence[_T], size: Callable[[_T], int]) -> list[_T]:
+    """The longest prefix of ``items`` whose ``size`` adds up to at most ``PAGE_BYTES``
+    (at least one item: a page always moves on)."""
+    kept: list[_T] = []
+    total = 0
+    for item in items:
+        total += size(item)
+        if kept and total > PAGE_BYTES:
+            break
+        kept.append(item)
+    return kept
 
 
 async def decoded(request: Request, body: TypeAdapter[_T]) -> _T:

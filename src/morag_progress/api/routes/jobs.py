@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import orjson
 from fastapi import APIRouter, Query, Request, Response, status
 
 from morag_progress.api.auth import require
@@ -15,6 +16,7 @@ from morag_progress.api.routes import (
     estimates_of,
     tracker_of,
     visible_job,
+    within_bytes,
 )
 from morag_progress.api.schemas import (
     FeedEventOut,
@@ -24,7 +26,7 @@ from morag_progress.api.schemas import (
     JobOut,
 )
 from morag_progress.keys import Role
-from morag_progress.models import JobStatus
+from morag_progress.models import FeedEvent, Job, JobStatus
 
 __all__ = ["router"]
 
@@ -90,12 +92,13 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[JobId | None, Query(description="next_cursor of the previous page")] = None,
 ) -> JobList:
-    """The caller's jobs (an admin's: everyone's), newest first, a page at a time."""
+    """The caller's jobs (an admin's: everyone's), newest first, a page at a time (ending
+    early past about a megabyte: ``next_cursor`` goes on)."""
     jobs = tracker_of(request).list_jobs(
         caller.scope, status=status_, limit=limit + 1, after=cursor, **filters
     )
-    page = jobs[:limit]
-    next_cursor = page[-1].id if len(jobs) > limit else None
+    page = within_bytes(jobs[:limit], _job_size)
+    next_cursor = page[-1].id if len(jobs) > len(page) else None
     return JobList(jobs=estimates_of(request).jobs_out(page), next_cursor=next_cursor)
 
 
@@ -153,9 +156,21 @@ def job_history(
     ] = "asc",
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[FeedEventOut]:
-    """The job's applied changes, oldest first (or newest first: page back with ``before``)."""
+    """The job's applied changes, oldest first (or newest first: page back with ``before``).
+    A page ends early past about a megabyte: ask again after (or before) its last id."""
     visible_job(request, job_id, caller)
     events = tracker_of(request).history(
         job_id, caller.scope, after=after, before=before, newest_first=order == "desc", limit=limit
     )
-    return [FeedEventOut.of(event) for event in events]
+    return [FeedEventOut.of(event) for event in within_bytes(events, _event_size)]
+
+
+def _job_size(job: Job) -> int:
+    """About the bytes a job takes in a reply (its metadata may be 16 KiB)."""
+    texts = (job.summary, job.error, job.document_name, job.stage)
+    return 600 + len(orjson.dumps(job.metadata)) + sum(len(t or "") for t in texts)
+
+
+def _event_size(event: FeedEvent) -> int:
+    """About the bytes a history row takes in a reply."""
+    return 300 + len(event.message or "") + len(event.stage or "")
