@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 
+from morag_progress.settings import Settings
 from tests.live import ServerProcess, cli
 
 SEED_REQUEST_BLOCK = """\
@@ -186,3 +189,77 @@ def test_uvicorns_protocol_has_what_the_guard_extends() -> None:
     for attribute in attributes:
         assert attribute in source, attribute
     assert "response_complete" in inspect.getsource(RequestResponseCycle)
+
+
+def _serve_guarded(app: Any, **settings: Any) -> tuple[Any, threading.Thread, int]:
+    """``app`` served as ``serve`` serves (uvicorn with ``GuardedProtocol``), in a thread."""
+    import uvicorn
+
+    from morag_progress.api.server import uvicorn_config
+    from tests.services import free_port
+
+    port = free_port()
+    config = uvicorn_config(app, Settings(port=port, **settings), log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    return server, thread, port
+
+
+def test_a_client_that_never_reads_its_answer_is_reset_and_a_steady_one_is_not() -> None:
+    """Clients that read nothing of a 16 MB answer are reset at the send deadline (what was
+    buffered for them dropped: reading afterwards gets a fraction of it); one that reads
+    steadily, if slowly, gets all of it though that takes longer than the deadline."""
+    import socket
+
+    size = 16 * 1024 * 1024
+
+    async def big(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-length", str(size).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"x" * size})
+
+    server, thread, port = _serve_guarded(big, send_timeout_seconds=1.0)
+
+    def client() -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        return sock
+
+    def read(sock: socket.socket, pause: float) -> int:
+        sock.settimeout(3)
+        got = 0
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                return got
+            if not chunk:
+                return got
+            got += len(chunk)
+            if got >= size:
+                return got
+            time.sleep(pause)
+
+    stuck = [client() for _ in range(3)]
+    steady = client()
+    try:
+        started = time.monotonic()
+        assert read(steady, 0.001) >= size  # headers and all of the body
+        assert time.monotonic() - started > 1.0  # slower than the deadline, but reading
+        time.sleep(2.0)
+        for sock in stuck:
+            assert read(sock, 0) < size / 2  # reset: the rest was dropped, not sent
+    finally:
+        for sock in (*stuck, steady):
+            sock.close()
+        server.should_exit = True
+        thread.join(10)

@@ -484,3 +484,26 @@ def cli_env(remote: Remote, extra: dict[str, str], *args: str) -> subprocess.Com
         timeout=60,
         check=False,
     )
+
+
+def test_the_one_line_errors_in_process(remote: Remote) -> None:
+    """The same one-line errors, from the command run in this process (as an embedding
+    program would): a refused key, no key, a refused value, a server that is down."""
+    here = {"MORAG_PROGRESS_API_URL": remote.url}
+    wrong = runner.invoke(
+        app, ["jobs", "list"], env={**here, "MORAG_PROGRESS_API_KEY": "mpk_" + "y" * 40}
+    )
+    assert wrong.exit_code == 1
+    assert "refused the API key mpk_yyyy... from MORAG_PROGRESS_API_KEY" in wrong.output
+    short = runner.invoke(app, ["jobs", "list", "--api-key", "mpk_y"], env=here)
+    assert "the (short) API key given with --api-key" in short.output
+    none = runner.invoke(app, ["jobs", "list"], env={**here, "MORAG_PROGRESS_API_KEY": ""})
+    assert "needs an API key, and none was given" in none.output
+    user = {**here, "MORAG_PROGRESS_API_KEY": remote.user_key}
+    bad = runner.invoke(app, ["jobs", "list", "--status", "DONE"], env=user)
+    assert "query.status: Input should be" in bad.output
+    down = f"http://127.0.0.1:{free_port()}"
+    for args in (["jobs", "list"], ["watch"]):
+        gone = runner.invoke(app, args, env={**user, "MORAG_PROGRESS_API_URL": down})
+        assert gone.exit_code == 1, args
+        assert f"cannot reach the server at {down}: connection refused" in gone.output, args
