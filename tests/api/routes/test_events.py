@@ -143,10 +143,13 @@ def test_stall_and_recovery_reach_the_stream(
     job_id = response.json()["id"]
     report(live_url, alice, job_id, percentage=10)
     stream = open_stream(f"/api/v1/jobs/{job_id}/events", alice)
-    assert stream.next().json()["status"] == "PROCESSING"
-    stalled = stream.next()
+    first = stream.next()
+    # On a slow machine the job may have stalled before the stream opened: then its snapshot
+    # says so, and no STALLED change follows it.
+    stalled = stream.next() if first.json()["status"] == "PROCESSING" else first
     assert (stalled.json()["status"], stalled.json()["percentage"]) == ("STALLED", 10)
-    assert stalled.json()["message"].startswith("No report for")
+    said = stalled.json().get("message") or stalled.json()["summary"]  # a change, or a job
+    assert said.startswith("No report for")
     report(live_url, alice, job_id, percentage=20)
     assert stream.next().json()["status"] == "PROCESSING"
 
