@@ -290,3 +290,27 @@ async def test_middleware_an_embedder_adds_covers_the_hot_route(store: SQLStore)
         )
     assert put.status_code == 200
     assert put.headers["access-control-allow-origin"] == "*"
+
+
+async def test_an_embedders_handler_answers_the_hot_routes_errors(store: SQLStore) -> None:
+    """An exception handler the embedder registers (a plain function, as Starlette allows)
+    answers the progress route's errors as it answers every route's."""
+    from fastapi.responses import JSONResponse
+
+    from morag_progress.errors import JobNotFoundError
+
+    app = create_app(Settings(rate_limit_per_second=0), store=store)
+
+    def not_found(_: Any, e: Exception) -> JSONResponse:
+        return JSONResponse({"gone": str(e)}, status_code=410)
+
+    app.add_exception_handler(JobNotFoundError, not_found)
+    _, secret = store.create_key(user_id="alice", role=Role.USER, name=None, now=utcnow())
+    auth = {"Authorization": f"Bearer {secret}"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        put = await c.put(
+            "/api/v1/remote-jobs/ghost/progress", json={"percentage": 5}, headers=auth
+        )
+        read = await c.get("/api/v1/jobs/ghost", headers=auth)
+    assert (put.status_code, put.json()) == (410, {"gone": "job 'ghost' not found"})
+    assert read.status_code == 410
