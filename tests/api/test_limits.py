@@ -18,9 +18,9 @@ from tests.services import free_port
 
 @pytest.fixture
 async def replicas(store: SQLStore, redis_url: str) -> AsyncIterator[list[httpx.AsyncClient]]:
-    """Two apps (replicas) over one store and one Redis, limited to one request every 4 s (a
+    """Two apps (replicas) over one store and one Redis, limited to one request every 100 s (a
     burst of one), slow enough that no token comes back while a test runs on a busy machine."""
-    settings = Settings(rate_limit_per_second=0.25, key_cache_seconds=0, redis_url=redis_url)
+    settings = Settings(rate_limit_per_second=0.01, key_cache_seconds=0, redis_url=redis_url)
     clients = []
     for _ in range(2):
         app = create_app(settings, store=store)

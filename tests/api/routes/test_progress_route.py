@@ -244,7 +244,7 @@ async def _rated(
 
 async def test_the_route_keeps_the_keys_rate(store: SQLStore) -> None:
     """Past the key's rate the route answers 429 with Retry-After, for a cached key too."""
-    async with _rated(store, 0.25) as (client, url, auth):  # one token for the next 4 s: spent
+    async with _rated(store, 0.01) as (client, url, auth):  # one token per 100 s: spent
         limited = await client.put(url, json={"percentage": 1}, headers=auth)
     assert limited.status_code == 429
     assert int(limited.headers["Retry-After"]) >= 1

@@ -366,8 +366,10 @@ async def test_body_over_the_limit_is_413(
 async def test_rate_limit_is_429_with_retry_after(
     store: SQLStore, key: Callable[..., Auth]
 ) -> None:
-    """Past the per-key rate a request answers 429 with Retry-After; another key is unaffected."""
-    app: FastAPI = create_app(Settings(rate_limit_per_second=1, key_cache_seconds=0), store=store)
+    """Past the per-key rate a request answers 429 with Retry-After; another key is unaffected.
+    One request per 100 s: no token comes back while the test runs, however busy the machine."""
+    settings = Settings(rate_limit_per_second=0.01, key_cache_seconds=0)
+    app: FastAPI = create_app(settings, store=store)
     first, second = key("alice"), key("alice")
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         assert (await c.get("/api/v1/jobs", headers=first)).status_code == 200
