@@ -56,6 +56,7 @@ from morag_progress.store.engine import Row, status_in
 from morag_progress.store.schema import UTCDateTime, events, jobs
 
 __all__ = [
+    "APPEND_EVENT",
     "BOUND",
     "EVENT_COLUMNS",
     "INSERT_EVENT",
@@ -419,6 +420,8 @@ _TERMINAL_VALUES = frozenset(s.value for s in TERMINAL_STATUSES)
 
 INSERT_EVENT = events.insert().returning(events.c.id)
 """One feed row (its columns bound by name), returning its id."""
+APPEND_EVENT = events.insert()
+"""One feed row (its columns bound by name), run once per row of a batch (SQLite)."""
 EVENT_COLUMNS = tuple(c.key for c in events.c if c.key != "id")
 
 FEED_ROWS = Rows("f", {c.key: c.type for c in events.c if c.key != "id"})
@@ -427,8 +430,8 @@ FEED_ROWS = Rows("f", {c.key: c.type for c in events.c if c.key != "id"})
 
 @functools.cache
 def feed_insert(dialect: str) -> Any:
-    """Every ``FEED_ROWS`` row appended to the feed in one statement, in order, returning each
-    row's id with its job."""
+    """PostgreSQL: every ``FEED_ROWS`` row appended to the feed in one statement (one round
+    trip), returning each row's id with its job."""
     f = FEED_ROWS.table(dialect)
     return (
         insert(events)

@@ -41,6 +41,7 @@ from morag_progress.store.history import learn
 from morag_progress.store.rollup import Apply, roll_up
 from morag_progress.store.schema import jobs
 from morag_progress.store.statements import (
+    APPEND_EVENT,
     EVENT_COLUMNS,
     FEED_ROWS,
     INSERT_EVENT,
@@ -285,11 +286,7 @@ class JobWriter(Database):
         done = [p for p in round_ if p.key in applied]
         if not done:
             return
-        feed = FEED_ROWS.encode(dialect, (_feed_row(applied[p.key], p.params) for p in done))
-        ids = {
-            (row["user_id"], row["job_id"]): row["id"]
-            for row in self.prepared(feed_insert(self.dialect)).all(conn, {"p_rows": feed})
-        }
+        ids = self._append_feed(conn, [_feed_row(applied[p.key], p.params) for p in done])
         rolled_up = False
         for p in done:
             row = applied[p.key]
@@ -302,6 +299,19 @@ class JobWriter(Database):
                 rolled_up = True
             self._track_pace(batch, row, p.now)
             results[p.at] = UpdateResult(UpdateOutcome.APPLIED, job_from_row(row), ids[p.key])
+
+    def _append_feed(self, conn: Connection, rows: list[dict[str, Any]]) -> dict[_Key, int]:
+        """Append a round's feed rows (one per job) and return each job's new feed id: on
+        SQLite, one compiled INSERT run per row; on PostgreSQL, one statement over them all
+        (one round trip)."""
+        if self.dialect == "sqlite":
+            ids = self.prepared(APPEND_EVENT, EVENT_COLUMNS).insert_many(conn, rows)
+            return {(row["user_id"], row["job_id"]): id_ for row, id_ in zip(rows, ids, strict=True)}
+        feed = FEED_ROWS.encode(self._engine.dialect, rows)
+        return {
+            (row["user_id"], row["job_id"]): row["id"]
+            for row in self.prepared(feed_insert(self.dialect)).all(conn, {"p_rows": feed})
+        }
 
     def _apply_in(
         self,
