@@ -306,7 +306,8 @@ class JobWriter(Database):
         (one round trip)."""
         if self.dialect == "sqlite":
             ids = self.prepared(APPEND_EVENT, EVENT_COLUMNS).insert_many(conn, rows)
-            return {(row["user_id"], row["job_id"]): id_ for row, id_ in zip(rows, ids, strict=True)}
+            keys = ((row["user_id"], row["job_id"]) for row in rows)
+            return dict(zip(keys, ids, strict=True))
         feed = FEED_ROWS.encode(self._engine.dialect, rows)
         return {
             (row["user_id"], row["job_id"]): row["id"]
