@@ -115,6 +115,21 @@ def test_an_early_answer_does_not_lift_the_deadlines(sqlite_target: Callable[...
         assert time.monotonic() - start < 3
 
 
+def test_a_kept_alive_connection_idle_after_its_answer_is_closed(
+    sqlite_target: Callable[..., Target],
+) -> None:
+    """After a request with a body is answered, the connection waits for the next request's
+    headers: it is closed at the header deadline, not the (much later) body deadline."""
+    t = sqlite_target(HEADER_TIMEOUT_SECONDS="1", BODY_TIMEOUT_SECONDS="30")
+    with _connect(t) as sock:
+        start = time.monotonic()
+        sock.sendall(b"POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        sock.settimeout(2)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 404")
+        assert b"408" in _closed_within(sock, 5)
+        assert time.monotonic() - start < 4
+
+
 def test_a_pipelined_stream_outlives_the_header_deadline(
     sqlite_target: Callable[..., Target],
 ) -> None:

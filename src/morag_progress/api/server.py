@@ -76,7 +76,8 @@ class GuardedProtocol(HttpToolsProtocol):
     streams: ClassVar[Streams | None] = None
     """The served app's event streams, ended when the server stops."""
 
-    _deadline: asyncio.TimerHandle | None = None
+    _deadline: float | None = None  # when (loop time) the current wait ends; None: no wait
+    _timer: asyncio.TimerHandle | None = None  # checks the deadline, at or before it
     _send_deadline: asyncio.TimerHandle | None = None
     _unsent = 0  # bytes buffered for the client when its send deadline was (re)armed
     _header_bytes = 0
@@ -99,6 +100,9 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._not_sending()
         super().connection_lost(exc)
 
@@ -198,14 +202,31 @@ class GuardedProtocol(HttpToolsProtocol):
             # and closes the connection.
             raise ValueError(f"request headers over {self.max_header_bytes} bytes")
 
+    # A deadline is moved several times a request (headers, body, answered): it is a time
+    # kept on the connection, and one timer checks it. The timer is rescheduled only when a
+    # deadline comes before it, or when it fires and finds the deadline moved on: about once
+    # per header_timeout per connection, instead of a timer made and cancelled per move.
+
     def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._too_slow)
+        deadline = self._deadline = self.loop.time() + seconds
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(deadline, self._check_deadline)
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._deadline = None  # a pending check finds no deadline and stops
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None:
+            return
+        if deadline > self.loop.time():
+            self._timer = self.loop.call_at(deadline, self._check_deadline)
+            return
+        self._too_slow()
 
     def _too_slow(self) -> None:
         self._deadline = None
