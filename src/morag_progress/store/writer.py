@@ -3,7 +3,8 @@
 Callers queue updates (``submit``); the writer thread (``group.py``) takes whatever has queued
 and applies it in one transaction. Within it, the updates of each statement shape (see
 ``statements.py``) are applied by one conditional ``UPDATE ... FROM <rows> RETURNING``, and the
-feed rows of all that applied by one ``INSERT``: the database decides, row by row and
+feed rows of all that applied are appended together (``_append_feed``): the database decides,
+row by row and
 atomically, whether an update is newer than the last applied one and what the new status is,
 so concurrent writers (threads, Celery processes, API replicas) cannot lose or reorder each
 other's updates. A job's several updates in one batch are applied in turn, one per round.
@@ -249,7 +250,7 @@ class JobWriter(Database):
     def _apply_round(
         self, batch: Batch, round_: list[_Pending], results: list[UpdateResult | BaseException]
     ) -> None:
-        """Apply updates of distinct jobs: one UPDATE per shape, one feed INSERT for all."""
+        """Apply updates of distinct jobs: one UPDATE per shape, then their feed rows."""
         conn, dialect = batch.conn, self._engine.dialect
         by_shape: defaultdict[Shape, list[_Pending]] = defaultdict(list)
         for pending in round_:
