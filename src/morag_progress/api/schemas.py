@@ -495,6 +495,14 @@ class WorkerOut(BaseModel):
     current_job: JobOut | None = Field(description="The job it runs now (the latest), if any.")
     finished: int = Field(description="Jobs it finished in the window.")
     failed: int = Field(description="Jobs it failed in the window.")
+    state: Literal["running", "stalled", "idle", "offline"] = Field(
+        description="running a job; stalled (its job fell silent past its stall timeout); "
+        "idle (seen lately, running nothing); offline (not seen for the stall timeout, 5 "
+        "minutes by default). A worker is seen only through its jobs' reports."
+    )
+    stalled_job: JobOut | None = Field(
+        default=None, description="The job it fell silent on, when it is stalled."
+    )
 
 
 class WorkerList(BaseModel):

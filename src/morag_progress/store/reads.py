@@ -4,8 +4,8 @@ depth), counts, idle jobs for the monitor, a job's history and the feed after an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, String, and_, bindparam, case, func, or_, select, tuple_
 
@@ -15,13 +15,23 @@ from morag_progress.store.engine import Database, feed_event_from_row, job_from_
 from morag_progress.store.history import read_histories
 from morag_progress.store.schema import events, jobs
 
-__all__ = ["MAX_QUEUE", "MAX_WORKERS", "JobReader", "RemoteQueue", "WorkerActivity"]
+__all__ = [
+    "MAX_QUEUE",
+    "MAX_WORKERS",
+    "JobReader",
+    "RemoteQueue",
+    "WorkerActivity",
+    "WorkerState",
+]
 
 MAX_QUEUE = 1000
 """The most queued (and running remote) jobs a start forecast looks at."""
 
 MAX_WORKERS = 500
 """The most workers one listing holds."""
+
+WorkerState = Literal["running", "stalled", "idle", "offline"]
+"""What a worker is doing (``WorkerActivity.state``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +43,22 @@ class WorkerActivity:
     """Whose worker it is (a worker id is a user's own name)."""
     last_seen: datetime
     current_job: Job | None
+    """The job it runs now (PROCESSING; the latest it reported on)."""
     finished: int
     failed: int
+    stalled_job: Job | None = None
+    """The job it fell silent on (STALLED), when it runs none now."""
+
+    def state(self, now: datetime, offline_after: timedelta) -> WorkerState:
+        """``running`` a job; ``stalled`` on one (silent past its job's stall timeout);
+        ``idle`` (seen within ``offline_after``, running nothing); else ``offline``. A worker
+        is seen only through its jobs, so one waiting for work and one that has stopped look
+        alike until ``offline_after`` has passed."""
+        if self.current_job is not None:
+            return "running"
+        if self.stalled_job is not None:
+            return "stalled"
+        return "idle" if now - self.last_seen <= offline_after else "offline"
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,10 +214,13 @@ class JobReader(Database):
                 entry["last_seen"] = max(entry["last_seen"], seen)
                 if entry["current_job"] is None and job.status is JobStatus.PROCESSING:
                     entry["current_job"] = job  # newest first: its latest
-        activity = [
-            WorkerActivity(worker_id=worker, user_id=owner or None, **entry)
-            for (owner, worker), entry in found.items()
-        ]
+                elif entry.get("stalled_job") is None and job.status is JobStatus.STALLED:
+                    entry["stalled_job"] = job
+        activity = []
+        for (owner, worker), entry in found.items():
+            if entry["current_job"] is not None:
+                entry.pop("stalled_job", None)  # it runs a job: not stalled on another
+            activity.append(WorkerActivity(worker_id=worker, user_id=owner or None, **entry))
         activity.sort(key=lambda a: a.last_seen, reverse=True)
         return activity[:MAX_WORKERS]
 

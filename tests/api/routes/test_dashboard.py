@@ -388,8 +388,9 @@ def test_requeue_a_failed_remote_job_from_its_page(page: Any, site: Site) -> Non
 
 
 def test_workers_view(page: Any, site: Site) -> None:
-    """Workers: each worker's last sign of life, its current job with a bar, and what it
-    finished and failed in the last hour."""
+    """Workers: each worker's state (running, idle, stalled with the job it fell silent on),
+    its last sign of life, its current job with a bar, and what it finished and failed in the
+    last hour."""
     tracker = site.tracker
     ids = [
         tracker.start_job(
@@ -403,6 +404,21 @@ def test_workers_view(page: Any, site: Site) -> None:
     tracker.mark_failed(ids[1], "bad codec", "alice")
     tracker.mark_completed(ids[2], "done", "alice")
     tracker.update_progress(ids[3], 35, None, "Encoding", "alice")
+    silent = tracker.start_job(
+        "audio.wav", "audio", user_id="alice", status=JobStatus.WAITING_FOR_REMOTE_WORKER
+    )
+    assert tracker.claim("gpu-03", claimant="k1", user_id="alice") is not None
+    tracker.update_progress(silent, 10, None, None, "alice")
+    job = tracker.get_job(silent, "alice")
+    assert job is not None
+    stalled = tracker.transition(  # as the monitor does when a job falls silent
+        silent,
+        expect=[JobStatus.PROCESSING],
+        seen=job.last_seen_at,
+        changes={"status": "STALLED"},
+        user_id="alice",
+    )
+    assert stalled.applied
     sign_in(page, site)
     page.get_by_role("link", name="Workers").click()
     assert page.url.endswith("#/workers")
@@ -412,7 +428,11 @@ def test_workers_view(page: Any, site: Site) -> None:
     gpu2 = table.locator("tr[data-worker='gpu-02']").inner_text()
     assert "video-3.mp4" in gpu1
     assert "35%" in gpu1
+    assert "running" in gpu1
     assert "idle" in gpu2
+    gpu3 = table.locator("tr[data-worker='gpu-03']").inner_text()
+    assert "stalled" in gpu3
+    assert "silent on audio.wav" in gpu3
     cells = table.locator("tr[data-worker='gpu-02'] td.num").all_inner_texts()
     assert cells == ["1", "1"]
     shot(page, "workers")

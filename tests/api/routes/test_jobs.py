@@ -391,6 +391,7 @@ async def test_workers_view(
     assert workers["gpu-02"]["current_job"] is None
     assert (workers["gpu-02"]["finished"], workers["gpu-02"]["failed"]) == (1, 1)
     assert workers["gpu-02"]["last_seen"].endswith("Z")
+    assert (workers["gpu-01"]["state"], workers["gpu-02"]["state"]) == ("running", "idle")
     assert (await client.get("/api/v1/workers", headers=bob)).json()["workers"] == []
     bad = await client.get("/api/v1/workers", params={"window": 5}, headers=alice)
     assert bad.status_code == 422
@@ -406,7 +407,8 @@ async def test_workers_of_two_users_and_a_stalled_job(
     store: SQLStore,
 ) -> None:
     """Two users' workers of one name are two rows for an admin; a worker whose job stalled is
-    listed without a current job; a worker's current job is the one it reported on last."""
+    listed as stalled, with the job it fell silent on and no current job; a worker's current
+    job is the one it reported on last."""
     bob_worker = key("bob", Role.WORKER)
     bob = key("bob", Role.USER)
     older = await _claimed(client, alice_worker, alice, new_job)  # gpu-01
@@ -436,6 +438,8 @@ async def test_workers_of_two_users_and_a_stalled_job(
         assert stalled.applied
     mine = (await client.get("/api/v1/workers", headers=alice)).json()["workers"]
     assert [(w["worker_id"], w["current_job"]) for w in mine] == [("gpu-01", None)]
+    assert mine[0]["state"] == "stalled"
+    assert mine[0]["stalled_job"]["id"] == newer  # the one it stalled on last
 
 
 async def test_the_history_says_who_did_what(

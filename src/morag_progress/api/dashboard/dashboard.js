@@ -167,6 +167,14 @@ function etaFact(job) {
   return `${clock(job.eta_seconds)} left (likely ${clock(job.eta_low_seconds)}–${clock(job.eta_high_seconds)}; ${BASIS[job.eta_basis] || ""})`;
 }
 
+// A worker's state, worded and coloured as the job states it mirrors (running as PROCESSING,
+// stalled as STALLED; idle and offline grey, offline struck through).
+const WORKER_BADGES = { running: "PROCESSING", stalled: "STALLED", idle: "idle", offline: "offline" };
+
+function workerBadge(state) {
+  return el("span", { class: `badge ${WORKER_BADGES[state] || ""}`, title: state }, state);
+}
+
 function badge(status) {
   return el("span", { class: `badge ${status}`, title: status }, LABELS[status] || status);
 }
@@ -691,10 +699,13 @@ async function loadWorkers() {
     $("#workers tbody").replaceChildren(...data.workers.map((w) => el(
       "tr", { data: { worker: w.worker_id } },
       el("td", { data: { label: "Worker" } }, el("code", {}, w.worker_id)),
+      el("td", { data: { label: "State" } }, workerBadge(w.state)),
       el("td", { data: { label: "Last seen" } }, when(w.last_seen)),
       el("td", { data: { label: "Current job" } }, w.current_job
         ? el("span", {}, jobLink(w.current_job), " ", bar(w.current_job))
-        : el("span", { class: "sub" }, "idle")),
+        : w.stalled_job
+          ? el("span", {}, "silent on ", jobLink(w.stalled_job))
+          : el("span", { class: "sub" }, "none")),
       el("td", { class: "num", data: { label: "Finished (1 h)" } }, String(w.finished)),
       el("td", { class: `num${w.failed ? " failed" : ""}`, data: { label: "Failed (1 h)" } }, String(w.failed)),
     )));

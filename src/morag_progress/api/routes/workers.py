@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from morag_progress.api.routes import Caller, errors, estimates_of
-from morag_progress.api.schemas import WorkerList, WorkerOut
-from morag_progress.models import utcnow
+from morag_progress.api.schemas import JobOut, WorkerList, WorkerOut
+from morag_progress.models import Job, utcnow
 
 __all__ = ["router"]
 
@@ -28,10 +28,17 @@ def list_workers(
     running or stalled on a job now, or that ended one in the window; when it was last seen,
     its current job, and how many jobs it finished and failed in the window (default: the
     last hour)."""
-    since = utcnow() - timedelta(seconds=window)
+    now = utcnow()
+    since = now - timedelta(seconds=window)
     activity = request.app.state.store.workers(user_id=caller.scope, since=since)
-    current = estimates_of(request).jobs_out([a.current_job for a in activity if a.current_job])
-    by_id = {(job.user_id, job.id): job for job in current}  # ids are unique per user
+    shown = [job for a in activity for job in (a.current_job, a.stalled_job) if job is not None]
+    by_id = {(job.user_id, job.id): job for job in estimates_of(request).jobs_out(shown)}
+
+    def out(job: Job | None) -> JobOut | None:
+        return None if job is None else by_id[(job.user_id, job.id)]  # ids: unique per user
+
+    stall_timeout = request.app.state.settings.stall_timeout_seconds
+    offline_after = timedelta(seconds=stall_timeout or DEFAULT_OFFLINE_SECONDS)
     return WorkerList(
         window_seconds=window,
         workers=[
@@ -39,14 +46,17 @@ def list_workers(
                 worker_id=a.worker_id,
                 user_id=a.user_id,
                 last_seen=a.last_seen,
-                current_job=(
-                    None
-                    if a.current_job is None
-                    else by_id[(a.current_job.user_id, a.current_job.id)]
-                ),
+                current_job=out(a.current_job),
                 finished=a.finished,
                 failed=a.failed,
+                state=a.state(now, offline_after),
+                stalled_job=out(a.stalled_job),
             )
             for a in activity
         ],
     )
+
+
+DEFAULT_OFFLINE_SECONDS = 300.0
+"""How long a worker running nothing is idle before it is shown offline, when stall detection
+is off (otherwise: the stall timeout, the same silence that makes a job STALLED)."""
