@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from morag_progress import JobStatus, JobTracker
+from morag_progress import JobTracker
 from morag_progress.api import create_app
 from morag_progress.errors import InvalidInputError
 from morag_progress.keys import Role
@@ -35,6 +35,7 @@ from morag_progress.webhooks import (
     verify_signature,
 )
 from tests.conftest import Clock
+from tests.helpers import stall
 from tests.live import LiveServer
 
 
@@ -726,15 +727,7 @@ def test_a_flapping_job_cannot_flood_a_channel(
     jobs = [tracker.start_job(f"flap-{i}", "pdf", user_id="alice") for i in range(40)]
     for job_id in jobs:
         tracker.update_progress(job_id, 10, None, "working", "alice")
-        job = tracker.get_job(job_id)
-        assert job is not None
-        tracker.transition(
-            job_id,
-            expect=[JobStatus.PROCESSING],
-            seen=job.last_seen_at,
-            changes={"status": "STALLED"},
-            user_id="alice",
-        )
+        stall(tracker, job_id, "alice")
     tracker.mark_failed(jobs[0], "gave up", "alice")  # over the cap, but an end is told
     outcomes: list[str] = []
     sender = dispatcher(store, clock, on_outcome=outcomes.append)

@@ -25,6 +25,7 @@ from morag_progress.settings import Settings
 from morag_progress.store import SQLStore
 from morag_progress.store.schema import jobs as jobs_table
 from morag_progress.tracker import JobTracker
+from tests.helpers import stall
 from tests.live import LiveServer
 from tests.services import unavailable
 
@@ -409,16 +410,7 @@ def test_workers_view(page: Any, site: Site) -> None:
     )
     assert tracker.claim("gpu-03", claimant="k1", user_id="alice") is not None
     tracker.update_progress(silent, 10, None, None, "alice")
-    job = tracker.get_job(silent, "alice")
-    assert job is not None
-    stalled = tracker.transition(  # as the monitor does when a job falls silent
-        silent,
-        expect=[JobStatus.PROCESSING],
-        seen=job.last_seen_at,
-        changes={"status": "STALLED"},
-        user_id="alice",
-    )
-    assert stalled.applied
+    assert stall(tracker, silent, "alice").applied
     sign_in(page, site)
     page.get_by_role("link", name="Workers").click()
     assert page.url.endswith("#/workers")

@@ -8,11 +8,12 @@ from typing import Any
 import httpx
 import pytest
 
-from morag_progress import JobStatus, JobTracker
+from morag_progress import JobTracker
 from morag_progress.keys import Role
 from morag_progress.models import utcnow
 from morag_progress.store import SQLStore
 from tests.api.conftest import Auth
+from tests.helpers import stall
 
 NewJob = Callable[..., Any]
 
@@ -425,17 +426,8 @@ async def test_workers_of_two_users_and_a_stalled_job(
     alices = next(w for w in rows if w["user_id"] == "alice")
     assert alices["current_job"]["id"] == newer
     tracker = JobTracker(store=store)
-    for job_id in (older, newer):  # as the monitor does when a job falls silent
-        job = tracker.get_job(job_id, "alice")
-        assert job is not None
-        stalled = tracker.transition(
-            job_id,
-            expect=[JobStatus.PROCESSING],
-            seen=job.last_seen_at,
-            changes={"status": "STALLED"},
-            user_id="alice",
-        )
-        assert stalled.applied
+    for job_id in (older, newer):
+        assert stall(tracker, job_id, "alice").applied
     mine = (await client.get("/api/v1/workers", headers=alice)).json()["workers"]
     assert [(w["worker_id"], w["current_job"]) for w in mine] == [("gpu-01", None)]
     assert mine[0]["state"] == "stalled"
