@@ -60,3 +60,32 @@ def test_a_driver_error_is_sqlalchemys(store: SQLStore) -> None:
     prepared = Prepared(events.insert().returning(events.c.id), store._engine.dialect)
     with pytest.raises(DBAPIError), store._engine.begin() as conn:
         prepared.scalar(conn, {"job_id": None})  # NOT NULL columns missing
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_rows_inserted_many_get_their_ids_in_order(store: SQLStore) -> None:
+    """SQLite: ``insert_many`` returns each new row's id, in the rows' order (read back and
+    compared), and a failing row fails the call with SQLAlchemy's error."""
+    row = {
+        "user_id": "u", "status": "PROCESSING", "percentage": 1, "message": None, "attempt": 1,
+        "current": None, "total": None, "stage": None, "actor": None, "action": "report",
+        "timestamp": datetime(2026, 1, 1, tzinfo=UTC), "recorded_at": datetime(2026, 1, 1, tzinfo=UTC),
+    }  # fmt: skip
+    columns = tuple(c.key for c in events.c if c.key != "id")
+    prepared = Prepared(events.insert(), store._engine.dialect, column_keys=columns)
+    with store.transaction("test") as conn:
+        assert list(prepared.insert_many(conn, [])) == []
+        first = prepared.insert_many(conn, [{**row, "job_id": "a"}])
+        ids = prepared.insert_many(conn, [{**row, "job_id": name} for name in "bcd"])
+        assert list(ids) == [first[0] + 1, first[0] + 2, first[0] + 3]
+        read = Prepared(
+            select(events.c.id, events.c.job_id)
+            .where(events.c.user_id == bindparam("p_user", type_=String()))
+            .order_by(events.c.id),
+            store._engine.dialect,
+        )
+        assert [(r["id"], r["job_id"]) for r in read.all(conn, {"p_user": "u"})][-3:] == list(
+            zip(ids, "bcd", strict=True)
+        )
+    with pytest.raises(DBAPIError), store._engine.begin() as conn:
+        prepared.insert_many(conn, [{**row, "job_id": "e"}, {**row, "job_id": None}])

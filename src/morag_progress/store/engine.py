@@ -301,7 +301,7 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
 
-_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
+_JOB_FIELDS = _field_names(Job)
 _job_columns = operator.itemgetter(*_JOB_FIELDS)
 _USER, _STATUS, _METADATA, _CANCEL = (
     _JOB_FIELDS.index(name) for name in ("user_id", "status", "metadata", "cancel_requested")

@@ -113,19 +113,26 @@ class Prepared:
         return row
 
     @contextmanager
-    def _run(self, conn: Connection, params: Mapping[str, Any]) -> Iterator[Any]:
-        """A cursor that has run the statement, closed afterwards; a driver error (from the
-        run or a fetch: SQLite steps the statement on fetch) becomes SQLAlchemy's."""
-        bound = self._bound(params)
+    def _cursor(self, conn: Connection, bound: Any) -> Iterator[Any]:
+        """A driver cursor on ``conn``, closed afterwards; a driver error raised while it is
+        used (by a run, or a fetch: SQLite steps the statement on fetch) becomes
+        SQLAlchemy's, naming this statement and ``bound``."""
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         error = self._dialect.loaded_dbapi.Error
         try:
-            cursor.execute(self.sql, bound)
             yield cursor
         except error as e:
             raise DBAPIError.instance(self.sql, bound, e, error) from e
         finally:
             cursor.close()
+
+    @contextmanager
+    def _run(self, conn: Connection, params: Mapping[str, Any]) -> Iterator[Any]:
+        """A cursor that has run the statement (``_cursor``)."""
+        bound = self._bound(params)
+        with self._cursor(conn, bound) as cursor:
+            cursor.execute(self.sql, bound)
+            yield cursor
 
     def first(self, conn: Connection, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """Run it; its first returned row by column name (converted), or None."""
@@ -152,15 +159,9 @@ class Prepared:
         if not rows:
             return range(0)
         bound = [self._bound(row) for row in rows]
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        error = self._dialect.loaded_dbapi.Error
-        try:
+        with self._cursor(conn, bound) as cursor:
             cursor.executemany(self.sql, bound)
             (last,) = cursor.execute("SELECT last_insert_rowid()").fetchone()
-        except error as e:
-            raise DBAPIError.instance(self.sql, bound, e, error) from e
-        finally:
-            cursor.close()
         return range(last - len(rows) + 1, last + 1)
 
     def scalar(self, conn: Connection, params: Mapping[str, Any]) -> Any:

@@ -15,6 +15,10 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1/workers", tags=["workers"])
 
+DEFAULT_OFFLINE_SECONDS = 300.0
+"""How long a worker running nothing is idle before it is shown offline, when stall detection
+is off (otherwise: the stall timeout, the same silence that makes a job STALLED)."""
+
 
 @router.get("", response_model=WorkerList, responses=errors(401, 422, 429))
 def list_workers(
@@ -55,8 +59,3 @@ def list_workers(
             for a in activity
         ],
     )
-
-
-DEFAULT_OFFLINE_SECONDS = 300.0
-"""How long a worker running nothing is idle before it is shown offline, when stall detection
-is off (otherwise: the stall timeout, the same silence that makes a job STALLED)."""
