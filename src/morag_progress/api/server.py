@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import gc
 import logging
 import re
 import resource
@@ -45,7 +46,13 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from morag_progress.api.sse import Streams
 from morag_progress.settings import Settings
 
-__all__ = ["GuardedProtocol", "RedactSecrets", "default_max_connections", "uvicorn_config"]
+__all__ = [
+    "GuardedProtocol",
+    "RedactSecrets",
+    "default_max_connections",
+    "settle_collector",
+    "uvicorn_config",
+]
 
 _OUTQ = getattr(termios, "TIOCOUTQ", None) if sys.platform == "linux" else None
 """The ioctl that reads a TCP socket's unacknowledged bytes (Linux's SIOCOUTQ)."""
@@ -297,3 +304,27 @@ def uvicorn_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Conf
     else:
         options.setdefault("proxy_headers", False)
     return uvicorn.Config(app, http=protocol, **options)
+
+
+COLLECT_YOUNG_EVERY = 20_000
+"""How many new container objects (net) the server allows before collecting the youngest
+generation (Python's default is 700): see ``settle_collector``."""
+
+
+def settle_collector() -> None:
+    """Tune Python's garbage collector for a long-running server, once its app is built.
+
+    Everything made until now (the imported libraries, the app, its routes and schemas: a few
+    hundred thousand objects) lives as long as the process, yet every full collection walked
+    all of it again: about 90 ms with the interpreter held, about 20 times a minute under
+    load, which made most of the progress route's p99. ``gc.freeze`` moves those objects where
+    the collector no longer looks. The youngest generation is then collected every
+    ``COLLECT_YOUNG_EVERY`` allocations instead of every 700: a request makes and frees a few
+    dozen objects, almost none in reference cycles, and walking them 70 times a second found
+    next to nothing. What cycles there are still get collected; at most that many more
+    objects wait for it. Figures: ``bench/README.md``.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(COLLECT_YOUNG_EVERY, middle, oldest)

@@ -164,7 +164,7 @@ def serve(
     import uvicorn
 
     from morag_progress.api import create_app
-    from morag_progress.api.server import uvicorn_config
+    from morag_progress.api.server import settle_collector, uvicorn_config
 
     settings = _settings(host=host, port=port, database_url=database_url)
     # The address first: one in use is a one-line error with a hint, before anything starts.
@@ -181,6 +181,7 @@ def serve(
     logging.getLogger("morag_progress.serve").info(
         "dashboard at %s/ , API docs at %s/docs", base, base
     )
+    settle_collector()
     uvicorn.Server(config).run(sockets=[listening])
 
 
