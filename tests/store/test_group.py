@@ -201,3 +201,34 @@ def test_each_commit_is_told_its_size_and_a_failing_listener_changes_nothing() -
     group.close()
     assert batches == [[1], [2, 3, 200]]
     assert sizes == [1, 4]
+
+
+def test_the_writer_is_told_when_it_finds_nothing_queued_and_a_failing_hook_changes_nothing() -> (
+    None
+):
+    """``on_idle`` runs on the writer thread once the queue is empty, not between batches
+    that were queued back to back; an exception out of it stops nothing."""
+    apply, batches, release = held_first_batch(lambda item: item)
+    group: GroupCommit[int, int] = GroupCommit(apply, max_batch=2)
+    idle: list[int] = []
+
+    def hook() -> None:
+        idle.append(len(batches))
+        raise RuntimeError("a broken hook")
+
+    group.on_idle = hook
+    first = group.submit(1)
+    time.sleep(0.1)  # the writer holds the first batch: these queue behind it
+    rest = [group.submit(item) for item in (2, 3, 4, 5)]
+    release.set()
+    assert [future.result(5) for future in [first, *rest]] == [1, 2, 3, 4, 5]
+    deadline = time.monotonic() + 5
+    while (not idle or idle[-1] != 3) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert batches == [[1], [2, 3], [4, 5]]
+    # Perhaps once before the first (the writer may start before the item is queued), then
+    # after the last: never between batches that were waiting.
+    assert idle[-1] == 3
+    assert set(idle) <= {0, 3}
+    assert group.submit(6).result(5) == 6
+    group.close()

@@ -3,8 +3,11 @@ transaction PostgreSQL rolled back as a deadlock's victim."""
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -203,3 +206,40 @@ def test_an_unscoped_update_of_an_id_two_users_have_is_ambiguous(store: SQLStore
     )
     assert [r.outcome for r in results] == [UpdateOutcome.AMBIGUOUS, UpdateOutcome.APPLIED]
     assert store.apply_many([], now=now) == []
+
+
+def test_the_writer_holds_a_connection_only_while_work_is_queued(tmp_path: Path) -> None:
+    """The writer thread keeps one connection from a transaction to the next while updates
+    wait, gives it back to the pool once none does, and never uses again one whose
+    transaction failed (here: the file locked by another process past the busy timeout)."""
+    path = tmp_path / "held.db"
+    store = SQLStore(f"sqlite:///{path}", busy_timeout_ms=50)
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    _job(store, "j", now)
+    pool = store._engine.pool
+
+    def idle() -> bool:
+        deadline = time.monotonic() + 5
+        while pool.checkedout() and time.monotonic() < deadline:  # type: ignore[attr-defined]
+            time.sleep(0.01)
+        return pool.checkedout() == 0  # type: ignore[attr-defined,no-any-return]
+
+    futures = [
+        store.submit(ProgressUpdate("j", pct, user_id="u"), now=now + timedelta(seconds=pct))
+        for pct in range(1, 60)
+    ]
+    assert all(future.result(10).applied for future in futures)
+    assert idle()
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+    with pytest.raises(StoreError, match="database is locked"):
+        store.apply(ProgressUpdate("j", 70, user_id="u"), now=now + timedelta(seconds=70))
+    locker.execute("ROLLBACK")
+    locker.close()
+    assert idle()
+    result = store.apply(ProgressUpdate("j", 80, user_id="u"), now=now + timedelta(seconds=80))
+    assert result.applied
+    assert result.job is not None
+    assert result.job.percentage == 80
+    store.close()
+    assert pool.checkedout() == 0  # type: ignore[attr-defined]

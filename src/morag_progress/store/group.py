@@ -74,6 +74,8 @@ class GroupCommit(Generic[_Item, _Result]):
         """How many transactions the writer has run (for tests and metrics)."""
         self.on_commit: Callable[[int], None] | None = None
         """Told each committed transaction's size (in ``size`` units), on the writer thread."""
+        self.on_idle: Callable[[], None] | None = None
+        """Called on the writer thread when it finds nothing queued, before it waits."""
 
     def submit(self, item: _Item) -> Future[_Result]:
         """Queue ``item``; the future holds its result once its transaction has committed."""
@@ -121,7 +123,15 @@ class GroupCommit(Generic[_Item, _Result]):
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
+            try:
+                first = self._queue.get_nowait()
+            except queue.Empty:
+                if self.on_idle is not None:
+                    try:
+                        self.on_idle()
+                    except Exception:  # the writer goes on whatever its owner's hook does
+                        logger.exception("the writer's idle hook failed")
+                first = self._queue.get()
             if first is _STOP:
                 return
             batch = [first]
