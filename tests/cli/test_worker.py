@@ -4,6 +4,7 @@ lines, passed through, ending the job from its exit code), tail, report and watc
 from __future__ import annotations
 
 import contextlib
+import socket
 import subprocess
 import sys
 import textwrap
@@ -71,6 +72,26 @@ def test_run_reports_tqdm_and_fails_on_exit_code(remote: Remote) -> None:
     history = [e.percentage for e in remote.tracker.history(job_id)]
     assert history == sorted(history)
     assert any(0 < p < 95 for p in history)  # bars reported on the way
+
+
+def test_run_names_its_worker(remote: Remote, tmp_path: Path) -> None:
+    """``run --worker`` names the job's worker (``host:pid`` without it); a blank name is
+    refused before anything runs, naming the option."""
+    job_id = remote.new_job()
+    done = run_python(remote, job_id, SCRIPT, "0")
+    assert done.returncode == 0, done.stderr
+    assert (remote.job(job_id).worker_id or "").startswith(f"{socket.gethostname()}:")
+    named = remote.new_job()
+    command = ["run", "--job", named, "--worker", "render-box", "--min-interval", "0.02", "--"]
+    done = cli(remote, *command, sys.executable, "-c", SCRIPT, "0")
+    assert done.returncode == 0, done.stderr
+    assert remote.job(named).worker_id == "render-box"
+    ran = tmp_path / "ran"
+    refused = cli(remote, "run", "--job", named, "--worker", " ", "--", "touch", str(ran))
+    assert refused.returncode == 2
+    assert not ran.exists()
+    assert "--worker" in refused.stderr
+    assert "non-blank" in refused.stderr
 
 
 def test_run_create_finishes_on_success(remote: Remote) -> None:

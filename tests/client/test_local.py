@@ -78,3 +78,13 @@ def test_database_down_is_retried_not_raised() -> None:
     r.complete(True)
     assert r.close(timeout=0.5) is False
     assert not r.finished
+
+
+def test_the_job_names_its_worker(tracker: JobTracker) -> None:
+    """In process too, reports name the worker (here as given)."""
+    job_id = tracker.start_job("a.pdf", "document", user_id="alice")
+    with LocalReporter(job_id, tracker, user_id="alice", worker="celery@box") as r:
+        r.update(40)
+    job = tracker.get_job(job_id)
+    assert job is not None
+    assert job.worker_id == "celery@box"

@@ -3,6 +3,8 @@ then up, 429 and 500 answers, cancel requests, and nothing ever raised into the 
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 
 import pytest
@@ -30,6 +32,22 @@ def test_context_manager_reports_and_finishes(remote: Remote) -> None:
     assert (job.status, job.percentage) == (JobStatus.FINISHED, 100)
     percentages = [e.percentage for e in remote.tracker.history(job_id)]
     assert percentages == sorted(percentages)
+
+
+def test_the_job_names_its_worker(remote: Remote) -> None:
+    """Reports name the worker: ``<host>:<process id>`` by default, or as given; a bad name
+    is refused when the reporter is made, naming the argument."""
+    job_id = remote.new_job()
+    with reporter(remote, job_id) as r:
+        r.update(50)
+    assert remote.job(job_id).worker_id == f"{socket.gethostname()}:{os.getpid()}"
+    named = remote.new_job()
+    with reporter(remote, named, worker="gpu-07") as r:
+        r.update(50)
+    assert remote.job(named).worker_id == "gpu-07"
+    for bad in ("", "  ", "x" * 256, 7, "nul\x00"):
+        with pytest.raises(ConfigurationError, match=r"^worker "):
+            reporter(remote, named, worker=bad)
 
 
 def test_exception_fails_the_job_keeping_progress(remote: Remote) -> None:

@@ -167,6 +167,12 @@ class ProgressIn(_Body):
         default=None, ge=0, le=_BIGINT, strict=True, description="Items in all."
     )
     stage: Stage | None = Field(default=None, description="Current stage name.")
+    worker_id: Name | None = Field(
+        default=None,
+        description="The reporting worker's name (the Python reporter sends its host and "
+        "process), shown in the Workers view. It names a job that has no worker yet: a "
+        "claimed job keeps its claim's name.",
+    )
     attempt: int | None = Field(
         default=None, ge=1, le=_INT, strict=True, description="Attempt this report belongs to."
     )

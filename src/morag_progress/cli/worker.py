@@ -25,7 +25,7 @@ from morag_progress.cli.failures import http_failure, say, unreachable
 from morag_progress.cli.text import markup_safe, visible
 from morag_progress.cli.view import TERMINAL, JobsView, ServerEvent, read_events
 from morag_progress.client import ProgressReporter, create_job
-from morag_progress.client._core import connection
+from morag_progress.client._core import check_worker, connection
 from morag_progress.errors import ConfigurationError, ProgressError
 from morag_progress.parser import ProgressEventParser
 
@@ -175,6 +175,10 @@ def run(
         str, typer.Option("--type", help="The created job's document type.")
     ] = "command",
     min_interval: Annotated[float, typer.Option(min=0, help="Seconds between reports.")] = 0.5,
+    worker: Annotated[
+        str | None,
+        typer.Option(help="The worker's name in the Workers view (default: host:process id)."),
+    ] = None,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
 ) -> None:
@@ -183,6 +187,11 @@ def run(
     job from its exit code, which this command returns. The command runs whatever the server's
     state: reports go when they can, and one line at the end says what could not be done."""
     base, _headers = _connection(api_url, api_key)  # checked here, before anything starts
+    if worker is not None:
+        try:
+            check_worker(worker)
+        except ConfigurationError as e:
+            raise typer.BadParameter(e.rule, param_hint="--worker") from e
     if job is None:
         if not create:
             raise typer.BadParameter("is required unless --create is given", param_hint="--job")
@@ -202,11 +211,20 @@ def run(
             warning = f"job {markup_safe(job)} was not created: {markup_safe(e)}"
             notes.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
     with _reporter_quiet():
-        _run(command, job, base, api_key, min_interval)
+        _run(command, job, base, api_key, min_interval, worker)
 
 
-def _run(command: list[str], job: str, base: str, api_key: str | None, min_interval: float) -> None:
-    reporter = ProgressReporter(job, api_url=base, api_key=api_key, min_interval=min_interval)
+def _run(
+    command: list[str],
+    job: str,
+    base: str,
+    api_key: str | None,
+    min_interval: float,
+    worker: str | None,
+) -> None:
+    reporter = ProgressReporter(
+        job, api_url=base, api_key=api_key, min_interval=min_interval, worker=worker
+    )
     reporter.heartbeat()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     try:

@@ -27,6 +27,7 @@ import enum
 import itertools
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -35,7 +36,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from morag_progress.bounds import clean_text
+from morag_progress.bounds import MAX_NAME, clean_text, text_rule
 from morag_progress.errors import ConfigurationError
 from morag_progress.trace_context import attached
 
@@ -182,6 +183,21 @@ def _clip(message: object) -> str:
     return clean_text(message if isinstance(message, str) else str(message))
 
 
+def check_worker(worker: object) -> None:
+    """Raise ConfigurationError unless ``worker`` is a worker name a report may carry."""
+    if not isinstance(worker, str) or not worker.strip() or text_rule(worker) is not None:
+        raise ConfigurationError("worker", "must be a non-blank name", worker)
+    if len(worker) > MAX_NAME:
+        raise ConfigurationError("worker", f"must be at most {MAX_NAME} characters", worker)
+
+
+def default_worker() -> str:
+    """A reporter's worker name when it is given none: ``<host>:<process id>``."""
+    import socket  # here: a worker's import of the client stays light
+
+    return f"{socket.gethostname()}:{os.getpid()}"[:MAX_NAME]
+
+
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
@@ -230,12 +246,15 @@ class ReporterCore:
         min_interval: float = 0.5,
         attempt: int | None = None,
         traceparent: str | None = None,
+        worker: str | None = None,
         max_backoff: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if not isinstance(job_id, str) or not job_id or len(job_id) > 128:
             raise ConfigurationError("job_id", "must be a non-empty string of at most 128", job_id)
+        if worker is not None:
+            check_worker(worker)
         if isinstance(min_interval, bool) or not isinstance(min_interval, int | float):
             raise ConfigurationError("min_interval", "must be a number of seconds", min_interval)
         if not 0 <= min_interval <= 3600:
@@ -245,6 +264,9 @@ class ReporterCore:
         if attempt is not None and attempt < 1:
             raise ConfigurationError("attempt", "must be a positive integer", attempt)
         self.job_id = job_id
+        self.worker = default_worker() if worker is None else worker
+        """The worker's name, sent with each report: the job's worker in the Workers view,
+        unless it already has one (a claim's)."""
         self.min_interval = float(min_interval)
         self.attempt = attempt
         self.max_backoff = max_backoff
@@ -537,6 +559,7 @@ class ReporterCore:
             body["stage"] = stage
         if self.attempt is not None:
             body["attempt"] = self.attempt
+        body["worker_id"] = self.worker
         return Call(
             CallKind.PROGRESS,
             "PUT",

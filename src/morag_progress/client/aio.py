@@ -42,6 +42,7 @@ class AsyncProgressReporter(ReporterCore):
         min_interval: float = 0.5,
         attempt: int | None = None,
         traceparent: str | None = None,
+        worker: str | None = None,
         timeout: float = 10.0,
         close_timeout: float | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -50,7 +51,11 @@ class AsyncProgressReporter(ReporterCore):
 
         base_url, headers = connection(api_url, api_key)
         super().__init__(
-            job_id, min_interval=min_interval, attempt=attempt, traceparent=traceparent
+            job_id,
+            min_interval=min_interval,
+            attempt=attempt,
+            traceparent=traceparent,
+            worker=worker,
         )
         self.close_timeout = resolve_close_timeout(close_timeout)
         self._http_error = httpx.HTTPError

@@ -115,10 +115,12 @@ class ProgressReporter(_ThreadedReporter):
 
     ``api_url`` and ``api_key`` default to ``MORAG_PROGRESS_API_URL`` / ``MORAG_PROGRESS_API_KEY``.
     ``attempt`` ties reports to one run of the job (a retried task reports a higher one).
-    Leaving the block waits at most ``close_timeout`` seconds for delivery (default
-    ``MORAG_PROGRESS_CLOSE_TIMEOUT_SECONDS``, 2 s), the only wait the worker ever sees; a
-    request in flight waits at most ``timeout``. ``job`` is the job as the server last
-    answered it, or (server down, job unknown) what the reporter knows, with status None.
+    ``worker`` names the worker in the Workers view (default ``<host>:<process id>``; a job
+    claimed under a name keeps it). Leaving the block waits at most ``close_timeout`` seconds
+    for delivery (default ``MORAG_PROGRESS_CLOSE_TIMEOUT_SECONDS``, 2 s), the only wait the
+    worker ever sees; a request in flight waits at most ``timeout``. ``job`` is the job as the
+    server last answered it, or (server down, job unknown) what the reporter knows, with
+    status None.
     """
 
     def __init__(
@@ -130,6 +132,7 @@ class ProgressReporter(_ThreadedReporter):
         min_interval: float = 0.5,
         attempt: int | None = None,
         traceparent: str | None = None,
+        worker: str | None = None,
         timeout: float = 10.0,
         close_timeout: float | None = None,
         transport: httpx.BaseTransport | None = None,
@@ -138,7 +141,11 @@ class ProgressReporter(_ThreadedReporter):
 
         base_url, headers = connection(api_url, api_key)
         super().__init__(
-            job_id, min_interval=min_interval, attempt=attempt, traceparent=traceparent
+            job_id,
+            min_interval=min_interval,
+            attempt=attempt,
+            traceparent=traceparent,
+            worker=worker,
         )
         self._http_error = httpx.HTTPError
         self._client = httpx.Client(
@@ -178,9 +185,14 @@ class LocalReporter(_ThreadedReporter):
         attempt: int | None = None,
         close_timeout: float = 10.0,
         traceparent: str | None = None,
+        worker: str | None = None,
     ) -> None:
         super().__init__(
-            job_id, min_interval=min_interval, attempt=attempt, traceparent=traceparent
+            job_id,
+            min_interval=min_interval,
+            attempt=attempt,
+            traceparent=traceparent,
+            worker=worker,
         )
         self._tracker = tracker
         self._user_id = user_id
@@ -231,6 +243,7 @@ class LocalReporter(_ThreadedReporter):
                 current=body.get("current"),
                 total=body.get("total"),
                 stage=body.get("stage"),
+                worker_id=body.get("worker_id"),
                 attempt=body.get("attempt"),
                 seq=body.get("seq"),
                 user_id=self._user_id,

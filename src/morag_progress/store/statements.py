@@ -373,7 +373,12 @@ def _optional_values(p: Param, shape: Shape) -> dict[str, Any]:
         "worker_id": shape.worker,
     }
     names = {"summary": "message"}
-    return {name: p(names.get(name, name)) for name, carried in present.items() if carried}
+    values = {name: p(names.get(name, name)) for name, carried in present.items() if carried}
+    if "worker_id" in values:
+        # A report names the job's worker only while it has none: a claim's name (or the
+        # first reporter's) stays until the job is queued again, which forgets it.
+        values["worker_id"] = func.coalesce(jobs.c.worker_id, values["worker_id"])
+    return values
 
 
 def _changes(p: Param, shape: Shape, status: Any) -> ColumnElement[bool]:

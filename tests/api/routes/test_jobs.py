@@ -398,6 +398,43 @@ async def test_workers_view(
     assert bad.status_code == 422
 
 
+async def test_a_report_names_a_worker_that_no_claim_named(
+    client: httpx.AsyncClient, alice: Auth, alice_worker: Auth, new_job: NewJob
+) -> None:
+    """A report may name its worker (``worker_id``): a job nobody claimed takes the first
+    name it is given and the worker is listed; a later report naming another keeps it; a
+    claimed job keeps its claim's name; a name that breaks the rules is refused by field."""
+    job = await new_job(alice)
+    for name, pct in (("laptop:4242", 10), ("other:1", 20)):
+        answer = await client.put(
+            f"/api/v1/remote-jobs/{job}/progress",
+            json={"percentage": pct, "worker_id": name},
+            headers=alice,
+        )
+        assert answer.status_code == 200
+        assert answer.json()["job"]["worker_id"] == "laptop:4242"
+    claimed = await _claimed(client, alice_worker, alice, new_job)  # as gpu-01
+    answer = await client.put(
+        f"/api/v1/remote-jobs/{claimed}/progress",
+        json={"percentage": 30, "worker_id": "laptop:4242"},
+        headers=alice_worker,
+    )
+    assert answer.json()["job"]["worker_id"] == "gpu-01"
+    workers = (await client.get("/api/v1/workers", headers=alice)).json()["workers"]
+    assert {w["worker_id"]: w["current_job"]["id"] for w in workers} == {
+        "laptop:4242": job,
+        "gpu-01": claimed,
+    }
+    for bad in ("", " ", "x" * 256, 7):
+        refused = await client.put(
+            f"/api/v1/remote-jobs/{job}/progress",
+            json={"percentage": 40, "worker_id": bad},
+            headers=alice,
+        )
+        assert refused.status_code == 422, bad
+        assert "worker_id" in refused.text
+
+
 async def test_workers_of_two_users_and_a_stalled_job(
     client: httpx.AsyncClient,
     alice: Auth,

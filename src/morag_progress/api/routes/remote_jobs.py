@@ -61,6 +61,7 @@ def progress_update(job_id: str, body: ProgressIn, caller: Principal) -> Progres
         current=body.current,
         total=body.total,
         stage=body.stage,
+        worker_id=body.worker_id,
         attempt=body.attempt,
         seq=body.seq,
         user_id=caller.scope,
