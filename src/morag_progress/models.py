@@ -423,6 +423,7 @@ class Job:
         elif eta is False:
             eta = None
         data["expected_start_at"] = expected_start_at
+        data["created_by_name"] = None  # a key's name: the API adds it for whoever may know it
         for key in _DATETIME_FIELDS:
             value = data[key]
             if value is not None:

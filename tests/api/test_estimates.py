@@ -10,13 +10,16 @@ from datetime import timedelta
 import httpx
 
 from morag_progress import JobStatus, JobTracker
+from morag_progress.api.auth import Principal
 from morag_progress.api.estimates import Estimates
+from morag_progress.keys import Role
 from morag_progress.models import ProgressUpdate, utcnow
 from morag_progress.store import SQLStore
 from tests.api.conftest import Auth
 from tests.conftest import Clock
 
 MakeJob = Callable[..., str]
+ALICE = Principal(key_id="k-alice", user_id="alice", role=Role.USER)
 
 
 def run(tracker: JobTracker, clock: Clock, job_id: str, seconds: float, steps: int = 10) -> None:
@@ -42,7 +45,7 @@ def test_finished_jobs_teach_their_kind(
     tracker.mark_processing(fresh, "alice")
     job = tracker.get_job(fresh, "alice")
     assert job is not None
-    out = estimates.job_out(job)
+    out = estimates.job_out(job, ALICE)
     assert out.eta_basis == "history"
     assert out.eta_seconds is not None
     assert 85 < out.eta_seconds < 110
@@ -54,21 +57,21 @@ def test_finished_jobs_teach_their_kind(
         tracker.update_progress(fresh, pct, None, "working", "alice")
     job = tracker.get_job(fresh, "alice")
     assert job is not None
-    out = estimates.job_out(job)
+    out = estimates.job_out(job, ALICE)
     assert out.eta_basis == "blend"
     assert out.eta_seconds is not None
     assert 60 < out.eta_seconds < 80
 
     again = SQLStore(database_url)  # a restart, or another replica
     try:
-        assert Estimates(again, clock=clock).job_out(job).eta_basis == "blend"
+        assert Estimates(again, clock=clock).job_out(job, ALICE).eta_basis == "blend"
     finally:
         again.close()
     bobs = make_job(user_id="bob")
     tracker.mark_processing(bobs, "bob")
     bob_job = tracker.get_job(bobs, "bob")
     assert bob_job is not None
-    assert estimates.job_out(bob_job).eta_seconds is None  # nothing learned for bob
+    assert estimates.job_out(bob_job, ALICE).eta_seconds is None  # nothing learned for bob
 
 
 def test_a_parents_eta_comes_from_its_children(
@@ -85,7 +88,7 @@ def test_a_parents_eta_comes_from_its_children(
     job = tracker.get_job(parent, "alice")
     assert job is not None
     assert job.percentage == 25  # (50 + 0) / 2
-    out = Estimates(tracker.store, clock=clock).job_out(job)
+    out = Estimates(tracker.store, clock=clock).job_out(job, ALICE)
     assert out.eta_seconds is not None
     # 150 percent-weight left over 1 %/s, the idle 5 s since the last report slowing it a bit
     assert 150 <= out.eta_seconds < 200
@@ -102,7 +105,7 @@ def test_queued_jobs_get_a_start_forecast(
     waiting = make_job(**remote)
     alone = tracker.get_job(waiting)
     assert alone is not None
-    assert Estimates(tracker.store, clock=clock).job_out(alone).expected_start_at is None
+    assert Estimates(tracker.store, clock=clock).job_out(alone, ALICE).expected_start_at is None
     for _ in range(3):
         job_id = make_job(**remote)
         assert tracker.claim("gpu-01", claimant="k1", user_id="alice") is not None
@@ -122,7 +125,7 @@ def test_queued_jobs_get_a_start_forecast(
         clock.advance(10)
     estimates = Estimates(tracker.store, clock=clock)
     jobs = [tracker.get_job(second), tracker.get_job(third)]
-    out = estimates.jobs_out([j for j in jobs if j is not None])
+    out = estimates.jobs_out([j for j in jobs if j is not None], ALICE)
     starts = [o.expected_start_at for o in out]
     assert starts[0] is not None
     assert starts[1] is not None
@@ -150,3 +153,38 @@ async def test_estimates_over_http(
     assert "pace" not in job
     listed = (await client.get("/api/v1/jobs", headers=alice)).json()["jobs"][0]
     assert listed["eta_basis"] == "live"
+
+
+def test_actors_are_named_by_their_keys_names_for_those_who_may_know_them(
+    store: SQLStore,
+) -> None:
+    """An actor that is a named key reads as its name (revoked since, too: it names who did
+    it), to its own user and to an admin; a key of another user, a key without a name, an
+    unknown key, the server and a local process have none."""
+    now = utcnow()
+    laptop, _ = store.create_key(user_id="alice", role=Role.WORKER, name="gpu-01", now=now)
+    bare, _ = store.create_key(user_id="alice", role=Role.USER, name=None, now=now)
+    bobs, _ = store.create_key(user_id="bob", role=Role.WORKER, name="bob-box", now=now)
+    old, _ = store.create_key(user_id="alice", role=Role.USER, name="old", now=now)
+    assert store.revoke_key(old.id, now=now)
+    actors = [
+        f"worker:{laptop.id}",
+        f"user:{bare.id}",
+        f"worker:{bobs.id}",
+        f"user:{old.id}",
+        "user:no-such-key",
+        "server",
+        "local:gpu-01",
+        None,
+    ]
+    estimates = Estimates(store)
+    assert estimates.names(actors, ALICE) == {
+        f"worker:{laptop.id}": "gpu-01",
+        f"user:{old.id}": "old",
+    }
+    admin = Principal(key_id="k-admin", user_id="root", role=Role.ADMIN)
+    assert estimates.names(actors, admin) == {
+        f"worker:{laptop.id}": "gpu-01",
+        f"worker:{bobs.id}": "bob-box",
+        f"user:{old.id}": "old",
+    }

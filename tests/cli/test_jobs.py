@@ -6,7 +6,8 @@ import json
 import subprocess
 import sys
 
-from morag_progress.models import JobStatus
+from morag_progress.keys import Role
+from morag_progress.models import JobStatus, utcnow
 from tests.live import Remote
 
 
@@ -111,21 +112,49 @@ def test_history_says_who_did_what(remote: Remote) -> None:
     lines = [line.split("\t") for line in piped.stdout.splitlines()]
     assert lines[0] == ["when UTC", "status", "change", "by", "message"]
     assert [line[1:4] for line in lines[1:]] == [
-        ["PENDING 0%", "create", by],
+        ["PENDING 0%", "create", "u"],  # alice's key, by its name
         ["PROCESSING 40%", "report", remote.tracker.actor],
-        ["PROCESSING 40%", "cancel", by],
+        ["PROCESSING 40%", "cancel", "u"],
     ]
     latest = jobs(remote, "history", "cli-h", "--limit", "1", "--json")
-    assert [(e["action"], e["actor"]) for e in json.loads(latest.stdout)] == [("cancel", by)]
+    assert [(e["action"], e["actor"], e["actor_name"]) for e in json.loads(latest.stdout)] == [
+        ("cancel", by, "u")
+    ]
     table = jobs(remote, "history", "cli-h", FORCE_COLOR="1", NO_COLOR="1")
     assert "cancel" in table.stdout
-    assert by in table.stdout  # whole, at 150 columns and at 100
+    assert remote.tracker.actor in table.stdout  # whole, at 150 columns and at 100
     narrow = jobs(remote, "history", "cli-h", FORCE_COLOR="1", NO_COLOR="1", COLUMNS="100")
-    assert by in narrow.stdout
+    assert remote.tracker.actor in narrow.stdout
     assert "\t" not in table.stdout
     missing = jobs(remote, "history", "no-such-job")
     assert missing.returncode != 0
     assert "no-such-job" in missing.stderr
+
+
+def test_history_and_show_name_a_key_that_has_a_name(remote: Remote) -> None:
+    """A key made with ``--name`` is shown by its name in ``jobs history``, and by its name
+    and actor in ``jobs show``."""
+    made, secret = remote.tracker.store.create_key(
+        user_id="alice", role=Role.USER, name="alice-laptop", now=utcnow()
+    )
+
+    def as_named(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "morag_progress.cli", "jobs", *args],
+            env=remote.env(secret, COLUMNS="150"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    assert as_named("create", "notes.txt", "--type", "text", "--id", "cli-n").returncode == 0
+    piped = as_named("history", "cli-n")
+    assert [line.split("\t")[2:4] for line in piped.stdout.splitlines()[1:]] == [
+        ["create", "alice-laptop"]
+    ]
+    shown = as_named("show", "cli-n")
+    assert f"alice-laptop (user:{made.id})" in shown.stdout
 
 
 HOSTILE_NAME = "report [/x] final\x1b]0;pwned\x07"

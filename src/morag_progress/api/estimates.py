@@ -1,17 +1,19 @@
-"""The estimates the API writes beside each job: its ETA from its pace and its kind's history, a
-parent's from its children, and when a job waiting for a remote worker is expected to start.
-All numbers come from ``eta.py``; this module only gathers what it needs, with brief caches
-(a history changes when a job of its kind finishes; a queue moves every few seconds)."""
+"""What the API writes beside each job: its ETA from its pace and its kind's history, a parent's
+from its children, when a job waiting for a remote worker is expected to start, and the names of
+the keys that made it and its changes. All numbers come from ``eta.py``; this module only
+gathers what it needs, with brief caches (a history changes when a job of its kind finishes; a
+queue moves every few seconds; a key's name never changes)."""
 
 from __future__ import annotations
 
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from morag_progress.api.auth import Principal
 from morag_progress.api.schemas import JobOut
 from morag_progress.eta import (
     Eta,
@@ -21,11 +23,16 @@ from morag_progress.eta import (
     forecast_starts,
     parent_eta,
 )
+from morag_progress.keys import ApiKey, Role
 from morag_progress.models import Job, JobStatus, utcnow
 from morag_progress.store import SQLStore
 from morag_progress.store.reads import RemoteQueue
 
 __all__ = ["Estimates"]
+
+_KEY_TTL = 60.0
+"""How long a key read for its name is trusted (a deleted key's name shows this long)."""
+_ROLES = frozenset(role.value for role in Role)
 
 _K = TypeVar("_K", bound=Hashable)
 _V = TypeVar("_V")
@@ -79,14 +86,34 @@ class Estimates:
         self._clock = clock
         self._histories = _Cache(history_ttl, 4096)
         self._queues = _Cache(queue_ttl, 1024)
+        self._keys = _Cache(_KEY_TTL, 4096)
 
-    def job_out(self, job: Job) -> JobOut:
-        """One job with its estimates."""
-        return self.jobs_out([job])[0]
+    def job_out(self, job: Job, viewer: Principal) -> JobOut:
+        """One job with its estimates and its creator's name, as ``viewer`` sees it."""
+        return self.jobs_out([job], viewer)[0]
 
-    def jobs_out(self, jobs: list[Job]) -> list[JobOut]:
-        """Jobs with their estimates: a few reads for the whole list, none for jobs that
-        neither run nor wait."""
+    def names(self, actors: Iterable[str | None], viewer: Principal) -> dict[str, str]:
+        """The names of the keys behind ``actors`` (``audit``: ``<role>:<key id>``) that have
+        one and that ``viewer`` may know: its user's own keys, every key for an admin. A key
+        is read at most once a minute however many lists name it."""
+        ids: dict[str, str] = {}
+        for actor in actors:
+            role, _, key_id = (actor or "").partition(":")
+            if key_id and role in _ROLES:
+                ids[actor] = key_id  # type: ignore[index]
+        keys = self._keys.get_many(set(ids.values()), self.store.keys_by_id, self._now())
+        names = {}
+        for actor, key_id in ids.items():
+            key: ApiKey | None = keys.get(key_id)
+            if key is None or not key.name:
+                continue
+            if viewer.role is Role.ADMIN or key.user_id == viewer.user_id:
+                names[actor] = key.name
+        return names
+
+    def jobs_out(self, jobs: list[Job], viewer: Principal) -> list[JobOut]:
+        """Jobs with their estimates (a few reads for the whole list, none for jobs that
+        neither run nor wait) and their creators' names as ``viewer`` sees them (``names``)."""
         now = self._clock()
         at = now.timestamp()
         kinds = {
@@ -116,7 +143,14 @@ class Estimates:
             else:
                 eta = job.estimate(now, histories.get((owner, job.document_type)))
             out.append(JobOut.of(job, eta=eta, expected_start_at=starts.get((owner, job.id))))
+        names = self.names((job.created_by for job in jobs), viewer)
+        for written in out:
+            if written.created_by is not None:
+                written.created_by_name = names.get(written.created_by)
         return out
+
+    def _now(self) -> float:
+        return self._clock().timestamp()
 
     def _parent(self, job: Job, running: list[Job], now: datetime) -> Eta | None:
         """A parent's ETA from its children's remaining work over their running rates."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -329,6 +330,12 @@ class JobOut(BaseModel):
         "``local:<host>`` for a process writing the store directly; null for a job created "
         "before the audit trail."
     )
+    created_by_name: str | None = Field(
+        default=None,
+        description="The name of the key in ``created_by`` (``keys create --name``), when it "
+        "has one and is the caller's own (an admin sees every key's); null otherwise, and in "
+        "the answer to a progress report.",
+    )
 
     @classmethod
     def of(
@@ -390,6 +397,10 @@ class FeedEventOut(BaseModel):
     actor: str | None = Field(
         description="Who made the change (as a job's ``created_by``); null before the audit trail."
     )
+    actor_name: str | None = Field(
+        default=None,
+        description="The name of the key in ``actor``, as a job's ``created_by_name``.",
+    )
     action: str | None = Field(
         description="What kind of change: create, report (progress, result or failure), start "
         "(a heartbeat woke the job), claim, cancel (asked to stop), requeue, stall, abandon, "
@@ -397,7 +408,8 @@ class FeedEventOut(BaseModel):
     )
 
     @classmethod
-    def of(cls, event: FeedEvent) -> FeedEventOut:
+    def of(cls, event: FeedEvent, names: Mapping[str, str] | None = None) -> FeedEventOut:
+        """An event as the API writes it; ``names``: actors' key names (``Estimates.names``)."""
         return cls(
             id=event.id,
             job_id=event.job_id,
@@ -411,6 +423,7 @@ class FeedEventOut(BaseModel):
             timestamp=event.timestamp,
             recorded_at=event.recorded_at,
             actor=event.actor,
+            actor_name=None if names is None or event.actor is None else names.get(event.actor),
             action=event.action,
         )
 

@@ -56,6 +56,8 @@ def _show(job: dict[str, Any]) -> None:
         "created_by", "traceparent", "start_date", "updated_at", "end_date", "expected_start_at",
     ):  # fmt: skip
         value = job.get(name)
+        if name == "created_by" and job.get("created_by_name"):
+            value = f"{job['created_by_name']} ({value})"  # a key by its name, and its id
         if value is not None and value != "":
             table.add_row(name, cell(value))
     if job.get("rate"):
@@ -197,7 +199,7 @@ def history(
             e["timestamp"][:23].replace("T", " "),  # YYYY-MM-DD HH:MM:SS.mmm
             f"{e['status']} {e['percentage']}%",
             e.get("action") or "",
-            e.get("actor") or "unknown",
+            e.get("actor_name") or e.get("actor") or "unknown",  # a key by its name
             e.get("message") or "",
         )
         for e in events

@@ -4,6 +4,7 @@ worker-to-job mappings of ``ProgressHandler``."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
@@ -93,6 +94,14 @@ class Credentials(Database):
         with self._read("read API key") as conn:
             row = conn.execute(stmt).mappings().first()
         return None if row is None else api_key_from_row(row)
+
+    def keys_by_id(self, key_ids: Collection[str]) -> dict[str, ApiKey]:
+        """The keys with these ids (revoked or not) that exist, by id."""
+        if not key_ids:
+            return {}
+        stmt = select(api_keys).where(api_keys.c.id.in_(sorted(key_ids)))
+        with self._read("read API keys") as conn:
+            return {row["id"]: api_key_from_row(row) for row in conn.execute(stmt).mappings()}
 
     def list_keys(self, *, user_id: str | None = None) -> list[ApiKey]:
         stmt = select(api_keys).order_by(api_keys.c.created_at, api_keys.c.id)

@@ -358,7 +358,9 @@ def test_cancel_asks_first_and_shows_the_request_until_the_worker_stops(
     assert page.get_by_role("button", name="Cancel job…").is_hidden()
     newest = page.locator("#history tbody tr").first  # the audit trail: who asked, and what
     newest.get_by_text("cancel requested").wait_for(timeout=5000)
-    assert newest.locator("td.actor").inner_text() == site.actor
+    # by the key's name ("browser"), its actor on hover
+    assert newest.locator("td.actor").inner_text() == "browser"
+    assert newest.locator("td.actor [title]").get_attribute("title") == site.actor
     shot(page, "cancel-requested")
     site.tracker.mark_cancelled(job_id, "alice")  # the worker saw it and stopped
     page.locator("#job-status", has_text="CANCELLED").wait_for(timeout=5000)

@@ -471,6 +471,38 @@ async def test_workers_of_two_users_and_a_stalled_job(
     assert mine[0]["stalled_job"]["id"] == newer  # the one it stalled on last
 
 
+async def test_actors_read_as_the_names_of_their_keys(
+    client: httpx.AsyncClient, store: SQLStore, new_job: NewJob
+) -> None:
+    """A key made with a name (``keys create --name``) is named beside its actor: the job's
+    ``created_by_name`` and each history row's ``actor_name``, for its user and an admin;
+    a key without a name, and another user's key, read as null."""
+    made = {}
+    for label, user, role, name in [
+        ("owner", "alice", Role.USER, "alice-laptop"),
+        ("worker", "alice", Role.WORKER, "gpu-01"),
+        ("bare", "alice", Role.WORKER, None),
+        ("admin", "root", Role.ADMIN, "ops"),
+    ]:
+        _, secret = store.create_key(user_id=user, role=role, name=name, now=utcnow())
+        made[label] = {"Authorization": f"Bearer {secret}"}
+    job_id = await new_job(made["owner"])
+    url = f"/api/v1/remote-jobs/{job_id}/progress"
+    for label, pct in (("worker", 10), ("bare", 20), ("admin", 30)):
+        answer = await client.put(url, json={"percentage": pct}, headers=made[label])
+        assert answer.status_code == 200
+    for viewer, expected in [
+        ("owner", ["alice-laptop", "gpu-01", None, None]),
+        ("admin", ["alice-laptop", "gpu-01", None, "ops"]),
+    ]:
+        job = (await client.get(f"/api/v1/jobs/{job_id}", headers=made[viewer])).json()
+        assert job["created_by_name"] == "alice-laptop"
+        listed = (await client.get("/api/v1/jobs", headers=made[viewer])).json()["jobs"]
+        assert [j["created_by_name"] for j in listed if j["id"] == job_id] == ["alice-laptop"]
+        history = (await client.get(f"/api/v1/jobs/{job_id}/history", headers=made[viewer])).json()
+        assert [e["actor_name"] for e in history] == expected
+
+
 async def test_the_history_says_who_did_what(
     client: httpx.AsyncClient, store: SQLStore, new_job: NewJob
 ) -> None:

@@ -511,7 +511,7 @@ function renderJob() {
     ...fact("Parent", parent),
     ...fact("Child jobs", job.children ? `${job.children_done} of ${job.children} done` : null),
     ...fact("Created", when(job.created_at)),
-    ...fact("Created by", job.created_by ? actor(job.created_by) : null),
+    ...fact("Created by", job.created_by ? actor(job.created_by, job.created_by_name) : null),
     ...fact("Trace", job.traceparent ? el("code", { title: `traceparent ${job.traceparent}` }, job.traceparent.slice(3, 35)) : null),
     ...fact("Started", when(job.start_date)),
     ...fact("Updated", when(job.updated_at)),
@@ -545,9 +545,11 @@ const ACTIONS = {
   rollup: "from child jobs",
 };
 
-/** Who made a change: an API key (`role:key id`), the server, or a local process. */
-function actor(who) {
+/** Who made a change: an API key (`role:key id`, shown by its name when it has one), the
+ * server, or a local process. */
+function actor(who, name) {
   if (!who) return el("span", { class: "hint", title: "recorded before the audit trail" }, "unknown");
+  if (name) return el("span", { class: "actor-name", title: who }, name);
   return el("code", { title: who }, who);
 }
 
@@ -570,7 +572,7 @@ async function loadHistory() {
     el("td", { class: "num", data: { label: "Progress" } }, `${e.percentage}%`),
     el("td", { class: "num", data: { label: "Attempt" } }, String(e.attempt)),
     el("td", { data: { label: "Change" } }, ACTIONS[e.action] || e.action || ""),
-    el("td", { class: "actor", data: { label: "By" } }, actor(e.actor)),
+    el("td", { class: "actor", data: { label: "By" } }, actor(e.actor, e.actor_name)),
     el("td", { class: "message", data: { label: "Message" } }, e.message || ""),
   )));
   $("#history-next").hidden = events.length <= HISTORY_PAGE;

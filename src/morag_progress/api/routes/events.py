@@ -258,7 +258,7 @@ async def job_events(
                 # before it began): nothing committed after it is missed.
                 sent, current = await _shared(request, ("snapshot", job_id, owner), snapshot)
                 assert current is not None
-                out = await run_in_threadpool(estimates_of(request).job_out, current)
+                out = await run_in_threadpool(estimates_of(request).job_out, current, caller)
                 head = [] if missed is None else [_gap(resume or 0, limit)]
                 yield [*head, encode(out.model_dump_json(), event="snapshot", id=sent)]
                 if current.status.is_terminal:
@@ -320,7 +320,7 @@ async def all_events(
                 yield [_progress(event) for event in sorted(latest.values(), key=lambda e: e.id)]
             else:  # a fresh start, or a resume that missed too much: the jobs as they are
                 sent, jobs = await _shared(request, ("all", caller.scope), snapshot)
-                written = await run_in_threadpool(estimates_of(request).jobs_out, jobs)
+                written = await run_in_threadpool(estimates_of(request).jobs_out, jobs, caller)
                 data = json.dumps([json.loads(job.model_dump_json()) for job in written])
                 head = [] if missed is None else [_gap(resume or 0, limit)]
                 yield [*head, encode(data, event="snapshot", id=sent)]

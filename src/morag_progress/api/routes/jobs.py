@@ -68,7 +68,7 @@ def create_job(body: JobCreate, caller: Caller, request: Request, response: Resp
     job = tracker.get_job(job_id, caller.user_id)
     assert job is not None
     response.headers["Location"] = f"/api/v1/jobs/{job.id}"
-    return estimates_of(request).job_out(job)
+    return estimates_of(request).job_out(job, caller)
 
 
 def _max_open(request: Request) -> int | None:
@@ -80,7 +80,7 @@ def _max_open(request: Request) -> int | None:
 @router.get("/{job_id}", response_model=JobOut, responses=errors(401, 404, 409, 422, 429))
 def get_job(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
     """One job."""
-    return estimates_of(request).job_out(visible_job(request, job_id, caller))
+    return estimates_of(request).job_out(visible_job(request, job_id, caller), caller)
 
 
 @router.get("", response_model=JobList, responses=errors(401, 422, 429))
@@ -99,7 +99,7 @@ def list_jobs(
     )
     page = within_bytes(jobs[:limit], _job_size)
     next_cursor = page[-1].id if len(jobs) > len(page) else None
-    return JobList(jobs=estimates_of(request).jobs_out(page), next_cursor=next_cursor)
+    return JobList(jobs=estimates_of(request).jobs_out(page, caller), next_cursor=next_cursor)
 
 
 @router.post(
@@ -114,7 +114,7 @@ def cancel_job(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
     result = tracker_of(request).request_cancel(job_id, caller.scope, actor=caller.actor)
     result.raise_for_outcome(job_id)
     assert result.job is not None
-    return estimates_of(request).job_out(result.job)
+    return estimates_of(request).job_out(result.job, caller)
 
 
 @router.post(
@@ -133,7 +133,7 @@ def requeue_job(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
     )
     result.raise_for_outcome(job_id)
     assert result.job is not None
-    return estimates_of(request).job_out(result.job)
+    return estimates_of(request).job_out(result.job, caller)
 
 
 @router.get(
@@ -162,7 +162,9 @@ def job_history(
     events = tracker_of(request).history(
         job_id, caller.scope, after=after, before=before, newest_first=order == "desc", limit=limit
     )
-    return [FeedEventOut.of(event) for event in within_bytes(events, _event_size)]
+    page = within_bytes(events, _event_size)
+    names = estimates_of(request).names((event.actor for event in page), caller)
+    return [FeedEventOut.of(event, names) for event in page]
 
 
 def _job_size(job: Job) -> int:

@@ -139,7 +139,7 @@ hot_routes = [
 @router.get("/{job_id}/status", response_model=JobOut, responses=_ERRORS)
 def job_status(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
     """The job as it is now."""
-    return estimates_of(request).job_out(visible_job(request, job_id, caller))
+    return estimates_of(request).job_out(visible_job(request, job_id, caller), caller)
 
 
 @router.put("/{job_id}/result", response_model=ProgressOut, responses=_ERRORS)

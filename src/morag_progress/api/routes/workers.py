@@ -36,7 +36,7 @@ def list_workers(
     since = now - timedelta(seconds=window)
     activity = request.app.state.store.workers(user_id=caller.scope, since=since)
     shown = [job for a in activity for job in (a.current_job, a.stalled_job) if job is not None]
-    by_id = {(job.user_id, job.id): job for job in estimates_of(request).jobs_out(shown)}
+    by_id = {(job.user_id, job.id): job for job in estimates_of(request).jobs_out(shown, caller)}
 
     def out(job: Job | None) -> JobOut | None:
         return None if job is None else by_id[(job.user_id, job.id)]  # ids: unique per user
