@@ -260,8 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stale = sum(float(v) for v in re.findall(stale_total, metrics))
     # Every acknowledged update was committed first, so the database holds at least as many;
     # it may hold a few more: requests in flight when wrk stopped (one per connection at most)
-    # were committed but never counted by wrk.
-    in_flight = sum(opts.connections)
+    # were committed but never counted by wrk, in each of its runs.
+    in_flight = opts.rounds * sum(opts.connections)
     durable = acknowledged <= applied + stale <= acknowledged + in_flight
     ok &= durable
     outcome = "every acknowledged update is in the database" if durable else "MISMATCH"
