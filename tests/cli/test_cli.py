@@ -51,6 +51,25 @@ def test_keys_lifecycle(tmp_path: Path) -> None:
     store.close()
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["serve", "--port", "70000"], "'--port': must be 0 to 65535, got 70000"),
+        (["jobs", "list", "--limit", "0"], "'--limit': must be 1 to 500, got 0"),
+        (["report", "j", "nan"], "'PERCENTAGE': must be 0 to 100, got nan"),
+        (["report", "j", "101"], "'PERCENTAGE': must be 0 to 100, got 101"),
+        (["run", "--job", "j", "--min-interval", "-1", "--", "true"], "must be at least 0"),
+    ],
+)
+def test_a_number_out_of_range_is_refused_in_words(args: list[str], said: str) -> None:
+    """A number outside its range is refused before anything runs, naming the option and the
+    range in words (NaN too)."""
+    env = {"MORAG_PROGRESS_API_URL": "http://127.0.0.1:9"}
+    refused = runner.invoke(app, args, env=env)
+    assert refused.exit_code == 2
+    assert said in " ".join(refused.output.split())
+
+
 def test_bad_arguments_are_named(tmp_path: Path) -> None:
     """A bad role or URL is refused with a message that names it."""
     url = f"sqlite:///{tmp_path / 'keys.db'}"
@@ -146,8 +165,9 @@ def _paths(cmd: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
 def test_help_has_no_type_labels_and_fits_the_terminal(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every command's help names options without Typer's ``<str>``/``<bool>`` labels, and no
-    line is wider than the terminal."""
+    """Every command's help names options without Typer's ``<str>``/``<bool>`` labels or
+    ``[0<=x<=65535]`` ranges (the range is in words), arguments as placeholders (``JOB``), and
+    no line is wider than the terminal."""
     monkeypatch.setenv("COLUMNS", "80")
     root = command()
     paths = _paths(root)
@@ -158,6 +178,8 @@ def test_help_has_no_type_labels_and_fits_the_terminal(
         assert ended.value.code == 0
         out = capsys.readouterr().out
         assert "Usage: morag-progress" in out
-        for label in ("<str>", "<bool>", "<int", "<float", "<list", "<path"):
+        for label in ("<str>", "<bool>", "<int", "<float", "<list", "<path", "<=x", "x<="):
             assert label not in out, (path, label)
+        usage = next(line for line in out.splitlines() if "Usage:" in line)
+        assert not any(c.islower() for c in usage.split("[OPTIONS]")[-1]), usage
         assert max(len(line) for line in out.splitlines()) <= 80, path

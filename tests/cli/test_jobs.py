@@ -55,6 +55,15 @@ def test_create_show_list_and_cancel(remote: Remote) -> None:
     assert remote.job("cli-1").status is JobStatus.CANCELLED
 
 
+def test_show_has_the_counts(remote: Remote) -> None:
+    """``jobs show`` has a job's items done and in all, as the API has them."""
+    job_id = remote.new_job()
+    remote.tracker.update_progress(job_id, 30, None, "Pages", "alice", current=12, total=40)
+    shown = jobs(remote, "show", job_id)
+    rows = {line.split()[0]: line.split()[1:] for line in shown.stdout.splitlines() if line}
+    assert (rows["current"], rows["total"]) == (["12"], ["40"])
+
+
 def test_a_running_job_is_asked_to_stop(remote: Remote) -> None:
     job_id = remote.new_job()
     remote.tracker.update_progress(job_id, 30, None, "Working")

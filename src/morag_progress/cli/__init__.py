@@ -15,7 +15,7 @@ import typer.main
 from rich.console import Console
 from rich.table import Table
 
-from morag_progress.cli.failures import say
+from morag_progress.cli.failures import say, within
 from morag_progress.errors import ProgressError
 from morag_progress.keys import Role
 from morag_progress.models import utcnow
@@ -156,7 +156,12 @@ def log_config(level: str = "INFO", *, readable: bool = False) -> dict[str, Any]
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(min=0, max=65535, help="Port (default 8000).")] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            callback=within(0, 65535), metavar="PORT", help="Port, 0 to 65535 (default 8000)."
+        ),
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs)."""
@@ -225,7 +230,7 @@ def _unmigrated_store(database_url: str | None) -> SQLStore:
 
 @db_app.command("upgrade")
 def db_upgrade(
-    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    revision: Annotated[str, typer.Argument(metavar="REVISION", help="Target revision.")] = "head",
     database_url: DatabaseUrl = None,
 ) -> None:
     """Upgrade the schema (back the database up first). Safe to run again."""
@@ -264,7 +269,8 @@ def db_prune(
     older_than_days: Annotated[
         float | None,
         typer.Option(
-            min=0,
+            callback=within(0),
+            metavar="DAYS",
             help="Delete what ended more than this many days ago "
             "(default: MORAG_PROGRESS_RETENTION_DAYS, 90).",
         ),
@@ -342,7 +348,7 @@ def keys_list(
 
 @keys_app.command("revoke")
 def keys_revoke(
-    key_id: Annotated[str, typer.Argument(help="The key's id (from `keys list`).")],
+    key_id: Annotated[str, typer.Argument(metavar="KEY", help="The key's id (from `keys list`).")],
     database_url: DatabaseUrl = None,
 ) -> None:
     """Revoke a key; servers stop accepting it within a few seconds."""
@@ -375,7 +381,12 @@ def demo(
         bool, typer.Option("--keep-serving", help="Leave the API up after the demo.")
     ] = False,
     seconds: Annotated[
-        float, typer.Option(min=1, max=600, help="How long each simulated job runs.")
+        float,
+        typer.Option(
+            callback=within(1, 600),
+            metavar="SECONDS",
+            help="How long each simulated job runs, 1 to 600.",
+        ),
     ] = 8.0,
 ) -> None:
     """The whole system on this machine, no servers to install: the API over a temporary

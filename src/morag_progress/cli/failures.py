@@ -8,6 +8,8 @@ which rule. It is never wrapped (a pipe gets it whole) and never a traceback or 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -16,12 +18,30 @@ from rich.console import Console
 
 from morag_progress.cli.text import markup_safe
 
-__all__ = ["http_failure", "say", "unreachable"]
+__all__ = ["http_failure", "say", "unreachable", "within"]
+
+T = TypeVar("T")
 
 _stderr = Console(stderr=True, highlight=False)
 
 _KEY_ENV = "MORAG_PROGRESS_API_KEY"
 _URL_ENV = "MORAG_PROGRESS_API_URL"
+
+
+def within(low: float, high: float | None = None) -> Callable[[T], T]:
+    """A parameter's callback refusing a number outside ``low`` to ``high`` (no upper bound
+    when None), in words: typer's own ``min``/``max`` print ``[0<=x<=65535]`` in the help."""
+
+    def check(value: T) -> T:
+        if value is None:
+            return value
+        # Written so that NaN, which compares false with everything, is refused too.
+        if not (low <= value and (high is None or value <= high)):  # type: ignore[operator]
+            rule = f"must be at least {low:g}" if high is None else f"must be {low:g} to {high:g}"
+            raise typer.BadParameter(f"{rule}, got {value:g}")
+        return value
+
+    return check
 
 
 def say(what: str, hint: str | None = None, *, level: str = "error") -> None:

@@ -12,6 +12,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from morag_progress.cli.failures import within
 from morag_progress.cli.text import cell, visible
 from morag_progress.cli.view import as_clock
 from morag_progress.cli.worker import ApiKey, ApiUrl, _connection, _fail, _request
@@ -51,7 +52,8 @@ def _show(job: dict[str, Any]) -> None:
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     for name in (
-        "id", "document_name", "document_type", "status", "percentage", "summary", "stage",
+        "id", "document_name", "document_type", "status", "percentage", "current", "total",
+        "summary", "stage",
         "attempt", "worker_id", "parent_id", "error", "cancel_requested", "created_at",
         "created_by", "traceparent", "start_date", "updated_at", "end_date", "expected_start_at",
     ):  # fmt: skip
@@ -93,7 +95,9 @@ def list_jobs(
         str | None, typer.Option(help="Only jobs whose name, id or message holds this text.")
     ] = None,
     parent: Annotated[str | None, typer.Option(help="Only this job's children.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=500, help="Jobs per page.")] = 50,
+    limit: Annotated[
+        int, typer.Option(callback=within(1, 500), metavar="N", help="Jobs per page, 1 to 500.")
+    ] = 50,
     cursor: Annotated[str | None, typer.Option(help="The next page's cursor.")] = None,
     as_json: AsJson = False,
     api_url: ApiUrl = None,
@@ -168,7 +172,7 @@ def _print_rows(
 
 @jobs_app.command("show")
 def show(
-    job: Annotated[str, typer.Argument(help="The job's id.")],
+    job: Annotated[str, typer.Argument(metavar="JOB", help="The job's id.")],
     as_json: AsJson = False,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
@@ -180,8 +184,13 @@ def show(
 
 @jobs_app.command("history")
 def history(
-    job: Annotated[str, typer.Argument(help="The job's id.")],
-    limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many changes.")] = 50,
+    job: Annotated[str, typer.Argument(metavar="JOB", help="The job's id.")],
+    limit: Annotated[
+        int,
+        typer.Option(
+            callback=within(1, 10_000), metavar="N", help="How many changes, 1 to 10,000."
+        ),
+    ] = 50,
     as_json: AsJson = False,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
@@ -216,7 +225,7 @@ def history(
 
 @jobs_app.command("create")
 def create(
-    name: Annotated[str, typer.Argument(help="The document's name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The document's name.")],
     document_type: Annotated[str, typer.Option("--type", help="The document's type.")],
     job_id: Annotated[str | None, typer.Option("--id", help="The job's id (default: new).")] = None,
     as_json: AsJson = False,
@@ -233,7 +242,7 @@ def create(
 
 @jobs_app.command("cancel")
 def cancel(
-    job: Annotated[str, typer.Argument(help="The job's id.")],
+    job: Annotated[str, typer.Argument(metavar="JOB", help="The job's id.")],
     as_json: AsJson = False,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
@@ -252,7 +261,7 @@ def cancel(
 
 @jobs_app.command("requeue")
 def requeue(
-    job: Annotated[str, typer.Argument(help="The job's id.")],
+    job: Annotated[str, typer.Argument(metavar="JOB", help="The job's id.")],
     as_json: AsJson = False,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,

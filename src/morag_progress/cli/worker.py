@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
-from morag_progress.cli.failures import http_failure, say, unreachable
+from morag_progress.cli.failures import http_failure, say, unreachable, within
 from morag_progress.cli.text import markup_safe, visible
 from morag_progress.cli.view import TERMINAL, JobsView, ServerEvent, read_events
 from morag_progress.client import ProgressReporter, create_job
@@ -81,9 +81,13 @@ def _request(method: str, url: str, headers: dict[str, str], **kwargs: Any) -> h
 
 
 def report(
-    job: Annotated[str, typer.Argument(help="The job's id.")],
-    percentage: Annotated[float, typer.Argument(min=0, max=100, help="0 to 100.")],
-    message: Annotated[str | None, typer.Argument(help="A summary of what is happening.")] = None,
+    job: Annotated[str, typer.Argument(metavar="JOB", help="The job's id.")],
+    percentage: Annotated[
+        float, typer.Argument(callback=within(0, 100), metavar="PERCENTAGE", help="0 to 100.")
+    ],
+    message: Annotated[
+        str | None, typer.Argument(metavar="MESSAGE", help="A summary of what is happening.")
+    ] = None,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
 ) -> None:
@@ -165,7 +169,10 @@ def _pump(source: IO[bytes], sink: IO[bytes], lines: _Lines) -> None:
 
 
 def run(
-    command: Annotated[list[str], typer.Argument(help="The command and its arguments, after --.")],
+    command: Annotated[
+        list[str],
+        typer.Argument(metavar="COMMAND...", help="The command and its arguments, after --."),
+    ],
     job: Annotated[
         str | None, typer.Option("--job", help="The job to report on (default with --create: new).")
     ] = None,
@@ -174,7 +181,9 @@ def run(
     document_type: Annotated[
         str, typer.Option("--type", help="The created job's document type.")
     ] = "command",
-    min_interval: Annotated[float, typer.Option(min=0, help="Seconds between reports.")] = 0.5,
+    min_interval: Annotated[
+        float, typer.Option(callback=within(0), metavar="SECONDS", help="Seconds between reports.")
+    ] = 0.5,
     worker: Annotated[
         str | None,
         typer.Option(help="The worker's name in the Workers view (default: host:process id)."),
@@ -301,12 +310,14 @@ def _outcome(reporter: ProgressReporter, base: str, delivered: bool) -> bool:
 
 
 def tail(
-    file: Annotated[Path, typer.Argument(help="The log file.", dir_okay=False)],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="The log file.", dir_okay=False)],
     job: Annotated[str, typer.Option("--job", help="The job to report on.")],
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep reading as the file grows.")
     ] = False,
-    poll: Annotated[float, typer.Option(min=0.01, help="Seconds between looks.")] = 0.25,
+    poll: Annotated[
+        float, typer.Option(callback=within(0.01), metavar="SECONDS", help="Seconds between looks.")
+    ] = 0.25,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
 ) -> None:
@@ -378,7 +389,9 @@ def _tail(
 
 
 def watch(
-    jobs: Annotated[list[str] | None, typer.Argument(help="Jobs to watch (default: all).")] = None,
+    jobs: Annotated[
+        list[str] | None, typer.Argument(metavar="JOB...", help="Jobs to watch (default: all).")
+    ] = None,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
 ) -> None:
