@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -53,6 +54,26 @@ def test_create_show_list_and_cancel(remote: Remote) -> None:
     assert cancelled.returncode == 0, cancelled.stderr
     assert cancelled.stdout.strip() == "cli-1: CANCELLED"
     assert remote.job("cli-1").status is JobStatus.CANCELLED
+
+
+def test_tables_fit_80_columns_with_every_column_and_an_ellipsis(remote: Remote) -> None:
+    """At 80 columns ``jobs history`` and ``jobs list`` (of short ids) keep every column, and
+    cut a long message (and name) with an ellipsis."""
+    job_id = "fit-1"
+    name = "a very long document name indeed.pdf"
+    assert jobs(remote, "create", name, "--type", "pdf", "--id", job_id).returncode == 0
+    long = "a fairly long message that says something about pages 10 of 40"
+    remote.tracker.update_progress(job_id, 45, None, long, "alice")
+    for args, headers in [
+        (("history", job_id), ["when UTC", "status", "change", "by", "message"]),
+        (("list",), ["id", "name", "type", "status", "created UTC", "message"]),
+    ]:
+        out = jobs(remote, *args, FORCE_COLOR="1", NO_COLOR="1", COLUMNS="80").stdout
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", out)
+        lines = plain.splitlines()
+        assert max(len(line) for line in lines) <= 80, plain
+        assert lines[0].split() == " ".join(headers).split(), plain
+        assert any(line.endswith("…") and long[:8] in line for line in lines), plain
 
 
 def test_show_has_the_counts(remote: Remote) -> None:

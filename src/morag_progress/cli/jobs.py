@@ -161,13 +161,37 @@ def _print_rows(
             typer.echo(more, err=True)
         return
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
-    for name, options in columns:
+    for name, options in _fitted(columns, rows, console.width):
         table.add_column(name, no_wrap=True, **options)
     for row in rows:
         table.add_row(*(cell(value) for value in row))
     console.print(table)
     if more:
         console.print(more, style="dim", highlight=False)
+
+
+def _fitted(
+    columns: Sequence[tuple[str, Mapping[str, Any]]], rows: Sequence[Sequence[str]], width: int
+) -> list[tuple[str, dict[str, Any]]]:
+    """``columns`` laid out in ``width``: each column as wide as its widest value within its
+    bounds, and the one that takes what is left (``ratio``) given exactly that, at least 10,
+    cut with an ellipsis. Left to itself, rich short of room drops a whole column and cuts
+    text without one."""
+    widths = []
+    for at, (name, options) in enumerate(columns):
+        widest = max([len(name), *(len(visible(row[at])) for row in rows)])
+        widths.append(
+            min(max(widest, options.get("min_width", 0)), options.get("max_width", widest))
+        )
+    flexible = sum(w for (_, options), w in zip(columns, widths, strict=True) if "ratio" in options)
+    left = width - (sum(widths) - flexible) - 2 * (len(columns) - 1)
+    fitted = []
+    for (name, options), w in zip(columns, widths, strict=True):
+        if "ratio" in options:
+            fitted.append((name, {**options, "max_width": max(10, left), "overflow": "ellipsis"}))
+        else:
+            fitted.append((name, {**options, "min_width": w, "overflow": "ellipsis"}))
+    return fitted
 
 
 @jobs_app.command("show")
