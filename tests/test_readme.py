@@ -1,17 +1,22 @@
-"""The README's Python example runs as written and prints what its comment says."""
+"""The README's examples run as written: the Python ones print what their comments say, the
+HTTP ones are answered as the README says."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
+import os
 import re
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.live import Remote
-from tests.services import free_port
+from tests.services import free_port, unavailable
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -61,3 +66,38 @@ def test_readme_python_example_never_holds_up_the_worker(
         exec(compile(block, str(README), "exec"), {})
     assert time.monotonic() - started < 4
     assert out.getvalue().strip() == "False None"  # not finished, and no status confirmed
+
+
+def test_readme_http_examples_run_as_written(remote: Remote) -> None:
+    """The README's ``curl`` commands, run as written by a shell against a live server (its
+    address for the README's, alice's key as ``$KEY``): the job made by the first is the one
+    the next reports on, and each is answered 2xx with JSON."""
+    curl = shutil.which("curl")
+    if curl is None:
+        unavailable("curl not found (apt-get install curl)")
+    commands = [
+        block.replace("http://127.0.0.1:8000", remote.url)
+        for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.DOTALL)
+        if block.lstrip().startswith("curl ")
+    ]
+    assert len(commands) >= 2
+    env = {**os.environ, "KEY": remote.user_key, "JOB_ID": "talk-42"}
+    for command in commands:
+        done = subprocess.run(
+            ["bash", "-c", command.rstrip() + " -sS -w '\\n%{http_code}'"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        body, _, status = done.stdout.rpartition("\n")
+        assert done.returncode == 0, done.stderr
+        assert status.startswith("2"), (command, status, body)
+        json.loads(body)
+    job = remote.job("talk-42")
+    assert (job.document_name, job.percentage, job.summary) == (
+        "talk.mp3",
+        75,
+        "Transcribing audio content",
+    )
