@@ -3,13 +3,15 @@ on SQLite and PostgreSQL (where an update and its feed row are one statement).""
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from morag_progress import JobStatus, JobTracker, ProgressUpdate
-from morag_progress.audit import SERVER, Action, key_actor, local_actor
+from morag_progress.audit import ACTION_WORDS, SERVER, Action, key_actor, local_actor, said
 from morag_progress.errors import InvalidInputError
 from morag_progress.monitor import Monitor
 from morag_progress.store import SQLStore
@@ -139,3 +141,19 @@ def test_an_actor_is_bounded(store: SQLStore, actor: object) -> None:
         JobTracker(store=store, actor=actor)  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="actor"):
         ProgressUpdate("j1", 10, actor=actor)  # type: ignore[arg-type]
+
+
+def test_every_action_has_one_word_and_the_dashboard_says_the_same() -> None:
+    """Each action has the words a person reads (``jobs history``), and the dashboard's copy
+    of them (its script has no build step to import them) is the same, action for action."""
+    assert set(ACTION_WORDS) == set(Action)
+    assert said("create") == "created"
+    assert said(None) == ""
+    assert said("a-later-action") == "a-later-action"  # an older CLI, a newer server
+    script = (
+        Path(__file__).resolve().parent.parent / "src/morag_progress/api/dashboard/dashboard.js"
+    ).read_text()
+    block = re.search(r"const ACTIONS = \{(.*?)\};", script, flags=re.DOTALL)
+    assert block is not None
+    words = dict(re.findall(r'(\w+): "([^"]+)"', block.group(1)))
+    assert words == {str(action): word for action, word in ACTION_WORDS.items()}

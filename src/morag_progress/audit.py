@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["ACTOR_LENGTH", "SERVER", "Action", "key_actor", "local_actor"]
+__all__ = ["ACTION_WORDS", "ACTOR_LENGTH", "SERVER", "Action", "key_actor", "local_actor", "said"]
 
 ACTOR_LENGTH = 200
 """The longest actor stored."""
@@ -49,6 +49,26 @@ class Action(enum.StrEnum):
     """The server gave up on a silent job's worker (failed it, or queued it again)."""
     ROLLUP = "rollup"
     """A parent's state followed its children's."""
+
+
+ACTION_WORDS: dict[str, str] = {
+    Action.CREATE: "created",
+    Action.REPORT: "report",
+    Action.START: "started (heartbeat)",
+    Action.CLAIM: "claimed",
+    Action.CANCEL: "cancel requested",
+    Action.REQUEUE: "requeued",
+    Action.STALL: "stalled",
+    Action.ABANDON: "given up",
+    Action.ROLLUP: "from child jobs",
+}
+"""Each action as a person says it, wherever a history is shown to one (the CLI; the
+dashboard has the same words, which a test holds it to)."""
+
+
+def said(action: str | None) -> str:
+    """``action`` (a feed row's) as a person says it; an unknown one as it is."""
+    return "" if action is None else ACTION_WORDS.get(action, action)
 
 
 def key_actor(role: str, key_id: str) -> str:

@@ -142,9 +142,9 @@ def test_history_says_who_did_what(remote: Remote) -> None:
     lines = [line.split("\t") for line in piped.stdout.splitlines()]
     assert lines[0] == ["when UTC", "status", "change", "by", "message"]
     assert [line[1:4] for line in lines[1:]] == [
-        ["PENDING 0%", "create", "u"],  # alice's key, by its name
+        ["PENDING 0%", "created", "u"],  # alice's key, by its name
         ["PROCESSING 40%", "report", remote.tracker.actor],
-        ["PROCESSING 40%", "cancel", "u"],
+        ["PROCESSING 40%", "cancel requested", "u"],  # the dashboard's words
     ]
     latest = jobs(remote, "history", "cli-h", "--limit", "1", "--json")
     assert [(e["action"], e["actor"], e["actor_name"]) for e in json.loads(latest.stdout)] == [
@@ -181,7 +181,7 @@ def test_history_and_show_name_a_key_that_has_a_name(remote: Remote) -> None:
     assert as_named("create", "notes.txt", "--type", "text", "--id", "cli-n").returncode == 0
     piped = as_named("history", "cli-n")
     assert [line.split("\t")[2:4] for line in piped.stdout.splitlines()[1:]] == [
-        ["create", "alice-laptop"]
+        ["created", "alice-laptop"]
     ]
     shown = as_named("show", "cli-n")
     assert f"alice-laptop (user:{made.id})" in shown.stdout

@@ -12,6 +12,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from morag_progress.audit import said
 from morag_progress.cli.failures import within
 from morag_progress.cli.text import cell, visible
 from morag_progress.cli.view import as_clock
@@ -231,7 +232,7 @@ def history(
         (
             e["timestamp"][:23].replace("T", " "),  # YYYY-MM-DD HH:MM:SS.mmm
             f"{e['status']} {e['percentage']}%",
-            e.get("action") or "",
+            said(e.get("action")),  # as the dashboard says it
             e.get("actor_name") or e.get("actor") or "unknown",  # a key by its name
             e.get("message") or "",
         )
