@@ -130,8 +130,9 @@ def test_search_and_requeue(remote: Remote) -> None:
 
 
 def test_history_says_who_did_what(remote: Remote) -> None:
-    """``jobs history`` prints the audit trail oldest first: into a pipe as tab-separated
-    lines, on a terminal as a table, and as JSON."""
+    """``jobs history`` prints the audit trail newest first, as the dashboard does
+    (``--oldest-first`` turns it): into a pipe as tab-separated lines, on a terminal as a table,
+    and as JSON."""
     created = jobs(remote, "create", "notes.txt", "--type", "text", "--id", "cli-h", "--json")
     by = json.loads(created.stdout)["created_by"]
     assert by.startswith("user:")
@@ -141,11 +142,14 @@ def test_history_says_who_did_what(remote: Remote) -> None:
     assert piped.returncode == 0, piped.stderr
     lines = [line.split("\t") for line in piped.stdout.splitlines()]
     assert lines[0] == ["when UTC", "status", "change", "by", "message"]
-    assert [line[1:4] for line in lines[1:]] == [
+    oldest_first = [
         ["PENDING 0%", "created", "u"],  # alice's key, by its name
         ["PROCESSING 40%", "report", remote.tracker.actor],
         ["PROCESSING 40%", "cancel requested", "u"],  # the dashboard's words
     ]
+    assert [line[1:4] for line in lines[1:]] == oldest_first[::-1]
+    turned = jobs(remote, "history", "cli-h", "--oldest-first").stdout.splitlines()
+    assert [line.split("\t")[1:4] for line in turned[1:]] == oldest_first
     latest = jobs(remote, "history", "cli-h", "--limit", "1", "--json")
     assert [(e["action"], e["actor"], e["actor_name"]) for e in json.loads(latest.stdout)] == [
         ("cancel", by, "u")

@@ -216,15 +216,19 @@ def history(
             callback=within(1, 10_000), metavar="N", help="How many changes, 1 to 10,000."
         ),
     ] = 50,
+    oldest_first: Annotated[
+        bool, typer.Option("--oldest-first", help="The latest changes, oldest of them first.")
+    ] = False,
     as_json: AsJson = False,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
 ) -> None:
-    """A job's latest changes, oldest first: when, its state after each, what kind of change
-    it was and who made it (the audit trail)."""
+    """A job's latest changes, newest first as on the dashboard: when, its state after each,
+    what kind of change it was and who made it (the audit trail)."""
     params = {"order": "desc", "limit": limit}
     events = _call("GET", f"/api/v1/jobs/{job}/history", api_url, api_key, params=params)
-    events.reverse()
+    if oldest_first:
+        events.reverse()
     if as_json:
         _print_json(events)
         return
