@@ -3,7 +3,9 @@ the server-sent-event reader."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 from rich.console import Console
@@ -109,3 +111,41 @@ def test_names_and_messages_are_shown_as_text_live_and_in_a_pipe() -> None:
     assert "[link=http://e]x[/link]\\x1b[2J" in text
     [line] = view.changed_lines({})
     assert line == "j1 PROCESSING 0% [link=http://e]x[/link]\\x1b[2J"
+
+
+def _rendered(view: JobsView, width: int, **options: Any) -> list[str]:
+    console = Console(width=width, force_terminal=True, no_color=True, record=True)
+    console.print(view.render(width=width, **options))
+    return console.export_text().splitlines()
+
+
+def test_the_table_gives_way_to_the_bar_in_a_narrow_terminal() -> None:
+    """At 80 columns the table fits, keeping a bar of at least 10 characters: the rate, then
+    the message give way, then ids are cut to 8 characters; at 150 every column shows."""
+    view = JobsView()
+    for name, status, pct in [
+        ("lecture.mp3", "FINISHED", 100),
+        ("podcast.wav", "PROCESSING", 48),
+        ("slides.pptx", "WAITING_FOR_REMOTE_WORKER", 0),
+    ]:
+        view.snapshot(
+            {
+                "id": str(uuid.uuid4()),
+                "document_name": name,
+                "status": status,
+                "percentage": pct,
+                "summary": "Transcribing segment 12 of 25 of a rather long recording",
+                "rate": 4.7,
+                "eta_seconds": 83,
+                "created_at": name,
+            }
+        )
+    narrow = _rendered(view, 80)
+    assert max(len(line) for line in narrow) <= 80
+    assert narrow[0].split() == ["job", "name", "status", "progress", "%", "ETA"]
+    finished = next(line for line in narrow if "lecture.mp3" in line)
+    assert "━" * 10 in finished  # the whole bar of a finished job, 10 characters or more
+    assert finished.split()[0] in {job_id[:8] for job_id in view.jobs}
+    wide = _rendered(view, 150)
+    assert wide[0].split() == ["job", "name", "status", "progress", "%", "message", "rate", "ETA"]
+    assert any(job_id in line for line in wide for job_id in view.jobs)  # whole ids

@@ -10,6 +10,8 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+from rich import box
+from rich.console import RenderableType
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
@@ -83,6 +85,34 @@ def _until(when: str) -> str:
     return f"in {as_clock(left)}" if left > 0 else "now"
 
 
+_COLUMNS = ("job", "name", "status", "progress", "%", "message", "rate", "ETA")
+_COLUMN_OPTIONS: dict[str, dict[str, Any]] = {
+    "job": {"no_wrap": True},
+    "name": {"no_wrap": True, "max_width": 20, "overflow": "ellipsis"},
+    "status": {"no_wrap": True},
+    "progress": {"ratio": 1, "min_width": 10},
+    "%": {"justify": "right", "no_wrap": True},
+    "message": {"ratio": 2, "no_wrap": True, "overflow": "ellipsis"},
+    "rate": {"justify": "right", "no_wrap": True},
+    "ETA": {"justify": "right", "no_wrap": True},
+}
+_SHRINKING = {"progress": 10, "message": 12}
+"""The least the columns that take what is left need (the others need their widest value)."""
+
+
+def _needs(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> int:
+    """The width ``columns`` need for ``rows``, with a column's gap."""
+    widths = (
+        _SHRINKING.get(name)
+        or min(
+            max([len(name), *(len(str(row[name])) for row in rows)]),
+            _COLUMN_OPTIONS[name].get("max_width", 1_000),
+        )
+        for name in columns
+    )
+    return sum(widths) + 2 * (len(columns) - 1)
+
+
 @dataclass
 class JobsView:
     """The jobs on screen: snapshots from the API, moved by progress events. Rate and ETA are
@@ -138,18 +168,15 @@ class JobsView:
                 lines.append(f"{line} {visible(summary)}".rstrip())
         return lines
 
-    def render(self, title: str | None = None, *, whole_ids: bool = True) -> Table:
+    def render(
+        self, title: str | None = None, *, whole_ids: bool = True, width: int | None = None
+    ) -> Table:
         """The jobs as a table; ``whole_ids=False`` shows ids' first 8 characters (the demo's
-        jobs have distinct names, and its table must fit a narrow terminal)."""
-        table = Table(title=title, expand=True, title_justify="left")
-        table.add_column("job", no_wrap=True)
-        table.add_column("name", no_wrap=True, max_width=20)
-        table.add_column("status", no_wrap=True)
-        table.add_column("progress", ratio=1, min_width=10)
-        table.add_column("%", justify="right", no_wrap=True)
-        table.add_column("message", ratio=2, no_wrap=True)
-        table.add_column("rate", justify="right", no_wrap=True)
-        table.add_column("ETA", justify="right", no_wrap=True)
+        jobs have distinct names, and its table must fit a narrow terminal). Given the
+        terminal's ``width``, columns give way until the rest fit with a bar of at least 10
+        characters: the rate first, then the message (``jobs show`` has both), then the ids
+        are cut to 8 characters, then the names go."""
+        rows: list[dict[str, Any]] = []
         for job in sorted(self.jobs.values(), key=lambda j: str(j.get("created_at", ""))):
             status = str(job.get("status", ""))
             percentage = int(job.get("percentage") or 0)
@@ -157,14 +184,45 @@ class JobsView:
             eta = as_clock(job.get("eta_seconds")) if status == "PROCESSING" else ""
             if status == "WAITING_FOR_REMOTE_WORKER" and job.get("expected_start_at"):
                 eta = f"starts {_until(job['expected_start_at'])}"
-            table.add_row(
-                cell(job["id"] if whole_ids else str(job["id"])[:8]),
-                cell(job.get("document_name", "")),
-                cell(status, style=_STYLE.get(status, "")),
-                ProgressBar(total=100, completed=percentage, width=None),
-                f"{percentage}%",
-                cell(job.get("summary")),
-                f"{rate:.1f}%/s" if isinstance(rate, int | float) and rate > 0 else "",
-                eta,
+            rows.append(
+                {
+                    "job": visible(job["id"] if whole_ids else str(job["id"])[:8]),
+                    "name": visible(job.get("document_name", "")),
+                    "status": status,
+                    "%": f"{percentage}%",
+                    "message": visible(job.get("summary")),
+                    "rate": f"{rate:.1f}%/s" if isinstance(rate, int | float) and rate > 0 else "",
+                    "ETA": eta,
+                    "percentage": percentage,
+                }
             )
+        shown: tuple[str, ...] = _COLUMNS
+        if width is not None:
+            for step in ("rate", "message", "short ids", "name"):
+                if _needs(shown, rows) <= width:
+                    break
+                if step == "short ids":
+                    for row in rows:
+                        row["job"] = row["job"][:8]
+                else:
+                    shown = tuple(c for c in shown if c != step)
+        # Rules under the header only, no borders: at 80 columns, boxes and their padding took
+        # a third of the width, and the bar was left 3 characters.
+        table = Table(
+            title=title,
+            expand=True,
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
+            collapse_padding=True,
+        )
+        for name in shown:
+            table.add_column(name, **_COLUMN_OPTIONS[name])
+        for row in rows:
+            cells: dict[str, RenderableType] = {
+                "status": cell(row["status"], style=_STYLE.get(row["status"], "")),
+                "progress": ProgressBar(total=100, completed=row["percentage"], width=None),
+            }
+            table.add_row(*(cells[name] if name in cells else cell(row[name]) for name in shown))
         return table

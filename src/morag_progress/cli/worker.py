@@ -410,10 +410,10 @@ def watch(
                 console.print(line, highlight=False, soft_wrap=True, markup=False)
             console.file.flush()
         elif live is None:  # only once there is something to show (not before an error)
-            live = Live(view.render(), console=console, refresh_per_second=8)
+            live = Live(view.render(width=console.width), console=console, refresh_per_second=8)
             live.start()
         else:
-            live.update(view.render())
+            live.update(view.render(width=console.width))
 
     try:
         follow(base, headers, view, changed)

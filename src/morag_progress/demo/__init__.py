@@ -261,18 +261,25 @@ def _run(
     cancelled = threading.Event()
 
     def changed() -> None:
-        live.update(view.render(title="Jobs (live from the event stream)", whole_ids=False))
+        live.update(
+            view.render(
+                title="Jobs (live from the event stream)", whole_ids=False, width=console.width
+            )
+        )
         job = view.jobs.get(podcast)
         if job and not cancelled.is_set() and job.get("percentage", 0) >= 40:
             cancelled.set()  # a user cancels one job half-way
             http.post(f"/api/v1/jobs/{podcast}/cancel")
 
     with Live(
-        view.render(whole_ids=False), console=console, refresh_per_second=8, transient=True
+        view.render(whole_ids=False, width=console.width),
+        console=console,
+        refresh_per_second=8,
+        transient=True,
     ) as live:
         follow(url, user, view, changed, stop=lambda: time.monotonic() > deadline)
 
-    console.print(view.render(title="Summary", whole_ids=False))
+    console.print(view.render(title="Summary", whole_ids=False, width=console.width))
     verified = inbox.wait_for(len(expected), secret, timeout=10)
     inbox.close()
     kinds = ", ".join(f"{kind} x{n}" for kind, n in sorted(verified.items()))
