@@ -13,6 +13,7 @@ as expected and each ending arrived as a verified webhook.
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.server
 import importlib.util
 import os
@@ -128,13 +129,13 @@ def run_demo(
     demo = _Demo(directory)
     try:
         with _serve(store, settings) as url:
-            console.print(f"[bold]morag-progress demo[/bold]: API at [link={url}/docs]{url}[/link]")
-            console.print(
-                f"  dashboard (signed in, read-only, for an hour): {url}/#token={link_token}"
-            )
-            console.print(f"  the demo user's API key: {user_key}")
-            console.print(f"  OpenAPI docs: {url}/docs")
-            console.print(
+            # soft_wrap: a link or a key cut across two lines cannot be copied or clicked.
+            say = functools.partial(console.print, soft_wrap=True)
+            say(f"[bold]morag-progress demo[/bold]: API at [link={url}/docs]{url}[/link]")
+            say(f"  dashboard (signed in, read-only, for an hour): {url}/#token={link_token}")
+            say(f"  the demo user's API key: {user_key}")
+            say(f"  OpenAPI docs: {url}/docs")
+            say(
                 f"  workers' logs: {directory} (kept with MORAG_PROGRESS_DEMO_KEEP_FILES=1)",
                 style="dim",
             )
