@@ -286,13 +286,22 @@ def test_job_page_has_its_own_address_and_every_field(page: Any, site: Site) -> 
         assert expected in facts, expected
     assert page.locator("#job-status").inner_text() == "FAILED"
     assert "CUDA out of memory" in page.locator("#job-error-text").inner_text()
+    red = "rgb(179, 38, 30)"  # a failed job's bar and line, as its badge
+    assert page.locator("#facts progress").evaluate("e => getComputedStyle(e).accentColor") == red
+    assert page.locator("#chart polyline").evaluate("e => getComputedStyle(e).stroke") == red
     created = page.locator("#facts time").first
     assert created.inner_text() in ("just now", "now") or "ago" in created.inner_text()
     assert created.get_attribute("datetime") in (created.get_attribute("title") or "")
     assert (created.get_attribute("datetime") or "").endswith("Z")  # the UTC time on hover
     ticks = page.locator("#chart text").evaluate_all("ts => ts.map(t => t.textContent)")
     assert {"0%", "50%", "100%"} <= set(ticks)
-    assert ticks[5] in ("0 ms", "0.0 s")  # a job of under a second (or ten): the time axis
+    times = page.locator("#chart text.tick").evaluate_all("ts => ts.map(t => t.textContent)")[5:]
+    assert times[0] in ("0 ms", "0 s")  # a job of under a second (or ten): the time axis
+    # round steps (0, 200, 400 ms...), not the span's quarters (0, 193, 386 ms...)
+    values = [int(label.split()[0]) for label in times]
+    step = values[1] - values[0]
+    assert values == [i * step for i in range(len(values))], times
+    assert int(str(step).rstrip("0") or "0") in (1, 2, 3, 5, 15), times
     assert page.locator("#chart polyline").count() == 1
     history = page.locator("#history tbody tr")
     page_size = 25  # 63 changes: pages of 25, 25 and 13

@@ -123,10 +123,22 @@ function timeOfDay(iso) {
 }
 
 /** A length of time as an axis shows it: milliseconds or seconds when short, m:ss when long. */
-function tick(milliseconds, span) {
-  if (span < 1000) return `${Math.round(milliseconds)} ms`;
-  if (span < 10000) return `${(milliseconds / 1000).toFixed(1)} s`;
-  if (span < 120000) return `${Math.round(milliseconds / 1000)} s`;
+/** Round steps for a time axis, in milliseconds: 1-2-5 below a second, then the clock's own. */
+const TICK_STEPS = [
+  1, 2, 5, 10, 20, 50, 100, 200, 500,
+  1e3, 2e3, 5e3, 1e4, 15e3, 3e4, 6e4, 12e4, 3e5, 6e5, 9e5, 18e5,
+  36e5, 72e5, 108e5, 216e5, 432e5, 864e5,
+];
+
+/** The round step that puts at most five ticks on a span (ms). */
+function tickStep(span) {
+  return TICK_STEPS.find((step) => span / step <= 5) || Math.ceil(span / 5 / 864e5) * 864e5;
+}
+
+/** A tick's label on an axis of round ``step``s. */
+function tick(milliseconds, step) {
+  if (step < 1000) return `${Math.round(milliseconds)} ms`;
+  if (step < 60000) return `${Math.round(milliseconds / 1000)} s`;
   return clock(milliseconds / 1000);
 }
 
@@ -181,7 +193,7 @@ function badge(status) {
 
 function bar(job) {
   return el(
-    "span", { class: "bar" },
+    "span", { class: `bar ${job.status}` },  // coloured as its status: a failed job's is red
     el("progress", { max: 100, value: job.percentage, "aria-label": `${job.document_name} progress` }),
     el("span", { class: "pct" }, `${job.percentage}%`),
   );
@@ -636,9 +648,11 @@ function drawChart(history, job) {
   const span = Math.max(1, last - start);
   const x = (t) => left + ((t - start) / span) * (right - left);
   const y = (pct) => bottom - (pct / 100) * (bottom - top);
-  for (let i = 0; i <= 4; i++) {
-    const t = start + (span * i) / 4;
-    parts.push(svg("text", { x: x(t), y: bottom + 16, class: "tick", "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle" }, tick(t - start, span)));
+  // Round ticks (0, 2 s, 4 s...), not the span's quarters (193 ms, 386 ms...).
+  const step = tickStep(span);
+  for (let t = 0; t <= span; t += step) {
+    const anchor = t === 0 ? "start" : x(start + t) > right - 24 ? "end" : "middle";
+    parts.push(svg("text", { x: x(start + t), y: bottom + 16, class: "tick", "text-anchor": anchor }, tick(t, step)));
   }
   parts.push(svg("text", { x: (left + right) / 2, y: bottom + 32, class: "axis-title", "text-anchor": "middle" }, "time since the first change"));
   // Progress holds between changes: a step line.
@@ -648,7 +662,7 @@ function drawChart(history, job) {
     points.push(`${x(times[i])},${y(e.percentage)}`);
   });
   points.push(`${x(last)},${y(history[history.length - 1].percentage)}`);
-  parts.push(svg("polyline", { points: points.join(" "), class: "line" }));
+  parts.push(svg("polyline", { points: points.join(" "), class: `line ${job.status}` }));
   chart.replaceChildren(...parts);
   const end = history[history.length - 1];
   $("#chart-caption").textContent =
