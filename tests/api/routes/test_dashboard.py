@@ -179,8 +179,13 @@ def test_the_servers_eta_with_its_range(page: Any, site: Site) -> None:
 
 
 def test_wrong_key_is_refused_on_the_page(page: Any, site: Site) -> None:
-    """A wrong key shows an alert and the page stays signed out."""
+    """Signed out, the page says how to get a key and shows no view that needs one; a wrong
+    key shows an alert and the page stays signed out."""
     page.goto(site.url)
+    hint = page.locator("#signin-hint")
+    assert "morag-progress keys create --user <you>" in hint.inner_text()
+    assert page.locator("#nav").is_hidden()
+    shot(page, "signin")
     page.get_by_label("API key").fill("mpk_wrong")
     page.keyboard.press("Enter")
     page.locator("#signin-error", has_text="failed").wait_for(timeout=5000)
