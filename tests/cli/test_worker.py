@@ -4,6 +4,7 @@ lines, passed through, ending the job from its exit code), tail, report and watc
 from __future__ import annotations
 
 import contextlib
+import shlex
 import socket
 import subprocess
 import sys
@@ -129,6 +130,34 @@ def test_run_create_finishes_on_success(remote: Remote) -> None:
         100,
         "report.pdf",
     )
+
+
+def test_run_create_names_the_job_as_a_person_would(remote: Remote) -> None:
+    """Without --name, a created job is named by its program and first argument, and keeps
+    the whole command line in its metadata (the job page shows it)."""
+    command = [sys.executable, "-c", SCRIPT, "0"]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "morag_progress.cli",
+            "run",
+            "--create",
+            "--job",
+            "short-1",
+            "--",
+            *command,
+        ],
+        env=remote.env(remote.user_key),  # a user's key: a worker's may not create jobs
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    job = remote.job("short-1")
+    assert job.document_name == f"{Path(sys.executable).name} -c"
+    assert job.metadata == {"command": shlex.join(command)}
 
 
 def test_run_missing_command_is_127(remote: Remote) -> None:

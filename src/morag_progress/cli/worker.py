@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -209,9 +210,10 @@ def run(
     if create:
         try:
             create_job(
-                name or " ".join(command),
+                name or short_name(command),
                 document_type,
                 job_id=job,
+                metadata={"command": shlex.join(command)[:_COMMAND_CHARS]},
                 api_url=base,
                 api_key=api_key,
                 timeout=_CREATE_TIMEOUT,
@@ -221,6 +223,18 @@ def run(
             notes.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
     with _reporter_quiet():
         _run(command, job, base, api_key, min_interval, worker)
+
+
+_COMMAND_CHARS = 4000
+"""The most of a command line a job created by ``run`` keeps in its metadata."""
+
+
+def short_name(command: list[str]) -> str:
+    """A job's name for a command: its program and first argument (``ffmpeg -i``), the way a
+    person names it; the whole line goes in the job's metadata."""
+    words = [Path(command[0]).name, *command[1:2]] if command else ["command"]
+    name = " ".join(words)
+    return name if len(name) <= 80 else name[:79] + "…"
 
 
 def _run(

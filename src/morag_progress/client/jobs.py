@@ -3,6 +3,7 @@ starts (a task's own job, a parent and its children), never while reporting."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from morag_progress.client._core import connection
@@ -20,6 +21,7 @@ def create_job(
     parent_id: str | None = None,
     weight: float = 1.0,
     remote: bool = False,
+    metadata: Mapping[str, Any] | None = None,
     api_url: str | None = None,
     api_key: str | None = None,
     timeout: float = 10.0,
@@ -27,8 +29,9 @@ def create_job(
 ) -> dict[str, Any]:
     """Create a job (``POST /api/v1/jobs``) and return it as the server answered. A given
     ``job_id`` is idempotent: the same call twice makes one job. ``remote`` queues it for a
-    remote worker's claim. The job's span is a child of ``parent_trace`` (a W3C
-    ``traceparent``; default: the span current in this process, if any). Raises
+    remote worker's claim; ``metadata`` is the job's free-form JSON object. The job's span is
+    a child of ``parent_trace`` (a W3C ``traceparent``; default: the span current in this
+    process, if any). Raises
     :class:`~morag_progress.ProgressError` when the server cannot be reached or refuses, with
     its reason."""
     import httpx  # here, not with the package: a worker's import stays light
@@ -44,6 +47,8 @@ def create_job(
         body["id"] = job_id
     if parent_id is not None:
         body["parent_id"] = parent_id
+    if metadata is not None:
+        body["metadata"] = dict(metadata)
     parent_trace = parent_trace if parent_trace is not None else current_traceparent()
     if parent_trace:
         headers = {**headers, "traceparent": parent_trace}
