@@ -7,6 +7,9 @@
 // event stream only moves what is on screen and says when to ask again.
 "use strict";
 
+/** Whether the server exports job spans (its page says): a trace id shows only where a trace is. */
+const TRACING = document.querySelector('meta[name="morag-tracing"]')?.content === "on";
+
 const TERMINAL = new Set(["FINISHED", "FAILED", "CANCELLED"]);
 const REQUEUABLE = new Set(["FAILED", "CANCELLED", "STALLED"]);
 const STATUSES = [
@@ -524,7 +527,7 @@ function renderJob() {
     ...fact("Child jobs", job.children ? `${job.children_done} of ${job.children} done` : null),
     ...fact("Created", when(job.created_at)),
     ...fact("Created by", job.created_by ? actor(job.created_by, job.created_by_name) : null),
-    ...fact("Trace", job.traceparent ? el("code", { title: `traceparent ${job.traceparent}` }, job.traceparent.slice(3, 35)) : null),
+    ...fact("Trace", TRACING && job.traceparent ? el("code", { title: `traceparent ${job.traceparent}` }, job.traceparent.slice(3, 35)) : null),
     ...fact("Started", when(job.start_date)),
     ...fact("Updated", when(job.updated_at)),
     ...fact("Ended", when(job.end_date)),

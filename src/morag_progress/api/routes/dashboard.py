@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 __all__ = ["mount"]
@@ -26,10 +26,19 @@ _HEADERS = {
 router = APIRouter(include_in_schema=False)
 
 
+_PAGE = (_FILES / "index.html").read_text(encoding="utf-8")
+_TRACING_OFF = '<meta name="morag-tracing" content="off">'
+
+
 @router.get("/")
-def dashboard() -> FileResponse:
-    """The dashboard page: sign in with a key, then watch and cancel jobs live."""
-    return FileResponse(_FILES / "index.html", media_type="text/html", headers=_HEADERS)
+def dashboard(request: Request) -> HTMLResponse:
+    """The dashboard page: sign in with a key, then watch and cancel jobs live. It says
+    whether the server exports job spans: a job's trace id is shown only where it leads to
+    a trace."""
+    page = _PAGE
+    if request.app.state.settings.otel_traces:
+        page = page.replace(_TRACING_OFF, _TRACING_OFF.replace('"off"', '"on"'))
+    return HTMLResponse(page, headers=_HEADERS)
 
 
 _NOT_FRAMED = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'"}
