@@ -38,8 +38,9 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def cli(remote: Remote, *args: str) -> subprocess.CompletedProcess[str]:
-    env = remote.env()
+def cli(remote: Remote, *args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``morag-progress ARGS`` against ``remote``, as its worker key unless given ``key``."""
+    env = remote.env(key)
     return subprocess.run(
         [sys.executable, "-m", "morag_progress.cli", *args],
         env=env,
@@ -98,31 +99,9 @@ def test_run_names_its_worker(remote: Remote, tmp_path: Path) -> None:
 def test_run_create_finishes_on_success(remote: Remote) -> None:
     """--create makes the job (idempotently); exit code 0 finishes it."""
     job_id = "convert-1"
-    env_key = remote.user_key
-    env = remote.env(env_key)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "morag_progress.cli",
-            "run",
-            "--create",
-            "--job",
-            job_id,
-            "--name",
-            "report.pdf",
-            "--",
-            sys.executable,
-            "-c",
-            SCRIPT,
-            "0",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    command = ["--name", "report.pdf", "--", sys.executable, "-c", SCRIPT, "0"]
+    # a user's key: a worker's may not create jobs
+    done = cli(remote, "run", "--create", "--job", job_id, *command, key=remote.user_key)
     assert done.returncode == 0, done.stderr
     job = remote.job(job_id)
     assert (job.status, job.percentage, job.document_name) == (
@@ -136,24 +115,7 @@ def test_run_create_names_the_job_as_a_person_would(remote: Remote) -> None:
     """Without --name, a created job is named by its program and first argument, and keeps
     the whole command line in its metadata (the job page shows it)."""
     command = [sys.executable, "-c", SCRIPT, "0"]
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "morag_progress.cli",
-            "run",
-            "--create",
-            "--job",
-            "short-1",
-            "--",
-            *command,
-        ],
-        env=remote.env(remote.user_key),  # a user's key: a worker's may not create jobs
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = cli(remote, "run", "--create", "--job", "short-1", "--", *command, key=remote.user_key)
     assert done.returncode == 0, done.stderr
     job = remote.job("short-1")
     assert job.document_name == f"{Path(sys.executable).name} -c"
