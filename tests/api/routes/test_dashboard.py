@@ -7,6 +7,7 @@ as ``test-artifacts/dashboard-*.png``.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -311,6 +312,13 @@ def test_job_page_has_its_own_address_and_every_field(page: Any, site: Site) -> 
     assert created.inner_text() in ("just now", "now") or "ago" in created.inner_text()
     assert created.get_attribute("datetime") in (created.get_attribute("title") or "")
     assert (created.get_attribute("datetime") or "").endswith("Z")  # the UTC time on hover
+    # one date format everywhere, not the browser locale's ("12/2/2026, 6:21:36 PM")
+    local = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+    assert re.match(local + r" \(", created.get_attribute("title") or ""), created.get_attribute(
+        "title"
+    )
+    caption = page.locator("#chart-caption").inner_text()
+    assert re.search(r"changes since " + local + ", now", caption), caption
     ticks = page.locator("#chart text").evaluate_all("ts => ts.map(t => t.textContent)")
     assert {"0%", "50%", "100%"} <= set(ticks)
     times = page.locator("#chart text.tick").evaluate_all("ts => ts.map(t => t.textContent)")[5:]

@@ -111,10 +111,19 @@ function relative(iso) {
   return RELATIVE.format(Math.round(seconds), "second");
 }
 
+/** A moment as this page writes every absolute date, in local time: "2026-12-02 18:21:36"
+ * (the browser's locale made it "12/2/2026, 6:21:36 PM" in one place and 18:21:36 in another). */
+function dateTime(value) {
+  const at = new Date(value);
+  const two = (n) => String(n).padStart(2, "0");
+  return `${at.getFullYear()}-${two(at.getMonth() + 1)}-${two(at.getDate())} ` +
+    `${two(at.getHours())}:${two(at.getMinutes())}:${two(at.getSeconds())}`;
+}
+
 /** A <time>: relative text, the absolute local and UTC time on hover. */
 function when(iso) {
   if (!iso) return "";
-  const local = new Date(iso).toLocaleString();
+  const local = dateTime(iso);
   return el("time", { datetime: iso, title: `${local} (${iso})`, data: { relative: "1" } }, relative(iso));
 }
 
@@ -122,7 +131,7 @@ function when(iso) {
 function timeOfDay(iso) {
   const at = new Date(iso);
   const text = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", fractionalSecondDigits: 1, hour12: false });
-  return el("time", { datetime: iso, title: `${at.toLocaleString()} (${iso})` }, text);
+  return el("time", { datetime: iso, title: `${dateTime(at)} (${iso})` }, text);
 }
 
 /** A length of time as an axis shows it: milliseconds or seconds when short, m:ss when long. */
@@ -167,7 +176,7 @@ const BASIS = {
  * job when it is expected to start. */
 function eta(job) {
   if (job.status === "WAITING_FOR_REMOTE_WORKER" && job.expected_start_at) {
-    return el("span", { title: `expected to start ${new Date(job.expected_start_at).toLocaleString()}` }, `starts ${relative(job.expected_start_at)}`);
+    return el("span", { title: `expected to start ${dateTime(job.expected_start_at)}` }, `starts ${relative(job.expected_start_at)}`);
   }
   if (job.status !== "PROCESSING" || job.eta_seconds === null || job.eta_seconds === undefined) return "";
   const range = `${clock(job.eta_low_seconds)}–${clock(job.eta_high_seconds)}`;
@@ -669,7 +678,7 @@ function drawChart(history, job) {
   chart.replaceChildren(...parts);
   const end = history[history.length - 1];
   $("#chart-caption").textContent =
-    `Progress over time: ${history.length} changes since ${new Date(start).toLocaleString()}, now ${end.percentage}% (${end.status})`;
+    `Progress over time: ${history.length} changes since ${dateTime(start)}, now ${end.percentage}% (${end.status})`;
 }
 
 // -- actions ------------------------------------------------------------------------------------------
