@@ -93,7 +93,7 @@ def test_run_names_its_worker(remote: Remote, tmp_path: Path) -> None:
     assert refused.returncode == 2
     assert not ran.exists()
     assert "--worker" in refused.stderr
-    assert "non-blank" in refused.stderr
+    assert "non-empty" in refused.stderr
 
 
 def test_run_create_finishes_on_success(remote: Remote) -> None:

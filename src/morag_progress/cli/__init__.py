@@ -158,9 +158,7 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[
         int | None,
-        typer.Option(
-            callback=within(0, 65535), metavar="PORT", help="Port, 0 to 65535 (default 8000)."
-        ),
+        typer.Option(**within("Port (default 8000)", 0, 65535), metavar="PORT"),
     ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -269,10 +267,12 @@ def db_prune(
     older_than_days: Annotated[
         float | None,
         typer.Option(
-            callback=within(0),
+            **within(
+                "Delete what ended more than this many days ago "
+                "(default: MORAG_PROGRESS_RETENTION_DAYS, 90)",
+                0,
+            ),
             metavar="DAYS",
-            help="Delete what ended more than this many days ago "
-            "(default: MORAG_PROGRESS_RETENTION_DAYS, 90).",
         ),
     ] = None,
     database_url: DatabaseUrl = None,
@@ -382,11 +382,7 @@ def demo(
     ] = False,
     seconds: Annotated[
         float,
-        typer.Option(
-            callback=within(1, 600),
-            metavar="SECONDS",
-            help="How long each simulated job runs, 1 to 600.",
-        ),
+        typer.Option(**within("How long each simulated job runs", 1, 600), metavar="SECONDS"),
     ] = 8.0,
 ) -> None:
     """The whole system on this machine, no servers to install: the API over a temporary

@@ -8,8 +8,7 @@ which rule. It is never wrapped (a pipe gets it whole) and never a traceback or 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -28,20 +27,24 @@ _KEY_ENV = "MORAG_PROGRESS_API_KEY"
 _URL_ENV = "MORAG_PROGRESS_API_URL"
 
 
-def within(low: float, high: float | None = None) -> Callable[[T], T]:
-    """A parameter's callback refusing a number outside ``low`` to ``high`` (no upper bound
-    when None), in words: typer's own ``min``/``max`` print ``[0<=x<=65535]`` in the help."""
+def within(what: str, low: float, high: float | None = None) -> dict[str, Any]:
+    """A number option's help (``what``, then its range in words) and its callback, which
+    refuses a number outside ``low`` to ``high`` (no upper bound when None), NaN too. Typer's
+    own ``min``/``max`` print ``[0<=x<=65535]`` in the help::
+
+        typer.Option(**within("Port", 0, 65535), metavar="PORT")
+    """
+    span = f"at least {low:g}" if high is None else f"{low:g} to {high:g}"
 
     def check(value: T) -> T:
         if value is None:
             return value
         # Written so that NaN, which compares false with everything, is refused too.
         if not (low <= value and (high is None or value <= high)):  # type: ignore[operator]
-            rule = f"must be at least {low:g}" if high is None else f"must be {low:g} to {high:g}"
-            raise typer.BadParameter(f"{rule}, got {value:g}")
+            raise typer.BadParameter(f"must be {span}, got {value:g}")
         return value
 
-    return check
+    return {"help": f"{what}, {span}.", "callback": check}
 
 
 def say(what: str, hint: str | None = None, *, level: str = "error") -> None:

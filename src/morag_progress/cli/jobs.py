@@ -14,7 +14,7 @@ from rich.table import Table
 
 from morag_progress.audit import said
 from morag_progress.cli.failures import within
-from morag_progress.cli.text import cell, visible
+from morag_progress.cli.text import cell, column_width, visible
 from morag_progress.cli.view import as_clock
 from morag_progress.cli.worker import ApiKey, ApiUrl, _connection, _fail, _request
 
@@ -96,9 +96,7 @@ def list_jobs(
         str | None, typer.Option(help="Only jobs whose name, id or message holds this text.")
     ] = None,
     parent: Annotated[str | None, typer.Option(help="Only this job's children.")] = None,
-    limit: Annotated[
-        int, typer.Option(callback=within(1, 500), metavar="N", help="Jobs per page, 1 to 500.")
-    ] = 50,
+    limit: Annotated[int, typer.Option(**within("Jobs per page", 1, 500), metavar="N")] = 50,
     cursor: Annotated[str | None, typer.Option(help="The next page's cursor.")] = None,
     as_json: AsJson = False,
     api_url: ApiUrl = None,
@@ -178,12 +176,10 @@ def _fitted(
     bounds, and the one that takes what is left (``ratio``) given exactly that, at least 10,
     cut with an ellipsis. Left to itself, rich short of room drops a whole column and cuts
     text without one."""
-    widths = []
-    for at, (name, options) in enumerate(columns):
-        widest = max([len(name), *(len(visible(row[at])) for row in rows)])
-        widths.append(
-            min(max(widest, options.get("min_width", 0)), options.get("max_width", widest))
-        )
+    widths = [
+        column_width(name, (row[at] for row in rows), options)
+        for at, (name, options) in enumerate(columns)
+    ]
     flexible = sum(w for (_, options), w in zip(columns, widths, strict=True) if "ratio" in options)
     left = width - (sum(widths) - flexible) - 2 * (len(columns) - 1)
     fitted = []
@@ -212,9 +208,7 @@ def history(
     job: Annotated[str, typer.Argument(metavar="JOB", help="The job's id.")],
     limit: Annotated[
         int,
-        typer.Option(
-            callback=within(1, 10_000), metavar="N", help="How many changes, 1 to 10,000."
-        ),
+        typer.Option(**within("How many changes", 1, 10_000), metavar="N"),
     ] = 50,
     oldest_first: Annotated[
         bool, typer.Option("--oldest-first", help="The latest changes, oldest of them first.")

@@ -10,10 +10,13 @@ markup). JSON output (``--json``) is the API's, untouched: its encoder escapes t
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 from rich.markup import escape
 from rich.text import Text
 
-__all__ = ["cell", "markup_safe", "visible"]
+__all__ = ["cell", "column_width", "markup_safe", "visible"]
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _CONTROLS = {
@@ -38,3 +41,13 @@ def cell(value: object, style: str = "") -> Text:
 def markup_safe(value: object) -> str:
     """``value`` to put inside a rich markup string (``f"[red]error:[/red] {...}"``)."""
     return escape(visible(value))
+
+
+def column_width(name: str, values: Iterable[object], options: Mapping[str, Any]) -> int:
+    """How wide a table's column must be: its widest value (or its header), within its rich
+    options' ``min_width`` and ``max_width``. A column that takes what is left (``ratio``)
+    needs only its ``min_width``."""
+    if "ratio" in options:
+        return int(options.get("min_width", 0))
+    widest = max([len(name), *(len(visible(value)) for value in values)])
+    return min(max(widest, int(options.get("min_width", 0))), int(options.get("max_width", widest)))

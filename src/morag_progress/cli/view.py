@@ -15,7 +15,7 @@ from rich.console import RenderableType
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from morag_progress.cli.text import cell, visible
+from morag_progress.cli.text import cell, column_width, visible
 
 __all__ = ["JobsView", "ServerEvent", "read_events"]
 
@@ -92,23 +92,16 @@ _COLUMN_OPTIONS: dict[str, dict[str, Any]] = {
     "status": {"no_wrap": True},
     "progress": {"ratio": 1, "min_width": 10},
     "%": {"justify": "right", "no_wrap": True},
-    "message": {"ratio": 2, "no_wrap": True, "overflow": "ellipsis"},
+    "message": {"ratio": 2, "min_width": 12, "no_wrap": True, "overflow": "ellipsis"},
     "rate": {"justify": "right", "no_wrap": True},
     "ETA": {"justify": "right", "no_wrap": True},
 }
-_SHRINKING = {"progress": 10, "message": 12}
-"""The least the columns that take what is left need (the others need their widest value)."""
 
 
 def _needs(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> int:
     """The width ``columns`` need for ``rows``, with a column's gap."""
     widths = (
-        _SHRINKING.get(name)
-        or min(
-            max([len(name), *(len(str(row[name])) for row in rows)]),
-            _COLUMN_OPTIONS[name].get("max_width", 1_000),
-        )
-        for name in columns
+        column_width(name, (row[name] for row in rows), _COLUMN_OPTIONS[name]) for name in columns
     )
     return sum(widths) + 2 * (len(columns) - 1)
 

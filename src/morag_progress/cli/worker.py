@@ -84,7 +84,7 @@ def _request(method: str, url: str, headers: dict[str, str], **kwargs: Any) -> h
 def report(
     job: Annotated[str, typer.Argument(metavar="JOB", help="The job's id.")],
     percentage: Annotated[
-        float, typer.Argument(callback=within(0, 100), metavar="PERCENTAGE", help="0 to 100.")
+        float, typer.Argument(**within("The percentage done", 0, 100), metavar="PERCENTAGE")
     ],
     message: Annotated[
         str | None, typer.Argument(metavar="MESSAGE", help="A summary of what is happening.")
@@ -183,7 +183,7 @@ def run(
         str, typer.Option("--type", help="The created job's document type.")
     ] = "command",
     min_interval: Annotated[
-        float, typer.Option(callback=within(0), metavar="SECONDS", help="Seconds between reports.")
+        float, typer.Option(**within("Seconds between reports", 0), metavar="SECONDS")
     ] = 0.5,
     worker: Annotated[
         str | None,
@@ -330,7 +330,7 @@ def tail(
         bool, typer.Option("--follow", "-f", help="Keep reading as the file grows.")
     ] = False,
     poll: Annotated[
-        float, typer.Option(callback=within(0.01), metavar="SECONDS", help="Seconds between looks.")
+        float, typer.Option(**within("Seconds between looks", 0.01), metavar="SECONDS")
     ] = 0.25,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,

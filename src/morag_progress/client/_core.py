@@ -36,8 +36,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from morag_progress.bounds import MAX_NAME, clean_text, text_rule
-from morag_progress.errors import ConfigurationError
+from morag_progress.bounds import MAX_NAME, check_text, clean_text
+from morag_progress.errors import ConfigurationError, InvalidInputError
 from morag_progress.trace_context import attached
 
 if TYPE_CHECKING:
@@ -184,11 +184,12 @@ def _clip(message: object) -> str:
 
 
 def check_worker(worker: object) -> None:
-    """Raise ConfigurationError unless ``worker`` is a worker name a report may carry."""
-    if not isinstance(worker, str) or not worker.strip() or text_rule(worker) is not None:
-        raise ConfigurationError("worker", "must be a non-blank name", worker)
-    if len(worker) > MAX_NAME:
-        raise ConfigurationError("worker", f"must be at most {MAX_NAME} characters", worker)
+    """Raise ConfigurationError unless ``worker`` is a worker name a report may carry (the
+    rule the server holds ``worker_id`` to)."""
+    try:
+        check_text("worker", worker, max_length=MAX_NAME, required=True)
+    except InvalidInputError as e:
+        raise ConfigurationError(e.field, e.rule, e.value) from e
 
 
 def default_worker() -> str:
