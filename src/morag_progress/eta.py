@@ -21,6 +21,7 @@ to start. ``docs/eta.md`` has the figures (``bench/eta.py``) and the limits.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import heapq
 import math
 from collections.abc import Iterable, Mapping
@@ -90,7 +91,7 @@ class Pace:
         cls, t: float, pct: float, attempt: int, rate: float | None = None, skew: float = 0.0
     ) -> Pace:
         """A run starts measuring at ``(t, pct)``; ``rate`` carries an earlier run's pace."""
-        return cls(attempt, t, pct, t, pct, rate, 0.0, _reached((), pct, 0.0), 0.0, skew)
+        return cls(attempt, t, pct, t, pct, rate, 0.0, _knots_at_start(pct), 0.0, skew)
 
     @classmethod
     def of(cls, reports: Iterable[tuple[float, float, int]]) -> Pace | None:
@@ -162,9 +163,13 @@ class Pace:
         return math.exp(weight * math.log(average) + (1 - weight) * math.log(recent))
 
     def to_json(self) -> dict[str, Any]:
-        """The pace as a JSON object (how the store keeps it). Field by field: ``asdict``
-        deep-copies every value, which cost the writer more than the fold itself."""
-        return {name: getattr(self, name) for name in _PACE_FIELDS}
+        """The pace as a JSON object (how the store keeps it), equal to what reading it back
+        gives (``knots`` a list): the writer knows a pace it wrote when it reads it again.
+        Field by field: ``asdict`` deep-copies every value, which cost the writer more than
+        the fold itself."""
+        data = {name: getattr(self, name) for name in _PACE_FIELDS}
+        data["knots"] = list(self.knots)
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> Pace | None:
@@ -181,6 +186,13 @@ _PACE_FIELDS = tuple(f.name for f in fields(Pace))
 
 KNOTS = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 """The percentages at which a run's timing is learned."""
+
+
+@functools.lru_cache(maxsize=256)
+def _knots_at_start(pct: float) -> tuple[float | None, ...]:
+    """The knots of a run that begins at ``pct``: those at or below it reached at once. A
+    run begins at one of a few percentages (mostly whole ones), and often: remembered."""
+    return _reached((), pct, 0.0)
 
 
 def _reached(
