@@ -7,14 +7,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Integer, String, bindparam, literal, select
+from sqlalchemy import DateTime, Integer, String, bindparam, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from morag_progress.errors import StoreError
 from morag_progress.store import SQLStore
-from morag_progress.store.prepared import Prepared
-from morag_progress.store.schema import events, jobs
+from morag_progress.store.prepared import Prepared, bind_conversion, result_conversion
+from morag_progress.store.schema import UTCDateTime, events, jobs
 
 
 @pytest.mark.parametrize("dialect", [sqlite.dialect(), postgresql.dialect()], ids=["sqlite", "pg"])
@@ -89,3 +90,34 @@ def test_rows_inserted_many_get_their_ids_in_order(store: SQLStore) -> None:
         )
     with pytest.raises(DBAPIError), store._engine.begin() as conn:
         prepared.insert_many(conn, [{**row, "job_id": "e"}, {**row, "job_id": None}])
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_rows_inserted_many_must_each_add_one(store: SQLStore) -> None:
+    """SQLite: ``insert_many`` counts the new ids from the last one, so a run that adds no
+    row (an INSERT ... SELECT that selects none) fails it rather than misnaming the ids."""
+    source = select(
+        jobs.c.id, jobs.c.user_id, jobs.c.status, jobs.c.percentage, jobs.c.summary,
+        jobs.c.attempt, jobs.c.current, jobs.c.total, jobs.c.stage, jobs.c.created_at,
+        jobs.c.created_at, jobs.c.created_by, literal("report"),
+    ).where(jobs.c.id == bindparam("p_id", type_=String()))  # fmt: skip
+    columns = [c.key for c in events.c if c.key != "id"]
+    prepared = Prepared(events.insert().from_select(columns, source), store._engine.dialect)
+    with pytest.raises(StoreError, match="1 rows were to be added, 0 were"):  # noqa: SIM117
+        with store.transaction("test") as conn:
+            prepared.insert_many(conn, [{"p_id": "no-such-job"}])
+
+
+def test_date_time_conversions_are_shared_and_follow_the_type(store: SQLStore) -> None:
+    """One conversion per date-time type and dialect, whichever statement binds it (an
+    update's instant is converted once, not once per statement); other types keep their
+    own, and a date-time type with other arguments gets its own."""
+    dialect = store._engine.dialect
+    a, b = bind_conversion(UTCDateTime(), dialect), bind_conversion(UTCDateTime(), dialect)
+    assert a is not None and a is b
+    assert bind_conversion(DateTime(timezone=False), dialect) is not a
+    now = datetime(2026, 1, 1, 12, 0, 0, 5, tzinfo=UTC)
+    text = a(now)
+    result = result_conversion(UTCDateTime(), dialect, None)
+    assert result is not None and result(text) == now
+    assert bind_conversion(String(), dialect) is None

@@ -21,8 +21,11 @@ from sqlalchemy import Connection, DateTime, Dialect, TypeDecorator
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.types import TypeEngine
 
-__all__ = ["Prepared"]
+from morag_progress.errors import StoreError
+
+__all__ = ["Prepared", "bind_conversion", "result_conversion"]
 
 _Processor = Callable[[Any], Any] | None
 
@@ -57,13 +60,10 @@ class Prepared:
         # Constants SQLAlchemy turned into parameters (``literal(True)``, ``0.3 * rate``).
         self._defaults = dict(compiled.params)
         processors = (
-            (name, bind.type, bind.type.dialect_impl(dialect).bind_processor(dialect))
-            for name, bind in compiled.binds.items()
+            (name, bind_conversion(bind.type, dialect)) for name, bind in compiled.binds.items()
         )
         self._processors = tuple(
-            (name, _remembering(process) if _is_datetime(kind) else process)
-            for name, kind, process in processors
-            if process is not None
+            (name, process) for name, process in processors if process is not None
         )
         # Positional paramstyles (SQLite's ``?``) list a name per placeholder, in order.
         names = compiled.positiontup
@@ -91,19 +91,11 @@ class Prepared:
             # Some conversions depend on the type the driver reports (PostgreSQL's numerics).
             described = cursor.description
             processors = (
-                (
-                    i,
-                    column.key,
-                    column.type.dialect_impl(self._dialect).result_processor(
-                        self._dialect, described[i][1]
-                    ),
-                )
+                (i, column.key, result_conversion(column.type, self._dialect, described[i][1]))
                 for i, column in enumerate(self._returned)
             )
             self._results = tuple(
-                (i, name, _recent(process) if _is_datetime(self._returned[i].type) else process)
-                for i, name, process in processors
-                if process is not None
+                (i, name, process) for i, name, process in processors if process is not None
             )
         row = dict(zip(self._columns, raw, strict=True))
         for i, name, process in self._results:
@@ -151,17 +143,24 @@ class Prepared:
             pass
 
     def insert_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> range:
-        """SQLite: run an INSERT once per row (the driver's ``executemany``: one compiled
-        statement stepped per row, where a table of JSON rows parses each row once per
-        column) and return the new rows' ids, in order. They are consecutive: SQLite gives a
-        new row the largest id yet plus one, and the caller holds the database's write lock
-        for the whole transaction, so nobody inserts between two of its rows."""
+        """SQLite: run an INSERT that adds one row per run once per row of ``rows`` (the
+        driver's ``executemany``: one compiled statement stepped per row; rows it returns are
+        not read) and return the new rows' ids, in order. They are consecutive: SQLite gives
+        a new row the largest id yet plus one, and the caller holds the database's write lock
+        for the whole transaction, so nobody inserts between two of its rows. A run that
+        added no row, or several, would break that count: StoreError, and the caller's
+        transaction is rolled back."""
         if not rows:
             return range(0)
         bound = [self._bound(row) for row in rows]
+        driver = conn.connection.dbapi_connection
+        before = driver.total_changes  # type: ignore[union-attr]
         with self._cursor(conn, bound) as cursor:
             cursor.executemany(self.sql, bound)
             (last,) = cursor.execute("SELECT last_insert_rowid()").fetchone()
+        added = driver.total_changes - before  # type: ignore[union-attr]
+        if added != len(rows):
+            raise StoreError(f"{len(rows)} rows were to be added, {added} were: {self.sql}")
         return range(last - len(rows) + 1, last + 1)
 
     def scalar(self, conn: Connection, params: Mapping[str, Any]) -> Any:
@@ -170,32 +169,45 @@ class Prepared:
         return None if row is None else next(iter(row.values()))
 
 
+def bind_conversion(kind: TypeEngine[Any], dialect: Dialect) -> _Processor:
+    """``kind``'s bind conversion on ``dialect`` (None: the driver takes the value as is).
+    A date-time's is shared by every statement and table of rows (``statements.Rows``) that
+    binds its type, and remembers recent values: an update's instant is bound several times
+    (its UPDATE's ``now``, its feed row's two times), and converting a date-time costs more
+    than looking it up."""
+    process = kind.dialect_impl(dialect).bind_processor(dialect)
+    return _shared(("bind", kind, dialect), process) if _is_datetime(kind) else process
+
+
+def result_conversion(kind: TypeEngine[Any], dialect: Dialect, coltype: object) -> _Processor:
+    """``kind``'s result conversion on ``dialect`` for a column the driver describes as
+    ``coltype``. A date-time's is shared and remembers recent values, as binds do: a job's
+    dates repeat in every row of it (its creation, its start), and a batch's rows share
+    their ``now``."""
+    process = kind.dialect_impl(dialect).result_processor(dialect, coltype)
+    return _shared(("result", kind, dialect, coltype), process) if _is_datetime(kind) else process
+
+
+_SHARED: dict[tuple[Any, ...], Callable[[Any], Any]] = {}
+
+
+def _shared(key: tuple[Any, ...], process: _Processor) -> _Processor:
+    """One remembering ``process`` per conversion: ``key`` names it by the type's class and
+    arguments (its repr), never by the instance, and by the dialect's database and driver.
+    A few exist per process (one per date-time type and direction)."""
+    if process is None:
+        return None
+    direction, kind, dialect, *rest = key
+    name = (direction, type(kind), repr(kind), dialect.name, dialect.driver, *rest)
+    found = _SHARED.get(name)
+    if found is None:
+        found = _SHARED[name] = functools.lru_cache(maxsize=4096)(process)
+    return found
+
+
 def _is_datetime(kind: Any) -> bool:
     """A date-time column or parameter (``UTCDateTime`` included): immutable values, so one
     converted value may be handed to several rows."""
     return isinstance(kind, DateTime) or (
         isinstance(kind, TypeDecorator) and isinstance(kind.impl, DateTime)
     )
-
-
-def _recent(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """``process`` remembering recent values: a job's dates repeat in every row of it (its
-    creation, its start) and a batch's rows share their ``now``."""
-    return functools.lru_cache(maxsize=4096)(process)
-
-
-def _remembering(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """``process`` with its last conversion remembered: a batch binds the same instant many
-    times (its ``now``) and reads it back in every row, and converting a date-time costs more
-    than the SQL around it. Thread-safe: the remembered pair is replaced in one assignment."""
-    last: list[tuple[Any, Any]] = [(None, None)]
-
-    def remembered(value: Any) -> Any:
-        seen, converted = last[0]
-        if value is seen or (type(value) is type(seen) and value == seen):
-            return converted
-        converted = process(value)
-        last[0] = (value, converted)
-        return converted
-
-    return remembered

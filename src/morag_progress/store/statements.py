@@ -26,6 +26,7 @@ from sqlalchemy import (
     Float,
     FromClause,
     Integer,
+    Select,
     String,
     Text,
     and_,
@@ -53,17 +54,16 @@ from morag_progress.models import (
     status_for_percentage,
 )
 from morag_progress.store.engine import Row, status_in
+from morag_progress.store.prepared import bind_conversion
 from morag_progress.store.schema import UTCDateTime, events, jobs
 
 __all__ = [
-    "APPEND_EVENT",
     "BOUND",
     "EVENT_COLUMNS",
-    "INSERT_EVENT",
     "UPDATE_PARAMETERS",
     "Rows",
     "Shape",
-    "feed_insert",
+    "feed_copy",
     "job_rows",
     "lock_rows",
     "pace_update",
@@ -166,22 +166,13 @@ class Rows:
 @functools.cache
 def _converters(rows: Rows, dialect: Dialect) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
     """The columns whose values a bound parameter of their type converts on ``dialect`` (a
-    date-time, stored as text on SQLite), each with its conversion."""
+    date-time, stored as text on SQLite), each with its conversion (``bind_conversion``)."""
     found = []
     for name, kind in rows.columns.items():
-        convert = _conversion(type(kind), dialect)  # type: ignore[arg-type]  # a class hashes
+        convert = bind_conversion(kind, dialect)
         if convert is not None:
             found.append((name, convert))
     return tuple(found)
-
-
-@functools.cache
-def _conversion(kind: type[TypeEngine[Any]], dialect: Dialect) -> Callable[[Any], Any] | None:
-    """A column type's bind conversion on ``dialect``, shared by every table of rows and
-    remembering recent values: an update's instant is bound several times (its statement's
-    ``now``, its feed row's times), and converting a date-time costs more than looking it up."""
-    process = kind().dialect_impl(dialect).bind_processor(dialect)
-    return None if process is None else functools.lru_cache(maxsize=4096)(process)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -341,23 +332,11 @@ def update_with_feed(shape: Shape) -> Any:
     returning the job's new row and the feed id (``WITH applied AS (UPDATE ...), fed AS
     (INSERT ...)``)."""
     applied = update_statement(shape).cte("applied")
-    feed_row = select(
-        applied.c.id,
-        applied.c.user_id,
-        applied.c.status,
-        applied.c.percentage,
-        applied.c.summary,
-        applied.c.attempt,
-        applied.c.current,
-        applied.c.total,
-        applied.c.stage,
-        _bound("event_ts"),
-        _bound("now"),
-        _bound("actor"),
-        _bound("action"),
-    )
     fed = (
-        insert(events).from_select(list(EVENT_COLUMNS), feed_row).returning(events.c.id).cte("fed")
+        insert(events)
+        .from_select(list(EVENT_COLUMNS), _feed_rows(applied, BOUND))
+        .returning(events.c.id)
+        .cte("fed")
     )
     return select(applied, select(fed.c.id).scalar_subquery().label("event_id"))
 
@@ -423,26 +402,44 @@ def why_not(row: Row, u: ProgressUpdate) -> UpdateOutcome:
 
 _TERMINAL_VALUES = frozenset(s.value for s in TERMINAL_STATUSES)
 
-INSERT_EVENT = events.insert().returning(events.c.id)
-"""One feed row (its columns bound by name), returning its id."""
-APPEND_EVENT = events.insert()
-"""One feed row (its columns bound by name), run once per row of a batch (SQLite)."""
 EVENT_COLUMNS = tuple(c.key for c in events.c if c.key != "id")
 
-FEED_ROWS = Rows("f", {c.key: c.type for c in events.c if c.key != "id"})
-"""A batch's feed rows, one per applied update."""
 
-
-@functools.cache
-def feed_insert(dialect: str) -> Any:
-    """PostgreSQL: every ``FEED_ROWS`` row appended to the feed in one statement (one round
-    trip), returning each row's id with its job."""
-    f = FEED_ROWS.table(dialect)
-    return (
-        insert(events)
-        .from_select(list(EVENT_COLUMNS), select(*(f.c[name] for name in EVENT_COLUMNS)))
-        .returning(events.c.id, events.c.job_id, events.c.user_id)
+def _feed_rows(job: FromClause, p: Param) -> Select[Any]:
+    """The feed row of a change: the job's row as it is after it (``job``: ``jobs``, or an
+    UPDATE's returned rows), stamped with the update's time (``event_ts``), when it was
+    received (``now``), who made it and how."""
+    j = job.c
+    return select(
+        j.id,
+        j.user_id,
+        j.status,
+        j.percentage,
+        j.summary,
+        j.attempt,
+        j.current,
+        j.total,
+        j.stage,
+        p("event_ts"),
+        p("now"),
+        p("actor"),
+        p("action"),
     )
+
+
+@functools.lru_cache(maxsize=4)
+def feed_copy(source: str | None = None) -> Any:
+    """Append the feed rows of changes made in this transaction, copied from their jobs'
+    rows (``_feed_rows``). ``source``: the dialect whose ``UPDATES`` rows it reads (on
+    PostgreSQL: one statement for a batch, returning each new row's id with its job), else
+    bound parameters (SQLite: run once per change, the new ids counted, not returned, as a
+    RETURNING clause costs SQLite more than the rest of the row)."""
+    p = BOUND if source is None else UPDATES.param(source)
+    rows = _feed_rows(jobs, p).where(jobs.c.id == p("job_id"), jobs.c.user_id == p("user_id"))
+    statement = insert(events).from_select(list(EVENT_COLUMNS), rows)
+    if source is None:
+        return statement
+    return statement.returning(events.c.id, events.c.job_id, events.c.user_id)
 
 
 KEYS = Rows("k", {"id": String(), "user_id": String()})

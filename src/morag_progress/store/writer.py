@@ -43,16 +43,12 @@ from morag_progress.store.history import learn
 from morag_progress.store.rollup import Apply, roll_up
 from morag_progress.store.schema import jobs
 from morag_progress.store.statements import (
-    APPEND_EVENT,
-    EVENT_COLUMNS,
-    FEED_ROWS,
-    INSERT_EVENT,
     KEYS,
     PACES,
     UPDATES,
     Shape,
     bound,
-    feed_insert,
+    feed_copy,
     job_rows,
     lock_rows,
     pace_update,
@@ -89,7 +85,8 @@ class Batch:
     together at its end) and the jobs that finished (their kinds taught at its end)."""
 
     conn: Connection
-    paces: dict[_Key, tuple[dict[str, Any], float | None]] = field(default_factory=dict)
+    paces: dict[_Key, tuple[Pace, dict[str, Any]]] = field(default_factory=dict)
+    """Each changed pace, with its JSON."""
     lessons: dict[_Key, _Lesson] = field(default_factory=dict)
     """One a job, however often the transaction saw it finished."""
 
@@ -321,7 +318,7 @@ class JobWriter(Database):
         done = [p for p in round_ if p.key in applied]
         if not done:
             return
-        ids = self._append_feed(conn, [_feed_row(applied[p.key], p.params) for p in done])
+        ids = self._append_feed(conn, [p.params for p in done])
         rolled_up = False
         for p in done:
             row = applied[p.key]
@@ -335,18 +332,19 @@ class JobWriter(Database):
             self._track_pace(batch, row, p.now)
             results[p.at] = UpdateResult(UpdateOutcome.APPLIED, job_from_row(row), ids[p.key])
 
-    def _append_feed(self, conn: Connection, rows: list[dict[str, Any]]) -> dict[_Key, int]:
-        """Append a round's feed rows (one per job) and return each job's new feed id: on
-        SQLite, one compiled INSERT run per row; on PostgreSQL, one statement over them all
-        (one round trip)."""
+    def _append_feed(self, conn: Connection, changes: list[dict[str, Any]]) -> dict[_Key, int]:
+        """Append a round's feed rows (one per job, copied from its row: ``feed_copy``) and
+        return each job's new feed id: on SQLite, one compiled statement run per change; on
+        PostgreSQL, one statement over them all (one round trip). ``changes``: the
+        updates' parameters (``prepare``)."""
         if self.dialect == "sqlite":
-            ids = self.prepared(APPEND_EVENT, EVENT_COLUMNS).insert_many(conn, rows)
-            keys = ((row["user_id"], row["job_id"]) for row in rows)
+            ids = self.prepared(feed_copy()).insert_many(conn, [bound(c) for c in changes])
+            keys = ((c["user_id"], c["job_id"]) for c in changes)
             return dict(zip(keys, ids, strict=True))
-        feed = FEED_ROWS.encode(self._engine.dialect, rows)
+        rows = UPDATES.encode(self._engine.dialect, changes)
         return {
             (row["user_id"], row["job_id"]): row["id"]
-            for row in self.prepared(feed_insert(self.dialect)).all(conn, {"p_rows": feed})
+            for row in self.prepared(feed_copy(self.dialect)).all(conn, {"p_rows": rows})
         }
 
     def _apply_in(
@@ -400,40 +398,46 @@ class JobWriter(Database):
         actor: str | None,
         action: Action,
     ) -> int:
-        """Append one change of ``row`` to the feed (and roll it up into its parent)."""
-        params = _feed_row(row, {"event_ts": timestamp, "now": now, "actor": actor})
-        params["action"] = action.value
-        event_id = int(self.prepared(INSERT_EVENT, EVENT_COLUMNS).scalar(batch.conn, params))
+        """Append the change just made to ``row``'s job to the feed (its row as it is now:
+        ``feed_copy``), and roll it up into its parent."""
+        change = {
+            "job_id": row["id"],
+            "user_id": row["user_id"],
+            "event_ts": timestamp,
+            "now": now,
+            "actor": actor,
+            "action": action.value,
+        }
+        event_id = self._append_feed(batch.conn, [change])[(row["user_id"], row["id"])]
         if row["parent_id"] is not None:
             roll_up(batch.conn, row, now, self._settled(batch))
         return event_id
 
     def _track_pace(self, batch: Batch, row: dict[str, Any], now: datetime) -> None:
         """Fold the applied change into the job's pace (``eta.Pace``), kept in the batch when
-        it changed (a measuring window closed, a knot was reached: a few times a minute at
-        most); a job this change finished is a lesson for its kind's history."""
+        it changed (a measuring window closed, a knot was reached, a run began); a job this
+        change finished is a lesson for its kind's history."""
         if row["last_ts_us"] is None:
             return
         key = (row["user_id"], row["id"])
         kept = batch.paces.get(key)
         t = row["last_ts_us"] / 1_000_000  # the reporter's clock (never ahead of ours)
         received = now.timestamp()
-        old = self._read_pace(key, row["pace"]) if kept is None else Pace.from_json(kept[0])
+        old = self._read_pace(key, row["pace"]) if kept is None else kept[0]
         pct, attempt = row["percentage"], row["attempt"]
         if old is None:
             pace = Pace.begin(t, pct, attempt, skew=received - t)
         else:
             pace = old.observe(t, pct, attempt, received=received)
         if pace != old:
-            batch.paces[key] = (pace.to_json(), pace.rate)
+            batch.paces[key] = (pace, pace.to_json())
         _with_kept_pace(batch, row)
         if row["status"] == JobStatus.FINISHED.value:
             batch.lessons[key] = _Lesson(dict(row), pace, t)
 
     def _read_pace(self, key: _Key, stored: dict[str, Any] | None) -> Pace | None:
-        """The pace a job's row holds, read once per change of it: a pace changes a few times
-        a minute, a job is reported many times a second, and comparing what is stored with
-        what was read last costs a tenth of reading it again."""
+        """The pace a job's row holds, read once per change of it: comparing what is stored
+        with what this writer wrote (or read) last costs a tenth of reading it again."""
         paces = self._paces
         if paces is None:
             paces = self._paces = {}
@@ -441,10 +445,17 @@ class JobWriter(Database):
         if cached is not None and cached[0] == stored:
             return cached[1]
         pace = Pace.from_json(stored)
-        if len(paces) >= _MAX_PACES:
+        self._remember_pace(key, stored, pace)
+        return pace
+
+    def _remember_pace(self, key: _Key, stored: dict[str, Any] | None, pace: Pace | None) -> None:
+        """``pace`` is what the job's row holds as ``stored`` (at most ``_MAX_PACES``)."""
+        paces = self._paces
+        if paces is None:
+            paces = self._paces = {}
+        if len(paces) >= _MAX_PACES and key not in paces:
             paces.clear()
         paces[key] = (stored, pace)
-        return pace
 
     def _close_batch(self, batch: Batch) -> None:
         """Write the batch's paces in one statement, then teach the finished jobs' kinds in
@@ -454,11 +465,14 @@ class JobWriter(Database):
             rows = PACES.encode(
                 self._engine.dialect,
                 (
-                    {"id": job_id, "user_id": owner, "pace": _json(pace), "rate": rate}
-                    for (owner, job_id), (pace, rate) in sorted(batch.paces.items())
+                    {"id": job_id, "user_id": owner, "pace": _json(data), "rate": pace.rate}
+                    for (owner, job_id), (pace, data) in sorted(batch.paces.items())
                 ),
             )
             self.prepared(pace_update(self.dialect)).execute(batch.conn, {"p_rows": rows})
+            # Read back, the row holds these: the next change of the job finds them known.
+            for key, (pace, data) in batch.paces.items():
+                self._remember_pace(key, data, pace)
         lock = self.dialect == "postgresql"
         for lesson in sorted(
             batch.lessons.values(), key=lambda x: (x.job["user_id"], x.job["document_type"])
@@ -501,28 +515,8 @@ def _with_kept_pace(batch: Batch, row: dict[str, Any]) -> dict[str, Any]:
     """``row`` with its job's pace and rate as this batch has them (written at its end)."""
     kept = batch.paces.get((row["user_id"], row["id"]))
     if kept is not None:
-        row["pace"], row["rate"] = kept
+        row["pace"], row["rate"] = kept[1], kept[0].rate
     return row
-
-
-def _feed_row(row: Row, params: dict[str, Any]) -> dict[str, Any]:
-    """The feed row of an applied change: the job as it is now (``row``), stamped with the
-    update's time (``event_ts``), when it was received (``now``), who made it and how."""
-    return {
-        "job_id": row["id"],
-        "user_id": row["user_id"],
-        "status": row["status"],
-        "percentage": row["percentage"],
-        "message": row["summary"],
-        "attempt": row["attempt"],
-        "current": row["current"],
-        "total": row["total"],
-        "stage": row["stage"],
-        "timestamp": params["event_ts"],
-        "recorded_at": params["now"],
-        "actor": params["actor"],
-        "action": params.get("action"),
-    }
 
 
 def _json(value: Any) -> str:
