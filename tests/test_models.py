@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from morag_progress import (
     Job,
@@ -151,6 +153,24 @@ def test_job_to_dict_is_json_ready() -> None:
     assert data["end_date"] is None
     assert "pace" not in data
     assert _paced().to_dict(now=now, eta=False)["eta_seconds"] is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=11))]
+        ),
+    )
+)
+def test_job_dates_are_written_in_utc_with_z_as_isoformat_would(value: datetime) -> None:
+    """Every date a job is written with: the instant in UTC, as ``isoformat`` writes it
+    (microseconds only when there are some), with ``Z`` for ``+00:00``."""
+    data = _job(created_at=value, end_date=value).to_dict(eta=False)
+    expected = value.astimezone(UTC).isoformat().removesuffix("+00:00") + "Z"
+    assert data["created_at"] == data["end_date"] == expected
 
 
 def test_update_result_flags() -> None:
