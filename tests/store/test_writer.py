@@ -147,6 +147,43 @@ def test_a_batch_of_many_jobs_and_shapes_lands_whole(store: SQLStore) -> None:
     assert store.get_job("j0", user_id="u").status is JobStatus.FINISHED  # type: ignore[union-attr]
 
 
+def test_one_shape_applies_to_jobs_in_and_out_of_its_status(store: SQLStore) -> None:
+    """One statement shape for jobs already running and jobs still waiting (SQLite updates
+    the first without setting their status, then the rest): each ends PROCESSING, started,
+    with its feed row; a stale report among them is still refused."""
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    for job_id in ("running", "waiting", "stale"):
+        _job(store, job_id, now)
+    store.apply(ProgressUpdate("running", 10, user_id="u"), now=now)
+    store.apply(ProgressUpdate("stale", 10, user_id="u"), now=now)
+    later = now + timedelta(seconds=5)
+    before = store.last_event_id()
+    results = store.apply_many(
+        [
+            ProgressUpdate("running", 20, "r", user_id="u"),
+            ProgressUpdate("waiting", 30, "w", user_id="u"),
+            ProgressUpdate("stale", 40, "s", user_id="u", timestamp=now - timedelta(hours=1)),
+        ],
+        now=later,
+    )
+    assert [r.outcome for r in results] == [
+        UpdateOutcome.APPLIED,
+        UpdateOutcome.APPLIED,
+        UpdateOutcome.STALE,
+    ]
+    for job_id, pct in (("running", 20), ("waiting", 30)):
+        job = store.get_job(job_id, user_id="u")
+        assert job is not None
+        assert (job.status, job.percentage, job.updated_at) == (JobStatus.PROCESSING, pct, later)
+        assert job.start_date == (now if job_id == "running" else later)
+        assert (store.history(job_id, user_id="u")[-1].status, job.summary) == (
+            JobStatus.PROCESSING,
+            job_id[0],
+        )
+    assert store.get_job("stale", user_id="u").percentage == 10  # type: ignore[union-attr]
+    assert store.last_event_id() == before + 2
+
+
 def test_rows_bind_date_times_as_the_columns_store_them(store: SQLStore) -> None:
     """A batch's rows carry a date-time as its column stores it: read back, equal."""
     now = datetime(2026, 1, 1, 12, 0, 0, 0, tzinfo=UTC)  # no microseconds: the tricky case

@@ -68,6 +68,7 @@ __all__ = [
     "lock_rows",
     "pace_update",
     "prepare",
+    "unchanged",
     "update_statement",
     "update_with_feed",
     "visible",
@@ -109,6 +110,12 @@ def _bound(name: str) -> ColumnElement[Any]:
 
 BOUND: Param = _bound
 """Parameters bound one by one: one update's statement."""
+
+
+def _by_name(name: str) -> ColumnElement[Any]:
+    """A parameter bound by ``prepare``'s own name: for a statement that sets no column by
+    name (an INSERT from a SELECT), whose binds cannot clash with its columns'."""
+    return bindparam(name, type_=UPDATE_PARAMETERS[name])
 
 
 class Rows:
@@ -195,6 +202,23 @@ class Shape:
     attempt: bool
     seq: bool
     claimant: bool
+    unchanged: bool = False
+    """Only for jobs already in the given status, which it leaves unset (``unchanged``)."""
+
+
+def unchanged(shape: Shape) -> Shape | None:
+    """``shape`` for the jobs already in its status, which it then does not set (None for a
+    shape whose status is not given, or is final). SQLite rewrites the index entries of each
+    indexed column an UPDATE sets, changed or not, and a running job's next report is most
+    reports: two indexes lead with the status."""
+    if shape.status != "given" or shape.terminal:
+        return None
+    return _unchanged(shape)
+
+
+@functools.cache
+def _unchanged(shape: Shape) -> Shape:
+    return dataclasses.replace(shape, unchanged=True)
 
 
 def _micros(value: datetime) -> int:
@@ -312,6 +336,9 @@ def update_statement(shape: Shape, source: str | None = None) -> Any:
         "last_seen_at": now,
         "last_ts_us": ts,
     }
+    if shape.unchanged:
+        conditions.append(j.status == status)
+        del values["status"]
     if shape.attempt:
         values["attempt"] = attempt
     if shape.seq:
@@ -432,9 +459,10 @@ def feed_copy(source: str | None = None) -> Any:
     """Append the feed rows of changes made in this transaction, copied from their jobs'
     rows (``_feed_rows``). ``source``: the dialect whose ``UPDATES`` rows it reads (on
     PostgreSQL: one statement for a batch, returning each new row's id with its job), else
-    bound parameters (SQLite: run once per change, the new ids counted, not returned, as a
-    RETURNING clause costs SQLite more than the rest of the row)."""
-    p = BOUND if source is None else UPDATES.param(source)
+    parameters bound by the names ``prepare`` gives them (SQLite: run once per change, the
+    new ids counted, not returned, as a RETURNING clause costs SQLite more than the rest of
+    the row)."""
+    p = _by_name if source is None else UPDATES.param(source)
     rows = _feed_rows(jobs, p).where(jobs.c.id == p("job_id"), jobs.c.user_id == p("user_id"))
     statement = insert(events).from_select(list(EVENT_COLUMNS), rows)
     if source is None:

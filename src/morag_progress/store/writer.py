@@ -53,6 +53,7 @@ from morag_progress.store.statements import (
     lock_rows,
     pace_update,
     prepare,
+    unchanged,
     update_statement,
     update_with_feed,
     visible,
@@ -296,10 +297,12 @@ class JobWriter(Database):
             self.prepared(lock_rows(self.dialect)).all(conn, {"p_rows": keys})
         applied: dict[_Key, dict[str, Any]] = {}
         for shape, members in by_shape.items():
-            stmt = self.prepared(update_statement(shape, self.dialect))
-            rows = UPDATES.encode(dialect, (m.params for m in members))
-            for row in stmt.all(conn, {"p_rows": rows}):
-                applied[(row["user_id"], row["id"])] = row
+            same = unchanged(shape) if self.dialect == "sqlite" else None
+            if same is not None:  # the jobs already in the status first (``unchanged``)
+                self._update_rows(conn, same, members, applied)
+                members = [m for m in members if m.key not in applied]
+            if members:
+                self._update_rows(conn, shape, members, applied)
         refused = [p for p in round_ if p.key not in applied]
         if refused:
             keys = KEYS.encode(dialect, ({"id": p.key[1], "user_id": p.key[0]} for p in refused))
@@ -332,13 +335,27 @@ class JobWriter(Database):
             self._track_pace(batch, row, p.now)
             results[p.at] = UpdateResult(UpdateOutcome.APPLIED, job_from_row(row), ids[p.key])
 
+    def _update_rows(
+        self,
+        conn: Connection,
+        shape: Shape,
+        members: list[_Pending],
+        applied: dict[_Key, dict[str, Any]],
+    ) -> None:
+        """Apply ``members`` (updates of distinct jobs, of ``shape``) by one UPDATE; the rows
+        it changed go into ``applied``."""
+        stmt = self.prepared(update_statement(shape, self.dialect))
+        rows = UPDATES.encode(self._engine.dialect, (m.params for m in members))
+        for row in stmt.all(conn, {"p_rows": rows}):
+            applied[(row["user_id"], row["id"])] = row
+
     def _append_feed(self, conn: Connection, changes: list[dict[str, Any]]) -> dict[_Key, int]:
         """Append a round's feed rows (one per job, copied from its row: ``feed_copy``) and
         return each job's new feed id: on SQLite, one compiled statement run per change; on
         PostgreSQL, one statement over them all (one round trip). ``changes``: the
         updates' parameters (``prepare``)."""
         if self.dialect == "sqlite":
-            ids = self.prepared(feed_copy()).insert_many(conn, [bound(c) for c in changes])
+            ids = self.prepared(feed_copy()).insert_many(conn, changes)
             keys = ((c["user_id"], c["job_id"]) for c in changes)
             return dict(zip(keys, ids, strict=True))
         rows = UPDATES.encode(self._engine.dialect, changes)
