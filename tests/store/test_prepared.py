@@ -114,10 +114,12 @@ def test_date_time_conversions_are_shared_and_follow_the_type(store: SQLStore) -
     own, and a date-time type with other arguments gets its own."""
     dialect = store._engine.dialect
     a, b = bind_conversion(UTCDateTime(), dialect), bind_conversion(UTCDateTime(), dialect)
-    assert a is not None and a is b
+    assert a is not None
+    assert a is b
     assert bind_conversion(DateTime(timezone=False), dialect) is not a
     now = datetime(2026, 1, 1, 12, 0, 0, 5, tzinfo=UTC)
     text = a(now)
     result = result_conversion(UTCDateTime(), dialect, None)
-    assert result is not None and result(text) == now
+    assert result is not None
+    assert result(text) == now
     assert bind_conversion(String(), dialect) is None
