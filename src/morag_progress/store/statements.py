@@ -15,6 +15,7 @@ import dataclasses
 import functools
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -155,31 +156,31 @@ class Rows:
 
     def encode(self, dialect: Dialect, rows: Iterable[Mapping[str, Any]]) -> str:
         """The value of ``p_rows`` for ``rows`` (each a mapping of column to value), with each
-        value converted as a bound parameter of its column's type would be."""
+        value converted as a bound parameter of its column's type would be. A null is left
+        out (the column reads as null all the same): an update carries about half of the
+        fields, and SQLite reads the row's text once per column it takes."""
         converters = _converters(self, dialect)
-        if not converters:
-            return orjson.dumps(list(rows)).decode()
         converted = []
         for row in rows:
-            row = dict(row)
-            for name, convert in converters:
-                value = row.get(name)
+            kept = {}
+            for name, value in row.items():
                 if value is not None:
-                    row[name] = convert(value)
-            converted.append(row)
+                    convert = converters.get(name)
+                    kept[name] = value if convert is None else convert(value)
+            converted.append(kept)
         return orjson.dumps(converted).decode()
 
 
 @functools.cache
-def _converters(rows: Rows, dialect: Dialect) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
+def _converters(rows: Rows, dialect: Dialect) -> Mapping[str, Callable[[Any], Any]]:
     """The columns whose values a bound parameter of their type converts on ``dialect`` (a
     date-time, stored as text on SQLite), each with its conversion (``bind_conversion``)."""
-    found = []
+    found = {}
     for name, kind in rows.columns.items():
         convert = bind_conversion(kind, dialect)
         if convert is not None:
-            found.append((name, convert))
-    return tuple(found)
+            found[name] = convert
+    return MappingProxyType(found)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
