@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -171,6 +172,30 @@ def test_job_dates_are_written_in_utc_with_z_as_isoformat_would(value: datetime)
     data = _job(created_at=value, end_date=value).to_dict(eta=False)
     expected = value.astimezone(UTC).isoformat().removesuffix("+00:00") + "Z"
     assert data["created_at"] == data["end_date"] == expected
+
+
+def test_an_update_result_of_fields_is_the_result_of_its_job() -> None:
+    """A result made from a job's fields (as the writer makes it) says what one made from
+    the job says: its dict, its cancel request, its id, equality, and the job itself."""
+    job = _paced(cancel_requested=True)
+    fields = [getattr(job, f.name) for f in dataclasses.fields(Job)]
+    lazy = UpdateResult.of_fields(UpdateOutcome.APPLIED, fields, 7)
+    eager = UpdateResult(UpdateOutcome.APPLIED, job, 7)
+    assert lazy.job_dict() == eager.job_dict() == job.to_dict(eta=False)
+    assert lazy.cancel_requested
+    assert eager.cancel_requested
+    assert lazy.job_id == eager.job_id == job.id
+    assert lazy == eager
+    assert lazy.job == job
+    assert repr(lazy) == repr(eager)
+    assert lazy.job_dict() == job.to_dict(eta=False)  # the same after the job is built
+    empty = UpdateResult(UpdateOutcome.NOT_FOUND)
+    assert (empty.job, empty.job_id, empty.job_dict(), empty.cancel_requested) == (
+        None,
+        None,
+        None,
+        False,
+    )
 
 
 def test_update_result_flags() -> None:

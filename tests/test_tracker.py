@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -689,3 +689,25 @@ def test_concurrent_claims_never_share_a_job(database_url: str) -> None:
     taken = [job_id for result in results for job_id in result]
     assert sorted(taken) == sorted(ids)
     setup.close()
+
+
+def test_wakers_and_listeners_hear_of_applied_changes_only(tracker: JobTracker) -> None:
+    """A waker is called once per applied change, without a job; a listener gets the job; a
+    stale report wakes neither."""
+    woken: list[int] = []
+    heard: list[tuple[str, int]] = []
+    tracker.add_waker(lambda: woken.append(1))
+    job_id = tracker.start_job("a.pdf", "pdf", user_id="u")
+    woken.clear()
+    tracker.apply(ProgressUpdate(job_id, 10, user_id="u"))
+    assert woken == [1]
+    tracker.add_listener(lambda job: heard.append((job.id, job.percentage)))
+    tracker.apply(ProgressUpdate(job_id, 20, user_id="u"))
+    assert (woken, heard) == ([1, 1], [(job_id, 20)])
+    stale = tracker.apply(ProgressUpdate(job_id, 5, user_id="u", timestamp=_long_ago()))
+    assert stale.outcome is UpdateOutcome.STALE
+    assert (woken, heard) == ([1, 1], [(job_id, 20)])
+
+
+def _long_ago() -> datetime:
+    return datetime(2020, 1, 1, tzinfo=UTC)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -419,30 +420,39 @@ class Job:
         """A JSON-ready dict, written as the API writes a job everywhere: timestamps in ISO
         8601 UTC with ``Z``, float fields as floats, and the estimate: ``eta`` as given (True:
         the live estimate at ``now``), its range and basis, and ``expected_start_at``."""
-        data = dict(zip(_JOB_FIELDS, _job_values(self), strict=True))
         if eta is True:
             eta = self.estimate(now)
         elif eta is False:
             eta = None
-        data["expected_start_at"] = expected_start_at
-        data["created_by_name"] = None  # a key's name: the API adds it for whoever may know it
-        for key in _DATETIME_FIELDS:
-            value = data[key]
-            if value is not None:
-                data[key] = _iso(value)
-        for key in _FLOAT_FIELDS:
-            value = data[key]
-            if value is not None:
-                data[key] = float(value)
-        data["status"] = self.status.value
-        data["metadata"] = dict(self.metadata)
-        if eta is not None and eta.rate is not None:
-            data["rate"] = eta.rate
-        data["eta_seconds"] = None if eta is None else eta.seconds
-        data["eta_low_seconds"] = None if eta is None else eta.low
-        data["eta_high_seconds"] = None if eta is None else eta.high
-        data["eta_basis"] = None if eta is None else eta.basis
-        return data
+        return _written(_job_values(self), eta, expected_start_at)
+
+
+def _written(
+    values: Sequence[Any], eta: Eta | None, expected_start_at: datetime | None
+) -> dict[str, Any]:
+    """``Job.to_dict``'s dict from the job's written fields' values (``_JOB_FIELDS``, in
+    order): one rule for a ``Job`` and for the values the writer reads, before any ``Job``
+    is built of them (``UpdateResult``)."""
+    data = dict(zip(_JOB_FIELDS, values, strict=True))
+    data["expected_start_at"] = expected_start_at
+    data["created_by_name"] = None  # a key's name: the API adds it for whoever may know it
+    for key in _DATETIME_FIELDS:
+        value = data[key]
+        if value is not None:
+            data[key] = _iso(value)
+    for key in _FLOAT_FIELDS:
+        value = data[key]
+        if value is not None:
+            data[key] = float(value)
+    data["status"] = data["status"].value
+    data["metadata"] = dict(data["metadata"])
+    if eta is not None and eta.rate is not None:
+        data["rate"] = eta.rate
+    data["eta_seconds"] = None if eta is None else eta.seconds
+    data["eta_low_seconds"] = None if eta is None else eta.low
+    data["eta_high_seconds"] = None if eta is None else eta.high
+    data["eta_basis"] = None if eta is None else eta.basis
+    return data
 
 
 def _iso(value: datetime) -> str:
@@ -457,6 +467,11 @@ def _iso(value: datetime) -> str:
 _INTERNAL = frozenset({"pace", "children_weight", "children_progress", "trace_parent_id"})
 _JOB_FIELDS = tuple(f.name for f in fields(Job) if f.name not in _INTERNAL)
 _job_values = attrgetter(*_JOB_FIELDS)
+_ALL_FIELDS = tuple(f.name for f in fields(Job))
+_written_fields = itemgetter(*(_ALL_FIELDS.index(name) for name in _JOB_FIELDS))
+"""A job's written fields' values (``_JOB_FIELDS``) out of all of its fields' (``Job``'s
+order)."""
+_ID_AT, _CANCEL_AT = _ALL_FIELDS.index("id"), _ALL_FIELDS.index("cancel_requested")
 _FLOAT_FIELDS = ("weight", "stall_timeout_s", "rate")
 _DATETIME_FIELDS = (
     *(f.name for f in fields(Job) if f.name in _JOB_FIELDS and "datetime" in str(f.type)),
@@ -464,14 +479,67 @@ _DATETIME_FIELDS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
 class UpdateResult:
-    """What the tracker did with an update, and the job as it is afterwards."""
+    """What the tracker did with an update, and the job as it is afterwards.
 
-    outcome: UpdateOutcome
-    job: Job | None = None
-    event_id: int | None = None
-    """The change-feed id of the applied change."""
+    The writer hands over the job's fields (``of_fields``) and the ``Job`` is built when
+    ``job`` is first read: the progress route writes its reply from the fields (``job_dict``)
+    and never needs one, and building a frozen dataclass of 39 fields cost as much as a
+    tenth of a report.
+    """
+
+    __slots__ = ("_fields", "_job", "event_id", "outcome")
+
+    def __init__(
+        self, outcome: UpdateOutcome, job: Job | None = None, event_id: int | None = None
+    ) -> None:
+        self.outcome = outcome
+        self._job = job
+        self._fields: Sequence[Any] | None = None
+        self.event_id = event_id
+        """The change-feed id of the applied change."""
+
+    @classmethod
+    def of_fields(
+        cls, outcome: UpdateOutcome, fields: Sequence[Any], event_id: int | None = None
+    ) -> UpdateResult:
+        """A result whose job has ``fields``: ``Job``'s fields in order, as its constructor
+        takes them."""
+        result = cls(outcome, None, event_id)
+        result._fields = fields
+        return result
+
+    @property
+    def job(self) -> Job | None:
+        """The job after the update (None when there is none to show)."""
+        if self._job is None and self._fields is not None:
+            self._job = Job(*self._fields)
+        return self._job
+
+    @property
+    def job_id(self) -> str | None:
+        """The job's id, without building the job."""
+        if self._job is None and self._fields is not None:
+            return str(self._fields[_ID_AT])
+        return None if self._job is None else self._job.id
+
+    def job_dict(self) -> dict[str, Any] | None:
+        """``job.to_dict(eta=False)``, without building the job."""
+        if self._job is None and self._fields is not None:
+            return _written(_written_fields(self._fields), None, None)
+        return None if self._job is None else self._job.to_dict(eta=False)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, UpdateResult):
+            return NotImplemented
+        return (self.outcome, self.job, self.event_id) == (other.outcome, other.job, other.event_id)
+
+    __hash__ = None  # type: ignore[assignment]  # equal results may hold different jobs
+
+    def __repr__(self) -> str:
+        return (
+            f"UpdateResult(outcome={self.outcome!r}, job={self.job!r}, event_id={self.event_id!r})"
+        )
 
     @property
     def applied(self) -> bool:
@@ -481,7 +549,9 @@ class UpdateResult:
     @property
     def cancel_requested(self) -> bool:
         """True when someone asked the job to stop: the worker should wind down."""
-        return self.job is not None and self.job.cancel_requested
+        if self._job is None and self._fields is not None:
+            return bool(self._fields[_CANCEL_AT])
+        return self._job is not None and self._job.cancel_requested
 
     def raise_for_outcome(self, job_id: str) -> UpdateResult:
         """Raise for the outcomes a caller must hear about: not found, terminal, superseded.

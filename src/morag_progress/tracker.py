@@ -93,6 +93,7 @@ class JobTracker:
         self._store_lock = threading.Lock()
         self._callbacks: dict[str, ProgressCallback] = {}
         self._listeners: list[Callable[[Job], object]] = []
+        self._wakers: list[Callable[[], object]] = []
 
     @property
     def store(self) -> SQLStore:
@@ -180,8 +181,8 @@ class JobTracker:
         now = self._clock()
         self.check_timestamp(update, now)
         result = self.store.apply(self._signed(update), now=now, create_missing=create_missing)
-        if result.applied and result.job is not None:
-            self._notify(result.job)
+        if result.applied:
+            self._notify_result(result)
         return result
 
     async def apply_async(self, update: ProgressUpdate) -> UpdateResult:
@@ -190,8 +191,8 @@ class JobTracker:
         now = self._clock()
         self.check_timestamp(update, now)
         result = await self.store.submit_async(self._signed(update), now=now)
-        if result.applied and result.job is not None:
-            self._notify(result.job)
+        if result.applied:
+            self._notify_result(result)
         return result
 
     def apply_many(self, updates: list[ProgressUpdate]) -> list[UpdateResult]:
@@ -218,8 +219,8 @@ class JobTracker:
 
     def _notified(self, results: list[UpdateResult]) -> list[UpdateResult]:
         for result in results:
-            if result.applied and result.job is not None:
-                self._notify(result.job)
+            if result.applied:
+                self._notify_result(result)
         return results
 
     def _signed(self, update: ProgressUpdate) -> ProgressUpdate:
@@ -490,6 +491,12 @@ class JobTracker:
         """Call ``listener(job)`` after every change this tracker commits, to any job."""
         self._listeners.append(listener)
 
+    def add_waker(self, waker: Callable[[], object]) -> None:
+        """Call ``waker()`` after every change this tracker commits, to any job: for whoever
+        only needs to know that something changed (the event streams' hub), so that no job
+        is built for it (``UpdateResult``)."""
+        self._wakers.append(waker)
+
     # -- internals -----------------------------------------------------------------------------
 
     def _report(self, job_id: str, **fields: Any) -> bool:
@@ -515,7 +522,28 @@ class JobTracker:
             )
         return False
 
+    def _notify_result(self, result: UpdateResult) -> None:
+        """``_notify`` for an applied update's result, building its job only for a listener
+        or the job's callback, which read it."""
+        job_id = result.job_id
+        if job_id is None:
+            return
+        if self._listeners or job_id in self._callbacks:
+            job = result.job
+            assert job is not None
+            self._notify(job)
+        else:
+            self._wake()
+
+    def _wake(self) -> None:
+        for waker in self._wakers:
+            try:
+                waker()
+            except Exception:  # a failing waker must not fail the update
+                logger.warning("a change waker failed", exc_info=True)
+
     def _notify(self, job: Job) -> None:
+        self._wake()
         targets = list(self._listeners)
         callback = self._callbacks.get(job.id)
         if callback is not None:

@@ -61,7 +61,7 @@ def create_app(
     if job_spans is None and settings.otel_traces:
         job_spans = JobSpans(store)  # here, so a missing package fails the start, not a task
     tracker = JobTracker(store=store, actor=SERVER)
-    tracker.add_listener(lambda _job: hub.wake())
+    tracker.add_waker(hub.wake)
     monitor = Monitor(
         tracker,
         stall_timeout=settings.stall_timeout_seconds,

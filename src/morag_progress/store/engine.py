@@ -52,6 +52,7 @@ __all__ = [
     "api_key_from_row",
     "db_user",
     "feed_event_from_row",
+    "job_fields",
     "job_from_row",
     "mapping_upsert",
     "status_in",
@@ -310,15 +311,20 @@ _STATUSES = {status.value: status for status in JobStatus}
 
 
 def job_from_row(row: Row) -> Job:
-    """The job a row of ``jobs`` holds. Every applied update and every listed job is one:
-    its fields are taken in order and passed by position, with the four that need it
-    converted (a keyword per field cost twice as much)."""
+    """The job a row of ``jobs`` holds. Every listed job is one: its fields are taken in
+    order and passed by position (``job_fields``; a keyword per field cost twice as much)."""
+    return Job(*job_fields(row))
+
+
+def job_fields(row: Row) -> list[Any]:
+    """The fields of the job a row of ``jobs`` holds, in ``Job``'s order, the four that need
+    it converted (an applied update's result holds these: ``UpdateResult.of_fields``)."""
     values = list(_job_columns(row))
     values[_USER] = values[_USER] or None
     values[_STATUS] = _STATUSES.get(values[_STATUS]) or JobStatus(values[_STATUS])
     values[_METADATA] = dict(values[_METADATA] or {})
     values[_CANCEL] = bool(values[_CANCEL])
-    return Job(*values)
+    return values
 
 
 def api_key_from_row(row: RowMapping) -> ApiKey:

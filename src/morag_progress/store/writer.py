@@ -37,7 +37,7 @@ from morag_progress.models import (
     UpdateOutcome,
     UpdateResult,
 )
-from morag_progress.store.engine import NO_USER, Database, Row, job_from_row
+from morag_progress.store.engine import NO_USER, Database, Row, job_fields, job_from_row
 from morag_progress.store.group import GroupCommit
 from morag_progress.store.history import learn
 from morag_progress.store.rollup import Apply, roll_up
@@ -333,7 +333,8 @@ class JobWriter(Database):
                 roll_up(conn, row, p.now, self._settled(batch))
                 rolled_up = True
             self._track_pace(batch, row, p.now)
-            results[p.at] = UpdateResult(UpdateOutcome.APPLIED, job_from_row(row), ids[p.key])
+            fields = job_fields(row)
+            results[p.at] = UpdateResult.of_fields(UpdateOutcome.APPLIED, fields, ids[p.key])
 
     def _update_rows(
         self,

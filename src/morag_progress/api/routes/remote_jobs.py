@@ -75,14 +75,14 @@ def progress_reply(result: UpdateResult, what: str) -> Response:
     second validation of what the store just returned. The job is written as everywhere, but
     without an estimate (null): a worker has no use for its own ETA, and this is the hot path;
     reads of the job carry it."""
-    job = result.job
+    job = result.job_dict()
     assert job is not None
     body = {
         "success": True,
         "message": what if result.applied else "Not applied: older than the job's last update",
         "applied": result.applied,
-        "cancel_requested": job.cancel_requested,
-        "job": job.to_dict(eta=False),
+        "cancel_requested": result.cancel_requested,
+        "job": job,
     }
     return Response(orjson.dumps(body), media_type="application/json")
 
