@@ -484,8 +484,8 @@ class UpdateResult:
 
     The writer hands over the job's fields (``of_fields``) and the ``Job`` is built when
     ``job`` is first read: the progress route writes its reply from the fields (``job_dict``)
-    and never needs one, and building a frozen dataclass of 39 fields cost as much as a
-    tenth of a report.
+    and never needs one, and building a frozen dataclass of 39 fields cost about a
+    twentieth of a report.
     """
 
     __slots__ = ("_fields", "_job", "event_id", "outcome")
