@@ -25,6 +25,7 @@ from morag_progress.keys import Role
 from morag_progress.models import utcnow
 from morag_progress.settings import Settings
 from morag_progress.store import SQLStore
+from morag_progress.store.webhooks import ALL_USERS
 from morag_progress.webhooks import (
     Dispatcher,
     WebhookStore,
@@ -288,6 +289,133 @@ def test_progress_is_throttled_per_job_and_events_filtered(
     assert [e["job"]["percentage"] for e in events] == [0, 50]  # created (PENDING 0), then 50
     assert all(e["job"]["id"] == job_id for e in events)
     assert len(hooks.deliveries(hook.id)) == 2
+
+
+def test_a_failing_webhook_pauses_then_is_tried_with_one_delivery(
+    store: SQLStore, tracker: JobTracker, clock: Clock, receiver: Callable[..., Receiver]
+) -> None:
+    """After ``breaker_failures`` failed attempts in a row a webhook's deliveries wait (it
+    holds no slot) for the pause; then one is tried, and its success lets the rest go."""
+    endpoint = receiver(fail=[500, 500, 500])
+    hooks = WebhookStore(store)
+    hook, _ = hooks.create(
+        user_id="alice", url=endpoint.url, event_types=["job.finished"], progress_interval_s=10
+    )
+    for i in range(5):
+        tracker.mark_completed(tracker.start_job(f"d{i}", "doc", user_id="alice"), "ok", "alice")
+    seconds = [0.0]
+    outcomes: list[str] = []
+    sender = dispatcher(
+        store,
+        clock,
+        per_webhook=1,
+        breaker_failures=3,
+        breaker_pause=30,
+        monotonic=lambda: seconds[0],
+        on_outcome=outcomes.append,
+    )
+
+    async def run() -> list[int]:
+        sent = [await sender.tick() for _ in range(3)]  # three failures: paused
+        assert sender.paused(hook.id)
+        clock.advance(3600)  # every delivery due again
+        sent += [await sender.tick(), await sender.tick()]
+        seconds[0] += 31  # the pause is over: one delivery tries the webhook again
+        sent.append(await sender.tick())
+        assert not sender.paused(hook.id)
+        sent.append(await sender.tick())
+        await sender._client.aclose()
+        return sent
+
+    assert asyncio.run(run()) == [1, 1, 1, 0, 0, 1, 1]
+    assert outcomes == ["retry", "retry", "paused", "retry", "delivered", "delivered"]
+    assert len(endpoint.requests) == 5
+
+
+def test_a_jobs_waiting_progress_delivery_is_superseded_by_its_next(
+    store: SQLStore, tracker: JobTracker, clock: Clock
+) -> None:
+    """A receiver that is away has one progress delivery a job waiting, the latest; every
+    other event is kept. One superseded while it was being sent is not tried again."""
+    job_id = tracker.start_job("a", "b", user_id="alice")
+    other = tracker.start_job("c", "d", user_id="alice")
+    hooks = WebhookStore(store)
+    hook, _ = hooks.create(
+        user_id="alice",
+        url="http://127.0.0.1:9/hook",
+        event_types=["job.progress", "job.finished"],
+        progress_interval_s=0,
+    )
+    tracker.update_progress(job_id, 10, None, "at 10", "alice")
+    hooks.fill(now=clock.advance(1))
+    [first] = hooks.lease_due(now=clock.now)  # being sent
+    for percentage in (20, 30):
+        tracker.update_progress(job_id, percentage, None, f"at {percentage}", "alice")
+        tracker.update_progress(other, percentage, None, f"at {percentage}", "alice")
+        hooks.fill(now=clock.advance(1))
+    assert hooks.superseded == 3
+    hooks.record(first.delivery, status=500, error="x", now=clock.now, max_attempts=10)
+    tracker.mark_completed(job_id, "done", "alice")
+    hooks.fill(now=clock.advance(1))
+    kept = {
+        (d.job_id, json.loads(d.payload)["job"]["percentage"], d.event_type)
+        for d in hooks.deliveries(hook.id)
+        if d.state == "pending"
+    }
+    assert kept == {
+        (job_id, 30, "job.progress"),
+        (other, 30, "job.progress"),
+        (job_id, 100, "job.finished"),
+    }
+    states = sorted(d.state for d in hooks.deliveries(hook.id))
+    assert states == ["pending"] * 3 + ["superseded"] * 3
+
+
+def test_due_deliveries_are_taken_user_by_user(
+    store: SQLStore, tracker: JobTracker, clock: Clock
+) -> None:
+    """Bob's one delivery is not queued behind Alice's older ones, and no user takes more
+    than ``per_user`` at a time."""
+    hooks = WebhookStore(store)
+    url = "http://127.0.0.1:9/hook"
+    alices, _ = hooks.create(
+        user_id="alice", url=url, event_types=["job.finished"], progress_interval_s=10
+    )
+    bobs, _ = hooks.create(
+        user_id="bob", url=url, event_types=["job.finished"], progress_interval_s=10
+    )
+    for i in range(5):
+        tracker.mark_completed(tracker.start_job(f"a{i}", "doc", user_id="alice"), "ok", "alice")
+    hooks.fill(now=clock.advance(1))
+    tracker.mark_completed(tracker.start_job("b", "doc", user_id="bob"), "ok", "bob")
+    hooks.fill(now=clock.advance(1))
+    first = hooks.lease_due(now=clock.now, limit=2)
+    assert [lease.user_id for lease in first] == ["alice", "bob"]
+    assert [lease.delivery.webhook_id for lease in first] == [alices.id, bobs.id]
+    rest = hooks.lease_due(now=clock.now, limit=10, per_user=2)
+    assert [lease.user_id for lease in rest] == ["alice", "alice"]
+    hooks.release([lease.delivery for lease in rest], now=clock.now)
+    assert len(hooks.lease_due(now=clock.now, limit=10)) == 4  # alice's released and the rest
+
+
+def test_an_admin_webhook_throttles_progress_per_users_job(
+    store: SQLStore, tracker: JobTracker, clock: Clock
+) -> None:
+    """Ids are unique per user: Alice's job x and Bob's job x each get their progress
+    delivery on an admin's webhook, which hears both (Bob's was throttled as Alice's)."""
+    hooks = WebhookStore(store)
+    hook, _ = hooks.create(
+        user_id=ALL_USERS,
+        url="http://127.0.0.1:9/hook",
+        event_types=["job.progress"],
+        progress_interval_s=60,
+    )
+    for user in ("alice", "bob"):
+        tracker.start_job("n", "t", user_id=user, job_id="x")
+        tracker.update_progress("x", 50, None, "half", user)
+    hooks.fill(now=clock.advance(1))
+    made = hooks.deliveries(hook.id)  # each job's first change; its next within the interval
+    assert [(d.job_id, d.state) for d in made] == [("x", "pending"), ("x", "pending")]
 
 
 def test_routes_and_a_restart_between_event_and_delivery(

@@ -206,6 +206,20 @@ class Settings(BaseSettings):
         description="Deliveries to one webhook sent at once, at most: a slow receiver holds "
         "only these.",
     )
+    webhook_max_in_flight_per_user: int = Field(
+        default=8,
+        ge=1,
+        le=1000,
+        description="Deliveries to one user's webhooks sent at once, at most: one user's slow "
+        "receivers cannot take every slot.",
+    )
+    webhook_pause_after_failures: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="A webhook whose last attempts failed this many times in a row pauses "
+        "(30 s, doubling up to 10 minutes while it keeps failing), then is tried again.",
+    )
     webhook_poll_seconds: float = Field(
         default=0.5, gt=0, description="How often the outbox looks for new changes and retries."
     )

@@ -29,6 +29,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -41,6 +42,7 @@ from morag_progress.models import utcnow
 from morag_progress.store.webhooks import (
     EVENT_TYPES,
     Delivery,
+    Lease,
     Webhook,
     WebhookStore,
 )
@@ -59,6 +61,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_MAX_CIRCUITS = 10_000
+"""Webhooks whose failures the dispatcher remembers at most (the oldest is forgotten)."""
 
 SIGNATURE_TOLERANCE_S = 300
 """How old (or how far ahead) a signed timestamp :func:`verify_signature` accepts by default."""
@@ -224,12 +229,27 @@ def _pinned(url: str, address: str) -> tuple[str, dict[str, str], dict[str, Any]
     return target, headers, extensions, auth
 
 
+@dataclass(slots=True)
+class _Circuit:
+    """A webhook's recent failures: ``failures`` in a row, and while they are too many, the
+    time its deliveries wait until (``open_until``), doubled each time it opens again."""
+
+    failures: int = 0
+    open_until: float = 0.0
+    pause: float = 0.0
+
+
 class Dispatcher:
     """Fills the outbox from the feed and sends what is due, until cancelled.
 
     At most ``max_in_flight`` deliveries are sent at once, at most ``per_webhook`` of them to
-    one webhook; each has ``timeout`` seconds in all (connect, send, answer) and reads at most
-    ``max_response_bytes`` of the answer. A receiver that is slow only holds its own slots.
+    one webhook and ``per_user`` to one user's webhooks; each has ``timeout`` seconds in all
+    (connect, send, answer) and reads at most ``max_response_bytes`` of the answer. Due
+    deliveries are taken user by user, each user's oldest first. A webhook whose last
+    ``breaker_failures`` attempts all failed is paused (its circuit opens) for
+    ``breaker_pause`` seconds, doubled each time it fails again up to ``breaker_max_pause``,
+    then tried with one delivery. So a receiver that is slow or gone holds few slots and only
+    for a while, and one user's receivers cannot hold up another user's deliveries.
     """
 
     def __init__(
@@ -241,22 +261,34 @@ class Dispatcher:
         timeout: float = 10.0,
         max_in_flight: int = 32,
         per_webhook: int = 4,
+        per_user: int = 8,
+        breaker_failures: int = 5,
+        breaker_pause: float = 30.0,
+        breaker_max_pause: float = 600.0,
         max_response_bytes: int = 64 * 1024,
         clock: Callable[[], datetime] = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
         transport: httpx.AsyncBaseTransport | None = None,
         on_outcome: Callable[[str], object] | None = None,
     ) -> None:
         self.hooks = hooks
         self.on_outcome = on_outcome
-        """Told what became of each attempt (``delivered``, ``retry``, ``failed``) and of each
-        delivery dropped over a webhook's hourly cap (``dropped``): metrics."""
+        """Told what became of each attempt (``delivered``, ``retry``, ``failed``), of each
+        delivery dropped over a webhook's hourly cap (``dropped``) or replaced by a newer one
+        (``superseded``), and of each webhook paused after repeated failures (``paused``):
+        metrics."""
         self.allow_private = allow_private
         self.max_attempts = max_attempts
         self.timeout = timeout
         self.max_in_flight = max_in_flight
         self.per_webhook = per_webhook
+        self.per_user = per_user
+        self.breaker_failures = breaker_failures
+        self.breaker_pause = breaker_pause
+        self.breaker_max_pause = breaker_max_pause
         self.max_response_bytes = max_response_bytes
         self._clock = clock
+        self._monotonic = monotonic
         self._client = httpx.AsyncClient(
             timeout=timeout,
             transport=transport,
@@ -266,7 +298,9 @@ class Dispatcher:
             # for one name must not carry another's payload).
             limits=httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=0),
         )
-        self._in_flight: dict[asyncio.Task[None], str] = {}
+        self._in_flight: dict[asyncio.Task[None], Lease] = {}
+        self._circuits: dict[str, _Circuit] = {}
+        """Webhooks whose last attempt failed (at most ``_MAX_CIRCUITS``)."""
 
     async def run(self, interval: float) -> None:
         """Start due deliveries every ``interval`` seconds, without waiting for them."""
@@ -294,40 +328,89 @@ class Dispatcher:
         await asyncio.gather(*self._in_flight, return_exceptions=True)
         await self._client.aclose()
 
+    def paused(self, webhook_id: str) -> bool:
+        """Whether ``webhook_id``'s deliveries wait now, after repeated failures."""
+        circuit = self._circuits.get(webhook_id)
+        return circuit is not None and circuit.open_until > self._monotonic()
+
     async def _start_due(self) -> list[asyncio.Task[None]]:
-        dropped = self.hooks.dropped
+        dropped, superseded = self.hooks.dropped, self.hooks.superseded
         await run_to_completion(self.hooks.fill, now=self._clock())
         if self.on_outcome is not None:
             for _ in range(self.hooks.dropped - dropped):  # over a webhook's hourly cap
                 self.on_outcome("dropped")
+            for _ in range(self.hooks.superseded - superseded):
+                self.on_outcome("superseded")
         room = self.max_in_flight - len(self._in_flight)
         if room <= 0:
             return []
-        sending = Counter(self._in_flight.values())
-        busy = {hook for hook, n in sending.items() if n >= self.per_webhook}
+        by_hook = Counter(lease.delivery.webhook_id for lease in self._in_flight.values())
+        by_user = Counter(lease.user_id for lease in self._in_flight.values())
+        hook_cap = {hook: self._hook_cap(hook) for hook in self._circuits}
+        busy = {hook for hook, n in by_hook.items() if n >= hook_cap.get(hook, self.per_webhook)}
+        busy |= {hook for hook, cap in hook_cap.items() if cap == 0}
+        now = self._clock()
         due = await run_to_completion(
             self.hooks.lease_due,
-            now=self._clock(),
+            now=now,
             limit=room,
             lease_s=max(60.0, 3 * self.timeout),  # outlives the send, so no one else takes it
             per_webhook=self.per_webhook,
+            per_user=self.per_user,
             exclude=busy,
+            exclude_users={user for user, n in by_user.items() if n >= self.per_user},
         )
-        started = []
-        for delivery in due:
-            if sending[delivery.webhook_id] >= self.per_webhook:
-                continue  # leased, not sent: due again when the lease runs out
-            sending[delivery.webhook_id] += 1
-            task = asyncio.create_task(self._send(delivery))
-            self._in_flight[task] = delivery.webhook_id
+        started, unsent = [], []
+        for lease in due:
+            hook = lease.delivery.webhook_id
+            if (
+                by_hook[hook] >= hook_cap.get(hook, self.per_webhook)
+                or by_user[lease.user_id] >= self.per_user
+            ):
+                unsent.append(lease.delivery)  # its webhook or user is at its share now
+                continue
+            by_hook[hook] += 1
+            by_user[lease.user_id] += 1
+            task = asyncio.create_task(self._send(lease.delivery))
+            self._in_flight[task] = lease
             task.add_done_callback(self._done)
             started.append(task)
+        await run_to_completion(self.hooks.release, unsent, now=now)
         return started
+
+    def _hook_cap(self, webhook_id: str) -> int:
+        """How many deliveries ``webhook_id`` may have in flight: none while paused, one to
+        try it again after a pause, else ``per_webhook``."""
+        circuit = self._circuits[webhook_id]
+        if circuit.open_until > self._monotonic():
+            return 0
+        return 1 if circuit.failures >= self.breaker_failures else self.per_webhook
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             logger.warning("webhook delivery failed", exc_info=task.exception())
+
+    def _count(self, webhook_id: str, *, failed: bool) -> None:
+        """Note an attempt's outcome in the webhook's circuit: a success closes it; the
+        ``breaker_failures``-th failure in a row opens it, and each later one again, for
+        twice as long as the last time."""
+        if not failed:
+            self._circuits.pop(webhook_id, None)
+            return
+        circuit = self._circuits.get(webhook_id)
+        if circuit is None:
+            if len(self._circuits) >= _MAX_CIRCUITS:
+                self._circuits.pop(next(iter(self._circuits)))
+            circuit = self._circuits[webhook_id] = _Circuit()
+        if circuit.open_until > self._monotonic():
+            return  # paused already: the attempts under way when it opened are ending
+        circuit.failures += 1
+        if circuit.failures >= self.breaker_failures:
+            circuit.pause = min(self.breaker_max_pause, max(self.breaker_pause, 2 * circuit.pause))
+            circuit.open_until = self._monotonic() + circuit.pause
+            if self.on_outcome is not None:
+                self.on_outcome("paused")
 
     async def _send(self, delivery: Delivery) -> None:
         target = await run_to_completion(self.hooks.secret_and_url, delivery.webhook_id)
@@ -335,6 +418,7 @@ class Dispatcher:
             return  # the webhook was deleted meanwhile
         secret, url = target
         status, error = await self._post(url, secret, delivery)
+        self._count(delivery.webhook_id, failed=error is not None)
         outcome = await run_to_completion(
             self.hooks.record,
             delivery,

@@ -115,3 +115,37 @@ def _hook_status(t: Target, auth: dict[str, str], url: str) -> int:
     with t.client() as client:
         body = {"url": url, "events": ["job.finished"]}
         return client.post("/api/v1/webhooks", json=body, headers=auth).status_code
+
+
+def test_one_users_black_holes_do_not_hold_up_anothers_deliveries(
+    sqlite_target: Callable[..., Target], receivers: list[HostileReceiver | Receiver]
+) -> None:
+    """Alice has eight webhooks to a receiver that never answers and a dozen finished jobs:
+    with four deliveries a webhook, her 96 deliveries could fill every slot the server has, and
+    each is then tried again oldest first. Bob's deliveries still arrive within a second or so
+    of his job finishing, each time."""
+    t = sqlite_target(WEBHOOK_ALLOW_PRIVATE="true", WEBHOOK_TIMEOUT_SECONDS="3")
+    black_hole = HostileReceiver("slow", delay=3600)
+    good = Receiver()
+    receivers += [black_hole, good]
+    alice, bob = t.key("alice"), t.key("bob")
+    for _ in range(8):
+        _hook(t, alice, black_hole.url)
+    _hook(t, bob, good.url)
+    for _ in range(12):
+        _finish_job(t, alice)
+    deadline = time.monotonic() + 5
+    while len(black_hole.requests) < 8:  # her deliveries are in flight
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    waited = []
+    for _ in range(3):
+        before = len(good.requests)
+        start = time.monotonic()
+        _finish_job(t, bob)
+        while len(good.requests) == before:
+            assert time.monotonic() - start < 10, "bob's delivery never came"
+            time.sleep(0.02)
+        waited.append(time.monotonic() - start)
+        time.sleep(1)
+    assert max(waited) < 1.5, waited

@@ -92,6 +92,8 @@ def create_app(
                     timeout=settings.webhook_timeout_seconds,
                     max_in_flight=settings.webhook_max_in_flight,
                     per_webhook=settings.webhook_max_in_flight_per_hook,
+                    per_user=settings.webhook_max_in_flight_per_user,
+                    breaker_failures=settings.webhook_pause_after_failures,
                     on_outcome=lambda outcome: metrics.webhooks.labels(outcome).inc(),
                 ).run(settings.webhook_poll_seconds)
             ),

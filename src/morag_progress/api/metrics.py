@@ -73,11 +73,14 @@ class Metrics:
         self.webhooks = Counter(
             "morag_progress_webhook_deliveries",
             "Webhook delivery attempts, by outcome: delivered, retry (later) or failed (for "
-            "good); and deliveries dropped over a webhook's hourly cap.",
+            "good); deliveries dropped over a webhook's hourly cap, and pending progress "
+            "deliveries superseded by the job's next; and webhooks paused after repeated "
+            "failures.",
             ["outcome"],
             registry=self.registry,
         )
-        for outcome in ("delivered", "retry", "failed", "dropped"):  # exported at 0 from start
+        outcomes = ("delivered", "retry", "failed", "dropped", "superseded", "paused")
+        for outcome in outcomes:  # exported at 0 from start
             self.webhooks.labels(outcome)
         self.registry.register(_JobsByStatus(store))
 

@@ -496,7 +496,10 @@ class DeliveryOut(BaseModel):
     event_id: int
     event_type: str
     job_id: str
-    state: Literal["pending", "delivered", "failed"]
+    state: Literal["pending", "delivered", "failed", "superseded"] = Field(
+        description="superseded: a job's progress delivery replaced, while it waited, by the "
+        "job's next one."
+    )
     attempts: int
     last_status: int | None = Field(description="The receiver's last HTTP status.")
     last_error: str | None

@@ -261,6 +261,8 @@ webhook_deliveries = Table(
     Column("event_id", BigInteger, nullable=False),
     Column("event_type", String(32), nullable=False),
     Column("job_id", String(128), nullable=False),
+    # The job's user: ids are unique per user, and an admin's webhook hears every user's jobs.
+    Column("job_user_id", String(128), nullable=False, server_default=""),
     # The body is fixed when the delivery is made, so every retry carries the same signature.
     Column("payload", Text, nullable=False),
     Column("state", String(16), nullable=False),
@@ -273,7 +275,9 @@ webhook_deliveries = Table(
     UniqueConstraint("webhook_id", "event_id", name="uq_webhook_deliveries_event"),
     Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
     Index("ix_webhook_deliveries_webhook", "webhook_id", "id"),
-    Index("ix_webhook_deliveries_progress", "webhook_id", "job_id", "event_type", "id"),
+    Index(
+        "ix_webhook_deliveries_progress", "webhook_id", "job_user_id", "job_id", "event_type", "id"
+    ),
     Index("ix_webhook_deliveries_created", "created_at"),  # retention
     sqlite_autoincrement=True,
 )

@@ -31,7 +31,7 @@ from morag_progress.store.schema import (
 )
 from morag_progress.store.sql import SQLStore
 
-__all__ = ["ALL_USERS", "EVENT_TYPES", "Delivery", "Webhook", "WebhookStore"]
+__all__ = ["ALL_USERS", "EVENT_TYPES", "Delivery", "Lease", "Webhook", "WebhookStore"]
 
 _OUTBOX = "outbox"
 """The outbox's stored feed cursor (``cursor.py``)."""
@@ -81,6 +81,14 @@ class Delivery:
     delivered_at: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A delivery taken to be sent (``lease_due``), and whose webhook it is for."""
+
+    delivery: Delivery
+    user_id: str
+
+
 def _webhook(row: Any) -> Webhook:
     return Webhook(
         id=row["id"],
@@ -105,6 +113,8 @@ class WebhookStore:
         self.store = store
         self.dropped = 0
         """Deliveries this process dropped over a webhook's hourly cap (a metric)."""
+        self.superseded = 0
+        """Pending progress deliveries this process replaced by a newer one (a metric)."""
         self._cursor = FeedCursor()
         """The outbox's place in the feed (stored; this process's view of its gaps)."""
 
@@ -222,7 +232,7 @@ class WebhookStore:
             else:
                 rows = []  # nobody to tell: skip to the end without reading the feed
                 cursor.moved_to(end)
-            last_progress: dict[tuple[str, str], datetime] = {}
+            last_progress: dict[tuple[str, str, str], datetime] = {}
             known = _jobs_of(conn, rows, now) if hooks else {}
             sent_this_hour: dict[str, int] = {}
             for event in rows:
@@ -238,6 +248,8 @@ class WebhookStore:
                     if self._over_cap(conn, hook, now, sent_this_hour, exempt=exempt):
                         self.dropped += 1  # a flapping job must not flood a channel
                         continue
+                    if event_type == "job.progress":
+                        self._supersede(conn, hook, event)
                     conn.execute(
                         self.store.dialect_insert()(webhook_deliveries)
                         .values(
@@ -255,14 +267,15 @@ class WebhookStore:
         hook: Any,
         event: Any,
         now: datetime,
-        last_progress: dict[tuple[str, str], datetime],
+        last_progress: dict[tuple[str, str, str], datetime],
     ) -> bool:
-        key = (hook["id"], event["job_id"])
+        key = (hook["id"], *_job_key(event))
         if key not in last_progress:
             d = webhook_deliveries.c
             previous = conn.execute(
                 select(func.max(d.created_at)).where(
                     d.webhook_id == hook["id"],
+                    d.job_user_id == (event["user_id"] or ""),
                     d.job_id == event["job_id"],
                     d.event_type == "job.progress",
                 )
@@ -274,6 +287,24 @@ class WebhookStore:
             return True
         last_progress[key] = now
         return False
+
+    def _supersede(self, conn: Connection, hook: Any, event: Any) -> None:
+        """A job's progress delivery that is still pending is superseded by its next one:
+        a receiver that is down or slow has at most one progress delivery a job waiting (the
+        latest), however long it stays away; the other events are all kept."""
+        d = webhook_deliveries.c
+        done = conn.execute(
+            update(webhook_deliveries)
+            .where(
+                d.webhook_id == hook["id"],
+                d.job_user_id == (event["user_id"] or ""),
+                d.job_id == event["job_id"],
+                d.event_type == "job.progress",
+                d.state == "pending",
+            )
+            .values(state="superseded")
+        )
+        self.superseded += max(0, done.rowcount)
 
     @staticmethod
     def _over_cap(
@@ -304,39 +335,67 @@ class WebhookStore:
         limit: int = 20,
         lease_s: float = 60,
         per_webhook: int | None = None,
+        per_user: int | None = None,
         exclude: Collection[str] = (),
-    ) -> list[Delivery]:
+        exclude_users: Collection[str] = (),
+    ) -> list[Lease]:
         """Take up to ``limit`` due deliveries for ``lease_s`` seconds (another replica skips
-        them meanwhile; one whose sender died is due again after the lease): oldest first, at
-        most ``per_webhook`` of any one webhook, none of the webhooks in ``exclude``."""
-        d = webhook_deliveries.c
+        them meanwhile; one whose sender died is due again after the lease), with their
+        webhooks' owners: each user's oldest first, user by user (a user with one delivery due
+        is not queued behind another's thousand), at most ``per_webhook`` of any one webhook
+        and ``per_user`` of any one user, none of the webhooks in ``exclude`` or of the users
+        in ``exclude_users``."""
+        d, w = webhook_deliveries.c, webhooks.c
         conditions = [d.state == "pending", d.next_attempt_at <= now]
         if exclude:
             conditions.append(d.webhook_id.not_in(sorted(exclude)))
-        if per_webhook is None:
-            due = select(d.id).where(*conditions).order_by(d.next_attempt_at, d.id)
-        else:
-            rank = (
-                func.row_number()
-                .over(partition_by=d.webhook_id, order_by=(d.next_attempt_at, d.id))
-                .label("rank")
+        if exclude_users:
+            conditions.append(w.user_id.not_in(sorted(exclude_users)))
+        oldest = (d.next_attempt_at, d.id)
+        ranked = (
+            select(
+                d.id,
+                d.next_attempt_at,
+                w.user_id,
+                func.row_number().over(partition_by=d.webhook_id, order_by=oldest).label("hook"),
+                func.row_number().over(partition_by=w.user_id, order_by=oldest).label("user"),
             )
-            ranked = select(d.id, d.next_attempt_at, rank).where(*conditions).subquery()
-            r = ranked.c
-            due = select(r.id).where(r.rank <= per_webhook).order_by(r.next_attempt_at, r.id)
-        due = due.limit(limit)
+            .join(webhooks, w.id == d.webhook_id)
+            .where(*conditions)
+            .subquery()
+        )
+        r = ranked.c
+        due = select(r.id, r.user_id)
+        if per_webhook is not None:
+            due = due.where(r.hook <= per_webhook)
+        if per_user is not None:
+            due = due.where(r.user <= per_user)
+        due = due.order_by(r.user, r.next_attempt_at, r.id).limit(limit)
         with self.store.transaction("lease deliveries") as conn:
-            ids = [row[0] for row in conn.execute(due)]
-            if not ids:
+            owners = {row[0]: row[1] for row in conn.execute(due)}
+            if not owners:
                 return []
             c = webhook_deliveries.c
             leased = conn.execute(
                 update(webhook_deliveries)
-                .where(and_(c.id.in_(ids), c.state == "pending", c.next_attempt_at <= now))
+                .where(and_(c.id.in_(owners), c.state == "pending", c.next_attempt_at <= now))
                 .values(next_attempt_at=now + timedelta(seconds=lease_s))
                 .returning(*webhook_deliveries.c)
             ).mappings()
-            return sorted((_delivery(row) for row in leased), key=lambda x: x.id)
+            taken = {row["id"]: Lease(_delivery(row), owners[row["id"]]) for row in leased}
+        return [taken[i] for i in owners if i in taken]  # in the order they were ranked
+
+    def release(self, deliveries: Collection[Delivery], *, now: datetime) -> None:
+        """Give back leased deliveries that were not sent: due again at ``now``."""
+        if not deliveries:
+            return
+        c = webhook_deliveries.c
+        with self.store.transaction("release deliveries") as conn:
+            conn.execute(
+                update(webhook_deliveries)
+                .where(c.id.in_([x.id for x in deliveries]), c.state == "pending")
+                .values(next_attempt_at=now)
+            )
 
     def secret_and_url(self, webhook_id: str) -> tuple[str, str] | None:
         stmt = select(webhooks.c.secret, webhooks.c.url).where(webhooks.c.id == webhook_id)
@@ -368,12 +427,14 @@ class WebhookStore:
             # Exponential backoff with jitter: 1 s, 2 s, 4 s ... capped at an hour.
             wait = min(3600.0, 2.0 ** (attempts - 1)) * random.uniform(0.5, 1.0)
             values.update(next_attempt_at=now + timedelta(seconds=wait))
+        c = webhook_deliveries.c
+        conditions = [c.id == delivery.id]
+        if outcome != "delivered":
+            # Superseded while it was being sent: a newer delivery of the job's progress
+            # carries its state; this one is not tried again.
+            conditions.append(c.state == "pending")
         with self.store.transaction("record delivery") as conn:
-            conn.execute(
-                update(webhook_deliveries)
-                .where(webhook_deliveries.c.id == delivery.id)
-                .values(values)
-            )
+            conn.execute(update(webhook_deliveries).where(*conditions).values(values))
         return outcome
 
 
@@ -491,6 +552,7 @@ def _new_delivery(
         "event_id": event["id"],
         "event_type": event_type,
         "job_id": event["job_id"],
+        "job_user_id": event["user_id"] or "",
         "payload": orjson.dumps(payload).decode(),
         "state": "pending",
         "attempts": 0,
