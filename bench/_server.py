@@ -1,5 +1,5 @@
-"""What the benchmarks share: a free port, a key made with the CLI, a server to wait for or start,
-a percentile, and a process's CPU time."""
+"""What the benchmarks share: a server's environment on a new SQLite file, a free port, a key made
+with the CLI, a server to wait for or start, a percentile, and a process's CPU time."""
 
 from __future__ import annotations
 
@@ -11,6 +11,17 @@ import time
 from pathlib import Path
 
 import httpx
+
+
+def sqlite_env(directory: Path, **settings: str) -> dict[str, str]:
+    """The environment of a server on a new SQLite file in ``directory``, without rate limits,
+    with ``settings`` (names without the ``MORAG_PROGRESS_`` prefix)."""
+    return {
+        **os.environ,
+        "MORAG_PROGRESS_DATABASE_URL": f"sqlite:///{directory / 'bench.db'}",
+        "MORAG_PROGRESS_RATE_LIMIT_PER_SECOND": "0",
+        **{f"MORAG_PROGRESS_{name}": value for name, value in settings.items()},
+    }
 
 
 def free_port() -> int:

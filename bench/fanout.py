@@ -35,7 +35,7 @@ from pathlib import Path
 
 import httpx
 import uvloop
-from _server import cpu_seconds, create_key, free_port, wait_until_up
+from _server import cpu_seconds, create_key, free_port, sqlite_env, wait_until_up
 
 
 async def subscriber(
@@ -278,14 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(write(base, key, jobs.split(","), int(rate), float(seconds)))
         return 0
     tmp = Path(tempfile.mkdtemp(prefix="morag-fanout-"))
-    env = {
-        **os.environ,
-        "MORAG_PROGRESS_DATABASE_URL": f"sqlite:///{tmp / 'fanout.db'}",
-        "MORAG_PROGRESS_RATE_LIMIT_PER_SECOND": "0",
-        "MORAG_PROGRESS_KEY_CACHE_SECONDS": "3600",
-        # One key opens every stream here; its cap (32 by default) would refuse the rest.
-        "MORAG_PROGRESS_MAX_STREAMS_PER_KEY": "100000",
-    }
+    # One key opens every stream here; its cap (32 by default) would refuse the rest.
+    env = sqlite_env(tmp, KEY_CACHE_SECONDS="3600", MAX_STREAMS_PER_KEY="100000")
     port = free_port()
     go = tmp / "GO"
     if opts.reference:

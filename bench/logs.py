@@ -14,7 +14,6 @@ Targets (issue 14): a 1 MiB upload applied in <= 100 ms; Bob's p99 <= 100 ms und
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import threading
@@ -23,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
-from _server import create_key, free_port, percentile, serve
+from _server import create_key, free_port, percentile, serve, sqlite_env
 
 
 def log_body(size: int = 1024 * 1024) -> bytes:
@@ -47,11 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="morag-bench-logs-"))
     port = free_port()
-    env = {
-        **os.environ,
-        "MORAG_PROGRESS_DATABASE_URL": f"sqlite:///{tmp / 'bench.db'}",
-        "MORAG_PROGRESS_RATE_LIMIT_PER_SECOND": "0",
-    }
+    env = sqlite_env(tmp)
     alice = {"Authorization": f"Bearer {create_key(env, 'alice')}"}
     bob = {"Authorization": f"Bearer {create_key(env, 'bob')}"}
     server = serve(env, port)

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from _server import create_key, free_port, serve
+from _server import create_key, free_port, serve, sqlite_env
 from tqdm import tqdm
 
 from morag_progress.client import ProgressReporter
@@ -97,11 +97,7 @@ def longest_block(reporter: ProgressReporter, n: int) -> tuple[float, float]:
 
 
 def start_server(directory: Path) -> tuple[subprocess.Popen[bytes], str, str, str]:
-    env = {
-        **os.environ,
-        "MORAG_PROGRESS_DATABASE_URL": f"sqlite:///{directory / 'bench.db'}",
-        "MORAG_PROGRESS_RATE_LIMIT_PER_SECOND": "0",
-    }
+    env = sqlite_env(directory)
     key = create_key(env, "bench")
     port = free_port()
     server = serve(env, port)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import http.server
-import os
 import re
 import socket
 import tempfile
@@ -29,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
-from _server import create_key, free_port, percentile, serve
+from _server import create_key, free_port, percentile, serve, sqlite_env
 
 
 class _Receiver:
@@ -141,13 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="morag-bench-webhooks-"))
     port = free_port()
-    env = {
-        **os.environ,
-        "MORAG_PROGRESS_DATABASE_URL": f"sqlite:///{tmp / 'bench.db'}",
-        "MORAG_PROGRESS_RATE_LIMIT_PER_SECOND": "0",
-        "MORAG_PROGRESS_WEBHOOK_ALLOW_PRIVATE": "true",
-        "MORAG_PROGRESS_MAX_OPEN_JOBS_PER_USER": "100000",
-    }
+    env = sqlite_env(tmp, WEBHOOK_ALLOW_PRIVATE="true", MAX_OPEN_JOBS_PER_USER="100000")
     alice = {"Authorization": f"Bearer {create_key(env, 'alice')}"}
     bob = {"Authorization": f"Bearer {create_key(env, 'bob')}"}
     receiver = _Receiver()
