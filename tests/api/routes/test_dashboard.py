@@ -596,3 +596,28 @@ def test_an_expired_link_stops_and_says_so(browser: Any, tmp_path: Path) -> None
         context.close()
         server.stop()
         store.close()
+
+
+def test_the_api_docs_render_without_the_internet(page: Any, site: Site) -> None:
+    """Swagger UI at /docs and ReDoc at /redoc are served by the server itself: with every
+    other host out of reach, both show the API's routes (they loaded their scripts from a
+    CDN, and were blank). Only ReDoc's "powered by" logo is an image from its maker's site."""
+    outside: list[str] = []
+
+    def only_the_server(route: Any) -> None:
+        if route.request.url.startswith(site.url):
+            route.continue_()
+        else:
+            if route.request.resource_type != "image":
+                outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_the_server)
+    page.goto(f"{site.url}/docs")
+    route = "/api/v1/remote-jobs/{job_id}/progress"
+    page.locator(".opblock-summary-path", has_text=route).first.wait_for(timeout=10000)
+    shot(page, "api-docs")
+    page.goto(f"{site.url}/redoc")
+    page.locator("h2", has_text="Report Progress").first.wait_for(timeout=10000)
+    shot(page, "api-redoc")
+    assert outside == []

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 
 from morag_progress.api import create_app
+from morag_progress.api.routes.dashboard import DOCS_ASSETS
 from morag_progress.settings import Settings
 from morag_progress.store import SQLStore
 
@@ -40,6 +43,12 @@ async def test_openapi_documents_routes_and_errors(client: httpx.AsyncClient) ->
         assert "/openapi.json" in answer.text
         assert answer.headers["X-Frame-Options"] == "DENY"  # no other site may frame it
         assert answer.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+        # Their files come from this server (fastapi-offline's, by name: an upgrade that
+        # renames them fails here).
+        assets = re.findall(rf'(?:src|href)="({DOCS_ASSETS}/[^"]+)"', answer.text)
+        assert len(assets) >= 2
+        for asset in assets:
+            assert (await client.get(asset)).status_code == 200, asset
 
 
 async def test_an_admins_read_of_a_shared_id_is_a_documented_409(
