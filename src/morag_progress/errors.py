@@ -66,7 +66,10 @@ class JobConflictError(ProgressError):
 
     def __init__(self, job_id: str, what: str = "job id") -> None:
         self.job_id = job_id
-        super().__init__(f"{what} {job_id!r} names jobs of several users; ask as the job's user")
+        super().__init__(
+            f"{what} {job_id!r} names jobs of several users; name the job's user"
+            " (?user=... over HTTP, user_id in Python)"
+        )
 
 
 class JobStateError(ProgressError):

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fastapi import HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 
 from morag_progress._threads import SharedReads
 from morag_progress.api.limits import RateLimiter
 from morag_progress.audit import key_actor
+from morag_progress.bounds import check_id
+from morag_progress.errors import InvalidInputError
 from morag_progress.keys import STREAM_TOKEN_PREFIX, ApiKey, Role, hash_key, matches
 from morag_progress.models import utcnow
 from morag_progress.store import SQLStore
@@ -26,6 +29,7 @@ __all__ = [
     "Principal",
     "client_address",
     "key_principal",
+    "named_user",
     "principal",
     "require",
     "stream_principal",
@@ -41,11 +45,32 @@ class Principal:
     role: Role
     token_hash: str | None = None
     """Set when the caller signed in with a stream token (its hash), not the key itself."""
+    acting_for: str | None = None
+    """The user an admin names with ``?user=`` (``as_user``): this request's jobs are theirs."""
 
     @property
     def scope(self) -> str | None:
-        """The user whose jobs the caller may touch; None (every user's) for an admin."""
-        return None if self.role is Role.ADMIN else self.user_id
+        """The user whose jobs the caller may touch; None (every user's) for an admin, unless
+        it names one."""
+        return self.acting_for if self.role is Role.ADMIN else self.user_id
+
+    @property
+    def owner(self) -> str:
+        """The user whose jobs the caller makes: the one an admin names, else its own."""
+        return self.acting_for or self.user_id
+
+    def as_user(self, user: str | None) -> Principal:
+        """The caller acting for ``user`` (a ``?user=`` query parameter, already checked
+        against the user name rule): an admin acts for anyone, any other caller only for
+        itself (403 for another user)."""
+        if user is None or (user == self.user_id and self.role is not Role.ADMIN):
+            return self
+        if self.role is not Role.ADMIN:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                detail="only an admin key may name another user (user)",
+            )
+        return replace(self, acting_for=user)
 
     @property
     def actor(self) -> str:
@@ -177,7 +202,22 @@ async def stream_principal(request: Request) -> Principal:
         return await principal(request)
     caller = await _token_principal(request, token)
     await request.app.state.rate_limiter.acquire(caller.key_id)
-    return caller
+    return caller.as_user(named_user(request))
+
+
+def named_user(request: Request) -> str | None:
+    """The ``user`` query parameter (an admin's way to name whose job an id is), checked
+    against the user name rule (422 naming it); None without one."""
+    if not request.scope.get("query_string"):
+        return None  # the usual request: no query to parse
+    user = request.query_params.get("user")
+    if user is not None:
+        try:
+            check_id("user", user)
+        except InvalidInputError as e:
+            problem = {"type": "value_error", "loc": ("query", "user"), "msg": e.rule}
+            raise RequestValidationError([{**problem, "input": user}]) from e
+    return user
 
 
 async def principal(request: Request) -> Principal:
@@ -193,7 +233,7 @@ async def principal(request: Request) -> Principal:
         authenticator: Authenticator = request.app.state.authenticator
         caller = await authenticator.authenticate(authorization or None, client_address(request))
     await request.app.state.rate_limiter.acquire(caller.key_id)
-    return caller
+    return caller.as_user(named_user(request))
 
 
 async def key_principal(request: Request) -> Principal:

@@ -73,6 +73,74 @@ async def test_an_admins_read_of_a_shared_id_is_a_documented_409(
     assert "409" in spec["/api/v1/jobs/{job_id}/events"]["get"]["responses"]
 
 
+async def test_an_admin_names_the_user_of_a_shared_id(
+    client: httpx.AsyncClient, alice: dict[str, str], bob: dict[str, str], admin: dict[str, str]
+) -> None:
+    """With ``?user=`` an admin reads, reports on, lists and cancels one user's job of an id
+    two users have (without it, 409), and creates a job for a user; another key may name only
+    its own user (403 otherwise); a name that breaks the rule is a 422 naming ``user``; the
+    schema lists the parameter on every route that authenticates."""
+    for auth in (alice, bob):
+        made = await client.post(
+            "/api/v1/jobs",
+            json={"id": "shared", "document_name": "a", "document_type": "pdf"},
+            headers=auth,
+        )
+        assert made.status_code == 201
+    as_bob = {"user": "bob"}
+    read = await client.get("/api/v1/jobs/shared", params=as_bob, headers=admin)
+    assert (read.status_code, read.json()["user_id"]) == (200, "bob")
+    put = await client.put(
+        "/api/v1/remote-jobs/shared/progress",
+        params=as_bob,
+        json={"percentage": 40, "message": "admin for bob"},
+        headers=admin,
+    )
+    assert put.status_code == 200, put.text
+    assert (await client.get("/api/v1/jobs/shared", headers=bob)).json()["percentage"] == 40
+    assert (await client.get("/api/v1/jobs/shared", headers=alice)).json()["percentage"] == 0
+    history = await client.get("/api/v1/jobs/shared/history", params=as_bob, headers=admin)
+    assert history.status_code == 200
+    listed = await client.get("/api/v1/jobs", params=as_bob, headers=admin)
+    assert {job["user_id"] for job in listed.json()["jobs"]} == {"bob"}
+    cancel = await client.post("/api/v1/jobs/shared/cancel", params=as_bob, headers=admin)
+    assert cancel.status_code == 200
+    assert (await client.get("/api/v1/jobs/shared", headers=alice)).json()[
+        "cancel_requested"
+    ] is False
+    made = await client.post(
+        "/api/v1/jobs",
+        params={"user": "carol"},
+        json={"document_name": "c", "document_type": "pdf"},
+        headers=admin,
+    )
+    assert (made.status_code, made.json()["user_id"]) == (201, "carol")
+    own = await client.get("/api/v1/jobs/shared", params={"user": "alice"}, headers=alice)
+    assert own.status_code == 200
+    other = await client.get("/api/v1/jobs/shared", params=as_bob, headers=alice)
+    assert other.status_code == 403
+    hot = await client.put(
+        "/api/v1/remote-jobs/shared/progress", params=as_bob, json={"percentage": 50}, headers=alice
+    )
+    assert hot.status_code == 403
+    bad_name = {"user": "*"}
+    for bad in (
+        await client.get("/api/v1/jobs/shared", params=bad_name, headers=admin),
+        await client.put(
+            "/api/v1/remote-jobs/shared/progress",
+            params=bad_name,
+            json={"percentage": 5},
+            headers=admin,
+        ),
+    ):
+        assert bad.status_code == 422
+        assert bad.json()["detail"][0]["loc"] == ["query", "user"]
+    spec = (await client.get("/openapi.json")).json()["paths"]
+    for path in ("/api/v1/jobs/{job_id}", "/api/v1/remote-jobs/{job_id}/progress"):
+        for operation in spec[path].values():
+            assert "user" in [p["name"] for p in operation["parameters"]], path
+
+
 async def test_metrics(client: httpx.AsyncClient, alice: dict[str, str]) -> None:
     """/metrics counts updates by source and outcome, times requests, and counts jobs by status."""
     job = (

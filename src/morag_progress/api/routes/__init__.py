@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 from morag_progress.api.auth import Principal, key_principal, principal, stream_principal
 from morag_progress.api.estimates import Estimates
 from morag_progress.api.schemas import DocumentType, JobId, SearchText
+from morag_progress.bounds import ID_PATTERN, MAX_ID
 from morag_progress.errors import JobNotFoundError
 from morag_progress.models import Job
 from morag_progress.tracker import JobTracker
@@ -27,6 +28,7 @@ from morag_progress.tracker import JobTracker
 __all__ = [
     "JOB_ID_PARAMETER",
     "PAGE_BYTES",
+    "USER_PARAMETER",
     "Caller",
     "JobFilters",
     "JobIdPath",
@@ -43,10 +45,46 @@ __all__ = [
 
 _T = TypeVar("_T")
 
-Caller = Annotated[Principal, Depends(principal)]
-KeyCaller = Annotated[Principal, Depends(key_principal)]
+_USER_HELP = (
+    "An admin key acts for this user: ids are unique per user, so this names whose job an id "
+    "is (without it, an id several users have is a 409). Other keys may name only their own "
+    "user."
+)
+_User = Annotated[
+    str | None,
+    Query(
+        description=_USER_HELP,
+        json_schema_extra={"minLength": 1, "maxLength": MAX_ID, "pattern": ID_PATTERN},
+    ),
+]
+USER_PARAMETER = {
+    "name": "user",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID, "pattern": ID_PATTERN},
+    "description": _USER_HELP,
+}
+"""The ``user`` query parameter as OpenAPI shows it (for routes declared by hand)."""
+
+
+# Each takes ``user`` for the schema only: the authentication reads and checks it
+# (``auth.named_user``), for the hot route too.
+async def _caller(request: Request, user: _User = None) -> Principal:
+    return await principal(request)
+
+
+async def _key_caller(request: Request, user: _User = None) -> Principal:
+    return await key_principal(request)
+
+
+async def _stream_caller(request: Request, user: _User = None) -> Principal:
+    return await stream_principal(request)
+
+
+Caller = Annotated[Principal, Depends(_caller)]
+KeyCaller = Annotated[Principal, Depends(_key_caller)]
 """A caller signed in with an API key, not a stream token (webhooks: their URLs are secrets)."""
-StreamCaller = Annotated[Principal, Depends(stream_principal)]
+StreamCaller = Annotated[Principal, Depends(_stream_caller)]
 JobIdPath = Annotated[JobId, Path(description="The job's id.")]
 
 

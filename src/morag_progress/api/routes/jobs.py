@@ -40,18 +40,19 @@ router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
     responses=errors(400, 401, 403, 409, 422, 429),
 )
 def create_job(body: JobCreate, caller: Caller, request: Request, response: Response) -> JobOut:
-    """Create a job for the caller's user. Creating with the same ``id`` again returns the job.
+    """Create a job for the caller's user (an admin's: the one it names with ``user``, or its
+    own). Creating with the same ``id`` again returns the job.
 
     A W3C ``traceparent`` header makes the caller's span the parent of the job's span; the job's
     own context comes back as ``traceparent``, for its worker's spans."""
     require(caller, Role.USER, Role.ADMIN)
     tracker = tracker_of(request)
-    request.app.state.job_quota.check(caller.user_id)  # 429 past the user's creation rate
+    request.app.state.job_quota.check(caller.owner)  # 429 past the user's creation rate
     job_id = tracker.start_job(
         body.document_name,
         body.document_type,
         body.document_id,
-        caller.user_id,
+        caller.owner,
         body.summary,
         job_id=body.id,
         parent_id=body.parent_id,
@@ -65,7 +66,7 @@ def create_job(body: JobCreate, caller: Caller, request: Request, response: Resp
         parent_trace=request.headers.get("traceparent"),
         max_open=_max_open(request),
     )
-    job = tracker.get_job(job_id, caller.user_id)
+    job = tracker.get_job(job_id, caller.owner)
     assert job is not None
     response.headers["Location"] = f"/api/v1/jobs/{job.id}"
     return estimates_of(request).job_out(job, caller)

@@ -13,6 +13,7 @@ from morag_progress.api.auth import Principal, principal
 from morag_progress.api.metrics import Metrics
 from morag_progress.api.routes import (
     JOB_ID_PARAMETER,
+    USER_PARAMETER,
     Caller,
     JobIdPath,
     decoded,
@@ -125,7 +126,7 @@ hot_routes = [
         response_model=ProgressOut,
         responses=_ERRORS,
         openapi_extra={
-            "parameters": [JOB_ID_PARAMETER],
+            "parameters": [JOB_ID_PARAMETER, USER_PARAMETER],
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": ProgressIn.model_json_schema()}},
@@ -230,7 +231,7 @@ async def upload_logs(job_id: JobIdPath, caller: Caller, request: Request) -> Lo
     # The job first: an upload to a job that is not the caller's is not even parsed.
     await run_in_threadpool(visible_job, request, job_id, caller)
     uploads: UploadParser = request.app.state.uploads
-    parsed = await uploads.parse(await request.body(), caller.user_id)
+    parsed = await uploads.parse(await request.body(), caller.owner)
     logs = await run_in_threadpool(_apply_logs, tracker, job_id, parsed, caller)
     metrics = _metrics(request)
     metrics.count("logs", UpdateOutcome.APPLIED, logs.applied)
