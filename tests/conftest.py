@@ -33,6 +33,7 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MORAG_PROGRESS_DATABASE_URL", f"sqlite:///{tmp_path / 'default.db'}")
+    monkeypatch.setenv("MORAG_PROGRESS_SPOOL_DIR", str(tmp_path / "spool"))
 
 
 class Clock:

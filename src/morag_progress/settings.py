@@ -239,10 +239,22 @@ class Settings(BaseSettings):
         "what is pending, the final status included, before it gives up and returns.",
     )
 
+    spool_dir: Path | None = Field(
+        default=None,
+        description="Where a reporter keeps the reports it could not deliver before its close "
+        "deadline, for `morag-progress flush` or its next start (default: spool in the user's "
+        "data directory).",
+    )
+
     @property
     def resolved_database_url(self) -> str:
         """``database_url``, or the default SQLite file."""
         return self.database_url or default_database_url()
+
+    @property
+    def resolved_spool_dir(self) -> Path:
+        """``spool_dir``, or ``spool`` in the user's data directory."""
+        return self.spool_dir or Path(platformdirs.user_data_dir(_APP_NAME)) / "spool"
 
 
 def load_settings() -> Settings:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import time
 
 import pytest
@@ -13,7 +14,7 @@ from morag_progress.client import ProgressReporter
 from morag_progress.errors import ConfigurationError
 from morag_progress.models import JobStatus
 from tests.conftest import Eventually
-from tests.live import Remote
+from tests.live import CLI, Remote, cli
 
 
 def reporter(remote: Remote, job_id: str, **kwargs: object) -> ProgressReporter:
@@ -118,6 +119,90 @@ def test_close_gives_up_at_its_deadline(remote: Remote) -> None:
     assert r.close(timeout=0.5) is False
     assert time.monotonic() - started < 5
     assert not r.finished
+
+
+def test_what_the_close_could_not_deliver_is_kept_and_flushed_later(
+    remote: Remote, eventually: Eventually
+) -> None:
+    """With the server down at the close deadline, the first update, a stage's start, the
+    latest update and the final status are kept in the spool (not the key); ``flush`` sends
+    them once the server is back, in order, and the job ends FINISHED with every one of them
+    in its history. A second flush has nothing left."""
+    job_id = remote.new_job()
+    remote.server.stop()
+    r = reporter(remote, job_id)
+    r.update(5, "Downloading")
+    r.stage("processing", 60, start=10)
+    r.update(55, "halfway")
+    r.complete(True, "done while down")
+    assert r.close(timeout=0.3) is False
+    assert r.spooled is not None
+    text = r.spooled.path.read_text()
+    assert remote.key not in text
+    assert [c["path"].rsplit("/", 1)[1] for c in r.spooled.calls] == [
+        "progress",
+        "progress",
+        "progress",
+        "result",
+    ]
+    remote.server.start()
+    out = cli("flush", env=remote.env())
+    assert "4 kept reports sent" in out
+    job = remote.job(job_id)
+    assert (job.status, job.summary) == (JobStatus.FINISHED, "done while down")
+    messages = [e.message for e in remote.tracker.history(job_id)]
+    assert {"Downloading", "Stage: processing", "halfway"} <= set(messages)
+    assert not r.spooled.path.exists()
+    assert "no reports kept" in cli("flush", env=remote.env())
+
+
+def test_flush_keeps_what_a_down_server_cannot_take(remote: Remote) -> None:
+    """flush with the server down exits 1 saying so, and keeps every report; reports kept
+    for another key are not sent with this one."""
+    job_id = remote.new_job()
+    remote.server.stop()
+    r = reporter(remote, job_id)
+    r.update(20, "kept")
+    assert r.close(timeout=0.2) is False
+    assert r.spooled is not None
+    done = subprocess.run(
+        [*CLI, "flush"], capture_output=True, text=True, env=remote.env(), timeout=60
+    )
+    assert done.returncode == 1
+    assert "reports kept" in done.stderr
+    assert "\n" not in done.stderr.strip()  # one line
+    assert r.spooled.path.exists()
+    remote.server.start()
+    other = cli("flush", env=remote.env(key=remote.user_key))
+    assert "no reports kept" in other
+    assert r.spooled.path.exists()
+
+
+def test_the_next_reporter_sends_what_an_earlier_one_kept(
+    remote: Remote, eventually: Eventually
+) -> None:
+    """A reporter for the same server and key sends the kept reports of an earlier one once
+    the server has taken one of its own; its own job is reported as usual."""
+    first = remote.new_job()
+    remote.server.stop()
+    r = reporter(remote, first)
+    r.update(70, "kept for later")
+    r.complete(False, "failed while down")
+    assert r.close(timeout=0.2) is False
+    assert r.spooled is not None
+    remote.server.start()
+    second = remote.new_job()
+    with reporter(remote, second) as later:
+        later.update(10, "second job")
+        eventually(lambda: _ended(remote, first))
+    job = remote.job(first)
+    assert (job.status, job.percentage, job.error) == (JobStatus.FAILED, 70, "failed while down")
+    assert remote.job(second).status is JobStatus.FINISHED
+    assert not r.spooled.path.exists()
+
+
+def _ended(remote: Remote, job_id: str) -> None:
+    assert remote.job(job_id).status is JobStatus.FAILED
 
 
 def test_429_and_500_are_retried_honouring_retry_after(remote: Remote) -> None:

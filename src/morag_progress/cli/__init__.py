@@ -363,12 +363,13 @@ def keys_revoke(
     console.print(f"key {key_id} revoked")
 
 
-from morag_progress.cli.worker import report, run, tail, watch  # noqa: E402 - needs `app`
+from morag_progress.cli.worker import flush, report, run, tail, watch  # noqa: E402 - needs `app`
 
 app.command()(report)
 app.command(context_settings={"allow_interspersed_args": False})(run)
 app.command()(tail)
 app.command()(watch)
+app.command()(flush)
 
 from morag_progress.cli.jobs import jobs_app  # noqa: E402 - after the worker commands
 

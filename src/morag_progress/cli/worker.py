@@ -25,8 +25,8 @@ from rich.live import Live
 from morag_progress.cli.failures import http_failure, say, unreachable, within
 from morag_progress.cli.text import markup_safe, visible
 from morag_progress.cli.view import TERMINAL, JobsView, ServerEvent, read_events
-from morag_progress.client import ProgressReporter, create_job
-from morag_progress.client._core import check_worker, connection
+from morag_progress.client import ProgressReporter, create_job, spool
+from morag_progress.client._core import Verdict, check_worker, connection
 from morag_progress.errors import ConfigurationError, ProgressError
 from morag_progress.parser import ProgressEventParser
 
@@ -314,6 +314,10 @@ def _outcome(reporter: ProgressReporter, base: str, delivered: bool) -> bool:
         hint = ""
     elif reporter.refusal is not None:
         why, hint = f"{base} refused the job's reports: {markup_safe(detail)}", ""
+    elif not delivered and reporter.spooled is not None:
+        kept = len(reporter.spooled.calls)
+        why = f"{base} could not be reached: the job's last {kept} reports were kept to send later"
+        hint = "`morag-progress flush` sends them once `morag-progress serve` runs there"
     elif not delivered:
         why = f"{base} could not be reached: the job's last reports were not delivered"
         hint = "is `morag-progress serve` running there?"
@@ -321,6 +325,44 @@ def _outcome(reporter: ProgressReporter, base: str, delivered: bool) -> bool:
         return False
     notes.print(f"[yellow]warning:[/yellow] {why}" + (f" ({hint})" if hint else ""), soft_wrap=True)
     return True
+
+
+def flush(api_url: ApiUrl = None, api_key: ApiKey = None) -> None:
+    """Send the reports reporters kept because their close deadline passed before the server
+    took them (the spool: MORAG_PROGRESS_SPOOL_DIR), for this server and key, oldest first.
+    Exit code 0 once none is left for them, 1 while the server cannot take them."""
+    base, headers = _connection(api_url, api_key)
+    key = spool.fingerprint(headers)
+    waiting = spool.pending(base, key)
+    others = spool.others(base, key)
+    sent = dropped = 0
+    with httpx.Client(base_url=base, headers=headers, timeout=10.0) as client:
+        for kept in waiting:
+            while kept.calls:
+                verdict, detail = spool.send_next(client, kept)
+                if verdict is Verdict.RETRY:
+                    left = sum(len(k.calls) for k in waiting)
+                    say(
+                        f"{base} did not take job {kept.job_id}'s report ({detail}): "
+                        f"{left} reports kept, {sent} sent",
+                        "is `morag-progress serve` running there? run flush again later",
+                    )
+                    raise typer.Exit(1)
+                if verdict is Verdict.TAKEN:
+                    sent += 1
+                else:
+                    dropped += 1
+                    say(f"job {kept.job_id}: a kept report was refused: {detail}", level="warning")
+    if waiting:
+        print(f"{sent} kept reports sent to {base}" + (f", {dropped} refused" if dropped else ""))
+    else:
+        print(f"no reports kept for {base} and this key")
+    if others:
+        say(
+            f"{others} spool files are for another server or key",
+            "flush with that MORAG_PROGRESS_API_URL and key",
+            level="note",
+        )
 
 
 def tail(

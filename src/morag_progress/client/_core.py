@@ -570,6 +570,39 @@ class ReporterCore:
             note,
         )
 
+    def undelivered(self) -> list[Call]:
+        """What is still to be sent, in order, as the requests that would send it (a spool
+        keeps them when the close deadline passes): the request in flight, the queued notes,
+        the latest update and the final status. Nothing once the server refused for good.
+        Each progress request carries the time its note was made and a new sequence number,
+        so sending it again, or after a newer one, changes nothing the job has."""
+        if self._job_over:
+            return []
+        calls: list[Call] = []
+        in_flight = self._in_flight
+        if in_flight is not None and in_flight.kind is not CallKind.HEARTBEAT:
+            calls.append(in_flight)
+        for note, made_at in list(self._urgent):
+            call = self._progress_call(note, made_at)
+            if call is not None:
+                calls.append(call)
+        latest = self._latest
+        if latest is not None and latest is not self._sent:
+            call = self._progress_call(latest)
+            if call is not None and (in_flight is None or in_flight.note is not latest):
+                calls.append(call)
+        final_in_flight = in_flight is not None and in_flight.kind is CallKind.RESULT
+        if self._final is not None and not self._final_done and not final_in_flight:
+            calls.append(
+                Call(
+                    CallKind.RESULT,
+                    "PUT",
+                    f"/api/v1/remote-jobs/{self.job_id}/result",
+                    self._final,
+                )
+            )
+        return calls
+
     def settle(
         self,
         call: Call,

@@ -15,6 +15,7 @@ from morag_progress.client._core import (
     connection,
     resolve_close_timeout,
 )
+from morag_progress.client.spool import Spooled, fingerprint, keep_undelivered
 
 if TYPE_CHECKING:  # imported when a reporter is made, not with the package
     import httpx
@@ -45,11 +46,16 @@ class AsyncProgressReporter(ReporterCore):
         worker: str | None = None,
         timeout: float = 10.0,
         close_timeout: float | None = None,
+        spool: bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         import httpx
 
         base_url, headers = connection(api_url, api_key)
+        self._base_url, self._key, self._spool = base_url, fingerprint(headers), spool
+        self.spooled: Spooled | None = None
+        """What this reporter's close could not deliver and kept (``spool.py``; None:
+        nothing). ``morag-progress flush`` sends it, or a later threaded reporter."""
         super().__init__(
             job_id,
             min_interval=min_interval,
@@ -99,11 +105,14 @@ class AsyncProgressReporter(ReporterCore):
                     asyncio.shield(self._task), self.close_timeout if timeout is None else timeout
                 )
             except TimeoutError:
-                logger.warning("job %s: closed with reports not yet delivered", self.job_id)
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
                 delivered = False
+                if self._spool:
+                    self.spooled = keep_undelivered(self, self._base_url, self._key)
+                else:
+                    logger.warning("job %s: closed with reports not yet delivered", self.job_id)
         await self._client.aclose()
         return delivered
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 from datetime import datetime
@@ -16,6 +17,13 @@ from morag_progress.client._core import (
     Verdict,
     connection,
     resolve_close_timeout,
+)
+from morag_progress.client.spool import (
+    Spooled,
+    fingerprint,
+    keep_undelivered,
+    pending,
+    send_next,
 )
 from morag_progress.errors import (
     JobConflictError,
@@ -34,6 +42,9 @@ if TYPE_CHECKING:  # the package imports neither httpx nor the store until it mu
 __all__ = ["LocalReporter", "ProgressReporter"]
 
 logger = logging.getLogger("morag_progress.client")
+
+_SPOOL_FILES_A_START = 100
+"""The most spooled files one reporter sends for earlier ones (``flush`` sends the rest)."""
 
 
 class _ThreadedReporter(ReporterCore):
@@ -57,6 +68,13 @@ class _ThreadedReporter(ReporterCore):
     def _release(self) -> None:
         """Free the transport once the thread is done with it."""
 
+    def _idle_work(self) -> bool:
+        """Something to send while nothing of this job's is due; whether it sent anything."""
+        return False
+
+    def _keep(self) -> None:
+        """Keep what could not be delivered by the close deadline (``spool.py``)."""
+
     def close(self, timeout: float | None = None) -> bool:
         """Deliver what is pending (the final status included), waiting at most ``timeout``
         seconds (default ``close_timeout``). True when nothing was left undelivered."""
@@ -64,9 +82,9 @@ class _ThreadedReporter(ReporterCore):
         self._wake.set()
         self._thread.join(self.close_timeout if timeout is None else timeout)
         if self._thread.is_alive():
-            logger.warning("job %s: closed with reports not yet delivered", self.job_id)
             self._abandoned = True  # the thread gives up after its request in flight
             self._wake.set()
+            self._keep()
             return False
         return True
 
@@ -93,6 +111,8 @@ class _ThreadedReporter(ReporterCore):
                     continue
                 if self._closing and core.idle:
                     break
+                if not self._closing and self._idle_work():
+                    continue
                 self._wake.wait(core.delay())
             except Exception:
                 # Reporting never raises into the worker, and the sender must survive too.
@@ -118,9 +138,11 @@ class ProgressReporter(_ThreadedReporter):
     ``worker`` names the worker in the Workers view (default ``<host>:<process id>``; a job
     claimed under a name keeps it). Leaving the block waits at most ``close_timeout`` seconds
     for delivery (default ``MORAG_PROGRESS_CLOSE_TIMEOUT_SECONDS``, 2 s), the only wait the
-    worker ever sees; a request in flight waits at most ``timeout``. ``job`` is the job as the
-    server last answered it, or (server down, job unknown) what the reporter knows, with
-    status None.
+    worker ever sees; a request in flight waits at most ``timeout``. What is still undelivered
+    then is kept in a spool on disk (``spool``: default on; ``spooled`` says where), which
+    ``morag-progress flush`` sends, or the next reporter for the same server and key once the
+    server answers it. ``job`` is the job as the server last answered it, or (server down, job
+    unknown) what the reporter knows, with status None.
     """
 
     def __init__(
@@ -135,6 +157,7 @@ class ProgressReporter(_ThreadedReporter):
         worker: str | None = None,
         timeout: float = 10.0,
         close_timeout: float | None = None,
+        spool: bool = True,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         import httpx
@@ -151,6 +174,14 @@ class ProgressReporter(_ThreadedReporter):
         self._client = httpx.Client(
             base_url=base_url, headers=headers, timeout=timeout, transport=transport
         )
+        self._base_url = base_url
+        self._key = fingerprint(headers)
+        self._spool = spool
+        self._spooled_before: collections.deque[Spooled] | None = None
+        """Files an earlier reporter kept for this server and key, read once the server has
+        answered this one; sent one request at a time while nothing of this job's is due."""
+        self.spooled: Spooled | None = None
+        """What this reporter's close could not deliver and kept (None: nothing)."""
         self._start(close_timeout)
 
     def __enter__(self) -> ProgressReporter:
@@ -167,6 +198,32 @@ class ProgressReporter(_ThreadedReporter):
 
     def _release(self) -> None:
         self._client.close()
+
+    def _keep(self) -> None:
+        if self._spool:
+            self.spooled = keep_undelivered(self, self._base_url, self._key)
+        else:
+            logger.warning("job %s: closed with reports not yet delivered", self.job_id)
+
+    def _idle_work(self) -> bool:
+        if not self._spool or self._job is None:  # until this server has taken a report
+            return False
+        queue = self._spooled_before
+        if queue is None:
+            queue = self._spooled_before = collections.deque(
+                pending(self._base_url, self._key)[:_SPOOL_FILES_A_START]
+            )
+        while queue and not queue[0].calls:
+            queue.popleft()
+        if not queue:
+            return False
+        verdict, detail = send_next(self._client, queue[0])
+        if verdict is Verdict.RETRY:
+            queue.clear()  # busy or gone again: this reporter's own reports come first
+            return False
+        if verdict is not Verdict.TAKEN:
+            logger.warning("job %s: a kept report was refused: %s", queue[0].job_id, detail)
+        return True
 
 
 class LocalReporter(_ThreadedReporter):
