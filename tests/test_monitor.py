@@ -24,7 +24,8 @@ def running(tracker: JobTracker, make_job: Callable[..., str], **kwargs: object)
 def test_silent_job_stalls_and_recovers(
     tracker: JobTracker, make_job: Callable[..., str], clock: Clock
 ) -> None:
-    """Silent past the timeout: STALLED with one feed row; the next report: PROCESSING."""
+    """Silent past the timeout: STALLED with one feed row, the worker's last message kept (the
+    views show the silence beside it); the next report: PROCESSING."""
     job_id = running(tracker, make_job)
     monitor = Monitor(tracker, stall_timeout=60, clock=clock)
     clock.advance(59)
@@ -32,7 +33,7 @@ def test_silent_job_stalls_and_recovers(
     clock.advance(2)
     [stalled] = monitor.sweep()
     assert (stalled.id, stalled.status, stalled.percentage) == (job_id, JobStatus.STALLED, 30)
-    assert stalled.summary == "No report for 61 s"
+    assert stalled.summary == "working"
     assert stalled.estimate(clock()) is None
     assert tracker.history(job_id)[-1].status is JobStatus.STALLED
     assert monitor.sweep() == []  # once

@@ -832,6 +832,38 @@ def test_chat_formats_send_one_line_of_text(
         assert "@everyone <!channel>" in second["content"]
 
 
+def test_a_stall_says_how_long_the_worker_was_silent(
+    store: SQLStore, tracker: JobTracker, clock: Clock, receiver: Callable[..., Receiver]
+) -> None:
+    """A job.stalled delivery keeps the worker's last message and says how long it had been
+    silent: ``silent_seconds`` in JSON, "(no report for N s)" in a chat line."""
+    plain, chat = receiver(), receiver()
+    hooks = WebhookStore(store)
+    hooks.create(user_id="alice", url=plain.url, event_types=["job.stalled"], progress_interval_s=1)
+    hooks.create(
+        user_id="alice",
+        url=chat.url,
+        event_types=["job.stalled"],
+        progress_interval_s=1,
+        format="slack",
+    )
+    job_id = tracker.start_job("scan.pdf", "pdf", user_id="alice")
+    tracker.update_progress(job_id, 30, None, "reading page 3", "alice")
+    clock.advance(75)
+    stall(tracker, job_id, "alice")
+    sender = dispatcher(store, clock)
+
+    async def run() -> None:
+        await sender.tick()
+        await sender._client.aclose()
+
+    asyncio.run(run())
+    [event] = plain.events()
+    assert (event["job"]["message"], event["job"]["silent_seconds"]) == ("reading page 3", 75)
+    [line] = chat.events()
+    assert line["text"].endswith("STALLED 30%: reading page 3 (no report for 75 s)")
+
+
 def test_a_flapping_job_cannot_flood_a_channel(
     store: SQLStore, tracker: JobTracker, clock: Clock, receiver: Callable[..., Receiver]
 ) -> None:

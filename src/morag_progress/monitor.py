@@ -81,11 +81,9 @@ class Monitor:
             seen = job.last_seen_at or job.updated_at
             if timeout is None or (now - seen).total_seconds() < timeout:
                 continue
-            silent = int((now - seen).total_seconds())
+            # The worker's last message stays: views show the silence beside it, counting.
             changed += self._change(
-                job,
-                [JobStatus.PROCESSING],
-                {"status": JobStatus.STALLED.value, "summary": f"No report for {silent} s"},
+                job, [JobStatus.PROCESSING], {"status": JobStatus.STALLED.value}
             )
         return changed
 

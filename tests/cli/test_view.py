@@ -85,6 +85,48 @@ def test_render_shows_status_bar_message_rate_and_eta() -> None:
         assert expected in text
 
 
+def _ago(seconds: float) -> str:
+    return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat()
+
+
+def test_a_silent_job_shows_its_silence_not_an_estimate() -> None:
+    """A running or stalled job not heard from for 30 s or more shows "no report for m:ss"
+    where its ETA was (an estimate counting down for a job nobody hears from looks live); a
+    report from its worker makes it current again, a change by the server does not."""
+    view = JobsView()
+    view.snapshot(job(percentage=40, eta_seconds=600, last_seen_at=_ago(95)))
+    view.snapshot(job("j2", status="STALLED", percentage=10, last_seen_at=_ago(400)))
+    view.snapshot(job("j3", percentage=70, eta_seconds=600, last_seen_at=_ago(5)))
+    console = Console(width=160, record=True)
+    console.print(view.render())
+    text = console.export_text()
+    assert "no report for 1:35" in text or "no report for 1:36" in text
+    assert "no report for 6:4" in text
+    assert "10:00" in text  # j3: heard from, its estimate stands
+    stall = {**event(40, _ago(0)), "action": "stall", "recorded_at": _ago(0)}
+    view.apply(stall)
+    assert view.jobs["j1"]["last_seen_at"] < _ago(90)
+    view.apply({**event(45, _ago(0)), "action": "report", "recorded_at": _ago(0)})
+    console = Console(width=160, record=True)
+    console.print(view.render())
+    assert "no report for 1:3" not in console.export_text()
+
+
+def test_a_lost_stream_is_said_above_the_table() -> None:
+    """While the event stream is down the table's title says since when, so what it shows is
+    not taken for live."""
+    view = JobsView()
+    view.snapshot(job(percentage=40))
+    view.lost_since = datetime(2026, 1, 1, 10, 4, 31).timestamp()
+    console = Console(width=160, record=True)
+    console.print(view.render())
+    assert "disconnected since 10:04:31: reconnecting" in console.export_text()
+    view.lost_since = None
+    console = Console(width=160, record=True)
+    console.print(view.render())
+    assert "disconnected" not in console.export_text()
+
+
 def test_read_events_parses_the_stream() -> None:
     """Events with names, ids and multi-line data; comments come as 'comment' events."""
     body = b": ping\r\n\r\nevent: snapshot\r\nid: 7\r\ndata: [1,\r\ndata: 2]\r\n\r\ndata: x\r\n\r\n"

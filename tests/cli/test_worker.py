@@ -424,6 +424,85 @@ def test_watch_reconnects_when_the_server_restarts(server_env: dict[str, str]) -
     assert "reconnecting in 1 s" in err
 
 
+def test_watch_in_a_terminal_says_when_its_stream_is_lost(server_env: dict[str, str]) -> None:
+    """In a terminal (a pseudo-terminal here), watch's table says "disconnected since ...:
+    reconnecting" while its server is down, and stops saying it once the stream is back."""
+    import os
+    import pty
+    import re
+
+    from morag_progress import JobTracker
+    from morag_progress.keys import Role
+    from morag_progress.models import utcnow
+    from morag_progress.store import SQLStore
+    from tests.live import ServerProcess
+
+    store = SQLStore(server_env["MORAG_PROGRESS_DATABASE_URL"])
+    _, key = store.create_key(user_id="alice", role=Role.USER, name="u", now=utcnow())
+    tracker = JobTracker(store=store)
+    job_id = tracker.start_job(user_id="alice", document_name="a.pdf", document_type="pdf")
+    server = ServerProcess(dict(server_env)).start()
+    env = {
+        **server_env,
+        "MORAG_PROGRESS_API_URL": server.url,
+        "MORAG_PROGRESS_API_KEY": key,
+        "COLUMNS": "150",
+        "LINES": "20",
+        "TERM": "xterm-256color",
+    }
+    main, child = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "morag_progress.cli", "watch", job_id],
+        env=env,
+        stdin=child,
+        stdout=child,
+        stderr=child,
+    )
+    os.close(child)
+    screen: list[str] = []
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            screen.append(chunk.decode(errors="replace"))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+
+    def text() -> str:
+        return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", "".join(screen))
+
+    def until(what: str, start: int = 0) -> int:
+        deadline = time.monotonic() + 30
+        while what not in text()[start:]:
+            assert time.monotonic() < deadline, (what, text()[-2000:])
+            time.sleep(0.05)
+        return len(text())
+
+    try:
+        tracker.update_progress(job_id, 30, None, "before the crash")
+        until("before the crash")
+        server.kill()
+        lost = until("disconnected since")
+        server.start()
+        tracker.update_progress(job_id, 60, None, "after the restart")
+        back = until("after the restart", lost)
+        tracker.mark_completed(job_id, "All done")
+        process.wait(timeout=30)
+        assert "disconnected since" not in text()[back:]
+    finally:
+        reap(process, grace=0)
+        server.stop()
+        store.close()
+        os.close(main)
+    assert process.returncode == 0
+
+
 def test_a_refused_key_is_one_line_naming_the_key_and_where_it_came_from(remote: Remote) -> None:
     """A wrong key: one line on stderr naming the server, the key's first characters and
     its source (the environment, or --api-key), with what to do; exit code 1."""

@@ -15,7 +15,7 @@ from rich.table import Table
 from morag_progress.audit import said
 from morag_progress.cli.failures import within
 from morag_progress.cli.text import cell, column_width, visible
-from morag_progress.cli.view import as_clock
+from morag_progress.cli.view import as_clock, no_report, silent_for
 from morag_progress.cli.worker import ApiKey, ApiUrl, _connection, _fail, _request
 
 __all__ = ["jobs_app"]
@@ -65,7 +65,10 @@ def _show(job: dict[str, Any]) -> None:
             table.add_row(name, cell(value))
     if job.get("rate"):
         table.add_row("rate", f"{job['rate']:.2f} %/s")
-    if job.get("eta_seconds") is not None:
+    silent = silent_for(job)
+    if silent is not None:
+        table.add_row("eta", cell(no_report(silent), style="yellow"))
+    elif job.get("eta_seconds") is not None:
         table.add_row("eta", _eta(job))
     console.print(table)
 

@@ -85,6 +85,29 @@ def _until(when: str) -> str:
     return f"in {as_clock(left)}" if left > 0 else "now"
 
 
+SILENT_AFTER = 30.0
+"""Seconds without a report before a running job's estimate gives way to the silence."""
+
+
+def silent_for(job: dict[str, Any], now: float | None = None) -> float | None:
+    """How long a running or stalled job's worker has sent nothing (seconds), once that is at
+    least ``SILENT_AFTER``; else None. An estimate that goes on counting down for a job nobody
+    hears from would look live."""
+    seen = job.get("last_seen_at")
+    if job.get("status") not in ("PROCESSING", "STALLED") or not seen:
+        return None
+    try:
+        since = datetime.fromisoformat(seen).timestamp()
+    except (TypeError, ValueError):
+        return None
+    silent = (time.time() if now is None else now) - since
+    return silent if silent >= SILENT_AFTER else None
+
+
+def no_report(silent: float) -> str:
+    return f"no report for {as_clock(silent)}"
+
+
 _COLUMNS = ("job", "name", "status", "progress", "%", "message", "rate", "ETA")
 _COLUMN_OPTIONS: dict[str, dict[str, Any]] = {
     "job": {"no_wrap": True},
@@ -106,6 +129,10 @@ def _needs(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> int:
     return sum(widths) + 2 * (len(columns) - 1)
 
 
+_WORKER_ACTIONS = frozenset({"report", "start", "claim"})
+"""Changes a job's worker makes (a stall, a cancel are not a sign of the worker)."""
+
+
 @dataclass
 class JobsView:
     """The jobs on screen: snapshots from the API, moved by progress events. Rate and ETA are
@@ -115,6 +142,9 @@ class JobsView:
     only: set[str] | None = None
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     refresh_seconds: float = 2.0
+    lost_since: float | None = None
+    """When the event stream was lost (wall time), while it is: what is on screen stops
+    moving, and the table says so."""
     _fetched: dict[str, float] = field(default_factory=dict)
 
     def wants(self, job_id: str) -> bool:
@@ -134,6 +164,8 @@ class JobsView:
         for name in ("status", "percentage", "message", "stage", "current", "total", "attempt"):
             if name in event:
                 job["summary" if name == "message" else name] = event[name]
+        if event.get("action") in _WORKER_ACTIONS and event.get("recorded_at"):
+            job["last_seen_at"] = event["recorded_at"]  # heard from its worker just now
         if job.get("status") != "PROCESSING":
             job["eta_seconds"] = None
         return True
@@ -177,6 +209,9 @@ class JobsView:
             eta = as_clock(job.get("eta_seconds")) if status == "PROCESSING" else ""
             if status == "WAITING_FOR_REMOTE_WORKER" and job.get("expected_start_at"):
                 eta = f"starts {_until(job['expected_start_at'])}"
+            silent = silent_for(job)
+            if silent is not None:
+                eta = no_report(silent)
             rows.append(
                 {
                     "job": visible(job["id"] if whole_ids else str(job["id"])[:8]),
@@ -187,6 +222,7 @@ class JobsView:
                     "rate": f"{rate:.1f}%/s" if isinstance(rate, int | float) and rate > 0 else "",
                     "ETA": eta,
                     "percentage": percentage,
+                    "silent": silent is not None,
                 }
             )
         shown: tuple[str, ...] = _COLUMNS
@@ -201,10 +237,14 @@ class JobsView:
                     shown = tuple(c for c in shown if c != step)
         # Rules under the header only, no borders: at 80 columns, boxes and their padding took
         # a third of the width, and the bar was left 3 characters.
+        if self.lost_since is not None:
+            lost = datetime.fromtimestamp(self.lost_since).strftime("%H:%M:%S")
+            title = f"disconnected since {lost}: reconnecting (what is shown may be out of date)"
         table = Table(
             title=title,
             expand=True,
             title_justify="left",
+            title_style="bold red" if self.lost_since is not None else "",
             box=box.SIMPLE_HEAD,
             show_edge=False,
             pad_edge=False,
@@ -216,6 +256,7 @@ class JobsView:
             cells: dict[str, RenderableType] = {
                 "status": cell(row["status"], style=_STYLE.get(row["status"], "")),
                 "progress": ProgressBar(total=100, completed=row["percentage"], width=None),
+                "ETA": cell(row["ETA"], style="yellow" if row["silent"] else ""),
             }
             table.add_row(*(cells[name] if name in cells else cell(row[name]) for name in shown))
         return table

@@ -526,6 +526,7 @@ def follow(
                             raise _fail(response)
                     else:
                         failures, lost_at, opened = 0, None, True
+                        view.lost_since = None  # the snapshot that opens the stream redraws
                         for event in read_events(response):
                             if event.id:
                                 last_id = event.id
@@ -547,6 +548,9 @@ def follow(
                 raise httpx.RemoteProtocolError(f"{problem}; gave up reconnecting")
             wait = RECONNECT_WAITS[min(failures, len(RECONNECT_WAITS) - 1)]
             failures += 1
+            if view.lost_since is None:
+                view.lost_since = time.time()
+                changed()  # the table says it is no longer live
             notes.print(f"[yellow]{problem}; reconnecting in {wait:g} s[/yellow]")
             time.sleep(wait)
 

@@ -450,11 +450,12 @@ def _job_key(event: Any) -> tuple[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class _Known:
-    """What a delivery tells of a job beyond its feed row: its name, and its live estimate
-    now when it runs."""
+    """What a delivery tells of a job beyond its feed row: its name, its live estimate now
+    when it runs, and when its worker was last heard from."""
 
     name: str
     eta: Eta | None
+    last_seen_at: datetime | None = None
 
 
 def _jobs_of(conn: Connection, rows: list[Any], now: datetime) -> dict[tuple[str, str], _Known]:
@@ -463,7 +464,9 @@ def _jobs_of(conn: Connection, rows: list[Any], now: datetime) -> dict[tuple[str
     if not keys:
         return {}
     j = jobs.c
-    stmt = select(j.user_id, j.id, j.document_name, j.status, j.percentage, j.total, j.pace)
+    stmt = select(
+        j.user_id, j.id, j.document_name, j.status, j.percentage, j.total, j.pace, j.last_seen_at
+    )
     found = {}
     for row in conn.execute(stmt.where(tuple_(j.user_id, j.id).in_(sorted(keys)))).mappings():
         eta = None
@@ -474,7 +477,7 @@ def _jobs_of(conn: Connection, rows: list[Any], now: datetime) -> dict[tuple[str
                 pace=Pace.from_json(row["pace"]),
                 total=row["total"],
             )
-        found[(row["user_id"], row["id"])] = _Known(row["document_name"], eta)
+        found[(row["user_id"], row["id"])] = _Known(row["document_name"], eta, row["last_seen_at"])
     return found
 
 
@@ -492,7 +495,17 @@ _MARK = {
 }
 
 
-def chat_text(event: Any, name: str | None, eta: Eta | None) -> str:
+def silent_seconds(event: Any, last_seen_at: datetime | None) -> int | None:
+    """How long a stalled job's worker had been silent when the change was recorded (None for
+    another change, or when the worker has been heard from since)."""
+    if event["status"] != JobStatus.STALLED.value or last_seen_at is None:
+        return None
+    if last_seen_at > event["recorded_at"]:
+        return None
+    return int((event["recorded_at"] - last_seen_at).total_seconds())
+
+
+def chat_text(event: Any, name: str | None, eta: Eta | None, silent: int | None = None) -> str:
     """One line for a chat channel: what happened to which job (as given: the caller
     escapes it for its service)."""
     job = f"{name or event['job_id']} ({event['job_id']})" if name else event["job_id"]
@@ -503,6 +516,8 @@ def chat_text(event: Any, name: str | None, eta: Eta | None) -> str:
     if eta is not None and status == JobStatus.PROCESSING.value:
         minutes, seconds = divmod(int(eta.seconds), 60)
         line += f" (about {minutes}:{seconds:02d} left)"
+    if silent is not None:
+        line += f" (no report for {silent} s)"
     return line[:2000]
 
 
@@ -519,6 +534,7 @@ def _new_delivery(
     hook: Any, event: Any, event_type: str, now: datetime, known: _Known | None = None
 ) -> dict[str, Any]:
     eta = None if known is None else known.eta
+    silent = None if known is None else silent_seconds(event, known.last_seen_at)
     payload = {
         "id": f"evt_{event['id']}",
         "type": event_type,
@@ -544,8 +560,10 @@ def _new_delivery(
             eta_high_seconds=eta.high,
             eta_basis=eta.basis,
         )
+    if silent is not None:
+        payload["job"]["silent_seconds"] = silent  # the worker's silence that stalled it
     if hook["format"] != "json":  # their incoming webhooks' bodies: a line of text
-        text = chat_text(event, None if known is None else known.name, eta)
+        text = chat_text(event, None if known is None else known.name, eta, silent)
         payload = _chat_body(hook["format"], text)
     return {
         "webhook_id": hook["id"],

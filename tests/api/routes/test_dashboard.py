@@ -621,3 +621,57 @@ def test_the_api_docs_render_without_the_internet(page: Any, site: Site) -> None
     page.locator("h2", has_text="Report Progress").first.wait_for(timeout=10000)
     shot(page, "api-redoc")
     assert outside == []
+
+
+def test_a_silent_job_and_a_lost_stream_do_not_look_live(browser: Any, tmp_path: Path) -> None:
+    """A running job whose worker has sent nothing for a while shows "no report for m:ss",
+    counting, where its ETA was; its worker's next report brings the estimate back. While the
+    server is down the page says since when its stream is lost and greys what it shows; once
+    the server is back the page is live again."""
+    import os
+
+    from tests.live import ServerProcess
+
+    url = f"sqlite:///{tmp_path / 'lost.db'}"
+    store = SQLStore(url)
+    _, key = store.create_key(user_id="alice", role=Role.USER, name="browser", now=utcnow())
+    earlier = JobTracker(store=store, clock=lambda: utcnow() - timedelta(seconds=95))
+    quiet = earlier.start_job("quiet.mp3", "audio", user_id="alice")
+    earlier.update_progress(quiet, 40, None, "Transcribing", "alice")
+    env = {
+        **os.environ,
+        "MORAG_PROGRESS_DATABASE_URL": url,
+        "MORAG_PROGRESS_KEY_CACHE_SECONDS": "0",
+    }
+    server = ServerProcess(env).start()
+    context = browser.new_context(viewport=WIDE)
+    page = context.new_page()
+    try:
+        page.goto(server.url)
+        page.get_by_label("API key").fill(key)
+        page.get_by_role("button", name="Sign in").click()
+        page.locator("#connection", has_text="Live").wait_for(timeout=5000)
+        row = page.locator(f"tr[data-job-id='{quiet}']")
+        row.get_by_text(re.compile(r"no report for 1:3\d")).wait_for(timeout=5000)
+        first = row.locator(".silent").inner_text()
+        page.wait_for_timeout(2100)
+        assert row.locator(".silent").inner_text() != first  # it keeps counting
+        shot(page, "silent")
+        back = httpx.put(
+            f"{server.url}/api/v1/remote-jobs/{quiet}/progress",
+            json={"percentage": 45, "message": "back"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert back.status_code == 200
+        row.locator(".silent").wait_for(state="detached", timeout=5000)
+        server.kill()
+        page.locator("#connection", has_text="Disconnected since").wait_for(timeout=10000)
+        assert "disconnected" in (page.locator("body").get_attribute("class") or "")
+        shot(page, "disconnected")
+        server.start()
+        page.locator("#connection", has_text="Live").wait_for(timeout=40000)
+        assert "disconnected" not in (page.locator("body").get_attribute("class") or "")
+    finally:
+        context.close()
+        server.stop()
+        store.close()

@@ -172,9 +172,41 @@ const BASIS = {
   blend: "from this job's pace and finished jobs of its kind",
 };
 
+/** Seconds without a report before a running job's estimate gives way to the silence. */
+const SILENT_AFTER = 30;
+
+/** How long a running or stalled job's worker has sent nothing (seconds), once that is at
+ * least ``SILENT_AFTER``; else null. */
+function silentFor(job) {
+  if ((job.status !== "PROCESSING" && job.status !== "STALLED") || !job.last_seen_at) return null;
+  const seconds = (Date.now() - Date.parse(job.last_seen_at)) / 1000;
+  return seconds >= SILENT_AFTER ? seconds : null;
+}
+
+function silenceText(seconds) {
+  return `no report for ${clock(seconds)}`;
+}
+
+/** The silence, counting (``refreshSilences``): an estimate that went on counting down for a
+ * job nobody hears from would look live. */
+function silence(job) {
+  return el(
+    "span",
+    { class: "silent", data: { silentSince: job.last_seen_at }, title: `nothing from the worker since ${dateTime(job.last_seen_at)}` },
+    silenceText(silentFor(job)),
+  );
+}
+
+function refreshSilences() {
+  for (const node of document.querySelectorAll("[data-silent-since]")) {
+    node.textContent = silenceText((Date.now() - Date.parse(node.dataset.silentSince)) / 1000);
+  }
+}
+
 /** The server's estimate: time left (its p10-p90 range and basis on hover), or for a queued
- * job when it is expected to start. */
+ * job when it is expected to start; the silence instead once the worker has gone quiet. */
 function eta(job) {
+  if (silentFor(job) !== null) return silence(job);
   if (job.status === "WAITING_FOR_REMOTE_WORKER" && job.expected_start_at) {
     return el("span", { title: `expected to start ${dateTime(job.expected_start_at)}` }, `starts ${relative(job.expected_start_at)}`);
   }
@@ -184,6 +216,7 @@ function eta(job) {
 }
 
 function etaFact(job) {
+  if (silentFor(job) !== null) return silence(job);
   if (job.status === "WAITING_FOR_REMOTE_WORKER" && job.expected_start_at) {
     return el("span", {}, "expected to start ", when(job.expected_start_at));
   }
@@ -250,7 +283,8 @@ function signOut() {
   if (state.source) state.source.close();
   sessionStorage.removeItem("morag-progress-key");
   sessionStorage.removeItem("morag-progress-token");
-  Object.assign(state, { key: null, token: null, source: null, job: null, route: null });
+  Object.assign(state, { key: null, token: null, source: null, job: null, route: null, lostAt: null });
+  document.body.classList.remove("disconnected");
   state.rows.clear();
   for (const view of ["#jobs-view", "#job-view", "#workers-view", "#nav", "#signout"]) $(view).hidden = true;
   $("#signin").hidden = false;
@@ -266,6 +300,8 @@ async function openStream() {
   const source = new EventSource(`/api/v1/events?token=${encodeURIComponent(token)}`);
   state.source = source;
   source.addEventListener("open", () => {
+    document.body.classList.remove("disconnected");
+    state.lostAt = null;
     $("#connection").textContent = state.key ? "Live" : "Live (read-only link: sign in with a key to act)";
   });
   const again = state.streams++ > 0;
@@ -274,7 +310,10 @@ async function openStream() {
   source.addEventListener("progress", (event) => onChange(JSON.parse(event.data)));
   source.addEventListener("error", () => {
     if (state.source !== source) return;
-    $("#connection").textContent = "Reconnecting…";
+    // What is on screen stops moving: say since when, and grey it, until the stream is back.
+    state.lostAt = state.lostAt || new Date();
+    document.body.classList.add("disconnected");
+    $("#connection").textContent = `Disconnected since ${dateTime(state.lostAt).slice(11)}: reconnecting…`;
     if (source.readyState === EventSource.CLOSED) {
       if (state.key) reconnect(1000); // the token expired or the server restarted
       else linkExpired(); // a read-only link cannot make a new token
@@ -291,6 +330,12 @@ function reconnect(delay) {
   }, delay);
 }
 
+/** A change its worker made (a report, a heartbeat that woke the job, a claim) says when the
+ * worker was last heard from; the server's own changes (a stall) do not. */
+function seen(event) {
+  return ["report", "start", "claim"].includes(event.action) ? { last_seen_at: event.recorded_at } : {};
+}
+
 /** One applied change: move what is on screen now, ask the server again soon. */
 function onChange(event) {
   const view = state.route && state.route.view;
@@ -299,7 +344,7 @@ function onChange(event) {
     if (job) {
       Object.assign(job, {
         status: event.status, percentage: event.percentage, summary: event.message,
-        stage: event.stage, updated_at: event.recorded_at,
+        stage: event.stage, updated_at: event.recorded_at, ...seen(event),
       });
       const tr = document.querySelector(`#jobs tr[data-job-id="${CSS.escape(job.id)}"]`);
       if (tr) tr.replaceWith(jobRow(job));
@@ -310,7 +355,7 @@ function onChange(event) {
     if (event.job_id === job.id) {
       Object.assign(job, {
         status: event.status, percentage: event.percentage, summary: event.message,
-        stage: event.stage, attempt: event.attempt, updated_at: event.recorded_at,
+        stage: event.stage, attempt: event.attempt, updated_at: event.recorded_at, ...seen(event),
       });
       state.chart.push(event);
       renderJob();
@@ -542,7 +587,7 @@ function renderJob() {
     ...fact("Ended", when(job.end_date)),
     ...fact("Duration", duration(job)),
     ...fact("Rate", job.rate > 0 && job.status === "PROCESSING" ? `${job.rate.toFixed(2)} %/s` : null),
-    ...fact(job.status === "PROCESSING" ? "ETA" : "Start", etaFact(job)),
+    ...fact(job.status === "PROCESSING" || job.status === "STALLED" ? "ETA" : "Start", etaFact(job)),
     ...fact("Metadata", Object.keys(job.metadata || {}).length ? el("code", { class: "metadata" }, JSON.stringify(job.metadata, null, 1)) : null),
   );
   drawChart(state.chart, job);
@@ -776,6 +821,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#history-first").addEventListener("click", () => { state.historyBefore = [null]; loadHistory(); });
   $("#more-children").addEventListener("click", () => loadChildren(false));
   setInterval(refreshTimes, 15000);
+  setInterval(refreshSilences, 1000);
   setInterval(() => { if (state.route && state.route.view === "workers") loadWorkers(); }, 10000);
 
   const link = new URLSearchParams(location.hash.replace(/^#/, "")).get("token");
