@@ -239,6 +239,19 @@ class Settings(BaseSettings):
         "what is pending, the final status included, before it gives up and returns.",
     )
 
+    expensive_reads_per_user: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="Expensive reads (a search, counts, a stream's resume) one user runs at "
+        "a time; the rest wait their turn (up to 10 s, then 429).",
+    )
+    expensive_reads: int = Field(
+        default=4,
+        ge=1,
+        le=1000,
+        description="Expensive reads all users together run at a time.",
+    )
     spool_dir: Path | None = Field(
         default=None,
         description="Where a reporter keeps the reports it could not deliver before its close "

@@ -103,3 +103,68 @@ async def test_a_body_without_a_length_is_counted(
     scope = {"type": "http", "path": "/x", "http_version": version, "headers": headers}
     await BodyLimit(app, limit=10, large_limit=10, large_suffixes=())(scope, receive, send)
     assert sent[0]["status"] == (413 if counted else 200)
+
+
+async def test_a_users_expensive_reads_take_turns_and_others_go_past() -> None:
+    """ReadGate: a user's second expensive read waits for his first; another user's goes at
+    once; one that waits past its limit, or behind too many of the user's own, is a 429; a
+    user's slots are forgotten once none is held or awaited."""
+    import asyncio
+
+    from fastapi import HTTPException
+
+    from morag_progress.api.limits import ReadGate
+
+    gate = ReadGate(per_user=1, total=4, wait=0.2, max_waiting=1)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def read(user: str, name: str) -> None:
+        async with gate.slot(user):
+            order.append(f"{name} in")
+            await release.wait()
+            order.append(f"{name} out")
+
+    first = asyncio.create_task(read("alice", "a1"))
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(read("alice", "a2"))
+    bob = asyncio.create_task(read("bob", "b1"))
+    await asyncio.sleep(0.01)
+    assert order == ["a1 in", "b1 in"]  # bob is not behind alice
+    with pytest.raises(HTTPException) as crowded:
+        async with gate.slot("alice"):  # behind one waiting already: refused at once
+            pass
+    assert crowded.value.status_code == 429
+    assert crowded.value.headers == {"Retry-After": "1"}
+    with pytest.raises(HTTPException):
+        await second  # waited 0.2 s for alice's slot: 429
+    release.set()
+    await asyncio.gather(first, bob)
+    assert order[-2:] == ["a1 out", "b1 out"] or order[-2:] == ["b1 out", "a1 out"]
+    async with gate.slot("alice", wait=0):  # free again at once
+        pass
+    assert gate._users == {}
+
+
+async def test_all_users_share_a_total() -> None:
+    """ReadGate's total bounds everyone's expensive reads together."""
+    import asyncio
+
+    from fastapi import HTTPException
+
+    from morag_progress.api.limits import ReadGate
+
+    gate = ReadGate(per_user=2, total=2, wait=0.1)
+    hold = asyncio.Event()
+
+    async def read(user: str) -> None:
+        async with gate.slot(user):
+            await hold.wait()
+
+    tasks = [asyncio.create_task(read(user)) for user in ("a", "b")]
+    await asyncio.sleep(0.01)
+    with pytest.raises(HTTPException):
+        async with gate.slot("c"):
+            pass
+    hold.set()
+    await asyncio.gather(*tasks)

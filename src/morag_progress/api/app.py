@@ -17,7 +17,7 @@ from morag_progress._threads import SharedReads, run_to_completion
 from morag_progress.api import answers
 from morag_progress.api.auth import Authenticator
 from morag_progress.api.estimates import Estimates
-from morag_progress.api.limits import BodyLimit, RateLimiter, SharedRateLimiter
+from morag_progress.api.limits import BodyLimit, RateLimiter, ReadGate, SharedRateLimiter
 from morag_progress.api.metrics import Metrics, RequestTimer
 from morag_progress.api.routes import dashboard, events, jobs, ops, remote_jobs, webhooks, workers
 from morag_progress.api.sse import Streams
@@ -153,6 +153,9 @@ def create_app(
         per_minute / 60,
         burst=per_minute,
         what=f"this user may create at most {per_minute:g} jobs a minute",
+    )
+    app.state.read_gate = ReadGate(
+        per_user=settings.expensive_reads_per_user, total=settings.expensive_reads
     )
     app.state.uploads = UploadParser(settings.log_parse_processes)
     app.state.metrics = metrics = Metrics(store)

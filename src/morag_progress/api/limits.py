@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 import threading
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from fastapi import HTTPException, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,6 +30,76 @@ def _too_many(rate: float, retry_after: float, what: str | None = None) -> HTTPE
 
 
 _MAX_BUCKETS = 100_000  # keys (or client addresses) tracked at once
+
+
+@dataclass(slots=True)
+class _UserReads:
+    slots: asyncio.Semaphore
+    users: int = 0
+    """Reads of the user holding a slot or waiting for one."""
+
+
+class ReadGate:
+    """Expensive reads (a search, counts, a stream's resume through missed changes): at most
+    ``per_user`` of one user's at a time and ``total`` of everyone's. Past them a read waits
+    its turn, at most ``wait`` seconds and behind at most ``max_waiting`` of the same user's,
+    then 429: one user's expensive reads at his full rate hold at most his share of the
+    server, and another user's reads are not queued behind them. Waiting holds no thread."""
+
+    def __init__(
+        self, *, per_user: int, total: int, wait: float = 10.0, max_waiting: int = 16
+    ) -> None:
+        self.per_user = per_user
+        self.total = total
+        self.wait = wait
+        self.max_waiting = max_waiting
+        self._total: asyncio.Semaphore | None = None
+        self._users: dict[str, _UserReads] = {}
+
+    @contextlib.asynccontextmanager
+    async def slot(self, user: str, wait: float | None = None) -> AsyncIterator[None]:
+        """Hold one of ``user``'s slots (and one of everyone's) while the read runs, waiting
+        at most ``wait`` seconds for them (default ``self.wait``; 429 past it)."""
+        wait = self.wait if wait is None else wait
+        if self._total is None:
+            self._total = asyncio.Semaphore(self.total)
+        entry = self._users.get(user)
+        if entry is None:
+            entry = self._users[user] = _UserReads(asyncio.Semaphore(self.per_user))
+        if entry.users >= self.per_user + self.max_waiting:
+            raise _busy(self.per_user)
+        entry.users += 1
+        try:
+            try:
+                async with asyncio.timeout(wait):
+                    await entry.slots.acquire()
+            except TimeoutError:
+                raise _busy(self.per_user) from None
+            try:
+                try:
+                    async with asyncio.timeout(wait):
+                        await self._total.acquire()
+                except TimeoutError:
+                    raise _busy(self.per_user) from None
+                try:
+                    yield
+                finally:
+                    self._total.release()
+            finally:
+                entry.slots.release()
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                self._users.pop(user, None)
+
+
+def _busy(per_user: int) -> HTTPException:
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        detail=f"too many expensive reads (searches, counts, resumes) at once: {per_user} a "
+        "user runs at a time, the rest wait their turn; try again",
+        headers={"Retry-After": "1"},
+    )
 
 
 class RateLimiter:

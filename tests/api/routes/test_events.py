@@ -482,3 +482,34 @@ def test_a_users_stream_starts_at_its_own_position_not_the_servers(
     report(live_url, alice, mine, percentage=40)
     resumed = open_stream("/api/v1/events", {**alice, "Last-Event-ID": snapshot.id or "0"})
     assert resumed.next().json()["percentage"] == 40
+
+
+def test_an_all_jobs_resume_while_the_users_expensive_reads_are_busy_starts_afresh(
+    live_url: str, alice: Auth, open_stream: Callable[..., Stream], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading up to ten thousand missed changes is an expensive read: when the user's
+    share of them is busy (``limits.ReadGate`` says 429), the resume sends a gap and the
+    jobs as they are (cheap), not an error, and goes on live."""
+    import contextlib
+
+    from fastapi import HTTPException
+
+    from morag_progress.api.limits import ReadGate
+
+    job_id = create(live_url, alice)
+    head = open_stream("/api/v1/events", alice).next().id
+    report(live_url, alice, job_id, percentage=10)
+
+    @contextlib.asynccontextmanager
+    async def busy(self: ReadGate, user: str, wait: float | None = None) -> Any:
+        raise HTTPException(429, "busy")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(ReadGate, "slot", busy)
+    resumed = open_stream("/api/v1/events", {**alice, "Last-Event-ID": head or "0"})
+    assert resumed.next().event == "gap"
+    snapshot = resumed.next()
+    assert snapshot.event == "snapshot"
+    assert [(job["id"], job["percentage"]) for job in snapshot.json()] == [(job_id, 10)]
+    report(live_url, alice, job_id, percentage=20)
+    assert resumed.next().json()["percentage"] == 20

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from morag_progress.api.auth import Principal, key_principal, principal, stream_principal
 from morag_progress.api.estimates import Estimates
+from morag_progress.api.limits import ReadGate
 from morag_progress.api.schemas import DocumentType, JobId, SearchText
 from morag_progress.bounds import ID_PATTERN, MAX_ID
 from morag_progress.errors import JobNotFoundError
@@ -26,8 +27,10 @@ from morag_progress.models import Job
 from morag_progress.tracker import JobTracker
 
 __all__ = [
+    "EXPENSIVE_READ",
     "JOB_ID_PARAMETER",
     "PAGE_BYTES",
+    "SEARCH_READ",
     "USER_PARAMETER",
     "Caller",
     "JobFilters",
@@ -38,6 +41,7 @@ __all__ = [
     "errors",
     "estimates_of",
     "hot_route",
+    "read_gate",
     "tracker_of",
     "visible_job",
     "within_bytes",
@@ -109,6 +113,32 @@ def _job_filters(
 
 JobFilters = Annotated[dict[str, Any], Depends(_job_filters)]
 """The filters a job list and its counts share, as the store's keyword arguments."""
+
+
+def read_gate(request: Request) -> ReadGate:
+    """The app's gate for expensive reads (``limits.ReadGate``)."""
+    gate: ReadGate = request.app.state.read_gate
+    return gate
+
+
+async def _expensive(request: Request, caller: Caller) -> AsyncIterator[None]:
+    async with read_gate(request).slot(caller.user_id):
+        yield
+
+
+async def _searching(request: Request, caller: Caller, filters: JobFilters) -> AsyncIterator[None]:
+    if not filters["search"]:
+        yield  # a page of the keyset index: cheap at any depth
+        return
+    async with read_gate(request).slot(caller.user_id):
+        yield
+
+
+EXPENSIVE_READ = Depends(_expensive)
+"""A route's dependency: it reads much of a user's jobs (counts), so it holds one of the
+user's expensive-read slots while it runs (``limits.ReadGate``)."""
+SEARCH_READ = Depends(_searching)
+"""A job list's dependency: with a search, it holds an expensive-read slot."""
 
 
 def tracker_of(request: Request) -> JobTracker:

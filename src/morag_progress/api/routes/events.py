@@ -31,6 +31,7 @@ from morag_progress.api.routes import (
     StreamCaller,
     errors,
     estimates_of,
+    read_gate,
     tracker_of,
 )
 from morag_progress.api.schemas import FeedEventOut, StreamTokenIn, StreamTokenOut
@@ -71,6 +72,8 @@ JOB_REPLAY_LIMIT = 1000
 """A resumed job stream replays at most this many missed changes; past it, it starts afresh."""
 ALL_REPLAY_LIMIT = 10_000
 """A resumed stream of every job reads at most this many missed changes; past it, afresh."""
+_RESUME_WAIT = 1.0
+"""Seconds a resume of every job waits for an expensive-read slot before it starts afresh."""
 
 
 def _gap(after: int, limit: int) -> bytes:
@@ -308,12 +311,21 @@ async def all_events(
             already: set[int] = set()
             limit = ALL_REPLAY_LIMIT
             missed = None
+            gap = False
             if resume is not None:
-                missed = await run_in_threadpool(
-                    lambda: tracker.store.events_after(
-                        resume, user_id=caller.scope, limit=limit + 1
-                    )
-                )
+                # Up to ten thousand rows: an expensive read, one of the user's at a time. A
+                # user whose other expensive reads hold his share gets the snapshot instead
+                # (cheap), with a gap event, as a resume past the replay limit does.
+                try:
+                    async with read_gate(request).slot(caller.user_id, wait=_RESUME_WAIT):
+                        missed = await run_in_threadpool(
+                            lambda: tracker.store.events_after(
+                                resume, user_id=caller.scope, limit=limit + 1
+                            )
+                        )
+                except HTTPException:
+                    gap = True
+                gap = gap or (missed is not None and len(missed) > limit)
             if missed is not None and len(missed) <= limit:
                 already = {event.id for event in missed}
                 latest = {event.job_id: event for event in missed}  # latest per job
@@ -322,7 +334,7 @@ async def all_events(
                 sent, jobs = await _shared(request, ("all", caller.scope), snapshot)
                 written = await run_in_threadpool(estimates_of(request).jobs_out, jobs, caller)
                 data = json.dumps([json.loads(job.model_dump_json()) for job in written])
-                head = [] if missed is None else [_gap(resume or 0, limit)]
+                head = [_gap(resume or 0, limit)] if gap else []
                 yield [*head, encode(data, event="snapshot", id=sent)]
             async for batch in _live(request, caller, subscription):
                 yield [_progress(event) for event in batch if event.id not in already]

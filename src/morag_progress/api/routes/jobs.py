@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from morag_progress.api.auth import require
 from morag_progress.api.routes import (
+    SEARCH_READ,
     Caller,
     JobFilters,
     JobIdPath,
@@ -84,7 +85,7 @@ def get_job(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
     return estimates_of(request).job_out(visible_job(request, job_id, caller), caller)
 
 
-@router.get("", response_model=JobList, responses=errors(401, 422, 429))
+@router.get("", response_model=JobList, responses=errors(401, 422, 429), dependencies=[SEARCH_READ])
 def list_jobs(
     caller: Caller,
     request: Request,

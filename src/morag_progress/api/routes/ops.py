@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from morag_progress.api.auth import client_address, principal, require
-from morag_progress.api.routes import Caller, JobFilters, errors
+from morag_progress.api.routes import EXPENSIVE_READ, Caller, JobFilters, errors
 from morag_progress.errors import StoreError
 from morag_progress.keys import Role
 
@@ -80,7 +80,13 @@ class Stats(BaseModel):
     by_document_type: dict[str, int]
 
 
-@router.get("/api/v1/stats", response_model=Stats, tags=["jobs"], responses=errors(401, 422, 429))
+@router.get(
+    "/api/v1/stats",
+    response_model=Stats,
+    tags=["jobs"],
+    responses=errors(401, 422, 429),
+    dependencies=[EXPENSIVE_READ],
+)
 def stats(
     caller: Caller,
     request: Request,
