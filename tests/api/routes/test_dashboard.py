@@ -305,6 +305,7 @@ def test_job_page_has_its_own_address_and_every_field(page: Any, site: Site) -> 
     assert site.job(child).traceparent[3:35] not in facts
     assert page.locator("#job-status").inner_text() == "FAILED"
     assert "CUDA out of memory" in page.locator("#job-error-text").inner_text()
+    assert "CUDA out of memory" not in facts  # the error once, not again as the message
     red = "rgb(179, 38, 30)"  # a failed job's bar and line, as its badge
     assert page.locator("#facts progress").evaluate("e => getComputedStyle(e).accentColor") == red
     assert page.locator("#chart polyline").evaluate("e => getComputedStyle(e).stroke") == red

@@ -573,7 +573,7 @@ function renderJob() {
     ...fact("Document", job.document_id),
     ...fact("Progress", bar(job)),
     ...fact("Items", counts),
-    ...fact("Message", job.summary),
+    ...fact("Message", job.error && job.summary === job.error ? null : job.summary),  // said once
     ...fact("Stage", job.stage),
     ...fact("Attempt", String(job.attempt)),
     ...fact("Worker", job.worker_id),
