@@ -512,3 +512,42 @@ def test_a_queued_note_keeps_the_time_it_was_made_at() -> None:
     later = send(core)
     assert later.body is not None
     assert later.body["timestamp"] == "2023-11-14T22:15:20Z"  # a plain note: when it is sent
+
+
+def test_the_job_is_made_first_and_retried_like_a_report() -> None:
+    """create_first: the making goes before the heartbeat and the first update, is retried
+    after a backoff while the server cannot be reached (the update waits behind it), and once
+    made the job is as the server answered it; then the update goes."""
+    core, ticks = make(min_interval=0)
+    core.create_first({"document_name": "a.pdf", "document_type": "pdf", "id": "other"})
+    core.heartbeat()
+    core.update(10, "first")
+    call = send(core)
+    assert (call.kind, call.method, call.path) == (CallKind.CREATE, "POST", "/api/v1/jobs")
+    assert call.body == {"document_name": "a.pdf", "document_type": "pdf", "id": "job-1"}
+    kept = [c.kind for c in core.undelivered()]
+    assert kept[0] is CallKind.CREATE
+    assert set(kept[1:]) == {CallKind.PROGRESS}
+    core.settle_http(call, None)
+    delay = core.delay()
+    assert delay is not None
+    ticks.now += delay
+    assert send(core).kind is CallKind.CREATE
+    core.settle_http(call, 201, {"id": "job-1", "status": "PENDING"})
+    assert core.job["status"] == "PENDING"
+    assert send(core).kind is CallKind.PROGRESS
+    assert CallKind.CREATE not in [c.kind for c in core.undelivered()]
+
+
+@pytest.mark.parametrize("status", [409, 422])
+def test_a_job_that_cannot_be_made_stops_reporting(status: int) -> None:
+    """A refused making (an id another job has, a bad field): nothing else is sent, and
+    ``refusal`` says why."""
+    core, _ = make(min_interval=0)
+    core.create_first({"document_name": "a.pdf", "document_type": "pdf"})
+    core.update(10)
+    core.settle_http(send(core), status, {"detail": "no"})
+    assert core.refusal == (status, f"HTTP {status}: no")
+    assert core.next_call() is None
+    assert core.stopped
+    assert core.undelivered() == []

@@ -9,7 +9,7 @@ database.
 from typing import TYPE_CHECKING, Any
 
 from morag_progress.client._core import Stage
-from morag_progress.client.jobs import create_job
+from morag_progress.client.jobs import create_job, job_body
 from morag_progress.client.sync import LocalReporter, ProgressReporter
 
 if TYPE_CHECKING:
@@ -31,4 +31,5 @@ __all__ = [
     "ProgressReporter",
     "Stage",
     "create_job",
+    "job_body",
 ]

@@ -30,7 +30,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -88,6 +88,7 @@ class CallKind(enum.StrEnum):
     PROGRESS = "progress"
     HEARTBEAT = "heartbeat"
     RESULT = "result"
+    CREATE = "create"
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +290,7 @@ class ReporterCore:
         self._heartbeat_wanted = False
         self._final: dict[str, Any] | None = None
         self._final_done = False
+        self._create: Call | None = None  # the job to make before anything else is sent
         self._in_flight: Call | None = None
         self._not_before = 0.0
         self._failures = 0
@@ -399,6 +401,17 @@ class ReporterCore:
         self._heartbeat_wanted = True
         self.wake()
 
+    def create_first(self, body: Mapping[str, Any]) -> None:
+        """Make the job on the server before anything else is sent: ``body`` is
+        ``POST /api/v1/jobs``'s (``client.job_body``), with this reporter's job id. It is sent
+        as a report is, never waited for: retried while the server cannot be reached, kept in
+        the spool with the reports if the close comes first. The same id twice makes one job;
+        a refusal (an id another job has) is the reporter's ``refusal``. Call it before the
+        first report."""
+        body = {**body, "id": self.job_id}
+        self._create = Call(CallKind.CREATE, "POST", "/api/v1/jobs", body)
+        self.wake()
+
     def complete(
         self, success: bool = True, message: str | None = None, *, cancelled: bool = False
     ) -> None:
@@ -444,9 +457,11 @@ class ReporterCore:
         """Nothing is waiting to be sent."""
         if self._in_flight is not None:
             return False
-        if self._final is not None and not self._final_done:
-            return self._job_over
-        return self._job_over or not self._progress_pending()
+        if self._job_over:
+            return True
+        if self._create is not None or (self._final is not None and not self._final_done):
+            return False
+        return not self._progress_pending()
 
     def _progress_pending(self) -> bool:
         latest = self._latest
@@ -467,7 +482,7 @@ class ReporterCore:
             return None
         now = self._clock()
         wait = max(0.0, self._not_before - now)
-        if self._final is not None and not self._final_done:
+        if self._create is not None or (self._final is not None and not self._final_done):
             return wait
         if self._progress_pending():
             return max(wait, self._throttle_wait(now))
@@ -490,7 +505,9 @@ class ReporterCore:
             return None
         call: Call | None = None
         latest = self._latest
-        if self._urgent:
+        if self._create is not None:
+            call = self._create
+        elif self._urgent:
             note, made_at = queued = self._urgent.popleft()
             call = self._progress_call(note, made_at)
             if call is None:  # refused by the checks, or what the job has already
@@ -580,6 +597,8 @@ class ReporterCore:
             return []
         calls: list[Call] = []
         in_flight = self._in_flight
+        if self._create is not None and in_flight is not self._create:
+            calls.append(self._create)
         if in_flight is not None and in_flight.kind is not CallKind.HEARTBEAT:
             calls.append(in_flight)
         for note, made_at in list(self._urgent):
@@ -641,7 +660,10 @@ class ReporterCore:
                 self._heartbeat_wanted = True
             # A failed progress call stays pending by itself: _sent did not move.
             return
-        # Never this report, and with OVER never anything again.
+        # Never this report, and with OVER never anything again (nor after a job not made).
+        if call.kind is CallKind.CREATE:
+            self._create = None
+            verdict = Verdict.OVER
         if verdict is Verdict.OVER:
             self.refusal = (status, str(detail))
         logger.warning(
@@ -665,7 +687,7 @@ class ReporterCore:
         ``status=None`` for a network error."""
         verdict = verdict_of_status(status)
         if verdict is Verdict.TAKEN and isinstance(reply, dict):
-            job = reply.get("job")
+            job = reply if call.kind is CallKind.CREATE else reply.get("job")
             cancel = reply.get("cancel_requested")
             self.settle(
                 call,
@@ -705,7 +727,9 @@ class ReporterCore:
             self.cancel_requested = cancel_requested
         if job is not None:
             self._job = job
-        if call.kind is CallKind.PROGRESS:
+        if call.kind is CallKind.CREATE:
+            self._create = None
+        elif call.kind is CallKind.PROGRESS:
             self._mark_sent(call)
             self._sent_stage = call.body.get("stage") if call.body else None
             self._last_sent_at = now

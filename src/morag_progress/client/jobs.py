@@ -10,7 +10,7 @@ from morag_progress.client._core import connection
 from morag_progress.errors import ProgressError
 from morag_progress.trace_context import current_traceparent
 
-__all__ = ["create_job"]
+__all__ = ["create_job", "job_body"]
 
 
 def create_job(
@@ -37,18 +37,15 @@ def create_job(
     import httpx  # here, not with the package: a worker's import stays light
 
     base, headers = connection(api_url, api_key)
-    body: dict[str, Any] = {
-        "document_name": document_name[:255],
-        "document_type": document_type[:64],
-        "weight": weight,
-        "remote": remote,
-    }
-    if job_id is not None:
-        body["id"] = job_id
-    if parent_id is not None:
-        body["parent_id"] = parent_id
-    if metadata is not None:
-        body["metadata"] = dict(metadata)
+    body = job_body(
+        document_name,
+        document_type,
+        job_id=job_id,
+        parent_id=parent_id,
+        weight=weight,
+        remote=remote,
+        metadata=metadata,
+    )
     parent_trace = parent_trace if parent_trace is not None else current_traceparent()
     if parent_trace:
         headers = {**headers, "traceparent": parent_trace}
@@ -64,3 +61,30 @@ def create_job(
         raise ProgressError(f"the server refused the job ({response.status_code}): {detail}")
     job: dict[str, Any] = response.json()
     return job
+
+
+def job_body(
+    document_name: str,
+    document_type: str,
+    *,
+    job_id: str | None = None,
+    parent_id: str | None = None,
+    weight: float = 1.0,
+    remote: bool = False,
+    metadata: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The body of ``POST /api/v1/jobs`` for these fields (the name and type cut to what the
+    server keeps), as :func:`create_job` sends it and a reporter's ``create_first`` does."""
+    body: dict[str, Any] = {
+        "document_name": document_name[:255],
+        "document_type": document_type[:64],
+        "weight": weight,
+        "remote": remote,
+    }
+    if job_id is not None:
+        body["id"] = job_id
+    if parent_id is not None:
+        body["parent_id"] = parent_id
+    if metadata is not None:
+        body["metadata"] = dict(metadata)
+    return body

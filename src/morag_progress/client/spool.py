@@ -1,9 +1,10 @@
 """Reports a reporter could not deliver before its close deadline, kept on disk and sent later.
 
 A reporter over HTTP whose close gives up (the server down or slow) writes what it still had to
-send to one file in the spool directory: the queued notes (the first update, stages' starts),
-the latest update and the final status, in order. Each carries its own time and sequence
-number, so sending it later cannot overwrite anything newer the job has. A file names the
+send to one file in the spool directory: the job's making (``create_first``), the queued notes
+(the first update, stages' starts), the latest update and the final status, in order. Each
+report carries its own time and sequence number, so sending it later cannot overwrite anything
+newer the job has; making a job twice makes it once. A file names the
 server and the key that were to take its reports: the key by a fingerprint (a prefix of its
 SHA-256), never the key itself. ``morag-progress flush`` sends the files of the server and key
 it is given; a reporter sends those of its own server and key once that server has answered it,
@@ -220,12 +221,17 @@ def send_next(client: httpx.Client, spooled: Spooled) -> tuple[Verdict, str]:
 
 
 def _valid(call: object) -> bool:
+    """Whether ``call`` is a request a reporter keeps: a report on a job, or the job's making
+    (a file edited by hand sends nothing else with the key)."""
+    if not isinstance(call, dict) or not isinstance(call.get("path"), str):
+        return False
+    path, method, body = call["path"], call.get("method"), call.get("body")
+    if path == "/api/v1/jobs":
+        return method == "POST" and isinstance(body, dict)
     return (
-        isinstance(call, dict)
-        and call.get("method") in ("PUT", "POST")
-        and isinstance(call.get("path"), str)
-        and str(call["path"]).startswith("/api/v1/remote-jobs/")
-        and (call.get("body") is None or isinstance(call.get("body"), dict))
+        method in ("PUT", "POST")
+        and path.startswith("/api/v1/remote-jobs/")
+        and (body is None or isinstance(body, dict))
     )
 
 

@@ -26,6 +26,7 @@ from morag_progress.client.spool import (
     send_next,
 )
 from morag_progress.errors import (
+    ConfigurationError,
     JobConflictError,
     JobNotFoundError,
     JobStateError,
@@ -35,6 +36,8 @@ from morag_progress.errors import (
 from morag_progress.models import ProgressUpdate, UpdateOutcome, UpdateResult
 
 if TYPE_CHECKING:  # the package imports neither httpx nor the store until it must
+    from collections.abc import Mapping
+
     import httpx
 
     from morag_progress.tracker import JobTracker
@@ -257,6 +260,12 @@ class LocalReporter(_ThreadedReporter):
 
     def __enter__(self) -> LocalReporter:
         return self
+
+    def create_first(self, body: Mapping[str, Any]) -> None:
+        """Not here: in process, the tracker makes the job (``JobTracker.start_job``)."""
+        raise ConfigurationError(
+            "create_first", "is for reporters over HTTP; here JobTracker.start_job makes it", body
+        )
 
     def _send(self, call: Call) -> None:
         try:
