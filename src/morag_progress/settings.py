@@ -103,6 +103,11 @@ class Settings(BaseSettings):
         "workers report, formatting and writing it costs about a quarter of the server's CPU; "
         "/metrics times every route without it). Secrets in URLs are redacted either way.",
     )
+    log_format: Literal["auto", "text", "json"] = Field(
+        default="auto",
+        description="How serve writes its log on stderr: text lines for a person, one JSON "
+        "object a line for a collector, or auto (text in a terminal, JSON otherwise).",
+    )
     log_parse_processes: int = Field(
         default=1,
         ge=0,

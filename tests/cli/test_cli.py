@@ -42,6 +42,8 @@ def test_keys_lifecycle(tmp_path: Path) -> None:
     assert (key.user_id, key.role.value, key.name) == ("alice", "worker", "gpu-01")
     listed = runner.invoke(app, ["keys", "list", "--database-url", url])
     assert key.id in listed.stdout
+    assert listed.stdout.split()[:6] == ["id", "user", "role", "name", "created", "revoked"]
+    assert not set("│┃┏┡╭") & set(listed.stdout)  # plain columns, as `jobs list`: no box
     assert secret not in listed.stdout
     assert runner.invoke(app, ["keys", "revoke", key.id, "--database-url", url]).exit_code == 0
     assert not store.list_keys()[0].active
@@ -128,6 +130,35 @@ def test_serve_says_where_the_dashboard_is(server_env: dict[str, str], tmp_path:
     server.stop()
     events = [json.loads(line)["event"] for line in log.read_text().splitlines()]
     assert f"dashboard at {server.url}/ , API docs at {server.url}/docs" in events
+
+
+def test_serve_writes_text_lines_when_asked(server_env: dict[str, str], tmp_path: Path) -> None:
+    """MORAG_PROGRESS_LOG_FORMAT=text: a person's lines, not JSON, even into a file (auto
+    would choose JSON there); a format that does not exist is one line naming the setting."""
+    import subprocess
+    import sys
+
+    from tests.live import ServerProcess
+
+    log = tmp_path / "serve.log"
+    server = ServerProcess({**server_env, "MORAG_PROGRESS_LOG_FORMAT": "text"}, log=log)
+    server.start().stop()
+    lines = log.read_text().splitlines()
+    said = next(line for line in lines if "dashboard at" in line)
+    assert f"dashboard at {server.url}/ , API docs at {server.url}/docs" in said
+    assert not said.lstrip().startswith("{")  # a person's line, not a JSON object
+    bad = subprocess.run(
+        [sys.executable, "-m", "morag_progress.cli", "serve", "--port", "0"],
+        env={**server_env, "MORAG_PROGRESS_LOG_FORMAT": "xml"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 2
+    [line] = bad.stderr.splitlines()
+    assert "MORAG_PROGRESS_LOG_FORMAT" in line
+    assert "'auto', 'text' or 'json'" in line
 
 
 @pytest.mark.parametrize("command", [["serve", "--port", "0"], ["keys", "list"]])

@@ -4,6 +4,7 @@ lines, passed through, ending the job from its exit code), tail, report and watc
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import socket
 import subprocess
@@ -17,9 +18,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from morag_progress.cli import app
+from morag_progress.cli import app, command
 from morag_progress.models import JobStatus
 from tests.live import CLI, Remote
+from tests.live import cli as live_cli
 from tests.services import free_port, reap
 
 runner = CliRunner()
@@ -168,6 +170,21 @@ def test_tail_on_an_unknown_job_fails_with_one_line(remote: Remote, tmp_path: Pa
     assert "no progress found" in quiet.stdout
 
 
+def test_tail_on_an_ended_job_fails_saying_how_it_ended(remote: Remote, tmp_path: Path) -> None:
+    """A job that ended before the file's progress reached it: exit 1 and one line with its
+    final status (not 'no progress found' and exit 0); the job is left as it was."""
+    job_id = remote.new_job()
+    remote.tracker.mark_completed(job_id, "done before")
+    log = tmp_path / "worker.log"
+    log.write_text("[40%] Diarizing\n")
+    done = cli(remote, "tail", str(log), "--job", job_id)
+    assert done.returncode == 1
+    assert f"job {job_id} had already ended (FINISHED 100" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert done.stdout == ""
+    assert remote.job(job_id).summary == "done before"
+
+
 @contextlib.contextmanager
 def following(remote: Remote, log: Path, job_id: str) -> Iterator[subprocess.Popen[bytes]]:
     """``tail LOG --job JOB -f`` running, once it has reported the file's 10% line."""
@@ -301,8 +318,72 @@ def test_run_with_the_server_down_runs_the_command_and_keeps_its_exit_code(
         assert marker.exists()
         assert done.returncode == 3, done.stderr
         assert done.stdout == "hello\n"
-        assert "could not be reached" in done.stderr
-        assert time.monotonic() - started < 15  # 5 s at most to try --create, 1 s to close
+        [line] = done.stderr.splitlines()  # one line, no "[Errno 111]" warning before it
+        assert "could not be reached" in line
+        assert time.monotonic() - started < 10  # nothing waited for but the 1 s close
+
+
+def test_run_create_with_the_server_down_keeps_the_job_to_make(remote: Remote) -> None:
+    """--create while the server is down: the command runs at once; the job's making is kept
+    with its reports, and flush makes it (named, with its command) and ends it as the command
+    did, once the server is back."""
+    remote.server.stop()
+    command = ["--name", "late.pdf", "--", sys.executable, "-c", "raise SystemExit(4)"]
+    env = remote.env(remote.user_key, MORAG_PROGRESS_CLOSE_TIMEOUT_SECONDS="0.5")
+    done = subprocess.run(
+        [*CLI, "run", "--create", "--job", "made-later", *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 4
+    assert "reports were kept to send later" in done.stderr
+    remote.server.start()
+    assert "2 kept reports sent" in live_cli("flush", env=env)  # the making, the end
+    job = remote.job("made-later")
+    assert (job.document_name, job.status) == ("late.pdf", JobStatus.FAILED)
+    assert job.summary == f"{Path(sys.executable).name} exited with code 4"
+
+
+def test_run_create_makes_the_job_once_the_server_answers(remote: Remote) -> None:
+    """The server comes back while the command runs: the job is made then, and the command's
+    progress and end reach it (no report was lost to a job not yet made)."""
+    remote.server.stop()
+    script = "import time; time.sleep(2.5); print('Progress: 40% - late', flush=True)"
+    process = subprocess.Popen(
+        [
+            *CLI,
+            "run",
+            "--create",
+            "--job",
+            "made-during",
+            "--min-interval",
+            "0.05",
+            "--",
+            sys.executable,
+            "-c",
+            script,
+        ],
+        env=remote.env(remote.user_key),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(0.5)
+        remote.server.start()
+        _, err = process.communicate(timeout=60)
+    finally:
+        reap(process, grace=0)
+    assert process.returncode == 0, err
+    job = remote.job("made-during")
+    assert (job.status, job.document_name) == (
+        JobStatus.FINISHED,
+        f"{Path(sys.executable).name} -c",
+    )
+    assert "late" in [e.message for e in remote.tracker.history("made-during")]
 
 
 def test_run_on_an_ended_job_runs_and_says_it_was_left_as_it_was(remote: Remote) -> None:
@@ -531,15 +612,50 @@ def test_a_server_that_is_down_is_one_line_with_its_url_and_a_hint(remote: Remot
         ], args
 
 
-def test_a_refused_value_is_the_servers_one_line(remote: Remote) -> None:
-    """A value the server refuses (422) is its one-line summary, not a dump."""
-    done = cli_env(
-        remote, {"MORAG_PROGRESS_API_KEY": remote.user_key}, "jobs", "list", "--status", "DONE"
-    )
-    assert done.returncode == 1
+def test_a_bad_value_is_one_line_naming_the_valid_ones(remote: Remote) -> None:
+    """A status that does not exist is refused before any request, in one line listing the
+    statuses and the command's help (exit 2), not a box or the server's 422; any case goes."""
+    user = {"MORAG_PROGRESS_API_KEY": remote.user_key}
+    done = cli_env(remote, user, "jobs", "list", "--status", "DONE")
+    assert done.returncode == 2
     [line] = done.stderr.splitlines()
-    assert line.startswith("error: query.status: Input should be 'PENDING'")
-    assert line.endswith("(HTTP 422)")
+    assert line.startswith(
+        "error: Invalid value for '--status': 'DONE' is not one of 'pending', "
+        "'waiting_for_remote_worker', 'processing', 'stalled', 'finished', 'failed', "
+        "'cancelled' (see `"
+    ), line
+    assert line.endswith(" jobs list --help`)"), line  # the program as it was started
+    remote.new_job()
+    assert cli_env(remote, user, "jobs", "list", "--status", "pending").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["report", "j", "150"], "Invalid value for 'PERCENTAGE': must be 0 to 100, got 150"),
+        (["report"], "Missing argument 'JOB'"),
+        (["keys", "create", "--user", "a", "--role", "boss"], "'boss' is not one of 'admin'"),
+        (["nope"], "No such command 'nope'"),
+    ],
+)
+def test_a_usage_error_is_one_line_with_the_help_to_read(args: list[str], said: str) -> None:
+    """A bad or missing argument, option or command: exit 2 and one line on stderr naming it
+    and the help to read, where Typer drew the usage and a five-line box."""
+    done = subprocess.run(
+        [sys.executable, "-m", "morag_progress.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "MORAG_PROGRESS_API_URL": "http://127.0.0.1:9"},
+    )
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert line.startswith("error: "), line
+    assert said in line, line
+    assert line.endswith("--help`)"), line
+    assert "Value error" not in line
+    assert "╭" not in line
 
 
 def test_serve_on_a_port_in_use_says_so_in_one_line(tmp_path: Path) -> None:
@@ -577,7 +693,7 @@ def cli_env(remote: Remote, extra: dict[str, str], *args: str) -> subprocess.Com
     )
 
 
-def test_the_one_line_errors_in_process(remote: Remote) -> None:
+def test_the_one_line_errors_in_process(remote: Remote, capsys: pytest.CaptureFixture[str]) -> None:
     """The same one-line errors, from the command run in this process (as an embedding
     program would): a refused key, no key, a refused value, a server that is down."""
     here = {"MORAG_PROGRESS_API_URL": remote.url}
@@ -591,8 +707,11 @@ def test_the_one_line_errors_in_process(remote: Remote) -> None:
     none = runner.invoke(app, ["jobs", "list"], env={**here, "MORAG_PROGRESS_API_KEY": ""})
     assert "needs an API key, and none was given" in none.output
     user = {**here, "MORAG_PROGRESS_API_KEY": remote.user_key}
-    bad = runner.invoke(app, ["jobs", "list", "--status", "DONE"], env=user)
-    assert "query.status: Input should be" in bad.output
+    with pytest.raises(SystemExit) as bad:  # the whole command, as the script runs it
+        command().main(["jobs", "list", "--status", "DONE"], prog_name="morag-progress")
+    assert bad.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert "'DONE' is not one of 'pending'" in line
     down = f"http://127.0.0.1:{free_port()}"
     for args in (["jobs", "list"], ["watch"]):
         gone = runner.invoke(app, args, env={**user, "MORAG_PROGRESS_API_URL": down})

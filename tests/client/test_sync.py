@@ -178,6 +178,27 @@ def test_flush_keeps_what_a_down_server_cannot_take(remote: Remote) -> None:
     assert r.spooled.path.exists()
 
 
+def test_flush_fails_naming_the_job_whose_kept_report_is_refused(remote: Remote) -> None:
+    """A kept report for a job that ended meanwhile is refused for good: flush says so for
+    that job and exits 1; the report is not kept again, so the next flush has nothing."""
+    job_id = remote.new_job()
+    remote.server.stop()
+    r = reporter(remote, job_id)
+    r.update(20, "kept")
+    assert r.close(timeout=0.2) is False
+    remote.tracker.mark_completed(job_id, "ended elsewhere")
+    remote.server.start()
+    done = subprocess.run(
+        [*CLI, "flush"], capture_output=True, text=True, env=remote.env(), timeout=60
+    )
+    assert done.returncode == 1
+    assert f"job {job_id}: a kept report was refused" in done.stderr
+    assert "0 kept reports sent" in done.stdout
+    assert "1 refused" in done.stdout
+    assert remote.job(job_id).summary == "ended elsewhere"
+    assert "no reports kept" in cli("flush", env=remote.env())
+
+
 def test_the_next_reporter_sends_what_an_earlier_one_kept(
     remote: Remote, eventually: Eventually
 ) -> None:

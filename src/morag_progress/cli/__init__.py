@@ -8,14 +8,17 @@ import logging
 import socket
 import sys
 import time
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
 import typer.main
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from morag_progress.cli.failures import say, within
+from morag_progress.cli.text import cell
 from morag_progress.errors import ProgressError
 from morag_progress.keys import Role
 from morag_progress.models import utcnow
@@ -30,6 +33,7 @@ app = typer.Typer(
     help="Job progress: serve the API, manage keys and the database, report and watch.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -161,6 +165,15 @@ def serve(
         typer.Option(**within("Port (default 8000)", 0, 65535), metavar="PORT"),
     ] = None,
     database_url: DatabaseUrl = None,
+    log_format: Annotated[
+        Literal["auto", "text", "json"] | None,
+        typer.Option(
+            "--log-format",
+            metavar="FORMAT",
+            help="The log on stderr: text, json, or auto (text in a terminal, else JSON; "
+            "default: MORAG_PROGRESS_LOG_FORMAT or auto).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs)."""
     _needs_server()
@@ -169,7 +182,7 @@ def serve(
     from morag_progress.api import create_app
     from morag_progress.api.server import settle_collector, uvicorn_config
 
-    settings = _settings(host=host, port=port, database_url=database_url)
+    settings = _settings(host=host, port=port, database_url=database_url, log_format=log_format)
     # The address first: one in use is a one-line error with a hint, before anything starts.
     listening = _listen(settings.host, settings.port)
     try:
@@ -177,7 +190,10 @@ def serve(
     except ProgressError as e:
         listening.close()
         raise _cannot_open(e) from e
-    readable = sys.stderr.isatty()  # a person at a terminal; JSON for a log collector
+    # A person at a terminal reads lines; a log collector (a pipe, a file) gets JSON.
+    readable = settings.log_format == "text" or (
+        settings.log_format == "auto" and sys.stderr.isatty()
+    )
     config = uvicorn_config(api, settings, log_config=log_config(readable=readable))
     base = f"http://{_url_host(config.host)}:{listening.getsockname()[1]}"
     # A log line (JSON, like the rest of serve's output), once logging is configured.
@@ -332,16 +348,16 @@ def keys_list(
         keys = store.list_keys(user_id=user)
     finally:
         store.close()
-    table = Table("id", "user", "role", "name", "created", "revoked")
+    # Columns as `jobs list` lays them out (no box: a pipe gets plain columns); names as
+    # plain, visible text (a name holding brackets or escapes prints as it is).
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    for name in ("id", "user", "role", "name", "created", "revoked"):
+        table.add_column(name, no_wrap=name != "name", overflow="fold")
     for key in keys:
         revoked = key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else ""
+        created = key.created_at.isoformat(timespec="seconds")
         table.add_row(
-            key.id,
-            key.user_id,
-            key.role.value,
-            key.name or "",
-            key.created_at.isoformat(timespec="seconds"),
-            revoked,
+            *(cell(v) for v in (key.id, key.user_id, key.role.value, key.name, created, revoked))
         )
     console.print(table)
 
@@ -366,17 +382,22 @@ def keys_revoke(
 from morag_progress.cli.worker import flush, report, run, tail, watch  # noqa: E402 - needs `app`
 
 app.command()(report)
-app.command(context_settings={"allow_interspersed_args": False})(run)
-app.command()(tail)
-app.command()(watch)
-app.command()(flush)
+app.command(
+    context_settings={"allow_interspersed_args": False},
+    short_help="Run a command and report the progress in its output; its exit code ends the job.",
+)(run)
+app.command(short_help="Report the progress in a log file, once or as it grows (--follow).")(tail)
+app.command(short_help="Show jobs live: bars, status, message, rate, ETA.")(watch)
+app.command(short_help="Send the reports kept while the server could not be reached.")(flush)
 
 from morag_progress.cli.jobs import jobs_app  # noqa: E402 - after the worker commands
 
 app.add_typer(jobs_app, name="jobs")
 
 
-@app.command()
+@app.command(
+    short_help="The whole system on this machine, live in the terminal: no servers needed."
+)
 def demo(
     keep_serving: Annotated[
         bool, typer.Option("--keep-serving", help="Leave the API up after the demo.")
@@ -397,10 +418,39 @@ def demo(
 
 def command() -> Any:
     """The whole command as Click runs it, its help without Typer's type labels (``<str>``,
-    ``<bool>``): an option's name and help say what it takes."""
+    ``<bool>``): an option's name and help say what it takes; a usage error one line."""
     root = typer.main.get_command(app)
     _without_type_labels(root)
+    root.main = _one_line_errors(root.main)  # type: ignore[method-assign]  # this one's only
     return root
+
+
+def _one_line_errors(main: Callable[..., Any]) -> Callable[..., Any]:
+    """Click's ``main``, saying a usage error in one line on stderr (``error: what (see
+    `morag-progress CMD --help`)``, exit 2) where Typer draws the usage and a five-line box."""
+
+    def run(*args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = main(*args, standalone_mode=False, **kwargs)
+        except typer.TyperException as e:  # Click's errors: a bad or missing argument...
+            # pydantic's "Value error, " before a choice's message is an internal word
+            what = e.format_message().replace("Value error, ", "").rstrip(".")
+            ctx = getattr(e, "ctx", None)  # a usage error's: its command's help is the hint
+            if not what:  # no arguments: the help was shown, as it says
+                sys.exit(getattr(e, "exit_code", 2))
+            _said(what, getattr(e, "exit_code", 1), ctx and f"see `{ctx.command_path} --help`")
+        except typer.Abort:  # end of input at a prompt
+            _said("aborted", 1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+    return run
+
+
+def _said(what: str, code: int, hint: str | None = None) -> NoReturn:
+    say(what, hint)
+    sys.exit(code)
 
 
 def _no_label(ctx: object) -> None:

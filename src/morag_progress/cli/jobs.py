@@ -17,6 +17,7 @@ from morag_progress.cli.failures import within
 from morag_progress.cli.text import cell, column_width, visible
 from morag_progress.cli.view import as_clock, no_report, silent_for
 from morag_progress.cli.worker import ApiKey, ApiUrl, _connection, _fail, _request
+from morag_progress.models import JobStatus
 
 __all__ = ["jobs_app"]
 
@@ -93,7 +94,14 @@ def _act(
 
 @jobs_app.command("list")
 def list_jobs(
-    status: Annotated[str | None, typer.Option(help="Only jobs in this status.")] = None,
+    status: Annotated[
+        JobStatus | None,
+        typer.Option(
+            case_sensitive=False,
+            metavar="STATUS",
+            help=f"Only jobs in this status: {', '.join(JobStatus)} (any case).",
+        ),
+    ] = None,
     document_type: Annotated[str | None, typer.Option("--type", help="Only this type.")] = None,
     search: Annotated[
         str | None, typer.Option(help="Only jobs whose name, id or message holds this text.")
@@ -107,7 +115,7 @@ def list_jobs(
 ) -> None:
     """Your jobs, newest first, a page at a time."""
     params = {
-        "status": status,
+        "status": status and status.value,
         "document_type": document_type,
         "q": search,
         "parent_id": parent,
@@ -206,7 +214,10 @@ def show(
     _print_job(data, as_json)
 
 
-@jobs_app.command("history")
+@jobs_app.command(
+    "history",
+    short_help="A job's changes, newest first: when, its state, the change and who made it.",
+)
 def history(
     job: Annotated[str, typer.Argument(metavar="JOB", help="The job's id.")],
     limit: Annotated[
@@ -266,7 +277,10 @@ def create(
     _print_job(data, as_json)
 
 
-@jobs_app.command("cancel")
+@jobs_app.command(
+    "cancel",
+    short_help="Cancel a job: at once if not yet running, else its worker is asked to stop.",
+)
 def cancel(
     job: Annotated[str, typer.Argument(metavar="JOB", help="The job's id.")],
     as_json: AsJson = False,
@@ -285,7 +299,9 @@ def cancel(
         typer.echo(f"{visible(data['id'])}: cancel requested ({state})")
 
 
-@jobs_app.command("requeue")
+@jobs_app.command(
+    "requeue", short_help="Put a failed, cancelled or stalled remote job back in the queue at 0%."
+)
 def requeue(
     job: Annotated[str, typer.Argument(metavar="JOB", help="The job's id.")],
     as_json: AsJson = False,

@@ -25,9 +25,10 @@ from rich.live import Live
 from morag_progress.cli.failures import http_failure, say, unreachable, within
 from morag_progress.cli.text import markup_safe, visible
 from morag_progress.cli.view import TERMINAL, JobsView, ServerEvent, read_events
-from morag_progress.client import ProgressReporter, create_job, spool
+from morag_progress.client import ProgressReporter, spool
 from morag_progress.client._core import Verdict, check_worker, connection
-from morag_progress.errors import ConfigurationError, ProgressError
+from morag_progress.client.jobs import job_body
+from morag_progress.errors import ConfigurationError
 from morag_progress.parser import ProgressEventParser
 
 __all__ = ["report", "run", "tail", "watch"]
@@ -63,15 +64,24 @@ def _fail(response: httpx.Response) -> typer.Exit:
 _ASK_EVERY = 2.0  # seconds between tail --follow's looks at whether its job has ended
 
 
-def _has_ended(base: str, headers: dict[str, str], job: str) -> bool:
-    """Whether the job has ended (or is gone); a server that cannot be reached says no."""
+def _ended(base: str, headers: dict[str, str], job: str) -> dict[str, Any] | None:
+    """The job as the server has it now if it has ended, ``{}`` if it is gone (unknown to
+    this key); None while it runs, or when the server cannot be reached or says otherwise."""
     try:
         response = httpx.get(f"{base}/api/v1/remote-jobs/{job}/status", headers=headers, timeout=5)
     except httpx.HTTPError:
-        return False
+        return None
     if response.status_code == 404:
-        return True
-    return response.status_code == 200 and response.json().get("status") in TERMINAL
+        return {}
+    if response.status_code != 200:
+        return None
+    state = response.json()
+    return state if isinstance(state, dict) and state.get("status") in TERMINAL else None
+
+
+def _has_ended(base: str, headers: dict[str, str], job: str) -> bool:
+    """Whether the job has ended (or is gone); a server that cannot be reached says no."""
+    return _ended(base, headers, job) is not None
 
 
 def _request(method: str, url: str, headers: dict[str, str], **kwargs: Any) -> httpx.Response:
@@ -207,22 +217,14 @@ def run(
             raise typer.BadParameter("is required unless --create is given", param_hint="--job")
         job = str(uuid.uuid4())
         notes.print(f"job {job}", style="dim")
+    # The job is made by the reporter, first, as it sends reports: never waited for, made
+    # once the server answers, kept with the reports when it does not before the end.
+    made = None
     if create:
-        try:
-            create_job(
-                name or short_name(command),
-                document_type,
-                job_id=job,
-                metadata={"command": shlex.join(command)[:_COMMAND_CHARS]},
-                api_url=base,
-                api_key=api_key,
-                timeout=_CREATE_TIMEOUT,
-            )
-        except ProgressError as e:  # the command runs anyway: the worker comes first
-            warning = f"job {markup_safe(job)} was not created: {markup_safe(e)}"
-            notes.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
+        metadata = {"command": shlex.join(command)[:_COMMAND_CHARS]}
+        made = job_body(name or short_name(command), document_type, metadata=metadata)
     with _reporter_quiet():
-        _run(command, job, base, api_key, min_interval, worker)
+        _run(command, job, base, api_key, min_interval, worker, made)
 
 
 _COMMAND_CHARS = 4000
@@ -244,10 +246,13 @@ def _run(
     api_key: str | None,
     min_interval: float,
     worker: str | None,
+    made: dict[str, Any] | None,
 ) -> None:
     reporter = ProgressReporter(
         job, api_url=base, api_key=api_key, min_interval=min_interval, worker=worker
     )
+    if made is not None:
+        reporter.create_first(made)
     reporter.heartbeat()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     try:
@@ -280,10 +285,6 @@ def _run(
         reporter.complete(False, f"{Path(command[0]).name} exited with code {code}")
     _outcome(reporter, base, reporter.close())
     raise typer.Exit(code if code >= 0 else 128 - code)
-
-
-_CREATE_TIMEOUT = 5.0
-"""The longest ``run --create`` waits for the server before it runs the command anyway."""
 
 
 @contextlib.contextmanager
@@ -330,7 +331,8 @@ def _outcome(reporter: ProgressReporter, base: str, delivered: bool) -> bool:
 def flush(api_url: ApiUrl = None, api_key: ApiKey = None) -> None:
     """Send the reports reporters kept because their close deadline passed before the server
     took them (the spool: MORAG_PROGRESS_SPOOL_DIR), for this server and key, oldest first.
-    Exit code 0 once none is left for them, 1 while the server cannot take them."""
+    Exit code 0 once all were taken; 1 while the server cannot take them (they stay kept), or
+    when it refused some for good (each named: an ended or unknown job; they are not kept)."""
     base, headers = _connection(api_url, api_key)
     key = spool.fingerprint(headers)
     waiting = spool.pending(base, key)
@@ -363,6 +365,8 @@ def flush(api_url: ApiUrl = None, api_key: ApiKey = None) -> None:
             "flush with that MORAG_PROGRESS_API_URL and key",
             level="note",
         )
+    if dropped:
+        raise typer.Exit(1)
 
 
 def tail(
@@ -432,12 +436,19 @@ def _tail(
             handle.close()
         delivered = reporter.close()
     refusal = reporter.refusal
+    ended = _ended(base, headers, job) if refusal is not None and refusal[0] == 409 else None
+    if ended and reporter.job["status"] is None:  # ended before any of the file's progress
+        say(
+            f"job {job} had already ended ({ended['status']} {ended['percentage']}%): "
+            f"nothing from {file} was reported",
+            "tail a job that is still running; `morag-progress jobs show` shows this one",
+        )
+        raise typer.Exit(1)
     # A line still on its way when the job ended elsewhere (its worker finished it) is refused
     # with 409: following to the job's end is what --follow is for.
-    ended = refusal is not None and refusal[0] == 409 and _has_ended(base, headers, job)
-    if not ended and _outcome(reporter, base, delivered):
+    if ended is None and _outcome(reporter, base, delivered):
         raise typer.Exit(1)
-    state = reporter.job
+    state = ended or reporter.job
     if state["status"] is None:
         typer.echo(f"{visible(job)}: no progress found in {file}")
     else:
