@@ -293,6 +293,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{max(after):.0f} MB at most after it, {memory[-1][1]:.0f} MB at the end: "
         f"growth {growth:+.1%} ({'met' if growth <= 0.10 else 'MISSED'}: <= 10%)"
     )
+    by_minute: dict[int, float] = {}
+    for at, mb in memory:
+        by_minute[int(at // 60)] = max(by_minute.get(int(at // 60), 0.0), mb)
+    print("  memory by minute (MB, most): " + " ".join(f"{mb:.0f}" for mb in by_minute.values()))
     minutes = sorted({minute for _, minute in load.latency})
     for user in ("alice", "bob", "carol", "dave", "erin"):
         p99s = [
