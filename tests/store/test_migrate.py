@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from morag_progress.cli import app
 from morag_progress.errors import StoreError
 from morag_progress.store import SQLStore
-from morag_progress.store.migrate import head_revision
+from morag_progress.store.migrate import head_revision, include_name
 from morag_progress.store.schema import metadata
 
 runner = CliRunner()
@@ -25,7 +25,8 @@ def test_migrations_build_the_models_schema(database_url: str) -> None:
     assert f"to revision {head_revision()}" in result.output
     engine = create_engine(database_url)
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+        context = MigrationContext.configure(conn, opts={"include_name": include_name})
+        diff = compare_metadata(context, metadata)
     engine.dispose()
     assert diff == []
     again = runner.invoke(app, ["db", "upgrade", "--database-url", database_url])
@@ -73,5 +74,6 @@ def test_older_database_is_refused_then_upgraded_with_its_data(
     store = SQLStore(database_url)
     job = store.get_job("old")
     assert job is not None
+    assert [j.id for j in store.list_jobs(search="a.pd")] == ["old"]  # the index was filled
     assert (job.percentage, job.children, job.children_done, job.created_by) == (40, 0, 0, None)
     store.close()

@@ -18,9 +18,17 @@ from sqlalchemy import Connection, Engine, inspect
 from sqlalchemy.exc import SQLAlchemyError
 
 from morag_progress.errors import StoreError
+from morag_progress.store import search
 from morag_progress.store.schema import metadata
 
-__all__ = ["BASELINE", "current_revision", "ensure_schema", "head_revision", "upgrade"]
+__all__ = [
+    "BASELINE",
+    "current_revision",
+    "ensure_schema",
+    "head_revision",
+    "include_name",
+    "upgrade",
+]
 
 BASELINE = "0001"
 """The revision of a database made before migrations existed."""
@@ -33,6 +41,12 @@ def _config(connection: Connection | None = None) -> Config:
     if connection is not None:
         config.attributes["connection"] = connection
     return config
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Alembic's filter of what it compares with the models: everything but the search
+    index's tables (``store/search.py`` keeps them with SQL of its own)."""
+    return not (type_ == "table" and name is not None and search.is_own(name))
 
 
 def head_revision() -> str:
@@ -61,6 +75,7 @@ def ensure_schema(engine: Engine) -> None:
                 revision = current_revision(conn)
                 if revision is None:
                     metadata.create_all(conn)
+                    search.create(conn)
                     MigrationContext.configure(conn).stamp(
                         ScriptDirectory.from_config(_config()), "head"
                     )

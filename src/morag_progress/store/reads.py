@@ -7,10 +7,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, String, and_, bindparam, case, func, or_, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    String,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    tuple_,
+)
 
 from morag_progress.eta import History
 from morag_progress.models import FeedEvent, Job, JobStatus, as_utc
+from morag_progress.store import search as search_index
 from morag_progress.store.engine import Database, feed_event_from_row, job_from_row
 from morag_progress.store.history import read_histories
 from morag_progress.store.schema import events, jobs
@@ -71,6 +84,7 @@ class RemoteQueue:
 
 
 def _filters(
+    conn: Connection,
     *,
     user_id: str | None,
     document_type: str | None,
@@ -78,7 +92,8 @@ def _filters(
     top_level: bool,
     search: str | None,
 ) -> list[ColumnElement[bool]]:
-    """The conditions of a job list (and of its counts), but for status."""
+    """The conditions of a job list (and of its counts), but for status. A search finds its
+    candidates through the index first (``store/search.py``), on ``conn``."""
     j = jobs.c
     conditions: list[ColumnElement[bool]] = []
     if user_id is not None:
@@ -90,21 +105,37 @@ def _filters(
     if document_type is not None:
         conditions.append(j.document_type == document_type)
     if search:
-        # Case-insensitive substring of the name, id or message (on SQLite, ASCII letters
-        # only fold). It reads the filtered jobs newest first until the page is full.
-        pattern = "%" + _escape_like(search) + "%"
-        conditions.append(
-            or_(
-                j.document_name.ilike(pattern, escape="\\"),
-                j.id.ilike(pattern, escape="\\"),
-                j.summary.ilike(pattern, escape="\\"),
-            )
-        )
+        # Case-insensitive substring of the name, id or message (the scan's LIKE folds only
+        # ASCII letters on SQLite; the index folds every letter).
+        conditions.append(search_index.condition(conn, search, user_id))
     return conditions
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+def _paged(
+    stmt: Select[Any], *, user_id: str | None, status: JobStatus | None, after: str | None
+) -> Select[Any]:
+    """``stmt`` narrowed to ``status`` and to the jobs strictly after the job ``after``."""
+    j = jobs.c
+    if status is not None:
+        stmt = stmt.where(j.status == JobStatus(status).value)
+    if after is not None:
+        # Keyset pagination: strictly before the cursor job in (created_at, id) order.
+        # The cursor job, of the user for a user's page (an admin's page takes the newest
+        # job of that id: ids are unique per user, not across users).
+        cursor_job = select(j.created_at).where(j.id == after)
+        if user_id is not None:
+            cursor_job = cursor_job.where(j.user_id == user_id)
+        cursor_created = cursor_job.order_by(j.created_at.desc()).limit(1).scalar_subquery()
+        stmt = stmt.where(
+            # The plain bound lets the index seek to the cursor (the OR alone cannot), so a
+            # page costs the same whatever its depth.
+            j.created_at <= cursor_created,
+            or_(
+                j.created_at < cursor_created,
+                and_(j.created_at == cursor_created, j.id < after),
+            ),
+        )
+    return stmt
 
 
 class JobReader(Database):
@@ -129,36 +160,19 @@ class JobReader(Database):
         search: str | None = None,
     ) -> list[Job]:
         j = jobs.c
-        stmt = select(jobs).order_by(j.created_at.desc(), j.id.desc()).limit(limit)
-        stmt = stmt.where(
-            *_filters(
-                user_id=user_id,
-                document_type=document_type,
-                parent_id=parent_id,
-                top_level=top_level,
-                search=search,
-            )
-        )
-        if status is not None:
-            stmt = stmt.where(j.status == JobStatus(status).value)
-        if after is not None:
-            # Keyset pagination: strictly before the cursor job in (created_at, id) order.
-            # The cursor job, of the user for a user's page (an admin's page takes the newest
-            # job of that id: ids are unique per user, not across users).
-            cursor_job = select(j.created_at).where(j.id == after)
-            if user_id is not None:
-                cursor_job = cursor_job.where(j.user_id == user_id)
-            cursor_created = cursor_job.order_by(j.created_at.desc()).limit(1).scalar_subquery()
-            stmt = stmt.where(
-                # The plain bound lets the index seek to the cursor (the OR alone cannot), so a
-                # page costs the same whatever its depth.
-                j.created_at <= cursor_created,
-                or_(
-                    j.created_at < cursor_created,
-                    and_(j.created_at == cursor_created, j.id < after),
-                ),
-            )
         with self._read("list jobs") as conn:
+            stmt = select(jobs).order_by(j.created_at.desc(), j.id.desc()).limit(limit)
+            stmt = stmt.where(
+                *_filters(
+                    conn,
+                    user_id=user_id,
+                    document_type=document_type,
+                    parent_id=parent_id,
+                    top_level=top_level,
+                    search=search,
+                )
+            )
+            stmt = _paged(stmt, user_id=user_id, status=status, after=after)
             return [job_from_row(row) for row in conn.execute(stmt).mappings()]
 
     def workers(self, *, user_id: str | None = None, since: datetime) -> list[WorkerActivity]:
@@ -317,16 +331,17 @@ class JobReader(Database):
         """How many jobs there are by (status, document type), filtered as ``list_jobs``."""
         j = jobs.c
         stmt = select(j.status, j.document_type, func.count()).group_by(j.status, j.document_type)
-        stmt = stmt.where(
-            *_filters(
-                user_id=user_id,
-                document_type=document_type,
-                parent_id=parent_id,
-                top_level=top_level,
-                search=search,
-            )
-        )
         with self._read("count jobs") as conn:
+            stmt = stmt.where(
+                *_filters(
+                    conn,
+                    user_id=user_id,
+                    document_type=document_type,
+                    parent_id=parent_id,
+                    top_level=top_level,
+                    search=search,
+                )
+            )
             return {(status, kind): int(n) for status, kind, n in conn.execute(stmt)}
 
     def idle_jobs(self, *, statuses: list[JobStatus], seen_before: datetime) -> list[Job]:
