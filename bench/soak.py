@@ -202,7 +202,13 @@ def _fill(database_url: str, user: str, count: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument(
+        "--users",
+        default="alice,bob,carol,dave,erin",
+        help="whose load runs (comma-separated; fewer to tell which load a figure comes from)",
+    )
     args = parser.parse_args(argv)
+    users = set(args.users.split(","))
 
     tmp = Path(tempfile.mkdtemp(prefix="morag-bench-soak-"))
     env = sqlite_env(tmp, WEBHOOK_ALLOW_PRIVATE="true")
@@ -238,27 +244,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     load = Load(time.monotonic())
     acked: dict[str, list[int]] = {job: [] for job in alice_jobs}
-    threads = [
+    everyone = [
         *(
-            threading.Thread(
-                target=_reporter, args=(url, keys["alice"], job, load, stop, acked[job])
+            (
+                "alice",
+                threading.Thread(
+                    target=_reporter, args=(url, keys["alice"], job, load, stop, acked[job])
+                ),
             )
             for job in alice_jobs
         ),
-        threading.Thread(target=_changer, args=(url, keys["bob"], "bob", bob_jobs, load, stop)),
-        threading.Thread(
-            target=_changer, args=(url, keys["carol"], "carol", carol_jobs, load, stop)
+        (
+            "bob",
+            threading.Thread(target=_changer, args=(url, keys["bob"], "bob", bob_jobs, load, stop)),
+        ),
+        (
+            "carol",
+            threading.Thread(
+                target=_changer, args=(url, keys["carol"], "carol", carol_jobs, load, stop)
+            ),
         ),
         *(
-            threading.Thread(target=_stream, args=(url, keys["bob"], stop, i >= 20, load))
+            ("bob", threading.Thread(target=_stream, args=(url, keys["bob"], stop, i >= 20, load)))
             for i in range(30)
         ),
         *(
-            threading.Thread(target=_searcher, args=(url, keys["dave"], load, stop))
+            ("dave", threading.Thread(target=_searcher, args=(url, keys["dave"], load, stop)))
             for _ in range(4)
         ),
-        threading.Thread(target=_uploader, args=(url, keys["erin"], erin_job, load, stop)),
+        (
+            "erin",
+            threading.Thread(target=_uploader, args=(url, keys["erin"], erin_job, load, stop)),
+        ),
     ]
+    threads = [thread for user, thread in everyone if user in users]
     for thread in threads:
         thread.daemon = True
         thread.start()
@@ -283,7 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         lost += sum(1 for n in seqs if f"step {n}" not in history)
     store.close()
 
-    print(f"soak: {args.minutes:g} minutes, five users at once, server RSS every 5 s")
+    print(
+        f"soak: {args.minutes:g} minutes, {', '.join(sorted(users))} at once, server RSS every 5 s"
+    )
     first = [mb for at, mb in memory if at < 60] or [memory[0][1]]
     after = [mb for at, mb in memory if at >= 60] or first
     base = statistics.mean(first[-3:])
