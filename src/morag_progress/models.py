@@ -283,6 +283,7 @@ class ProgressUpdate:
         message: str | None = None,
         cancelled: bool = False,
         user_id: str | None = None,
+        worker_id: str | None = None,
         claimant: str | None = None,
         actor: str | None = None,
     ) -> ProgressUpdate:
@@ -299,6 +300,7 @@ class ProgressUpdate:
                 status,
                 error=error,
                 user_id=user_id,
+                worker_id=worker_id,
                 claimant=claimant,
                 actor=actor,
             )

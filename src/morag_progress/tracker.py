@@ -242,15 +242,18 @@ class JobTracker:
         job_id: str,
         user_id: str | None = None,
         *,
+        worker_id: str | None = None,
         claimant: str | None = None,
         actor: str | None = None,
     ) -> UpdateResult:
         """The job's worker is alive: ``last_seen_at`` is now; a STALLED job resumes and a PENDING
-        one starts (PROCESSING)."""
+        one starts (PROCESSING). ``worker_id`` names a job that has no worker yet."""
+        check_text("worker_id", worker_id, max_length=MAX_NAME)
         result = self.store.heartbeat(
             job_id,
             user_id=user_id,
             now=self._clock(),
+            worker_id=worker_id,
             claimant=claimant,
             actor=actor or self.actor,
         )

@@ -184,7 +184,7 @@ def test_long_message_is_truncated() -> None:
 
 def test_final_waits_for_pending_progress() -> None:
     """Pending progress goes out before the final status, so a failure keeps it."""
-    core, _ = make(min_interval=60)
+    core, _ = make(min_interval=60, worker="gpu-01")
     core.update(10)
     core.settle_http(send(core), 200, ok())
     core.update(42)
@@ -194,7 +194,7 @@ def test_final_waits_for_pending_progress() -> None:
     core.settle_http(progress, 200, ok())
     result = send(core)
     assert result.kind is CallKind.RESULT
-    assert result.body == {"success": False, "message": "GPU lost"}
+    assert result.body == {"success": False, "message": "GPU lost", "worker_id": "gpu-01"}
     assert not core.finished
     core.settle_http(result, 200, ok({"status": "FAILED"}))
     assert core.finished
@@ -205,9 +205,19 @@ def test_final_waits_for_pending_progress() -> None:
 
 def test_cancelled_final() -> None:
     """finish(cancelled=True) asks for CANCELLED."""
-    core, _ = make()
+    core, _ = make(worker="gpu-01")
     core.complete(False, cancelled=True)
-    assert send(core).body == {"success": False, "message": None, "cancelled": True}
+    body = {"success": False, "message": None, "worker_id": "gpu-01", "cancelled": True}
+    assert send(core).body == body
+
+
+def test_heartbeat_names_the_worker() -> None:
+    """A heartbeat carries the worker's name, so a job that only heartbeats (``run`` of a
+    command that prints no progress) still shows its worker."""
+    core, _ = make(worker="gpu-01")
+    core.heartbeat()
+    call = send(core)
+    assert (call.kind, call.body) == (CallKind.HEARTBEAT, {"worker_id": "gpu-01"})
 
 
 @pytest.mark.parametrize("status", [None, 429, 500, 503])

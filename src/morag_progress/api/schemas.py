@@ -42,6 +42,7 @@ __all__ = [
     "ClaimIn",
     "DeliveryOut",
     "FeedEventOut",
+    "HeartbeatIn",
     "JobCreate",
     "JobList",
     "JobOut",
@@ -97,6 +98,11 @@ Stage = Annotated[str, StringConstraints(max_length=MAX_STAGE), _Storable]
 Name = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_NAME), _Storable, AfterValidator(_not_blank)
 ]
+_WORKER = (
+    "The reporting worker's name (the Python reporter and `run` send their host and process), "
+    "shown in the Workers view. It names a job that has no worker yet: a claimed job keeps its "
+    "claim's name."
+)
 DocumentId = Annotated[str, StringConstraints(max_length=MAX_NAME), _Storable]
 DocumentType = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TYPE), _Storable]
 SearchText = Annotated[str, StringConstraints(max_length=200), _Storable]
@@ -168,12 +174,7 @@ class ProgressIn(_Body):
         default=None, ge=0, le=_BIGINT, strict=True, description="Items in all."
     )
     stage: Stage | None = Field(default=None, description="Current stage name.")
-    worker_id: Name | None = Field(
-        default=None,
-        description="The reporting worker's name (the Python reporter sends its host and "
-        "process), shown in the Workers view. It names a job that has no worker yet: a "
-        "claimed job keeps its claim's name.",
-    )
+    worker_id: Name | None = Field(default=None, description=_WORKER)
     attempt: int | None = Field(
         default=None, ge=1, le=_INT, strict=True, description="Attempt this report belongs to."
     )
@@ -248,6 +249,13 @@ class ResultIn(_Body):
         default=False,
         description="With success false: the worker stopped on a cancel request (CANCELLED).",
     )
+    worker_id: Name | None = Field(default=None, description=_WORKER)
+
+
+class HeartbeatIn(_Body):
+    """A heartbeat's optional body: who sends it."""
+
+    worker_id: Name | None = Field(default=None, description=_WORKER)
 
 
 class JobCreate(_Body):

@@ -422,7 +422,7 @@ class ReporterCore:
             return
         if message is not None:
             message = _clip(message)
-        self._final = {"success": bool(success), "message": message}
+        self._final = {"success": bool(success), "message": message, "worker_id": self.worker}
         if cancelled and not success:
             self._final["cancelled"] = True
         if self._job_over:
@@ -526,7 +526,10 @@ class ReporterCore:
             )
         else:
             call = Call(
-                CallKind.HEARTBEAT, "POST", f"/api/v1/remote-jobs/{self.job_id}/heartbeat", None
+                CallKind.HEARTBEAT,
+                "POST",
+                f"/api/v1/remote-jobs/{self.job_id}/heartbeat",
+                {"worker_id": self.worker},
             )
             self._heartbeat_wanted = False
         self._in_flight = call

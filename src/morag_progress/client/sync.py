@@ -290,7 +290,7 @@ class LocalReporter(_ThreadedReporter):
     def _apply(self, call: Call) -> UpdateResult:
         job_id, body = self.job_id, call.body or {}
         if call.kind is CallKind.HEARTBEAT:
-            return self._tracker.heartbeat(job_id, self._user_id)
+            return self._tracker.heartbeat(job_id, self._user_id, worker_id=body.get("worker_id"))
         if call.kind is CallKind.RESULT:
             update = ProgressUpdate.final(
                 job_id,
@@ -298,6 +298,7 @@ class LocalReporter(_ThreadedReporter):
                 message=body.get("message"),
                 cancelled=body.get("cancelled", False),
                 user_id=self._user_id,
+                worker_id=body.get("worker_id"),
                 actor=self._tracker.actor,
             )
         else:

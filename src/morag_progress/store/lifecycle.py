@@ -108,11 +108,14 @@ class JobLifecycle(JobWriter):
         *,
         user_id: str | None,
         now: datetime,
+        worker_id: str | None = None,
         claimant: str | None = None,
         actor: str | None = None,
     ) -> UpdateResult:
         j = jobs.c
         conditions = scope(BOUND, claimant=claimant is not None)
+        # A job with no worker yet takes the heartbeat's (a claimed job keeps its claim's).
+        named = {"worker_id": func.coalesce(j.worker_id, worker_id)} if worker_id else {}
         # A worker that is alive runs the job: a STALLED job resumes, a PENDING one starts.
         wake = (
             update(jobs)
@@ -125,10 +128,11 @@ class JobLifecycle(JobWriter):
                 start_date=func.coalesce(j.start_date, literal(now, jobs.c.start_date.type)),
                 last_seen_at=now,
                 updated_at=now,
+                **named,
             )
             .returning(*jobs.c)
         )
-        touch = update(jobs).where(*conditions).values(last_seen_at=now).returning(*jobs.c)
+        touch = update(jobs).where(*conditions).values(last_seen_at=now, **named).returning(*jobs.c)
         with self._batch("heartbeat") as batch:
             conn = batch.conn
             owner = self._owner(conn, job_id, user_id)

@@ -453,6 +453,33 @@ async def test_heartbeat_starts_a_pending_job(
     assert again.json()["job"]["start_date"] == job["start_date"]
 
 
+async def test_heartbeat_and_result_name_the_worker(
+    client: httpx.AsyncClient, alice: Auth, new_job: NewJob
+) -> None:
+    """A heartbeat's or a result's ``worker_id`` names a job that has none yet, so a worker
+    that never sends progress still shows in the Workers view; a job keeps its first name; a
+    bad name is refused naming the field."""
+    beat, ended = await new_job(alice), await new_job(alice)
+    url = "/api/v1/remote-jobs/{}/{}"
+    reply = await client.post(
+        url.format(beat, "heartbeat"), json={"worker_id": "gpu-01"}, headers=alice
+    )
+    assert reply.json()["job"]["worker_id"] == "gpu-01"
+    again = await client.post(
+        url.format(beat, "heartbeat"), json={"worker_id": "gpu-09"}, headers=alice
+    )
+    assert again.json()["job"]["worker_id"] == "gpu-01"
+    done = await client.put(
+        url.format(ended, "result"), json={"success": True, "worker_id": "gpu-02"}, headers=alice
+    )
+    assert done.json()["job"]["worker_id"] == "gpu-02"
+    workers = (await client.get("/api/v1/workers", headers=alice)).json()["workers"]
+    assert {w["worker_id"] for w in workers} == {"gpu-01", "gpu-02"}
+    bad = await client.post(url.format(beat, "heartbeat"), json={"worker_id": ""}, headers=alice)
+    assert bad.status_code == 422
+    assert "worker_id" in bad.text
+
+
 async def test_logs_are_parsed_on_the_server(
     client: httpx.AsyncClient, alice: Auth, new_job: NewJob
 ) -> None:

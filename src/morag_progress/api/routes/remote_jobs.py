@@ -28,6 +28,7 @@ from morag_progress.api.schemas import (
     BatchItemOut,
     BatchOut,
     ClaimIn,
+    HeartbeatIn,
     JobOut,
     LogsOut,
     ProgressIn,
@@ -153,6 +154,7 @@ def report_result(job_id: JobIdPath, body: ResultIn, caller: Caller, request: Re
         message=body.message,
         cancelled=body.cancelled,
         user_id=caller.scope,
+        worker_id=body.worker_id,
         claimant=caller.claimant,
         actor=caller.actor,
     )
@@ -205,10 +207,19 @@ async def report_batch(body: BatchIn, caller: Caller, request: Request) -> Batch
 
 
 @router.post("/{job_id}/heartbeat", response_model=ProgressOut, responses=_ERRORS)
-def heartbeat(job_id: JobIdPath, caller: Caller, request: Request) -> Response:
-    """The worker is alive (a STALLED job is PROCESSING again); the reply says whether to stop."""
+def heartbeat(
+    job_id: JobIdPath, caller: Caller, request: Request, body: HeartbeatIn | None = None
+) -> Response:
+    """The worker is alive (a STALLED job is PROCESSING again); the reply says whether to stop.
+    The body is optional: ``{"worker_id": ...}`` names the worker."""
     tracker = tracker_of(request)
-    result = tracker.heartbeat(job_id, caller.scope, claimant=caller.claimant, actor=caller.actor)
+    result = tracker.heartbeat(
+        job_id,
+        caller.scope,
+        worker_id=None if body is None else body.worker_id,
+        claimant=caller.claimant,
+        actor=caller.actor,
+    )
     result.raise_for_outcome(job_id)
     return progress_reply(result, "Heartbeat recorded")
 
