@@ -213,4 +213,6 @@ def test_help_has_no_type_labels_and_fits_the_terminal(
             assert label not in out, (path, label)
         usage = next(line for line in out.splitlines() if "Usage:" in line)
         assert not any(c.islower() for c in usage.split("[OPTIONS]")[-1]), usage
+        assert "{" not in usage, usage  # Typer's braces around a required argument
+        assert "...." not in usage, usage
         assert max(len(line) for line in out.splitlines()) <= 80, path

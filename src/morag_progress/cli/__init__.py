@@ -457,9 +457,20 @@ def _no_label(ctx: object) -> None:
     return None
 
 
+def _plain_usage(param: Any) -> Callable[[object], list[str]]:
+    """An argument in the usage line as Click writes it (``JOB``, ``[MESSAGE]``,
+    ``COMMAND...``), where Typer 0.29 writes a required one in braces (``{JOB}``)."""
+    name = (param.metavar or param.name).upper().removesuffix("...")
+    name += "..." if param.nargs != 1 else ""
+    name = name if param.required else f"[{name}]"
+    return lambda ctx: [name]
+
+
 def _without_type_labels(cmd: Any) -> None:
     for param in cmd.params:
         param.display_type_rich = _no_label
+        if param.param_type_name == "argument":
+            param.get_usage_pieces = _plain_usage(param)
     help_option = cmd.get_help_option  # made anew for each help page
 
     def plain_help_option(ctx: object) -> Any:
