@@ -111,6 +111,20 @@ def test_pages_and_errors(remote: Remote) -> None:
     assert "404" in missing.stderr
 
 
+def test_a_value_the_server_refuses_is_named_as_its_option(remote: Remote) -> None:
+    """The server's 422 names a query parameter (``query.q``) and says pydantic's words
+    ("Value error, "); the CLI names the option the user typed, once, with the rule."""
+    long = jobs(remote, "list", "--search", "x" * 201)
+    assert long.returncode == 1
+    assert long.stderr.splitlines() == [
+        "error: --search: String should have at most 200 characters (HTTP 422)"
+    ]
+    bad = jobs(remote, "list", "--parent", "a b")
+    [line] = bad.stderr.splitlines()
+    assert line.startswith("error: --parent: id must be 1 to 128 ASCII letters"), line
+    assert jobs(remote, "show", "x" * 300).stderr.startswith("error: JOB: String should have")
+
+
 def test_search_and_requeue(remote: Remote) -> None:
     """list --search finds a job by its message; requeue puts a failed remote job back in the
     queue, and refuses one that is running with the server's reason (exit 1)."""

@@ -102,7 +102,10 @@ def install(app: FastAPI) -> None:
         undecodable = _undecodable(e)
         if undecodable is not None:
             return _detail(400, undecodable, message=undecodable)
-        errors = [{**error, "input": _json_safe(error.get("input"))} for error in e.errors()]
+        # A dependency two others share (a list's filters and its search gate) is solved,
+        # and refused, once for each: one error per place and rule is enough.
+        unique = {(tuple(error["loc"]), error["type"]): error for error in e.errors()}
+        errors = [{**error, "input": _json_safe(error.get("input"))} for error in unique.values()]
         errors = jsonable_encoder(errors)
         message = "; ".join(
             f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in errors

@@ -8,6 +8,7 @@ which rule. It is never wrapped (a pipe gets it whole) and never a traceback or 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -56,9 +57,11 @@ def say(what: str, hint: str | None = None, *, level: str = "error") -> None:
     _stderr.print(line, soft_wrap=True)
 
 
-def http_failure(response: httpx.Response) -> typer.Exit:
-    """Say why the server refused a request; exit code 1."""
-    detail = _detail(response)
+def http_failure(response: httpx.Response, options: Mapping[str, str] | None = None) -> typer.Exit:
+    """Say why the server refused a request; exit code 1. A refused query parameter is named
+    as the option the user gave (``options`` maps parameter to option, e.g. ``{"q":
+    "--search"}``; by default ``page_size`` is ``--page-size``)."""
+    detail = _detail(response, options or {})
     status = response.status_code
     server = _base(response.request.url)
     if status == 401:
@@ -87,26 +90,45 @@ def unreachable(url: httpx.URL | str, error: Exception) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _detail(response: httpx.Response) -> str:
-    """The server's own words: a validation error's one-line summary, else its detail."""
+def _detail(response: httpx.Response, options: Mapping[str, str]) -> str:
+    """The server's own words: each validation error by the name the user knows it by, else
+    the server's message or detail."""
     try:
         body = response.json()
     except ValueError:
         return response.text.strip()[:200] or response.reason_phrase
     if isinstance(body, dict):
-        message = body.get("message")
-        if isinstance(message, str) and message:
-            return message
         detail = body.get("detail")
-        if isinstance(detail, str):
-            return detail
-        if isinstance(detail, list):  # FastAPI's shape, from a server without the summary
+        if isinstance(detail, list) and detail:  # a validation error: where, and which rule
             return "; ".join(
-                f"{'.'.join(str(p) for p in item.get('loc', ()))}: {item.get('msg')}"
+                f"{_named(item.get('loc', ()), options)}: {_rule(item.get('msg'))}"
                 for item in detail
                 if isinstance(item, dict)
             )
+        message = body.get("message")
+        if isinstance(message, str) and message:
+            return message
+        if isinstance(detail, str):
+            return detail
     return str(body)[:200]
+
+
+def _rule(msg: object) -> str:
+    """A validation error's rule without pydantic's "Value error, " before it."""
+    return str(msg).removeprefix("Value error, ")
+
+
+def _named(loc: object, options: Mapping[str, str]) -> str:
+    """Where a validation error is, as the user named it: a query parameter as its option
+    (``--search``), a path parameter as its argument (``JOB``), a body field by its path."""
+    parts = [str(part) for part in loc] if isinstance(loc, list | tuple) else [str(loc)]
+    where, rest = (parts[0], parts[1:]) if len(parts) > 1 else ("", parts)
+    name = ".".join(rest)
+    if where == "query":
+        return options.get(name, f"--{name.replace('_', '-')}")
+    if where == "path":
+        return name.removesuffix("_id").upper()
+    return name
 
 
 def _key_named(secret: str) -> str:

@@ -13,10 +13,10 @@ from rich.console import Console
 from rich.table import Table
 
 from morag_progress.audit import said
-from morag_progress.cli.failures import within
+from morag_progress.cli.failures import http_failure, within
 from morag_progress.cli.text import cell, column_width, visible
 from morag_progress.cli.view import as_clock, no_report, silent_for
-from morag_progress.cli.worker import ApiKey, ApiUrl, _connection, _fail, _request
+from morag_progress.cli.worker import ApiKey, ApiUrl, _connection, _request
 from morag_progress.models import JobStatus
 
 __all__ = ["jobs_app"]
@@ -29,11 +29,15 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print the API's JSON inste
 console = Console()
 
 
+_OPTIONS = {"q": "--search", "document_type": "--type", "parent_id": "--parent"}
+"""The query parameters whose option has another name."""
+
+
 def _call(method: str, path: str, api_url: str | None, api_key: str | None, **kwargs: Any) -> Any:
     base, headers = _connection(api_url, api_key)
     response = _request(method, f"{base}{path}", headers, **kwargs)
     if response.status_code not in (200, 201):
-        raise _fail(response)
+        raise http_failure(response, _OPTIONS)
     return response.json()
 
 
