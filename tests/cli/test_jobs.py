@@ -76,6 +76,31 @@ def test_tables_fit_80_columns_with_every_column_and_an_ellipsis(remote: Remote)
         assert any(line.endswith("…") and long[:8] in line for line in lines), plain
 
 
+def test_a_narrow_terminal_leaves_columns_out_in_order_and_keeps_ids_whole(
+    remote: Remote,
+) -> None:
+    """Server-made ids are 36 characters: at 80 columns ``jobs list`` leaves out type and
+    created time, then (narrower) the message, and never cuts an id (it is what ``jobs show``
+    takes); a name narrows with an ellipsis. ``jobs history`` leaves out the change, then who
+    (at 80 columns it has them all: ``test_tables_fit_80_columns...``)."""
+    made = jobs(remote, "create", "quarterly report of the north.pdf", "--type", "pdf", "--json")
+    job_id = json.loads(made.stdout)["id"]
+    remote.tracker.update_progress(job_id, 45, None, "Transcribing chunk 4 of 10", "alice")
+    for command, width, headers in [
+        ("list", "80", ["id", "name", "status", "message"]),
+        ("list", "70", ["id", "name", "status"]),
+        ("history", "60", ["when UTC", "status", "message"]),
+    ]:
+        args = (command,) if command == "list" else (command, job_id)
+        out = jobs(remote, *args, FORCE_COLOR="1", NO_COLOR="1", COLUMNS=width).stdout
+        lines = re.sub(r"\x1b\[[0-9;]*m", "", out).splitlines()
+        assert lines[0].split() == " ".join(headers).split(), (width, out)
+        assert max(len(line) for line in lines) <= int(width), out
+        if command == "list":
+            assert any(line.startswith(f"{job_id}  quarterly") for line in lines), out
+            assert "…" in out
+
+
 def test_show_has_the_counts(remote: Remote) -> None:
     """``jobs show`` has a job's items done and in all, as the API has them."""
     job_id = remote.new_job()

@@ -4,7 +4,7 @@ person, ``--json`` for a program)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any
 
 import typer
@@ -150,11 +150,11 @@ def list_jobs(
     # The id whole (it tells apart jobs of the same name); names, types and messages give way.
     columns: list[tuple[str, dict[str, Any]]] = [
         ("id", {"min_width": max((len(r[0]) for r in rows), default=2)}),
-        ("name", {"min_width": 12, "max_width": 24}),
-        ("type", {"min_width": 6, "max_width": 12}),
+        ("name", {"min_width": 8, "max_width": 24}),
+        ("type", {"min_width": 6, "max_width": 12, "drop": 1}),  # short of room: left out first
         ("status", {"min_width": 15}),
-        ("created UTC", {"min_width": 11}),
-        ("message", {"ratio": 1, "overflow": "ellipsis"}),  # what is left
+        ("created UTC", {"min_width": 11, "drop": 2}),
+        ("message", {"ratio": 1, "overflow": "ellipsis", "drop": 3}),  # what is left
     ]
     more = f"more: --cursor {page['next_cursor']}" if page.get("next_cursor") else None
     _print_rows(columns, rows, more)
@@ -175,35 +175,65 @@ def _print_rows(
             typer.echo(more, err=True)
         return
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
-    for name, options in _fitted(columns, rows, console.width):
+    kept = _fitted(columns, rows, console.width)
+    for _, name, options in kept:
         table.add_column(name, no_wrap=True, **options)
     for row in rows:
-        table.add_row(*(cell(value) for value in row))
+        table.add_row(*(cell(row[at]) for at, _, _ in kept))
     console.print(table)
     if more:
         console.print(more, style="dim", highlight=False)
 
 
+_LEAST_MESSAGE = 10
+"""The narrowest the column that takes what is left (the message) is made."""
+
+
 def _fitted(
     columns: Sequence[tuple[str, Mapping[str, Any]]], rows: Sequence[Sequence[str]], width: int
-) -> list[tuple[str, dict[str, Any]]]:
-    """``columns`` laid out in ``width``: each column as wide as its widest value within its
-    bounds, and the one that takes what is left (``ratio``) given exactly that, at least 10,
-    cut with an ellipsis. Left to itself, rich short of room drops a whole column and cuts
-    text without one."""
-    widths = [
+) -> list[tuple[int, str, dict[str, Any]]]:
+    """``columns`` laid out in ``width``, each as ``(its index, name, rich options)``: each
+    column as wide as its widest value within its bounds, and the one that takes what is left
+    (``ratio``) given exactly that, at least 10, cut with an ellipsis. Short of room, columns
+    with a ``max_width`` narrow toward their ``min_width``, then the columns marked ``drop``
+    (1 first) are left out until the rest fit, and half the room that made goes back to
+    the narrowed ones. Left to itself, rich short of room drops whichever column and cuts text
+    without an ellipsis."""
+    natural = [
         column_width(name, (row[at] for row in rows), options)
         for at, (name, options) in enumerate(columns)
     ]
-    flexible = sum(w for (_, options), w in zip(columns, widths, strict=True) if "ratio" in options)
-    left = width - (sum(widths) - flexible) - 2 * (len(columns) - 1)
+    widths = list(natural)
+    kept = list(range(len(columns)))
+
+    def short() -> int:
+        """How many columns more than ``width`` the kept columns need."""
+        needed = sum(_LEAST_MESSAGE if "ratio" in columns[at][1] else widths[at] for at in kept)
+        return needed + 2 * (len(kept) - 1) - width
+
+    narrowing = [at for at in kept if {"max_width"} <= columns[at][1].keys() - {"ratio"}]
+    for at in narrowing:
+        widths[at] = max(int(columns[at][1].get("min_width", 1)), widths[at] - max(0, short()))
+    for at in sorted((at for at in kept if "drop" in columns[at][1]), key=_drop_rank(columns)):
+        if short() > 0:
+            kept.remove(at)
+    for at in narrowing:  # half the room left goes back to them, half to the message
+        widths[at] += max(0, min(natural[at] - widths[at], -short() // 2))
+    left = _LEAST_MESSAGE - short()
     fitted = []
-    for (name, options), w in zip(columns, widths, strict=True):
+    for at in kept:
+        name, options = columns[at]
+        options = {k: v for k, v in options.items() if k != "drop"}
         if "ratio" in options:
-            fitted.append((name, {**options, "max_width": max(10, left), "overflow": "ellipsis"}))
+            options |= {"max_width": max(_LEAST_MESSAGE, left), "overflow": "ellipsis"}
         else:
-            fitted.append((name, {**options, "min_width": w, "overflow": "ellipsis"}))
+            options |= {"min_width": widths[at], "max_width": widths[at], "overflow": "ellipsis"}
+        fitted.append((at, name, options))
     return fitted
+
+
+def _drop_rank(columns: Sequence[tuple[str, Mapping[str, Any]]]) -> Callable[[int], int]:
+    return lambda at: int(columns[at][1]["drop"])
 
 
 @jobs_app.command("show")
@@ -257,8 +287,8 @@ def history(
     columns: list[tuple[str, dict[str, Any]]] = [
         ("when UTC", {"min_width": 23}),
         ("status", {"min_width": 15}),
-        ("change", {"min_width": 6}),
-        ("by", {"min_width": max((len(r[3]) for r in rows), default=2)}),  # whole: who
+        ("change", {"min_width": 6, "drop": 1}),
+        ("by", {"min_width": max((len(r[3]) for r in rows), default=2), "drop": 2}),  # whole
         ("message", {"ratio": 1, "overflow": "ellipsis"}),
     ]
     _print_rows(columns, rows, None)
