@@ -45,7 +45,9 @@ MODULES = {
     "bounds": Module("src/morag_progress/bounds.py", ("tests/test_bounds.py",), 0.95),
     "parser": Module("src/morag_progress/parser.py", ("tests/test_parser.py",), 0.80),
     "eta": Module("src/morag_progress/eta.py", ("tests/test_eta.py",), 0.70),
-    "client-core": Module("src/morag_progress/client/_core.py", ("tests/client/test_core.py",), 0.70),
+    "client-core": Module(
+        "src/morag_progress/client/_core.py", ("tests/client/test_core.py",), 0.70
+    ),
 }
 
 _DEADLINE_S = 900
@@ -148,8 +150,10 @@ def _with_change(work: Path, mutant: str, status: str, env: dict[str, str]) -> M
         timeout=120,
         check=True,
     ).stdout.splitlines()
-    was = " ".join(line[1:].strip() for line in diff if line.startswith("-") and not line.startswith("---"))
-    now = " ".join(line[1:].strip() for line in diff if line.startswith("+") and not line.startswith("+++"))
+    was, now = (
+        " ".join(line[1:].strip() for line in diff if line[:1] == sign and line[:3] != sign * 3)
+        for sign in "-+"
+    )
     found = _FUNCTION.search(mutant)
     function = found.group(1) if found else mutant.rsplit(".", 1)[-1]
     return Mutant(mutant, status, function.replace("ǁ", "."), was, now)
