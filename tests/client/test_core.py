@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,6 +19,7 @@ from morag_progress.client._core import (
     CallKind,
     ReporterCore,
     Verdict,
+    connection,
     resolve_close_timeout,
     retry_after_seconds,
     verdict_of_status,
@@ -561,3 +564,224 @@ def test_a_job_that_cannot_be_made_stops_reporting(status: int) -> None:
     assert core.next_call() is None
     assert core.stopped
     assert core.undelivered() == []
+
+
+# -- the rules each argument is held to, and the small pure helpers ---------------------------
+
+
+def _refused(call: Any) -> ConfigurationError:
+    with pytest.raises(ConfigurationError) as refused:
+        call()
+    return refused.value
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "rule", "value"),
+    [
+        ({"job_id": ""}, "job_id", "must be a non-empty string of at most 128", ""),
+        ({"job_id": "x" * 129}, "job_id", "must be a non-empty string of at most 128", "x" * 129),
+        ({"job_id": 5}, "job_id", "must be a non-empty string of at most 128", 5),
+        ({"min_interval": "1"}, "min_interval", "must be a number of seconds", "1"),
+        ({"min_interval": True}, "min_interval", "must be a number of seconds", True),
+        ({"min_interval": -0.1}, "min_interval", "must be between 0 and 3600", -0.1),
+        ({"min_interval": 3600.5}, "min_interval", "must be between 0 and 3600", 3600.5),
+        ({"attempt": 0}, "attempt", "must be a positive integer", 0),
+        ({"attempt": 1.0}, "attempt", "must be a positive integer", 1.0),
+        ({"attempt": True}, "attempt", "must be a positive integer", True),
+        ({"worker": ""}, "worker", "must be a non-empty string", ""),
+        ({"worker": " "}, "worker", "must be a non-empty string", " "),
+        ({"worker": "w" * 256}, "worker", "must be at most 255 characters", "w" * 256),
+    ],
+)
+def test_each_bad_argument_names_its_field_its_rule_and_the_value(
+    kwargs: dict[str, Any], field: str, rule: str, value: object
+) -> None:
+    """A reporter made with a bad argument fails at once, saying which, why and what."""
+    arguments = {"job_id": "job-1", **kwargs}
+    error = _refused(lambda: ReporterCore(**arguments))
+    assert (error.field, error.rule, error.value) == (field, rule, value)
+
+
+def test_the_limits_themselves_are_allowed() -> None:
+    """An id of 128 characters, intervals of 0 and 3600 s, attempt 1 and a 255-character
+    worker name are all within the rules; the defaults are 0.5 s and 30 s of backoff at most."""
+    core = ReporterCore("x" * 128, min_interval=0, attempt=1, worker="w" * 255)
+    assert (core.job_id, core.min_interval, core.attempt, core.worker) == (
+        "x" * 128,
+        0.0,
+        1,
+        "w" * 255,
+    )
+    assert ReporterCore("j", min_interval=3600).min_interval == 3600.0
+    default = ReporterCore("j")
+    assert (default.min_interval, default.max_backoff) == (0.5, 30.0)
+    assert default.worker.endswith(f":{os.getpid()}")
+    assert default.cancel_requested is False
+    assert default.refusal is None
+
+
+@pytest.mark.parametrize(
+    ("args", "field", "rule", "value"),
+    [
+        (("", 10), "name", "must be a non-empty string of at most 255", ""),
+        (("s" * 256, 10), "name", "must be a non-empty string of at most 255", "s" * 256),
+        (("s", "10"), "weight", "must be a number", "10"),
+        (("s", float("nan")), "weight", "must be a number", pytest.approx(float("nan"), nan_ok=True)),
+        (("s", 10, "5"), "start", "must be a number", "5"),
+        (("s", -1), "weight", "with start 0.0 must stay within 0..100", -1),
+        (("s", 60, 50), "weight", "with start 50 must stay within 0..100", 60),
+        (("s", 10, -1), "weight", "with start -1 must stay within 0..100", 10),
+    ],
+)  # fmt: skip
+def test_a_bad_stage_names_its_field_its_rule_and_the_value(
+    args: tuple[Any, ...], field: str, rule: str, value: object
+) -> None:
+    """A stage outside 0..100 or with a name or number that is not one is refused by name."""
+    core, _ = make()
+    name, weight, *start = args
+    error = _refused(lambda: core.stage(name, weight, **({"start": start[0]} if start else {})))
+    assert (error.field, error.rule, error.value) == (field, rule, value)
+
+
+def test_a_stage_may_end_exactly_at_100_and_have_no_weight() -> None:
+    """Start 40 with weight 60 ends at 100; a weight of 0 is a marker stage; a 255-character
+    name is allowed; the stage's start is reported at once."""
+    core, _ = make(min_interval=60)
+    marker = core.stage("m" * 255, 0, start=40)
+    assert (marker.start, marker.end) == (40.0, 40.0)
+    last = core.stage("rest", 60)
+    assert (last.start, last.end) == (40.0, 100.0)
+    last(1.0)
+    first = send(core)
+    assert first.body is not None
+    assert (first.body["percentage"], first.body["stage"]) == (40, "m" * 255)
+    assert first.body["message"] == f"Stage: {'m' * 255}"
+
+
+def test_a_stage_callback_clamps_to_its_range_and_logs_a_bad_value(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Progress above 1 is the stage's end, never past it; a value that is not a number is
+    logged with the stage's name and the value, and dropped."""
+    core, _ = make(min_interval=0)
+    stage = core.stage("encode", 30, start=20)
+    core.settle_http(send(core), 200, ok())
+    stage(1.7, "over")
+    call = send(core)
+    assert call.body is not None
+    assert call.body["percentage"] == 50
+    core.settle_http(call, 200, ok())
+    with caplog.at_level(logging.WARNING, logger="morag_progress"):
+        stage("half", "bad")  # type: ignore[arg-type]
+    [record] = [r for r in caplog.records if "must be a number 0..1" in r.getMessage()]
+    assert record.getMessage() == "stage 'encode': progress must be a number 0..1, got 'half'"
+    assert core.next_call() is None
+
+
+def test_leaving_the_block_finishes_or_fails_with_the_exception() -> None:
+    """A clean exit asks for FINISHED; an exception asks for FAILED with its type and text."""
+    clean, _ = make(worker="w")
+    clean._complete_on_exit(None)
+    assert send(clean).body == {"success": True, "message": None, "worker_id": "w"}
+    failed, _ = make(worker="w")
+    failed._complete_on_exit(KeyError("page 7"))
+    assert send(failed).body == {
+        "success": False,
+        "message": "KeyError: 'page 7'",
+        "worker_id": "w",
+    }
+
+
+def test_a_message_that_is_not_text_is_sent_as_its_text() -> None:
+    """complete(False, 42) sends "42": the worker's value is shown, not refused."""
+    core, _ = make(worker="w")
+    core.complete(False, 42)  # type: ignore[arg-type]
+    assert send(core).body == {"success": False, "message": "42", "worker_id": "w"}
+
+
+@pytest.mark.parametrize("status", ["FAILED", "CANCELLED", "FINISHED"])
+def test_a_reply_that_the_job_ended_stops_the_reporter(status: str) -> None:
+    """When the server's answer to a report says the job has ended (any terminal status), the
+    reporter sends nothing more, and a result asked for later counts as delivered."""
+    core, _ = make(min_interval=0)
+    core.update(40)
+    core.settle_http(send(core), 200, ok({"status": status}))
+    core.update(50)
+    core.complete(True)
+    assert core.next_call() is None
+    assert core.finished
+    assert core.stopped
+
+
+@pytest.mark.parametrize(
+    ("status", "verdict"),
+    [(200, Verdict.TAKEN), (299, Verdict.TAKEN), (300, Verdict.REFUSED), (199, Verdict.REFUSED)],
+)
+def test_only_2xx_is_taken(status: int, verdict: Verdict) -> None:
+    """2xx is taken; 300 and 199 are not answers the reporter can use."""
+    assert verdict_of_status(status) is verdict
+
+
+def test_retry_after_as_a_date_without_a_zone_is_utc_and_counts_from_now() -> None:
+    """An HTTP date with ``-0000`` (no zone given) is UTC; without ``now``, the wait counts from
+    the wall clock."""
+    when = datetime(2030, 1, 1, 12, tzinfo=UTC)
+    at = when.timestamp() - 90
+    assert retry_after_seconds("Tue, 01 Jan 2030 12:00:00 -0000", now=at) == pytest.approx(90)
+    assert retry_after_seconds("Tue, 01 Jan 2030 12:00:00 +0100", now=at) == pytest.approx(0)
+    ahead = format_datetime(datetime.now(UTC).replace(microsecond=0), usegmt=True)
+    assert retry_after_seconds(ahead) == pytest.approx(0, abs=2)
+    assert retry_after_seconds(" 7 ") == 7.0
+
+
+def test_close_timeout_limits() -> None:
+    """0 and 3600 s are allowed; a bool, text or more than 3600 s is refused by name."""
+    assert resolve_close_timeout(0) == 0.0
+    assert resolve_close_timeout(3600) == 3600.0
+    for bad in (True, "2", 3600.5, -1):
+        error = _refused(lambda bad=bad: resolve_close_timeout(bad))
+        assert (error.field, error.rule, error.value) == (
+            "close_timeout",
+            "must be a number of seconds, 0 to 3600",
+            bad,
+        )
+
+
+def test_connection_takes_arguments_before_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The URL and key given win; either missing is read from the settings; the URL loses its
+    trailing slash; the key goes in a bearer header beside the reporter's user agent."""
+    monkeypatch.setenv("MORAG_PROGRESS_API_URL", "http://settings.example:9000/")
+    monkeypatch.setenv("MORAG_PROGRESS_API_KEY", "from-settings")
+    base, headers = connection("https://given.example/root/", "given-key")
+    assert base == "https://given.example/root"
+    assert dict(httpx.Headers(headers)) == {
+        "user-agent": "morag-progress-reporter",
+        "authorization": "Bearer given-key",
+    }
+    base, headers = connection(None, None)
+    assert base == "http://settings.example:9000"
+    assert httpx.Headers(headers)["authorization"] == "Bearer from-settings"
+    assert connection("http://h", None)[1]["Authorization"] == "Bearer from-settings"
+    assert connection(None, "k")[0] == "http://settings.example:9000"
+    monkeypatch.delenv("MORAG_PROGRESS_API_KEY")
+    assert "Authorization" not in connection("http://h", None)[1]
+
+
+@pytest.mark.parametrize(
+    ("url", "rule"),
+    [
+        (None, "must be given or set in MORAG_PROGRESS_API_URL"),
+        ("", "must be given or set in MORAG_PROGRESS_API_URL"),
+        ("ftp://h", "must be an http(s) URL with a host"),
+        ("http://", "must be an http(s) URL with a host"),
+        ("http://[::1", "must be an http(s) URL with a host"),
+    ],
+)
+def test_connection_refuses_a_url_it_cannot_use(
+    url: str | None, rule: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No URL anywhere, another scheme, no host, or one that does not parse (it raised
+    UnboundLocalError before): refused by name."""
+    monkeypatch.delenv("MORAG_PROGRESS_API_URL", raising=False)
+    error = _refused(lambda: connection(url, "k"))
+    assert (error.field, error.rule, error.value) == ("api_url", rule, url)

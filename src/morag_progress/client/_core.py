@@ -152,10 +152,10 @@ def connection(api_url: str | None, api_key: str | None) -> tuple[str, dict[str,
         )
     try:
         url = urlsplit(api_url)
-        host = url.hostname
-    except ValueError:
-        host = None
-    if url.scheme not in ("http", "https") or not host:
+        usable = url.scheme in ("http", "https") and bool(url.hostname)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        usable = False
+    if not usable:
         raise ConfigurationError("api_url", "must be an http(s) URL with a host", api_url)
     headers = {"User-Agent": "morag-progress-reporter"}
     if api_key:
