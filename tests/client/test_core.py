@@ -785,3 +785,191 @@ def test_connection_refuses_a_url_it_cannot_use(
     monkeypatch.delenv("MORAG_PROGRESS_API_URL", raising=False)
     error = _refused(lambda: connection(url, "k"))
     assert (error.field, error.rule, error.value) == ("api_url", rule, url)
+
+
+def test_calls_name_their_method_and_path() -> None:
+    """Progress is a PUT to .../progress, the result a PUT to .../result, a heartbeat a POST
+    to .../heartbeat: each on this job."""
+    core, _ = make(min_interval=0)
+    core.update(5)
+    progress = send(core)
+    assert (progress.method, progress.path) == ("PUT", "/api/v1/remote-jobs/job-1/progress")
+    core.settle_http(progress, 200, ok())
+    core.heartbeat()
+    beat = send(core)
+    assert (beat.method, beat.path) == ("POST", "/api/v1/remote-jobs/job-1/heartbeat")
+    core.settle_http(beat, 200, ok())
+    core.complete()  # success by default
+    result = send(core)
+    assert (result.method, result.path) == ("PUT", "/api/v1/remote-jobs/job-1/result")
+    assert result.body is not None
+    assert result.body["success"] is True
+
+
+def test_counts_are_sent_as_given_and_bad_ones_are_logged_and_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Integer ``current``/``total`` (0 included) go in the body; a negative, fractional or
+    boolean count is logged by name and the update dropped, never raised."""
+    core, _ = make(min_interval=0)
+    core.update(10, "pages", current=0, total=40)
+    call = send(core)
+    assert call.body is not None
+    assert (call.body["current"], call.body["total"]) == (0, 40)
+    core.settle_http(call, 200, ok())
+    for kwargs, shown in [
+        ({"current": -1}, "current must be an integer >= 0, got -1"),
+        ({"total": 2.5}, "total must be an integer >= 0, got 2.5"),
+        ({"current": True}, "current must be an integer >= 0, got True"),
+    ]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="morag_progress"):
+            core.update(20, **kwargs)
+            assert core.next_call() is None
+        assert [r.getMessage() for r in caplog.records] == [f"job job-1: {shown}"]
+
+
+def test_a_percentage_past_100_is_logged_and_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    """100 is sent; 100.5 is logged with the job and the value, and dropped."""
+    core, _ = make(min_interval=0)
+    core.update(100)
+    assert send(core).value == (100, None, None, None, None)
+    core2, _ = make(min_interval=0)
+    with caplog.at_level(logging.WARNING, logger="morag_progress"):
+        core2.update(100.5)
+        assert core2.next_call() is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "job job-1: percentage must be a number 0..100, got 100.5"
+    ]
+
+
+def test_the_callback_takes_a_fraction_and_drops_what_is_not_a_number(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``progress_callback(0.37)`` is 37%; a value that is not a number is logged as given."""
+    core, _ = make(min_interval=0)
+    core.progress_callback(0.37, "reading")
+    assert send(core).value == (37, "reading", None, None, None)
+    other, _ = make(min_interval=0)
+    with caplog.at_level(logging.WARNING, logger="morag_progress"):
+        other.progress_callback(None)  # type: ignore[arg-type]
+        assert other.next_call() is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "job job-1: percentage must be a number 0..100, got None"
+    ]
+
+
+def test_an_unchanged_report_is_not_sent_again_but_any_changed_field_is() -> None:
+    """The same percentage, message, counts and stage as the last one delivered say nothing
+    new; a change in any one of them is sent."""
+    core, _ = make(min_interval=0)
+    core.update(10, "m", current=1, total=9)
+    core.settle_http(send(core), 200, ok())
+    core.update(10, "m", current=1, total=9)
+    assert core.next_call() is None
+    for changed in [
+        {"message": "n"},
+        {"current": 2},
+        {"total": 8},
+        {"percentage": 11},
+    ]:
+        args: dict[str, Any] = {"percentage": 10, "message": "m", "current": 1, "total": 9}
+        args.update(changed)
+        core.update(**args)
+        call = send(core)
+        assert call.kind is CallKind.PROGRESS, changed
+        core.settle_http(call, 200, ok())
+        core.update(10, "m", current=1, total=9)  # back to the first
+        core.settle_http(send(core), 200, ok())
+
+
+def test_backoff_doubles_from_a_tenth_of_a_second_to_its_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Failures wait 0.1, 0.2, 0.4 s... (jittered down to half), capped at ``max_backoff``; a
+    Retry-After longer than that is obeyed up to 300 s; a success starts over."""
+    core, ticks = make(min_interval=0, max_backoff=1.0)
+    high = [True]
+    monkeypatch.setattr(
+        "morag_progress.client._core.random.uniform", lambda a, b: b if high[0] else a
+    )
+    core.update(5)
+    waits = []
+    for _ in range(6):
+        core.settle_http(send(core), None)
+        wait = core.delay()
+        assert wait is not None
+        waits.append(round(wait, 6))
+        ticks.now += wait
+    assert waits == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    high[0] = False
+    core.settle_http(send(core), 503)
+    assert core.delay() == pytest.approx(0.5)  # half of the capped 1.0
+    ticks.now += 1
+    core.settle_http(send(core), 429, {"detail": "slow down"}, retry_after="400")
+    assert core.delay() == pytest.approx(300.0)
+    ticks.now += 300
+    core.settle_http(send(core), 200, ok())
+    core.update(6)
+    core.settle_http(send(core), None)
+    assert core.delay() == pytest.approx(0.05)
+
+
+def test_a_refusal_is_logged_once_saying_whether_reporting_stops(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A refused report (422) is logged with its kind and the server's word; a refusal for
+    good (404) says reporting stops, records the status, and nothing is sent after it."""
+    core, _ = make(min_interval=0)
+    with caplog.at_level(logging.WARNING, logger="morag_progress"):
+        core.update(5)
+        core.settle_http(send(core), 422, {"detail": "bad"})
+        core.update(6)
+        core.settle_http(send(core), 404, {"detail": "no job"})
+    assert [r.getMessage() for r in caplog.records] == [
+        "job job-1: the server refused the progress report: HTTP 422: bad",
+        "job job-1: the server refused the progress report; reporting stops: HTTP 404: no job",
+    ]
+    assert core.refusal == (404, "HTTP 404: no job")
+    core.update(7)
+    core.complete(True)
+    assert core.next_call() is None
+    assert core.undelivered() == []
+
+
+def test_what_is_undelivered_is_every_request_still_owed_in_order() -> None:
+    """Made to close with everything pending: the request in flight, then the queued stage
+    start, then the latest update, then the result, each as the request that sends it; a
+    heartbeat in flight is not owed."""
+    core, _ = make(min_interval=60, worker="w")
+    core.update(10, "first")  # the first update goes at once
+    in_flight = send(core)
+    core.stage("encode", 50)  # a stage's start is queued to be sent in turn
+    core.update(30, "latest")
+    core.complete(False, "boom")
+    owed = core.undelivered()
+    assert [(c.kind, c.method, c.path) for c in owed] == [
+        (CallKind.PROGRESS, "PUT", "/api/v1/remote-jobs/job-1/progress"),
+        (CallKind.PROGRESS, "PUT", "/api/v1/remote-jobs/job-1/progress"),
+        (CallKind.PROGRESS, "PUT", "/api/v1/remote-jobs/job-1/progress"),
+        (CallKind.RESULT, "PUT", "/api/v1/remote-jobs/job-1/result"),
+    ]
+    assert owed[0] is in_flight
+    assert [c.body["message"] for c in owed[:3] if c.body] == ["first", "Stage: encode", "latest"]
+    assert owed[3].body == {"success": False, "message": "boom", "worker_id": "w"}
+    beating, _ = make(min_interval=60)
+    beating.heartbeat()
+    send(beating)
+    assert beating.undelivered() == []
+
+
+def test_a_reply_of_the_wrong_shape_is_taken_without_its_job() -> None:
+    """A 200 whose ``job`` is not an object or whose ``cancel_requested`` is not a bool is
+    still taken, and neither is believed."""
+    core, _ = make(min_interval=0)
+    core.update(5)
+    core.settle_http(send(core), 200, {"job": "FINISHED", "cancel_requested": "yes"})
+    assert core.cancel_requested is False
+    assert not core.finished
+    core.update(6)
+    assert send(core).kind is CallKind.PROGRESS

@@ -511,6 +511,8 @@ class ReporterCore:
             note, made_at = queued = self._urgent.popleft()
             call = self._progress_call(note, made_at)
             if call is None:  # refused by the checks, or what the job has already
+                if note is latest:  # given up on: not checked (and logged) twice
+                    self._sent = note
                 return self.next_call()
             self._urgent_in_flight = queued
         elif latest is not None and latest is not self._sent:
