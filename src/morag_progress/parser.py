@@ -106,9 +106,9 @@ def _event(hit: _Hit) -> ProgressEvent:
 
 
 def _percentage(text: str) -> int | None:
-    """Floor a matched number; None when it is outside 0..100."""
-    value = int(text) if "." not in text else math.floor(float(text))
-    return value if 0 <= value <= 100 else None
+    """Floor a matched number; None when it is outside 0..100 (100.5 is, before flooring)."""
+    value = float(text)
+    return math.floor(value) if 0 <= value <= 100 else None
 
 
 def _found(pct: int, message: str, current: int | None = None, total: int | None = None) -> _Found:
@@ -213,6 +213,8 @@ def _may_carry_a_format(raw: str) -> bool:
     """
     if "%" not in raw:
         return False
+    if "\x1b" in raw:  # colour codes inside a marker word ("Stage") are read through
+        raw = _ANSI.sub("", raw)
     if "%|" in raw or "%]" in raw or ("]" in raw and _BRACKET_CLOSE.search(raw) is not None):
         return True
     low = raw.lower()
