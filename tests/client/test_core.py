@@ -673,8 +673,11 @@ def test_a_stage_callback_clamps_to_its_range_and_logs_a_bad_value(
     core.settle_http(call, 200, ok())
     with caplog.at_level(logging.WARNING, logger="morag_progress"):
         stage("half", "bad")  # type: ignore[arg-type]
-    [record] = [r for r in caplog.records if "must be a number 0..1" in r.getMessage()]
-    assert record.getMessage() == "stage 'encode': progress must be a number 0..1, got 'half'"
+        stage(float("nan"))  # max(0.0, nan) is 0.0: it must not report the stage's start
+    assert [r.getMessage() for r in caplog.records if "0..1" in r.getMessage()] == [
+        "stage 'encode': progress must be a number 0..1, got 'half'",
+        "stage 'encode': progress must be a number 0..1, got nan",
+    ]
     assert core.next_call() is None
 
 
@@ -973,3 +976,83 @@ def test_a_reply_of_the_wrong_shape_is_taken_without_its_job() -> None:
     assert not core.finished
     core.update(6)
     assert send(core).kind is CallKind.PROGRESS
+
+
+def test_the_worker_wakes_the_sender_once_until_it_parks_again() -> None:
+    """The first update wakes the sender; while it is awake, updates do not wake it again; a
+    stage wakes it; once it has sent all and parked, the next update wakes it once."""
+    woken: list[int] = []
+    core, _ = make(min_interval=60)
+    core.wake = lambda: woken.append(1)
+    core.update(5)
+    core.update(6)
+    assert len(woken) == 1
+    stage = core.stage("encode", 50)
+    assert len(woken) == 2  # a stage always wakes it
+    while (call := core.next_call()) is not None:
+        core.settle_http(call, 200, ok())
+    stage(0.5)  # parked with nothing due: woken
+    stage(0.6)
+    assert len(woken) == 3
+
+
+def test_at_most_16_stage_starts_wait_in_turn() -> None:
+    """Stage starts queued while nothing is sent are bounded: the oldest give way (the first
+    update and 15 of the 20 stages are dropped in favour of the newest 16)."""
+    core, _ = make(min_interval=0)
+    for i in range(20):
+        core.stage(f"s{i}", 5)
+    messages = []
+    while (call := core.next_call()) is not None:
+        assert call.body is not None
+        messages.append(call.body["message"])
+        core.settle_http(call, 200, ok())
+    assert messages == [f"Stage: s{i}" for i in range(4, 20)]
+
+
+def test_the_first_update_is_due_at_once_whatever_the_clock_reads() -> None:
+    """A monotonic clock near 0 (a fresh boot) still sends the first update at once."""
+    core, ticks = make(min_interval=5)
+    ticks.now = 0.0
+    core.update(5)
+    assert core.delay() == 0.0
+
+
+def test_a_stage_ending_past_100_by_a_fraction_is_refused() -> None:
+    """Start 50 with weight 50.5 ends at 100.5: refused; the callback at 1.0 is 100%."""
+    core, _ = make(min_interval=0)
+    error = _refused(lambda: core.stage("s", 50.5, start=50))
+    assert (error.field, error.value) == ("weight", 50.5)
+    core.progress_callback(1.0)
+    assert send(core).value == (100, None, None, None, None)
+
+
+def test_the_callback_logs_a_value_that_is_not_a_number_as_given(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``progress_callback("x")`` is logged as ``'x'`` and dropped (it was multiplied into a
+    hundred x's); a bool is not a fraction either."""
+    core, _ = make(min_interval=0)
+    with caplog.at_level(logging.WARNING, logger="morag_progress"):
+        core.progress_callback("x")  # type: ignore[arg-type]
+        assert core.next_call() is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "job job-1: percentage must be a number 0..100, got 'x'"
+    ]
+
+
+def test_a_given_traceparent_is_kept_and_one_learned_from_the_server_is_used() -> None:
+    """A traceparent given at the start wins; without one, the job's as the server answered."""
+    given = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert ReporterCore("j", traceparent=given).traceparent == given
+    core, _ = make(min_interval=0)
+    assert core.traceparent is None
+    core.update(5)
+    core.settle_http(send(core), 200, ok({"status": "PROCESSING", "traceparent": given}))
+    assert core.traceparent == given
+
+
+def test_connection_strips_only_trailing_slashes() -> None:
+    """``http://hostX/`` keeps its X: only slashes are stripped from the end."""
+    assert connection("http://hostX/", "k")[0] == "http://hostX"
+    assert connection("http://h/a//", "k")[0] == "http://h/a"

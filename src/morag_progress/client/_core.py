@@ -27,6 +27,7 @@ import enum
 import itertools
 import logging
 import math
+import numbers
 import os
 import random
 import time
@@ -221,13 +222,13 @@ class Stage:
         return self.start + self.weight
 
     def __call__(self, progress: float, message: str | None = None) -> None:
-        # Never raises into the worker: a bad value is logged and dropped by _report.
+        # Never raises into the worker: a bad value is logged and dropped.
         try:
-            clamped = min(1.0, max(0.0, progress))
+            # NaN first: max(0.0, nan) is 0.0, which would report the stage's start
+            clamped = None if progress != progress else min(1.0, max(0.0, progress))
         except TypeError:
-            logger.warning("stage %r: progress must be a number 0..1, got %r", self.name, progress)
-            return
-        if clamped != clamped:  # NaN
+            clamped = None
+        if clamped is None:
             logger.warning("stage %r: progress must be a number 0..1, got %r", self.name, progress)
             return
         self._report(self.start + clamped * self.weight, message, self.name)
@@ -390,11 +391,10 @@ class ReporterCore:
 
     def progress_callback(self, progress: float, message: str | None = None) -> None:
         """The seed's ``progress_callback(progress, message)``: ``progress`` from 0 to 1."""
-        try:
-            percentage = progress * 100
-        except TypeError:
-            percentage = progress  # the sender logs and drops it
-        self.update(percentage, message)
+        # Anything but a real number goes as it is, for the sender to log and drop ("5" * 100
+        # would be a string of a hundred fives).
+        real = isinstance(progress, numbers.Real) and not isinstance(progress, bool)
+        self.update(progress * 100 if real else progress, message)
 
     def heartbeat(self) -> None:
         """Ask for a heartbeat (sent unless progress goes out first, which counts as one)."""
