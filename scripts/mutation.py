@@ -45,10 +45,8 @@ MODULES = {
     "bounds": Module("src/morag_progress/bounds.py", ("tests/test_bounds.py",), 0.95),
     "parser": Module("src/morag_progress/parser.py", ("tests/test_parser.py",), 0.95),
     "eta": Module("src/morag_progress/eta.py", ("tests/test_eta.py",), 0.70),
-    "client-core": Module(  # its shells' tests (a real server in process) reach connection()
-        "src/morag_progress/client/_core.py",
-        ("tests/client/test_core.py", "tests/client/test_sync.py", "tests/client/test_aio.py"),
-        0.70,
+    "client-core": Module(
+        "src/morag_progress/client/_core.py", ("tests/client/test_core.py",), 0.90
     ),
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -1056,3 +1057,85 @@ def test_connection_strips_only_trailing_slashes() -> None:
     """``http://hostX/`` keeps its X: only slashes are stripped from the end."""
     assert connection("http://hostX/", "k")[0] == "http://hostX"
     assert connection("http://h/a//", "k")[0] == "http://h/a"
+
+
+def test_a_progress_body_is_exactly_what_the_server_takes() -> None:
+    """Percentage, message, counts, stage, attempt, the worker's name, when and the order."""
+    core, _ = make(min_interval=0, worker="gpu-01", attempt=2, wall_clock=lambda: 1_750_000_000.5)
+    core.update(12.9, "m", 3, 9)
+    assert send(core).body == {
+        "percentage": 12,
+        "timestamp": "2025-06-15T15:06:40.500000Z",
+        "seq": 1,
+        "message": "m",
+        "current": 3,
+        "total": 9,
+        "attempt": 2,
+        "worker_id": "gpu-01",
+    }
+
+
+def test_a_response_is_read_for_its_status_body_and_retry_after() -> None:
+    """``settle_response`` reads the status, the JSON reply (none when it is not JSON) and
+    ``Retry-After``, as ``settle_http`` would be told them."""
+    core, _ = make(min_interval=0)
+    core.update(5)
+    busy = httpx.Response(503, headers={"Retry-After": "7"}, text="<html>busy</html>")
+    core.settle_response(send(core), busy)
+    assert core.delay() == pytest.approx(7.0)
+    core.update(6)
+    core._clock = lambda: 2000.0  # type: ignore[method-assign]  # past the wait
+    reply = httpx.Response(200, json=ok({"status": "FINISHED"}, cancel=True))
+    core.settle_response(send(core), reply)
+    assert core.cancel_requested is True
+    assert core.stopped
+    refused, _ = make(min_interval=0)
+    refused.update(5)
+    refused.settle_response(send(refused), httpx.Response(404, json={"detail": "gone"}))
+    assert refused.refusal == (404, "HTTP 404: gone")
+
+
+def test_an_acknowledged_result_ends_everything_and_a_refused_one_stops_it() -> None:
+    """After the result is taken, nothing more is sent (an update after it is not); a result
+    the server refuses for good (409: ended already) stops the reporter, not finished."""
+    core, _ = make(min_interval=0)
+    core.complete(True)
+    core.settle_http(send(core), 200, ok({"status": "FINISHED"}))
+    core.update(50)
+    assert core.next_call() is None
+    assert core.finished
+    refused, _ = make(min_interval=0)
+    refused.complete(True)
+    refused.settle_http(send(refused), 409, {"detail": "ended"})
+    assert refused.stopped
+    assert refused.idle
+    assert not refused.finished
+
+
+def test_a_job_to_make_is_owed_first_and_queued_notes_keep_their_time() -> None:
+    """Made to close before anything went out: the create call first, then each queued note
+    stamped with the wall time it was noted at, not the time of the close."""
+    wall = [1_750_000_000.0]
+    core, _ = make(min_interval=60, wall_clock=lambda: wall[0])
+    core.create_first({"id": "job-1", "document_name": "a", "document_type": "t"})
+    core.update(10)
+    wall[0] += 30
+    owed = core.undelivered()
+    assert [c.kind for c in owed] == [CallKind.CREATE, CallKind.PROGRESS]
+    assert owed[1].body is not None
+    assert owed[1].body["timestamp"] == "2025-06-15T15:06:40Z"
+
+
+def test_a_retry_after_date_without_a_zone_is_utc_in_any_local_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``-0000`` means UTC whatever the machine's zone (not local time)."""
+    when = datetime(2030, 1, 1, 12, tzinfo=UTC).timestamp()
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        wait = retry_after_seconds("Tue, 01 Jan 2030 12:00:00 -0000", now=when - 90)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert wait == pytest.approx(90)

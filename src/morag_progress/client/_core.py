@@ -606,14 +606,17 @@ class ReporterCore:
             calls.append(self._create)
         if in_flight is not None and in_flight.kind is not CallKind.HEARTBEAT:
             calls.append(in_flight)
-        for note, made_at in list(self._urgent):
+        queued = list(self._urgent)
+        for note, made_at in queued:
             call = self._progress_call(note, made_at)
             if call is not None:
                 calls.append(call)
         latest = self._latest
-        if latest is not None and latest is not self._sent:
+        # The latest, unless it is owed already (in flight, or queued: the first update).
+        owed = [note for note, _ in queued] + ([in_flight.note] if in_flight else [])
+        if latest is not None and latest is not self._sent and all(n is not latest for n in owed):
             call = self._progress_call(latest)
-            if call is not None and (in_flight is None or in_flight.note is not latest):
+            if call is not None:
                 calls.append(call)
         final_in_flight = in_flight is not None and in_flight.kind is CallKind.RESULT
         if self._final is not None and not self._final_done and not final_in_flight:
