@@ -821,11 +821,12 @@ def test_counts_are_sent_as_given_and_bad_ones_are_logged_and_dropped(
     assert call.body is not None
     assert (call.body["current"], call.body["total"]) == (0, 40)
     core.settle_http(call, 200, ok())
-    for kwargs, shown in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"current": -1}, "current must be an integer >= 0, got -1"),
         ({"total": 2.5}, "total must be an integer >= 0, got 2.5"),
         ({"current": True}, "current must be an integer >= 0, got True"),
-    ]:
+    ]
+    for kwargs, shown in cases:
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="morag_progress"):
             core.update(20, **kwargs)
@@ -871,12 +872,13 @@ def test_an_unchanged_report_is_not_sent_again_but_any_changed_field_is() -> Non
     core.settle_http(send(core), 200, ok())
     core.update(10, "m", current=1, total=9)
     assert core.next_call() is None
-    for changed in [
+    changes: list[dict[str, Any]] = [
         {"message": "n"},
         {"current": 2},
         {"total": 8},
         {"percentage": 11},
-    ]:
+    ]
+    for changed in changes:
         args: dict[str, Any] = {"percentage": 10, "message": "m", "current": 1, "total": 9}
         args.update(changed)
         core.update(**args)
@@ -1084,7 +1086,7 @@ def test_a_response_is_read_for_its_status_body_and_retry_after() -> None:
     core.settle_response(send(core), busy)
     assert core.delay() == pytest.approx(7.0)
     core.update(6)
-    core._clock = lambda: 2000.0  # type: ignore[method-assign]  # past the wait
+    core._clock = lambda: 2000.0  # past the wait
     reply = httpx.Response(200, json=ok({"status": "FINISHED"}, cancel=True))
     core.settle_response(send(core), reply)
     assert core.cancel_requested is True
