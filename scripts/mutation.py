@@ -46,7 +46,7 @@ MODULES = {
     "parser": Module("src/morag_progress/parser.py", ("tests/test_parser.py",), 0.95),
     "eta": Module("src/morag_progress/eta.py", ("tests/test_eta.py",), 0.70),
     "client-core": Module(
-        "src/morag_progress/client/_core.py", ("tests/client/test_core.py",), 0.90
+        "src/morag_progress/client/_core.py", ("tests/client/test_core.py",), 0.93
     ),
 }
 
