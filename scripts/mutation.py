@@ -102,35 +102,18 @@ def run(name: str, module: Module) -> tuple[list[Mutant], float]:
             'pytest_add_cli_args = ["-p", "no:cacheprovider", "-o", "addopts=", "-q", "-x"]\n'
         ).replace("'", '"')
         (work / "pyproject.toml").write_text(config)
-        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-        done = subprocess.run(
-            [str(MUTMUT), "run"],
-            cwd=work,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=_DEADLINE_S,
-            check=False,
-        )
+        done = _mutmut(work, "run", timeout=_DEADLINE_S, check=False)
         if done.returncode != 0:
             tail = (done.stdout + done.stderr)[-2000:]
             raise SystemExit(f"mutation: mutmut failed on {name} (exit {done.returncode}):\n{tail}")
-        listed = subprocess.run(
-            [str(MUTMUT), "results", "--all", "true"],
-            cwd=work,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        ).stdout
+        listed = _mutmut(work, "results", "--all", "true").stdout
         mutants = []
         for line in listed.splitlines():
             mutant, _, status = line.strip().rpartition(": ")
             if not mutant:
                 continue
             if status == "survived" or status == "no tests":
-                mutants.append(_with_change(work, mutant, status, env))
+                mutants.append(_with_change(work, mutant, status))
             else:
                 mutants.append(Mutant(mutant, status))
     return mutants, time.monotonic() - started
@@ -139,17 +122,24 @@ def run(name: str, module: Module) -> tuple[list[Mutant], float]:
 _FUNCTION = re.compile(r"\.x(?:ǁ\w+ǁ)?_?(\w+?)__mutmut_\d+$")
 
 
-def _with_change(work: Path, mutant: str, status: str, env: dict[str, str]) -> Mutant:
-    """A survivor with its function and the line it changed (``was`` -> ``now``)."""
-    diff = subprocess.run(
-        [str(MUTMUT), "show", mutant],
+def _mutmut(
+    work: Path, *args: str, timeout: float = 120, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``mutmut ARGS`` in the scratch copy ``work``, its output captured."""
+    return subprocess.run(
+        [str(MUTMUT), *args],
         cwd=work,
-        env=env,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
         capture_output=True,
         text=True,
-        timeout=120,
-        check=True,
-    ).stdout.splitlines()
+        timeout=timeout,
+        check=check,
+    )
+
+
+def _with_change(work: Path, mutant: str, status: str) -> Mutant:
+    """A survivor with its function and the line it changed (``was`` -> ``now``)."""
+    diff = _mutmut(work, "show", mutant).stdout.splitlines()
     was, now = (
         " ".join(line[1:].strip() for line in diff if line[:1] == sign and line[:3] != sign * 3)
         for sign in "-+"
