@@ -306,7 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     store.close()
 
     print(
-        f"soak: {args.minutes:g} minutes, {', '.join(sorted(users))} at once, server memory every 5 s"
+        f"soak: {args.minutes:g} minutes, {', '.join(sorted(users))} at once, "
+        "server memory every 5 s"
     )
     growth = _growth("own memory (anonymous)", [(at, anon) for at, anon, _ in memory])
     _growth("file-backed (mmap, code)", [(at, file) for at, _, file in memory], rule=False)
