@@ -44,7 +44,7 @@ class Module:
 MODULES = {
     "bounds": Module("src/morag_progress/bounds.py", ("tests/test_bounds.py",), 0.95),
     "parser": Module("src/morag_progress/parser.py", ("tests/test_parser.py",), 0.95),
-    "eta": Module("src/morag_progress/eta.py", ("tests/test_eta.py",), 0.70),
+    "eta": Module("src/morag_progress/eta.py", ("tests/test_eta.py",), 0.95),
     "client-core": Module(
         "src/morag_progress/client/_core.py", ("tests/client/test_core.py",), 0.93
     ),

@@ -361,20 +361,24 @@ def estimate(
     if history is not None:
         # The kind's shape of progress, given how long this run took to get here; before
         # that says anything, the unfinished share of the kind's expected duration.
-        elapsed = now - pace.skew - pace.start_s if pace is not None else 0.0
+        # How long the run has taken; unknown without a pace.
+        elapsed = None if pace is None else now - pace.skew - pace.start_s
         shaped = (
             history.time_left(percentage, elapsed)
-            if pace is not None and pace.start_pct < KNOTS[0]
+            if pace is not None and elapsed is not None and pace.start_pct < KNOTS[0]
             else None
         )
         predicted = history.predict(total)
         if shaped is not None:
             learned = shaped
         elif predicted is not None:
-            # The kind's expected duration less the time run (at least its unfinished share).
+            # The kind's expected duration less the time run, at least its unfinished share
+            # (the share alone when the time run is not known).
             mean, sigma = predicted
             whole = math.exp(mean)
-            learned = (math.log(max(whole - elapsed, (1 - done) * whole, 1e-3)), sigma)
+            share = (1 - done) * whole
+            left = share if elapsed is None else max(whole - elapsed, share)
+            learned = (math.log(max(left, 1e-3)), sigma)
     if live is None and learned is None:
         return None
     if live is not None and learned is not None:
