@@ -211,7 +211,11 @@ def _fitted(
         needed = sum(_LEAST_MESSAGE if "ratio" in columns[at][1] else widths[at] for at in kept)
         return needed + 2 * (len(kept) - 1) - width
 
-    narrowing = [at for at in kept if {"max_width"} <= columns[at][1].keys() - {"ratio"}]
+    narrowing = [
+        at
+        for at, (_, options) in enumerate(columns)
+        if "ratio" not in options and "max_width" in options
+    ]
     for at in narrowing:
         widths[at] = max(int(columns[at][1].get("min_width", 1)), widths[at] - max(0, short()))
     for at in sorted((at for at in kept if "drop" in columns[at][1]), key=_drop_rank(columns)):
