@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -280,3 +281,43 @@ def test_the_writer_holds_a_connection_only_while_work_is_queued(tmp_path: Path)
     assert result.job.percentage == 80
     store.close()
     assert pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+def _paced_run(url: str) -> tuple[dict[str, dict[str, Any] | None], SQLStore]:
+    """Six jobs reported on in turns over a minute, two of them finished half way; each
+    job's stored pace at the end, and the store (left open)."""
+    store = SQLStore(url)
+    start = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    names = [f"j{i}" for i in range(6)]
+    for name in names:
+        _job(store, name, start)
+    for step in range(1, 13):
+        now = start + timedelta(seconds=5 * step)
+        for i, name in enumerate(names):
+            pct = 100 if i < 2 and step == 6 else min(99, step * (4 + i))
+            if i < 2 and step > 6:
+                continue
+            store.apply(ProgressUpdate(name, pct, user_id="u", timestamp=now), now=now)
+    paces: dict[str, dict[str, Any] | None] = {}
+    for name in names:
+        job = store.get_job(name, user_id="u")
+        assert job is not None
+        paces[name] = job.pace
+    return paces, store
+
+
+def test_the_writer_keeps_the_paces_of_recent_open_jobs_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer remembers the paces it wrote for at most ``_MAX_PACES`` jobs and none of an
+    ended job; a job whose pace it forgot reads it from its row: every stored pace is the one
+    a writer that forgets nothing stores."""
+    reference, store = _paced_run(f"sqlite:///{tmp_path / 'all.db'}")
+    assert set(store._paces or {}) == {("u", f"j{i}") for i in range(2, 6)}  # none ended
+    store.close()
+    monkeypatch.setattr("morag_progress.store.writer._MAX_PACES", 2)
+    forgetful, store = _paced_run(f"sqlite:///{tmp_path / 'two.db'}")
+    assert set(store._paces or {}) == {("u", "j4"), ("u", "j5")}  # the last two changed
+    store.close()
+    assert forgetful == reference
+    assert all(pace is not None for pace in reference.values())

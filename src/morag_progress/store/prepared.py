@@ -201,7 +201,7 @@ def _shared(key: tuple[Any, ...], process: _Processor) -> _Processor:
     name = (direction, type(kind), repr(kind), dialect.name, dialect.driver, *rest)
     found = _SHARED.get(name)
     if found is None:
-        found = _SHARED[name] = functools.lru_cache(maxsize=4096)(process)
+        found = _SHARED[name] = functools.lru_cache(maxsize=256)(process)
     return found
 
 

@@ -32,6 +32,7 @@ from morag_progress.audit import Action
 from morag_progress.errors import JobConflictError, StoreError
 from morag_progress.eta import Pace
 from morag_progress.models import (
+    TERMINAL_STATUSES,
     JobStatus,
     ProgressUpdate,
     UpdateOutcome,
@@ -90,6 +91,8 @@ class Batch:
     """Each changed pace, with its JSON."""
     lessons: dict[_Key, _Lesson] = field(default_factory=dict)
     """One a job, however often the transaction saw it finished."""
+    ended: set[_Key] = field(default_factory=set)
+    """The jobs the transaction left in a terminal status (their paces are not kept)."""
 
 
 @dataclass(slots=True)
@@ -450,6 +453,10 @@ class JobWriter(Database):
         if pace != old:
             batch.paces[key] = (pace, pace.to_json())
         _with_kept_pace(batch, row)
+        if row["status"] in _TERMINAL:
+            batch.ended.add(key)
+        else:
+            batch.ended.discard(key)  # requeued later in the same transaction
         if row["status"] == JobStatus.FINISHED.value:
             batch.lessons[key] = _Lesson(dict(row), pace, t)
 
@@ -467,12 +474,13 @@ class JobWriter(Database):
         return pace
 
     def _remember_pace(self, key: _Key, stored: dict[str, Any] | None, pace: Pace | None) -> None:
-        """``pace`` is what the job's row holds as ``stored`` (at most ``_MAX_PACES``)."""
+        """``pace`` is what the job's row holds as ``stored``. The ``_MAX_PACES`` jobs changed
+        last are kept (about 1 KB each); the one changed longest ago makes room."""
         paces = self._paces
         if paces is None:
             paces = self._paces = {}
-        if len(paces) >= _MAX_PACES and key not in paces:
-            paces.clear()
+        if paces.pop(key, None) is None and len(paces) >= _MAX_PACES:
+            del paces[next(iter(paces))]
         paces[key] = (stored, pace)
 
     def _close_batch(self, batch: Batch) -> None:
@@ -491,6 +499,9 @@ class JobWriter(Database):
             # Read back, the row holds these: the next change of the job finds them known.
             for key, (pace, data) in batch.paces.items():
                 self._remember_pace(key, data, pace)
+        if batch.ended and self._paces:
+            for key in batch.ended:  # an ended job changes again only if requeued
+                self._paces.pop(key, None)
         lock = self.dialect == "postgresql"
         for lesson in sorted(
             batch.lessons.values(), key=lambda x: (x.job["user_id"], x.job["document_type"])
@@ -541,7 +552,8 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-_MAX_PACES = 10_000
+_MAX_PACES = 1_024
+_TERMINAL = frozenset(status.value for status in TERMINAL_STATUSES)
 _CONFLICTS = frozenset({"40P01", "40001"})  # PostgreSQL: deadlock, serialization failure
 _T = TypeVar("_T")
 
