@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from morag_progress.settings import Settings
 from tests.live import ServerProcess, cli
@@ -293,3 +295,45 @@ def test_a_client_that_never_reads_its_answer_is_reset_and_a_steady_one_is_not()
             sock.close()
         server.should_exit = True
         thread.join(10)
+
+
+_ARENAS = """
+import ctypes, sys, threading
+from morag_progress.api.server import settle_allocator
+if sys.argv[1] == "settle":
+    print(settle_allocator())
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+def churn():  # ctypes lets go of the interpreter: the threads contend for malloc
+    for _ in range(20000):
+        libc.free(libc.malloc(256))
+threads = [threading.Thread(target=churn) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+sys.stdout.flush()
+libc.malloc_stats()  # one "Arena N:" block per arena, on stderr
+"""
+
+
+def _arenas(*args: str, env: dict[str, str] | None = None) -> tuple[str, int]:
+    done = subprocess.run(
+        [sys.executable, "-c", _ARENAS, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=True,
+    )
+    return done.stdout.strip(), done.stderr.count("Arena ")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="malloc arenas are glibc's (Linux)")
+def test_the_server_caps_malloc_arenas_unless_the_operator_did() -> None:
+    """Eight threads allocating at once get arenas of their own (glibc keeps what each held);
+    after ``settle_allocator`` they share two. An operator's ``MALLOC_ARENA_MAX`` is theirs."""
+    from morag_progress.api.server import MALLOC_ARENAS
+
+    assert _arenas("settle") == ("True", MALLOC_ARENAS)
+    assert _arenas("leave")[1] > MALLOC_ARENAS
+    assert _arenas("settle", env={"MALLOC_ARENA_MAX": "3"}) == ("False", 3)

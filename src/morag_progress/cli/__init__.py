@@ -180,8 +180,9 @@ def serve(
     import uvicorn
 
     from morag_progress.api import create_app
-    from morag_progress.api.server import settle_collector, uvicorn_config
+    from morag_progress.api.server import settle_allocator, settle_collector, uvicorn_config
 
+    settle_allocator()  # before any thread of the server starts
     settings = _settings(host=host, port=port, database_url=database_url, log_format=log_format)
     # The address first: one in use is a one-line error with a hint, before anything starts.
     listening = _listen(settings.host, settings.port)
