@@ -86,6 +86,46 @@ def test_parent_must_be_the_same_users(tracker: JobTracker, make_job: Callable[.
     job = tracker.get_job(bobs)
     assert job is not None
     assert job.children == 0
+    with pytest.raises(InvalidInputError) as info:  # nor is a job its own parent
+        make_job(job_id="loop", parent_id="loop")
+    assert info.value.field == "parent_id"
+
+
+def test_a_running_parent_says_how_many_children_are_done(
+    tracker: JobTracker, make_job: Callable[..., str], clock: Clock
+) -> None:
+    """While children run, the parent's message counts the ended ones, and its percentage is
+    the weighted mean floored: never rounded up past what the children did."""
+    parent = make_job()
+    a = make_job(parent_id=parent, weight=2)
+    make_job(parent_id=parent, weight=1)
+    make_job(parent_id=parent, weight=1)
+    clock.advance(1)
+    tracker.update_progress(a, 37, None, "a", "alice")  # 2 * 37 / 4 = 18.5
+    job = tracker.get_job(parent)
+    assert job is not None
+    assert (job.percentage, job.summary) == (18, "0 of 3 child jobs done")
+    tracker.mark_completed(a, "a done", "alice")
+    job = tracker.get_job(parent)
+    assert job is not None
+    assert (job.percentage, job.summary, job.status) == (
+        50,
+        "1 of 3 child jobs done",
+        JobStatus.PROCESSING,
+    )
+
+
+def test_a_mean_a_rounding_error_below_a_whole_percentage_is_that_percentage(
+    tracker: JobTracker, make_job: Callable[..., str], clock: Clock
+) -> None:
+    """Weights 0.1 and 0.2, both children at 5%: the sums give 4.999999999999999 in binary
+    floating point, and the parent shows 5%, not 4%."""
+    parent = make_job()
+    children = [make_job(parent_id=parent, weight=w) for w in (0.1, 0.2)]
+    for child in children:
+        clock.advance(1)
+        tracker.update_progress(child, 5, None, "five", "alice")
+    assert tracker.get_job_progress(parent) == 5
 
 
 def test_three_children_reported_concurrently(
