@@ -66,6 +66,13 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
+    """A throw-away PostgreSQL server for the session, or the one a caller started and
+    named by its port in ``MORAG_PROGRESS_TEST_POSTGRES_PORT`` (a mutation run starts one
+    for its many short pytest sessions); each test that uses it gets a database of its own."""
+    shared = os.environ.get("MORAG_PROGRESS_TEST_POSTGRES_PORT")
+    if shared:
+        yield PostgresServer.running(int(shared))
+        return
     server = start_postgres()
     try:
         yield server
@@ -73,7 +80,8 @@ def postgres() -> Iterator[PostgresServer]:
         server.stop()
 
 
-def _fresh_postgres_database(server: PostgresServer) -> str:
+def fresh_postgres_database(server: PostgresServer) -> str:
+    """The URL of a new, empty database on ``server``."""
     name = f"t_{uuid.uuid4().hex[:16]}"
     admin = create_engine(server.url(), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -88,7 +96,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
     server: PostgresServer = request.getfixturevalue("postgres")
-    return _fresh_postgres_database(server)
+    return fresh_postgres_database(server)
 
 
 @pytest.fixture

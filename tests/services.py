@@ -53,6 +53,11 @@ class PostgresServer:
     bindir: Path
     run_as: list[str]
 
+    @classmethod
+    def running(cls, port: int) -> PostgresServer:
+        """A server someone else started (and stops) on ``port``: only its URLs are used."""
+        return cls(port=port, directory=Path(), bindir=Path(), run_as=[])
+
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 

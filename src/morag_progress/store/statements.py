@@ -7,6 +7,11 @@ updates of one shape are applied by one statement reading their parameters from 
 rows (``Rows``): a single JSON parameter read as a table (``json_each`` on SQLite,
 ``jsonb_to_recordset`` on PostgreSQL), so a statement is compiled once per shape whatever the
 batch's size, and the database joins it to ``jobs`` by primary key.
+
+Each statement is built once (per shape, or per dialect) and kept: a builder is a plain
+function (``_build_update_statement``) and the name callers use is its cached form
+(``update_statement``), so a test can build afresh what an earlier one left cached
+(``BUILT``), and a mutation run reaches the builders' code.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ from morag_progress.store.schema import UTCDateTime, events, jobs
 
 __all__ = [
     "BOUND",
+    "BUILT",
     "EVENT_COLUMNS",
     "UPDATE_PARAMETERS",
     "Rows",
@@ -126,28 +132,10 @@ class Rows:
     def __init__(self, name: str, columns: Mapping[str, TypeEngine[Any]]) -> None:
         self.name = name
         self.columns = dict(columns)
-        self._tables: dict[str, FromClause] = {}
 
     def table(self, dialect: str) -> FromClause:
-        """The rows as a table for ``dialect`` (``sqlite`` or ``postgresql``)."""
-        found = self._tables.get(dialect)
-        if found is None:
-            found = self._tables[dialect] = self._build(dialect)
-        return found
-
-    def _build(self, dialect: str) -> FromClause:
-        rows = bindparam("p_rows", type_=Text())
-        if dialect == "postgresql":
-            typed = [column(name, kind) for name, kind in self.columns.items()]
-            source = func.jsonb_to_recordset(cast(rows, JSONB))
-            return source.table_valued(*typed).render_derived(name=self.name, with_types=True)
-        each = func.json_each(rows).table_valued("value")
-        return select(
-            *(
-                type_coerce(func.json_extract(each.c.value, f"$.{name}"), kind).label(name)
-                for name, kind in self.columns.items()
-            )
-        ).subquery(self.name)
+        """The rows as a table for ``dialect`` (``sqlite`` or ``postgresql``), built once."""
+        return _table(self, dialect)
 
     def param(self, dialect: str) -> Param:
         """The rows' columns as an update's parameters (``p_x`` is the column ``x``)."""
@@ -169,6 +157,25 @@ class Rows:
                     kept[name] = value if convert is None else convert(value)
             converted.append(kept)
         return orjson.dumps(converted).decode()
+
+
+def _build_table(rows: Rows, dialect: str) -> FromClause:
+    """``rows`` as a table for ``dialect`` (``Rows.table``)."""
+    values = bindparam("p_rows", type_=Text())
+    if dialect == "postgresql":
+        typed = [column(name, kind) for name, kind in rows.columns.items()]
+        source = func.jsonb_to_recordset(cast(values, JSONB))
+        return source.table_valued(*typed).render_derived(name=rows.name, with_types=True)
+    each = func.json_each(values).table_valued("value")
+    return select(
+        *(
+            type_coerce(func.json_extract(each.c.value, f"$.{name}"), kind).label(name)
+            for name, kind in rows.columns.items()
+        )
+    ).subquery(rows.name)
+
+
+_table = functools.cache(_build_table)
 
 
 @functools.cache
@@ -300,8 +307,7 @@ UPDATES = Rows("v", UPDATE_PARAMETERS)
 """A batch's updates of one shape, one row each."""
 
 
-@functools.lru_cache(maxsize=1024)
-def update_statement(shape: Shape, source: str | None = None) -> Any:
+def _build_update_statement(shape: Shape, source: str | None = None) -> Any:
     """One UPDATE that applies an update only if it is newer, deriving the status in SQL;
     ``source``: the dialect whose ``UPDATES`` rows it reads (a batch), else bound parameters."""
     p = BOUND if source is None else UPDATES.param(source)
@@ -354,8 +360,10 @@ def update_statement(shape: Shape, source: str | None = None) -> Any:
     return update(jobs).where(*conditions).values(values).returning(*jobs.c)
 
 
-@functools.lru_cache(maxsize=1024)
-def update_with_feed(shape: Shape) -> Any:
+update_statement = functools.lru_cache(maxsize=1024)(_build_update_statement)
+
+
+def _build_update_with_feed(shape: Shape) -> Any:
     """PostgreSQL, one update: the update and, if it applied, its feed row, in one statement
     returning the job's new row and the feed id (``WITH applied AS (UPDATE ...), fed AS
     (INSERT ...)``)."""
@@ -367,6 +375,9 @@ def update_with_feed(shape: Shape) -> Any:
         .cte("fed")
     )
     return select(applied, select(fed.c.id).scalar_subquery().label("event_id"))
+
+
+update_with_feed = functools.lru_cache(maxsize=1024)(_build_update_with_feed)
 
 
 def _optional_values(p: Param, shape: Shape) -> dict[str, Any]:
@@ -455,8 +466,7 @@ def _feed_rows(job: FromClause, p: Param) -> Select[Any]:
     )
 
 
-@functools.lru_cache(maxsize=4)
-def feed_copy(source: str | None = None) -> Any:
+def _build_feed_copy(source: str | None = None) -> Any:
     """Append the feed rows of changes made in this transaction, copied from their jobs'
     rows (``_feed_rows``). ``source``: the dialect whose ``UPDATES`` rows it reads (on
     PostgreSQL: one statement for a batch, returning each new row's id with its job), else
@@ -471,19 +481,23 @@ def feed_copy(source: str | None = None) -> Any:
     return statement.returning(events.c.id, events.c.job_id, events.c.user_id)
 
 
+feed_copy = functools.lru_cache(maxsize=4)(_build_feed_copy)
+
+
 KEYS = Rows("k", {"id": String(), "user_id": String()})
 """Jobs by key, one row each."""
 
 
-@functools.cache
-def job_rows(dialect: str) -> Any:
+def _build_job_rows(dialect: str) -> Any:
     """The jobs ``KEYS`` names, as they are (one statement for a batch's refused updates)."""
     k = KEYS.table(dialect)
     return select(jobs).join(k, and_(jobs.c.id == k.c.id, jobs.c.user_id == k.c.user_id))
 
 
-@functools.cache
-def lock_rows(dialect: str) -> Any:
+job_rows = functools.cache(_build_job_rows)
+
+
+def _build_lock_rows(dialect: str) -> Any:
     """PostgreSQL: lock the jobs ``KEYS`` names, in (owner, id) order."""
     k = KEYS.table(dialect)
     return (
@@ -494,12 +508,14 @@ def lock_rows(dialect: str) -> Any:
     )
 
 
+lock_rows = functools.cache(_build_lock_rows)
+
+
 PACES = Rows("q", {"id": String(), "user_id": String(), "pace": Text(), "rate": Float()})
 """New paces of a batch's jobs (``pace`` as JSON text)."""
 
 
-@functools.cache
-def pace_update(dialect: str) -> Any:
+def _build_pace_update(dialect: str) -> Any:
     """Every ``PACES`` row written to its job in one statement."""
     q = PACES.table(dialect)
     pace: Any = q.c.pace if dialect == "sqlite" else cast(q.c.pace, JSON)
@@ -508,3 +524,18 @@ def pace_update(dialect: str) -> Any:
         .where(jobs.c.id == q.c.id, jobs.c.user_id == q.c.user_id)
         .values(pace=pace, rate=q.c.rate)
     )
+
+
+pace_update = functools.cache(_build_pace_update)
+
+
+BUILT = (
+    _table,
+    update_statement,
+    update_with_feed,
+    feed_copy,
+    job_rows,
+    lock_rows,
+    pace_update,
+)
+"""The caches of built statements (each has ``cache_clear``)."""
