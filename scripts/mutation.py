@@ -51,7 +51,7 @@ MODULES = {
     "parser": Module("src/morag_progress/parser.py", ("tests/test_parser.py",), 0.95),
     "eta": Module("src/morag_progress/eta.py", ("tests/test_eta.py",), 0.95),
     "client-core": Module(
-        "src/morag_progress/client/_core.py", ("tests/client/test_core.py",), 0.93
+        "src/morag_progress/client/_core.py", ("tests/client/test_core.py",), 0.94
     ),
     "statements": Module(
         "src/morag_progress/store/statements.py",

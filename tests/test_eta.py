@@ -21,6 +21,14 @@ from morag_progress.eta import (
     forecast_starts,
     parent_eta,
 )
+from morag_progress.eta import _knots_at_start as knots_at_start
+
+
+@pytest.fixture(autouse=True)
+def _knots_learned_afresh() -> None:
+    """Each test computes the knots a run begins with itself, not from what an earlier test
+    left in the cache (a mutation run would otherwise not see a changed ``_reached``)."""
+    knots_at_start.cache_clear()
 
 
 def paced(reports: list[tuple[float, float]], attempt: int = 1) -> Pace:
