@@ -19,6 +19,7 @@ from morag_progress.errors import InvalidInputError
 
 __all__ = [
     "ID_PATTERN",
+    "MAX_CHECKPOINT_BYTES",
     "MAX_ID",
     "MAX_MESSAGE",
     "MAX_METADATA_BYTES",
@@ -51,6 +52,9 @@ MAX_MESSAGE = 2000
 """``message``, ``summary``, ``error``: characters (the library truncates longer messages)."""
 MAX_METADATA_BYTES = 16 * 1024
 """``metadata``: its size as compact JSON."""
+MAX_CHECKPOINT_BYTES = 32 * 1024
+"""``checkpoint``: a worker's resume state, its size as compact JSON (half a request body's
+64 KiB: a report carrying one fits with its longest message)."""
 MAX_METADATA_DEPTH = 8
 """``metadata``: objects and arrays nested at most this deep (the object itself is depth 1)."""
 MAX_SECONDS_OR_WEIGHT = 1e9
@@ -126,17 +130,20 @@ def check_timestamp(field: str, value: datetime) -> datetime:
     return value
 
 
-def check_metadata(value: object, field: str = "metadata") -> dict[str, Any]:
+def check_metadata(
+    value: object, field: str = "metadata", *, max_bytes: int = MAX_METADATA_BYTES
+) -> dict[str, Any]:
     """Raise InvalidInputError unless ``value`` is a JSON object within the bounds: nested at
-    most :data:`MAX_METADATA_DEPTH` deep, at most :data:`MAX_METADATA_BYTES` as compact JSON,
-    with storable strings, finite numbers and 64-bit integers. Returns it."""
+    most :data:`MAX_METADATA_DEPTH` deep, at most ``max_bytes`` as compact JSON
+    (:data:`MAX_METADATA_BYTES`; a checkpoint's is :data:`MAX_CHECKPOINT_BYTES`), with
+    storable strings, finite numbers and 64-bit integers. Returns it."""
     if not isinstance(value, dict):
         raise InvalidInputError(field, "must be a JSON object", type(value).__name__)
     _walk(value, field, 1)
     size = len(orjson.dumps(value))
-    if size > MAX_METADATA_BYTES:
+    if size > max_bytes:
         raise InvalidInputError(
-            field, f"must be at most {MAX_METADATA_BYTES} bytes as JSON", f"{size} bytes"
+            field, f"must be at most {max_bytes} bytes as JSON", f"{size} bytes"
         )
     return value
 

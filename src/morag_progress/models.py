@@ -19,10 +19,12 @@ import orjson
 
 from morag_progress.audit import ACTOR_LENGTH
 from morag_progress.bounds import (
+    MAX_CHECKPOINT_BYTES,
     MAX_ID,
     MAX_NAME,
     MAX_STAGE,
     check_id,
+    check_metadata,
     check_text,
     check_timestamp,
     clean_text,
@@ -242,6 +244,10 @@ class ProgressUpdate:
     """The reporting worker's key id: a job another worker claimed is not found for it."""
     actor: str | None = None
     """Who sends it, for the audit trail (``audit.py``); None: the tracker's own actor."""
+    checkpoint: dict[str, Any] | None = None
+    """The worker's resume state (a JSON object, at most ``MAX_CHECKPOINT_BYTES``): kept with
+    the job, handed back to the worker that claims it after a requeue, which resumes at the
+    percentage this update leaves."""
 
     def __post_init__(self) -> None:
         check_id("job_id", self.job_id)
@@ -273,6 +279,8 @@ class ProgressUpdate:
         _check_count("total", self.total)
         _check_count("attempt", self.attempt, minimum=1)
         _check_count("seq", self.seq)
+        if self.checkpoint is not None:
+            check_metadata(self.checkpoint, "checkpoint", max_bytes=MAX_CHECKPOINT_BYTES)
 
     @classmethod
     def final(
@@ -396,6 +404,11 @@ class Job:
     """The children's weighted percentages, summed (kept for estimates; not written out)."""
     pace: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     """The live pace (``eta.Pace`` as JSON) the store keeps for estimates; not written out."""
+    checkpoint: dict[str, Any] | None = field(default=None, repr=False)
+    """The worker's latest checkpoint (``ProgressUpdate.checkpoint``): handed back by a claim
+    and a read of this one job, never in lists or progress replies (it may be 32 KiB)."""
+    checkpoint_percentage: int | None = None
+    """The percentage the checkpoint was saved at: a requeued job resumes there."""
 
     def estimate(self, now: datetime | None = None, history: History | None = None) -> Eta | None:
         """The job's ETA at ``now`` (default: the current time) from its live pace and, when
@@ -438,6 +451,7 @@ def _written(
     data = dict(zip(_JOB_FIELDS, values, strict=True))
     data["expected_start_at"] = expected_start_at
     data["created_by_name"] = None  # a key's name: the API adds it for whoever may know it
+    data["checkpoint"] = None  # up to 32 KiB: only a read of the one job carries it
     for key in _DATETIME_FIELDS:
         value = data[key]
         if value is not None:
@@ -466,7 +480,9 @@ def _iso(value: datetime) -> str:
     return orjson.dumps(value, option=orjson.OPT_UTC_Z)[1:-1].decode()
 
 
-_INTERNAL = frozenset({"pace", "children_weight", "children_progress", "trace_parent_id"})
+_INTERNAL = frozenset(
+    {"pace", "children_weight", "children_progress", "trace_parent_id", "checkpoint"}
+)
 _JOB_FIELDS = tuple(f.name for f in fields(Job) if f.name not in _INTERNAL)
 _job_values = attrgetter(*_JOB_FIELDS)
 _ALL_FIELDS = tuple(f.name for f in fields(Job))

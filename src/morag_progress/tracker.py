@@ -20,6 +20,7 @@ from typing import Any
 
 from morag_progress.audit import ACTOR_LENGTH, SERVER, Action, local_actor
 from morag_progress.bounds import (
+    MAX_CHECKPOINT_BYTES,
     MAX_ID,
     MAX_MESSAGE,
     MAX_NAME,
@@ -245,10 +246,31 @@ class JobTracker:
         worker_id: str | None = None,
         claimant: str | None = None,
         actor: str | None = None,
+        checkpoint: dict[str, Any] | None = None,
+        checkpoint_percentage: int | None = None,
     ) -> UpdateResult:
         """The job's worker is alive: ``last_seen_at`` is now; a STALLED job resumes and a PENDING
-        one starts (PROCESSING). ``worker_id`` names a job that has no worker yet."""
+        one starts (PROCESSING). ``worker_id`` names a job that has no worker yet;
+        ``checkpoint`` becomes the job's, saved at ``checkpoint_percentage`` (default: the
+        job's percentage now)."""
         check_text("worker_id", worker_id, max_length=MAX_NAME)
+        if checkpoint is not None:
+            check_metadata(checkpoint, "checkpoint", max_bytes=MAX_CHECKPOINT_BYTES)
+        if checkpoint_percentage is not None:
+            if checkpoint is None:
+                raise InvalidInputError(
+                    "checkpoint_percentage", "needs a checkpoint", checkpoint_percentage
+                )
+            if (
+                isinstance(checkpoint_percentage, bool)
+                or not isinstance(checkpoint_percentage, int)
+                or not 0 <= checkpoint_percentage <= 100
+            ):
+                raise InvalidInputError(
+                    "checkpoint_percentage",
+                    "must be a whole number from 0 to 100",
+                    checkpoint_percentage,
+                )
         result = self.store.heartbeat(
             job_id,
             user_id=user_id,
@@ -256,6 +278,8 @@ class JobTracker:
             worker_id=worker_id,
             claimant=claimant,
             actor=actor or self.actor,
+            checkpoint=checkpoint,
+            checkpoint_percentage=checkpoint_percentage,
         )
         if result.event_id is not None and result.job is not None:
             self._notify(result.job)

@@ -1123,3 +1123,109 @@ def test_a_retry_after_date_without_a_zone_is_utc_in_any_local_zone(
         monkeypatch.undo()
         time.tzset()
     assert wait == pytest.approx(90)
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+
+
+def test_a_checkpoint_goes_in_a_heartbeat_at_the_percentage_last_noted() -> None:
+    """Progress due goes first; the checkpoint follows in a heartbeat saying the percentage
+    it stands for (the one noted when it was saved, not a later one); a newer checkpoint
+    replaces one not yet sent; once acknowledged it is not sent again, and checkpoints go at
+    most every ``min_interval``."""
+    core, ticks = make()
+    core.update(10.7)
+    core.save_checkpoint({"step": 1})
+    core.save_checkpoint({"step": 2})  # the newer wins
+    core.update(20)  # noted after the save: the checkpoint still stands for 10%
+    first = send(core)
+    assert first.kind is CallKind.PROGRESS
+    assert "checkpoint" not in (first.body or {})
+    core.settle_http(first, 200, ok())
+    ticks.now += 0.5
+    second = send(core)
+    assert (second.kind, (second.body or {}).get("percentage")) == (CallKind.PROGRESS, 20)
+    core.settle_http(second, 200, ok())
+    assert core.delay() == pytest.approx(0.5)  # at most every min_interval, as progress
+    ticks.now += 0.5
+    call = send(core)
+    assert (call.kind, call.body) == (
+        CallKind.HEARTBEAT,
+        {"worker_id": core.worker, "checkpoint": {"step": 2}, "checkpoint_percentage": 10},
+    )
+    core.settle_http(call, 200, ok())
+    assert core.idle
+    core.save_checkpoint({"step": 3})
+    assert core.delay() == pytest.approx(0.5)  # min_interval since the last one
+    ticks.now += 0.5
+    assert (send(core).body or {}).get("checkpoint") == {"step": 3}
+    assert core.resume is None
+
+
+def test_a_checkpoint_before_any_update_names_no_percentage() -> None:
+    core, _ = make()
+    core.save_checkpoint({"step": 0})
+    assert send(core).body == {"worker_id": core.worker, "checkpoint": {"step": 0}}
+
+
+def test_a_checkpoint_alone_goes_as_a_heartbeat_and_is_retried() -> None:
+    """With no report due, a checkpoint goes in a heartbeat (naming the worker); a failed send
+    keeps it for the next one; one saved while it was in flight still goes."""
+    core, ticks = make(worker="gpu-1")
+    core.update(40)
+    core.settle_http(send(core), 200, ok())
+    core.save_checkpoint({"step": 400})
+    ticks.now += 0.5
+    call = send(core)
+    assert (call.kind, call.body) == (
+        CallKind.HEARTBEAT,
+        {"worker_id": "gpu-1", "checkpoint": {"step": 400}, "checkpoint_percentage": 40},
+    )
+    core.settle_http(call, None)  # the server is down
+    assert not core.idle
+    ticks.now += 60
+    again = send(core)
+    assert (again.kind, (again.body or {}).get("checkpoint")) == (CallKind.HEARTBEAT, {"step": 400})
+    core.save_checkpoint({"step": 410})  # while the retry is in flight
+    core.settle_http(again, 200, ok())
+    ticks.now += 1
+    newer = send(core)
+    assert (newer.body or {}).get("checkpoint") == {"step": 410}
+    core.settle_http(newer, 200, ok())
+    assert core.idle
+
+
+def test_a_checkpoint_saved_last_is_kept_before_the_final_status() -> None:
+    """A worker that saves a checkpoint and then fails: the checkpoint is delivered first (a
+    requeue resumes from it), and it is among what a close would spool."""
+    core, _ = make()
+    core.update(70)
+    core.settle_http(send(core), 200, ok())
+    core.save_checkpoint({"step": 700})
+    core.complete(False, "node lost")
+    assert [c.kind for c in core.undelivered()] == [CallKind.HEARTBEAT, CallKind.RESULT]
+    first = send(core)
+    assert (first.kind, (first.body or {}).get("checkpoint")) == (
+        CallKind.HEARTBEAT,
+        {"step": 700},
+    )
+    core.settle_http(first, 200, ok())
+    assert send(core).kind is CallKind.RESULT
+
+
+@pytest.mark.parametrize("state", [[1, 2], {"blob": "x" * 40_000}, {"bad": float("nan")}, {1: "a"}])
+def test_a_bad_checkpoint_is_logged_and_dropped(
+    state: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    core, _ = make()
+    with caplog.at_level(logging.WARNING):
+        core.save_checkpoint(state)
+    assert "checkpoint not kept" in caplog.text
+    assert core.idle
+
+
+def test_a_reporter_resumes_from_the_checkpoint_it_is_given() -> None:
+    core, _ = make(resume={"step": 700})
+    assert core.resume == {"step": 700}
+    with pytest.raises(ConfigurationError, match="resume"):
+        make(resume=[1])

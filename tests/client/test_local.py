@@ -88,3 +88,23 @@ def test_the_job_names_its_worker(tracker: JobTracker) -> None:
     job = tracker.get_job(job_id)
     assert job is not None
     assert job.worker_id == "celery@box"
+
+
+def test_a_checkpoint_is_kept_with_the_job_in_process(tracker: JobTracker) -> None:
+    """In process too, a saved checkpoint reaches the job before its final status, standing
+    for the percentage noted when it was saved."""
+    job_id = tracker.start_job("a.pdf", "document", user_id="alice")
+
+    def work() -> None:
+        with LocalReporter(job_id, tracker, user_id="alice", min_interval=0.05) as r:
+            r.update(60, "page 60")
+            r.save_checkpoint({"page": 60})
+            r.update(65, "page 65")
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        work()
+    job = tracker.get_job(job_id)
+    assert job is not None
+    assert (job.status, job.percentage) == (JobStatus.FAILED, 65)
+    assert (job.checkpoint, job.checkpoint_percentage) == ({"page": 60}, 60)

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 
+import httpx
 import pytest
 
 from morag_progress.client import ProgressReporter
@@ -323,3 +324,41 @@ def test_missing_or_bad_url_names_the_setting(url: str | None) -> None:
     with pytest.raises(ConfigurationError) as info:
         ProgressReporter("job", api_url=url)
     assert info.value.field == "api_url"
+
+
+def test_a_requeued_job_resumes_where_the_dead_worker_left_it(remote: Remote) -> None:
+    """End to end over HTTP: a worker claims a job, saves a checkpoint at 70% and dies; the
+    owner requeues the job; the next claim hands the checkpoint back, a reporter made with it
+    exposes it as ``resume``, and the job goes on from 70% (never lower) to FINISHED."""
+    job_id = remote.new_job(status=JobStatus.WAITING_FOR_REMOTE_WORKER)
+    worker = {"Authorization": f"Bearer {remote.key}"}
+    with httpx.Client(base_url=remote.url, headers=worker, timeout=10) as http:
+        first = http.post("/api/v1/remote-jobs/claim", json={"worker_id": "gpu-1"}).json()
+        assert (first["id"], first["checkpoint"]) == (job_id, None)
+
+        def dies() -> None:
+            with reporter(remote, job_id, attempt=first["attempt"]) as r:
+                assert r.resume is None
+                for step in range(1, 8):
+                    r.update(10 * step, f"step {step}")
+                    r.save_checkpoint({"step": step * 100})
+                raise RuntimeError("node lost")
+
+        with pytest.raises(RuntimeError):
+            dies()
+        assert remote.job(job_id).status is JobStatus.FAILED
+        owner = {"Authorization": f"Bearer {remote.user_key}"}
+        requeued = http.post(f"/api/v1/jobs/{job_id}/requeue", headers=owner)
+        assert requeued.json()["percentage"] == 70
+        claim = http.post("/api/v1/remote-jobs/claim", json={"worker_id": "gpu-2"}).json()
+        assert (claim["attempt"], claim["percentage"]) == (2, 70)
+        again = reporter(remote, job_id, attempt=claim["attempt"], resume=claim["checkpoint"])
+        with again as r:
+            assert r.resume == {"step": 700}
+            for step in range(r.resume["step"] // 100 + 1, 11):
+                r.update(10 * step, f"step {step}")
+    assert again.finished
+    second = [e.percentage for e in remote.tracker.history(job_id) if e.attempt == 2]
+    assert min(second) == 70
+    assert second == sorted(second)
+    assert remote.job(job_id).status is JobStatus.FINISHED

@@ -89,8 +89,11 @@ class Estimates:
         self._keys = _Cache(_KEY_TTL, 4096)
 
     def job_out(self, job: Job, viewer: Principal) -> JobOut:
-        """One job with its estimates and its creator's name, as ``viewer`` sees it."""
-        return self.jobs_out([job], viewer)[0]
+        """One job with its estimates, its creator's name as ``viewer`` sees it, and its
+        checkpoint (which lists leave out)."""
+        out = self.jobs_out([job], viewer)[0]
+        out.checkpoint = job.checkpoint
+        return out
 
     def names(self, actors: Iterable[str | None], viewer: Principal) -> dict[str, str]:
         """The names of the keys behind ``actors`` (``audit``: ``<role>:<key id>``) that have

@@ -19,6 +19,7 @@ from pydantic import (
 
 from morag_progress.bounds import (
     ID_PATTERN,
+    MAX_CHECKPOINT_BYTES,
     MAX_ID,
     MAX_MESSAGE,
     MAX_METADATA_BYTES,
@@ -133,6 +134,22 @@ IsoDateTime = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_in
 Metadata = Annotated[dict[str, Any], AfterValidator(check_metadata)]
 
 
+def _checkpoint(value: dict[str, Any]) -> dict[str, Any]:
+    return check_metadata(value, "checkpoint", max_bytes=MAX_CHECKPOINT_BYTES)
+
+
+Checkpoint = Annotated[
+    dict[str, Any],
+    AfterValidator(_checkpoint),
+    Field(
+        description=f"The worker's resume state: a JSON object of at most "
+        f"{MAX_CHECKPOINT_BYTES} bytes, {MAX_METADATA_DEPTH} levels deep. The job keeps the "
+        "latest one and the percentage it was saved at; requeued, the job resumes at that "
+        "percentage and its next claim hands the checkpoint back (docs/resume.md)."
+    ),
+]
+
+
 class _Body(BaseModel):
     # An unknown field is most likely a typo ("percent" for "percentage"): refuse it by name.
     model_config = ConfigDict(extra="forbid")
@@ -185,6 +202,7 @@ class ProgressIn(_Body):
         strict=True,
         description="Orders reports with equal timestamps.",
     )
+    checkpoint: Checkpoint | None = None
 
     @model_validator(mode="after")
     def _one_amount(self) -> ProgressIn:
@@ -253,9 +271,24 @@ class ResultIn(_Body):
 
 
 class HeartbeatIn(_Body):
-    """A heartbeat's optional body: who sends it."""
+    """A heartbeat's optional body: who sends it, and a checkpoint to keep."""
 
     worker_id: Name | None = Field(default=None, description=_WORKER)
+    checkpoint: Checkpoint | None = None
+    checkpoint_percentage: int | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        strict=True,
+        description="The percentage the checkpoint stands for (the job resumes there if "
+        "requeued); default: the job's percentage now. Only with `checkpoint`.",
+    )
+
+    @model_validator(mode="after")
+    def _with_its_checkpoint(self) -> HeartbeatIn:
+        if self.checkpoint_percentage is not None and self.checkpoint is None:
+            raise ValueError("checkpoint_percentage needs a checkpoint")
+        return self
 
 
 class JobCreate(_Body):
@@ -338,6 +371,17 @@ class JobOut(BaseModel):
         "``local:<host>`` for a process writing the store directly; null for a job created "
         "before the audit trail."
     )
+    checkpoint_percentage: int | None = Field(
+        default=None,
+        description="The percentage the job's latest checkpoint was saved at (a requeue "
+        "resumes the job there); null when its worker saved none.",
+    )
+    checkpoint: dict[str, Any] | None = Field(
+        default=None,
+        description="The latest checkpoint itself: in a claim's answer and a read of the one "
+        "job (`GET /api/v1/jobs/{id}`); null in lists and progress replies, which may hold "
+        "many jobs or come many times a second.",
+    )
     created_by_name: str | None = Field(
         default=None,
         description="The name of the key in ``created_by`` (``keys create --name``), when it "
@@ -352,9 +396,14 @@ class JobOut(BaseModel):
         *,
         eta: Eta | bool | None = True,
         expected_start_at: datetime | None = None,
+        checkpoint: bool = False,
     ) -> JobOut:
-        """A job as the API writes it; the estimate as given (True: the live one now)."""
-        return cls.model_validate(job.to_dict(eta=eta, expected_start_at=expected_start_at))
+        """A job as the API writes it; the estimate as given (True: the live one now); with
+        ``checkpoint``, the checkpoint itself (a claim's answer, a read of the one job)."""
+        data = job.to_dict(eta=eta, expected_start_at=expected_start_at)
+        if checkpoint:
+            data["checkpoint"] = job.checkpoint
+        return cls.model_validate(data)
 
 
 class ProgressOut(BaseModel):

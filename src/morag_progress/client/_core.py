@@ -37,7 +37,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from morag_progress.bounds import MAX_NAME, check_text, clean_text
+from morag_progress.bounds import (
+    MAX_CHECKPOINT_BYTES,
+    MAX_NAME,
+    check_metadata,
+    check_text,
+    clean_text,
+)
 from morag_progress.errors import ConfigurationError, InvalidInputError
 from morag_progress.trace_context import attached
 
@@ -250,6 +256,7 @@ class ReporterCore:
         attempt: int | None = None,
         traceparent: str | None = None,
         worker: str | None = None,
+        resume: Mapping[str, Any] | None = None,
         max_backoff: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -266,7 +273,17 @@ class ReporterCore:
             raise ConfigurationError("attempt", "must be a positive integer", attempt)
         if attempt is not None and attempt < 1:
             raise ConfigurationError("attempt", "must be a positive integer", attempt)
+        if resume is not None and not isinstance(resume, Mapping):
+            raise ConfigurationError(
+                "resume", "must be a JSON object (a claim's checkpoint)", resume
+            )
         self.job_id = job_id
+        self.resume: dict[str, Any] | None = None if resume is None else dict(resume)
+        """The checkpoint this run resumes from (a claim's ``checkpoint``, as given): None for
+        a run that starts from the beginning."""
+        self._checkpoint: dict[str, Any] | None = None  # saved, not yet acknowledged
+        self._checkpoint_at: int | None = None  # the percentage it stands for
+        self._checkpoint_in_flight: dict[str, Any] | None = None
         self.worker = default_worker() if worker is None else worker
         """The worker's name, sent with each report: the job's worker in the Workers view,
         unless it already has one (a claim's)."""
@@ -401,6 +418,28 @@ class ReporterCore:
         self._heartbeat_wanted = True
         self.wake()
 
+    def save_checkpoint(self, state: Mapping[str, Any]) -> None:
+        """Keep ``state`` (a JSON object of at most 32 KiB: where the work is, what is done)
+        with the job, as the state of the work at the percentage last given to ``update``.
+        Returns at once: a heartbeat takes it to the server (at most every ``min_interval``,
+        a newer one replacing it until then, and before the final status). If the job is
+        requeued, the worker that claims it gets it back (``resume``) and the job resumes at
+        that percentage. A state that is not such an object is logged and dropped, never
+        raised."""
+        try:
+            checked = check_metadata(dict(state), "checkpoint", max_bytes=MAX_CHECKPOINT_BYTES)
+        except (TypeError, ValueError) as e:  # InvalidInputError is a ValueError
+            logger.warning("job %s: checkpoint not kept: %s", self.job_id, e)
+            return
+        # It stands for the work done up to the percentage last noted: the job resumes there.
+        latest = self._latest
+        at = None if latest is None else latest[0]
+        valid = isinstance(at, int | float) and not isinstance(at, bool) and 0 <= at <= 100
+        self._checkpoint = checked
+        self._checkpoint_at = math.floor(at) if valid else None  # type: ignore[arg-type]
+        self._heartbeat_wanted = True
+        self.wake()
+
     def create_first(self, body: Mapping[str, Any]) -> None:
         """Make the job on the server before anything else is sent: ``body`` is
         ``POST /api/v1/jobs``'s (``client.job_body``), with this reporter's job id. It is sent
@@ -461,7 +500,7 @@ class ReporterCore:
             return True
         if self._create is not None or (self._final is not None and not self._final_done):
             return False
-        return not self._progress_pending()
+        return not self._progress_pending() and self._checkpoint is None
 
     def _progress_pending(self) -> bool:
         latest = self._latest
@@ -486,6 +525,9 @@ class ReporterCore:
             return wait
         if self._progress_pending():
             return max(wait, self._throttle_wait(now))
+        if self._checkpoint is not None:  # at most every min_interval, as progress
+            last = self._last_sent_at
+            return wait if last is None else max(wait, last + self.min_interval - now)
         if self._heartbeat_wanted:
             return wait
         return None
@@ -522,20 +564,28 @@ class ReporterCore:
             if call is None:  # refused by the checks, or no change since the last one sent
                 self._sent = latest
                 return self.next_call()
-        elif self._final is not None and not self._final_done:
+        elif self._final is not None and not self._final_done and self._checkpoint is None:
             call = Call(
                 CallKind.RESULT, "PUT", f"/api/v1/remote-jobs/{self.job_id}/result", self._final
             )
-        else:
-            call = Call(
-                CallKind.HEARTBEAT,
-                "POST",
-                f"/api/v1/remote-jobs/{self.job_id}/heartbeat",
-                {"worker_id": self.worker},
-            )
+        else:  # a heartbeat, or the checkpoint saved last, before the final status
+            call = self._heartbeat_call()
             self._heartbeat_wanted = False
+        if call.kind is CallKind.HEARTBEAT:
+            self._checkpoint_in_flight = self._checkpoint
         self._in_flight = call
         return call
+
+    def _heartbeat_call(self) -> Call:
+        """A heartbeat, with the checkpoint saved last if there is one to keep."""
+        body: dict[str, Any] = {"worker_id": self.worker}
+        if self._checkpoint is not None:
+            body["checkpoint"] = self._checkpoint
+            if self._checkpoint_at is not None:
+                body["checkpoint_percentage"] = self._checkpoint_at
+        return Call(
+            CallKind.HEARTBEAT, "POST", f"/api/v1/remote-jobs/{self.job_id}/heartbeat", body
+        )
 
     def _progress_call(self, note: _Note, made_at: float | None = None) -> Call | None:
         percentage, message, current, total, stage = note
@@ -618,6 +668,8 @@ class ReporterCore:
             call = self._progress_call(latest)
             if call is not None:
                 calls.append(call)
+        if self._checkpoint is not None:  # kept before the final status, as it is sent
+            calls.append(self._heartbeat_call())
         final_in_flight = in_flight is not None and in_flight.kind is CallKind.RESULT
         if self._final is not None and not self._final_done and not final_in_flight:
             calls.append(
@@ -647,6 +699,12 @@ class ReporterCore:
         ``status`` that said so)."""
         self._in_flight = None
         urgent, self._urgent_in_flight = self._urgent_in_flight, None
+        checkpoint, self._checkpoint_in_flight = self._checkpoint_in_flight, None
+        if checkpoint is not None and verdict is not Verdict.RETRY:
+            if self._checkpoint is checkpoint:  # kept (or refused): a newer one still goes
+                self._checkpoint = None
+        elif checkpoint is not None:
+            self._heartbeat_wanted = True  # sent again, with the next report or a heartbeat
         now = self._clock()
         # Sent again first once the server is back; when the queue is full, the oldest (this
         # one) gives way, as it does on the worker's side.
@@ -747,6 +805,8 @@ class ReporterCore:
                 self._job_over = True
                 self._job_ended = True
                 self._final_done = self._final is not None
+        elif call.kind is CallKind.HEARTBEAT and call.body and "checkpoint" in call.body:
+            self._last_sent_at = now  # a checkpoint counts toward min_interval, as progress
         elif call.kind is CallKind.RESULT:
             self._final_done = True
             self._job_over = True

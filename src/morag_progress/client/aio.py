@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from morag_progress.client._core import (
     Call,
@@ -18,6 +18,8 @@ from morag_progress.client._core import (
 from morag_progress.client.spool import Spooled, fingerprint, keep_undelivered
 
 if TYPE_CHECKING:  # imported when a reporter is made, not with the package
+    from collections.abc import Mapping
+
     import httpx
 
 __all__ = ["AsyncProgressReporter"]
@@ -44,6 +46,7 @@ class AsyncProgressReporter(ReporterCore):
         attempt: int | None = None,
         traceparent: str | None = None,
         worker: str | None = None,
+        resume: Mapping[str, Any] | None = None,
         timeout: float = 10.0,
         close_timeout: float | None = None,
         spool: bool = True,
@@ -62,6 +65,7 @@ class AsyncProgressReporter(ReporterCore):
             attempt=attempt,
             traceparent=traceparent,
             worker=worker,
+            resume=resume,
         )
         self.close_timeout = resolve_close_timeout(close_timeout)
         self._http_error = httpx.HTTPError

@@ -139,7 +139,9 @@ class ProgressReporter(_ThreadedReporter):
     ``api_url`` and ``api_key`` default to ``MORAG_PROGRESS_API_URL`` / ``MORAG_PROGRESS_API_KEY``.
     ``attempt`` ties reports to one run of the job (a retried task reports a higher one).
     ``worker`` names the worker in the Workers view (default ``<host>:<process id>``; a job
-    claimed under a name keeps it). Leaving the block waits at most ``close_timeout`` seconds
+    claimed under a name keeps it). ``resume`` is the checkpoint a claim handed back (its
+    ``checkpoint``): the run goes on from it (``reporter.resume``), and ``save_checkpoint``
+    keeps a new one with the job. Leaving the block waits at most ``close_timeout`` seconds
     for delivery (default ``MORAG_PROGRESS_CLOSE_TIMEOUT_SECONDS``, 2 s), the only wait the
     worker ever sees; a request in flight waits at most ``timeout``. What is still undelivered
     then is kept in a spool on disk (``spool``: default on; ``spooled`` says where), which
@@ -158,6 +160,7 @@ class ProgressReporter(_ThreadedReporter):
         attempt: int | None = None,
         traceparent: str | None = None,
         worker: str | None = None,
+        resume: Mapping[str, Any] | None = None,
         timeout: float = 10.0,
         close_timeout: float | None = None,
         spool: bool = True,
@@ -172,6 +175,7 @@ class ProgressReporter(_ThreadedReporter):
             attempt=attempt,
             traceparent=traceparent,
             worker=worker,
+            resume=resume,
         )
         self._http_error = httpx.HTTPError
         self._client = httpx.Client(
@@ -246,6 +250,7 @@ class LocalReporter(_ThreadedReporter):
         close_timeout: float = 10.0,
         traceparent: str | None = None,
         worker: str | None = None,
+        resume: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(
             job_id,
@@ -253,6 +258,7 @@ class LocalReporter(_ThreadedReporter):
             attempt=attempt,
             traceparent=traceparent,
             worker=worker,
+            resume=resume,
         )
         self._tracker = tracker
         self._user_id = user_id
@@ -290,7 +296,13 @@ class LocalReporter(_ThreadedReporter):
     def _apply(self, call: Call) -> UpdateResult:
         job_id, body = self.job_id, call.body or {}
         if call.kind is CallKind.HEARTBEAT:
-            return self._tracker.heartbeat(job_id, self._user_id, worker_id=body.get("worker_id"))
+            return self._tracker.heartbeat(
+                job_id,
+                self._user_id,
+                worker_id=body.get("worker_id"),
+                checkpoint=body.get("checkpoint"),
+                checkpoint_percentage=body.get("checkpoint_percentage"),
+            )
         if call.kind is CallKind.RESULT:
             update = ProgressUpdate.final(
                 job_id,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, String, bindparam, case, func, literal, or_, select, update
 
 from morag_progress.audit import SERVER, Action
@@ -111,11 +112,23 @@ class JobLifecycle(JobWriter):
         worker_id: str | None = None,
         claimant: str | None = None,
         actor: str | None = None,
+        checkpoint: dict[str, Any] | None = None,
+        checkpoint_percentage: int | None = None,
     ) -> UpdateResult:
+        """The worker is alive (see ``JobTracker.heartbeat``); ``checkpoint`` (validated by the
+        caller) is kept as the job's, saved at ``checkpoint_percentage`` or, without one, at
+        the job's percentage now."""
         j = jobs.c
         conditions = scope(BOUND, claimant=claimant is not None)
         # A job with no worker yet takes the heartbeat's (a claimed job keeps its claim's).
-        named = {"worker_id": func.coalesce(j.worker_id, worker_id)} if worker_id else {}
+        named: dict[str, Any] = (
+            {"worker_id": func.coalesce(j.worker_id, worker_id)} if worker_id else {}
+        )
+        if checkpoint is not None:
+            named["checkpoint"] = orjson.dumps(checkpoint).decode()
+            named["checkpoint_percentage"] = (
+                j.percentage if checkpoint_percentage is None else checkpoint_percentage
+            )
         # A worker that is alive runs the job: a STALLED job resumes, a PENDING one starts.
         wake = (
             update(jobs)
@@ -258,11 +271,14 @@ class JobLifecycle(JobWriter):
         max_open: int | None = None,
     ) -> UpdateResult:
         """Put a remote job that failed, was cancelled or stalled back in the queue: WAITING
-        for a remote worker at 0% in a new attempt, its error, worker and claim released (no
+        for a remote worker in a new attempt, its error, worker and claim released (no
         worker may report on it until one claims it again; the old attempt's late reports are
-        superseded). NOT_FOUND for no such job; JobStateError saying why for a job in another
-        state, one no remote worker claimed, or a child whose parent has ended."""
+        superseded). A job whose worker saved a checkpoint keeps it and resumes at the
+        percentage it was saved at, not 0%. NOT_FOUND for no such job; JobStateError saying why
+        for a job in another state, one no remote worker claimed, or a child whose parent has
+        ended."""
         j = jobs.c
+        resumes = j.checkpoint.is_not(None)
         stmt = (
             update(jobs)
             .where(
@@ -274,8 +290,13 @@ class JobLifecycle(JobWriter):
             )
             .values(
                 status=JobStatus.WAITING_FOR_REMOTE_WORKER.value,
-                percentage=0,
-                summary="Requeued: waiting for a remote worker",
+                # A job with a checkpoint resumes at the percentage it was saved at: its next
+                # worker gets the checkpoint with its claim and goes on from there.
+                percentage=case((resumes, func.coalesce(j.checkpoint_percentage, 0)), else_=0),
+                summary=case(
+                    (resumes, "Requeued: waiting for a remote worker, to resume from a checkpoint"),
+                    else_="Requeued: waiting for a remote worker",
+                ),
                 error=None,
                 worker_id=None,
                 claimed_by=RELEASED,

@@ -154,6 +154,10 @@ jobs = Table(
     # The job's span (``tracing.py``): its own W3C traceparent, and its creator's span id.
     Column("traceparent", String(55), nullable=True),
     Column("trace_parent_id", String(16), nullable=True),
+    # The worker's latest checkpoint (JSON text, at most MAX_CHECKPOINT_BYTES) and the
+    # percentage it was saved at: a requeued job resumes there (``store/lifecycle.py``).
+    Column("checkpoint", Text, nullable=True),
+    Column("checkpoint_percentage", Integer, nullable=True),
     Index("ix_jobs_user_created", "user_id", "created_at", "id"),
     Index("ix_jobs_status_created", "status", "created_at", "id"),
     Index("ix_jobs_parent", "parent_id"),

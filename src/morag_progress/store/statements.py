@@ -107,6 +107,7 @@ UPDATE_PARAMETERS: dict[str, TypeEngine[Any]] = {
     "event_ts": UTCDateTime(),
     "actor": String(),
     "action": String(),
+    "checkpoint": Text(),
 }
 """What an update's statement reads, with its SQL types (``prepare`` makes the values)."""
 
@@ -210,6 +211,7 @@ class Shape:
     attempt: bool
     seq: bool
     claimant: bool
+    checkpoint: bool = False
     unchanged: bool = False
     """Only for jobs already in the given status, which it leaves unset (``unchanged``)."""
 
@@ -265,6 +267,7 @@ def prepare(
         u.attempt is not None,
         u.seq is not None,
         u.claimant is not None,
+        u.checkpoint is not None,
     )
     params: dict[str, Any] = {
         "job_id": u.job_id,
@@ -287,6 +290,8 @@ def prepare(
         "event_ts": u.timestamp or now,  # the feed row keeps the worker's own time
         "actor": u.actor,
         "action": action.value,
+        # Kept as JSON text: one value to bind, the same on both databases and in a batch.
+        "checkpoint": None if u.checkpoint is None else orjson.dumps(u.checkpoint).decode(),
     }
     return shape, params
 
@@ -353,6 +358,8 @@ def _build_update_statement(shape: Shape, source: str | None = None) -> Any:
     if shape.percentage:
         values["percentage"] = pct
     values.update(_optional_values(p, shape))
+    if shape.checkpoint:  # saved at the percentage this update leaves
+        values["checkpoint_percentage"] = pct if shape.percentage else j.percentage
     if shape.starts:
         values["start_date"] = func.coalesce(j.start_date, now)
     if shape.terminal:
@@ -389,6 +396,7 @@ def _optional_values(p: Param, shape: Shape) -> dict[str, Any]:
         "stage": shape.stage,
         "error": shape.error,
         "worker_id": shape.worker,
+        "checkpoint": shape.checkpoint,
     }
     names = {"summary": "message"}
     values = {name: p(names.get(name, name)) for name, carried in present.items() if carried}

@@ -565,3 +565,100 @@ async def test_a_wrong_method_lists_every_method_of_the_path(
     assert (progress.status_code, progress.headers["allow"]) == (405, "PUT")
     missing = await client.get("/api/v1/nothing-here", headers=alice)
     assert missing.status_code == 404  # other HTTP errors are answered as before
+
+
+async def test_a_requeued_job_resumes_from_its_checkpoint(
+    client: httpx.AsyncClient, alice: Auth, alice_worker: Auth, new_job: NewJob
+) -> None:
+    """A worker saves a checkpoint with a report (and a newer one with a heartbeat), dies at
+    70%, and the job is requeued: it waits at 70%, not 0%, its history never goes below
+    70%, and the next claim hands the latest checkpoint back. Lists and progress replies
+    say where a checkpoint was saved, not what it holds."""
+    job_id = await _claimed(client, alice_worker, alice, new_job)
+    report = await client.put(
+        f"/api/v1/remote-jobs/{job_id}/progress",
+        json={"percentage": 70, "checkpoint": {"step": 700, "shard": "b"}},
+        headers=alice_worker,
+    )
+    assert report.status_code == 200
+    assert report.json()["job"]["checkpoint"] is None  # a progress reply does not echo it
+    assert report.json()["job"]["checkpoint_percentage"] == 70
+    beat = await client.post(
+        f"/api/v1/remote-jobs/{job_id}/heartbeat",
+        json={"checkpoint": {"step": 712, "shard": "b"}},
+        headers=alice_worker,
+    )
+    assert beat.status_code == 200
+    one = (await client.get(f"/api/v1/jobs/{job_id}", headers=alice)).json()
+    assert (one["checkpoint"], one["checkpoint_percentage"]) == ({"step": 712, "shard": "b"}, 70)
+    listed = (await client.get("/api/v1/jobs", headers=alice)).json()["jobs"]
+    assert [(j["checkpoint"], j["checkpoint_percentage"]) for j in listed] == [(None, 70)]
+    await client.put(
+        f"/api/v1/remote-jobs/{job_id}/result",
+        json={"success": False, "message": "node lost"},
+        headers=alice_worker,
+    )
+    requeued = (await client.post(f"/api/v1/jobs/{job_id}/requeue", headers=alice)).json()
+    assert (requeued["status"], requeued["percentage"], requeued["attempt"]) == (
+        "WAITING_FOR_REMOTE_WORKER",
+        70,
+        2,
+    )
+    assert "resume" in requeued["summary"]
+    claimed = await client.post(
+        "/api/v1/remote-jobs/claim", json={"worker_id": "gpu-02"}, headers=alice_worker
+    )
+    resumed = claimed.json()
+    assert (resumed["id"], resumed["attempt"], resumed["percentage"]) == (job_id, 2, 70)
+    assert resumed["checkpoint"] == {"step": 712, "shard": "b"}
+    await client.put(
+        f"/api/v1/remote-jobs/{job_id}/progress", json={"percentage": 75}, headers=alice_worker
+    )
+    history = (await client.get(f"/api/v1/jobs/{job_id}/history", headers=alice)).json()
+    after = [e["percentage"] for e in history if e["attempt"] == 2]
+    assert after == [70, 70, 75]  # requeued, claimed, reported: never below the checkpoint
+
+
+async def test_a_checkpoint_is_a_bounded_json_object(
+    client: httpx.AsyncClient, alice: Auth, alice_worker: Auth, new_job: NewJob
+) -> None:
+    """A checkpoint is a JSON object of at most 32 KiB: anything else is a 422 naming it, and
+    the job keeps the checkpoint it had."""
+    job_id = await _claimed(client, alice_worker, alice, new_job)
+    url = f"/api/v1/remote-jobs/{job_id}/progress"
+    assert (
+        await client.put(url, json={"percentage": 50, "checkpoint": {"a": 1}}, headers=alice_worker)
+    ).status_code == 200
+    fits = {"blob": "x" * (32 * 1024 - 12)}
+    assert (
+        await client.put(url, json={"percentage": 51, "checkpoint": fits}, headers=alice_worker)
+    ).status_code == 200
+    for bad in ([1, 2], "text", {"blob": "x" * (32 * 1024)}, {"nul": "a\x00b"}):
+        refused = await client.put(
+            url, json={"percentage": 60, "checkpoint": bad}, headers=alice_worker
+        )
+        assert refused.status_code == 422, bad
+        assert "checkpoint" in str(refused.json()["detail"][0]["loc"])
+    beat_url = f"/api/v1/remote-jobs/{job_id}/heartbeat"
+    bad_beats: tuple[dict[str, Any], ...] = (
+        {"checkpoint": []},
+        {"checkpoint_percentage": 40},  # a percentage without its checkpoint
+        {"checkpoint": {"a": 1}, "checkpoint_percentage": 101},
+        {"checkpoint": {"a": 1}, "checkpoint_percentage": 40.5},
+    )
+    for bad_beat in bad_beats:
+        beat = await client.post(beat_url, json=bad_beat, headers=alice_worker)
+        assert beat.status_code == 422, bad_beat
+    job = (await client.get(f"/api/v1/jobs/{job_id}", headers=alice)).json()
+    assert (job["percentage"], job["checkpoint"], job["checkpoint_percentage"]) == (51, fits, 51)
+    # A heartbeat's checkpoint stands for the percentage it names (the work it saved).
+    beat = await client.post(
+        beat_url, json={"checkpoint": {"b": 2}, "checkpoint_percentage": 48}, headers=alice_worker
+    )
+    assert beat.status_code == 200
+    job = (await client.get(f"/api/v1/jobs/{job_id}", headers=alice)).json()
+    assert (job["percentage"], job["checkpoint"], job["checkpoint_percentage"]) == (
+        51,
+        {"b": 2},
+        48,
+    )

@@ -69,6 +69,7 @@ def progress_update(job_id: str, body: ProgressIn, caller: Principal) -> Progres
         user_id=caller.scope,
         claimant=caller.claimant,
         actor=caller.actor,
+        checkpoint=body.checkpoint,
     )
 
 
@@ -211,7 +212,9 @@ def heartbeat(
     job_id: JobIdPath, caller: Caller, request: Request, body: HeartbeatIn | None = None
 ) -> Response:
     """The worker is alive (a STALLED job is PROCESSING again); the reply says whether to stop.
-    The body is optional: ``{"worker_id": ...}`` names the worker."""
+    The body is optional: ``{"worker_id": ..., "checkpoint": {...}, "checkpoint_percentage":
+    70}`` names the worker and keeps a checkpoint, saved at the percentage given (default: the
+    job's now)."""
     tracker = tracker_of(request)
     result = tracker.heartbeat(
         job_id,
@@ -219,6 +222,8 @@ def heartbeat(
         worker_id=None if body is None else body.worker_id,
         claimant=caller.claimant,
         actor=caller.actor,
+        checkpoint=None if body is None else body.checkpoint,
+        checkpoint_percentage=None if body is None else body.checkpoint_percentage,
     )
     result.raise_for_outcome(job_id)
     return progress_reply(result, "Heartbeat recorded")
@@ -280,7 +285,8 @@ def _apply_logs(
 def claim_job(body: ClaimIn, caller: Caller, request: Request) -> JobOut | Response:
     """Take the oldest job waiting for a remote worker (of the caller's user). The job becomes
     PROCESSING (a new attempt if it ran before), mapped to ``worker_id``, and only this key may
-    report on it from now on. 204 when nothing waits."""
+    report on it from now on. A requeued job's answer holds the checkpoint its last worker
+    saved (``checkpoint``) and the percentage it resumes at. 204 when nothing waits."""
     job = tracker_of(request).claim(
         body.worker_id,
         claimant=caller.key_id,
@@ -290,4 +296,4 @@ def claim_job(body: ClaimIn, caller: Caller, request: Request) -> JobOut | Respo
     )
     if job is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
-    return JobOut.of(job)
+    return JobOut.of(job, checkpoint=True)
