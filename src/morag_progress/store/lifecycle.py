@@ -207,8 +207,10 @@ class JobLifecycle(JobWriter):
                 last_seen_at=now,
                 last_ts_us=None,  # the worker's clock orders its own reports from here
                 last_seq=0,
-                rate=None,
-                pace=None,
+                # A job resuming from a checkpoint keeps its pace: the rate of the work it
+                # did is the best guess for the rest (``eta.Pace`` starts a new run in it).
+                rate=case((j.checkpoint.is_not(None), j.rate), else_=None),
+                pace=case((j.checkpoint.is_not(None), j.pace), else_=None),
                 summary=f"Claimed by {worker_id}",
             )
             .returning(*jobs.c)
@@ -307,8 +309,8 @@ class JobLifecycle(JobWriter):
                 last_seen_at=None,
                 last_ts_us=None,
                 last_seq=0,
-                rate=None,
-                pace=None,
+                rate=case((resumes, j.rate), else_=None),
+                pace=case((resumes, j.pace), else_=None),
                 current=None,
                 total=None,
                 stage=None,
