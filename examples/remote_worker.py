@@ -1,8 +1,9 @@
 """A remote GPU worker that reports progress over HTTP, as MoRAG's remote converter does.
 
 It claims jobs waiting for a remote worker, converts each one while its converter's
-``progress_callback(progress, message)`` logs the seed's line and reports it, and stops a job
-when its owner cancels it. Set ``MORAG_PROGRESS_API_URL`` and ``MORAG_PROGRESS_API_KEY`` (a
+``progress_callback(progress, message)`` logs the seed's line and reports it, saves a
+checkpoint now and then (a requeued job resumes from it: docs/resume.md), and stops a job when
+its owner cancels it. Set ``MORAG_PROGRESS_API_URL`` and ``MORAG_PROGRESS_API_KEY`` (a
 ``worker`` key: ``morag-progress keys create --user U --role worker``), then::
 
     python examples/remote_worker.py --worker-id remote-worker-gpu-01
@@ -26,17 +27,30 @@ class Cancelled(Exception):
     """The job's owner asked the worker to stop."""
 
 
-async def transcribe(job: dict[str, object], progress_callback: object) -> str:
-    """Stands in for the real converter: calls its callback as a converter does."""
+async def transcribe(
+    job: dict[str, object], progress_callback: object, reporter: AsyncProgressReporter
+) -> str:
+    """Stands in for the real converter: calls its callback as a converter does, saves a
+    checkpoint every few segments, and, for a job requeued after its worker died, goes on from
+    the checkpoint the claim handed back instead of starting again."""
     assert callable(progress_callback)
-    for step in range(1, 21):
+    start = int(reporter.resume["segment"]) if reporter.resume else 0
+    for segment in range(start + 1, 21):
         await asyncio.sleep(0.1)  # the GPU at work
-        progress_callback(step / 20, f"Transcribing {job['document_name']}")
+        progress_callback(segment / 20, f"Transcribing {job['document_name']}")
+        if segment % 5 == 0:
+            reporter.save_checkpoint({"segment": segment})
     return "transcript"
 
 
 async def process(job: dict[str, object], api_url: str) -> None:
-    async with AsyncProgressReporter(str(job["id"]), api_url=api_url) as reporter:
+    checkpoint = job.get("checkpoint")  # set when the job was requeued after a checkpoint
+    async with AsyncProgressReporter(
+        str(job["id"]),
+        api_url=api_url,
+        attempt=int(str(job["attempt"])),
+        resume=checkpoint if isinstance(checkpoint, dict) else None,
+    ) as reporter:
 
         def progress_callback(progress: float, message: str | None = None) -> None:
             # The seed's remote converter: log the line, then report (here: without waiting).
@@ -47,7 +61,7 @@ async def process(job: dict[str, object], api_url: str) -> None:
             reporter.progress_callback(min(progress, 0.99), message)
 
         try:
-            await transcribe(job, progress_callback)
+            await transcribe(job, progress_callback, reporter)
         except Cancelled:
             reporter.complete(False, "Stopped on the owner's request", cancelled=True)
         # Leaving the block finishes the job (FINISHED), or fails it if the converter raised.

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from morag_progress import JobStatus, JobTracker
+from morag_progress import JobStatus, JobTracker, ProgressUpdate
 from tests.live import Remote
 from tests.services import reap
 
@@ -38,6 +38,33 @@ def test_remote_worker_claims_reports_and_finishes(remote: Remote) -> None:
         "remote-worker-gpu-01",
     )
     assert len(remote.tracker.history(job_id)) > 3
+
+
+def test_remote_worker_resumes_a_requeued_job_from_its_checkpoint(remote: Remote) -> None:
+    """A job whose first worker saved a checkpoint at 75% and died is requeued: the example
+    claims it and transcribes only the rest, from 75% on, to FINISHED."""
+    job_id = remote.tracker.start_job(
+        "talk.mp3", "audio", user_id="alice", status=JobStatus.WAITING_FOR_REMOTE_WORKER
+    )
+    assert remote.tracker.claim("gpu-00", claimant="k0", user_id="alice") is not None
+    saved = ProgressUpdate(job_id, 75, user_id="alice", checkpoint={"segment": 15})
+    assert remote.tracker.apply(saved).applied
+    remote.tracker.apply(ProgressUpdate.final(job_id, success=False, user_id="alice"))
+    remote.tracker.requeue(job_id, "alice")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "remote_worker.py"), "--once"],
+        env=remote.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "(50%)" not in done.stderr  # the first three quarters are not done again
+    assert "Processing progress: Transcribing talk.mp3 (80%)" in done.stderr
+    assert remote.job(job_id).status is JobStatus.FINISHED
+    second = [e.percentage for e in remote.tracker.history(job_id) if e.attempt == 2]
+    assert min(second) == 75
 
 
 def test_remote_worker_follows_a_cancel_request(remote: Remote) -> None:
