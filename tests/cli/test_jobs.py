@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from morag_progress.keys import Role
-from morag_progress.models import JobStatus, utcnow
+from morag_progress.models import JobStatus, ProgressUpdate, utcnow
 from tests.live import Remote
 
 
@@ -102,12 +102,20 @@ def test_a_narrow_terminal_leaves_columns_out_in_order_and_keeps_ids_whole(
 
 
 def test_show_has_the_counts(remote: Remote) -> None:
-    """``jobs show`` has a job's items done and in all, as the API has them."""
+    """``jobs show`` has a job's items done and in all, as the API has them, and where its
+    checkpoint was saved (the checkpoint itself with ``--json``)."""
     job_id = remote.new_job()
     remote.tracker.update_progress(job_id, 30, None, "Pages", "alice", current=12, total=40)
     shown = jobs(remote, "show", job_id)
     rows = {line.split()[0]: line.split()[1:] for line in shown.stdout.splitlines() if line}
     assert (rows["current"], rows["total"]) == (["12"], ["40"])
+    assert "checkpoint" not in rows
+    remote.tracker.apply(ProgressUpdate(job_id, 35, user_id="alice", checkpoint={"page": 14}))
+    shown = jobs(remote, "show", job_id)
+    rows = {line.split()[0]: line.split()[1:] for line in shown.stdout.splitlines() if line}
+    assert rows["checkpoint"] == ["saved", "at", "35%"]
+    as_json = json.loads(jobs(remote, "show", job_id, "--json").stdout)
+    assert as_json["checkpoint"] == {"page": 14}
 
 
 def test_a_running_job_is_asked_to_stop(remote: Remote) -> None:

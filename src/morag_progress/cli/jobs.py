@@ -70,6 +70,8 @@ def _show(job: dict[str, Any]) -> None:
             table.add_row(name, cell(value))
     if job.get("rate"):
         table.add_row("rate", f"{job['rate']:.2f} %/s")
+    if isinstance(job.get("checkpoint_percentage"), int):  # the state itself: --json
+        table.add_row("checkpoint", f"saved at {job['checkpoint_percentage']}%")
     silent = silent_for(job)
     if silent is not None:
         table.add_row("eta", cell(no_report(silent), style="yellow"))
