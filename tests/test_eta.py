@@ -71,6 +71,66 @@ def test_a_restart_begins_a_new_run_keeping_the_pace() -> None:
     assert pace.observe(41.0, 31, 2).start_s == 41.0  # a new attempt
 
 
+def test_a_resumed_run_goes_on_without_its_pause_or_its_lost_work() -> None:
+    """A run at 1%/s from 10% (t=100) to 84% (t=174), paused at a checkpoint of 70%: the
+    next report, from another attempt and another clock, continues the run as if the work had
+    reached 70% at t=160 and gone on at once: 60 s of run before it, the knots past 70%
+    forgotten (their work is done again), those up to it kept, the rate and spread kept."""
+    pace = paced([(100.0 + t, 10 + t) for t in range(0, 75)])
+    paused = pace.resume(70)
+    assert paused.resumes_at == 70
+    assert paused.observe(400.0, 30, 1).resumes_at is None  # whatever comes next goes on
+    going = paused.observe(1000.0, 71, 2, received=1005.0)
+    assert (going.attempt, going.start_pct, going.anchor_s, going.anchor_pct) == (2, 10, 1000.0, 71)
+    assert 1000.0 - going.start_s == pytest.approx(60.0)
+    assert (going.rate, going.spread, going.window_s, going.skew) == (
+        pace.rate,
+        pace.spread,
+        pace.window_s,
+        5.0,
+    )
+    before = dict(zip(KNOTS, pace.knots, strict=True))
+    after = dict(zip(KNOTS, going.knots, strict=True))
+    assert before[80] is not None
+    assert (after[20], after[70], after[80]) == (before[20], before[70], None)
+    eta = estimate(now=1005.0, percentage=71, pace=going)
+    assert eta is not None
+    assert eta.seconds == pytest.approx(29, rel=0.1)  # 29% at 1%/s: the pause not counted
+    leap = paused.observe(1000.0, 80, 2)  # the first report is past a knot: reached now
+    assert dict(zip(KNOTS, leap.knots, strict=True))[80] == pytest.approx(60.0)
+
+
+def test_a_knot_at_the_checkpoint_keeps_the_time_it_was_reached() -> None:
+    """A run fast to 50% and slow after: the knot of the checkpoint's own percentage keeps
+    when it was really reached, not the even share of time the resume gives the checkpoint."""
+    reports = [(float(t), 10.0 + t) for t in range(0, 41)]
+    reports += [(40.0 + t, 50.0 + t / 2) for t in range(1, 69)]
+    pace = paced([(t, math.floor(pct)) for t, pct in reports])
+    going = pace.resume(70).observe(1000.0, 71, 2)
+    reached = dict(zip(KNOTS, pace.knots, strict=True))[70]
+    assert reached == pytest.approx(80.0, abs=2.0)
+    assert dict(zip(KNOTS, going.knots, strict=True))[70] == reached
+    assert 1000.0 - going.start_s != pytest.approx(reached, abs=2.0)  # the even share differs
+
+
+def test_a_resume_outside_what_the_run_did_is_held_to_it() -> None:
+    """A checkpoint above the last anchor (saved between reports) or at or below the run's
+    start is taken as the nearest of the two: the run's time never grows or goes negative; a
+    run that made no progress, or half a point, keeps the time it took for it."""
+    pace = paced([(50.0 + t, t) for t in range(0, 41)])
+    ahead = pace.resume(90).observe(500.0, 45, 2)
+    assert 500.0 - ahead.start_s == pytest.approx(pace.anchor_s - pace.start_s)
+    for low in (-5, 0):
+        assert pace.resume(low).observe(500.0, 1, 2).start_s == 500.0
+    fresh = Pace.begin(10.0, 30, 1).resume(30).observe(20.0, 31, 2)  # nothing done yet
+    assert (fresh.start_s, fresh.start_pct, fresh.anchor_pct) == (20.0, 30, 31)
+    half = Pace.begin(0.0, 30, 1).observe(2.0, 30.5, 1)
+    assert half.anchor_pct == 30.5
+    assert half.resume(30.5).observe(100.0, 31, 2).start_s == pytest.approx(98.0)
+    old = Pace(1, 0.0, 0, 40.0, 40, 1.0)  # a pace kept before knots were
+    assert len(old.resume(20).observe(100.0, 50, 2).knots) == len(KNOTS)
+
+
 def test_history_learns_in_constant_space_and_predicts() -> None:
     """Finished runs of 100 s (shape: linear) teach the kind; a new run at 25% after 25 s is
     expected to take 75 s more, from history alone before its pace says anything."""

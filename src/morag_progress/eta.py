@@ -85,6 +85,9 @@ class Pace:
     skew: float = 0.0
     """The reader's clock minus the reporter's (times above are the reporter's): a reader
     asking at ``now`` means ``now - skew`` here."""
+    resumes_at: float | None = None
+    """Set while the run is paused at a checkpoint (``resume``): the percentage it goes on
+    from. The next report, of any attempt, continues the run."""
 
     @classmethod
     def begin(
@@ -105,6 +108,39 @@ class Pace:
         """How long a window must be before it closes: a twentieth of the run, 1 to 60 s."""
         return min(_MAX_SPAN, max(_MIN_SPAN, _SPAN_FRACTION * (t - self.start_s)))
 
+    def resume(self, pct: float) -> Pace:
+        """This pace paused at a checkpoint of ``pct`` (a requeued job that will go on from
+        there): the next report continues the run rather than beginning a new one, with the
+        pause and the work lost after the checkpoint left out of its time, so its rate and
+        ETA count only the work done."""
+        return dataclasses.replace(self, resumes_at=pct)
+
+    def _continued(self, t: float, pct: float, attempt: int, skew: float) -> Pace:
+        """The run goes on at ``(t, pct)`` after a pause at ``resumes_at`` (``resume``)."""
+        at = max(self.start_pct, min(self.resumes_at or 0.0, self.anchor_pct))
+        ran, done = self.anchor_s - self.start_s, self.anchor_pct - self.start_pct
+        # The time the run took to reach ``at``: the work after it is lost and done again.
+        kept = ran * (at - self.start_pct) / done if done > 0 else 0.0
+        start = t - kept
+        known = self.knots if len(self.knots) == len(KNOTS) else (None,) * len(KNOTS)
+        knots = tuple(
+            k if k is not None and knot <= at else None
+            for k, knot in zip(known, KNOTS, strict=True)
+        )
+        knots = _reached(knots, pct, kept)
+        return Pace(
+            attempt,
+            start,
+            self.start_pct,
+            t,
+            pct,
+            self.rate,
+            self.spread,
+            knots,
+            self.window_s,
+            skew,
+        )
+
     def observe(self, t: float, pct: float, attempt: int, received: float | None = None) -> Pace:
         """This pace after a report of ``pct`` stamped ``t`` by its reporter (and
         ``received`` by the reader's clock, when known). A new attempt, progress going back
@@ -112,6 +148,8 @@ class Pace:
         begins a new run, keeping the rate as a prior. A report stamped before the open
         window changes nothing."""
         skew = self.skew if received is None else received - t
+        if self.resumes_at is not None:  # another worker (and clock) goes on after a pause
+            return self._continued(t, pct, attempt, skew)
         jumped = abs(skew - self.skew) > _CLOCK_JUMP
         if attempt != self.attempt or pct < self.anchor_pct or jumped:
             return Pace.begin(t, pct, attempt, self.rate, skew)

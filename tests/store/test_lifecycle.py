@@ -56,7 +56,20 @@ def test_a_requeue_resumes_at_the_checkpoint_keeping_the_pace(
             70,
         )
         assert claimed.rate == before.rate
-        assert claimed.pace == before.pace
+        assert claimed.pace == {**(before.pace or {}), "resumes_at": 70}
+        # The next report continues the run: its time so far is the 69 s the work to 70%
+        # took (from the first report, at 1%), without the pause of almost four minutes.
+        at = later + timedelta(seconds=10)
+        update = ProgressUpdate("j", 71, user_id="u", timestamp=at, attempt=2)
+        assert store.apply(update, now=at).applied
+        resumed = store.get_job("j", user_id="u")
+        assert resumed is not None
+        assert resumed.pace is not None
+        assert resumed.pace["resumes_at"] is None
+        assert at.timestamp() - resumed.pace["start_s"] == pytest.approx(69, abs=5)
+        eta = resumed.estimate(at)
+        assert eta is not None
+        assert eta.seconds == pytest.approx(29, rel=0.35)  # 29% left at about 1%/s
     else:
         assert (claimed.percentage, claimed.checkpoint, claimed.rate, claimed.pace) == (
             0,

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, String, bindparam, case, func, literal, or_, 
 
 from morag_progress.audit import SERVER, Action
 from morag_progress.errors import JobStateError, LimitExceededError
+from morag_progress.eta import Pace
 from morag_progress.models import Job, JobStatus, UpdateOutcome, UpdateResult
 from morag_progress.store.engine import TERMINAL_VALUES, Row, db_user, job_from_row, mapping_upsert
 from morag_progress.store.rollup import adopt, reopen
@@ -310,7 +311,7 @@ class JobLifecycle(JobWriter):
                 last_ts_us=None,
                 last_seq=0,
                 rate=case((resumes, j.rate), else_=None),
-                pace=case((resumes, j.pace), else_=None),
+                pace=bindparam("p_pace", type_=jobs.c.pace.type),
                 current=None,
                 total=None,
                 stage=None,
@@ -329,6 +330,7 @@ class JobLifecycle(JobWriter):
                 "p_owner": owner,
                 "p_status": before["status"],
                 "p_updated": before["updated_at"],
+                "p_pace": _resumed_pace(before),
             }
             row = conn.execute(stmt, params).mappings().first()
             if row is None:  # changed since it was read: explain by its state now
@@ -457,3 +459,14 @@ class JobLifecycle(JobWriter):
                 batch, row, now=now, timestamp=now, actor=actor, action=action
             )
             return UpdateResult(UpdateOutcome.APPLIED, job_from_row(row), event_id)
+
+
+def _resumed_pace(job: Row) -> dict[str, Any] | None:
+    """The pace a requeued job keeps: its own, paused at its checkpoint (``Pace.resume``), when
+    it has a checkpoint to go on from; none when it starts again from 0%."""
+    if job["checkpoint"] is None:
+        return None
+    pace = Pace.from_json(job["pace"])
+    if pace is None:
+        return None
+    return pace.resume(job["checkpoint_percentage"] or 0).to_json()
