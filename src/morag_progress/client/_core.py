@@ -281,9 +281,10 @@ class ReporterCore:
         self.resume: dict[str, Any] | None = None if resume is None else dict(resume)
         """The checkpoint this run resumes from (a claim's ``checkpoint``, as given): None for
         a run that starts from the beginning."""
-        self._checkpoint: dict[str, Any] | None = None  # saved, not yet acknowledged
-        self._checkpoint_at: int | None = None  # the percentage it stands for
-        self._checkpoint_in_flight: dict[str, Any] | None = None
+        # The checkpoint saved last and not yet acknowledged, with the percentage it stands
+        # for: one tuple, replaced in one assignment by the worker, read once by the sender.
+        self._checkpoint: tuple[dict[str, Any], int | None] | None = None
+        self._checkpoint_in_flight: tuple[dict[str, Any], int | None] | None = None
         self.worker = default_worker() if worker is None else worker
         """The worker's name, sent with each report: the job's worker in the Workers view,
         unless it already has one (a claim's)."""
@@ -435,8 +436,7 @@ class ReporterCore:
         latest = self._latest
         at = None if latest is None else latest[0]
         valid = isinstance(at, int | float) and not isinstance(at, bool) and 0 <= at <= 100
-        self._checkpoint = checked
-        self._checkpoint_at = math.floor(at) if valid else None  # type: ignore[arg-type]
+        self._checkpoint = (checked, math.floor(at) if valid else None)  # type: ignore[arg-type]
         self._heartbeat_wanted = True
         self.wake()
 
@@ -569,20 +569,20 @@ class ReporterCore:
                 CallKind.RESULT, "PUT", f"/api/v1/remote-jobs/{self.job_id}/result", self._final
             )
         else:  # a heartbeat, or the checkpoint saved last, before the final status
-            call = self._heartbeat_call()
+            saved = self._checkpoint  # read once: the worker may save a newer one meanwhile
+            call = self._heartbeat_call(saved)
+            self._checkpoint_in_flight = saved
             self._heartbeat_wanted = False
-        if call.kind is CallKind.HEARTBEAT:
-            self._checkpoint_in_flight = self._checkpoint
         self._in_flight = call
         return call
 
-    def _heartbeat_call(self) -> Call:
-        """A heartbeat, with the checkpoint saved last if there is one to keep."""
+    def _heartbeat_call(self, saved: tuple[dict[str, Any], int | None] | None) -> Call:
+        """A heartbeat, with ``saved`` (a checkpoint and its percentage) if there is one."""
         body: dict[str, Any] = {"worker_id": self.worker}
-        if self._checkpoint is not None:
-            body["checkpoint"] = self._checkpoint
-            if self._checkpoint_at is not None:
-                body["checkpoint_percentage"] = self._checkpoint_at
+        if saved is not None:
+            body["checkpoint"], at = saved
+            if at is not None:
+                body["checkpoint_percentage"] = at
         return Call(
             CallKind.HEARTBEAT, "POST", f"/api/v1/remote-jobs/{self.job_id}/heartbeat", body
         )
@@ -668,8 +668,9 @@ class ReporterCore:
             call = self._progress_call(latest)
             if call is not None:
                 calls.append(call)
-        if self._checkpoint is not None:  # kept before the final status, as it is sent
-            calls.append(self._heartbeat_call())
+        saved = self._checkpoint
+        if saved is not None:  # kept before the final status, as it is sent
+            calls.append(self._heartbeat_call(saved))
         final_in_flight = in_flight is not None and in_flight.kind is CallKind.RESULT
         if self._final is not None and not self._final_done and not final_in_flight:
             calls.append(
