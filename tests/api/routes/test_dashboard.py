@@ -21,7 +21,7 @@ import pytest
 
 from morag_progress.api import create_app
 from morag_progress.keys import Role
-from morag_progress.models import JobStatus, utcnow
+from morag_progress.models import JobStatus, ProgressUpdate, utcnow
 from morag_progress.settings import Settings
 from morag_progress.store import SQLStore
 from morag_progress.store.schema import jobs as jobs_table
@@ -424,6 +424,35 @@ def test_requeue_a_failed_remote_job_from_its_page(page: Any, site: Site) -> Non
     job = site.job(job_id)
     assert (job.status, job.percentage, job.error) == (JobStatus.WAITING_FOR_REMOTE_WORKER, 0, None)
     shot(page, "requeued")
+
+
+def test_a_job_with_a_checkpoint_says_a_requeue_resumes_from_it(page: Any, site: Site) -> None:
+    """A failed remote job whose worker saved a checkpoint at 60%: its page says so, the
+    requeue dialog says the job goes back at 60% to resume from it, and it does."""
+    job_id = site.tracker.start_job(
+        "train.ckpt", "training", user_id="alice", status=JobStatus.WAITING_FOR_REMOTE_WORKER
+    )
+    assert site.tracker.claim("gpu-01", claimant="k1", user_id="alice") is not None
+    saved = ProgressUpdate(job_id, 60, "epoch 6", user_id="alice", checkpoint={"epoch": 6})
+    assert site.tracker.apply(saved).applied
+    site.tracker.update_progress(job_id, 64, None, "epoch 7", "alice")
+    site.tracker.mark_failed(job_id, "node lost", "alice")
+    sign_in(page, site, f"#/jobs/{job_id}")
+    page.get_by_role("heading", name="train.ckpt").wait_for(timeout=5000)
+    facts = page.locator("#facts")
+    facts.get_by_text("saved at 60%: a requeue resumes there").wait_for(timeout=5000)
+    page.get_by_role("button", name="Requeue…").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("goes back to the queue at 60%", exact=False).wait_for(timeout=5000)
+    shot(page, "requeue-from-checkpoint")
+    dialog.get_by_role("button", name="Requeue").click()
+    page.locator("#job-status", has_text="WAITING").wait_for(timeout=5000)
+    job = site.job(job_id)
+    assert (job.status, job.percentage, job.checkpoint) == (
+        JobStatus.WAITING_FOR_REMOTE_WORKER,
+        60,
+        {"epoch": 6},
+    )
 
 
 def test_workers_view(page: Any, site: Site) -> None:

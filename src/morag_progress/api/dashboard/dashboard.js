@@ -576,6 +576,7 @@ function renderJob() {
     ...fact("Message", job.error && job.summary === job.error ? null : job.summary),  // said once
     ...fact("Stage", job.stage),
     ...fact("Attempt", String(job.attempt)),
+    ...fact("Checkpoint", Number.isInteger(job.checkpoint_percentage) ? `saved at ${job.checkpoint_percentage}%: a requeue resumes there` : null),
     ...fact("Worker", job.worker_id),
     ...fact("Parent", parent),
     ...fact("Child jobs", job.children ? `${job.children_done} of ${job.children} done` : null),
@@ -746,7 +747,9 @@ async function act(verb) {
   if (!job) return;
   const asks = verb === "cancel"
     ? ["Cancel this job?", `${job.document_name} (${job.id}) is ${job.status}. A job not yet running ends now; a running one stops when its worker sees the request.`, "Cancel job"]
-    : ["Requeue this job?", `${job.document_name} (${job.id}) goes back to the queue at 0% and the next remote worker to claim it starts attempt ${job.attempt + 1}.`, "Requeue"];
+    : ["Requeue this job?", Number.isInteger(job.checkpoint_percentage)
+      ? `${job.document_name} (${job.id}) goes back to the queue at ${job.checkpoint_percentage}%, where its checkpoint was saved, and the next remote worker to claim it resumes from that checkpoint in attempt ${job.attempt + 1}.`
+      : `${job.document_name} (${job.id}) goes back to the queue at 0% and the next remote worker to claim it starts attempt ${job.attempt + 1}.`, "Requeue"];
   if (!(await confirmAction(...asks))) return;
   try {
     const changed = await api("POST", `/api/v1/jobs/${encodeURIComponent(job.id)}/${verb}`);
