@@ -123,6 +123,33 @@ def test_abandoned_claimed_job_is_requeued_for_another_worker(
     assert lost.outcome is UpdateOutcome.NOT_FOUND
 
 
+def test_an_abandoned_job_with_a_checkpoint_resumes_from_it(
+    tracker: JobTracker, make_job: Callable[..., str], clock: Clock
+) -> None:
+    """requeue of a job whose lost worker saved a checkpoint at 60% (and reported 64%): back in
+    the queue at 60%, its pace paused there, and the next claim hands the checkpoint back."""
+    from morag_progress import ProgressUpdate
+
+    job_id = make_job(status=JobStatus.WAITING_FOR_REMOTE_WORKER)
+    assert tracker.claim("gpu-01", claimant="key-1", user_id="alice") is not None
+    for pct in range(1, 65):
+        clock.advance(1)
+        saved = {"step": pct} if pct == 60 else None
+        tracker.apply(ProgressUpdate(job_id, pct, user_id="alice", checkpoint=saved))
+    monitor = Monitor(
+        tracker, stall_timeout=None, abandon_timeout=300, abandon_policy="requeue", clock=clock
+    )
+    clock.advance(301)
+    [requeued] = monitor.sweep()
+    assert (requeued.status, requeued.percentage) == (JobStatus.WAITING_FOR_REMOTE_WORKER, 60)
+    assert (requeued.summary or "").endswith("to resume from its checkpoint at 60%")
+    assert requeued.pace is not None
+    assert requeued.pace["resumes_at"] == 60
+    second = tracker.claim("gpu-02", claimant="key-2", user_id="alice")
+    assert second is not None
+    assert (second.attempt, second.percentage, second.checkpoint) == (2, 60, {"step": 60})
+
+
 def test_unclaimed_job_is_failed_under_requeue(
     tracker: JobTracker, make_job: Callable[..., str], clock: Clock
 ) -> None:

@@ -25,6 +25,7 @@ from morag_progress._threads import run_to_completion
 from morag_progress.audit import Action
 from morag_progress.models import Job, JobStatus, UpdateOutcome, utcnow
 from morag_progress.store import NO_USER, SQLStore
+from morag_progress.store.lifecycle import resumed_pace
 from morag_progress.store.retention import Pruned
 from morag_progress.tracker import JobTracker
 
@@ -95,11 +96,15 @@ class Monitor:
             silent = int((now - (job.last_seen_at or job.updated_at)).total_seconds())
             changes: dict[str, object]
             if self.abandon_policy == "requeue" and job.claimed_by is not None:
-                changes = {
-                    "status": JobStatus.WAITING_FOR_REMOTE_WORKER.value,
-                    "summary": f"Worker {job.worker_id} gone ({silent} s): back in the queue",
-                    "worker_id": None,
-                }
+                summary = f"Worker {job.worker_id} gone ({silent} s): back in the queue"
+                changes = {"status": JobStatus.WAITING_FOR_REMOTE_WORKER.value, "worker_id": None}
+                at = job.checkpoint_percentage
+                if job.checkpoint is not None and at is not None:
+                    # It resumes from its checkpoint, as a requeue by hand does (docs/resume.md).
+                    summary += f", to resume from its checkpoint at {at}%"
+                    changes["percentage"] = at
+                    changes["pace"] = resumed_pace(job.pace, at)
+                changes["summary"] = summary
             else:
                 message = f"Worker gone: no report or heartbeat for {silent} s"
                 changes = {

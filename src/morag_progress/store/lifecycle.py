@@ -28,7 +28,9 @@ REQUEUABLE = [JobStatus.FAILED.value, JobStatus.CANCELLED.value, JobStatus.STALL
 RELEASED = ""
 """``claimed_by`` of a job given back to the queue: claimed before (its next claim is a new
 attempt), and no worker key's until then."""
-_TRANSITION_COLUMNS = frozenset({"status", "summary", "error", "end_date", "worker_id"})
+_TRANSITION_COLUMNS = frozenset(
+    {"status", "summary", "error", "end_date", "worker_id", "percentage", "pace"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -462,11 +464,15 @@ class JobLifecycle(JobWriter):
 
 
 def _resumed_pace(job: Row) -> dict[str, Any] | None:
-    """The pace a requeued job keeps: its own, paused at its checkpoint (``Pace.resume``), when
-    it has a checkpoint to go on from; none when it starts again from 0%."""
+    """The pace a requeued job keeps (``resumed_pace``), from its row."""
     if job["checkpoint"] is None:
         return None
-    pace = Pace.from_json(job["pace"])
-    if pace is None:
-        return None
-    return pace.resume(job["checkpoint_percentage"] or 0).to_json()
+    return resumed_pace(job["pace"], job["checkpoint_percentage"])
+
+
+def resumed_pace(pace: dict[str, Any] | None, at: int | None) -> dict[str, Any] | None:
+    """The pace of a job requeued to resume from a checkpoint of ``at`` percent: its own,
+    paused there (``Pace.resume``), so that the next report continues the run; None without
+    one."""
+    kept = Pace.from_json(pace)
+    return None if kept is None else kept.resume(at or 0).to_json()
