@@ -1229,3 +1229,65 @@ def test_a_reporter_resumes_from_the_checkpoint_it_is_given() -> None:
     assert core.resume == {"step": 700}
     with pytest.raises(ConfigurationError, match="resume"):
         make(resume=[1])
+
+
+def test_a_checkpoint_is_checked_by_its_own_bound_and_named(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A checkpoint may be 32 KiB (twice metadata's 16 KiB); past that it is dropped with a
+    warning naming the job, the field and the bound."""
+    core, _ = make()
+    core.save_checkpoint({"blob": "x" * 20_000})  # over metadata's bound, within its own
+    assert (send(core).body or {}).get("checkpoint") == {"blob": "x" * 20_000}
+    with caplog.at_level(logging.WARNING):
+        core.save_checkpoint({"blob": "x" * 40_000})
+    assert "job job-1: checkpoint not kept: checkpoint must be at most 32768 bytes" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("noted", "at"), [(0, 0), (0.5, 0), (99.9, 99), (100, 100), (100.5, None), (True, None)]
+)
+def test_a_checkpoint_stands_for_a_valid_percentage_only(noted: Any, at: int | None) -> None:
+    core, ticks = make()
+    core.update(noted)
+    core.save_checkpoint({"n": 1})
+    call = send(core)
+    if call.kind is CallKind.PROGRESS:  # the update's own report first (a valid one)
+        core.settle_http(call, 200, ok())
+        ticks.now += 1
+        call = send(core)
+    body = call.body or {}
+    assert body.get("checkpoint_percentage") == at
+    assert body["checkpoint"] == {"n": 1}
+
+
+def test_a_plain_heartbeat_leaves_the_progress_throttle_alone() -> None:
+    """A heartbeat without a checkpoint does not count toward ``min_interval`` (a checkpoint
+    does); once one is acknowledged, nothing is due."""
+    core, ticks = make()
+    core.update(5)
+    core.settle_http(send(core), 200, ok())
+    ticks.now += 0.6
+    core.heartbeat()
+    beat = send(core)
+    assert beat.body == {"worker_id": core.worker}
+    core.settle_http(beat, 200, ok())
+    assert core.delay() is None
+    core.update(6)
+    assert core.delay() == 0
+    core.settle_http(send(core), 200, ok())
+    ticks.now += 0.6
+    core.save_checkpoint({"n": 1})
+    core.settle_http(send(core), 200, ok())
+    core.update(7)
+    assert core.delay() == pytest.approx(0.5)
+
+
+def test_a_bad_resume_is_refused_naming_it() -> None:
+    with pytest.raises(ConfigurationError) as e:
+        make(resume=[1])
+    assert (e.value.field, e.value.rule, e.value.value) == (
+        "resume",
+        "must be a JSON object (a claim's checkpoint)",
+        [1],
+    )

@@ -437,8 +437,7 @@ class ReporterCore:
         at = None if latest is None else latest[0]
         valid = isinstance(at, int | float) and not isinstance(at, bool) and 0 <= at <= 100
         self._checkpoint = (checked, math.floor(at) if valid else None)  # type: ignore[arg-type]
-        self._heartbeat_wanted = True
-        self.wake()
+        self.wake()  # a pending checkpoint is sent as a heartbeat (``next_call``)
 
     def create_first(self, body: Mapping[str, Any]) -> None:
         """Make the job on the server before anything else is sent: ``body`` is
@@ -701,11 +700,14 @@ class ReporterCore:
         self._in_flight = None
         urgent, self._urgent_in_flight = self._urgent_in_flight, None
         checkpoint, self._checkpoint_in_flight = self._checkpoint_in_flight, None
-        if checkpoint is not None and verdict is not Verdict.RETRY:
-            if self._checkpoint is checkpoint:  # kept (or refused): a newer one still goes
-                self._checkpoint = None
-        elif checkpoint is not None:
-            self._heartbeat_wanted = True  # sent again, with the next report or a heartbeat
+        # Kept (or refused for good): forgotten, unless a newer one was saved meanwhile.
+        # Retried, it stays pending and goes in the next heartbeat.
+        if (
+            verdict is not Verdict.RETRY
+            and checkpoint is not None
+            and self._checkpoint is checkpoint
+        ):
+            self._checkpoint = None
         now = self._clock()
         # Sent again first once the server is back; when the queue is full, the oldest (this
         # one) gives way, as it does on the worker's side.
