@@ -473,3 +473,21 @@ def test_lock_rows_locks_exactly_the_jobs_named_in_owner_order(postgres: Postgre
                 ).all()
     finally:
         store.close()
+
+
+def test_a_report_keeps_its_checkpoint_at_the_percentage_it_leaves(store: SQLStore) -> None:
+    """A report's checkpoint is kept with the job, at the report's percentage; one without a
+    percentage saves it at the job's; a report without one keeps the one the job has."""
+    _job(store)
+    assert _apply(store, 1, percentage=30, checkpoint={"step": 3}) is UpdateOutcome.APPLIED
+    job = _state(store)
+    assert (job.checkpoint, job.checkpoint_percentage) == ({"step": 3}, 30)
+    assert _apply(store, 2, percentage=40) is UpdateOutcome.APPLIED
+    assert (_state(store).checkpoint, _state(store).checkpoint_percentage) == ({"step": 3}, 30)
+    assert _apply(store, 3, message="saving", checkpoint={"step": 4}) is UpdateOutcome.APPLIED
+    job = _state(store)
+    assert (job.checkpoint, job.checkpoint_percentage, job.percentage) == ({"step": 4}, 40, 40)
+    _, params = _shape(percentage=50, checkpoint={"b": [1, 2]})
+    assert params["checkpoint"] == '{"b":[1,2]}'
+    assert _shape(percentage=50, checkpoint={"b": 1})[0].checkpoint
+    assert not _shape(percentage=50)[0].checkpoint
