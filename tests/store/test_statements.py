@@ -491,3 +491,4 @@ def test_a_report_keeps_its_checkpoint_at_the_percentage_it_leaves(store: SQLSto
     assert params["checkpoint"] == '{"b":[1,2]}'
     assert _shape(percentage=50, checkpoint={"b": 1})[0].checkpoint
     assert not _shape(percentage=50)[0].checkpoint
+    assert _shape(percentage=50)[1]["checkpoint"] is None  # nothing serialized for nothing
