@@ -225,3 +225,16 @@ def test_any_offset_gives_the_same_instant_in_utc(moment: datetime, minutes: int
     got = check_timestamp("timestamp", aware)
     assert got.tzinfo is UTC
     assert got.replace(tzinfo=None) == moment - timedelta(minutes=minutes)
+
+
+def test_a_checkpoint_is_metadata_with_a_bound_of_its_own() -> None:
+    """Up to 32 KiB as compact JSON (twice metadata's bound); past it, or not an object, an
+    error naming ``checkpoint``."""
+    from morag_progress.bounds import MAX_CHECKPOINT_BYTES, check_checkpoint
+
+    fits = {"b": "x" * (MAX_CHECKPOINT_BYTES - len('{"b":""}'))}
+    assert check_checkpoint(fits) is fits
+    for bad in ({"b": "x" * MAX_CHECKPOINT_BYTES}, [1], {"b": float("nan")}):
+        with pytest.raises(InvalidInputError) as e:
+            check_checkpoint(bad)
+        assert e.value.field.startswith("checkpoint")

@@ -29,6 +29,7 @@ __all__ = [
     "MAX_STAGE",
     "MAX_TYPE",
     "MIN_TIMESTAMP",
+    "check_checkpoint",
     "check_id",
     "check_metadata",
     "check_text",
@@ -146,6 +147,12 @@ def check_metadata(
             field, f"must be at most {max_bytes} bytes as JSON", f"{size} bytes"
         )
     return value
+
+
+def check_checkpoint(value: object) -> dict[str, Any]:
+    """Raise InvalidInputError unless ``value`` is a checkpoint: a JSON object under
+    ``check_metadata``'s rules, at most :data:`MAX_CHECKPOINT_BYTES`. Returns it."""
+    return check_metadata(value, "checkpoint", max_bytes=MAX_CHECKPOINT_BYTES)
 
 
 def _walk(value: object, path: str, depth: int) -> None:

@@ -19,12 +19,11 @@ import orjson
 
 from morag_progress.audit import ACTOR_LENGTH
 from morag_progress.bounds import (
-    MAX_CHECKPOINT_BYTES,
     MAX_ID,
     MAX_NAME,
     MAX_STAGE,
+    check_checkpoint,
     check_id,
-    check_metadata,
     check_text,
     check_timestamp,
     clean_text,
@@ -280,7 +279,7 @@ class ProgressUpdate:
         _check_count("attempt", self.attempt, minimum=1)
         _check_count("seq", self.seq)
         if self.checkpoint is not None:
-            check_metadata(self.checkpoint, "checkpoint", max_bytes=MAX_CHECKPOINT_BYTES)
+            check_checkpoint(self.checkpoint)
 
     @classmethod
     def final(

@@ -20,12 +20,12 @@ from typing import Any
 
 from morag_progress.audit import ACTOR_LENGTH, SERVER, Action, local_actor
 from morag_progress.bounds import (
-    MAX_CHECKPOINT_BYTES,
     MAX_ID,
     MAX_MESSAGE,
     MAX_NAME,
     MAX_SECONDS_OR_WEIGHT,
     MAX_TYPE,
+    check_checkpoint,
     check_id,
     check_metadata,
     check_text,
@@ -255,7 +255,7 @@ class JobTracker:
         job's percentage now)."""
         check_text("worker_id", worker_id, max_length=MAX_NAME)
         if checkpoint is not None:
-            check_metadata(checkpoint, "checkpoint", max_bytes=MAX_CHECKPOINT_BYTES)
+            check_checkpoint(checkpoint)
         if checkpoint_percentage is not None:
             if checkpoint is None:
                 raise InvalidInputError(

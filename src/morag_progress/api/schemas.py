@@ -27,6 +27,7 @@ from morag_progress.bounds import (
     MAX_NAME,
     MAX_STAGE,
     MAX_TYPE,
+    check_checkpoint,
     check_id,
     check_metadata,
     check_timestamp,
@@ -134,13 +135,9 @@ IsoDateTime = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_in
 Metadata = Annotated[dict[str, Any], AfterValidator(check_metadata)]
 
 
-def _checkpoint(value: dict[str, Any]) -> dict[str, Any]:
-    return check_metadata(value, "checkpoint", max_bytes=MAX_CHECKPOINT_BYTES)
-
-
 Checkpoint = Annotated[
     dict[str, Any],
-    AfterValidator(_checkpoint),
+    AfterValidator(check_checkpoint),
     Field(
         description=f"The worker's resume state: a JSON object of at most "
         f"{MAX_CHECKPOINT_BYTES} bytes, {MAX_METADATA_DEPTH} levels deep. The job keeps the "

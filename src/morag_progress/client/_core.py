@@ -37,13 +37,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from morag_progress.bounds import (
-    MAX_CHECKPOINT_BYTES,
-    MAX_NAME,
-    check_metadata,
-    check_text,
-    clean_text,
-)
+from morag_progress.bounds import MAX_NAME, check_checkpoint, check_text, clean_text
 from morag_progress.errors import ConfigurationError, InvalidInputError
 from morag_progress.trace_context import attached
 
@@ -428,7 +422,7 @@ class ReporterCore:
         that percentage. A state that is not such an object is logged and dropped, never
         raised."""
         try:
-            checked = check_metadata(dict(state), "checkpoint", max_bytes=MAX_CHECKPOINT_BYTES)
+            checked = check_checkpoint(dict(state))
         except (TypeError, ValueError) as e:  # InvalidInputError is a ValueError
             logger.warning("job %s: checkpoint not kept: %s", self.job_id, e)
             return

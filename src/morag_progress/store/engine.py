@@ -50,6 +50,7 @@ __all__ = [
     "Database",
     "Row",
     "api_key_from_row",
+    "checkpoint_text",
     "db_user",
     "feed_event_from_row",
     "job_fields",
@@ -77,6 +78,12 @@ def json_loads(text: str | bytes) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         return json.loads(text)
+
+
+def checkpoint_text(checkpoint: dict[str, Any] | None) -> str | None:
+    """How a job's checkpoint is stored: compact JSON text (one value to bind, the same on
+    both databases and in a batch's rows); ``job_fields`` reads it back."""
+    return None if checkpoint is None else orjson.dumps(checkpoint).decode()
 
 
 def db_user(user_id: str | None) -> str:
@@ -325,7 +332,7 @@ def job_fields(row: Row) -> list[Any]:
     values[_STATUS] = _STATUSES.get(values[_STATUS]) or JobStatus(values[_STATUS])
     values[_METADATA] = dict(values[_METADATA] or {})
     values[_CANCEL] = bool(values[_CANCEL])
-    if values[_CHECKPOINT] is not None:  # stored as JSON text (``statements.prepare``)
+    if values[_CHECKPOINT] is not None:  # stored as JSON text (``checkpoint_text``)
         values[_CHECKPOINT] = json_loads(values[_CHECKPOINT])
     return values
 

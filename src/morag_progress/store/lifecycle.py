@@ -7,14 +7,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, String, bindparam, case, func, literal, or_, select, update
 
 from morag_progress.audit import SERVER, Action
 from morag_progress.errors import JobStateError, LimitExceededError
 from morag_progress.eta import Pace
 from morag_progress.models import Job, JobStatus, UpdateOutcome, UpdateResult
-from morag_progress.store.engine import TERMINAL_VALUES, Row, db_user, job_from_row, mapping_upsert
+from morag_progress.store.engine import (
+    TERMINAL_VALUES,
+    Row,
+    checkpoint_text,
+    db_user,
+    job_from_row,
+    mapping_upsert,
+)
 from morag_progress.store.rollup import adopt, reopen
 from morag_progress.store.schema import jobs
 from morag_progress.store.statements import BOUND, scope, visible
@@ -128,7 +134,7 @@ class JobLifecycle(JobWriter):
             {"worker_id": func.coalesce(j.worker_id, worker_id)} if worker_id else {}
         )
         if checkpoint is not None:
-            named["checkpoint"] = orjson.dumps(checkpoint).decode()
+            named["checkpoint"] = checkpoint_text(checkpoint)
             named["checkpoint_percentage"] = (
                 j.percentage if checkpoint_percentage is None else checkpoint_percentage
             )
@@ -210,8 +216,8 @@ class JobLifecycle(JobWriter):
                 last_seen_at=now,
                 last_ts_us=None,  # the worker's clock orders its own reports from here
                 last_seq=0,
-                # A job resuming from a checkpoint keeps its pace: the rate of the work it
-                # did is the best guess for the rest (``eta.Pace`` starts a new run in it).
+                # A job resuming from a checkpoint keeps its pace, paused there by the
+                # requeue (``resumed_pace``): the next report continues the run.
                 rate=case((j.checkpoint.is_not(None), j.rate), else_=None),
                 pace=case((j.checkpoint.is_not(None), j.pace), else_=None),
                 summary=f"Claimed by {worker_id}",

@@ -59,7 +59,7 @@ from morag_progress.models import (
     UpdateOutcome,
     status_for_percentage,
 )
-from morag_progress.store.engine import Row, status_in
+from morag_progress.store.engine import Row, checkpoint_text, status_in
 from morag_progress.store.prepared import bind_conversion
 from morag_progress.store.schema import UTCDateTime, events, jobs
 
@@ -290,8 +290,7 @@ def prepare(
         "event_ts": u.timestamp or now,  # the feed row keeps the worker's own time
         "actor": u.actor,
         "action": action.value,
-        # Kept as JSON text: one value to bind, the same on both databases and in a batch.
-        "checkpoint": None if u.checkpoint is None else orjson.dumps(u.checkpoint).decode(),
+        "checkpoint": checkpoint_text(u.checkpoint),
     }
     return shape, params
 
