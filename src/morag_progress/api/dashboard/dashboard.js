@@ -576,7 +576,7 @@ function renderJob() {
     ...fact("Message", job.error && job.summary === job.error ? null : job.summary),  // said once
     ...fact("Stage", job.stage),
     ...fact("Attempt", String(job.attempt)),
-    ...fact("Checkpoint", Number.isInteger(job.checkpoint_percentage) ? `saved at ${job.checkpoint_percentage}%: a requeue resumes there` : null),
+    ...fact("Checkpoint", Number.isInteger(job.checkpoint_percentage) ? `saved at ${job.checkpoint_percentage}%${["FAILED", "CANCELLED", "STALLED"].includes(job.status) ? ": a requeue resumes there" : ""}` : null),
     ...fact("Worker", job.worker_id),
     ...fact("Parent", parent),
     ...fact("Child jobs", job.children ? `${job.children_done} of ${job.children} done` : null),
