@@ -49,7 +49,11 @@ async def test_every_metric_they_name_is_exported(store: SQLStore) -> None:
         text = (await client.get("/metrics")).text
     exported = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1] != "#"}
     names = referenced()
-    assert {"morag_progress_jobs", "morag_progress_queue_oldest_seconds"} <= names
+    assert {
+        "morag_progress_jobs",
+        "morag_progress_queue_oldest_seconds",
+        "morag_progress_stragglers",
+    } <= names
     assert names <= exported, sorted(names - exported)
 
 

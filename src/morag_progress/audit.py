@@ -49,6 +49,8 @@ class Action(enum.StrEnum):
     """The server gave up on a silent job's worker (failed it, or queued it again)."""
     ROLLUP = "rollup"
     """A parent's state followed its children's."""
+    STRAGGLER = "straggler"
+    """The server found one of a run's ranks behind its siblings (``store/runs.py``)."""
 
 
 ACTION_WORDS: dict[str, str] = {
@@ -61,6 +63,7 @@ ACTION_WORDS: dict[str, str] = {
     Action.STALL: "stalled",
     Action.ABANDON: "given up",
     Action.ROLLUP: "from child jobs",
+    Action.STRAGGLER: "straggler flagged",
 }
 """Each action as a person says it, wherever a history is shown to one (the CLI; the
 dashboard has the same words, which a test holds it to)."""

@@ -20,6 +20,7 @@ from morag_progress.errors import InvalidInputError
 __all__ = [
     "ID_PATTERN",
     "MAX_CHECKPOINT_BYTES",
+    "MAX_EXPECTED_CHILDREN",
     "MAX_ID",
     "MAX_MESSAGE",
     "MAX_METADATA_BYTES",
@@ -60,6 +61,9 @@ MAX_METADATA_DEPTH = 8
 """``metadata``: objects and arrays nested at most this deep (the object itself is depth 1)."""
 MAX_SECONDS_OR_WEIGHT = 1e9
 """``weight`` and ``stall_timeout_s``: above 0 and at most this."""
+MAX_EXPECTED_CHILDREN = 10_000
+"""``expected_children``: the children a parent may expect (a run's ranks); the server's
+straggler sweep reads at most this many children of a run at once."""
 MIN_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
 """The earliest timestamp a report may carry (the latest: 5 minutes past the server's clock)."""
 

@@ -408,6 +408,15 @@ class Job:
     and a read of this one job, never in lists or progress replies (it may be 32 KiB)."""
     checkpoint_percentage: int | None = None
     """The percentage the checkpoint was saved at: a requeued job resumes there."""
+    expected_children: int | None = None
+    """A parent's children it expects (a distributed run's ranks, ``ranks.py``): it cannot
+    finish before that many have ended, and those not yet made count as 0%."""
+    straggler: bool = False
+    """A child flagged as falling behind its siblings (``store/runs.py``)."""
+    stragglers: int = 0
+    """A parent's children flagged as stragglers now."""
+    behind_since: datetime | None = field(default=None, repr=False)
+    """Since when the server has seen this child behind its siblings (not written out)."""
 
     def estimate(self, now: datetime | None = None, history: History | None = None) -> Eta | None:
         """The job's ETA at ``now`` (default: the current time) from its live pace and, when
@@ -480,7 +489,14 @@ def _iso(value: datetime) -> str:
 
 
 _INTERNAL = frozenset(
-    {"pace", "children_weight", "children_progress", "trace_parent_id", "checkpoint"}
+    {
+        "pace",
+        "children_weight",
+        "children_progress",
+        "trace_parent_id",
+        "checkpoint",
+        "behind_since",
+    }
 )
 _JOB_FIELDS = tuple(f.name for f in fields(Job) if f.name not in _INTERNAL)
 _job_values = attrgetter(*_JOB_FIELDS)

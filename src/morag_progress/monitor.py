@@ -10,6 +10,9 @@ Every change is a conditional UPDATE that only succeeds if the job is still as t
 (same status, no sign of life since), so any number of server replicas may sweep at once and
 each transition happens exactly once, with one feed row (an SSE event, and later a webhook).
 
+It also watches distributed runs (``store/runs.py``): a rank behind its siblings' median by
+more than ``straggler_share`` for ``straggler_seconds`` is flagged on its run.
+
 ``Pruner`` deletes what ended more than ``retention_days`` ago, in small batches.
 """
 
@@ -46,19 +49,29 @@ class Monitor:
         stall_timeout: float | None = 300.0,
         abandon_timeout: float | None = None,
         abandon_policy: Literal["fail", "requeue"] = "fail",
+        straggler_share: float | None = 0.1,
+        straggler_seconds: float = 60.0,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.tracker = tracker
         self.stall_timeout = stall_timeout
         self.abandon_timeout = abandon_timeout
         self.abandon_policy = abandon_policy
+        self.straggler_share = straggler_share
+        self.straggler_seconds = straggler_seconds
         self._clock = clock
 
     def sweep(self) -> list[Job]:
-        """One pass: the jobs this sweep changed (another replica's changes are not counted)."""
+        """One pass: the jobs this sweep changed (another replica's changes are not counted).
+        Stragglers flagged are logged (their runs' feed rows say so), not returned."""
         now = self._clock()
         changed = self._abandon(now) if self.abandon_timeout else []
         changed += self._stall(now)
+        if self.straggler_share is not None:
+            for straggler in self.tracker.store.sweep_stragglers(
+                now=now, share=self.straggler_share, hold=self.straggler_seconds
+            ):
+                logger.info("run %s: %s", straggler.run_id, straggler)
         return changed
 
     def _stall(self, now: datetime) -> list[Job]:

@@ -165,7 +165,23 @@ class Settings(BaseSettings):
         "another worker (others fail).",
     )
     monitor_interval_seconds: float = Field(
-        default=5.0, gt=0, description="How often the server looks for stalled jobs."
+        default=5.0,
+        gt=0,
+        description="How often the server looks for stalled jobs and straggling ranks.",
+    )
+    straggler_share: float | None = Field(
+        default=0.1,
+        gt=0,
+        lt=1,
+        description="A rank of a distributed run behind its siblings' median by more than "
+        "this share of it (0.1: 10%) for straggler_seconds is flagged on the run; unset to "
+        "turn straggler detection off.",
+    )
+    straggler_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=86_400,
+        description="How long a rank must stay behind before it is flagged as a straggler.",
     )
     retention_days: float = Field(
         default=90.0,

@@ -20,6 +20,7 @@ from typing import Any
 
 from morag_progress.audit import ACTOR_LENGTH, SERVER, Action, local_actor
 from morag_progress.bounds import (
+    MAX_EXPECTED_CHILDREN,
     MAX_ID,
     MAX_MESSAGE,
     MAX_NAME,
@@ -129,8 +130,13 @@ class JobTracker:
         actor: str | None = None,
         parent_trace: str | None = None,
         max_open: int | None = None,
+        expected_children: int | None = None,
     ) -> str:
         """Create a job and return its id. A given ``job_id`` is idempotent for its owner.
+
+        ``expected_children``: the children the job will have (a distributed run's ranks,
+        each made by its own process): it cannot finish before that many have ended, and
+        those not made yet count as 0% in its percentage.
 
         The job's span (``tracing.py``) is a child of ``parent_trace`` (the creator's W3C
         ``traceparent``; default: the span current in this process, if any). ``max_open``:
@@ -147,6 +153,16 @@ class JobTracker:
             check_metadata(metadata)
         _check_positive("weight", weight, required=True)
         _check_positive("stall_timeout_s", stall_timeout_s)
+        if expected_children is not None and (
+            isinstance(expected_children, bool)
+            or not isinstance(expected_children, int)
+            or not 1 <= expected_children <= MAX_EXPECTED_CHILDREN
+        ):
+            raise InvalidInputError(
+                "expected_children",
+                f"must be a whole number from 1 to {MAX_EXPECTED_CHILDREN}",
+                expected_children,
+            )
         check_text("actor", actor, max_length=ACTOR_LENGTH)
         own_trace, creator_span = job_trace(
             parent_trace if parent_trace is not None else current_traceparent()
@@ -166,6 +182,7 @@ class JobTracker:
             created_by=actor or self.actor,
             traceparent=own_trace,
             trace_parent_id=creator_span,
+            expected_children=expected_children,
         )
         job, created = self.store.create_job(new, now=self._clock(), max_open=max_open)
         if created:

@@ -22,6 +22,7 @@ from morag_progress.api.schemas import (
     WebhookIn,
 )
 from morag_progress.bounds import MAX_ID, MAX_MESSAGE, MAX_NAME, MAX_STAGE, MAX_TYPE
+from morag_progress.store.webhooks import EVENT_TYPES
 
 BIGINT = 2**63 - 1
 INT = 2**31 - 1
@@ -221,7 +222,7 @@ def test_a_webhook_asks_for_known_events_within_its_limits() -> None:
     for field, value in (
         ("events", []),
         ("events", ["job.started"]),
-        ("events", ["job.progress"] * 6),
+        ("events", ["job.progress"] * 7),
         ("url", ""),
         ("url", "https://x.example/" + "a" * 2048),
         ("progress_interval_s", 0.99),
@@ -231,6 +232,8 @@ def test_a_webhook_asks_for_known_events_within_its_limits() -> None:
         ("max_per_hour", 3601),
     ):
         assert _refused(WebhookIn, {**base, field: value})[0][0] == field, (field, value)
+    every = WebhookIn.model_validate({**base, "events": list(EVENT_TYPES)})
+    assert every.events == list(EVENT_TYPES)  # each event the outbox makes may be asked for
     edge = {**base, "progress_interval_s": 1, "max_per_hour": 3600}
     assert WebhookIn.model_validate(edge).max_per_hour == 3600
 

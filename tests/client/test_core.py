@@ -21,11 +21,13 @@ from morag_progress.client._core import (
     ReporterCore,
     Verdict,
     connection,
+    default_worker,
     resolve_close_timeout,
     retry_after_seconds,
     verdict_of_status,
 )
 from morag_progress.errors import ConfigurationError
+from morag_progress.ranks import Rank
 
 
 class Ticks:
@@ -545,6 +547,88 @@ def test_a_job_that_cannot_be_made_stops_reporting(status: int) -> None:
     assert core.next_call() is None
     assert core.stopped
     assert core.undelivered() == []
+
+
+def test_jobs_made_first_go_in_order_and_only_this_jobs_answer_is_kept() -> None:
+    """create_first twice (a run's job, then this rank's): the run's first, then this job's,
+    each after the one before it was made; the run's answer is not this reporter's job. Kept
+    undelivered in that order, whichever is in flight."""
+    core, _ = make(min_interval=0)
+    core.create_first({"document_name": "r", "document_type": "t"}, job_id="run")
+    core.create_first({"document_name": "a", "document_type": "t"})
+    core.update(10)
+    first = send(core)
+    assert (first.kind, first.body["id"]) == (CallKind.CREATE, "run")  # type: ignore[index]
+    assert [c.body["id"] for c in core.undelivered()[:2]] == ["run", "job-1"]  # type: ignore[index]
+    assert core.next_call() is None  # one at a time
+    assert [c.body["id"] for c in core.undelivered()[:2]] == ["run", "job-1"]  # type: ignore[index]
+    core.settle_http(first, 201, {"id": "run", "status": "PENDING", "children": 0})
+    assert core.job["id"] == "job-1"  # what the reporter knows of its own, not the run
+    second = send(core)
+    assert (second.kind, second.body["id"]) == (CallKind.CREATE, "job-1")  # type: ignore[index]
+    assert [c.kind for c in core.undelivered()] == [CallKind.CREATE, CallKind.PROGRESS]
+    core.settle_http(second, 201, {"id": "job-1", "status": "PENDING"})
+    assert core.job == {"id": "job-1", "status": "PENDING"}
+    assert send(core).kind is CallKind.PROGRESS
+
+
+def test_a_refused_run_job_stops_the_rank_from_being_made() -> None:
+    core, _ = make(min_interval=0)
+    core.create_first({"document_name": "r", "document_type": "t"}, job_id="run")
+    core.create_first({"document_name": "a", "document_type": "t"})
+    core.settle_http(send(core), 422, {"detail": "bad"})
+    assert core.next_call() is None
+    assert core.undelivered() == []
+
+
+def test_a_rank_reporter_makes_its_run_then_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """for_rank under torchrun's variables: the run's job (expecting WORLD_SIZE children,
+    with the caller's metadata), then this rank's under it, named and described by its
+    rank; the reporter reports on the rank's job."""
+    env = {"RANK": "2", "WORLD_SIZE": "4", "LOCAL_RANK": "0", "TORCHELASTIC_RUN_ID": "abc"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("MORAG_PROGRESS_RUN_ID", raising=False)
+    core = ReporterCore.for_rank("train", "llm", metadata={"lr": 0.1}, min_interval=0)
+    assert (core.job_id, core.rank) == ("abc:rank-2", Rank(2, 4, "abc", 0, "torch"))
+    run, mine = (call.body for call in core.undelivered())
+    assert run == {
+        "id": "abc",
+        "document_name": "train",
+        "document_type": "llm",
+        "weight": 1.0,
+        "remote": False,
+        "metadata": {"lr": 0.1},
+        "expected_children": 4,
+    }
+    assert mine == {
+        "id": "abc:rank-2",
+        "document_name": "train · rank 2 of 4",
+        "document_type": "llm",
+        "weight": 1.0,
+        "remote": False,
+        "parent_id": "abc",
+        "metadata": {"lr": 0.1, "rank": 2, "world_size": 4, "local_rank": 0, "launcher": "torch"},
+    }
+
+
+def test_a_rank_reporter_outside_a_launcher_is_a_run_of_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("PMIX_RANK", raising=False)
+    monkeypatch.delenv("MORAG_PROGRESS_RUN_ID", raising=False)
+    core = ReporterCore.for_rank("train", run_id="solo")
+    assert (core.job_id, core.rank) == ("solo:rank-0", Rank(0, 1, "solo"))
+    run, mine = (call.body for call in core.undelivered())
+    assert (run["expected_children"], run["document_type"]) == (1, "run")  # type: ignore[index]
+    assert mine["metadata"]["launcher"] == "given"  # type: ignore[index]
+    unnamed = ReporterCore.for_rank("train")
+    assert unnamed.rank is not None
+    assert unnamed.rank.run_id == default_worker()
+    given = ReporterCore.for_rank("t", rank=Rank(1, 2, "x"), run_id="ignored")
+    assert given.job_id == "x:rank-1"
 
 
 # -- the rules each argument is held to, and the small pure helpers ---------------------------

@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +18,7 @@ from morag_progress.client import ProgressReporter
 from morag_progress.errors import ConfigurationError
 from morag_progress.models import JobStatus
 from tests.conftest import Eventually
-from tests.live import CLI, Remote, cli
+from tests.live import CLI, Remote, ServerProcess, cli
 
 
 def reporter(remote: Remote, job_id: str, **kwargs: object) -> ProgressReporter:
@@ -362,3 +365,72 @@ def test_a_requeued_job_resumes_where_the_dead_worker_left_it(remote: Remote) ->
     assert min(second) == 70
     assert second == sorted(second)
     assert remote.job(job_id).status is JobStatus.FINISHED
+
+
+def test_ranks_started_together_make_one_run_and_a_slow_one_is_flagged(
+    server_env: dict[str, str], eventually: Eventually
+) -> None:
+    """Four processes started at once as torchrun starts them, one of them three times
+    slower: one run job (made once however the creates race) with the four ranks as its
+    children; the slow rank is flagged on the run while it is behind, and cleared once it is
+    within 10% of the others; the run finishes when the last rank does."""
+    env = {
+        **server_env,
+        "MORAG_PROGRESS_MONITOR_INTERVAL_SECONDS": "0.2",
+        "MORAG_PROGRESS_STRAGGLER_SECONDS": "1",
+    }
+    key = cli("keys", "create", "--user", "alice", env=env).splitlines()[0]
+    server = ServerProcess(env).start()
+    try:
+        worker = Path(__file__).with_name("rank_worker.py")
+        ranks = [
+            subprocess.Popen(
+                [sys.executable, str(worker), "20", "0.1"],
+                env={
+                    **env,
+                    "MORAG_PROGRESS_API_URL": server.url,
+                    "MORAG_PROGRESS_API_KEY": key,
+                    "RANK": str(rank),
+                    "WORLD_SIZE": "4",
+                    "LOCAL_RANK": str(rank),
+                    "TORCHELASTIC_RUN_ID": "run-42",
+                    "SLOW_RANK": "3",
+                },
+            )
+            for rank in range(4)
+        ]
+        headers = {"Authorization": f"Bearer {key}"}
+
+        def run() -> dict[str, Any]:
+            answer = httpx.get(f"{server.url}/api/v1/jobs/run-42", headers=headers, timeout=5)
+            assert answer.status_code == 200
+            job: dict[str, Any] = answer.json()
+            return job
+
+        def flagged() -> None:
+            assert run()["stragglers"] == 1
+
+        eventually(flagged, timeout=15)
+        for process in ranks:
+            assert process.wait(60) == 0
+        eventually(lambda: _assert_equal(run()["status"], "FINISHED"), timeout=10)
+        job = run()
+        assert (job["children"], job["children_done"], job["expected_children"]) == (4, 4, 4)
+        listed = httpx.get(
+            f"{server.url}/api/v1/jobs", params={"parent_id": "run-42"}, headers=headers
+        ).json()["jobs"]
+        assert sorted((j["id"], j["status"]) for j in listed) == [
+            (f"run-42:rank-{r}", "FINISHED") for r in range(4)
+        ]
+        # Within 10% of the others by its last steps, the slow rank was cleared again.
+        assert job["stragglers"] == sum(j["straggler"] for j in listed) == 0
+        history = httpx.get(f"{server.url}/api/v1/jobs/run-42/history", headers=headers).json()
+        said = [e["message"] for e in history if e["action"] == "straggler"]
+        assert len(said) == 1
+        assert said[0].startswith("Straggler: run-42:rank-3 at ")
+    finally:
+        server.stop()
+
+
+def _assert_equal(a: object, b: object) -> None:
+    assert a == b

@@ -109,6 +109,31 @@ def test_the_outbox_tells_each_webhook_what_it_asked_for(
     assert hooks.fill(now=clock()) == 0
 
 
+def test_a_runs_straggler_is_its_own_event(
+    hooks: WebhookStore, store: SQLStore, tracker: JobTracker, clock: Clock
+) -> None:
+    """The run's feed row that flags a straggler is ``job.straggler``, not progress: a
+    webhook that asked for it alone hears of it and of nothing else the ranks did."""
+    tracker.start_job("train", "run", user_id="alice", job_id="run", expected_children=2)
+    for r in range(2):
+        tracker.start_job("train", "run", user_id="alice", job_id=f"r{r}", parent_id="run")
+    hook = _hook(hooks, events=("job.straggler",))
+    clock.advance(1)
+    tracker.apply(ProgressUpdate("r0", 80, user_id="alice"))
+    tracker.apply(ProgressUpdate("r1", 20, user_id="alice"))
+    store.sweep_stragglers(now=clock(), share=0.1, hold=60)
+    clock.advance(60)
+    store.sweep_stragglers(now=clock(), share=0.1, hold=60)
+    hooks.fill(now=clock())
+    assert _pending(hooks, hook) == [("job.straggler", "run")]
+    [delivery] = hooks.deliveries(hook)
+    job = orjson.loads(delivery.payload)["job"]
+    assert (job["status"], job["message"]) == (
+        "PROCESSING",
+        "Straggler: r1 at 20% against its siblings' median 50%, behind for 60 s",
+    )
+
+
 def test_a_delivery_carries_the_change_and_who_made_it(
     hooks: WebhookStore, tracker: JobTracker, clock: Clock
 ) -> None:
@@ -317,6 +342,10 @@ def test_a_chat_line_says_what_happened_to_which_job() -> None:
     stalled = {**event, "status": "STALLED", "message": ""}
     line = "⚠️ a.pdf (j1): STALLED 40% (no report for 90 s)"
     assert chat_text(stalled, "a.pdf", None, 90) == line
+    straggler = {**event, "action": "straggler", "message": "Straggler: r1 at 20%"}
+    assert (
+        chat_text(straggler, "train", None) == "🐢 train (j1): PROCESSING 40%: Straggler: r1 at 20%"
+    )
     odd = {**event, "status": "WAITING", "message": "x" * 3000}
     line = chat_text(odd, None, None)
     assert line.startswith("• j1: WAITING 40%: x")

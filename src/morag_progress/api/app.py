@@ -67,6 +67,8 @@ def create_app(
         stall_timeout=settings.stall_timeout_seconds,
         abandon_timeout=settings.abandon_timeout_seconds,
         abandon_policy=settings.abandon_policy,
+        straggler_share=settings.straggler_share,
+        straggler_seconds=settings.straggler_seconds,
     )
 
     hooks = WebhookStore(store)

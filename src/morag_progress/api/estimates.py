@@ -27,6 +27,7 @@ from morag_progress.keys import ApiKey, Role
 from morag_progress.models import Job, JobStatus, utcnow
 from morag_progress.store import SQLStore
 from morag_progress.store.reads import RemoteQueue
+from morag_progress.store.rollup import expected
 
 __all__ = ["Estimates"]
 
@@ -166,7 +167,9 @@ class Estimates:
                 rates.append((child.weight, eta.rate))
             elif eta is not None and eta.seconds > 0:  # history alone: its pace implied
                 rates.append((child.weight, (100 - child.percentage) / eta.seconds))
-        return parent_eta(job.children_weight, job.children_progress, rates)
+        # Children it expects but has not got yet (ranks still starting) are work left too.
+        missing = expected(job)[1]
+        return parent_eta(job.children_weight + missing, job.children_progress, rates)
 
     def _starts(self, user: str, now: datetime) -> dict[tuple[str, str], datetime]:
         """When each of ``user``'s jobs waiting for a remote worker is expected to start."""

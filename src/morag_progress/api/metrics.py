@@ -39,6 +39,12 @@ class _JobsByStatus(Collector):
         oldest = self._store.oldest_waiting()
         waiting.add_metric([], 0.0 if oldest is None else (utcnow() - oldest).total_seconds())
         yield waiting
+        stragglers = GaugeMetricFamily(
+            "morag_progress_stragglers",
+            "Ranks of running distributed runs flagged as behind their siblings now.",
+        )
+        stragglers.add_metric([], self._store.count_stragglers())
+        yield stragglers
 
 
 class Metrics:

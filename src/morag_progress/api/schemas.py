@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -20,6 +20,7 @@ from pydantic import (
 from morag_progress.bounds import (
     ID_PATTERN,
     MAX_CHECKPOINT_BYTES,
+    MAX_EXPECTED_CHILDREN,
     MAX_ID,
     MAX_MESSAGE,
     MAX_METADATA_BYTES,
@@ -310,6 +311,16 @@ class JobCreate(_Body):
         default=False,
         description="Queue it for a remote worker to claim (WAITING_FOR_REMOTE_WORKER).",
     )
+    expected_children: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_EXPECTED_CHILDREN,
+        strict=True,
+        description="The children this job will have (a distributed run's ranks, each made "
+        "by its own process): it cannot finish before that many have ended, those not made "
+        "yet count as 0%, and the server flags a child that falls behind its siblings "
+        "(docs/ranks.md).",
+    )
 
 
 class JobOut(BaseModel):
@@ -372,6 +383,19 @@ class JobOut(BaseModel):
         default=None,
         description="The percentage the job's latest checkpoint was saved at (a requeue "
         "resumes the job there); null when its worker saved none.",
+    )
+    expected_children: int | None = Field(
+        default=None,
+        description="The children the job expects (a distributed run's ranks): it cannot "
+        "finish before that many have ended (docs/ranks.md); null for any other job.",
+    )
+    straggler: bool = Field(
+        default=False,
+        description="A child the server flagged as falling behind its siblings (a slow rank "
+        "of a run).",
+    )
+    stragglers: int = Field(
+        default=0, description="How many of the job's children are flagged as stragglers now."
     )
     checkpoint: dict[str, Any] | None = Field(
         default=None,
@@ -458,7 +482,8 @@ class FeedEventOut(BaseModel):
     action: str | None = Field(
         description="What kind of change: create, report (progress, result or failure), start "
         "(a heartbeat woke the job), claim, cancel (asked to stop), requeue, stall, abandon, "
-        "rollup (a parent followed its children)."
+        "rollup (a parent followed its children), straggler (one of a run's ranks fell behind "
+        "its siblings)."
     )
 
     @classmethod
@@ -496,14 +521,16 @@ class StreamTokenIn(_Body):
     token: str = Field(min_length=1, max_length=128, description="The token, as it was made.")
 
 
-WebhookEvent = Literal["job.progress", "job.stalled", "job.finished", "job.failed", "job.cancelled"]
+WebhookEvent = Literal[
+    "job.progress", "job.stalled", "job.finished", "job.failed", "job.cancelled", "job.straggler"
+]
 
 
 class WebhookIn(_Body):
     """A URL to call on job events."""
 
     url: Url = Field(description="An http(s) URL.")
-    events: list[WebhookEvent] = Field(min_length=1, max_length=5)
+    events: list[WebhookEvent] = Field(min_length=1, max_length=len(get_args(WebhookEvent)))
     progress_interval_s: float = Field(
         default=10.0,
         ge=1,

@@ -34,11 +34,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
 
 from morag_progress.bounds import MAX_NAME, check_checkpoint, check_text, clean_text
 from morag_progress.errors import ConfigurationError, InvalidInputError
+from morag_progress.ranks import Rank
 from morag_progress.trace_context import attached
 
 if TYPE_CHECKING:
@@ -304,6 +305,7 @@ class ReporterCore:
         self._final: dict[str, Any] | None = None
         self._final_done = False
         self._create: Call | None = None  # the job to make before anything else is sent
+        self._creates: collections.deque[Call] = collections.deque()  # and those after it
         self._in_flight: Call | None = None
         self._not_before = 0.0
         self._failures = 0
@@ -318,8 +320,53 @@ class ReporterCore:
         """Why the server last refused a report for good: its HTTP status (None in process)
         and what it said; None while nothing was refused."""
         self._traceparent = traceparent
+        self.rank: Rank | None = None
+        """The rank of a distributed run this reporter reports for (``for_rank``), else None."""
         self.wake: Callable[[], None] = lambda: None
         """Set by the shell: called when something must go out before ``min_interval``."""
+
+    @classmethod
+    def for_rank(
+        cls,
+        name: str,
+        job_type: str = "run",
+        *,
+        run_id: str | None = None,
+        rank: Rank | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Self:
+        """A reporter for this process's rank of a distributed run (torchrun, accelerate,
+        DeepSpeed, SLURM, MPI: ``ranks.Rank.detect`` reads which from the environment): every
+        rank makes the run's job (the same id in every process, so it is made once, expecting
+        ``world_size`` children) and its own job under it, without waiting, then reports on
+        its own as any reporter does. The run's job shows the run's progress and flags a rank
+        that falls behind. ``run_id`` names the run (default: ``MORAG_PROGRESS_RUN_ID``, else
+        the launcher's); ``rank`` is given instead of read; ``options`` are the reporter's.
+        Outside a launcher it is a run of one. Raises InvalidInputError naming the variable
+        when the environment's rank is unusable (before any work starts)."""
+        from morag_progress.client.jobs import job_body
+
+        if rank is None:
+            rank = Rank.detect(run_id=run_id) or Rank(0, 1, run_id or default_worker())
+        reporter = cls(rank.job_id, **options)
+        run = job_body(name, job_type, metadata=metadata, expected_children=rank.world_size)
+        about = {
+            "rank": rank.rank,
+            "world_size": rank.world_size,
+            "local_rank": rank.local_rank,
+            "launcher": rank.launcher,
+        }
+        mine = job_body(
+            f"{name} · rank {rank.rank} of {rank.world_size}",
+            job_type,
+            parent_id=rank.run_job_id,
+            metadata={**(metadata or {}), **about},
+        )
+        reporter.create_first(run, job_id=rank.run_job_id)
+        reporter.create_first(mine)
+        reporter.rank = rank
+        return reporter
 
     # -- the worker's side: store and return ---------------------------------------------------
 
@@ -433,15 +480,21 @@ class ReporterCore:
         self._checkpoint = (checked, math.floor(at) if valid else None)  # type: ignore[arg-type]
         self.wake()  # a pending checkpoint is sent as a heartbeat (``next_call``)
 
-    def create_first(self, body: Mapping[str, Any]) -> None:
+    def create_first(self, body: Mapping[str, Any], *, job_id: str | None = None) -> None:
         """Make the job on the server before anything else is sent: ``body`` is
-        ``POST /api/v1/jobs``'s (``client.job_body``), with this reporter's job id. It is sent
-        as a report is, never waited for: retried while the server cannot be reached, kept in
-        the spool with the reports if the close comes first. The same id twice makes one job;
-        a refusal (an id another job has) is the reporter's ``refusal``. Call it before the
+        ``POST /api/v1/jobs``'s (``client.job_body``), with this reporter's job id, or
+        ``job_id`` for another job to make first (a run's, before its rank's). Called again,
+        the jobs are made in the order given. It is sent as a report is, never waited for:
+        retried while the server cannot be reached, kept in the spool with the reports if
+        the close comes first. The same id twice makes one job; a refusal (an id another job
+        has) is the reporter's ``refusal``, and nothing more is sent. Call it before the
         first report."""
-        body = {**body, "id": self.job_id}
-        self._create = Call(CallKind.CREATE, "POST", "/api/v1/jobs", body)
+        body = {**body, "id": job_id or self.job_id}
+        call = Call(CallKind.CREATE, "POST", "/api/v1/jobs", body)
+        if self._create is None:
+            self._create = call
+        else:
+            self._creates.append(call)
         self.wake()
 
     def complete(
@@ -649,6 +702,7 @@ class ReporterCore:
             calls.append(self._create)
         if in_flight is not None and in_flight.kind is not CallKind.HEARTBEAT:
             calls.append(in_flight)
+        calls += self._creates
         queued = list(self._urgent)
         for note, made_at in queued:
             call = self._progress_call(note, made_at)
@@ -726,6 +780,7 @@ class ReporterCore:
         # Never this report, and with OVER never anything again (nor after a job not made).
         if call.kind is CallKind.CREATE:
             self._create = None
+            self._creates.clear()
             verdict = Verdict.OVER
         if verdict is Verdict.OVER:
             self.refusal = (status, str(detail))
@@ -788,10 +843,10 @@ class ReporterCore:
     ) -> None:
         if cancel_requested is not None:
             self.cancel_requested = cancel_requested
-        if job is not None:
-            self._job = job
+        if job is not None and (call.body or {}).get("id", self.job_id) == self.job_id:
+            self._job = job  # not another job made first (a run's)
         if call.kind is CallKind.CREATE:
-            self._create = None
+            self._create = self._creates.popleft() if self._creates else None
         elif call.kind is CallKind.PROGRESS:
             self._mark_sent(call)
             self._sent_stage = call.body.get("stage") if call.body else None

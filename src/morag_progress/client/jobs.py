@@ -72,9 +72,11 @@ def job_body(
     weight: float = 1.0,
     remote: bool = False,
     metadata: Mapping[str, Any] | None = None,
+    expected_children: int | None = None,
 ) -> dict[str, Any]:
     """The body of ``POST /api/v1/jobs`` for these fields (the name and type cut to what the
-    server keeps), as :func:`create_job` sends it and a reporter's ``create_first`` does."""
+    server keeps), as :func:`create_job` sends it and a reporter's ``create_first`` does.
+    ``expected_children``: the children the job will have (a run's ranks, docs/ranks.md)."""
     body: dict[str, Any] = {
         "document_name": document_name[:255],
         "document_type": document_type[:64],
@@ -87,4 +89,6 @@ def job_body(
         body["parent_id"] = parent_id
     if metadata is not None:
         body["metadata"] = dict(metadata)
+    if expected_children is not None:
+        body["expected_children"] = expected_children
     return body

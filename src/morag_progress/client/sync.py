@@ -267,8 +267,9 @@ class LocalReporter(_ThreadedReporter):
     def __enter__(self) -> LocalReporter:
         return self
 
-    def create_first(self, body: Mapping[str, Any]) -> None:
-        """Not here: in process, the tracker makes the job (``JobTracker.start_job``)."""
+    def create_first(self, body: Mapping[str, Any], *, job_id: str | None = None) -> None:
+        """Not here: in process, the tracker makes the job (``JobTracker.start_job``; a run's
+        with ``expected_children``, its ranks' with ``parent_id``)."""
         raise ConfigurationError(
             "create_first", "is for reporters over HTTP; here JobTracker.start_job makes it", body
         )

@@ -311,9 +311,9 @@ def _field_names(cls: type) -> tuple[str, ...]:
 
 _JOB_FIELDS = _field_names(Job)
 _job_columns = operator.itemgetter(*_JOB_FIELDS)
-_USER, _STATUS, _METADATA, _CANCEL, _CHECKPOINT = (
+_USER, _STATUS, _METADATA, _CANCEL, _CHECKPOINT, _STRAGGLER = (
     _JOB_FIELDS.index(name)
-    for name in ("user_id", "status", "metadata", "cancel_requested", "checkpoint")
+    for name in ("user_id", "status", "metadata", "cancel_requested", "checkpoint", "straggler")
 )
 _STATUSES = {status.value: status for status in JobStatus}
 
@@ -325,13 +325,14 @@ def job_from_row(row: Row) -> Job:
 
 
 def job_fields(row: Row) -> list[Any]:
-    """The fields of the job a row of ``jobs`` holds, in ``Job``'s order, the five that need
+    """The fields of the job a row of ``jobs`` holds, in ``Job``'s order, the six that need
     it converted (an applied update's result holds these: ``UpdateResult.of_fields``)."""
     values = list(_job_columns(row))
     values[_USER] = values[_USER] or None
     values[_STATUS] = _STATUSES.get(values[_STATUS]) or JobStatus(values[_STATUS])
     values[_METADATA] = dict(values[_METADATA] or {})
     values[_CANCEL] = bool(values[_CANCEL])
+    values[_STRAGGLER] = bool(values[_STRAGGLER])
     if values[_CHECKPOINT] is not None:  # stored as JSON text (``checkpoint_text``)
         values[_CHECKPOINT] = json_loads(values[_CHECKPOINT])
     return values

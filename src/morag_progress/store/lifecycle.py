@@ -59,6 +59,8 @@ class NewJob:
     traceparent: str | None = None
     """Its span's trace context (``tracing.py``), and the span id of its creator's span."""
     trace_parent_id: str | None = None
+    expected_children: int | None = None
+    """The children it expects (a run's ranks): see ``Job.expected_children``."""
 
 
 class JobLifecycle(JobWriter):
@@ -93,6 +95,7 @@ class JobLifecycle(JobWriter):
             "created_by": new.created_by,
             "traceparent": new.traceparent,
             "trace_parent_id": new.trace_parent_id,
+            "expected_children": new.expected_children,
         }
         with self._batch("create job") as batch:
             conn = batch.conn

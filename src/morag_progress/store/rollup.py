@@ -16,11 +16,11 @@ from sqlalchemy import Connection, bindparam, select, update
 
 from morag_progress.audit import SERVER
 from morag_progress.errors import InvalidInputError
-from morag_progress.models import JobStatus, ProgressUpdate, UpdateResult
+from morag_progress.models import Job, JobStatus, ProgressUpdate, UpdateResult
 from morag_progress.store.engine import TERMINAL_VALUES, Row
 from morag_progress.store.schema import jobs
 
-__all__ = ["Apply", "adopt", "reopen", "roll_up"]
+__all__ = ["Apply", "adopt", "expected", "reopen", "roll_up"]
 
 Apply = Callable[[Connection, ProgressUpdate, datetime], UpdateResult]
 """Applies an update inside the caller's transaction (the writer's)."""
@@ -133,9 +133,12 @@ def reopen(conn: Connection, child: Row) -> None:
 
 def _settle(conn: Connection, parent: Row, child: Row, now: datetime, apply: Apply) -> None:
     """The parent's state from its sums: FAILED when a child failed, FINISHED when all
-    ended, otherwise the children's weighted mean (at most 99%)."""
+    ended, otherwise the children's weighted mean (at most 99%). A parent that expects more
+    children than it has (a run whose ranks have not all started) counts the missing ones as
+    children of weight 1 at 0%."""
     if parent["status"] in TERMINAL_VALUES or not parent["children"]:
         return
+    count, missing = expected(parent)
     update_: ProgressUpdate
     if parent["children_failed"]:
         update_ = ProgressUpdate.final(
@@ -145,21 +148,32 @@ def _settle(conn: Connection, parent: Row, child: Row, now: datetime, apply: App
             user_id=parent["user_id"],
             actor=SERVER,
         )
-    elif parent["children_done"] >= parent["children"]:
+    elif parent["children_done"] >= count:
         update_ = ProgressUpdate.final(
             parent["id"],
             success=True,
-            message=f"All {parent['children']} child jobs ended",
+            message=f"All {count} child jobs ended",
             user_id=parent["user_id"],
             actor=SERVER,
         )
     else:
-        mean = parent["children_progress"] / max(parent["children_weight"], 1e-9)
+        mean = parent["children_progress"] / max(parent["children_weight"] + missing, 1e-9)
         update_ = ProgressUpdate(
             parent["id"],
             min(99, max(0, math.floor(mean + 1e-9))),
-            f"{parent['children_done']} of {parent['children']} child jobs done",
+            f"{parent['children_done']} of {count} child jobs done",
             user_id=parent["user_id"],
             actor=SERVER,
         )
     apply(conn, update_, now)
+
+
+def expected(parent: Row | Job) -> tuple[int, int]:
+    """How many children ``parent`` counts (those it has, or those it expects if more), and
+    how many of those it has not got yet."""
+    if isinstance(parent, Job):
+        have, want = parent.children, parent.expected_children
+    else:
+        have, want = parent["children"], parent["expected_children"]
+    count = max(have, want or 0)
+    return count, count - have

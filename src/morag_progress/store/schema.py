@@ -23,6 +23,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     event,
+    text,
 )
 from sqlalchemy.dialects import sqlite
 
@@ -158,9 +159,24 @@ jobs = Table(
     # percentage it was saved at: a requeued job resumes there (``store/lifecycle.py``).
     Column("checkpoint", Text, nullable=True),
     Column("checkpoint_percentage", Integer, nullable=True),
+    # A parent that expects its children (a run's ranks, made as each process starts): it
+    # cannot finish before that many have ended, and those not made yet count as 0%.
+    Column("expected_children", Integer, nullable=True),
+    # A child of such a parent: since when the server has seen it behind its siblings, and
+    # whether it is flagged as a straggler (``store/runs.py``); the parent counts its flagged.
+    Column("behind_since", UTCDateTime, nullable=True),
+    Column("straggler", Boolean, nullable=False, default=False),
+    Column("stragglers", Integer, nullable=False, default=0),
     Index("ix_jobs_user_created", "user_id", "created_at", "id"),
     Index("ix_jobs_status_created", "status", "created_at", "id"),
     Index("ix_jobs_parent", "parent_id"),
+    # Runs (parents expecting their children) by status: the straggler sweep's (store/runs.py).
+    Index(
+        "ix_jobs_runs",
+        "status",
+        postgresql_where=text("expected_children IS NOT NULL"),
+        sqlite_where=text("expected_children IS NOT NULL"),
+    ),
     # The remote queue (claim) and a user's jobs by status, both in (created_at, id) order.
     Index("ix_jobs_queue", "status", "user_id", "created_at", "id"),
     # Workers' recent work: jobs ended since a time (set once a job, so cheap to keep).

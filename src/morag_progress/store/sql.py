@@ -6,19 +6,19 @@ section 2): ``engine.py`` (connections), ``writer.py`` (progress updates, in set
 through one writer thread), ``statements.py`` (the rules, as the conditional statements both
 run), ``lifecycle.py`` (creation, claims, cancel, requeue, heartbeats), ``rollup.py``
 (parents), ``reads.py`` (jobs and the feed), ``credentials.py`` (keys, tokens, mappings),
-``retention.py`` (pruning what ended long ago).
+``retention.py`` (pruning what ended long ago), ``runs.py`` (distributed runs' stragglers).
 """
 
 from __future__ import annotations
 
 from morag_progress.store.credentials import Credentials
 from morag_progress.store.engine import NO_USER
-from morag_progress.store.lifecycle import JobLifecycle
 from morag_progress.store.reads import JobReader
 from morag_progress.store.retention import Retention
+from morag_progress.store.runs import StragglerSweeps
 
 __all__ = ["NO_USER", "SQLStore"]
 
 
-class SQLStore(JobLifecycle, JobReader, Credentials, Retention):
+class SQLStore(StragglerSweeps, JobReader, Credentials, Retention):
     """The store on SQLite (``sqlite:///path``) or PostgreSQL (``postgresql+psycopg://``)."""

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, and_, func, select, tuple_, update
 
+from morag_progress.audit import Action
 from morag_progress.eta import Eta, Pace, estimate
 from morag_progress.models import JobStatus, utcnow
 from morag_progress.store.cursor import FeedCursor
@@ -37,7 +38,14 @@ _OUTBOX = "outbox"
 """The outbox's stored feed cursor (``cursor.py``)."""
 _FILL_PAIRS = 5000
 
-EVENT_TYPES = ("job.progress", "job.stalled", "job.finished", "job.failed", "job.cancelled")
+EVENT_TYPES = (
+    "job.progress",
+    "job.stalled",
+    "job.finished",
+    "job.failed",
+    "job.cancelled",
+    "job.straggler",
+)
 _TYPE_OF_STATUS = {
     JobStatus.FINISHED.value: "job.finished",
     JobStatus.FAILED.value: "job.failed",
@@ -236,7 +244,7 @@ class WebhookStore:
             known = _jobs_of(conn, rows, now) if hooks else {}
             sent_this_hour: dict[str, int] = {}
             for event in rows:
-                event_type = _TYPE_OF_STATUS.get(event["status"], "job.progress")
+                event_type = _event_type(event)
                 for hook in hooks:
                     if not _wants(hook, event, event_type):
                         continue
@@ -438,6 +446,14 @@ class WebhookStore:
         return outcome
 
 
+def _event_type(event: Any) -> str:
+    """A feed row's webhook event: a run's straggler flagged (``store/runs.py``), else what
+    its status says."""
+    if event["action"] == Action.STRAGGLER:
+        return "job.straggler"
+    return _TYPE_OF_STATUS.get(event["status"], "job.progress")
+
+
 def _wants(hook: Any, event: Any, event_type: str) -> bool:
     if event["id"] <= hook["after_event_id"] or event_type not in hook["events"]:
         return False
@@ -510,7 +526,8 @@ def chat_text(event: Any, name: str | None, eta: Eta | None, silent: int | None 
     escapes it for its service)."""
     job = f"{name or event['job_id']} ({event['job_id']})" if name else event["job_id"]
     status = event["status"]
-    line = f"{_MARK.get(status, '•')} {job}: {status} {event['percentage']}%"
+    mark = "🐢" if event.get("action") == Action.STRAGGLER else _MARK.get(status, "•")
+    line = f"{mark} {job}: {status} {event['percentage']}%"
     if event["message"]:
         line += f": {event['message']}"
     if eta is not None and status == JobStatus.PROCESSING.value:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -59,6 +60,10 @@ async def test_client_id_is_idempotent(client: httpx.AsyncClient, alice: Auth, b
         ({"document_name": "", "document_type": "pdf"}, "document_name"),
         ({"document_name": "a", "document_type": "pdf", "id": "has space"}, "id"),
         ({"document_name": "a", "document_type": "pdf", "weight": 0}, "weight"),
+        ({"document_name": "a", "document_type": "pdf", "expected_children": 0}, "expected_"),
+        ({"document_name": "a", "document_type": "pdf", "expected_children": 10_001}, "expected_"),
+        ({"document_name": "a", "document_type": "pdf", "expected_children": "4"}, "expected_"),
+        ({"document_name": "a", "document_type": "pdf", "expected_children": 2.5}, "expected_"),
     ],
 )
 async def test_create_validates(
@@ -68,6 +73,42 @@ async def test_create_validates(
     response = await client.post("/api/v1/jobs", json=body, headers=alice)
     assert response.status_code == 422
     assert field in response.json()["message"]
+
+
+async def test_a_run_expects_its_ranks_and_shows_its_stragglers(
+    client: httpx.AsyncClient, alice: Auth, store: SQLStore
+) -> None:
+    """A parent made with ``expected_children`` (a run) and ranks made by their own requests,
+    in any order and more than once: the run counts the ranks not made yet as 0%, and after
+    the sweep a straggling rank is flagged on it (``stragglers``) and on itself."""
+    run = {"id": "run-7", "document_name": "train", "document_type": "run", "expected_children": 4}
+    for r in (2, 0):
+        rank = {"id": f"run-7:rank-{r}", "document_name": "train", "document_type": "run"}
+        for body in (run, {**rank, "parent_id": "run-7"}, run):
+            assert (await client.post("/api/v1/jobs", json=body, headers=alice)).status_code == 201
+    for r, pct in ((0, 80), (2, 20)):
+        answer = await client.put(
+            f"/api/v1/remote-jobs/run-7:rank-{r}/progress", json={"percentage": pct}, headers=alice
+        )
+        assert answer.status_code == 200
+    job = (await client.get("/api/v1/jobs/run-7", headers=alice)).json()
+    assert (job["expected_children"], job["children"], job["percentage"], job["stragglers"]) == (
+        4,
+        2,
+        25,  # (80 + 20 + 0 + 0) / 4
+        0,
+    )
+    assert job["summary"] == "0 of 4 child jobs done"
+    later = utcnow()
+    store.sweep_stragglers(now=later, share=0.1, hold=60)
+    store.sweep_stragglers(now=later + timedelta(seconds=60), share=0.1, hold=60)
+    job = (await client.get("/api/v1/jobs/run-7", headers=alice)).json()
+    assert job["stragglers"] == 1
+    assert job["summary"].startswith("Straggler: run-7:rank-2 at 20%")
+    ranks = (await client.get("/api/v1/jobs?parent_id=run-7", headers=alice)).json()["jobs"]
+    assert {j["id"]: j["straggler"] for j in ranks} == {"run-7:rank-0": False, "run-7:rank-2": True}
+    events = (await client.get("/api/v1/jobs/run-7/history", headers=alice)).json()
+    assert events[-1]["action"] == "straggler"
 
 
 async def test_worker_cannot_create_or_cancel(

@@ -613,6 +613,7 @@ const ACTIONS = {
   stall: "stalled",
   abandon: "given up",
   rollup: "from child jobs",
+  straggler: "straggler flagged",
 };
 
 /** Who made a change: an API key (`role:key id`, shown by its name when it has one), the

@@ -66,6 +66,7 @@ def create_job(body: JobCreate, caller: Caller, request: Request, response: Resp
         # is ignored, as the standard says, and the job starts a trace of its own.
         parent_trace=request.headers.get("traceparent"),
         max_open=_max_open(request),
+        expected_children=body.expected_children,
     )
     job = tracker.get_job(job_id, caller.owner)
     assert job is not None
