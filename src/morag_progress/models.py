@@ -460,6 +460,7 @@ def _written(
     data["expected_start_at"] = expected_start_at
     data["created_by_name"] = None  # a key's name: the API adds it for whoever may know it
     data["checkpoint"] = None  # up to 32 KiB: only a read of the one job carries it
+    data["slowest_child"] = None  # a parent's, read with its children (``api/estimates.py``)
     for key in _DATETIME_FIELDS:
         value = data[key]
         if value is not None:

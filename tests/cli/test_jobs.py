@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from datetime import timedelta
 
 from morag_progress.keys import Role
 from morag_progress.models import JobStatus, ProgressUpdate, utcnow
@@ -116,6 +117,32 @@ def test_show_has_the_counts(remote: Remote) -> None:
     assert rows["checkpoint"] == ["saved", "at", "35%"]
     as_json = json.loads(jobs(remote, "show", job_id, "--json").stdout)
     assert as_json["checkpoint"] == {"page": 14}
+
+
+def test_show_has_a_runs_ranks_its_slowest_and_its_stragglers(remote: Remote) -> None:
+    """A run expecting four ranks with two started: how many ended of how many, the slowest
+    running rank, and once the sweep flags it, that it straggles and how many do."""
+    run = remote.new_job(job_id="run", expected_children=4)
+    for rank, pct in ((0, 60), (1, 20)):
+        remote.new_job(job_id=f"run:rank-{rank}", parent_id=run)
+        remote.tracker.update_progress(f"run:rank-{rank}", pct, None, "", "alice")
+
+    def rows() -> dict[str, list[str]]:
+        shown = jobs(remote, "show", run)
+        assert shown.returncode == 0, shown.stderr
+        return {line.split()[0]: line.split()[1:] for line in shown.stdout.splitlines() if line}
+
+    before = rows()
+    assert before["children"] == ["0", "of", "4", "ended", "(2", "started)"]
+    assert before["slowest"] == ["run:rank-1", "at", "20%"]
+    assert "stragglers" not in before
+    now = utcnow()
+    store = remote.tracker.store
+    store.sweep_stragglers(now=now, share=0.1, hold=60)
+    store.sweep_stragglers(now=now + timedelta(seconds=60), share=0.1, hold=60)
+    after = rows()
+    assert after["slowest"] == ["run:rank-1", "at", "20%", "(straggler)"]
+    assert after["stragglers"] == ["1"]
 
 
 def test_a_running_job_is_asked_to_stop(remote: Remote) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from morag_progress.client import AsyncProgressReporter
 from morag_progress.models import JobStatus
+from morag_progress.ranks import Rank
 from tests.live import Remote
 
 
@@ -89,3 +90,22 @@ def test_created_outside_a_loop_starts_in_async_with(remote: Remote) -> None:
 
     asyncio.run(main())
     assert remote.job(job_id).status is JobStatus.FINISHED
+
+
+async def test_ranks_of_a_run_report_from_asyncio_too(remote: Remote) -> None:
+    """``AsyncProgressReporter.for_rank``: two ranks given by hand make one run between them,
+    which finishes when both have."""
+    for rank in (1, 0):
+        async with AsyncProgressReporter.for_rank(
+            "embed",
+            "batch",
+            rank=Rank(rank, 2, "emb"),
+            api_url=remote.url,
+            api_key=remote.user_key,
+            min_interval=0.01,
+        ) as r:
+            r.update(50)
+        assert remote.job(f"emb:rank-{rank}").status is JobStatus.FINISHED
+    run = remote.job("emb")
+    assert (run.status, run.children, run.expected_children) == (JobStatus.FINISHED, 2, 2)
+    assert remote.job("emb:rank-0").metadata["world_size"] == 2

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from morag_progress.api.auth import Principal
-from morag_progress.api.schemas import JobOut
+from morag_progress.api.schemas import ChildOut, JobOut
 from morag_progress.eta import (
     Eta,
     History,
@@ -142,11 +142,19 @@ class Estimates:
         for job in jobs:
             owner = job.user_id or ""
             eta: Eta | None
+            running: list[Job] = []
             if job.children and job.status is JobStatus.PROCESSING:
-                eta = self._parent(job, children.get((owner, job.id), []), now)
+                running = children.get((owner, job.id), [])
+                eta = self._parent(job, running, now)
             else:
                 eta = job.estimate(now, histories.get((owner, job.document_type)))
-            out.append(JobOut.of(job, eta=eta, expected_start_at=starts.get((owner, job.id))))
+            written = JobOut.of(job, eta=eta, expected_start_at=starts.get((owner, job.id)))
+            if running:
+                slowest = min(running, key=lambda child: (child.percentage, child.id))
+                written.slowest_child = ChildOut(
+                    id=slowest.id, percentage=slowest.percentage, straggler=slowest.straggler
+                )
+            out.append(written)
         names = self.names((job.created_by for job in jobs), viewer)
         for written in out:
             if written.created_by is not None:

@@ -323,6 +323,14 @@ class JobCreate(_Body):
     )
 
 
+class ChildOut(BaseModel):
+    """One child of a job, in brief."""
+
+    id: str
+    percentage: int
+    straggler: bool
+
+
 class JobOut(BaseModel):
     """A job as it is now."""
 
@@ -396,6 +404,11 @@ class JobOut(BaseModel):
     )
     stragglers: int = Field(
         default=0, description="How many of the job's children are flagged as stragglers now."
+    )
+    slowest_child: ChildOut | None = Field(
+        default=None,
+        description="A running parent's running child with the lowest percentage (a run's "
+        "slowest rank); null for any other job.",
     )
     checkpoint: dict[str, Any] | None = Field(
         default=None,

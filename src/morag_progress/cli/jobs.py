@@ -70,6 +70,7 @@ def _show(job: dict[str, Any]) -> None:
             table.add_row(name, cell(value))
     if job.get("rate"):
         table.add_row("rate", f"{job['rate']:.2f} %/s")
+    _show_children(table, job)
     if isinstance(job.get("checkpoint_percentage"), int):  # the state itself: --json
         table.add_row("checkpoint", f"saved at {job['checkpoint_percentage']}%")
     silent = silent_for(job)
@@ -78,6 +79,25 @@ def _show(job: dict[str, Any]) -> None:
     elif job.get("eta_seconds") is not None:
         table.add_row("eta", _eta(job))
     console.print(table)
+
+
+def _show_children(table: Table, job: dict[str, Any]) -> None:
+    """A parent's children: how many ended, of how many (a run's expected ranks), its slowest
+    running one, and the stragglers the server flagged (docs/ranks.md)."""
+    children, expected = job.get("children") or 0, job.get("expected_children")
+    if not children and not expected:
+        return
+    line = f"{job.get('children_done') or 0} of {max(children, expected or 0)} ended"
+    if expected and children < expected:
+        line += f" ({children} started)"
+    table.add_row("children", line)
+    slowest = job.get("slowest_child")
+    if isinstance(slowest, dict):
+        flagged = " (straggler)" if slowest.get("straggler") else ""
+        text = f"{slowest.get('id')} at {slowest.get('percentage')}%{flagged}"
+        table.add_row("slowest", cell(text, style="yellow") if flagged else cell(text))
+    if job.get("stragglers"):
+        table.add_row("stragglers", cell(str(job["stragglers"]), style="yellow"))
 
 
 def _eta(job: dict[str, Any]) -> str:

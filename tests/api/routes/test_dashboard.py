@@ -455,6 +455,47 @@ def test_a_job_with_a_checkpoint_says_a_requeue_resumes_from_it(page: Any, site:
     )
 
 
+def test_a_run_shows_its_slowest_rank_and_its_stragglers(page: Any, site: Site) -> None:
+    """A distributed run of four ranks, three started: the list says 0/4 child jobs done and
+    how many straggle; the run's page names its slowest rank, marked as a straggler once the
+    server flags it, and links to it; the rank's own page is marked too."""
+    tracker = site.tracker
+    run = tracker.start_job(
+        "finetune", "training", user_id="alice", job_id="run-9", expected_children=4
+    )
+    for rank, pct in ((0, 62), (1, 60), (2, 31)):
+        tracker.start_job(
+            f"finetune · rank {rank} of 4",
+            "training",
+            user_id="alice",
+            job_id=f"run-9:rank-{rank}",
+            parent_id=run,
+        )
+        tracker.update_progress(f"run-9:rank-{rank}", pct, None, f"step {pct}", "alice")
+    now = utcnow()
+    site.store.sweep_stragglers(now=now, share=0.1, hold=60)
+    site.store.sweep_stragglers(now=now + timedelta(seconds=60), share=0.1, hold=60)
+    sign_in(page, site, "#/")
+    row = page.locator("#jobs tbody tr", has_text="finetune")
+    row.get_by_text("1 straggling").wait_for(timeout=5000)
+    assert "0/4 child jobs done" in row.inner_text()
+    page.goto(f"{site.url}/#/jobs/{run}")
+    page.get_by_role("heading", name="finetune").wait_for(timeout=5000)
+    facts = page.locator("#facts")
+    facts.get_by_text("0 of 4 done (3 started)").wait_for(timeout=5000)
+    assert facts.locator("#slowest-link").inner_text() == "run-9:rank-2"
+    assert "at 31% · straggler" in facts.inner_text()
+    assert page.locator("#job-status").inner_text().split() == ["PROCESSING", "1", "straggling"]
+    slow = page.locator("#children tbody tr", has_text="rank 2 of 4")
+    slow.get_by_text("straggler", exact=True).wait_for(timeout=5000)
+    fine = page.locator("#children tbody tr", has_text="rank 1 of 4")
+    assert fine.get_by_text("straggler", exact=True).count() == 0
+    shot(page, "run-with-straggler")
+    facts.locator("#slowest-link").click()
+    page.get_by_role("heading", name="finetune · rank 2 of 4").wait_for(timeout=5000)
+    page.locator("#job-status", has_text="straggler").wait_for(timeout=5000)
+
+
 def test_workers_view(page: Any, site: Site) -> None:
     """Workers: each worker's state (running, idle, stalled with the job it fell silent on),
     its last sign of life, its current job with a bar, and what it finished and failed in the

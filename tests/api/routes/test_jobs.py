@@ -99,11 +99,16 @@ async def test_a_run_expects_its_ranks_and_shows_its_stragglers(
         0,
     )
     assert job["summary"] == "0 of 4 child jobs done"
+    slowest = {"id": "run-7:rank-2", "percentage": 20, "straggler": False}
+    assert job["slowest_child"] == slowest
+    listed = (await client.get("/api/v1/jobs?top_level=true", headers=alice)).json()["jobs"]
+    assert [(j["id"], j["slowest_child"]) for j in listed] == [("run-7", slowest)]
     later = utcnow()
     store.sweep_stragglers(now=later, share=0.1, hold=60)
     store.sweep_stragglers(now=later + timedelta(seconds=60), share=0.1, hold=60)
     job = (await client.get("/api/v1/jobs/run-7", headers=alice)).json()
     assert job["stragglers"] == 1
+    assert job["slowest_child"] == {**slowest, "straggler": True}
     assert job["summary"].startswith("Straggler: run-7:rank-2 at 20%")
     ranks = (await client.get("/api/v1/jobs?parent_id=run-7", headers=alice)).json()["jobs"]
     assert {j["id"]: j["straggler"] for j in ranks} == {"run-7:rank-0": False, "run-7:rank-2": True}

@@ -236,6 +236,18 @@ function badge(status) {
   return el("span", { class: `badge ${status}`, title: status }, LABELS[status] || status);
 }
 
+// A run's children it expects but has not got yet count too (docs/ranks.md).
+function childCount(job) {
+  return Math.max(job.children || 0, job.expected_children || 0);
+}
+
+// A run's stragglers, or a rank flagged as one: the server's sweep decides (docs/ranks.md).
+function straggling(job) {
+  if (job.straggler) return el("span", { class: "badge straggler", title: "Behind its sibling jobs' median for a while" }, "straggler");
+  if (job.stragglers > 0) return el("span", { class: "badge straggler", title: "Child jobs behind their siblings' median for a while" }, `${job.stragglers} straggling`);
+  return null;
+}
+
 function bar(job) {
   return el(
     "span", { class: `bar ${job.status}` },  // coloured as its status: a failed job's is red
@@ -493,9 +505,11 @@ function renderTypes(stats, active) {
 function jobRow(job) {
   const name = el("div", { class: "name" }, jobLink(job));
   const sub = el("div", { class: "sub" }, el("code", {}, job.id), ` · ${job.document_type}`);
-  if (job.children) sub.append(` · ${job.children_done}/${job.children} child jobs done`);
+  if (job.children || job.expected_children) sub.append(` · ${job.children_done}/${childCount(job)} child jobs done`);
   if (job.parent_id) sub.append(" · child of ", el("a", { href: `#/jobs/${encodeURIComponent(job.parent_id)}` }, job.parent_id));
   const status = el("td", { data: { label: "Status" } }, badge(job.status));
+  const lag = straggling(job);
+  if (lag) status.append(" ", lag);
   if (job.cancel_requested && !TERMINAL.has(job.status)) status.append(el("div", { class: "sub" }, "cancel requested"));
   return el(
     "tr", { data: { jobId: job.id } },
@@ -553,6 +567,8 @@ function renderJob() {
   $("#back").href = listHash({});
   $("#job-title").textContent = job.document_name;
   $("#job-status").replaceChildren(badge(job.status));
+  const lag = straggling(job);
+  if (lag) $("#job-status").append(" ", lag);
   const asking = job.cancel_requested && !TERMINAL.has(job.status);
   $("#cancel-note").hidden = !asking;
   $("#cancel-note").textContent = asking
@@ -579,7 +595,8 @@ function renderJob() {
     ...fact("Checkpoint", Number.isInteger(job.checkpoint_percentage) ? `saved at ${job.checkpoint_percentage}%${["FAILED", "CANCELLED", "STALLED"].includes(job.status) ? ": a requeue resumes there" : ""}` : null),
     ...fact("Worker", job.worker_id),
     ...fact("Parent", parent),
-    ...fact("Child jobs", job.children ? `${job.children_done} of ${job.children} done` : null),
+    ...fact("Child jobs", job.children || job.expected_children ? `${job.children_done} of ${childCount(job)} done${job.children < childCount(job) ? ` (${job.children} started)` : ""}` : null),
+    ...fact("Slowest", job.slowest_child ? slowestLink(job.slowest_child) : null),
     ...fact("Created", when(job.created_at)),
     ...fact("Created by", job.created_by ? actor(job.created_by, job.created_by_name) : null),
     ...fact("Trace", TRACING && job.traceparent ? el("code", { title: `traceparent ${job.traceparent}` }, job.traceparent.slice(3, 35)) : null),
@@ -592,6 +609,11 @@ function renderJob() {
     ...fact("Metadata", Object.keys(job.metadata || {}).length ? el("code", { class: "metadata" }, JSON.stringify(job.metadata, null, 1)) : null),
   );
   drawChart(state.chart, job);
+}
+
+function slowestLink(child) {
+  const link = el("a", { href: `#/jobs/${encodeURIComponent(child.id)}`, id: "slowest-link" }, child.id);
+  return el("span", {}, link, ` at ${child.percentage}%`, child.straggler ? " · straggler" : "");
 }
 
 async function nameParent(parentId) {
@@ -662,7 +684,7 @@ async function loadChildren(again) {
   const rows = page.jobs.map((child) => el(
     "tr", { data: { jobId: child.id } },
     el("td", { data: { label: "Job" } }, jobLink(child), el("div", { class: "sub" }, el("code", {}, child.id))),
-    el("td", { data: { label: "Status" } }, badge(child.status)),
+    el("td", { data: { label: "Status" } }, badge(child.status), straggling(child) ? " " : null, straggling(child)),
     el("td", { data: { label: "Progress" } }, bar(child)),
     el("td", { class: "message", data: { label: "Message" } }, child.summary || ""),
   ));
