@@ -53,6 +53,7 @@ async def test_every_metric_they_name_is_exported(store: SQLStore) -> None:
         "morag_progress_jobs",
         "morag_progress_queue_oldest_seconds",
         "morag_progress_stragglers",
+        "morag_progress_jobs_at_risk",
     } <= names
     assert names <= exported, sorted(names - exported)
 

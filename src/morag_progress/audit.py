@@ -51,6 +51,8 @@ class Action(enum.StrEnum):
     """A parent's state followed its children's."""
     STRAGGLER = "straggler"
     """The server found one of a run's ranks behind its siblings (``store/runs.py``)."""
+    AT_RISK = "at_risk"
+    """The server found the job likely to miss its deadline, or running longer than usual."""
 
 
 ACTION_WORDS: dict[str, str] = {
@@ -64,6 +66,7 @@ ACTION_WORDS: dict[str, str] = {
     Action.ABANDON: "given up",
     Action.ROLLUP: "from child jobs",
     Action.STRAGGLER: "straggler flagged",
+    Action.AT_RISK: "at risk",
 }
 """Each action as a person says it, wherever a history is shown to one (the CLI; the
 dashboard has the same words, which a test holds it to)."""

@@ -417,6 +417,10 @@ class Job:
     """A parent's children flagged as stragglers now."""
     behind_since: datetime | None = field(default=None, repr=False)
     """Since when the server has seen this child behind its siblings (not written out)."""
+    deadline: datetime | None = None
+    """When the job should have ended (``deadlines.py``); None without one."""
+    at_risk: str | None = None
+    """Why the server marked the running job at risk (``deadlines.Risk``), else None."""
 
     def estimate(self, now: datetime | None = None, history: History | None = None) -> Eta | None:
         """The job's ETA at ``now`` (default: the current time) from its live pace and, when

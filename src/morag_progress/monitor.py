@@ -11,7 +11,8 @@ Every change is a conditional UPDATE that only succeeds if the job is still as t
 each transition happens exactly once, with one feed row (an SSE event, and later a webhook).
 
 It also watches distributed runs (``store/runs.py``): a rank behind its siblings' median by
-more than ``straggler_share`` for ``straggler_seconds`` is flagged on its run.
+more than ``straggler_share`` for ``straggler_seconds`` is flagged on its run; and running jobs
+at risk (``deadlines.py``): likely to miss their deadline, or running longer than usual.
 
 ``Pruner`` deletes what ended more than ``retention_days`` ago, in small batches.
 """
@@ -20,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from morag_progress._threads import run_to_completion
 from morag_progress.audit import Action
+from morag_progress.deadlines import assess, deadline_of
 from morag_progress.models import Job, JobStatus, UpdateOutcome, utcnow
 from morag_progress.store import NO_USER, SQLStore
 from morag_progress.store.lifecycle import resumed_pace
@@ -51,6 +53,8 @@ class Monitor:
         abandon_policy: Literal["fail", "requeue"] = "fail",
         straggler_share: float | None = 0.1,
         straggler_seconds: float = 60.0,
+        deadlines: Mapping[str, float] | None = None,
+        warn_long: bool = True,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.tracker = tracker
@@ -59,6 +63,9 @@ class Monitor:
         self.abandon_policy = abandon_policy
         self.straggler_share = straggler_share
         self.straggler_seconds = straggler_seconds
+        self.deadlines = dict(deadlines or {})
+        """Each job type's limit in seconds from a job's start, for jobs made without one."""
+        self.warn_long = warn_long
         self._clock = clock
 
     def sweep(self) -> list[Job]:
@@ -72,7 +79,25 @@ class Monitor:
                 now=now, share=self.straggler_share, hold=self.straggler_seconds
             ):
                 logger.info("run %s: %s", straggler.run_id, straggler)
+        self._risks(now)
         return changed
+
+    def _risks(self, now: datetime) -> None:
+        """Mark running jobs whose verdict (``deadlines.assess``) changed since the last
+        sweep; a job without a deadline is assessed only with ``warn_long``."""
+        store = self.tracker.store
+        running = store.running_jobs()
+        kinds = {(job.user_id or "", job.document_type) for job in running}
+        histories = store.histories(kinds) if kinds else {}
+        for job in running:
+            history = histories.get((job.user_id or "", job.document_type))
+            if not self.warn_long and deadline_of(job, self.deadlines) is None:
+                history = None
+            verdict = assess(job, now, history, self.deadlines)
+            if (verdict.risk.value if verdict else None) == job.at_risk:
+                continue  # each warning once, until the state changes
+            if store.mark_risk(job, verdict, now=now) and verdict is not None:
+                logger.info("job %s: %s", job.id, verdict.message)
 
     def _stall(self, now: datetime) -> list[Job]:
         # Per-job timeouts may be shorter than the server's: look as far back as the shortest.

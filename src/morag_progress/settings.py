@@ -177,6 +177,17 @@ class Settings(BaseSettings):
         "this share of it (0.1: 10%) for straggler_seconds is flagged on the run; unset to "
         "turn straggler detection off.",
     )
+    deadline_seconds_by_type: dict[str, float] = Field(
+        default_factory=dict,
+        description="Each job type's limit in seconds from a job's start, for jobs made "
+        'without a deadline, as JSON: {"video": 3600}. A running job likely to miss it '
+        "is marked at risk (docs/deadlines.md).",
+    )
+    warn_long_running: bool = Field(
+        default=True,
+        description="Mark a running job without a deadline at risk once it has run longer "
+        "than the p95 of its kind's finished jobs.",
+    )
     straggler_seconds: float = Field(
         default=60.0,
         gt=0,

@@ -30,6 +30,7 @@ from morag_progress.bounds import (
     check_id,
     check_metadata,
     check_text,
+    check_timestamp,
 )
 from morag_progress.errors import InvalidInputError, ProgressError
 from morag_progress.models import (
@@ -131,12 +132,14 @@ class JobTracker:
         parent_trace: str | None = None,
         max_open: int | None = None,
         expected_children: int | None = None,
+        deadline: datetime | None = None,
     ) -> str:
         """Create a job and return its id. A given ``job_id`` is idempotent for its owner.
 
         ``expected_children``: the children the job will have (a distributed run's ranks,
         each made by its own process): it cannot finish before that many have ended, and
-        those not made yet count as 0% in its percentage.
+        those not made yet count as 0% in its percentage. ``deadline``: when it should have
+        ended; the server warns while it runs if it will likely miss it (``deadlines.py``).
 
         The job's span (``tracing.py``) is a child of ``parent_trace`` (the creator's W3C
         ``traceparent``; default: the span current in this process, if any). ``max_open``:
@@ -164,6 +167,8 @@ class JobTracker:
                 expected_children,
             )
         check_text("actor", actor, max_length=ACTOR_LENGTH)
+        if deadline is not None:
+            deadline = check_timestamp("deadline", deadline)
         own_trace, creator_span = job_trace(
             parent_trace if parent_trace is not None else current_traceparent()
         )
@@ -183,6 +188,7 @@ class JobTracker:
             traceparent=own_trace,
             trace_parent_id=creator_span,
             expected_children=expected_children,
+            deadline=deadline,
         )
         job, created = self.store.create_job(new, now=self._clock(), max_open=max_open)
         if created:

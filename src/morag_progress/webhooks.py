@@ -2,7 +2,8 @@
 
 A user registers a URL for events (``job.finished``, ``job.failed``, ``job.cancelled``,
 ``job.stalled``, ``job.straggler`` (a distributed run's rank behind its siblings, on the run),
-and ``job.progress``, throttled per job). The outbox of deliveries is filled
+``job.at_risk`` (likely to miss its deadline, or running longer than usual), and
+``job.progress``, throttled per job). The outbox of deliveries is filled
 from the change feed and kept in the database (``store/webhooks.py``); the :class:`Dispatcher`
 in every server fills it, leases what is due, sends it and records the outcome, retrying with
 exponential backoff and jitter up to ``webhook_max_attempts``. Sending happens apart from the

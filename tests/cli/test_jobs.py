@@ -8,6 +8,7 @@ import subprocess
 import sys
 from datetime import timedelta
 
+from morag_progress.deadlines import Risk, Verdict
 from morag_progress.keys import Role
 from morag_progress.models import JobStatus, ProgressUpdate, utcnow
 from tests.live import Remote
@@ -143,6 +144,22 @@ def test_show_has_a_runs_ranks_its_slowest_and_its_stragglers(remote: Remote) ->
     after = rows()
     assert after["slowest"] == ["run:rank-1", "at", "20%", "(straggler)"]
     assert after["stragglers"] == ["1"]
+
+
+def test_show_says_a_job_is_at_risk_and_its_deadline(remote: Remote) -> None:
+    deadline = utcnow() + timedelta(hours=1)
+    job_id = remote.new_job(deadline=deadline)
+    remote.tracker.update_progress(job_id, 10, None, "slow", "alice")
+    job = remote.job(job_id)
+    assert remote.tracker.store.mark_risk(
+        job, Verdict(Risk.DEADLINE, "Likely to miss its deadline"), now=utcnow()
+    )
+    shown = jobs(remote, "show", job_id)
+    lines = {line.split()[0]: line for line in shown.stdout.splitlines() if line}
+    assert lines["deadline"].split()[1].startswith(f"{deadline:%Y-%m-%dT%H:%M:%S}")
+    assert lines["at"].split(None, 2)[2].strip() == "likely to miss its deadline"
+    remote.tracker.mark_completed(job_id, "done", "alice")
+    assert "at risk" not in jobs(remote, "show", job_id).stdout  # ended: no longer at risk
 
 
 def test_a_running_job_is_asked_to_stop(remote: Remote) -> None:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
+from morag_progress.deadlines import Risk, Verdict
 from morag_progress.eta import Eta
 from morag_progress.models import JobStatus, ProgressUpdate
 from morag_progress.store import SQLStore
@@ -132,6 +133,22 @@ def test_a_runs_straggler_is_its_own_event(
         "PROCESSING",
         "Straggler: r1 at 20% against its siblings' median 50%, behind for 60 s",
     )
+
+
+def test_a_job_marked_at_risk_is_its_own_event(
+    hooks: WebhookStore, store: SQLStore, tracker: JobTracker, clock: Clock
+) -> None:
+    job_id = tracker.start_job("clip.mov", "video", user_id="alice")
+    hook = _hook(hooks, events=("job.at_risk",))
+    tracker.apply(ProgressUpdate(job_id, 40, user_id="alice"))
+    seen = tracker.get_job(job_id)
+    assert seen is not None
+    store.mark_risk(seen, Verdict(Risk.DEADLINE, "Likely to miss its deadline"), now=clock())
+    hooks.fill(now=clock())
+    assert _pending(hooks, hook) == [("job.at_risk", job_id)]
+    event = {"job_id": job_id, "status": "PROCESSING", "percentage": 40, "action": "at_risk"}
+    line = chat_text({**event, "message": "Likely to miss its deadline"}, "clip.mov", None)
+    assert line == f"⏰ clip.mov ({job_id}): PROCESSING 40%: Likely to miss its deadline"
 
 
 def test_a_delivery_carries_the_change_and_who_made_it(

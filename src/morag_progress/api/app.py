@@ -69,6 +69,8 @@ def create_app(
         abandon_policy=settings.abandon_policy,
         straggler_share=settings.straggler_share,
         straggler_seconds=settings.straggler_seconds,
+        deadlines=settings.deadline_seconds_by_type,
+        warn_long=settings.warn_long_running,
     )
 
     hooks = WebhookStore(store)

@@ -45,6 +45,16 @@ class _JobsByStatus(Collector):
         )
         stragglers.add_metric([], self._store.count_stragglers())
         yield stragglers
+        at_risk = GaugeMetricFamily(
+            "morag_progress_jobs_at_risk",
+            "Running jobs marked at risk: likely to miss their deadline, or running longer "
+            "than usual.",
+            labels=["risk"],
+        )
+        counted = self._store.count_at_risk()
+        for risk in ("deadline", "long"):
+            at_risk.add_metric([risk], counted.get(risk, 0))
+        yield at_risk
 
 
 class Metrics:

@@ -26,6 +26,7 @@ from morag_progress.bounds import (
     MAX_METADATA_BYTES,
     MAX_METADATA_DEPTH,
     MAX_NAME,
+    MAX_SECONDS_OR_WEIGHT,
     MAX_STAGE,
     MAX_TYPE,
     check_checkpoint,
@@ -321,6 +322,25 @@ class JobCreate(_Body):
         "yet count as 0%, and the server flags a child that falls behind its siblings "
         "(docs/ranks.md).",
     )
+    deadline: IsoDateTime | None = Field(
+        default=None,
+        description="When the job should have ended (ISO 8601): while it runs, the server "
+        "marks it at risk once its predicted finish's p90 passes this (docs/deadlines.md).",
+    )
+    deadline_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_SECONDS_OR_WEIGHT,
+        allow_inf_nan=False,
+        strict=True,
+        description="The deadline as seconds from now, instead of ``deadline``.",
+    )
+
+    @model_validator(mode="after")
+    def _one_deadline(self) -> JobCreate:
+        if self.deadline is not None and self.deadline_seconds is not None:
+            raise ValueError("give deadline or deadline_seconds, not both")
+        return self
 
 
 class ChildOut(BaseModel):
@@ -404,6 +424,15 @@ class JobOut(BaseModel):
     )
     stragglers: int = Field(
         default=0, description="How many of the job's children are flagged as stragglers now."
+    )
+    deadline: datetime | None = Field(
+        default=None, description="When the job should have ended; null without one."
+    )
+    at_risk: Literal["deadline", "long"] | None = Field(
+        default=None,
+        description="Why the server marked the running job at risk: deadline (its predicted "
+        "finish's p90 is past its deadline, or it is past it) or long (it has run longer than "
+        "the p95 of its kind's finished jobs); null while it is not (docs/deadlines.md).",
     )
     slowest_child: ChildOut | None = Field(
         default=None,
@@ -496,7 +525,8 @@ class FeedEventOut(BaseModel):
         description="What kind of change: create, report (progress, result or failure), start "
         "(a heartbeat woke the job), claim, cancel (asked to stop), requeue, stall, abandon, "
         "rollup (a parent followed its children), straggler (one of a run's ranks fell behind "
-        "its siblings)."
+        "its siblings), at_risk (the job will likely miss its deadline, or runs longer than "
+        "usual)."
     )
 
     @classmethod
@@ -535,7 +565,13 @@ class StreamTokenIn(_Body):
 
 
 WebhookEvent = Literal[
-    "job.progress", "job.stalled", "job.finished", "job.failed", "job.cancelled", "job.straggler"
+    "job.progress",
+    "job.stalled",
+    "job.finished",
+    "job.failed",
+    "job.cancelled",
+    "job.straggler",
+    "job.at_risk",
 ]
 
 

@@ -62,6 +62,7 @@ def _show(job: dict[str, Any]) -> None:
         "summary", "stage",
         "attempt", "worker_id", "parent_id", "error", "cancel_requested", "created_at",
         "created_by", "traceparent", "start_date", "updated_at", "end_date", "expected_start_at",
+        "deadline",
     ):  # fmt: skip
         value = job.get(name)
         if name == "created_by" and job.get("created_by_name"):
@@ -70,6 +71,8 @@ def _show(job: dict[str, Any]) -> None:
             table.add_row(name, cell(value))
     if job.get("rate"):
         table.add_row("rate", f"{job['rate']:.2f} %/s")
+    if job.get("at_risk") in _AT_RISK and job.get("status") in ("PROCESSING", "STALLED"):
+        table.add_row("at risk", cell(_AT_RISK[job["at_risk"]], style="red"))
     _show_children(table, job)
     if isinstance(job.get("checkpoint_percentage"), int):  # the state itself: --json
         table.add_row("checkpoint", f"saved at {job['checkpoint_percentage']}%")
@@ -79,6 +82,12 @@ def _show(job: dict[str, Any]) -> None:
     elif job.get("eta_seconds") is not None:
         table.add_row("eta", _eta(job))
     console.print(table)
+
+
+_AT_RISK = {
+    "deadline": "likely to miss its deadline",
+    "long": "running longer than jobs of its kind usually take",
+}
 
 
 def _show_children(table: Table, job: dict[str, Any]) -> None:

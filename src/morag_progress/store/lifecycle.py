@@ -61,6 +61,8 @@ class NewJob:
     trace_parent_id: str | None = None
     expected_children: int | None = None
     """The children it expects (a run's ranks): see ``Job.expected_children``."""
+    deadline: datetime | None = None
+    """When it should have ended: see ``Job.deadline``."""
 
 
 class JobLifecycle(JobWriter):
@@ -96,6 +98,7 @@ class JobLifecycle(JobWriter):
             "traceparent": new.traceparent,
             "trace_parent_id": new.trace_parent_id,
             "expected_children": new.expected_children,
+            "deadline": new.deadline,
         }
         with self._batch("create job") as batch:
             conn = batch.conn

@@ -167,6 +167,10 @@ jobs = Table(
     Column("behind_since", UTCDateTime, nullable=True),
     Column("straggler", Boolean, nullable=False, default=False),
     Column("stragglers", Integer, nullable=False, default=0),
+    # A job's deadline, and why the server marked it at risk (``deadlines.Risk``: it will
+    # likely miss the deadline, or runs longer than usual); null while it is not.
+    Column("deadline", UTCDateTime, nullable=True),
+    Column("at_risk", String(16), nullable=True),
     Index("ix_jobs_user_created", "user_id", "created_at", "id"),
     Index("ix_jobs_status_created", "status", "created_at", "id"),
     Index("ix_jobs_parent", "parent_id"),

@@ -45,6 +45,7 @@ EVENT_TYPES = (
     "job.failed",
     "job.cancelled",
     "job.straggler",
+    "job.at_risk",
 )
 _TYPE_OF_STATUS = {
     JobStatus.FINISHED.value: "job.finished",
@@ -447,10 +448,12 @@ class WebhookStore:
 
 
 def _event_type(event: Any) -> str:
-    """A feed row's webhook event: a run's straggler flagged (``store/runs.py``), else what
-    its status says."""
+    """A feed row's webhook event: a run's straggler flagged (``store/runs.py``), a job marked
+    at risk (``store/risk.py``), else what its status says."""
     if event["action"] == Action.STRAGGLER:
         return "job.straggler"
+    if event["action"] == Action.AT_RISK:
+        return "job.at_risk"
     return _TYPE_OF_STATUS.get(event["status"], "job.progress")
 
 
@@ -502,6 +505,7 @@ _NEVER_CAPPED = frozenset({"job.finished", "job.failed", "job.cancelled"})
 """A job ends once: its end is always told, whatever the cap (it counts toward it)."""
 CHAT_PER_HOUR = 30
 """Deliveries an hour a chat webhook gets by default."""
+_ACTION_MARK = {Action.STRAGGLER.value: "🐢", Action.AT_RISK.value: "⏰"}
 _MARK = {
     "PROCESSING": "⏳",
     "STALLED": "⚠️",
@@ -526,7 +530,7 @@ def chat_text(event: Any, name: str | None, eta: Eta | None, silent: int | None 
     escapes it for its service)."""
     job = f"{name or event['job_id']} ({event['job_id']})" if name else event["job_id"]
     status = event["status"]
-    mark = "🐢" if event.get("action") == Action.STRAGGLER else _MARK.get(status, "•")
+    mark = _ACTION_MARK.get(event.get("action")) or _MARK.get(status, "•")
     line = f"{mark} {job}: {status} {event['percentage']}%"
     if event["message"]:
         line += f": {event['message']}"

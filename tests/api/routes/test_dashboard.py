@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from morag_progress.api import create_app
+from morag_progress.deadlines import Risk, Verdict
 from morag_progress.keys import Role
 from morag_progress.models import JobStatus, ProgressUpdate, utcnow
 from morag_progress.settings import Settings
@@ -494,6 +495,38 @@ def test_a_run_shows_its_slowest_rank_and_its_stragglers(page: Any, site: Site) 
     facts.locator("#slowest-link").click()
     page.get_by_role("heading", name="finetune · rank 2 of 4").wait_for(timeout=5000)
     page.locator("#job-status", has_text="straggler").wait_for(timeout=5000)
+
+
+def test_a_job_at_risk_is_marked_with_its_deadline(page: Any, site: Site) -> None:
+    """A job the server marked at risk: a red "at risk" badge in the list and on its page,
+    whose Deadline fact says when and that it is at risk; a job running longer than usual
+    says so instead."""
+    tracker = site.tracker
+    late = tracker.start_job(
+        "nightly.mp4", "video", user_id="alice", deadline=utcnow() + timedelta(minutes=20)
+    )
+    tracker.update_progress(late, 35, None, "Encoding", "alice")
+    long = tracker.start_job("archive.zip", "zip", user_id="alice")
+    tracker.update_progress(long, 60, None, "Packing", "alice")
+    site.store.mark_risk(
+        site.job(late), Verdict(Risk.DEADLINE, "Likely to miss its deadline"), now=utcnow()
+    )
+    site.store.mark_risk(
+        site.job(long), Verdict(Risk.LONG, "Running longer than usual"), now=utcnow()
+    )
+    sign_in(page, site, "#/")
+    page.locator("#jobs tbody tr", has_text="nightly.mp4").locator(
+        ".badge", has_text="at risk"
+    ).wait_for(timeout=5000)
+    row = page.locator("#jobs tbody tr", has_text="archive.zip")
+    row.locator(".badge", has_text="longer than usual").wait_for(timeout=5000)
+    shot(page, "jobs-at-risk")
+    page.goto(f"{site.url}/#/jobs/{late}")
+    page.get_by_role("heading", name="nightly.mp4").wait_for(timeout=5000)
+    facts = page.locator("#facts")
+    facts.get_by_text("· at risk").wait_for(timeout=5000)
+    assert "in 20 minutes" in facts.inner_text()
+    assert page.locator("#job-status").inner_text().split() == ["PROCESSING", "at", "risk"]
 
 
 def test_workers_view(page: Any, site: Site) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -64,6 +64,18 @@ async def test_client_id_is_idempotent(client: httpx.AsyncClient, alice: Auth, b
         ({"document_name": "a", "document_type": "pdf", "expected_children": 10_001}, "expected_"),
         ({"document_name": "a", "document_type": "pdf", "expected_children": "4"}, "expected_"),
         ({"document_name": "a", "document_type": "pdf", "expected_children": 2.5}, "expected_"),
+        ({"document_name": "a", "document_type": "pdf", "deadline": "tomorrow"}, "deadline"),
+        ({"document_name": "a", "document_type": "pdf", "deadline": 1790000000}, "deadline"),
+        ({"document_name": "a", "document_type": "pdf", "deadline_seconds": 0}, "deadline_"),
+        (
+            {
+                "document_name": "a",
+                "document_type": "pdf",
+                "deadline": "2030-01-01T00:00:00Z",
+                "deadline_seconds": 60,
+            },
+            "deadline or deadline_seconds",
+        ),
     ],
 )
 async def test_create_validates(
@@ -114,6 +126,21 @@ async def test_a_run_expects_its_ranks_and_shows_its_stragglers(
     assert {j["id"]: j["straggler"] for j in ranks} == {"run-7:rank-0": False, "run-7:rank-2": True}
     events = (await client.get("/api/v1/jobs/run-7/history", headers=alice)).json()
     assert events[-1]["action"] == "straggler"
+
+
+async def test_a_deadline_is_given_as_a_time_or_as_seconds_from_now(
+    client: httpx.AsyncClient, alice: Auth
+) -> None:
+    body = {"document_name": "a", "document_type": "pdf", "deadline": "2030-01-01T12:00:00+01:00"}
+    job = (await client.post("/api/v1/jobs", json=body, headers=alice)).json()
+    assert (job["deadline"], job["at_risk"]) == ("2030-01-01T11:00:00Z", None)
+    before = utcnow()
+    relative = {"document_name": "b", "document_type": "pdf", "deadline_seconds": 3600}
+    job = (await client.post("/api/v1/jobs", json=relative, headers=alice)).json()
+    deadline = datetime.fromisoformat(job["deadline"])
+    assert before + timedelta(seconds=3600) <= deadline <= utcnow() + timedelta(seconds=3600)
+    plain = {"document_name": "c", "document_type": "pdf"}
+    assert (await client.post("/api/v1/jobs", json=plain, headers=alice)).json()["deadline"] is None
 
 
 async def test_worker_cannot_create_or_cancel(

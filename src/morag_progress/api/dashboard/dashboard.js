@@ -241,8 +241,11 @@ function childCount(job) {
   return Math.max(job.children || 0, job.expected_children || 0);
 }
 
-// A run's stragglers, or a rank flagged as one: the server's sweep decides (docs/ranks.md).
+// A run's stragglers, a rank flagged as one, or a job at risk: the server's sweeps decide
+// (docs/ranks.md, docs/deadlines.md).
 function straggling(job) {
+  if (job.at_risk === "deadline" && !TERMINAL.has(job.status)) return el("span", { class: "badge at-risk", title: "Likely to miss its deadline" }, "at risk");
+  if (job.at_risk === "long" && !TERMINAL.has(job.status)) return el("span", { class: "badge longer", title: "Running longer than jobs of its kind usually take" }, "longer than usual");
   if (job.straggler) return el("span", { class: "badge straggler", title: "Behind its sibling jobs' median for a while" }, "straggler");
   if (job.stragglers > 0) return el("span", { class: "badge straggler", title: "Child jobs behind their siblings' median for a while" }, `${job.stragglers} straggling`);
   return null;
@@ -592,6 +595,7 @@ function renderJob() {
     ...fact("Message", job.error && job.summary === job.error ? null : job.summary),  // said once
     ...fact("Stage", job.stage),
     ...fact("Attempt", String(job.attempt)),
+    ...fact("Deadline", job.deadline ? deadlineFact(job) : null),
     ...fact("Checkpoint", Number.isInteger(job.checkpoint_percentage) ? `saved at ${job.checkpoint_percentage}%${["FAILED", "CANCELLED", "STALLED"].includes(job.status) ? ": a requeue resumes there" : ""}` : null),
     ...fact("Worker", job.worker_id),
     ...fact("Parent", parent),
@@ -609,6 +613,11 @@ function renderJob() {
     ...fact("Metadata", Object.keys(job.metadata || {}).length ? el("code", { class: "metadata" }, JSON.stringify(job.metadata, null, 1)) : null),
   );
   drawChart(state.chart, job);
+}
+
+function deadlineFact(job) {
+  const risky = job.at_risk === "deadline" && !TERMINAL.has(job.status);
+  return el("span", { class: risky ? "late" : "" }, dateTime(job.deadline), " (", when(job.deadline), ")", risky ? " · at risk" : "");
 }
 
 function slowestLink(child) {
@@ -636,6 +645,7 @@ const ACTIONS = {
   abandon: "given up",
   rollup: "from child jobs",
   straggler: "straggler flagged",
+  at_risk: "at risk",
 };
 
 /** Who made a change: an API key (`role:key id`, shown by its name when it has one), the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Literal
 
 import orjson
@@ -27,7 +28,7 @@ from morag_progress.api.schemas import (
     JobOut,
 )
 from morag_progress.keys import Role
-from morag_progress.models import FeedEvent, Job, JobStatus
+from morag_progress.models import FeedEvent, Job, JobStatus, utcnow
 
 __all__ = ["router"]
 
@@ -67,6 +68,11 @@ def create_job(body: JobCreate, caller: Caller, request: Request, response: Resp
         parent_trace=request.headers.get("traceparent"),
         max_open=_max_open(request),
         expected_children=body.expected_children,
+        deadline=(
+            utcnow() + timedelta(seconds=body.deadline_seconds)
+            if body.deadline_seconds is not None
+            else body.deadline
+        ),
     )
     job = tracker.get_job(job_id, caller.owner)
     assert job is not None
