@@ -58,10 +58,10 @@ def test_a_deadline_the_p90_finish_passes_is_at_risk_before_it_is_missed(
 def test_past_its_deadline_is_at_risk_even_without_an_estimate(
     tracker: JobTracker, make_job: Callable[..., str], clock: Clock
 ) -> None:
+    made = tracker.get_job(make_job())
+    assert made is not None
     job = dataclasses.replace(
-        tracker.get_job(make_job()),  # type: ignore[arg-type]
-        status=JobStatus.STALLED,
-        deadline=clock() - timedelta(seconds=1),
+        made, status=JobStatus.STALLED, deadline=clock() - timedelta(seconds=1)
     )
     verdict = assess(job, clock(), None)
     assert verdict is not None
