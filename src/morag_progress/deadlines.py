@@ -17,13 +17,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from morag_progress.eta import History
+from morag_progress.eta import Eta, History
 from morag_progress.models import Job
 
-__all__ = ["LONG_Z", "Risk", "Verdict", "assess", "deadline_of"]
+__all__ = ["LIKELY", "LONG_Z", "Risk", "Verdict", "assess", "chance_late", "deadline_of"]
 
 LONG_Z = 1.6449
 """The p95 of a log-normal duration is ``exp(mean + LONG_Z * sigma)``."""
+LIKELY = 0.5
+"""The chance of missing its deadline at which a job is marked at risk (``bench/deadlines.py``
+measured 0.1, the p90 of its finish passing the deadline, as too eager: see
+docs/deadlines.md)."""
+_Z90 = 1.2816
 
 
 class Risk(enum.StrEnum):
@@ -58,8 +63,11 @@ def assess(
     now: datetime,
     history: History | None,
     limits: Mapping[str, float] | None = None,
+    likely: float = LIKELY,
 ) -> Verdict | None:
-    """Whether the running ``job`` is at risk at ``now`` (None: it is not, or nothing says)."""
+    """Whether the running ``job`` is at risk at ``now`` (None: it is not, or nothing says):
+    with a deadline, once the chance that it finishes after it (``chance_late``) is at least
+    ``likely``, or it is past it."""
     deadline = deadline_of(job, limits or {})
     if deadline is not None:
         if now >= deadline:
@@ -67,13 +75,14 @@ def assess(
         eta = job.estimate(now, history)
         if eta is None:
             return None
-        finish = now + timedelta(seconds=eta.high)
-        if finish <= deadline:
+        chance = chance_late(eta, (deadline - now).total_seconds())
+        if chance < likely:
             return None
+        finish = now + timedelta(seconds=eta.seconds)
         return Verdict(
             Risk.DEADLINE,
-            f"Likely to miss its deadline {_clock(deadline)}: it may take until "
-            f"{_clock(finish)} (p90)",
+            f"Likely to miss its deadline {_clock(deadline)}: a {chance:.0%} chance; "
+            f"expected to end {_clock(finish)}",
         )
     predicted = history.predict(job.total) if history is not None else None
     if predicted is None:
@@ -88,6 +97,18 @@ def assess(
         f"Running longer than usual: {_span(ran)} so far, where {job.document_type} jobs "
         f"take up to {_span(usual)} (p95)",
     )
+
+
+def chance_late(eta: Eta, seconds_left: float) -> float:
+    """The chance that a job with ``eta`` (a log-normal: its median and p90) needs more than
+    ``seconds_left``."""
+    if seconds_left <= 0:
+        return 1.0
+    sigma = math.log(eta.high / eta.seconds) / _Z90 if eta.high > eta.seconds > 0 else 0.0
+    if sigma <= 0:
+        return 1.0 if eta.seconds > seconds_left else 0.0
+    z = (math.log(seconds_left) - math.log(eta.seconds)) / sigma
+    return 0.5 * math.erfc(z / math.sqrt(2))
 
 
 def _clock(at: datetime) -> str:

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from morag_progress._threads import run_to_completion
 from morag_progress.audit import Action
-from morag_progress.deadlines import assess, deadline_of
+from morag_progress.deadlines import LIKELY, assess, deadline_of
 from morag_progress.models import Job, JobStatus, UpdateOutcome, utcnow
 from morag_progress.store import NO_USER, SQLStore
 from morag_progress.store.lifecycle import resumed_pace
@@ -55,6 +55,7 @@ class Monitor:
         straggler_seconds: float = 60.0,
         deadlines: Mapping[str, float] | None = None,
         warn_long: bool = True,
+        deadline_chance: float = LIKELY,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.tracker = tracker
@@ -66,6 +67,8 @@ class Monitor:
         self.deadlines = dict(deadlines or {})
         """Each job type's limit in seconds from a job's start, for jobs made without one."""
         self.warn_long = warn_long
+        self.deadline_chance = deadline_chance
+        """The chance of missing its deadline at which a job is marked at risk."""
         self._clock = clock
 
     def sweep(self) -> list[Job]:
@@ -93,7 +96,7 @@ class Monitor:
             history = histories.get((job.user_id or "", job.document_type))
             if not self.warn_long and deadline_of(job, self.deadlines) is None:
                 history = None
-            verdict = assess(job, now, history, self.deadlines)
+            verdict = assess(job, now, history, self.deadlines, self.deadline_chance)
             if (verdict.risk.value if verdict else None) == job.at_risk:
                 continue  # each warning once, until the state changes
             if store.mark_risk(job, verdict, now=now) and verdict is not None:

@@ -9,6 +9,7 @@ import platformdirs
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from morag_progress.deadlines import LIKELY
 from morag_progress.errors import ConfigurationError
 
 __all__ = ["Settings", "default_database_url", "load_settings"]
@@ -182,6 +183,13 @@ class Settings(BaseSettings):
         description="Each job type's limit in seconds from a job's start, for jobs made "
         'without a deadline, as JSON: {"video": 3600}. A running job likely to miss it '
         "is marked at risk (docs/deadlines.md).",
+    )
+    deadline_warn_chance: float = Field(
+        default=LIKELY,
+        gt=0,
+        lt=1,
+        description="The chance of missing its deadline (from the predicted finish's range) "
+        "at which a running job is marked at risk.",
     )
     warn_long_running: bool = Field(
         default=True,

@@ -22,6 +22,7 @@ from morag_progress.client._core import (
     Verdict,
     connection,
     default_worker,
+    job_body,
     resolve_close_timeout,
     retry_after_seconds,
     verdict_of_status,
@@ -609,6 +610,36 @@ def test_a_rank_reporter_makes_its_run_then_itself(monkeypatch: pytest.MonkeyPat
         "remote": False,
         "parent_id": "abc",
         "metadata": {"lr": 0.1, "rank": 2, "world_size": 4, "local_rank": 0, "launcher": "torch"},
+    }
+
+
+def test_a_job_body_cuts_the_name_and_type_to_what_the_server_keeps() -> None:
+    body = job_body("n" * 300, "t" * 70)
+    assert body == {
+        "document_name": "n" * 255,
+        "document_type": "t" * 64,
+        "weight": 1.0,
+        "remote": False,
+    }
+    full = job_body(
+        "a",
+        "b",
+        job_id="j",
+        parent_id="p",
+        weight=2.0,
+        remote=True,
+        metadata={"k": 1},
+        expected_children=3,
+    )
+    assert full == {
+        "document_name": "a",
+        "document_type": "b",
+        "weight": 2.0,
+        "remote": True,
+        "id": "j",
+        "parent_id": "p",
+        "metadata": {"k": 1},
+        "expected_children": 3,
     }
 
 

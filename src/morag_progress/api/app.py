@@ -71,6 +71,7 @@ def create_app(
         straggler_seconds=settings.straggler_seconds,
         deadlines=settings.deadline_seconds_by_type,
         warn_long=settings.warn_long_running,
+        deadline_chance=settings.deadline_warn_chance,
     )
 
     hooks = WebhookStore(store)

@@ -52,6 +52,7 @@ __all__ = [
     "Stage",
     "Verdict",
     "connection",
+    "job_body",
     "resolve_close_timeout",
     "retry_after_seconds",
     "verdict_of_status",
@@ -345,8 +346,6 @@ class ReporterCore:
         the launcher's); ``rank`` is given instead of read; ``options`` are the reporter's.
         Outside a launcher it is a run of one. Raises InvalidInputError naming the variable
         when the environment's rank is unusable (before any work starts)."""
-        from morag_progress.client.jobs import job_body
-
         if rank is None:
             rank = Rank.detect(run_id=run_id) or Rank(0, 1, run_id or default_worker())
         reporter = cls(rank.job_id, **options)
@@ -863,3 +862,34 @@ class ReporterCore:
             self._final_done = True
             self._job_over = True
             self._job_ended = True
+
+
+def job_body(
+    document_name: str,
+    document_type: str,
+    *,
+    job_id: str | None = None,
+    parent_id: str | None = None,
+    weight: float = 1.0,
+    remote: bool = False,
+    metadata: Mapping[str, Any] | None = None,
+    expected_children: int | None = None,
+) -> dict[str, Any]:
+    """The body of ``POST /api/v1/jobs`` for these fields (the name and type cut to what the
+    server keeps), as ``client.create_job`` sends it and a reporter's ``create_first`` does.
+    ``expected_children``: the children the job will have (a run's ranks, docs/ranks.md)."""
+    body: dict[str, Any] = {
+        "document_name": document_name[:255],
+        "document_type": document_type[:64],
+        "weight": weight,
+        "remote": remote,
+    }
+    if job_id is not None:
+        body["id"] = job_id
+    if parent_id is not None:
+        body["parent_id"] = parent_id
+    if metadata is not None:
+        body["metadata"] = dict(metadata)
+    if expected_children is not None:
+        body["expected_children"] = expected_children
+    return body

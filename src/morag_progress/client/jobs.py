@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from morag_progress.client._core import connection
+from morag_progress.client._core import connection, job_body
 from morag_progress.errors import ProgressError
 from morag_progress.trace_context import current_traceparent
 
@@ -61,34 +61,3 @@ def create_job(
         raise ProgressError(f"the server refused the job ({response.status_code}): {detail}")
     job: dict[str, Any] = response.json()
     return job
-
-
-def job_body(
-    document_name: str,
-    document_type: str,
-    *,
-    job_id: str | None = None,
-    parent_id: str | None = None,
-    weight: float = 1.0,
-    remote: bool = False,
-    metadata: Mapping[str, Any] | None = None,
-    expected_children: int | None = None,
-) -> dict[str, Any]:
-    """The body of ``POST /api/v1/jobs`` for these fields (the name and type cut to what the
-    server keeps), as :func:`create_job` sends it and a reporter's ``create_first`` does.
-    ``expected_children``: the children the job will have (a run's ranks, docs/ranks.md)."""
-    body: dict[str, Any] = {
-        "document_name": document_name[:255],
-        "document_type": document_type[:64],
-        "weight": weight,
-        "remote": remote,
-    }
-    if job_id is not None:
-        body["id"] = job_id
-    if parent_id is not None:
-        body["parent_id"] = parent_id
-    if metadata is not None:
-        body["metadata"] = dict(metadata)
-    if expected_children is not None:
-        body["expected_children"] = expected_children
-    return body
