@@ -7,9 +7,11 @@ import dataclasses
 from collections.abc import Callable
 from datetime import timedelta
 
+import pytest
+
 from morag_progress import JobStatus, JobTracker
-from morag_progress.deadlines import Risk, assess, deadline_of
-from morag_progress.eta import History
+from morag_progress.deadlines import LIKELY, Risk, assess, chance_late, deadline_of
+from morag_progress.eta import Eta, History
 from morag_progress.models import Job
 from morag_progress.monitor import Monitor
 from tests.conftest import Clock
@@ -33,26 +35,51 @@ def _history(seconds: float, n: int = 20, spread: float = 0.05) -> History:
     return history
 
 
-def test_a_deadline_the_p90_finish_passes_is_at_risk_before_it_is_missed(
+def test_the_chance_of_missing_is_read_from_the_predicted_range() -> None:
+    """An ETA is a log-normal: its median has an even chance, its p90 a 10% one; a range of
+    nothing is certain either way; past the deadline is certain."""
+    eta = Eta(seconds=100, low=50, high=200, basis="live", rate=None)
+    assert chance_late(eta, 100) == pytest.approx(0.5)
+    assert chance_late(eta, 200) == pytest.approx(0.1, abs=1e-4)
+    assert chance_late(eta, 50) == pytest.approx(0.9, abs=1e-4)
+    assert chance_late(eta, 0) == 1.0
+    assert chance_late(eta, -5) == 1.0
+    point = Eta(seconds=100, low=100, high=100, basis="live", rate=None)
+    assert (chance_late(point, 99), chance_late(point, 100)) == (1.0, 0.0)
+
+
+def test_a_deadline_a_miss_of_is_likely_is_at_risk_before_it_is_missed(
     tracker: JobTracker, make_job: Callable[..., str], clock: Clock
 ) -> None:
+    """At risk once the chance of missing the deadline reaches ``likely`` (0.99 unless told):
+    a deadline at a third of the expected time left is; one at its median is an even chance,
+    at risk only for a caller who warns at 50%; one past the p90 is not."""
     job = _running(tracker, make_job, clock)
     eta = job.estimate(clock())
     assert eta is not None
     assert 500 < eta.seconds < 1000
-    late = dataclasses.replace(job, deadline=clock() + timedelta(seconds=eta.seconds * 0.9))
-    verdict = assess(late, clock(), None)
+
+    def due_in(seconds: float) -> Job:
+        return dataclasses.replace(job, deadline=clock() + timedelta(seconds=seconds))
+
+    verdict = assess(due_in(eta.seconds / 3), clock(), None)
     assert verdict is not None
     assert verdict.risk is Risk.DEADLINE
-    assert verdict.message.startswith("Likely to miss its deadline ")
-    assert "(p90)" in verdict.message
-    ample = dataclasses.replace(job, deadline=clock() + timedelta(seconds=eta.high + 60))
-    assert assess(ample, clock(), None) is None
-    # The p90, not the median: a deadline between them is a risk already.
-    between = dataclasses.replace(
-        job, deadline=clock() + timedelta(seconds=(eta.seconds + eta.high) / 2)
+    chance = chance_late(eta, eta.seconds / 3)
+    assert chance >= LIKELY
+    end = clock() + timedelta(seconds=eta.seconds)
+    assert verdict.message == (
+        f"Likely to miss its deadline {job_deadline(due_in(eta.seconds / 3))}: a "
+        f"{chance:.0%} chance; expected to end {end:%Y-%m-%d %H:%M} UTC"
     )
-    assert assess(between, clock(), None) is not None
+    assert assess(due_in(eta.seconds * 0.99), clock(), None) is None
+    assert assess(due_in(eta.seconds * 0.99), clock(), None, likely=0.5) is not None
+    assert assess(due_in(eta.high + 60), clock(), None, likely=0.1) is None
+
+
+def job_deadline(job: Job) -> str:
+    assert job.deadline is not None
+    return f"{job.deadline:%Y-%m-%d %H:%M} UTC"
 
 
 def test_past_its_deadline_is_at_risk_even_without_an_estimate(
@@ -85,7 +112,7 @@ def test_a_kinds_limit_counts_from_the_start_and_the_jobs_own_wins(
     assert deadline_of(own, {"audio": 600}) == clock()
     waiting = dataclasses.replace(job, start_date=None)
     assert deadline_of(waiting, {"audio": 60}) == job.created_at + timedelta(seconds=60)
-    verdict = assess(job, clock(), None, {"audio": 600})  # 300 s in, ~700 s to go
+    verdict = assess(job, clock(), None, {"audio": 400})  # ~700 s to go, 110 s left
     assert verdict is not None
     assert verdict.risk is Risk.DEADLINE
 
@@ -114,7 +141,7 @@ def test_the_monitor_marks_once_and_clears_when_the_job_catches_up(
     at_risk, its summary saying why); it stays marked without a new row while it stays late;
     once it is on time again the mark goes, without a row; an ended job is never marked."""
     made = clock()
-    job = _running(tracker, make_job, clock, deadline=made + timedelta(seconds=800))
+    job = _running(tracker, make_job, clock, deadline=made + timedelta(seconds=500))
     monitor = Monitor(tracker, stall_timeout=None, straggler_share=None, clock=clock)
     store = tracker.store
     monitor.sweep()

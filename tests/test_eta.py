@@ -1013,3 +1013,33 @@ def test_without_a_pace_history_gives_the_unfinished_share() -> None:
     assert eta is not None
     assert eta.basis == "history"
     assert eta.seconds == pytest.approx(10.0)
+
+
+def _shaped(shares: dict[int, tuple[int, float]]) -> History:
+    """A history whose knots in ``shares`` had (count, share of the time spent there)."""
+    shape = tuple(
+        (shares[at][0], math.log(1 / shares[at][1] - 1), 0.0) if at in shares else (0, 0.0, 0.0)
+        for at in KNOTS
+    )
+    return History(count=10, shape=shape)
+
+
+def test_time_share_follows_the_kinds_stages() -> None:
+    """A kind that spends 10% of its time on its first 10% and 80% on 10-70%: a run at 40%
+    is half way in time; between learned knots the share is interpolated, from 0 at 0% to
+    all of it at 100%."""
+    history = _shaped({10: (3, 0.1), 70: (5, 0.9)})
+    expected = {-5: 0.0, 0: 0.0, 5: 0.05, 10: 0.1, 40: 0.5, 70: 0.9, 85: 0.95, 100: 1.0, 150: 1.0}
+    for pct, share in expected.items():
+        found = history.time_share(pct)
+        assert found == pytest.approx(share), pct
+
+
+def test_time_share_needs_enough_runs_at_a_knot_and_never_goes_back() -> None:
+    assert History().time_share(50) is None
+    assert _shaped({10: (2, 0.1), 70: (2, 0.9)}).time_share(50) is None
+    assert _shaped({10: (2, 0.1), 70: (3, 0.9)}).time_share(35) == pytest.approx(0.45)
+    # A later knot that says less time was spent (noise) does not take the share back.
+    backwards = _shaped({10: (3, 0.5), 20: (3, 0.3)})
+    assert backwards.time_share(20) == pytest.approx(0.5)
+    assert backwards.time_share(60) == pytest.approx(0.75)

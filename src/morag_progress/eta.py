@@ -319,6 +319,29 @@ class History:
             _, mean, sigma = below[-1] if below else above[0]
         return math.log(elapsed) + mean, sigma
 
+    def time_share(self, percentage: float) -> float | None:
+        """How far along in time a run at ``percentage`` is: the share of its whole time
+        (0..1) that finished runs of this kind had spent when they reached it (the median,
+        from the kind's shape, interpolated between the learned knots, from 0 at 0% to all
+        of it at 100%, never less at a higher percentage); None when the kind has too few
+        finished runs at any knot. Its stages' real shares of the time are in it: a kind
+        whose 10-70% takes most of its time has most of its time spent by 70%."""
+        if len(self.shape) != len(KNOTS):
+            return None
+        # ln(time left / time spent) = m at a knot: the time spent is 1 / (1 + e^m) of all,
+        # never less than at a knot below (so it never goes back as the percentage grows).
+        points = [(0.0, 0.0)]
+        for at, (count, mean, _) in zip(KNOTS, self.shape, strict=True):
+            if count >= _MIN_HISTORY:
+                points.append((float(at), max(points[-1][1], 1 / (1 + math.exp(mean)))))
+        if len(points) == 1:
+            return None
+        points.append((100.0, 1.0))
+        pct = min(max(percentage, 0.0), 100.0)
+        above = next(i for i, (at, _) in enumerate(points) if at >= pct and i)
+        (a, sa), (b, sb) = points[above - 1], points[above]
+        return sa + (pct - a) / (b - a) * (sb - sa)
+
     def predict(self, total: int | None = None) -> tuple[float, float] | None:
         """(log of the expected duration in seconds, its log-spread) for a job of ``total``
         items, or None before the kind has enough finished jobs."""

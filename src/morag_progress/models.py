@@ -465,6 +465,7 @@ def _written(
     data["created_by_name"] = None  # a key's name: the API adds it for whoever may know it
     data["checkpoint"] = None  # up to 32 KiB: only a read of the one job carries it
     data["slowest_child"] = None  # a parent's, read with its children (``api/estimates.py``)
+    data["time_progress"] = None  # from its kind's history, read for a list (the same)
     for key in _DATETIME_FIELDS:
         value = data[key]
         if value is not None:

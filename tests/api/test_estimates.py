@@ -188,3 +188,39 @@ def test_actors_are_named_by_their_keys_names_for_those_who_may_know_them(
         f"worker:{bobs.id}": "bob-box",
         f"user:{old.id}": "old",
     }
+
+
+def _staged(tracker: JobTracker, clock: Clock, job_id: str, upto: int = 100) -> None:
+    """A run whose 10-70% takes 80% of its time: 1% a second to 10%, then 0.075%/s, then 1%/s
+    (10 s, 800 s, 30 s: 840 s in all), reported at each whole percent."""
+    for pct in range(1, upto + 1):
+        clock.advance(1 if pct <= 10 or pct > 70 else 800 / 60)
+        tracker.update_progress(job_id, pct, None, f"{pct}%", "alice")
+
+
+def test_time_progress_says_how_far_along_in_time_a_job_of_uneven_stages_is(
+    tracker: JobTracker, make_job: Callable[..., str], clock: Clock
+) -> None:
+    """Once four runs of a kind spent most of their time between 10% and 70%, a run at 40%
+    is about half way in time (its percentage says 40%); a kind with no history says nothing,
+    and neither does a job that does not run."""
+    for _ in range(4):
+        _staged(tracker, clock, make_job(document_type="staged"))
+    job_id = make_job(document_type="staged")
+    _staged(tracker, clock, job_id, upto=40)
+    estimates = Estimates(tracker.store, clock=clock)
+    job = tracker.get_job(job_id)
+    assert job is not None
+    out = estimates.job_out(job, ALICE)
+    assert out.percentage == 40
+    assert out.time_progress is not None
+    assert abs(out.time_progress - (10 + 30 * 800 / 60) / 840 * 100) <= 3  # 49%
+    other = make_job(document_type="fresh")
+    tracker.update_progress(other, 40, None, "", "alice")
+    fresh = tracker.get_job(other)
+    assert fresh is not None
+    assert estimates.job_out(fresh, ALICE).time_progress is None
+    tracker.mark_failed(job_id, "stopped", "alice")
+    failed = tracker.get_job(job_id)
+    assert failed is not None
+    assert estimates.job_out(failed, ALICE).time_progress is None

@@ -85,6 +85,24 @@ def test_render_shows_status_bar_message_rate_and_eta() -> None:
         assert expected in text
 
 
+def test_a_job_of_uneven_stages_shows_how_far_along_in_time_it_is() -> None:
+    """``time_progress`` beside the percentage where it differs by 5 points or more, and only
+    while the job runs."""
+
+    def shown(**fields: object) -> str:
+        view = JobsView()
+        view.snapshot(job(**fields))
+        console = Console(width=160, record=True)
+        console.print(view.render())
+        return console.export_text()
+
+    assert "40% (52% time)" in shown(percentage=40, time_progress=52)
+    assert "time)" not in shown(percentage=40, time_progress=44)
+    assert "40% (35% time)" in shown(percentage=40, time_progress=35)
+    assert "time)" not in shown(percentage=40, time_progress=52, status="STALLED")
+    assert "time)" not in shown(percentage=40, time_progress=None)
+
+
 def _ago(seconds: float) -> str:
     return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat()
 

@@ -149,6 +149,10 @@ class Estimates:
             else:
                 eta = job.estimate(now, histories.get((owner, job.document_type)))
             written = JobOut.of(job, eta=eta, expected_start_at=starts.get((owner, job.id)))
+            history = histories.get((owner, job.document_type))
+            if history is not None and job.status is JobStatus.PROCESSING:
+                share = history.time_share(job.percentage)
+                written.time_progress = None if share is None else round(100 * share)
             if running:
                 slowest = min(running, key=lambda child: (child.percentage, child.id))
                 written.slowest_child = ChildOut(

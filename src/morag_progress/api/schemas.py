@@ -434,6 +434,13 @@ class JobOut(BaseModel):
         "finish's p90 is past its deadline, or it is past it) or long (it has run longer than "
         "the p95 of its kind's finished jobs); null while it is not (docs/deadlines.md).",
     )
+    time_progress: int | None = Field(
+        default=None,
+        description="How far along in time the running job is (0-100): the share of their "
+        "time finished jobs of its kind had spent at its percentage, which differs from the "
+        "percentage where its stages take uneven time (docs/eta.md); null without that "
+        "history, and for jobs that do not run.",
+    )
     slowest_child: ChildOut | None = Field(
         default=None,
         description="A running parent's running child with the lowest percentage (a run's "

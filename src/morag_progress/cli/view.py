@@ -217,7 +217,7 @@ class JobsView:
                     "job": visible(job["id"] if whole_ids else str(job["id"])[:8]),
                     "name": visible(job.get("document_name", "")),
                     "status": status,
-                    "%": f"{percentage}%",
+                    "%": f"{percentage}%{_in_time(job, status, percentage)}",
                     "message": visible(job.get("summary")),
                     "rate": f"{rate:.1f}%/s" if isinstance(rate, int | float) and rate > 0 else "",
                     "ETA": eta,
@@ -260,3 +260,12 @@ class JobsView:
             }
             table.add_row(*(cells[name] if name in cells else cell(row[name]) for name in shown))
         return table
+
+
+def _in_time(job: dict[str, Any], status: str, percentage: int) -> str:
+    """How far along in time a running job is (``time_progress``, from its kind's history),
+    where that differs from its percentage by 5 points or more: ``" (52% time)"``."""
+    time_progress = job.get("time_progress")
+    if status != "PROCESSING" or not isinstance(time_progress, int):
+        return ""
+    return f" ({time_progress}% time)" if abs(time_progress - percentage) >= 5 else ""

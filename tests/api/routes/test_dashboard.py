@@ -12,7 +12,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -527,6 +527,30 @@ def test_a_job_at_risk_is_marked_with_its_deadline(page: Any, site: Site) -> Non
     facts.get_by_text("· at risk").wait_for(timeout=5000)
     assert "in 20 minutes" in facts.inner_text()
     assert page.locator("#job-status").inner_text().split() == ["PROCESSING", "at", "risk"]
+
+
+def test_a_job_of_uneven_stages_says_how_far_along_in_time_it_is(page: Any, site: Site) -> None:
+    """Runs of a kind that spend most of their time between 10% and 70% (reported with their
+    own timestamps, an hour ago): a job of it at 40% shows "49% of its time" beside its bar."""
+    tracker = site.tracker
+    start = utcnow() - timedelta(hours=2)
+
+    def staged(job_id: str, at: datetime, upto: int = 100) -> datetime:
+        for pct in range(1, upto + 1):
+            at += timedelta(seconds=1 if pct <= 10 or pct > 70 else 800 / 60)
+            tracker.apply(ProgressUpdate(job_id, pct, f"{pct}%", user_id="alice", timestamp=at))
+        return at
+
+    for _ in range(4):
+        start = staged(tracker.start_job("past.wav", "staged", user_id="alice"), start)
+    now = tracker.start_job("now.wav", "staged", user_id="alice")
+    staged(now, utcnow() - timedelta(seconds=430), upto=40)
+    sign_in(page, site, f"#/jobs/{now}")
+    page.get_by_role("heading", name="now.wav").wait_for(timeout=5000)
+    facts = page.locator("#facts")
+    facts.locator(".in-time").wait_for(timeout=5000)
+    assert re.fullmatch(r"· (4[6-9]|5[0-2])% of its time", facts.locator(".in-time").inner_text())
+    shot(page, "time-progress")
 
 
 def test_workers_view(page: Any, site: Site) -> None:

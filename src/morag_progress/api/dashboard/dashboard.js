@@ -236,6 +236,14 @@ function badge(status) {
   return el("span", { class: `badge ${status}`, title: status }, LABELS[status] || status);
 }
 
+// How far along in time a running job is, from its kind's history (time_progress), where it
+// differs from its percentage by 5 points or more: uneven stages (docs/eta.md).
+function inTime(job) {
+  const t = job.time_progress;
+  if (job.status !== "PROCESSING" || !Number.isInteger(t) || Math.abs(t - job.percentage) < 5) return null;
+  return el("span", { class: "in-time", title: `Jobs of this kind had spent ${t}% of their time when they reached ${job.percentage}%` }, ` · ${t}% of its time`);
+}
+
 // A run's children it expects but has not got yet count too (docs/ranks.md).
 function childCount(job) {
   return Math.max(job.children || 0, job.expected_children || 0);
@@ -256,6 +264,7 @@ function bar(job) {
     "span", { class: `bar ${job.status}` },  // coloured as its status: a failed job's is red
     el("progress", { max: 100, value: job.percentage, "aria-label": `${job.document_name} progress` }),
     el("span", { class: "pct" }, `${job.percentage}%`),
+    inTime(job),
   );
 }
 
