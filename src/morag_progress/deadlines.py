@@ -5,8 +5,9 @@ Pure, time passed in. A job's deadline is its own (``Job.deadline``, set when it
 its kind's limit (``limits``: seconds from its start, a server setting). With a deadline, the
 job is at risk once the chance that it finishes after it, read from its predicted finish
 (``eta.estimate``'s log-normal range), reaches ``LIKELY``, or once it is past it. Without one,
-it is at risk once it has run longer than the p95 of what finished jobs of its kind took. The monitor writes the verdict when it changes (``store/risk.py``), so
-each warning is given once until the job's state changes.
+it is at risk once it has run longer than the p95 of what finished jobs of its kind took. The
+monitor writes the verdict when it changes (``store/risk.py``), so each warning is given once
+until the job's state changes.
 """
 
 from __future__ import annotations
