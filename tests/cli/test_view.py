@@ -91,7 +91,7 @@ def test_a_job_of_uneven_stages_shows_how_far_along_in_time_it_is() -> None:
 
     def shown(**fields: object) -> str:
         view = JobsView()
-        view.snapshot(job(**fields))
+        view.snapshot(job("j1", **fields))
         console = Console(width=160, record=True)
         console.print(view.render())
         return console.export_text()
