@@ -38,7 +38,7 @@ class Risk(enum.StrEnum):
     """Why a job is at risk."""
 
     DEADLINE = "deadline"
-    """It will likely miss its deadline (its finish's p90 is past it), or it has."""
+    """It will likely miss its deadline (a miss is at least ``LIKELY``), or it has."""
     LONG = "long"
     """It has run longer than the p95 of its kind's finished jobs (it has no deadline)."""
 

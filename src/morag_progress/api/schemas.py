@@ -325,7 +325,7 @@ class JobCreate(_Body):
     deadline: IsoDateTime | None = Field(
         default=None,
         description="When the job should have ended (ISO 8601): while it runs, the server "
-        "marks it at risk once its predicted finish's p90 passes this (docs/deadlines.md).",
+        "marks it at risk once its predicted finish makes a miss likely (docs/deadlines.md).",
     )
     deadline_seconds: float | None = Field(
         default=None,
@@ -431,8 +431,8 @@ class JobOut(BaseModel):
     at_risk: Literal["deadline", "long"] | None = Field(
         default=None,
         description="Why the server marked the running job at risk: deadline (its predicted "
-        "finish's p90 is past its deadline, or it is past it) or long (it has run longer than "
-        "the p95 of its kind's finished jobs); null while it is not (docs/deadlines.md).",
+        "finish makes a miss likely, or it is past its deadline) or long (it has run longer "
+        "than the p95 of its kind's finished jobs); null while it is not (docs/deadlines.md).",
     )
     time_progress: int | None = Field(
         default=None,
