@@ -662,6 +662,17 @@ def test_a_rank_reporter_outside_a_launcher_is_a_run_of_one(
     assert given.job_id == "x:rank-1"
 
 
+
+def test_a_rank_reporters_run_id_and_options_are_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a launcher, the run id given wins over the launcher's; the reporter's options
+    (min_interval here) are the reporter's."""
+    for name, value in {"RANK": "1", "WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "elastic"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("MORAG_PROGRESS_RUN_ID", raising=False)
+    core = ReporterCore.for_rank("t", run_id="mine", min_interval=7)
+    assert (core.job_id, core.min_interval) == ("mine:rank-1", 7)
+
+
 # -- the rules each argument is held to, and the small pure helpers ---------------------------
 
 
