@@ -662,7 +662,6 @@ def test_a_rank_reporter_outside_a_launcher_is_a_run_of_one(
     assert given.job_id == "x:rank-1"
 
 
-
 def test_a_rank_reporters_run_id_and_options_are_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under a launcher, the run id given wins over the launcher's; the reporter's options
     (min_interval here) are the reporter's."""
