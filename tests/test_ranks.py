@@ -17,14 +17,28 @@ from morag_progress.ranks import Rank, behind
 def test_torchrun_accelerate_and_deepspeed_set_rank_world_size_and_the_run_id() -> None:
     env = {"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "TORCHELASTIC_RUN_ID": "job-7"}
     rank = Rank.detect(env)
-    assert rank == Rank(rank=3, world_size=8, run_id="job-7", local_rank=1, launcher="torch")
-    assert (rank.run_job_id, rank.job_id) == ("job-7", "job-7:rank-3")
+    assert rank == Rank(rank=3, world_size=8, run_id="torch-job-7", local_rank=1, launcher="torch")
+    assert (rank.run_job_id, rank.job_id) == ("torch-job-7", "torch-job-7:rank-3")
+    restarted = Rank.detect({**env, "TORCHELASTIC_RESTART_COUNT": "2"})
+    assert restarted is not None
+    assert restarted.run_id == "torch-job-7.restart-2"  # a new run: the last one's jobs ended
+    assert Rank.detect({**env, "TORCHELASTIC_RESTART_COUNT": "0"}) == rank
 
 
 def test_slurm_tasks_share_the_job_and_step() -> None:
     env = {"SLURM_PROCID": "5", "SLURM_NTASKS": "16", "SLURM_LOCALID": "1", "SLURM_JOB_ID": "42"}
-    assert Rank.detect(env) == Rank(5, 16, "42", 1, "slurm")
-    assert Rank.detect({**env, "SLURM_STEP_ID": "0"}) == Rank(5, 16, "42.0", 1, "slurm")
+    assert Rank.detect(env) == Rank(5, 16, "slurm-42", 1, "slurm")
+    assert Rank.detect({**env, "SLURM_STEP_ID": "0"}) == Rank(5, 16, "slurm-42.0", 1, "slurm")
+    requeued = Rank.detect({**env, "SLURM_RESTART_COUNT": "1"})
+    assert requeued is not None
+    assert requeued.run_id == "slurm-42.restart-1"
+
+
+def test_torchrun_inside_a_slurm_job_takes_the_slurm_job_as_its_run() -> None:
+    env = {"RANK": "9", "WORLD_SIZE": "16", "LOCAL_WORLD_SIZE": "8", "SLURM_JOB_ID": "77"}
+    assert Rank.detect({**env, "TORCHELASTIC_RUN_ID": "none"}) == Rank(
+        9, 16, "slurm-77", None, "torch"
+    )
 
 
 def test_open_mpi_mpich_and_pmix_processes() -> None:
@@ -34,16 +48,16 @@ def test_open_mpi_mpich_and_pmix_processes() -> None:
         "OMPI_COMM_WORLD_LOCAL_RANK": "0",
         "OMPI_MCA_ess_base_jobid": "123456",
     }
-    assert Rank.detect(ompi) == Rank(2, 4, "123456", 0, "mpi")
+    assert Rank.detect(ompi) == Rank(2, 4, "mpi-123456", 0, "mpi")
     mpich = {"PMI_RANK": "1", "PMI_SIZE": "2", "PMI_JOBID": "77"}
-    assert Rank.detect(mpich) == Rank(1, 2, "77", None, "mpi")
+    assert Rank.detect(mpich) == Rank(1, 2, "mpi-77", None, "mpi")
     pmix = {"PMIX_RANK": "0", "PMIX_SIZE": "2", "PMIX_NAMESPACE": "prterun-h-1@1"}
-    assert Rank.detect(pmix) == Rank(0, 2, "prterun-h-1@1", None, "mpi")
+    assert Rank.detect(pmix) == Rank(0, 2, "mpi-prterun-h-1@1", None, "mpi")
 
 
 def test_the_run_id_given_wins_then_the_variable_then_the_launchers() -> None:
     env = {"RANK": "0", "WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "elastic"}
-    assert Rank.detect(env).run_id == "elastic"  # type: ignore[union-attr]
+    assert Rank.detect(env).run_id == "torch-elastic"  # type: ignore[union-attr]
     env["MORAG_PROGRESS_RUN_ID"] = "ours"
     assert Rank.detect(env).run_id == "ours"  # type: ignore[union-attr]
     assert Rank.detect(env, run_id="given").run_id == "given"  # type: ignore[union-attr]

@@ -45,3 +45,20 @@ def test_bad_values_name_the_variable(
     with pytest.raises(ConfigurationError, match=name) as info:
         load_settings()
     assert info.value.value == value
+
+
+def test_runs_and_deadlines_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kind's limit must be a finite number of seconds above 0 (an infinite one would stop
+    the monitor's every sweep); 0 turns the straggler sweep off; a share of 1 or more is
+    refused."""
+    for value in ('{"video": 1e400}', '{"video": 0}', '{"video": -5}', '{"video": "soon"}'):
+        monkeypatch.setenv("MORAG_PROGRESS_DEADLINE_SECONDS_BY_TYPE", value)
+        with pytest.raises(ConfigurationError, match="MORAG_PROGRESS_DEADLINE_SECONDS_BY_TYPE"):
+            load_settings()
+    monkeypatch.setenv("MORAG_PROGRESS_DEADLINE_SECONDS_BY_TYPE", '{"video": 3600}')
+    monkeypatch.setenv("MORAG_PROGRESS_STRAGGLER_SHARE", "0")
+    settings = load_settings()
+    assert (settings.deadline_seconds_by_type, settings.straggler_share) == ({"video": 3600}, 0)
+    monkeypatch.setenv("MORAG_PROGRESS_STRAGGLER_SHARE", "1")
+    with pytest.raises(ConfigurationError, match="MORAG_PROGRESS_STRAGGLER_SHARE"):
+        load_settings()

@@ -33,6 +33,9 @@ _RUN_IDS: dict[str, tuple[str, ...]] = {
     "slurm": ("SLURM_JOB_ID", "SLURM_JOBID"),
     "mpi": ("OMPI_MCA_ess_base_jobid", "PMIX_NAMESPACE", "PMI_JOBID"),
 }
+# How many times the launcher restarted the run: a restart is a new run (its ranks' jobs of the
+# last attempt have ended or gone silent).
+_RESTARTS = {"torch": "TORCHELASTIC_RESTART_COUNT", "slurm": "SLURM_RESTART_COUNT"}
 _RUN_ID_VARIABLE = "MORAG_PROGRESS_RUN_ID"
 _NOT_ID = re.compile(r"[^A-Za-z0-9_.:@-]")
 _RANK_SUFFIX = ":rank-"
@@ -140,11 +143,22 @@ def _launcher(env: Mapping[str, str]) -> tuple[str | None, tuple[str, str, str]]
 
 
 def _launcher_run_id(env: Mapping[str, str], launcher: str | None) -> str | None:
-    for variable in _RUN_IDS.get(launcher or "", ()):
-        value = env.get(variable, "").strip()
-        if value and value != "none":  # torchrun's default rendezvous id
-            step = env.get("SLURM_STEP_ID", "").strip() if launcher == "slurm" else ""
-            return f"{value}.{step}" if step else value
+    """The run id a launcher set, named by the launcher (``slurm-4242.0``, so that it cannot
+    be taken for an id of the user's own) with its restart (``.restart-1``) when it has one.
+    The ranks' own launcher first, then the others (torchrun inside a SLURM job: its id)."""
+    others = [name for name in _RUN_IDS if name != launcher]
+    for name in [launcher, *others] if launcher in _RUN_IDS else others:
+        for variable in _RUN_IDS[name]:
+            value = env.get(variable, "").strip()
+            if not value or value == "none":  # torchrun's default rendezvous id
+                continue
+            step = env.get("SLURM_STEP_ID", "").strip() if name == "slurm" else ""
+            if step:
+                value += f".{step}"
+            restart = env.get(_RESTARTS.get(name, ""), "").strip()
+            if restart not in ("", "0"):
+                value += f".restart-{restart}"
+            return f"{name}-{value}"
     return None
 
 

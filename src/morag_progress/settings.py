@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import platformdirs
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from morag_progress.bounds import MAX_SECONDS_OR_WEIGHT
 from morag_progress.deadlines import LIKELY
 from morag_progress.errors import ConfigurationError
 
@@ -170,15 +171,17 @@ class Settings(BaseSettings):
         gt=0,
         description="How often the server looks for stalled jobs and straggling ranks.",
     )
-    straggler_share: float | None = Field(
+    straggler_share: float = Field(
         default=0.1,
-        gt=0,
+        ge=0,
         lt=1,
         description="A rank of a distributed run behind its siblings' median by more than "
-        "this share of it (0.1: 10%) for straggler_seconds is flagged on the run; unset to "
-        "turn straggler detection off.",
+        "this share of it (0.1: 10%) for straggler_seconds is flagged on the run; 0 turns "
+        "straggler detection off.",
     )
-    deadline_seconds_by_type: dict[str, float] = Field(
+    deadline_seconds_by_type: dict[
+        str, Annotated[float, Field(gt=0, le=MAX_SECONDS_OR_WEIGHT, allow_inf_nan=False)]
+    ] = Field(
         default_factory=dict,
         description="Each job type's limit in seconds from a job's start, for jobs made "
         'without a deadline, as JSON: {"video": 3600}. A running job likely to miss it '

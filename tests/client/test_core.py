@@ -591,10 +591,10 @@ def test_a_rank_reporter_makes_its_run_then_itself(monkeypatch: pytest.MonkeyPat
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("MORAG_PROGRESS_RUN_ID", raising=False)
     core = ReporterCore.for_rank("train", "llm", metadata={"lr": 0.1}, min_interval=0)
-    assert (core.job_id, core.rank) == ("abc:rank-2", Rank(2, 4, "abc", 0, "torch"))
+    assert (core.job_id, core.rank) == ("torch-abc:rank-2", Rank(2, 4, "torch-abc", 0, "torch"))
     run, mine = (call.body for call in core.undelivered())
     assert run == {
-        "id": "abc",
+        "id": "torch-abc",
         "document_name": "train",
         "document_type": "llm",
         "weight": 1.0,
@@ -603,12 +603,12 @@ def test_a_rank_reporter_makes_its_run_then_itself(monkeypatch: pytest.MonkeyPat
         "expected_children": 4,
     }
     assert mine == {
-        "id": "abc:rank-2",
+        "id": "torch-abc:rank-2",
         "document_name": "train · rank 2 of 4",
         "document_type": "llm",
         "weight": 1.0,
         "remote": False,
-        "parent_id": "abc",
+        "parent_id": "torch-abc",
         "metadata": {"lr": 0.1, "rank": 2, "world_size": 4, "local_rank": 0, "launcher": "torch"},
     }
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from morag_progress.client import LocalReporter
+from morag_progress.errors import ConfigurationError
 from morag_progress.models import JobStatus
 from morag_progress.store import SQLStore
 from morag_progress.tracker import JobTracker
@@ -108,3 +109,12 @@ def test_a_checkpoint_is_kept_with_the_job_in_process(tracker: JobTracker) -> No
     assert job is not None
     assert (job.status, job.percentage) == (JobStatus.FAILED, 65)
     assert (job.checkpoint, job.checkpoint_percentage) == ({"page": 60}, 60)
+
+
+def test_a_local_reporter_for_a_rank_is_refused_before_any_thread_starts() -> None:
+    import threading
+
+    before = threading.active_count()
+    with pytest.raises(ConfigurationError, match=r"JobTracker\.start_job"):
+        LocalReporter.for_rank("train")
+    assert threading.active_count() == before

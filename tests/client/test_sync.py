@@ -393,7 +393,7 @@ def test_ranks_started_together_make_one_run_and_a_slow_one_is_flagged(
                     "RANK": str(rank),
                     "WORLD_SIZE": "4",
                     "LOCAL_RANK": str(rank),
-                    "TORCHELASTIC_RUN_ID": "run-42",
+                    "TORCHELASTIC_RUN_ID": "42",  # the run: torch-42
                     "SLOW_RANK": "3",
                 },
             )
@@ -402,7 +402,7 @@ def test_ranks_started_together_make_one_run_and_a_slow_one_is_flagged(
         headers = {"Authorization": f"Bearer {key}"}
 
         def run() -> dict[str, Any]:
-            answer = httpx.get(f"{server.url}/api/v1/jobs/run-42", headers=headers, timeout=5)
+            answer = httpx.get(f"{server.url}/api/v1/jobs/torch-42", headers=headers, timeout=5)
             assert answer.status_code == 200
             job: dict[str, Any] = answer.json()
             return job
@@ -417,17 +417,17 @@ def test_ranks_started_together_make_one_run_and_a_slow_one_is_flagged(
         job = run()
         assert (job["children"], job["children_done"], job["expected_children"]) == (4, 4, 4)
         listed = httpx.get(
-            f"{server.url}/api/v1/jobs", params={"parent_id": "run-42"}, headers=headers
+            f"{server.url}/api/v1/jobs", params={"parent_id": "torch-42"}, headers=headers
         ).json()["jobs"]
         assert sorted((j["id"], j["status"]) for j in listed) == [
-            (f"run-42:rank-{r}", "FINISHED") for r in range(4)
+            (f"torch-42:rank-{r}", "FINISHED") for r in range(4)
         ]
         # Within 10% of the others by its last steps, the slow rank was cleared again.
         assert job["stragglers"] == sum(j["straggler"] for j in listed) == 0
-        history = httpx.get(f"{server.url}/api/v1/jobs/run-42/history", headers=headers).json()
+        history = httpx.get(f"{server.url}/api/v1/jobs/torch-42/history", headers=headers).json()
         said = [e["message"] for e in history if e["action"] == "straggler"]
         assert len(said) == 1
-        assert said[0].startswith("Straggler: run-42:rank-3 at ")
+        assert said[0].startswith("Straggler: torch-42:rank-3 at ")
     finally:
         server.stop()
 

@@ -81,6 +81,10 @@ def test_per_user_quotas_on_creating_jobs(sqlite_target: Callable[..., Target]) 
     assert "3 jobs a minute" in refused.json()["detail"]
     assert int(refused.headers["Retry-After"]) >= 1
     assert t.create(bob).status_code == 201
+    # Making a job that exists again (every rank of a run makes the run's job) costs nothing.
+    erin = t.key("erin")
+    assert [t.create(erin, id="run-1").status_code for _ in range(10)] == [201] * 10
+    assert [t.create(erin).status_code for _ in range(3)] == [201, 201, 429]
     t.process.stop()
 
     t = sqlite_target(MAX_OPEN_JOBS_PER_USER="2")

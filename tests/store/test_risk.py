@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from morag_progress import JobTracker
+from morag_progress import JobStatus, JobTracker
 from morag_progress.deadlines import Risk, Verdict
 from morag_progress.store import SQLStore
 from tests.conftest import Clock
@@ -53,3 +53,30 @@ def test_only_running_jobs_are_read_and_marked(
     assert waiting is not None
     assert not store.mark_risk(waiting, LATE, now=clock())
     assert store.count_at_risk() == {}
+
+
+def test_running_jobs_are_read_oldest_first_without_their_checkpoints(
+    tracker: JobTracker, store: SQLStore, make_job: Callable[..., str], clock: Clock
+) -> None:
+    from morag_progress.models import ProgressUpdate
+
+    first = make_job()
+    clock.advance(1)
+    second = make_job()
+    tracker.apply(ProgressUpdate(second, 10, user_id="alice", checkpoint={"step": 1}))
+    clock.advance(1)
+    tracker.apply(ProgressUpdate(first, 10, user_id="alice"))
+    tracker.transition(
+        first,
+        expect=[JobStatus.PROCESSING],
+        seen=tracker.get_job(first).last_seen_at,  # type: ignore[union-attr]
+        changes={"status": "STALLED"},
+        user_id="alice",
+    )
+    running = store.running_jobs()
+    assert [(job.id, job.status) for job in running] == [
+        (first, JobStatus.STALLED),  # the oldest, stalled or not
+        (second, JobStatus.PROCESSING),
+    ]
+    assert running[1].checkpoint is None
+    assert running[1].checkpoint_percentage == 10

@@ -67,7 +67,7 @@ def create_app(
         stall_timeout=settings.stall_timeout_seconds,
         abandon_timeout=settings.abandon_timeout_seconds,
         abandon_policy=settings.abandon_policy,
-        straggler_share=settings.straggler_share,
+        straggler_share=settings.straggler_share or None,  # 0: off
         straggler_seconds=settings.straggler_seconds,
         deadlines=settings.deadline_seconds_by_type,
         warn_long=settings.warn_long_running,

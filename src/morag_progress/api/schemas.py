@@ -432,7 +432,9 @@ class JobOut(BaseModel):
         default=None,
         description="Why the server marked the running job at risk: deadline (its predicted "
         "finish makes a miss likely, or it is past its deadline) or long (it has run longer "
-        "than the p95 of its kind's finished jobs); null while it is not (docs/deadlines.md).",
+        "than the p95 of its kind's finished jobs); null while it is not. Set by the monitor "
+        "while the job runs: a job that stopped running keeps its last verdict "
+        "(docs/deadlines.md).",
     )
     time_progress: int | None = Field(
         default=None,

@@ -267,6 +267,15 @@ class LocalReporter(_ThreadedReporter):
     def __enter__(self) -> LocalReporter:
         return self
 
+    @classmethod
+    def for_rank(cls, name: str, job_type: str = "run", **options: Any) -> LocalReporter:
+        """Not here: in process, the tracker makes a run's jobs (``JobTracker.start_job`` with
+        ``expected_children``, then each rank's with ``parent_id``); refused before any
+        thread starts."""
+        raise ConfigurationError(
+            "for_rank", "is for reporters over HTTP; here JobTracker.start_job makes the jobs", name
+        )
+
     def create_first(self, body: Mapping[str, Any], *, job_id: str | None = None) -> None:
         """Not here: in process, the tracker makes the job (``JobTracker.start_job``; a run's
         with ``expected_children``, its ranks' with ``parent_id``)."""

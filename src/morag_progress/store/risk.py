@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, null, select, update
 
 from morag_progress.audit import SERVER, Action
 from morag_progress.deadlines import Verdict
@@ -31,13 +31,12 @@ class RiskMarks(JobLifecycle):
     """The running jobs to assess, and their marks."""
 
     def running_jobs(self, limit: int = RUNNING_A_SWEEP) -> list[Job]:
-        """The running jobs, the oldest first (at most ``limit``)."""
+        """The running jobs, the oldest first (at most ``limit``), without their checkpoints
+        (up to 32 KiB each, which an assessment does not read)."""
         j = jobs.c
+        columns = [null().label("checkpoint") if c.name == "checkpoint" else c for c in j]
         stmt = (
-            select(jobs)
-            .where(j.status.in_(_RUNNING))
-            .order_by(j.status, j.created_at, j.id)  # the index of jobs by status and age
-            .limit(limit)
+            select(*columns).where(j.status.in_(_RUNNING)).order_by(j.created_at, j.id).limit(limit)
         )
         with self._read("read running jobs") as conn:
             return [job_from_row(row) for row in conn.execute(stmt).mappings()]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, and_, bindparam, func, select, update
 
 from morag_progress.audit import SERVER, Action
 from morag_progress.bounds import MAX_EXPECTED_CHILDREN
@@ -79,6 +79,7 @@ class StragglerSweeps(JobLifecycle):
                 j.parent_id == bindparam("run"),
                 j.id != bindparam("run"),
             )
+            .order_by(j.id)
             .limit(MAX_EXPECTED_CHILDREN)
         )
         flagged: list[Straggler] = []
@@ -112,37 +113,40 @@ class StragglerSweeps(JobLifecycle):
     ) -> list[Straggler]:
         median, lagging = behind([float(rank.percentage) for rank in ranks], share)
         cutoff = now - timedelta(seconds=hold)
-        noted: list[_Rank] = []
-        cleared: list[_Rank] = []
-        flagged: list[Straggler] = []
+        decided: list[tuple[_Rank, str]] = []
         for rank, is_behind in zip(ranks, lagging, strict=True):
             if rank.status in TERMINAL_VALUES or not is_behind:
                 if rank.behind_since is not None or rank.straggler:
-                    cleared.append(rank)
+                    decided.append((rank, "clear"))
             elif rank.behind_since is None:
-                noted.append(rank)
+                decided.append((rank, "note"))
             elif not rank.straggler and rank.behind_since <= cutoff:
-                # Flagged once while it stays behind; cleared when it catches up.
-                seconds = (now - rank.behind_since).total_seconds()
-                pct = rank.percentage
-                flagged.append(Straggler(owner or None, run_id, rank.job_id, pct, median, seconds))
-        if not (noted or cleared or flagged):
+                decided.append((rank, "flag"))  # once while it stays behind
+        if not decided:
             return []
         j = jobs.c
+        flagged: list[Straggler] = []
+        caught_up = 0
         with self._batch("sweep a run's stragglers") as batch:
             conn = batch.conn
-            for rank in noted:
-                _change(conn, owner, rank, j.behind_since.is_(None), behind_since=now)
-            caught_up = 0
-            for rank in cleared:
-                unchanged = j.straggler == rank.straggler
-                if _change(conn, owner, rank, unchanged, behind_since=None, straggler=False):
-                    caught_up += int(rank.straggler)
-            flagged = [
-                straggler
-                for straggler in flagged
-                if _change(conn, owner, straggler, j.straggler.is_(False), straggler=True)
-            ]
+            # Rows in id order, as the writer locks them, and the run after its ranks, as a
+            # roll-up does: a sweep and a batch of reports never wait for each other in a ring.
+            for rank, what in sorted(decided, key=lambda decision: decision[0].job_id):
+                if what == "note":
+                    _change(conn, owner, rank, j.behind_since.is_(None), behind_since=now)
+                elif what == "clear":
+                    unchanged = j.straggler == rank.straggler
+                    if _change(conn, owner, rank, unchanged, behind_since=None, straggler=False):
+                        caught_up += int(rank.straggler)
+                else:
+                    read = and_(j.straggler.is_(False), j.behind_since == rank.behind_since)
+                    if _change(conn, owner, rank, read, straggler=True):
+                        assert rank.behind_since is not None
+                        seconds = (now - rank.behind_since).total_seconds()
+                        pct = rank.percentage
+                        flagged.append(
+                            Straggler(owner or None, run_id, rank.job_id, pct, median, seconds)
+                        )
             if not flagged and not caught_up:
                 return []
             values: dict[str, Any] = {"stragglers": j.stragglers + len(flagged) - caught_up}
@@ -152,7 +156,7 @@ class StragglerSweeps(JobLifecycle):
             parent = (
                 conn.execute(
                     update(jobs)
-                    .where(j.user_id == owner, j.id == run_id)
+                    .where(j.user_id == owner, j.id == run_id, j.status.in_(_RUNNING))
                     .values(values)
                     .returning(*jobs.c)
                 )

@@ -252,8 +252,9 @@ function childCount(job) {
 // A run's stragglers, a rank flagged as one, or a job at risk: the server's sweeps decide
 // (docs/ranks.md, docs/deadlines.md).
 function straggling(job) {
-  if (job.at_risk === "deadline" && !TERMINAL.has(job.status)) return el("span", { class: "badge at-risk", title: "Likely to miss its deadline" }, "at risk");
-  if (job.at_risk === "long" && !TERMINAL.has(job.status)) return el("span", { class: "badge longer", title: "Running longer than jobs of its kind usually take" }, "longer than usual");
+  const running = job.status === "PROCESSING" || job.status === "STALLED";
+  if (job.at_risk === "deadline" && running) return el("span", { class: "badge at-risk", title: "Likely to miss its deadline" }, "at risk");
+  if (job.at_risk === "long" && running) return el("span", { class: "badge longer", title: "Running longer than jobs of its kind usually take" }, "longer than usual");
   if (job.straggler) return el("span", { class: "badge straggler", title: "Behind its sibling jobs' median for a while" }, "straggler");
   if (job.stragglers > 0) return el("span", { class: "badge straggler", title: "Child jobs behind their siblings' median for a while" }, `${job.stragglers} straggling`);
   return null;
@@ -625,7 +626,7 @@ function renderJob() {
 }
 
 function deadlineFact(job) {
-  const risky = job.at_risk === "deadline" && !TERMINAL.has(job.status);
+  const risky = job.at_risk === "deadline" && (job.status === "PROCESSING" || job.status === "STALLED");
   return el("span", { class: risky ? "late" : "" }, dateTime(job.deadline), " (", when(job.deadline), ")", risky ? " · at risk" : "");
 }
 
