@@ -18,6 +18,8 @@ __all__ = ["ApiKey", "Role", "generate_key", "hash_key", "matches"]
 
 _PREFIX = "mpk_"
 STREAM_TOKEN_PREFIX = "mps_"
+SHARE_LINK_PREFIX = "msl_"
+"""A share link's token (``api/routes/share.py``): it reads one job, and nothing else."""
 
 
 class Role(enum.StrEnum):

@@ -154,6 +154,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/jobs/{job_id}/share-links": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create Share Link
+         * @description A read-only link to one of the caller's jobs (an admin's: anyone's) for people without
+         *     a key: its page shows that job's progress, ETA and final state, and nothing else
+         *     (docs/dashboard.md). It works until ``expires_in`` seconds from now or until revoked.
+         */
+        post: operations["create_share_link_api_v1_jobs__job_id__share_links_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/remote-jobs/claim": {
         parameters: {
             query?: never;
@@ -301,6 +323,27 @@ export interface paths {
         get: operations["job_status_api_v1_remote_jobs__job_id__status_get"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/share-links/revoke": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Revoke Share Link
+         * @description Revoke a link to one of the caller's user's jobs (an admin: anyone's): its page and
+         *     badge stop working at once.
+         */
+        post: operations["revoke_share_link_api_v1_share_links_revoke_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -516,6 +559,46 @@ export interface paths {
          * @description The process can serve: its job store answers.
          */
         get: operations["readyz_readyz_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/share/{token}/badge.svg": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Shared Badge
+         * @description An SVG badge of the shared job: its percentage, or how it ended.
+         */
+        get: operations["shared_badge_share__token__badge_svg_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/share/{token}/job": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Shared Job
+         * @description The job a share link reads, in brief: no key needed, no other job reachable.
+         */
+        get: operations["shared_job_share__token__job_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -841,7 +924,7 @@ export interface components {
         JobOut: {
             /**
              * At Risk
-             * @description Why the server marked the running job at risk: deadline (its predicted finish makes a miss likely, or it is past its deadline) or long (it has run longer than the p95 of its kind's finished jobs); null while it is not (docs/deadlines.md).
+             * @description Why the server marked the running job at risk: deadline (its predicted finish makes a miss likely, or it is past its deadline) or long (it has run longer than the p95 of its kind's finished jobs); null while it is not. Set by the monitor while the job runs: a job that stopped running keeps its last verdict (docs/deadlines.md).
              */
             at_risk?: ("deadline" | "long") | null;
             /** Attempt */
@@ -1080,6 +1163,90 @@ export interface components {
              * @description The reporting worker's name (the Python reporter and `run` send their host and process), shown in the Workers view. It names a job that has no worker yet: a claimed job keeps its claim's name.
              */
             worker_id?: string | null;
+        };
+        /**
+         * ShareLinkIn
+         * @description How long a new link works.
+         */
+        ShareLinkIn: {
+            /**
+             * Expires In
+             * @description Seconds until the link stops working (60 to 30 days; default 7 days).
+             * @default 604800
+             */
+            expires_in?: number;
+        };
+        /**
+         * ShareLinkOut
+         * @description A new share link: shown once (the server keeps only its hash).
+         */
+        ShareLinkOut: {
+            /**
+             * Badge Url
+             * @description An SVG badge of the job's progress.
+             */
+            badge_url: string;
+            /**
+             * Expires At
+             * Format: date-time
+             */
+            expires_at: string;
+            /**
+             * Token
+             * @description The link's secret; revoke it with this.
+             */
+            token: string;
+            /**
+             * Url
+             * @description The page that shows the job, on this server.
+             */
+            url: string;
+        };
+        /**
+         * ShareLinkRevoke
+         * @description The link to revoke.
+         */
+        ShareLinkRevoke: {
+            /**
+             * Token
+             * @description The link's token.
+             */
+            token: string;
+        };
+        /**
+         * SharedJob
+         * @description What a share link shows of its job: its name, progress, estimate and final state.
+         */
+        SharedJob: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Document Name */
+            document_name: string;
+            /** Document Type */
+            document_type: string;
+            /** End Date */
+            end_date: string | null;
+            /** Eta High Seconds */
+            eta_high_seconds: number | null;
+            /** Eta Low Seconds */
+            eta_low_seconds: number | null;
+            /** Eta Seconds */
+            eta_seconds: number | null;
+            /** Percentage */
+            percentage: number;
+            /** Start Date */
+            start_date: string | null;
+            status: components["schemas"]["JobStatus"];
+            /** Summary */
+            summary: string | null;
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
         };
         /**
          * Stats
@@ -1805,6 +1972,78 @@ export interface operations {
             };
         };
     };
+    create_share_link_api_v1_jobs__job_id__share_links_post: {
+        parameters: {
+            query?: {
+                /** @description An admin key acts for this user: ids are unique per user, so this names whose job an id is (without it, an id several users have is a 409). Other keys may name only their own user. */
+                user?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description The job's id. */
+                job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["ShareLinkIn"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ShareLinkOut"];
+                };
+            };
+            /** @description No API key, or a wrong or revoked one. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description This key's role may not do this (a worker key creating or cancelling jobs). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description No such job, or not one of this key's user. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The job is finished, failed or cancelled, or runs a newer attempt; or the id is taken; or (an admin key) the id names jobs of several users. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description A field breaks a rule; the error names the field and the rule. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Too many requests for this key; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
     claim_job_api_v1_remote_jobs_claim_post: {
         parameters: {
             query?: {
@@ -2411,6 +2650,66 @@ export interface operations {
             };
         };
     };
+    revoke_share_link_api_v1_share_links_revoke_post: {
+        parameters: {
+            query?: {
+                /** @description An admin key acts for this user: ids are unique per user, so this names whose job an id is (without it, an id several users have is a 409). Other keys may name only their own user. */
+                user?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ShareLinkRevoke"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description No API key, or a wrong or revoked one. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description This key's role may not do this (a worker key creating or cancelling jobs). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description No such job, or not one of this key's user. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description A field breaks a rule; the error names the field and the rule. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Too many requests for this key; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
     stats_api_v1_stats_get: {
         parameters: {
             query?: {
@@ -2921,6 +3220,85 @@ export interface operations {
             };
             /** @description The job store does not answer. */
             503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    shared_badge_share__token__badge_svg_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The link's token. */
+                token: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": unknown;
+                    "image/svg+xml": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    shared_job_share__token__job_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The link's token. */
+                token: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SharedJob"];
+                };
+            };
+            /** @description No such job, or not one of this key's user. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too many requests for this key; see Retry-After. */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };

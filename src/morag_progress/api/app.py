@@ -19,7 +19,16 @@ from morag_progress.api.auth import Authenticator
 from morag_progress.api.estimates import Estimates
 from morag_progress.api.limits import BodyLimit, RateLimiter, ReadGate, SharedRateLimiter
 from morag_progress.api.metrics import Metrics, RequestTimer
-from morag_progress.api.routes import dashboard, events, jobs, ops, remote_jobs, webhooks, workers
+from morag_progress.api.routes import (
+    dashboard,
+    events,
+    jobs,
+    ops,
+    remote_jobs,
+    share,
+    webhooks,
+    workers,
+)
 from morag_progress.api.sse import Streams
 from morag_progress.api.uploads import UploadParser
 from morag_progress.audit import SERVER
@@ -172,7 +181,7 @@ def create_app(
         large_suffixes=("/logs", "/remote-jobs/progress"),  # log uploads and batches
     )
     app.add_middleware(RequestTimer, metrics=metrics)  # times every request the app serves
-    routers = (remote_jobs, jobs, events, webhooks, workers, ops)
+    routers = (remote_jobs, jobs, events, webhooks, workers, ops, share)
     for module in routers:
         app.include_router(module.router)
     app.serve_ahead(remote_jobs.hot_routes)

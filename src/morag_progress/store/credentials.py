@@ -13,7 +13,7 @@ from morag_progress.bounds import check_id
 from morag_progress.errors import InvalidInputError, JobConflictError
 from morag_progress.keys import ApiKey, Role, generate_key, hash_key
 from morag_progress.store.engine import NO_USER, Database, api_key_from_row, mapping_upsert
-from morag_progress.store.schema import api_keys, stream_tokens, worker_mappings
+from morag_progress.store.schema import api_keys, share_links, stream_tokens, worker_mappings
 
 __all__ = ["Credentials"]
 
@@ -137,6 +137,41 @@ class Credentials(Database):
         if user_id is not None:
             stmt = stmt.where(t.key_id.in_(select(k.id).where(k.user_id == user_id)))
         with self._write("revoke stream token") as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def create_share_link(
+        self, token_hash: str, *, user_id: str, job_id: str, now: datetime, expires_at: datetime
+    ) -> None:
+        """Keep a share link to ``user_id``'s job ``job_id`` until ``expires_at`` (and forget
+        links expired a while ago)."""
+        s = share_links.c
+        with self._write("create share link") as conn:
+            conn.execute(share_links.delete().where(s.expires_at < now - _TOKEN_SWEEP))
+            conn.execute(
+                share_links.insert().values(
+                    token_hash=token_hash,
+                    user_id=user_id,
+                    job_id=job_id,
+                    created_at=now,
+                    expires_at=expires_at,
+                )
+            )
+
+    def find_share_link(self, token_hash: str, *, now: datetime) -> tuple[str, str] | None:
+        """The (user id, job id) a share link reads, while it has not expired or been revoked."""
+        s = share_links.c
+        stmt = select(s.user_id, s.job_id).where(s.token_hash == token_hash, s.expires_at > now)
+        with self._read("find share link") as conn:
+            row = conn.execute(stmt).first()
+        return None if row is None else (row.user_id, row.job_id)
+
+    def revoke_share_link(self, token_hash: str, *, user_id: str | None) -> bool:
+        """Delete a share link to a job of ``user_id`` (None: any user's); whether one was."""
+        s = share_links.c
+        stmt = share_links.delete().where(s.token_hash == token_hash)
+        if user_id is not None:
+            stmt = stmt.where(s.user_id == user_id)
+        with self._write("revoke share link") as conn:
             return conn.execute(stmt).rowcount == 1
 
     def find_stream_token(self, token_hash: str, *, now: datetime) -> ApiKey | None:

@@ -41,6 +41,7 @@ __all__ = [
     "jobs",
     "metadata",
     "pruning",
+    "share_links",
     "stream_tokens",
     "webhook_deliveries",
     "webhooks",
@@ -254,6 +255,18 @@ stream_tokens = Table(
     Column("key_id", String(32), nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
     Index("ix_stream_tokens_expiry", "expires_at"),
+)
+
+# Read-only links to one job each, for people without a key (``api/routes/share.py``).
+share_links = Table(
+    "share_links",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", String(128), nullable=False),
+    Column("job_id", String(128), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_share_links_expiry", "expires_at"),
 )
 
 # Webhooks: users' endpoints, and the outbox of deliveries made from the change feed.

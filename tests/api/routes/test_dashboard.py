@@ -553,6 +553,32 @@ def test_a_job_of_uneven_stages_says_how_far_along_in_time_it_is(page: Any, site
     shot(page, "time-progress")
 
 
+def test_a_share_link_shows_one_job_without_a_key(page: Any, site: Site) -> None:
+    """A share link opens a page with no key and no sign-in: the job's name, bar, message
+    and ETA, then its final state once it ends; nothing links anywhere else. A revoked link's
+    page says it does not work."""
+    job_id = site.tracker.start_job("keynote.mp4", "video", user_id="alice")
+    site.put(job_id, percentage=35, message="Encoding")
+    headers = {"Authorization": f"Bearer {site.key}"}
+    link = httpx.post(f"{site.url}/api/v1/jobs/{job_id}/share-links", headers=headers).json()
+    page.goto(site.url + link["url"])
+    page.get_by_role("heading", name="keynote.mp4").wait_for(timeout=5000)
+    page.get_by_text("Encoding").wait_for(timeout=5000)
+    assert page.locator("#pct").inner_text() == "35%"
+    assert page.locator("a").count() == 0  # no way to any other page
+    assert page.get_by_text("Sign out").count() == 0
+    shot(page, "share-link")
+    site.put(job_id, percentage=100, message="Published")
+    page.locator("#status", has_text="FINISHED").wait_for(timeout=10_000)
+    page.get_by_text("This job has ended.").wait_for(timeout=5000)
+    revoke = httpx.post(
+        f"{site.url}/api/v1/share-links/revoke", json={"token": link["token"]}, headers=headers
+    )
+    assert revoke.status_code == 204
+    page.goto(site.url + link["url"] + "/job")
+    assert "does not work" in page.inner_text("body")
+
+
 def test_workers_view(page: Any, site: Site) -> None:
     """Workers: each worker's state (running, idle, stalled with the job it fell silent on),
     its last sign of life, its current job with a bar, and what it finished and failed in the

@@ -10,11 +10,12 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-__all__ = ["DOCS_ASSETS", "mount"]
+__all__ = ["DOCS_ASSETS", "FILES", "PAGE_HEADERS", "mount"]
 
-_FILES = Path(__file__).resolve().parents[1] / "dashboard"
-# The page loads only its own files and talks only to this server.
-_HEADERS = {
+FILES = Path(__file__).resolve().parents[1] / "dashboard"
+"""The dashboard's files (and a share link's page), served under ``/dashboard/``."""
+# A page loads only its own files and talks only to this server.
+PAGE_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
@@ -27,7 +28,7 @@ _HEADERS = {
 router = APIRouter(include_in_schema=False)
 
 
-_PAGE = (_FILES / "index.html").read_text(encoding="utf-8")
+_PAGE = (FILES / "index.html").read_text(encoding="utf-8")
 _TRACING_OFF = '<meta name="morag-tracing" content="off">'
 
 
@@ -39,7 +40,7 @@ def dashboard(request: Request) -> HTMLResponse:
     page = _PAGE
     if request.app.state.settings.otel_traces:
         page = page.replace(_TRACING_OFF, _TRACING_OFF.replace('"off"', '"on"'))
-    return HTMLResponse(page, headers=_HEADERS)
+    return HTMLResponse(page, headers=PAGE_HEADERS)
 
 
 DOCS_ASSETS = "/docs/assets"
@@ -58,7 +59,7 @@ def mount(app: FastAPI) -> None:
     files served from ``DOCS_ASSETS``, which no other site may frame). The app is made with
     FastAPI's own documentation routes off."""
     app.include_router(router)
-    app.mount("/dashboard", StaticFiles(directory=_FILES), name="dashboard")
+    app.mount("/dashboard", StaticFiles(directory=FILES), name="dashboard")
     app.mount(DOCS_ASSETS, StaticFiles(directory=str(_DOCS_FILES)), name="docs-assets")
     openapi_url = app.openapi_url or "/openapi.json"
 
