@@ -560,7 +560,14 @@ def test_a_share_link_shows_one_job_without_a_key(page: Any, site: Site) -> None
     job_id = site.tracker.start_job("keynote.mp4", "video", user_id="alice")
     site.put(job_id, percentage=35, message="Encoding")
     headers = {"Authorization": f"Bearer {site.key}"}
-    link = httpx.post(f"{site.url}/api/v1/jobs/{job_id}/share-links", headers=headers).json()
+    sign_in(page, site, f"#/jobs/{job_id}")
+    page.get_by_role("button", name="Share link").click()
+    address = page.locator("#share-url")
+    address.wait_for(timeout=5000)
+    url = address.input_value()
+    assert re.fullmatch(re.escape(site.url) + r"/share/msl_[\w-]+", url)
+    shot(page, "share-link-made")
+    link = {"url": url.removeprefix(site.url), "token": url.rsplit("/", 1)[1]}
     page.goto(site.url + link["url"])
     page.get_by_role("heading", name="keynote.mp4").wait_for(timeout=5000)
     page.get_by_text("Encoding").wait_for(timeout=5000)

@@ -546,6 +546,7 @@ async function loadJob(jobId, first) {
     state.job = job;
     $("#job-alert").textContent = "";
     if (fresh) {
+      $("#share-result").hidden = true; // another job's link is not this one's
       state.historyBefore = [null];
       state.chart = [];
       state.childrenCursor = null;
@@ -591,6 +592,7 @@ function renderJob() {
   $("#job-error-text").textContent = job.error ? `Error: ${job.error}` : "";
   $("#cancel").hidden = !state.key || TERMINAL.has(job.status) || job.cancel_requested;
   $("#requeue").hidden = !state.key || !(REQUEUABLE.has(job.status) && job.claimed_by !== null);
+  $("#share").hidden = !state.key;
   const parent = job.parent_id
     ? el("a", { href: `#/jobs/${encodeURIComponent(job.parent_id)}`, id: "parent-link" }, state.names.get(job.parent_id) || job.parent_id)
     : null;
@@ -628,6 +630,23 @@ function renderJob() {
 function deadlineFact(job) {
   const risky = job.at_risk === "deadline" && (job.status === "PROCESSING" || job.status === "STALLED");
   return el("span", { class: risky ? "late" : "" }, dateTime(job.deadline), " (", when(job.deadline), ")", risky ? " · at risk" : "");
+}
+
+// A read-only link to this job for people without a key (docs/dashboard.md): made on the
+// server, shown once, to copy.
+async function share() {
+  const job = state.job;
+  if (!job) return;
+  try {
+    const link = await api("POST", `/api/v1/jobs/${encodeURIComponent(job.id)}/share-links`);
+    $("#share-url").value = location.origin + link.url;
+    $("#share-badge").textContent = location.origin + link.badge_url;
+    $("#share-result").hidden = false;
+    $("#share-url").focus();
+    $("#share-url").select();
+  } catch (error) {
+    $("#job-alert").textContent = `Could not make a share link: ${error.message}`;
+  }
 }
 
 function slowestLink(child) {
@@ -857,6 +876,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("#cancel").addEventListener("click", () => act("cancel"));
   $("#requeue").addEventListener("click", () => act("requeue"));
+  $("#share").addEventListener("click", share);
   $("#history-next").addEventListener("click", () => {
     const next = $("#history-next");
     if (next.disabled) return; // the page before is still coming: one step a click
