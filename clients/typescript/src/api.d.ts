@@ -2000,6 +2000,13 @@ export interface operations {
                     "application/json": components["schemas"]["ShareLinkOut"];
                 };
             };
+            /** @description The body is not JSON text (not UTF-8, or cut off). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
             /** @description No API key, or a wrong or revoked one. */
             401: {
                 headers: {
@@ -2673,6 +2680,13 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description The body is not JSON text (not UTF-8, or cut off). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
             /** @description No API key, or a wrong or revoked one. */
             401: {
                 headers: {
@@ -3249,6 +3263,13 @@ export interface operations {
                     "image/svg+xml": unknown;
                 };
             };
+            /** @description No such job, or not one of this key's user. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -3257,6 +3278,13 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
+            };
+            /** @description Too many requests for this key; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
         };
     };

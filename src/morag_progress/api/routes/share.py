@@ -92,7 +92,7 @@ class SharedJob(BaseModel):
     "/api/v1/jobs/{job_id}/share-links",
     response_model=ShareLinkOut,
     status_code=201,
-    responses=errors(401, 403, 404, 409, 422, 429),
+    responses=errors(400, 401, 403, 404, 409, 422, 429),
 )
 def create_share_link(
     job_id: JobIdPath, caller: Caller, request: Request, body: ShareLinkIn | None = None
@@ -123,7 +123,7 @@ def create_share_link(
 
 
 @router.post(
-    "/api/v1/share-links/revoke", status_code=204, responses=errors(401, 403, 404, 422, 429)
+    "/api/v1/share-links/revoke", status_code=204, responses=errors(400, 401, 403, 404, 422, 429)
 )
 def revoke_share_link(body: ShareLinkRevoke, caller: Caller, request: Request) -> Response:
     """Revoke a link to one of the caller's user's jobs (an admin: anyone's): its page and
@@ -183,7 +183,10 @@ _COLOURS = {
 }
 
 
-@router.get("/share/{token}/badge.svg", responses={200: {"content": {"image/svg+xml": {}}}})
+@router.get(
+    "/share/{token}/badge.svg",
+    responses={200: {"content": {"image/svg+xml": {}}}, **errors(404, 429)},
+)
 async def shared_badge(token: _Token, request: Request) -> Response:
     """An SVG badge of the shared job: its percentage, or how it ended."""
     job = await _shared(request, token)
