@@ -77,6 +77,26 @@ def test_a_deadline_a_miss_of_is_likely_is_at_risk_before_it_is_missed(
     assert assess(due_in(eta.high + 60), clock(), None, likely=0.1) is None
 
 
+def test_a_job_marked_at_risk_stays_so_until_the_chance_falls_well_below_the_line(
+    tracker: JobTracker, make_job: Callable[..., str], clock: Clock
+) -> None:
+    """Once marked, a job is cleared only below half of ``likely``: an estimate that wavers
+    around the line does not warn, clear and warn again."""
+    job = _running(tracker, make_job, clock)
+    eta = job.estimate(clock())
+    assert eta is not None
+    seconds = eta.seconds * 0.99  # a 50-50 chance, give or take
+    chance = chance_late(eta, seconds)
+    assert 0.3 < chance < 0.6
+    due = dataclasses.replace(job, deadline=clock() + timedelta(seconds=seconds))
+    assert assess(due, clock(), None, likely=0.7) is None  # not marked: the line is 0.7
+    marked = dataclasses.replace(due, at_risk="deadline")
+    assert assess(marked, clock(), None, likely=0.7) is not None  # marked: kept above 0.35
+    assert assess(marked, clock(), None, likely=2 * chance + 0.02) is None  # well below: cleared
+    long_marked = dataclasses.replace(due, at_risk="long")  # another mark: the full line
+    assert assess(long_marked, clock(), None, likely=0.7) is None
+
+
 def job_deadline(job: Job) -> str:
     assert job.deadline is not None
     return f"{job.deadline:%Y-%m-%d %H:%M} UTC"

@@ -70,7 +70,7 @@ def assess(
 ) -> Verdict | None:
     """Whether the running ``job`` is at risk at ``now`` (None: it is not, or nothing says):
     with a deadline, once the chance that it finishes after it (``chance_late``) is at least
-    ``likely``, or it is past it."""
+    ``likely`` (for a job already marked at risk of it, half of that), or it is past it."""
     deadline = deadline_of(job, limits or {})
     if deadline is not None:
         if now >= deadline:
@@ -79,7 +79,10 @@ def assess(
         if eta is None:
             return None
         chance = chance_late(eta, (deadline - now).total_seconds())
-        if chance < likely:
+        # A job marked stays marked until the chance falls well below the line (half of it):
+        # an estimate that wavers around the line must not warn, clear and warn again.
+        line = likely / 2 if job.at_risk == Risk.DEADLINE.value else likely
+        if chance < line:
             return None
         finish = now + timedelta(seconds=eta.seconds)
         return Verdict(
