@@ -7,16 +7,18 @@ import uuid
 from collections.abc import Collection
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from morag_progress.bounds import check_id
-from morag_progress.errors import InvalidInputError, JobConflictError
+from morag_progress.errors import InvalidInputError, JobConflictError, LimitExceededError
 from morag_progress.keys import ApiKey, Role, generate_key, hash_key
 from morag_progress.store.engine import NO_USER, Database, api_key_from_row, mapping_upsert
 from morag_progress.store.schema import api_keys, share_links, stream_tokens, worker_mappings
 
 __all__ = ["Credentials"]
 
+MAX_SHARE_LINKS = 1_000
+"""The most share links that work one user may have (each is a row until it expires)."""
 _TOKEN_SWEEP = timedelta(days=1)  # expired stream tokens older than this are deleted
 
 
@@ -143,10 +145,19 @@ class Credentials(Database):
         self, token_hash: str, *, user_id: str, job_id: str, now: datetime, expires_at: datetime
     ) -> None:
         """Keep a share link to ``user_id``'s job ``job_id`` until ``expires_at`` (and forget
-        links expired a while ago)."""
+        links expired a while ago). LimitExceededError, nothing kept, when the user already
+        has ``MAX_SHARE_LINKS`` links that work (a SQLite write is one at a time; on
+        PostgreSQL two creates at once may both pass at the cap, one link over it)."""
         s = share_links.c
+        live = select(func.count()).where(s.user_id == user_id, s.expires_at > now)
         with self._write("create share link") as conn:
             conn.execute(share_links.delete().where(s.expires_at < now - _TOKEN_SWEEP))
+            if int(conn.execute(live).scalar_one()) >= MAX_SHARE_LINKS:
+                raise LimitExceededError(
+                    f"this user has {MAX_SHARE_LINKS} share links that work, the most it may; "
+                    "revoke some first",
+                    retry_after=60,
+                )
             conn.execute(
                 share_links.insert().values(
                     token_hash=token_hash,

@@ -267,6 +267,7 @@ share_links = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
     Index("ix_share_links_expiry", "expires_at"),
+    Index("ix_share_links_user", "user_id", "expires_at"),
 )
 
 # Webhooks: users' endpoints, and the outbox of deliveries made from the change feed.

@@ -131,3 +131,25 @@ async def test_the_badge_shows_the_percentage_then_how_it_ended(
     await client.put(f"/api/v1/remote-jobs/{job_id}/result", json={"success": True}, headers=alice)
     assert ">done</text>" in (await client.get(f"/share/{token}/badge.svg")).text
     assert "&lt;b&gt;" in badge("<b>", "x", "#000")
+
+
+async def test_a_user_holds_a_bounded_number_of_links(
+    client: httpx.AsyncClient, alice: Auth, bob: Auth, new_job: NewJob, monkeypatch: Any
+) -> None:
+    """Past the cap on links that work, a 429 naming it; another user is not affected, and
+    revoking one makes room."""
+    from morag_progress.store import credentials
+
+    monkeypatch.setattr(credentials, "MAX_SHARE_LINKS", 2)
+    job_id = await new_job(alice)
+    first = (await _link(client, alice, job_id)).json()["token"]
+    assert (await _link(client, alice, job_id)).status_code == 201
+    over = await _link(client, alice, job_id)
+    assert over.status_code == 429
+    assert "2 share links" in over.json()["detail"]
+    assert (await _link(client, bob, await new_job(bob))).status_code == 201
+    revoke = {"token": first}
+    assert (
+        await client.post("/api/v1/share-links/revoke", json=revoke, headers=alice)
+    ).status_code == 204
+    assert (await _link(client, alice, job_id)).status_code == 201

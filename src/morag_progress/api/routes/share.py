@@ -135,9 +135,9 @@ def revoke_share_link(body: ShareLinkRevoke, caller: Caller, request: Request) -
     return Response(status_code=204)
 
 
-async def _shared(request: Request, token: str) -> JobOut:
-    """The job a link reads, with its estimates; 404 for a link that does not work (and a
-    failed sign-in for its client), or whose job is gone."""
+async def _link(request: Request, token: str) -> tuple[str, str]:
+    """The (user id, job id) a link reads, within the link's rate; 404 for a link that does
+    not work (and a failed sign-in for its client)."""
     authenticator: Authenticator = request.app.state.authenticator
     client = client_address(request)
     authenticator.check_client(client)  # 429 for a client guessing tokens
@@ -148,7 +148,12 @@ async def _shared(request: Request, token: str) -> JobOut:
         authenticator.failed(client)
         raise HTTPException(404, "this link does not work: it expired, was revoked, or never was")
     await request.app.state.rate_limiter.acquire(f"share:{token_hash[:32]}")
-    user_id, job_id = found
+    return found
+
+
+async def _shared(request: Request, token: str) -> JobOut:
+    """The job a link reads, with its estimates; 404 as ``_link``, or when the job is gone."""
+    user_id, job_id = await _link(request, token)
     job = await run_in_threadpool(request.app.state.tracker.get_job, job_id, user_id)
     if job is None:
         raise HTTPException(404, "the shared job is gone")
@@ -163,8 +168,9 @@ _NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
 @router.get("/share/{token}", include_in_schema=False)
 async def share_page(token: _Token, request: Request) -> HTMLResponse:
-    """The page of a shared job (its script reads ``/share/{token}/job``)."""
-    await _shared(request, token)
+    """The page of a shared job (its script reads ``/share/{token}/job``): the link is
+    checked here, the job read only by the script."""
+    await _link(request, token)
     return HTMLResponse(_PAGE, headers={**PAGE_HEADERS, **_NO_STORE})
 
 

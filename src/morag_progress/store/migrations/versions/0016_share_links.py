@@ -27,8 +27,10 @@ def upgrade() -> None:
         sa.Column("expires_at", UTCDateTime(), nullable=False),
     )
     op.create_index("ix_share_links_expiry", "share_links", ["expires_at"], unique=False)
+    op.create_index("ix_share_links_user", "share_links", ["user_id", "expires_at"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_share_links_user", table_name="share_links")
     op.drop_index("ix_share_links_expiry", table_name="share_links")
     op.drop_table("share_links")
