@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.server
+import itertools
 import json
 import threading
 import time
@@ -20,12 +21,13 @@ import pytest
 
 from morag_progress import JobTracker
 from morag_progress.api import create_app
+from morag_progress.api.schemas import WebhookIn
 from morag_progress.errors import InvalidInputError
 from morag_progress.keys import Role
 from morag_progress.models import utcnow
 from morag_progress.settings import Settings
 from morag_progress.store import SQLStore
-from morag_progress.store.webhooks import ALL_USERS
+from morag_progress.store.webhooks import ALL_USERS, EVENT_TYPES
 from morag_progress.webhooks import (
     Dispatcher,
     WebhookStore,
@@ -38,6 +40,7 @@ from morag_progress.webhooks import (
 from tests.conftest import Clock
 from tests.helpers import stall
 from tests.live import LiveServer
+from tests.platforms import NTFY_TOKEN, SLACK_TOKEN, TELEGRAM_TOKEN, Platforms
 
 
 class Receiver:
@@ -957,3 +960,200 @@ def test_a_chat_webhook_over_http(tmp_path: Path) -> None:
 def test_a_listed_url_shows_the_endpoint_and_no_secret(url: str, shown: str) -> None:
     """A webhook's URL as listings show it: its endpoint, never what may be a secret."""
     assert masked_url(url) == shown
+
+
+@pytest.fixture
+def platforms() -> Iterator[Platforms]:
+    fake = Platforms()
+    yield fake
+    fake.close()
+
+
+_LIVE: dict[str, tuple[str, str, str | None]] = {  # path, token, channel
+    "slack": ("/slack/api", SLACK_TOKEN, "#builds"),
+    "telegram": ("/telegram", TELEGRAM_TOKEN, "-1001"),
+    "ntfy": ("/ntfy/jobs", NTFY_TOKEN, None),
+}
+
+
+def _live_hook(store: SQLStore, platforms: Platforms, platform: str, **options: Any) -> str:
+    path, token, channel = _LIVE[platform]
+    hook, _ = WebhookStore(store).create(
+        user_id="alice",
+        url=platforms.url + path,
+        event_types=list(EVENT_TYPES),
+        progress_interval_s=1.0,
+        format=platform,
+        token=token,
+        channel=channel,
+        **options,
+    )
+    assert hook.live
+    return hook.id
+
+
+async def _send_until(store: SQLStore, done: Callable[[], bool], timeout: float = 30) -> None:
+    """Run a dispatcher as a server does (every 0.1 s) until ``done()``."""
+    sender = Dispatcher(WebhookStore(store), allow_private=True)
+    task = asyncio.create_task(sender.run(0.1))
+    try:
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert time.monotonic() < deadline, "the live message did not reach its state"
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.mark.parametrize("platform", ["slack", "telegram", "ntfy"])
+def test_a_job_of_ten_thousand_reports_is_one_message_edited_about_once_a_second(
+    sqlite_tracker: JobTracker, platforms: Platforms, platform: str
+) -> None:
+    """10,000 reports over about 5 s make exactly one message on the platform, edited at most
+    about once a second (the webhook's pace, 3,600 an hour), ending in the job's final state;
+    a 429 on the last edit delays it by the platform's wait and loses nothing."""
+    tracker = sqlite_tracker
+    store = tracker.store
+    _live_hook(store, platforms, platform, max_per_hour=3600)
+    job_id = tracker.start_job("scan.pdf", "pdf", user_id="alice")
+    ended: list[float] = []
+
+    def work() -> None:
+        for i in range(10_000):
+            tracker.update_progress(job_id, i // 100, None, f"page {i}", "alice")
+            if i % 200 == 0:
+                time.sleep(0.1)
+        platforms.limit_next, platforms.retry_after = 1, 2
+        tracker.mark_completed(job_id, "all pages read", "alice")
+        ended.append(time.monotonic())
+
+    def finished() -> bool:
+        messages = platforms.of(platform)
+        return bool(messages) and "FINISHED" in messages[0].text
+
+    async def run() -> None:
+        worker = asyncio.create_task(asyncio.to_thread(work))
+        await _send_until(store, finished)
+        await worker
+
+    asyncio.run(run())
+    messages = platforms.of(platform)
+    assert len(messages) == 1  # one message, however many reports
+    times = [at for at, _ in messages[0].texts]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    # About once a second at most (seen at the receiver: one answer may come a little late,
+    # the next on time), and about once a second while the job moves.
+    assert min(gaps) >= 0.5
+    assert len(gaps) <= (times[-1] - times[0]) / 0.95
+    assert max(gaps[:-1]) <= 2.5
+    assert len(times) >= 5
+    final = messages[0].text
+    assert "100% · FINISHED" in final
+    assert "all pages read" in final
+    assert "scan.pdf" in final
+    assert times[-1] - ended[0] >= 2  # the 429's wait was kept, and the end still told
+    limited = [r for r in platforms.requests if r[0].startswith(f"/{platform}")]
+    assert len(limited) == len(times) + 1  # every send but the one refused made an edit
+
+
+def test_a_live_chat_webhook_over_http(tmp_path: Path) -> None:
+    """A live webhook (slack with a bot token, telegram, ntfy) is made over HTTP with its
+    platform's defaults (URL, pace, a 1 s progress interval); its token is never shown again;
+    a token or channel where none belongs, one missing, or a malformed one is a 422 that names
+    the field."""
+    store = SQLStore(f"sqlite:///{tmp_path / 'x.db'}")
+    _, key = store.create_key(user_id="alice", role=Role.USER, name=None, now=utcnow())
+    app = create_app(Settings(rate_limit_per_second=0, webhook_allow_private=True), store=store)
+
+    async def call(method: str, **fields: object) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            body = {"events": ["job.progress", "job.finished"], **fields}
+            return await client.request(
+                method,
+                "/api/v1/webhooks",
+                json=body if method == "POST" else None,
+                headers={"Authorization": f"Bearer {key}"},
+            )
+
+    # No name resolves here, so the platforms' default URLs are read from the body's model.
+    default = WebhookIn.model_validate(
+        {"events": ["job.progress"], "format": "telegram", "token": TELEGRAM_TOKEN, "channel": "1"}
+    )
+    assert (default.url, default.progress_interval_s) == ("https://api.telegram.org", 1.0)
+    slack_default = {"events": ["job.progress"], "format": "slack", "token": "x", "channel": "C"}
+    assert WebhookIn.model_validate(slack_default).url == "https://slack.com/api"
+    api = "http://127.0.0.1:9/api"
+    try:
+        slack = asyncio.run(
+            call("POST", format="slack", url=api, token=SLACK_TOKEN, channel="#builds")
+        )
+        assert slack.status_code == 201, slack.text
+        made = slack.json()
+        assert (made["live"], made["channel"], made["max_per_hour"]) == (True, "#builds", 3000)
+        assert made["progress_interval_s"] == 1.0
+        telegram = asyncio.run(
+            call("POST", format="telegram", url=api, token=TELEGRAM_TOKEN, channel="-1001")
+        ).json()
+        assert telegram["max_per_hour"] == 1200
+        ntfy = asyncio.run(
+            call("POST", format="ntfy", url="http://127.0.0.1:9/jobs", progress_interval_s=5)
+        ).json()
+        assert (ntfy["live"], ntfy["max_per_hour"], ntfy["progress_interval_s"]) == (True, 720, 5)
+        listed = asyncio.run(call("GET"))
+        assert SLACK_TOKEN not in listed.text
+        assert TELEGRAM_TOKEN.split(":")[1] not in listed.text
+        for fields, named in (
+            ({"format": "slack", "url": api, "token": SLACK_TOKEN}, "channel:"),
+            ({"format": "telegram", "token": "nope", "channel": "-1"}, "token:"),
+            ({"format": "telegram", "channel": "-1"}, "token:"),
+            ({"format": "json", "url": "http://127.0.0.1:9/x", "token": "t"}, "token, channel:"),
+            ({"format": "ntfy"}, "url:"),
+            ({"format": "ntfy", "url": "http://127.0.0.1:9/x", "channel": "c"}, "channel:"),
+            ({"format": "slack", "url": api, "token": "xoxb 1", "channel": "#b"}, "token"),
+        ):
+            refused = asyncio.run(call("POST", **fields))
+            assert refused.status_code == 422, fields
+            assert named in refused.json()["message"], (fields, refused.json()["message"])
+    finally:
+        store.close()
+
+
+def test_a_deleted_message_is_posted_again_and_two_jobs_share_the_pace(
+    sqlite_tracker: JobTracker, platforms: Platforms
+) -> None:
+    """A job's message deleted in the channel is posted anew at its next change (Slack's
+    message_not_found); two jobs of one webhook each keep their own message, and share its
+    pace (here 1,800 sends an hour: 2 s apart, whichever job)."""
+    tracker = sqlite_tracker
+    store = tracker.store
+    _live_hook(store, platforms, "slack", max_per_hour=1800)
+    one = tracker.start_job("one.pdf", "pdf", user_id="alice")
+    two = tracker.start_job("two.pdf", "pdf", user_id="alice")
+
+    def shown(text: str, count: int) -> Callable[[], bool]:
+        return lambda: sum(text in m.text for m in platforms.of("slack")) >= count
+
+    async def run() -> None:
+        tracker.update_progress(one, 10, None, "first", "alice")
+        tracker.update_progress(two, 10, None, "first", "alice")
+        await _send_until(store, shown("first", 2))
+        with platforms.lock:
+            platforms.messages.clear()  # someone deleted both messages
+        tracker.update_progress(one, 20, None, "second", "alice")
+        tracker.update_progress(two, 20, None, "second", "alice")
+        await _send_until(store, shown("second", 2))
+
+    asyncio.run(run())
+    messages = platforms.of("slack")
+    assert len(messages) == 2
+    assert sorted(m.text.splitlines()[0] for m in messages) == [
+        f"⏳ one.pdf ({one})",
+        f"⏳ two.pdf ({two})",
+    ]
+    sends = sorted(at for m in platforms.messages.values() for at, _ in m.texts)
+    assert all(b - a >= 1.9 for a, b in itertools.pairwise(sends))
+    updates = [p for p, _, _ in platforms.requests if p.endswith("chat.update")]
+    assert len(updates) == 2  # each tried its edit, was told the message was gone, posted

@@ -32,12 +32,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
+from morag_progress import chat
 from morag_progress._threads import run_to_completion
 from morag_progress.errors import InvalidInputError
 from morag_progress.models import utcnow
@@ -303,6 +304,9 @@ class Dispatcher:
         self._in_flight: dict[asyncio.Task[None], Lease] = {}
         self._circuits: dict[str, _Circuit] = {}
         """Webhooks whose last attempt failed (at most ``_MAX_CIRCUITS``)."""
+        self._paced: dict[str, float] = {}
+        """Live webhooks, and when (monotonic) each may send next: kept within the
+        platform's limits, and held back as long as it asked after a 429."""
 
     async def run(self, interval: float) -> None:
         """Start due deliveries every ``interval`` seconds, without waiting for them."""
@@ -351,6 +355,10 @@ class Dispatcher:
         hook_cap = {hook: self._hook_cap(hook) for hook in self._circuits}
         busy = {hook for hook, n in by_hook.items() if n >= hook_cap.get(hook, self.per_webhook)}
         busy |= {hook for hook, cap in hook_cap.items() if cap == 0}
+        mono = self._monotonic()
+        self._paced = {hook: at for hook, at in self._paced.items() if at > mono}
+        busy |= self._paced.keys()
+        busy |= {lease.delivery.webhook_id for lease in self._in_flight.values() if lease.spacing}
         now = self._clock()
         due = await run_to_completion(
             self.hooks.lease_due,
@@ -368,9 +376,12 @@ class Dispatcher:
             if (
                 by_hook[hook] >= hook_cap.get(hook, self.per_webhook)
                 or by_user[lease.user_id] >= self.per_user
+                or (lease.spacing is not None and (by_hook[hook] or hook in self._paced))
             ):
                 unsent.append(lease.delivery)  # its webhook or user is at its share now
                 continue
+            if lease.spacing is not None:  # a live message: one send at a time, paced
+                self._paced[hook] = mono + lease.spacing
             by_hook[hook] += 1
             by_user[lease.user_id] += 1
             task = asyncio.create_task(self._send(lease.delivery))
@@ -415,11 +426,35 @@ class Dispatcher:
                 self.on_outcome("paused")
 
     async def _send(self, delivery: Delivery) -> None:
-        target = await run_to_completion(self.hooks.secret_and_url, delivery.webhook_id)
+        target = await run_to_completion(self.hooks.target, delivery.webhook_id)
         if target is None:
             return  # the webhook was deleted meanwhile
-        secret, url = target
-        status, error = await self._post(url, secret, delivery)
+        if target.live:
+            await self._send_live(delivery, target)
+            return
+        body = delivery.payload.encode()
+        now = int(time.time())
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "morag-progress-webhooks",
+            "X-Morag-Signature": sign(target.secret, body, now),
+            "X-Morag-Event-Id": f"evt_{delivery.event_id}",
+            "X-Morag-Event": delivery.event_type,
+            "X-Morag-Timestamp": str(now),
+        }
+        sent = await self._call(chat.Call("POST", target.url, headers, body))
+        status, error = (None, sent) if isinstance(sent, str) else (sent.status, None)
+        if status is not None and status >= 300:
+            error = f"the receiver answered HTTP {status}"
+        await self._record(delivery, status, error)
+
+    async def _record(
+        self,
+        delivery: Delivery,
+        status: int | None,
+        error: str | None,
+        retry_after: float | None = None,
+    ) -> None:
         self._count(delivery.webhook_id, failed=error is not None)
         outcome = await run_to_completion(
             self.hooks.record,
@@ -428,25 +463,63 @@ class Dispatcher:
             error=error,
             now=self._clock(),
             max_attempts=self.max_attempts,
+            retry_after=retry_after,
         )
         if self.on_outcome is not None:
             self.on_outcome(outcome)
 
-    async def _post(
-        self, url: str, secret: str, delivery: Delivery
-    ) -> tuple[int | None, str | None]:
-        """POST one delivery within the deadline; the receiver's status and a short error of
-        our own words (never the receiver's answer, nor the URL's credentials)."""
-        body = delivery.payload.encode()
-        now = int(time.time())
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "morag-progress-webhooks",
-            "X-Morag-Signature": sign(secret, body, now),
-            "X-Morag-Event-Id": f"evt_{delivery.event_id}",
-            "X-Morag-Event": delivery.event_type,
-            "X-Morag-Timestamp": str(now),
-        }
+    async def _send_live(self, delivery: Delivery, target: chat.Target) -> None:
+        """Post the job's live message, or edit it: one sender a job at a time (the claim),
+        a message that cannot be edited any more posted anew, a 429's wait kept by the whole
+        webhook (the platform limits the channel or the bot, not the job)."""
+        now = self._clock()
+        taken, ref = await run_to_completion(
+            self.hooks.claim_live, delivery, now=now, hold_s=max(60.0, 3 * self.timeout)
+        )
+        if not taken:  # another sender is at this job's message: this waits its turn
+            await run_to_completion(self.hooks.release, [delivery], now=now + timedelta(seconds=1))
+            return
+        message = chat.Message.from_json(delivery.payload)
+        key = chat.message_key(delivery.webhook_id, delivery.job_user_id, delivery.job_id)
+        answer, status = chat.Answer(False, error="not sent"), None
+        try:
+            for _ in range(2):  # an edit of a message gone, then its post
+                sent = await self._call(chat.request(target, message, ref, key=key))
+                if isinstance(sent, str):
+                    answer = chat.Answer(False, error=sent)
+                    break
+                status = sent.status
+                answer = chat.read_answer(
+                    target,
+                    sent.status,
+                    sent.body,
+                    sent.headers,
+                    editing=ref is not None,
+                    now=time.time(),
+                )
+                if not answer.gone:
+                    break
+                ref = None
+            if answer.ok and answer.ref is not None:
+                ref = answer.ref
+        finally:
+            await run_to_completion(self.hooks.release_live, delivery, ref=ref, now=self._clock())
+        if answer.retry_after is not None:
+            self._paced[delivery.webhook_id] = max(
+                self._paced.get(delivery.webhook_id, 0.0), self._monotonic() + answer.retry_after
+            )
+        if answer.ok:
+            status = status if status is not None and 200 <= status < 300 else 200
+        elif status is not None and 200 <= status < 300:
+            status = 502  # a 200 that says it failed (Slack's ok: false): not delivered
+        await self._record(
+            delivery, status, None if answer.ok else answer.error, answer.retry_after
+        )
+
+    async def _call(self, call: chat.Call) -> _Answer | str:
+        """One request within the deadline: the receiver's answer (at most
+        ``max_response_bytes`` of it), or a short error of our own words (never the
+        receiver's answer, nor the URL's credentials)."""
         try:
             async with asyncio.timeout(self.timeout):
                 # Checked at each send, and connected to as checked: a name that resolves
@@ -454,43 +527,45 @@ class Dispatcher:
                 # Not run_to_completion: the deadline must hold over a lookup that hangs, and
                 # this thread holds no connection of ours.
                 addresses = await asyncio.to_thread(
-                    check_url, url, allow_private=self.allow_private
+                    check_url, call.url, allow_private=self.allow_private
                 )
-                status = await self._post_to(addresses, url, body, headers)
+                return await self._exchange(addresses, call)
         except InvalidInputError as e:
-            return None, e.rule
+            return e.rule
         except (TimeoutError, httpx.TimeoutException):
-            return None, f"no answer within the {self.timeout:g} s deadline"
+            return f"no answer within the {self.timeout:g} s deadline"
         except httpx.HTTPError as e:
-            return None, f"could not deliver ({type(e).__name__})"
-        if status >= 300:
-            return status, f"the receiver answered HTTP {status}"
-        return status, None
+            return f"could not deliver ({type(e).__name__})"
 
-    async def _post_to(
-        self, addresses: list[str], url: str, body: bytes, headers: dict[str, str]
-    ) -> int:
-        """POST to the first of ``addresses`` (at most three) that takes the connection;
-        read at most ``max_response_bytes`` of the answer; its status."""
+    async def _exchange(self, addresses: list[str], call: chat.Call) -> _Answer:
+        """Send to the first of ``addresses`` (at most three) that takes the connection;
+        read at most ``max_response_bytes`` of the answer."""
         candidates = list(dict.fromkeys(addresses))[:3]
         for i, address in enumerate(candidates):
-            target, host, extensions, auth = _pinned(url, address)
+            target, host, extensions, auth = _pinned(call.url, address)
             try:
                 async with self._client.stream(
-                    "POST",
+                    call.method,
                     target,
-                    content=body,
-                    headers={**headers, **host},
+                    content=call.body,
+                    headers={"User-Agent": "morag-progress-webhooks", **call.headers, **host},
                     extensions=extensions,
                     auth=auth,
                 ) as response:
-                    read = 0
+                    body = bytearray()
                     async for chunk in response.aiter_raw():
-                        read += len(chunk)
-                        if read >= self.max_response_bytes:
+                        body += chunk[: self.max_response_bytes - len(body)]
+                        if len(body) >= self.max_response_bytes:
                             break  # what a receiver says past this is not our business
-                    return response.status_code
+                    return _Answer(response.status_code, bytes(body), response.headers)
             except httpx.ConnectError:
                 if i == len(candidates) - 1:
                     raise
         raise httpx.ConnectError("no address to connect to")
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    body: bytes
+    headers: httpx.Headers

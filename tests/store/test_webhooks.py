@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
+from morag_progress.chat import chat_text, silent_seconds
 from morag_progress.deadlines import Risk, Verdict
 from morag_progress.eta import Eta
 from morag_progress.models import JobStatus, ProgressUpdate
@@ -18,8 +19,6 @@ from morag_progress.store.webhooks import (
     EVENT_TYPES,
     Delivery,
     WebhookStore,
-    chat_text,
-    silent_seconds,
 )
 from morag_progress.tracker import JobTracker
 from tests.conftest import Clock
@@ -74,10 +73,11 @@ def test_webhooks_are_owned(hooks: WebhookStore) -> None:
     assert hooks.delete(mine, "bob") is False
     assert hooks.delete(mine, "alice") is True
     assert hooks.delete(mine, None) is False
-    assert hooks.secret_and_url(mine) is None
-    secret, url = hooks.secret_and_url(chat)  # type: ignore[misc]
-    assert (secret.startswith("whsec_"), url) == (True, URL)
-    with pytest.raises(ValueError, match="format must be one of json, slack, discord"):
+    assert hooks.target(mine) is None
+    target = hooks.target(chat)
+    assert target is not None
+    assert (target.secret.startswith("whsec_"), target.url, target.live) == (True, URL, False)
+    with pytest.raises(ValueError, match="format must be one of json, slack, discord, telegram"):
         _hook(hooks, format="teams")
 
 
@@ -377,3 +377,109 @@ def test_a_stalled_jobs_silence_is_counted_from_its_worker_last_heard() -> None:
     assert silent_seconds(stalled, at + timedelta(seconds=1)) is None  # heard from since
     assert silent_seconds(stalled, None) is None
     assert silent_seconds({**stalled, "status": "PROCESSING"}, at - timedelta(1)) is None
+
+
+def _live(hooks: WebhookStore, interval: float = 1) -> str:
+    hook, _ = hooks.create(
+        user_id="alice",
+        url=URL,
+        event_types=list(EVENT_TYPES),
+        progress_interval_s=interval,
+        format="telegram",
+        token="1:" + "a" * 30,
+        channel="-1",
+    )
+    assert (hook.live, hook.max_per_hour, hook.channel) == (True, 1200, "-1")
+    return hook.id
+
+
+def _states(hooks: WebhookStore, hook: str) -> list[tuple[str, str, datetime]]:
+    """(body, state, due) of the hook's deliveries, oldest first."""
+    return [
+        (orjson.loads(d.payload)["body"].split("\n")[0], d.state, d.next_attempt_at)
+        for d in reversed(hooks.deliveries(hook))
+    ]
+
+
+def test_a_live_messages_progress_waits_rather_than_being_dropped(
+    hooks: WebhookStore, tracker: JobTracker, clock: Clock
+) -> None:
+    """For a live message, progress inside the interval is kept, due when the interval ends,
+    one a job however many changes a fill reads, a newer one replacing it at the same time
+    (a job that never stops reporting is never put off); a job's end replaces whatever of it
+    waits, at once. The message's state always ends on the job's latest."""
+    hook = _live(hooks, interval=1)
+    job_id = tracker.start_job("a.pdf", "pdf", user_id="alice")
+    now = clock()
+    for percentage in (10, 20, 30):
+        tracker.apply(ProgressUpdate(job_id, percentage, user_id="alice"))
+    assert hooks.fill(now=now) == 1  # the creation and three reports: the latest
+    [first] = _states(hooks, hook)
+    assert first == ("▓▓▓░░░░░░░ 30% · PROCESSING", "pending", now)
+    [sent] = hooks.deliveries(hook)
+    hooks.record(sent, status=200, error=None, now=now, max_attempts=5)
+    tracker.apply(ProgressUpdate(job_id, 40, user_id="alice"))
+    hooks.fill(now=now + timedelta(seconds=0.3))
+    tracker.apply(ProgressUpdate(job_id, 50, user_id="alice"))
+    hooks.fill(now=now + timedelta(seconds=0.6))
+    due = now + timedelta(seconds=1)
+    assert _states(hooks, hook)[1:] == [
+        ("▓▓▓▓░░░░░░ 40% · PROCESSING", "superseded", due),
+        ("▓▓▓▓▓░░░░░ 50% · PROCESSING", "pending", due),
+    ]
+    tracker.apply(ProgressUpdate(job_id, 60, user_id="alice"))
+    hooks.fill(now=now + timedelta(seconds=1.5))  # the waiting one was due: not put off
+    assert _states(hooks, hook)[-1] == (
+        "▓▓▓▓▓▓░░░░ 60% · PROCESSING",
+        "pending",
+        now + timedelta(seconds=1.5),
+    )
+    tracker.apply(ProgressUpdate.final(job_id, success=True, user_id="alice"))
+    hooks.fill(now=now + timedelta(seconds=1.6))
+    assert [state for _, state, _ in _states(hooks, hook)] == [
+        "delivered",
+        "superseded",
+        "superseded",
+        "superseded",
+        "pending",
+    ]
+    assert _states(hooks, hook)[-1][0] == "▓▓▓▓▓▓▓▓▓▓ 100% · FINISHED"
+
+
+def test_a_live_message_has_one_sender_at_a_time(
+    hooks: WebhookStore, tracker: JobTracker, clock: Clock
+) -> None:
+    """The job's message is claimed while it is sent (another sender waits), given back with
+    the platform's reference, and taken again once the claim has run out (a sender died);
+    retention and deleting the webhook forget its messages."""
+    hook = _live(hooks)
+    tracker.start_job("a.pdf", "pdf", user_id="alice")
+    hooks.fill(now=clock())
+    [delivery] = hooks.deliveries(hook)
+    assert delivery.job_user_id == "alice"
+    now = clock()
+    assert hooks.claim_live(delivery, now=now, hold_s=60) == (True, None)
+    assert hooks.claim_live(delivery, now=now, hold_s=60) == (False, None)
+    hooks.release_live(delivery, ref="77", now=now)
+    assert hooks.claim_live(delivery, now=now, hold_s=60) == (True, "77")
+    assert hooks.claim_live(delivery, now=now + timedelta(seconds=59), hold_s=60)[0] is False
+    assert hooks.claim_live(delivery, now=now + timedelta(seconds=60), hold_s=60) == (True, "77")
+    other = dataclasses.replace(delivery, job_id="another")
+    assert hooks.claim_live(other, now=now, hold_s=60) == (True, None)  # its own message
+    assert hooks.target(hook).live  # type: ignore[union-attr]
+    hooks.release_live(delivery, ref="77", now=now)
+    hooks.store.prune(before=now + timedelta(seconds=1))  # last sent before: forgotten
+    assert hooks.claim_live(delivery, now=now, hold_s=60) == (True, None)
+    hooks.release_live(delivery, ref="78", now=now + timedelta(seconds=2))
+    assert hooks.delete(hook, "alice")
+    assert hooks.claim_live(delivery, now=now, hold_s=60) == (True, None)  # forgotten
+
+
+def test_a_retry_waits_at_least_what_the_receiver_asked(
+    hooks: WebhookStore, tracker: JobTracker, clock: Clock
+) -> None:
+    delivery = _one(hooks, tracker, clock)
+    now = clock()
+    hooks.record(delivery, status=429, error="busy", now=now, max_attempts=5, retry_after=30)
+    [after] = hooks.deliveries(delivery.webhook_id)
+    assert (after.next_attempt_at - now).total_seconds() == 30

@@ -1312,6 +1312,11 @@ export interface components {
          */
         WebhookCreated: {
             /**
+             * Channel
+             * @description Where its live messages post.
+             */
+            channel?: string | null;
+            /**
              * Created At
              * Format: date-time
              */
@@ -1322,6 +1327,12 @@ export interface components {
             format: string;
             /** Id */
             id: string;
+            /**
+             * Live
+             * @description It keeps one message per job up to date (slack with a bot token, telegram, ntfy).
+             * @default false
+             */
+            live?: boolean;
             /** Max Per Hour */
             max_per_hour: number | null;
             /** Progress Interval S */
@@ -1336,21 +1347,26 @@ export interface components {
         };
         /**
          * WebhookIn
-         * @description A URL to call on job events.
+         * @description A URL to call on job events, or a chat to keep one live message per job in.
          */
         WebhookIn: {
+            /**
+             * Channel
+             * @description slack: the channel's id (C...) or name; telegram: the chat's id or @channelusername.
+             */
+            channel?: string | null;
             /** Events */
             events: ("job.progress" | "job.stalled" | "job.finished" | "job.failed" | "job.cancelled" | "job.straggler" | "job.at_risk")[];
             /**
              * Format
-             * @description json: our signed event; slack or discord: their incoming webhooks' body (one line of text).
+             * @description json: our signed event; slack (without a token) or discord: their incoming webhooks' body (one line of text an event); slack with a bot token, telegram or ntfy: one live message per job, posted once and edited as it moves.
              * @default json
              * @enum {string}
              */
-            format?: "json" | "slack" | "discord";
+            format?: "json" | "slack" | "discord" | "telegram" | "ntfy";
             /**
              * Max Per Hour
-             * @description At most this many deliveries an hour; later ones in the hour are dropped. Default: none for json, 30 for slack and discord.
+             * @description At most this many deliveries an hour; later ones in the hour are dropped. Default: none for json, 30 for slack and discord. For a live message, the pace of its sends (none dropped: the newest state waits): 3,000 for Slack, 1,200 for Telegram, 720 for ntfy by default, within each platform's published limits.
              */
             max_per_hour?: number | null;
             /**
@@ -1360,16 +1376,26 @@ export interface components {
              */
             progress_interval_s?: number;
             /**
-             * Url
-             * @description An http(s) URL.
+             * Token
+             * @description slack: a bot token (xoxb-..., with chat:write); telegram: the bot's token; ntfy: an access token, for a protected topic. Stored, never shown.
              */
-            url: string;
+            token?: string | null;
+            /**
+             * Url
+             * @description An http(s) URL. For ntfy, the topic's (``https://ntfy.sh/my-jobs``); for slack with a token and for telegram, the API's, which it defaults to (``https://slack.com/api``, ``https://api.telegram.org``).
+             */
+            url?: string | null;
         };
         /**
          * WebhookOut
-         * @description A registered webhook (without its secret).
+         * @description A registered webhook (without its secret or token).
          */
         WebhookOut: {
+            /**
+             * Channel
+             * @description Where its live messages post.
+             */
+            channel?: string | null;
             /**
              * Created At
              * Format: date-time
@@ -1381,6 +1407,12 @@ export interface components {
             format: string;
             /** Id */
             id: string;
+            /**
+             * Live
+             * @description It keeps one message per job up to date (slack with a bot token, telegram, ntfy).
+             * @default false
+             */
+            live?: boolean;
             /** Max Per Hour */
             max_per_hour: number | null;
             /** Progress Interval S */

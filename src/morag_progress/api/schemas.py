@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
@@ -35,6 +36,7 @@ from morag_progress.bounds import (
     check_timestamp,
     text_rule,
 )
+from morag_progress.chat import LIVE_DEFAULT_URL, is_live
 from morag_progress.eta import Eta
 from morag_progress.models import FeedEvent, Job, JobStatus
 
@@ -584,10 +586,19 @@ WebhookEvent = Literal[
 ]
 
 
-class WebhookIn(_Body):
-    """A URL to call on job events."""
+_TELEGRAM_TOKEN = r"^[0-9]{1,20}:[A-Za-z0-9_-]{20,100}$"
+_CHAT_TOKEN = r"^[\x21-\x7e]{1,512}$"
 
-    url: Url = Field(description="An http(s) URL.")
+
+class WebhookIn(_Body):
+    """A URL to call on job events, or a chat to keep one live message per job in."""
+
+    url: Url | None = Field(
+        default=None,
+        description="An http(s) URL. For ntfy, the topic's (``https://ntfy.sh/my-jobs``); "
+        "for slack with a token and for telegram, the API's, which it defaults to "
+        "(``https://slack.com/api``, ``https://api.telegram.org``).",
+    )
     events: list[WebhookEvent] = Field(min_length=1, max_length=len(get_args(WebhookEvent)))
     progress_interval_s: float = Field(
         default=10.0,
@@ -596,22 +607,61 @@ class WebhookIn(_Body):
         allow_inf_nan=False,
         description="At most one job.progress per job this often.",
     )
-    format: Literal["json", "slack", "discord"] = Field(
+    format: Literal["json", "slack", "discord", "telegram", "ntfy"] = Field(
         default="json",
-        description="json: our signed event; slack or discord: their incoming webhooks' body "
-        "(one line of text).",
+        description="json: our signed event; slack (without a token) or discord: their "
+        "incoming webhooks' body (one line of text an event); slack with a bot token, "
+        "telegram or ntfy: one live message per job, posted once and edited as it moves.",
     )
     max_per_hour: int | None = Field(
         default=None,
         ge=1,
         le=3600,
         description="At most this many deliveries an hour; later ones in the hour are dropped. "
-        "Default: none for json, 30 for slack and discord.",
+        "Default: none for json, 30 for slack and discord. For a live message, the pace of "
+        "its sends (none dropped: the newest state waits): 3,000 for Slack, 1,200 for "
+        "Telegram, 720 for ntfy by default, within each platform's published limits.",
     )
+    token: str | None = Field(
+        default=None,
+        pattern=_CHAT_TOKEN,
+        description="slack: a bot token (xoxb-..., with chat:write); telegram: the bot's "
+        "token; ntfy: an access token, for a protected topic. Stored, never shown.",
+    )
+    channel: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        pattern=r"^[\x21-\x7e]+$",
+        description="slack: the channel's id (C...) or name; telegram: the chat's id or "
+        "@channelusername.",
+    )
+
+    @model_validator(mode="after")
+    def _platform(self) -> WebhookIn:
+        live = is_live(self.format, self.token)
+        if not live and (self.token is not None or self.channel is not None):
+            raise ValueError(
+                f"token, channel: format {self.format} takes neither (only slack with a bot "
+                "token, telegram and ntfy do)"
+            )
+        if self.format in ("slack", "telegram") and live and self.channel is None:
+            raise ValueError(f"channel: format {self.format} needs the chat to post in")
+        if self.format == "telegram" and not re.fullmatch(_TELEGRAM_TOKEN, self.token or ""):
+            raise ValueError("token: format telegram needs the bot's token (<digits>:<letters>)")
+        if self.format == "ntfy" and self.channel is not None:
+            raise ValueError("channel: format ntfy takes none (its topic is in the url)")
+        if self.url is None:
+            if not live or self.format not in LIVE_DEFAULT_URL:
+                raise ValueError("url: is required for this format")
+            self.url = LIVE_DEFAULT_URL[self.format]
+        if live and "progress_interval_s" not in self.model_fields_set:
+            self.progress_interval_s = 1.0  # a live message moves about once a second
+        return self
 
 
 class WebhookOut(BaseModel):
-    """A registered webhook (without its secret)."""
+    """A registered webhook (without its secret or token)."""
 
     id: str
     url: str
@@ -620,6 +670,12 @@ class WebhookOut(BaseModel):
     format: str
     max_per_hour: int | None
     created_at: datetime
+    channel: str | None = Field(default=None, description="Where its live messages post.")
+    live: bool = Field(
+        default=False,
+        description="It keeps one message per job up to date (slack with a "
+        "bot token, telegram, ntfy).",
+    )
 
 
 class WebhookCreated(WebhookOut):

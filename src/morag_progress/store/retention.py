@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, select, tuple_
 
 from morag_progress.store.engine import TERMINAL_VALUES, Database
-from morag_progress.store.schema import events, jobs, pruning, webhook_deliveries
+from morag_progress.store.schema import events, jobs, live_messages, pruning, webhook_deliveries
 
 __all__ = ["Pruned", "Retention"]
 
@@ -57,7 +57,9 @@ class Retention(Database):
            first, so an open job keeps all its ancestors):
            the job rows go now (so nothing can reopen a half-pruned job), their feed rows in
            this and later batches;
-        3. up to ``ROWS_PER_BATCH`` webhook deliveries made before it that are not pending.
+        3. up to ``ROWS_PER_BATCH`` webhook deliveries made before it that are not pending,
+           and as many live chat messages last sent before it (their job's message is
+           finished with: a later change posts a new one).
 
         An empty result means nothing is left to prune."""
         with self._write("prune") as conn:
@@ -74,7 +76,17 @@ class Retention(Database):
             if stale:
                 done = delete(webhook_deliveries).where(d.id.in_(stale))
                 deliveries_gone = conn.execute(done).rowcount
+            deliveries_gone += self._prune_live(conn, before)
         return Pruned(jobs_gone, events_gone, deliveries_gone)
+
+    def _prune_live(self, conn: Connection, before: datetime) -> int:
+        m = live_messages.c
+        key = (m.webhook_id, m.job_user_id, m.job_id)
+        old = select(*key).where(m.updated_at < before).limit(ROWS_PER_BATCH)
+        stale = [tuple(row) for row in conn.execute(self._skip_locked(old))]
+        if not stale:
+            return 0
+        return int(conn.execute(delete(live_messages).where(tuple_(*key).in_(stale))).rowcount)
 
     def _skip_locked(self, stmt: Any) -> Any:
         """On PostgreSQL, rows another pruner holds are passed over (replicas split the work)."""

@@ -39,6 +39,7 @@ __all__ = [
     "events",
     "feed_cursors",
     "jobs",
+    "live_messages",
     "metadata",
     "pruning",
     "share_links",
@@ -288,7 +289,27 @@ webhooks = Table(
     # Feed id when it was made: it is told of later changes only.
     Column("after_event_id", BigInteger, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # A live chat message's platform credentials (a Slack or Telegram bot token, an ntfy access
+    # token; sent as given, so stored as given, never shown) and where it posts (a Slack
+    # channel, a Telegram chat).
+    Column("token", Text, nullable=True),
+    Column("channel", String(256), nullable=True),
     Index("ix_webhooks_user", "user_id"),
+)
+
+live_messages = Table(
+    "live_messages",
+    metadata,
+    # One chat message per job and webhook, kept up to date (``chat.py``): the platform's
+    # reference to it once posted, and who is sending to it now (a short claim, so two senders
+    # never post it twice nor edit it out of order).
+    Column("webhook_id", String(32), primary_key=True),
+    Column("job_user_id", String(128), primary_key=True),
+    Column("job_id", String(128), primary_key=True),
+    Column("ref", String(256), nullable=True),
+    Column("busy_until", UTCDateTime, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_live_messages_updated", "updated_at"),  # retention
 )
 
 webhook_deliveries = Table(

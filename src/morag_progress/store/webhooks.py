@@ -18,15 +18,25 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, func, select, tuple_, update
+from sqlalchemy import Connection, and_, func, or_, select, tuple_, update
 
 from morag_progress.audit import Action
+from morag_progress.chat import (
+    LIVE_PER_HOUR,
+    Target,
+    chat_body,
+    chat_text,
+    is_live,
+    render,
+    silent_seconds,
+)
 from morag_progress.eta import Eta, Pace, estimate
 from morag_progress.models import JobStatus, utcnow
 from morag_progress.store.cursor import FeedCursor
 from morag_progress.store.schema import (
     events,
     jobs,
+    live_messages,
     webhook_deliveries,
     webhooks,
 )
@@ -69,6 +79,10 @@ class Webhook:
     created_at: datetime
     format: str = "json"
     max_per_hour: int | None = None
+    channel: str | None = None
+    """Where a live message posts (a Slack channel, a Telegram chat)."""
+    live: bool = False
+    """It keeps one message per job up to date (``chat.py``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +102,8 @@ class Delivery:
     last_error: str | None
     created_at: datetime
     delivered_at: datetime | None
+    job_user_id: str = ""
+    """The job's user (ids are unique per user; an admin's webhook hears every user's jobs)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +112,12 @@ class Lease:
 
     delivery: Delivery
     user_id: str
+    spacing: float | None = None
+    """For a live webhook, the seconds its sends are kept apart (its ``max_per_hour``)."""
+
+
+def _live(hook: Any) -> bool:
+    return is_live(hook["format"], hook["token"])
 
 
 def _webhook(row: Any) -> Webhook:
@@ -108,6 +130,8 @@ def _webhook(row: Any) -> Webhook:
         created_at=row["created_at"],
         format=row["format"],
         max_per_hour=row["max_per_hour"],
+        channel=row["channel"],
+        live=_live(row),
     )
 
 
@@ -136,12 +160,17 @@ class WebhookStore:
         progress_interval_s: float,
         format: str = "json",
         max_per_hour: int | None = None,
+        token: str | None = None,
+        channel: str | None = None,
     ) -> tuple[Webhook, str]:
         """A new webhook and its secret. A chat ``format`` (slack, discord) is capped at
-        ``CHAT_PER_HOUR`` deliveries an hour unless ``max_per_hour`` says otherwise."""
+        ``CHAT_PER_HOUR`` deliveries an hour unless ``max_per_hour`` says otherwise; a live
+        one (``chat.is_live``) is paced at its platform's ``LIVE_PER_HOUR`` sends an hour."""
         if format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}")
-        if max_per_hour is None and format != "json":
+        if max_per_hour is None and is_live(format, token):
+            max_per_hour = LIVE_PER_HOUR[format]
+        elif max_per_hour is None and format != "json":
             max_per_hour = CHAT_PER_HOUR
         secret = "whsec_" + secrets.token_urlsafe(32)
         row = {
@@ -153,6 +182,8 @@ class WebhookStore:
             "progress_interval_s": progress_interval_s,
             "format": format,
             "max_per_hour": max_per_hour,
+            "token": token,
+            "channel": channel,
             "after_event_id": self.store.last_event_id(),
             "created_at": utcnow(),
         }
@@ -189,6 +220,7 @@ class WebhookStore:
                         webhook_deliveries.c.state == "pending",
                     )
                 )
+                conn.execute(live_messages.delete().where(live_messages.c.webhook_id == webhook_id))
             return gone
 
     def deliveries(self, webhook_id: str, *, limit: int = 100) -> list[Delivery]:
@@ -241,77 +273,122 @@ class WebhookStore:
             else:
                 rows = []  # nobody to tell: skip to the end without reading the feed
                 cursor.moved_to(end)
-            last_progress: dict[tuple[str, str, str], datetime] = {}
+            last_progress: dict[tuple[str, str, str], tuple[datetime, bool]] = {}
             known = _jobs_of(conn, rows, now) if hooks else {}
             sent_this_hour: dict[str, int] = {}
+            # A live message's progress, the latest of each job's in this batch: written once,
+            # after the loop (a job reporting 1,000 times a second makes one row a batch).
+            deferred: dict[tuple[str, str, str], tuple[Any, Any, datetime]] = {}
             for event in rows:
                 event_type = _event_type(event)
                 for hook in hooks:
                     if not _wants(hook, event, event_type):
                         continue
-                    if event_type == "job.progress" and self._throttled(
-                        conn, hook, event, now, last_progress
-                    ):
-                        continue
+                    live = _live(hook)
+                    due = now
+                    if event_type == "job.progress":
+                        due = self._progress_due(conn, hook, event, now, last_progress)
+                        if due > now and not live:
+                            continue  # throttled: the job's next progress tells its state
+                    key = (hook["id"], *_job_key(event))
+                    if live:  # its newest state replaces any of the job's not yet written
+                        deferred.pop(key, None)
+                        if event_type == "job.progress":
+                            deferred[key] = (hook, event, due)
+                            continue
                     exempt = event_type in _NEVER_CAPPED
-                    if self._over_cap(conn, hook, now, sent_this_hour, exempt=exempt):
+                    # A live message is paced as it is sent, not capped: one message a job,
+                    # whose waiting edit always carries the job's latest state.
+                    if not live and self._over_cap(conn, hook, now, sent_this_hour, exempt=exempt):
                         self.dropped += 1  # a flapping job must not flood a channel
                         continue
-                    if event_type == "job.progress":
-                        self._supersede(conn, hook, event)
-                    conn.execute(
-                        self.store.dialect_insert()(webhook_deliveries)
-                        .values(
-                            _new_delivery(hook, event, event_type, now, known.get(_job_key(event)))
-                        )
-                        .on_conflict_do_nothing()
-                    )
+                    self._make(conn, hook, event, event_type, now, now, known)
                     made += 1
+            for hook, event, due in deferred.values():
+                self._make(conn, hook, event, "job.progress", now, due, known)
+                made += 1
             cursor.save(conn, _OUTBOX, insert=self.store.dialect_insert())
         return made
 
+    def _make(
+        self,
+        conn: Connection,
+        hook: Any,
+        event: Any,
+        event_type: str,
+        now: datetime,
+        due: datetime,
+        known: dict[tuple[str, str], _Known],
+    ) -> None:
+        """Write one delivery, due at ``due``, superseding what it replaces."""
+        live = _live(hook)
+        if live or event_type == "job.progress":
+            self._supersede(conn, hook, event, every_type=live)
+        row = _new_delivery(hook, event, event_type, now, known.get(_job_key(event)))
+        row.update(created_at=due, next_attempt_at=due)
+        conn.execute(
+            self.store.dialect_insert()(webhook_deliveries).values(row).on_conflict_do_nothing()
+        )
+
     @staticmethod
-    def _throttled(
+    def _progress_due(
         conn: Any,
         hook: Any,
         event: Any,
         now: datetime,
-        last_progress: dict[tuple[str, str, str], datetime],
-    ) -> bool:
+        last_progress: dict[tuple[str, str, str], tuple[datetime, bool]],
+    ) -> datetime:
+        """When the job's progress may next be sent to ``hook``: ``now``, or (throttled) one
+        ``progress_interval_s`` after its last progress delivery was due. A plain webhook
+        drops a throttled progress (the next one tells the state). A live message keeps it,
+        due then, and while one of the job's waits unsent, a newer one replaces it at the
+        time it was due: the message always ends on the job's latest state, moves at most
+        once an interval, and a job that never stops reporting is never put off."""
         key = (hook["id"], *_job_key(event))
         if key not in last_progress:
             d = webhook_deliveries.c
             previous = conn.execute(
-                select(func.max(d.created_at)).where(
+                select(d.created_at, d.state)
+                .where(
                     d.webhook_id == hook["id"],
                     d.job_user_id == (event["user_id"] or ""),
                     d.job_id == event["job_id"],
                     d.event_type == "job.progress",
                 )
-            ).scalar()
+                .order_by(d.id.desc())  # the last made is the last due: dues never go back
+                .limit(1)
+            ).first()
             if previous is not None:
-                last_progress[key] = previous
-        previous = last_progress.get(key)
-        if previous is not None and (now - previous).total_seconds() < hook["progress_interval_s"]:
-            return True
-        last_progress[key] = now
-        return False
+                last_progress[key] = (previous[0], previous[1] == "pending")
+        live = _live(hook)
+        at, waiting = last_progress.get(key, (None, False))
+        if at is not None and live and waiting:
+            return max(at, now)
+        if at is not None and (now - at).total_seconds() < hook["progress_interval_s"]:
+            due: datetime = at + timedelta(seconds=hook["progress_interval_s"])
+            if live:
+                last_progress[key] = (due, True)
+            return due
+        last_progress[key] = (now, True)
+        return now
 
-    def _supersede(self, conn: Connection, hook: Any, event: Any) -> None:
+    def _supersede(self, conn: Connection, hook: Any, event: Any, *, every_type: bool) -> None:
         """A job's progress delivery that is still pending is superseded by its next one:
         a receiver that is down or slow has at most one progress delivery a job waiting (the
-        latest), however long it stays away; the other events are all kept."""
+        latest), however long it stays away; the other events are all kept. For a live
+        message (``every_type``), whose every delivery is the job's whole state, the newest
+        supersedes whatever of the job's is pending: its message never goes back."""
         d = webhook_deliveries.c
+        conditions = [
+            d.webhook_id == hook["id"],
+            d.job_user_id == (event["user_id"] or ""),
+            d.job_id == event["job_id"],
+            d.state == "pending",
+        ]
+        if not every_type:
+            conditions.append(d.event_type == "job.progress")
         done = conn.execute(
-            update(webhook_deliveries)
-            .where(
-                d.webhook_id == hook["id"],
-                d.job_user_id == (event["user_id"] or ""),
-                d.job_id == event["job_id"],
-                d.event_type == "job.progress",
-                d.state == "pending",
-            )
-            .values(state="superseded")
+            update(webhook_deliveries).where(*conditions).values(state="superseded")
         )
         self.superseded += max(0, done.rowcount)
 
@@ -366,6 +443,9 @@ class WebhookStore:
                 d.id,
                 d.next_attempt_at,
                 w.user_id,
+                w.format,
+                w.token.is_not(None).label("has_token"),
+                w.max_per_hour,
                 func.row_number().over(partition_by=d.webhook_id, order_by=oldest).label("hook"),
                 func.row_number().over(partition_by=w.user_id, order_by=oldest).label("user"),
             )
@@ -374,14 +454,19 @@ class WebhookStore:
             .subquery()
         )
         r = ranked.c
-        due = select(r.id, r.user_id)
+        due = select(r.id, r.user_id, r.format, r.has_token, r.max_per_hour)
         if per_webhook is not None:
             due = due.where(r.hook <= per_webhook)
         if per_user is not None:
             due = due.where(r.user <= per_user)
         due = due.order_by(r.user, r.next_attempt_at, r.id).limit(limit)
         with self.store.transaction("lease deliveries") as conn:
-            owners = {row[0]: row[1] for row in conn.execute(due)}
+            owners = {}
+            spacing: dict[int, float | None] = {}
+            for row in conn.execute(due):
+                owners[row.id] = row.user_id
+                live = is_live(row.format, "" if row.has_token else None)
+                spacing[row.id] = 3600 / (row.max_per_hour or 3600) if live else None
             if not owners:
                 return []
             c = webhook_deliveries.c
@@ -391,7 +476,10 @@ class WebhookStore:
                 .values(next_attempt_at=now + timedelta(seconds=lease_s))
                 .returning(*webhook_deliveries.c)
             ).mappings()
-            taken = {row["id"]: Lease(_delivery(row), owners[row["id"]]) for row in leased}
+            taken = {
+                row["id"]: Lease(_delivery(row), owners[row["id"]], spacing[row["id"]])
+                for row in leased
+            }
         return [taken[i] for i in owners if i in taken]  # in the order they were ranked
 
     def release(self, deliveries: Collection[Delivery], *, now: datetime) -> None:
@@ -406,11 +494,56 @@ class WebhookStore:
                 .values(next_attempt_at=now)
             )
 
-    def secret_and_url(self, webhook_id: str) -> tuple[str, str] | None:
-        stmt = select(webhooks.c.secret, webhooks.c.url).where(webhooks.c.id == webhook_id)
+    def target(self, webhook_id: str) -> Target | None:
+        """Where a webhook sends, with its secret and platform credentials (None: deleted)."""
+        w = webhooks.c
+        stmt = select(w.url, w.format, w.secret, w.token, w.channel).where(w.id == webhook_id)
         with self.store.connection("read webhook") as conn:
-            row = conn.execute(stmt).first()
-        return None if row is None else (row[0], row[1])
+            row = conn.execute(stmt).mappings().first()
+        return None if row is None else Target(**row)
+
+    # -- live messages ---------------------------------------------------------------------------
+
+    def claim_live(
+        self, delivery: Delivery, *, now: datetime, hold_s: float
+    ) -> tuple[bool, str | None]:
+        """Take the job's live message for ``hold_s`` seconds (whoever sends to it meanwhile
+        waits: it is never posted twice nor edited out of order). ``(True, ref)``: taken, with
+        the platform's reference to the message once posted; ``(False, None)``: another
+        sender holds it."""
+        m = live_messages.c
+        key = _live_key(delivery)
+        until = now + timedelta(seconds=hold_s)
+        with self.store.transaction("claim live message") as conn:
+            made = conn.execute(
+                self.store.dialect_insert()(live_messages)
+                .values(**key, ref=None, busy_until=until, updated_at=now)
+                .on_conflict_do_nothing()
+                .returning(m.job_id)  # rowcount is not to be trusted for this on every driver
+            ).first()
+            if made is not None:
+                return True, None
+            taken = conn.execute(
+                update(live_messages)
+                .where(
+                    *(getattr(m, name) == value for name, value in key.items()),
+                    or_(m.busy_until.is_(None), m.busy_until <= now),
+                )
+                .values(busy_until=until)
+                .returning(m.ref)
+            ).first()
+        return (True, taken[0]) if taken is not None else (False, None)
+
+    def release_live(self, delivery: Delivery, *, ref: str | None, now: datetime) -> None:
+        """Give the job's live message back, with its reference (None: not posted, or gone)."""
+        m = live_messages.c
+        key = _live_key(delivery)
+        with self.store.transaction("release live message") as conn:
+            conn.execute(
+                update(live_messages)
+                .where(*(getattr(m, name) == value for name, value in key.items()))
+                .values(ref=ref, busy_until=None, updated_at=now)
+            )
 
     def record(
         self,
@@ -420,9 +553,11 @@ class WebhookStore:
         error: str | None,
         now: datetime,
         max_attempts: int,
+        retry_after: float | None = None,
     ) -> str:
-        """Write what became of one attempt: ``delivered``, ``retry`` (later) or ``failed``
-        (for good); returns which."""
+        """Write what became of one attempt: ``delivered``, ``retry`` (later: not before
+        ``retry_after`` seconds, when the receiver asked for it) or ``failed`` (for good);
+        returns which."""
         attempts = delivery.attempts + 1
         values: dict[str, Any] = {"attempts": attempts, "last_status": status, "last_error": error}
         if status is not None and 200 <= status < 300:
@@ -435,6 +570,7 @@ class WebhookStore:
             outcome = "retry"
             # Exponential backoff with jitter: 1 s, 2 s, 4 s ... capped at an hour.
             wait = min(3600.0, 2.0 ** (attempts - 1)) * random.uniform(0.5, 1.0)
+            wait = max(wait, min(3600.0, retry_after or 0.0))
             values.update(next_attempt_at=now + timedelta(seconds=wait))
         c = webhook_deliveries.c
         conditions = [c.id == delivery.id]
@@ -445,6 +581,14 @@ class WebhookStore:
         with self.store.transaction("record delivery") as conn:
             conn.execute(update(webhook_deliveries).where(*conditions).values(values))
         return outcome
+
+
+def _live_key(delivery: Delivery) -> dict[str, str]:
+    return {
+        "webhook_id": delivery.webhook_id,
+        "job_user_id": delivery.job_user_id,
+        "job_id": delivery.job_id,
+    }
 
 
 def _event_type(event: Any) -> str:
@@ -500,55 +644,11 @@ def _jobs_of(conn: Connection, rows: list[Any], now: datetime) -> dict[tuple[str
     return found
 
 
-FORMATS = ("json", "slack", "discord")
+FORMATS = ("json", "slack", "discord", "telegram", "ntfy")
 _NEVER_CAPPED = frozenset({"job.finished", "job.failed", "job.cancelled"})
 """A job ends once: its end is always told, whatever the cap (it counts toward it)."""
 CHAT_PER_HOUR = 30
 """Deliveries an hour a chat webhook gets by default."""
-_ACTION_MARK = {Action.STRAGGLER.value: "🐢", Action.AT_RISK.value: "⏰"}
-_MARK = {
-    "PROCESSING": "⏳",
-    "STALLED": "⚠️",
-    "FINISHED": "✅",
-    "FAILED": "❌",
-    "CANCELLED": "🚫",
-}
-
-
-def silent_seconds(event: Any, last_seen_at: datetime | None) -> int | None:
-    """How long a stalled job's worker had been silent when the change was recorded (None for
-    another change, or when the worker has been heard from since)."""
-    if event["status"] != JobStatus.STALLED.value or last_seen_at is None:
-        return None
-    if last_seen_at > event["recorded_at"]:
-        return None
-    return int((event["recorded_at"] - last_seen_at).total_seconds())
-
-
-def chat_text(event: Any, name: str | None, eta: Eta | None, silent: int | None = None) -> str:
-    """One line for a chat channel: what happened to which job (as given: the caller
-    escapes it for its service)."""
-    job = f"{name or event['job_id']} ({event['job_id']})" if name else event["job_id"]
-    status = event["status"]
-    mark = _ACTION_MARK.get(event.get("action")) or _MARK.get(status, "•")
-    line = f"{mark} {job}: {status} {event['percentage']}%"
-    if event["message"]:
-        line += f": {event['message']}"
-    if eta is not None and status == JobStatus.PROCESSING.value:
-        minutes, seconds = divmod(int(eta.seconds), 60)
-        line += f" (about {minutes}:{seconds:02d} left)"
-    if silent is not None:
-        line += f" (no report for {silent} s)"
-    return line[:2000]
-
-
-def _chat_body(service: str, text: str) -> dict[str, Any]:
-    """A chat service's incoming-webhook body for ``text``, which comes from users' job names
-    and messages: it may mention no one (``@everyone``, ``<!channel>``) nor make links."""
-    if service == "slack":  # Slack's control characters, as its docs say to escape them
-        escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-        return {"text": escaped}
-    return {"content": text, "allowed_mentions": {"parse": []}}  # Discord: no pings
 
 
 def _new_delivery(
@@ -583,16 +683,21 @@ def _new_delivery(
         )
     if silent is not None:
         payload["job"]["silent_seconds"] = silent  # the worker's silence that stalled it
-    if hook["format"] != "json":  # their incoming webhooks' bodies: a line of text
-        text = chat_text(event, None if known is None else known.name, eta, silent)
-        payload = _chat_body(hook["format"], text)
+    name = None if known is None else known.name
+    if _live(hook):  # the job's whole state: the live message's next edit
+        serialized = render(event, name, eta, silent).to_json()
+    elif hook["format"] != "json":  # their incoming webhooks' bodies: a line of text
+        line = chat_text(event, name, eta, silent)
+        serialized = orjson.dumps(chat_body(hook["format"], line)).decode()
+    else:
+        serialized = orjson.dumps(payload).decode()
     return {
         "webhook_id": hook["id"],
         "event_id": event["id"],
         "event_type": event_type,
         "job_id": event["job_id"],
         "job_user_id": event["user_id"] or "",
-        "payload": orjson.dumps(payload).decode(),
+        "payload": serialized,
         "state": "pending",
         "attempts": 0,
         "next_attempt_at": now,

@@ -39,6 +39,8 @@ def _out(hook: Webhook) -> WebhookOut:
         format=hook.format,
         max_per_hour=hook.max_per_hour,
         created_at=hook.created_at,
+        channel=hook.channel,
+        live=hook.live,
     )
 
 
@@ -68,6 +70,7 @@ async def create_webhook(body: WebhookIn, caller: KeyCaller, request: Request) -
             f"this user has {most} webhooks, the most it may; delete one first", retry_after=60
         )
     allow_private = request.app.state.settings.webhook_allow_private
+    assert body.url is not None  # the model fills a live format's default
     await run_in_threadpool(check_url, body.url, allow_private=allow_private)
     hook, secret = await run_in_threadpool(
         _hooks(request).create,
@@ -77,6 +80,8 @@ async def create_webhook(body: WebhookIn, caller: KeyCaller, request: Request) -
         progress_interval_s=body.progress_interval_s,
         format=body.format,
         max_per_hour=body.max_per_hour,
+        token=body.token,
+        channel=body.channel,
     )
     return WebhookCreated(**_out(hook).model_dump(), secret=secret)
 
