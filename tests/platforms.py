@@ -33,15 +33,14 @@ class Message:
 
 class Platforms:
     """The three platforms on one loopback port: ``/slack/api/...``, ``/telegram/bot<token>/...``
-    and ``/ntfy/<topic>``."""
+    and ``/ntfy/<topic>``; and ``/lines``, a Slack incoming webhook (a message a body)."""
 
     def __init__(self) -> None:
         self.messages: dict[str, Message] = {}
         """By platform and reference (Slack's ts, Telegram's message id, ntfy's sequence id)."""
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
-        self.limit_next = 0
-        """Answer this many next requests with a 429."""
-        self.retry_after = 1
+        self.limited: dict[str, tuple[int, int]] = {}
+        """By platform: answer its next ``n`` requests with a 429 saying to wait ``s``."""
         self.lock = threading.Lock()
         self._ids = itertools.count(1)
         platforms = self
@@ -79,17 +78,26 @@ class Platforms:
 
     def answer(self, path: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], Any]:
         platform = path.split("/")[1]
-        if self.limit_next > 0:
-            self.limit_next -= 1
-            return self._limited(platform)
+        count, wait = self.limited.get(platform, (0, 0))
+        if count > 0:
+            self.limited[platform] = (count - 1, wait)
+            return self._limited(platform, wait)
         if platform == "slack":
             return self._slack(path.removeprefix("/slack/api/"), headers, body)
         if platform == "telegram":
             return self._telegram(path.removeprefix("/telegram/"), headers, body)
+        if platform == "lines":  # a Slack incoming webhook: every body a message of its own
+            self._keep(f"lines:{next(self._ids)}", json.loads(body)["text"])
+            return 200, {}, "ok"
         return self._ntfy(path.removeprefix("/ntfy/"), headers, body)
 
-    def _limited(self, platform: str) -> tuple[int, dict[str, str], Any]:
-        wait = {"Retry-After": str(self.retry_after)}
+    def limit(self, platform: str, count: int = 1, retry_after: int = 1) -> None:
+        """Answer ``platform``'s next ``count`` requests with a 429 (wait ``retry_after`` s)."""
+        with self.lock:
+            self.limited[platform] = (count, retry_after)
+
+    def _limited(self, platform: str, seconds: int) -> tuple[int, dict[str, str], Any]:
+        wait = {"Retry-After": str(seconds)}
         if platform == "telegram":  # says it in the body (and not always in a header)
             return (
                 429,
@@ -97,8 +105,8 @@ class Platforms:
                 {
                     "ok": False,
                     "error_code": 429,
-                    "description": f"Too Many Requests: retry after {self.retry_after}",
-                    "parameters": {"retry_after": self.retry_after},
+                    "description": f"Too Many Requests: retry after {seconds}",
+                    "parameters": {"retry_after": seconds},
                 },
             )
         if platform == "slack":

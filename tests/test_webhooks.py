@@ -1025,7 +1025,7 @@ def test_a_job_of_ten_thousand_reports_is_one_message_edited_about_once_a_second
             tracker.update_progress(job_id, i // 100, None, f"page {i}", "alice")
             if i % 200 == 0:
                 time.sleep(0.1)
-        platforms.limit_next, platforms.retry_after = 1, 2
+        platforms.limit(platform, retry_after=2)
         tracker.mark_completed(job_id, "all pages read", "alice")
         ended.append(time.monotonic())
 
