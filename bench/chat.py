@@ -8,8 +8,9 @@ allowed, the outbox polled as by default). Alice has three live webhooks (slack 
 token, telegram, ntfy; ``max_per_hour`` 3,600, one a second, a private chat's or a self-hosted
 ntfy's allowance) and, the reference, one ``slack`` incoming webhook (a line per event, the
 format a user has without a live message), as live: progress once a second, 3,600 an hour.
-One job gets ``--reports`` progress reports over HTTP as fast as one client sends them; then each platform
-answers its next request with a 429 and ``Retry-After: --retry-after``, and the job finishes.
+One job gets ``--reports`` progress reports over HTTP as fast as one client sends them; then
+each platform answers its next request with a 429 and ``Retry-After: --retry-after``, and
+the job finishes.
 
 Printed for each: messages made, edits, the shortest and mean gap between sends, and how long
 after the final report the final state was shown.
@@ -112,8 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             server.wait(10)
             platforms.close()
     print(f"{args.reports} reports over HTTP in {reported:.1f} s ({args.reports / reported:.0f}/s)")
-    print(f"{'platform':10} {'messages':>8} {'edits':>6} {'min gap':>8} {'mean gap':>9} "
-          f"{'final after':>12}")
+    print(
+        f"{'platform':10} {'messages':>8} {'edits':>6} {'min gap':>8} {'mean gap':>9} "
+        f"{'final after':>12}"
+    )
     for name in ("slack", "telegram", "ntfy"):
         messages = platforms.of(name)
         times = sorted(at for m in messages for at, _ in m.texts)
