@@ -7,10 +7,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 from rich.console import Console
 
-from morag_progress.cli.view import JobsView, read_events
+from morag_progress.cli.view import JobsView
 
 
 def job(job_id: str = "j1", **fields: object) -> dict[str, object]:
@@ -143,19 +142,6 @@ def test_a_lost_stream_is_said_above_the_table() -> None:
     console = Console(width=160, record=True)
     console.print(view.render())
     assert "disconnected" not in console.export_text()
-
-
-def test_read_events_parses_the_stream() -> None:
-    """Events with names, ids and multi-line data; comments come as 'comment' events."""
-    body = b": ping\r\n\r\nevent: snapshot\r\nid: 7\r\ndata: [1,\r\ndata: 2]\r\n\r\ndata: x\r\n\r\n"
-    response = httpx.Response(200, content=body)
-    events = list(read_events(response))
-    assert [(e.event, e.id) for e in events] == [
-        ("comment", None),
-        ("snapshot", "7"),
-        ("message", None),
-    ]
-    assert events[1].json() == [1, 2]
 
 
 def test_names_and_messages_are_shown_as_text_live_and_in_a_pipe() -> None:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import httpx
 from rich import box
 from rich.console import RenderableType
 from rich.progress_bar import ProgressBar
@@ -17,7 +14,7 @@ from rich.table import Table
 
 from morag_progress.cli.text import cell, column_width, visible
 
-__all__ = ["JobsView", "ServerEvent", "read_events"]
+__all__ = ["JobsView"]
 
 _STYLE = {
     "PENDING": "dim",
@@ -29,42 +26,6 @@ _STYLE = {
     "CANCELLED": "magenta",
 }
 TERMINAL = frozenset({"FINISHED", "FAILED", "CANCELLED"})
-
-
-@dataclass
-class ServerEvent:
-    """One server-sent event."""
-
-    event: str = "message"
-    data: str = ""
-    id: str | None = None
-
-    def json(self) -> Any:
-        return json.loads(self.data)
-
-
-def read_events(response: httpx.Response) -> Iterator[ServerEvent]:
-    """Server-sent events from a streaming response; comments (keep-alives) come as events
-    named ``comment``."""
-    event = ServerEvent()
-    lines: list[str] = []
-    for line in response.iter_lines():
-        if line == "":
-            if lines:
-                event.data = "\n".join(lines)
-                yield event
-            event, lines = ServerEvent(), []
-            continue
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "":  # a comment (keep-alive): told apart so readers can look at the clock
-            yield ServerEvent(event="comment", data=value)
-        elif name == "data":
-            lines.append(value)
-        elif name == "event":
-            event.event = value
-        elif name == "id":
-            event.id = value
 
 
 def as_clock(value: float | None) -> str:

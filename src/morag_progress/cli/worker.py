@@ -24,9 +24,10 @@ from rich.live import Live
 
 from morag_progress.cli.failures import http_failure, say, unreachable, within
 from morag_progress.cli.text import markup_safe, visible
-from morag_progress.cli.view import TERMINAL, JobsView, ServerEvent, read_events
+from morag_progress.cli.view import TERMINAL, JobsView
 from morag_progress.client import ProgressReporter, spool
 from morag_progress.client._core import Verdict, check_worker, connection
+from morag_progress.client.events import ServerEvent, read_events
 from morag_progress.client.jobs import job_body
 from morag_progress.errors import ConfigurationError
 from morag_progress.parser import ProgressEventParser
