@@ -395,6 +395,10 @@ from morag_progress.cli.jobs import jobs_app  # noqa: E402 - after the worker co
 
 app.add_typer(jobs_app, name="jobs")
 
+from morag_progress.cli.agents import mcp  # noqa: E402 - after the worker commands
+
+app.command(short_help="Serve the jobs as MCP tools for agents (stdio or streamable HTTP).")(mcp)
+
 
 @app.command(
     short_help="The whole system on this machine, live in the terminal: no servers needed."
