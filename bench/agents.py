@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -85,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         time.sleep(args.interval)
                     client.put(f"/api/v1/remote-jobs/{job}/result", json={"success": True})
 
-            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            async def on_progress(progress: float, total: float | None, _: str | None) -> None:
                 heard.setdefault(int(progress), time.monotonic())
 
             async def watch() -> None:
@@ -113,7 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 process.wait(10)
     mcp = [heard[p] - at for p, at in reported.items() if p in heard]
     direct = [streamed[p] - at for p, at in reported.items() if p in streamed]
-    print(f"{len(reported)} reports, {args.interval * 1000:.0f} ms apart; heard {len(mcp)} over MCP")
+    apart = f"{args.interval * 1000:.0f} ms apart"
+    print(f"{len(reported)} reports, {apart}; heard {len(mcp)} over MCP")
     print(f"{'path':24} {'p50':>8} {'p95':>8} {'max':>8}")
     for name, delays in (("MCP notification", mcp), ("API event stream (floor)", direct)):
         ms = [d * 1000 for d in delays]
