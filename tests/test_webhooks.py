@@ -57,6 +57,8 @@ class Receiver:
                 receiver.requests.append((dict(self.headers), body))
                 status = receiver.fail.pop(0) if receiver.fail else 200
                 self.send_response(status)
+                if status == 429:
+                    self.send_header("Retry-After", "30")
                 self.end_headers()
                 self.wfile.write(b"ok" if status == 200 else b"try later")
 
@@ -227,6 +229,35 @@ def test_delivery_retried_until_accepted_with_stable_signed_body(
     )
     assert (event["job"]["action"], event["job"]["actor"]) == ("report", tracker.actor)
     assert headers["X-Morag-Event-Id"] == event["id"]
+
+
+def test_a_receiver_that_asks_to_wait_is_left_alone_that_long(
+    store: SQLStore, tracker: JobTracker, clock: Clock, receiver: Callable[..., Receiver]
+) -> None:
+    """A 429 with ``Retry-After: 30`` is tried again no sooner than 30 s later (the backoff
+    alone would have waited a second)."""
+    endpoint = receiver(fail=[429])
+    hooks = WebhookStore(store)
+    hook, _ = hooks.create(
+        user_id="alice", url=endpoint.url, event_types=["job.finished"], progress_interval_s=10
+    )
+    job_id = tracker.start_job("talk.mp3", "audio", user_id="alice")
+    tracker.mark_completed(job_id, "done", "alice")
+    sender = dispatcher(store, clock)
+
+    async def run() -> None:
+        assert await sender.tick() == 1
+        [first] = hooks.deliveries(hook.id)
+        assert first.last_status == 429
+        assert first.next_attempt_at - clock.now >= timedelta(seconds=30)
+        clock.advance(29)
+        assert await sender.tick() == 0
+        clock.advance(1.01)
+        assert await sender.tick() == 1
+        await sender._client.aclose()
+
+    asyncio.run(run())
+    assert hooks.deliveries(hook.id)[0].state == "delivered"
 
 
 def test_gives_up_after_max_attempts(

@@ -40,6 +40,7 @@ __all__ = [
     "read_answer",
     "render",
     "request",
+    "retry_after_seconds",
     "silent_seconds",
 ]
 
@@ -280,8 +281,9 @@ _SLACK_GONE = frozenset({"message_not_found", "cant_update_message", "edit_windo
 _TELEGRAM_GONE = ("message to edit not found", "message can't be edited")
 
 
-def _retry_after(headers: Any, status: int, now: float) -> float | None:
-    """Seconds from a ``Retry-After`` header (seconds or an HTTP date), for a 429 or 503."""
+def retry_after_seconds(headers: Any, status: int, now: float) -> float | None:
+    """Seconds a receiver asked to wait with ``Retry-After`` (seconds or an HTTP date; at most
+    an hour), for a 429 or 503; None otherwise."""
     value = headers.get("retry-after") if status in (429, 503) else None
     if value is None:
         return None
@@ -300,7 +302,7 @@ def read_answer(
 ) -> Answer:
     """Read a platform's answer to :func:`request`. Never raises: an answer it cannot read
     is a failure to try again."""
-    retry_after = _retry_after(headers, status, now)
+    retry_after = retry_after_seconds(headers, status, now)
     try:
         data = orjson.loads(body) if body else None
     except orjson.JSONDecodeError:

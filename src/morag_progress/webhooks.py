@@ -443,10 +443,12 @@ class Dispatcher:
             "X-Morag-Timestamp": str(now),
         }
         sent = await self._call(chat.Call("POST", target.url, headers, body))
-        status, error = (None, sent) if isinstance(sent, str) else (sent.status, None)
-        if status is not None and status >= 300:
-            error = f"the receiver answered HTTP {status}"
-        await self._record(delivery, status, error)
+        if isinstance(sent, str):
+            await self._record(delivery, None, sent)
+            return
+        error = f"the receiver answered HTTP {sent.status}" if sent.status >= 300 else None
+        wait = chat.retry_after_seconds(sent.headers, sent.status, time.time())
+        await self._record(delivery, sent.status, error, wait)
 
     async def _record(
         self,
