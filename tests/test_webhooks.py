@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from morag_progress import JobTracker
 from morag_progress.api import create_app
@@ -27,6 +28,7 @@ from morag_progress.keys import Role
 from morag_progress.models import utcnow
 from morag_progress.settings import Settings
 from morag_progress.store import SQLStore
+from morag_progress.store.schema import live_messages
 from morag_progress.store.webhooks import ALL_USERS, EVENT_TYPES
 from morag_progress.webhooks import (
     Dispatcher,
@@ -1024,12 +1026,20 @@ def _live_hook(store: SQLStore, platforms: Platforms, platform: str, **options: 
 
 
 async def _send_until(store: SQLStore, done: Callable[[], bool], timeout: float = 30) -> None:
-    """Run a dispatcher as a server does (every 0.1 s) until ``done()``."""
+    """Run a dispatcher as a server does (every 0.1 s) until ``done()`` and until what it
+    sends is over (a sender stopped between the platform's answer and noting it would post
+    that message again next time, as a server stopped mid-send does)."""
     sender = Dispatcher(WebhookStore(store), allow_private=True)
     task = asyncio.create_task(sender.run(0.1))
+
+    def sending() -> bool:
+        with store.connection("test") as conn:
+            busy = live_messages.c.busy_until.is_not(None)
+            return conn.execute(select(live_messages.c.job_id).where(busy)).first() is not None
+
     try:
         deadline = time.monotonic() + timeout
-        while not done():
+        while not done() or sending():
             assert time.monotonic() < deadline, "the live message did not reach its state"
             await asyncio.sleep(0.05)
     finally:
