@@ -1,12 +1,13 @@
 """Slack's Web API, Telegram's Bot API and ntfy's publish API on loopback, as their documents
 describe them (the real ones are not reachable from tests): each request's shape is checked and
-a wrong one gets the platform's own error, the messages are kept with every edit and its time,
-and the next requests can be answered with a 429 and the platform's way of saying how long to
-wait."""
+a wrong one gets the platform's own error, Slack's answers are gzipped when the client accepts
+it (as Slack's are), the messages are kept with every edit and its time, and the next requests
+can be answered with a 429 and the platform's way of saying how long to wait."""
 
 from __future__ import annotations
 
 import email.header
+import gzip
 import http.server
 import itertools
 import json
@@ -51,12 +52,19 @@ class Platforms:
                 with platforms.lock:
                     platforms.requests.append((self.path, dict(self.headers), body))
                     status, headers, answer = platforms.answer(self.path, self.headers, body)
+                data = json.dumps(answer).encode()
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
+                if self.path.startswith("/slack/") and "gzip" in (
+                    self.headers.get("Accept-Encoding") or ""
+                ):  # as Slack's Web API answers
+                    data = gzip.compress(data)
+                    self.send_header("Content-Encoding", "gzip")
+                self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(json.dumps(answer).encode())
+                self.wfile.write(data)
 
             do_PUT = do_POST
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -179,8 +179,8 @@ class Target:
 
     url: str
     format: str
-    secret: str
-    token: str | None = None
+    secret: str = field(repr=False)
+    token: str | None = field(default=None, repr=False)
     channel: str | None = None
 
     @property
@@ -193,9 +193,9 @@ class Call:
     """One HTTP request to a platform."""
 
     method: str
-    url: str
-    headers: dict[str, str]
-    body: bytes
+    url: str = field(repr=False)  # Telegram's holds the bot's token
+    headers: dict[str, str] = field(repr=False)  # and so do the others' Authorization
+    body: bytes = field(repr=False)
 
 
 def _cut(text: str, limit: int) -> str:

@@ -475,16 +475,19 @@ class Dispatcher:
         a message that cannot be edited any more posted anew, a 429's wait kept by the whole
         webhook (the platform limits the channel or the bot, not the job)."""
         now = self._clock()
-        taken, ref = await run_to_completion(
+        claim, ref = await run_to_completion(
             self.hooks.claim_live, delivery, now=now, hold_s=max(60.0, 3 * self.timeout)
         )
-        if not taken:  # another sender is at this job's message: this waits its turn
+        if claim == "busy":  # another sender is at this job's message: this waits its turn
             await run_to_completion(self.hooks.release, [delivery], now=now + timedelta(seconds=1))
             return
-        message = chat.Message.from_json(delivery.payload)
+        if claim == "stale":  # the message shows a later change already
+            await run_to_completion(self.hooks.drop, delivery)
+            return
         key = chat.message_key(delivery.webhook_id, delivery.job_user_id, delivery.job_id)
         answer, status = chat.Answer(False, error="not sent"), None
         try:
+            message = chat.Message.from_json(delivery.payload)
             for _ in range(2):  # an edit of a message gone, then its post
                 sent = await self._call(chat.request(target, message, ref, key=key))
                 if isinstance(sent, str):
@@ -504,8 +507,13 @@ class Dispatcher:
                 ref = None
             if answer.ok and answer.ref is not None:
                 ref = answer.ref
+        except Exception:  # a bug of ours: told, counted as a failed attempt, never stuck
+            logger.warning("live message delivery failed", exc_info=True)
+            answer = chat.Answer(False, error="could not build or read the platform's request")
         finally:
-            await run_to_completion(self.hooks.release_live, delivery, ref=ref, now=self._clock())
+            await run_to_completion(
+                self.hooks.release_live, delivery, ref=ref, now=self._clock(), shown=answer.ok
+            )
         if answer.retry_after is not None:
             self._paced[delivery.webhook_id] = max(
                 self._paced.get(delivery.webhook_id, 0.0), self._monotonic() + answer.retry_after
@@ -555,7 +563,9 @@ class Dispatcher:
                     auth=auth,
                 ) as response:
                     body = bytearray()
-                    async for chunk in response.aiter_raw():
+                    # Decoded (a platform's answer may be gzipped), and still bounded: read a
+                    # chunk at a time up to the cap.
+                    async for chunk in response.aiter_bytes():
                         body += chunk[: self.max_response_bytes - len(body)]
                         if len(body) >= self.max_response_bytes:
                             break  # what a receiver says past this is not our business

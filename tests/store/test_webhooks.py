@@ -458,21 +458,27 @@ def test_a_live_message_has_one_sender_at_a_time(
     [delivery] = hooks.deliveries(hook)
     assert delivery.job_user_id == "alice"
     now = clock()
-    assert hooks.claim_live(delivery, now=now, hold_s=60) == (True, None)
-    assert hooks.claim_live(delivery, now=now, hold_s=60) == (False, None)
-    hooks.release_live(delivery, ref="77", now=now)
-    assert hooks.claim_live(delivery, now=now, hold_s=60) == (True, "77")
-    assert hooks.claim_live(delivery, now=now + timedelta(seconds=59), hold_s=60)[0] is False
-    assert hooks.claim_live(delivery, now=now + timedelta(seconds=60), hold_s=60) == (True, "77")
+    assert hooks.claim_live(delivery, now=now, hold_s=60) == ("taken", None)
+    assert hooks.claim_live(delivery, now=now, hold_s=60) == ("busy", None)
+    hooks.release_live(delivery, ref="77", now=now, shown=False)
+    assert hooks.claim_live(delivery, now=now, hold_s=60) == ("taken", "77")
+    assert hooks.claim_live(delivery, now=now + timedelta(seconds=59), hold_s=60)[0] == "busy"
+    assert hooks.claim_live(delivery, now=now + timedelta(seconds=60), hold_s=60) == ("taken", "77")
     other = dataclasses.replace(delivery, job_id="another")
-    assert hooks.claim_live(other, now=now, hold_s=60) == (True, None)  # its own message
+    assert hooks.claim_live(other, now=now, hold_s=60) == ("taken", None)  # its own message
+    # Once it shows a change, an older delivery (late, another replica's) is not sent over it.
+    hooks.release_live(other, ref="9", now=now, shown=True)
+    older = dataclasses.replace(other, event_id=other.event_id - 1)
+    assert hooks.claim_live(older, now=now, hold_s=60) == ("stale", None)
+    newer = dataclasses.replace(other, event_id=other.event_id + 1)
+    assert hooks.claim_live(newer, now=now, hold_s=60) == ("taken", "9")
     assert hooks.target(hook).live  # type: ignore[union-attr]
-    hooks.release_live(delivery, ref="77", now=now)
+    hooks.release_live(delivery, ref="77", now=now, shown=False)
     hooks.store.prune(before=now + timedelta(seconds=1))  # last sent before: forgotten
-    assert hooks.claim_live(delivery, now=now, hold_s=60) == (True, None)
-    hooks.release_live(delivery, ref="78", now=now + timedelta(seconds=2))
+    assert hooks.claim_live(delivery, now=now, hold_s=60) == ("taken", None)
+    hooks.release_live(delivery, ref="78", now=now + timedelta(seconds=2), shown=False)
     assert hooks.delete(hook, "alice")
-    assert hooks.claim_live(delivery, now=now, hold_s=60) == (True, None)  # forgotten
+    assert hooks.claim_live(delivery, now=now, hold_s=60) == ("taken", None)  # forgotten
 
 
 def test_a_retry_waits_at_least_what_the_receiver_asked(

@@ -307,6 +307,9 @@ live_messages = Table(
     Column("job_user_id", String(128), primary_key=True),
     Column("job_id", String(128), primary_key=True),
     Column("ref", String(256), nullable=True),
+    # The feed id of the state it shows: an older delivery (another replica's, late) is not
+    # sent over it.
+    Column("event_id", BigInteger, nullable=True),
     Column("busy_until", UTCDateTime, nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_live_messages_updated", "updated_at"),  # retention

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from sqlalchemy import Connection, and_, func, or_, select, tuple_, update
@@ -506,11 +506,12 @@ class WebhookStore:
 
     def claim_live(
         self, delivery: Delivery, *, now: datetime, hold_s: float
-    ) -> tuple[bool, str | None]:
+    ) -> tuple[Literal["taken", "busy", "stale"], str | None]:
         """Take the job's live message for ``hold_s`` seconds (whoever sends to it meanwhile
-        waits: it is never posted twice nor edited out of order). ``(True, ref)``: taken, with
-        the platform's reference to the message once posted; ``(False, None)``: another
-        sender holds it."""
+        waits: it is never posted twice nor edited out of order). ``("taken", ref)``: with the
+        platform's reference to the message once posted; ``("busy", None)``: another sender
+        holds it; ``("stale", None)``: it shows a later change than ``delivery`` already (a
+        late delivery, another replica's), which must not be sent over it."""
         m = live_messages.c
         key = _live_key(delivery)
         until = now + timedelta(seconds=hold_s)
@@ -522,28 +523,52 @@ class WebhookStore:
                 .returning(m.job_id)  # rowcount is not to be trusted for this on every driver
             ).first()
             if made is not None:
-                return True, None
+                return "taken", None
+            mine = [getattr(m, name) == value for name, value in key.items()]
             taken = conn.execute(
                 update(live_messages)
                 .where(
-                    *(getattr(m, name) == value for name, value in key.items()),
+                    *mine,
                     or_(m.busy_until.is_(None), m.busy_until <= now),
+                    or_(m.event_id.is_(None), m.event_id < delivery.event_id),
                 )
                 .values(busy_until=until)
                 .returning(m.ref)
             ).first()
-        return (True, taken[0]) if taken is not None else (False, None)
+            if taken is not None:
+                return "taken", taken[0]
+            shown = conn.execute(select(m.event_id).where(*mine)).scalar()
+        return (
+            ("stale", None) if shown is not None and shown >= delivery.event_id else ("busy", None)
+        )
 
-    def release_live(self, delivery: Delivery, *, ref: str | None, now: datetime) -> None:
-        """Give the job's live message back, with its reference (None: not posted, or gone)."""
+    def release_live(
+        self, delivery: Delivery, *, ref: str | None, now: datetime, shown: bool
+    ) -> None:
+        """Give the job's live message back, with its reference (None: not posted, or gone),
+        and, when ``shown``, the change it shows now (``delivery``'s)."""
         m = live_messages.c
         key = _live_key(delivery)
+        values: dict[str, Any] = {"ref": ref, "busy_until": None, "updated_at": now}
+        if shown:
+            values["event_id"] = delivery.event_id
         with self.store.transaction("release live message") as conn:
             conn.execute(
                 update(live_messages)
                 .where(*(getattr(m, name) == value for name, value in key.items()))
-                .values(ref=ref, busy_until=None, updated_at=now)
+                .values(values)
             )
+
+    def drop(self, delivery: Delivery) -> None:
+        """Supersede a pending delivery without sending it (its message shows later already)."""
+        c = webhook_deliveries.c
+        with self.store.transaction("drop delivery") as conn:
+            done = conn.execute(
+                update(webhook_deliveries)
+                .where(c.id == delivery.id, c.state == "pending")
+                .values(state="superseded")
+            )
+        self.superseded += max(0, done.rowcount)
 
     def record(
         self,

@@ -28,6 +28,7 @@ def upgrade() -> None:
         sa.Column("job_user_id", sa.String(128), nullable=False),
         sa.Column("job_id", sa.String(128), nullable=False),
         sa.Column("ref", sa.String(256), nullable=True),
+        sa.Column("event_id", sa.BigInteger(), nullable=True),
         sa.Column("busy_until", UTCDateTime(), nullable=True),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("webhook_id", "job_user_id", "job_id"),
