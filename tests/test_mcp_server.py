@@ -158,6 +158,12 @@ def test_the_tools_over_stdio_are_the_apis_with_the_callers_key(api: Api) -> Non
                 answer = await session.call_tool(verb, {"job_id": theirs})
                 assert answer.is_error, verb
                 assert refused in _text(answer), verb
+            for sneaky in ("../stream-tokens?", f"{mine}/share-links?", "a b"):
+                answer = await session.call_tool("cancel_job", {"job_id": sneaky})
+                assert answer.is_error, sneaky  # an id is an id: no other route is reached
+                assert "job_id" in _text(answer)
+            links = api.call(api.alice, "GET", f"/api/v1/jobs/{mine}/share-links")
+            assert links.status_code in (404, 405)  # no such listing: and none was made
             bad = await session.call_tool("list_jobs", {"limit": 1000})
             assert bad.is_error
             assert "limit" in _text(bad)
@@ -215,6 +221,36 @@ def test_a_watch_notifies_each_report_within_a_second_over_http(api: Api) -> Non
     assert len(delays) >= 95  # a change that lands in the same instant as the next may merge
     p95 = delays[int(len(delays) * 0.95) - 1]
     assert p95 <= 1.0, delays[-10:]
+
+
+def test_a_watch_that_reaches_its_percentage_in_a_burst_returns_at_once(api: Api) -> None:
+    """Reports far faster than notifications go out (a burst, or a resumed stream's replay),
+    and the watch's percentage reached early: it returns at once, its stream let go."""
+    job_id = api.job(api.alice)
+
+    def burst() -> None:
+        time.sleep(1.0)
+        for p in range(1, 100):
+            api.report(api.alice, job_id, p)
+
+    async def run() -> tuple[Any, float]:
+        async with over_stdio(api, api.alice) as session:
+            worker = threading.Thread(target=burst)
+            worker.start()
+            started = time.monotonic()
+            result = await session.call_tool(
+                "watch_job",
+                {"job_id": job_id, "until_percentage": 5, "timeout_seconds": 60},
+                progress_callback=lambda *_: asyncio.sleep(0.05),  # a slow listener
+            )
+            worker.join()
+            return result, time.monotonic() - started
+
+    result, took = asyncio.run(run())
+    assert not result.is_error, _text(result)
+    assert result.structured_content["outcome"] == "reached"
+    assert result.structured_content["job"]["id"] == job_id
+    assert took < 20
 
 
 class IdleProxy:

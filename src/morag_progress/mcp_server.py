@@ -20,18 +20,20 @@ process, each for at most a day; a dropped stream is resumed from its last event
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 import httpx
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
-from morag_progress.bounds import MAX_ID
+from morag_progress.bounds import MAX_ID, check_id
 from morag_progress.client.events import ServerEvent, aread_events
 
 __all__ = ["MAX_WATCHES", "build_server"]
@@ -46,7 +48,18 @@ _RECONNECT = (0.5, 1.0, 2.0, 5.0)
 """Seconds before each new try of a stream that dropped (the last repeats)."""
 
 _Ctx = Context[httpx.AsyncClient, Any]
-JobId = Annotated[str, Field(min_length=1, max_length=MAX_ID, description="The job's id.")]
+
+
+def _job_id(value: str) -> str:
+    check_id("job_id", value)  # letters, digits and _ . : @ -: an id never reaches another route
+    return value
+
+
+JobId = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_ID, description="The job's id."),
+    AfterValidator(_job_id),
+]
 Status = Literal[
     "PENDING",
     "WAITING_FOR_REMOTE_WORKER",
@@ -176,20 +189,20 @@ def build_server(
     @server.tool()
     async def show_job(ctx: _Ctx, job_id: JobId) -> dict[str, Any]:
         """One job: its status, percentage, message, stage, ETA, children and times."""
-        job: dict[str, Any] = await api(ctx).call("GET", f"/api/v1/jobs/{job_id}")
+        job: dict[str, Any] = await api(ctx).call("GET", _path(job_id))
         return job
 
     @server.tool()
     async def cancel_job(ctx: _Ctx, job_id: JobId) -> dict[str, Any]:
         """Ask a job to stop: its worker is told at its next report. The job as it is now."""
-        job: dict[str, Any] = await api(ctx).call("POST", f"/api/v1/jobs/{job_id}/cancel")
+        job: dict[str, Any] = await api(ctx).call("POST", _path(job_id, "cancel"))
         return job
 
     @server.tool()
     async def requeue_job(ctx: _Ctx, job_id: JobId) -> dict[str, Any]:
         """Put a failed, cancelled or stalled job back in the queue (it resumes from its last
         checkpoint, if it saved one). The job as it is now."""
-        job: dict[str, Any] = await api(ctx).call("POST", f"/api/v1/jobs/{job_id}/requeue")
+        job: dict[str, Any] = await api(ctx).call("POST", _path(job_id, "requeue"))
         return job
 
     @server.tool()
@@ -198,7 +211,7 @@ def build_server(
     ) -> dict[str, Any]:
         """A job's last changes, oldest first: who made each, its status and percentage."""
         params = {"order": "desc", "limit": limit}
-        path = f"/api/v1/jobs/{job_id}/history"
+        path = _path(job_id, "history")
         events: list[Any] = await api(ctx).call("GET", path, params=params)
         return {"job_id": job_id, "events": events[::-1]}
 
@@ -222,7 +235,7 @@ def build_server(
         async with watches:
             deadline = time.monotonic() + timeout_seconds
             progress = _Progress(ctx, keepalive)
-            job: dict[str, Any] = await caller.call("GET", f"/api/v1/jobs/{job_id}")
+            job: dict[str, Any] = await caller.call("GET", _path(job_id))
             await progress.tell(job)
 
             def outcome() -> str | None:
@@ -234,12 +247,15 @@ def build_server(
                 return None
 
             why = outcome() or await _follow(caller, job_id, progress, outcome, deadline)
-            if why != "timeout" or not progress.job:
-                final: dict[str, Any] = await caller.call("GET", f"/api/v1/jobs/{job_id}")
-                progress.job = final
-            return {"outcome": why, "job": progress.job}
+            final: dict[str, Any] = await caller.call("GET", _path(job_id))
+            return {"outcome": why, "job": final}
 
     return server
+
+
+def _path(job_id: str, *rest: str) -> str:
+    """A job's address in the API, its id escaped: an id never reaches another route."""
+    return "/".join(("/api/v1/jobs", quote(job_id, safe=""), *rest))
 
 
 def _bearer(headers: Mapping[str, str] | None) -> str | None:
@@ -295,12 +311,9 @@ async def _follow(
                 left = deadline - time.monotonic()
         finally:
             reader.cancel()
-            try:
-                await reader
-            except asyncio.CancelledError:
-                pass
-            except ToolError:
-                raise
+            await asyncio.wait([reader])  # a cancel of this watch itself still ends it
+            if not reader.cancelled() and isinstance(reader.exception(), ToolError):
+                raise reader.exception()  # type: ignore[misc]
         pause = _RECONNECT[min(failures, len(_RECONNECT) - 1)]
         failures += 1
         await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
@@ -315,9 +328,7 @@ async def _read(
     """Put the stream's events in ``events``, then None when it ends or drops. A refusal
     for good (a key revoked, a job gone) is raised; a busy or restarting server is a drop."""
     try:
-        async with api.client.stream(
-            "GET", f"/api/v1/jobs/{job_id}/events", headers=headers
-        ) as response:
+        async with api.client.stream("GET", _path(job_id, "events"), headers=headers) as response:
             if response.status_code != 200:
                 await response.aread()
                 if response.status_code != 429 and response.status_code < 500:
@@ -329,4 +340,6 @@ async def _read(
     except httpx.HTTPError:
         pass
     finally:
-        await events.put(None)
+        # Never waits: a watch that stopped reading (its end reached) must not hold this.
+        with contextlib.suppress(asyncio.QueueFull):
+            events.put_nowait(None)

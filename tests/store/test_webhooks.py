@@ -489,3 +489,19 @@ def test_a_retry_waits_at_least_what_the_receiver_asked(
     hooks.record(delivery, status=429, error="busy", now=now, max_attempts=5, retry_after=30)
     [after] = hooks.deliveries(delivery.webhook_id)
     assert (after.next_attempt_at - now).total_seconds() == 30
+
+
+def test_a_live_messages_change_while_one_is_being_sent_keeps_the_interval(
+    hooks: WebhookStore, tracker: JobTracker, clock: Clock
+) -> None:
+    """A change made while the job's last delivery is being sent (leased) waits the interval
+    after it, rather than going out right behind it."""
+    hook = _live(hooks, interval=10)
+    job_id = tracker.start_job("a.pdf", "pdf", user_id="alice")
+    now = clock()
+    hooks.fill(now=now)
+    [lease] = hooks.lease_due(now=now)
+    assert lease.spacing == 3  # a telegram webhook's 1,200 an hour
+    tracker.apply(ProgressUpdate(job_id, 10, user_id="alice"))
+    hooks.fill(now=now + timedelta(seconds=1))
+    assert _states(hooks, hook)[-1][1:] == ("pending", now + timedelta(seconds=10))

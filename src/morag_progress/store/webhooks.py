@@ -341,14 +341,15 @@ class WebhookStore:
         """When the job's progress may next be sent to ``hook``: ``now``, or (throttled) one
         ``progress_interval_s`` after its last progress delivery was due. A plain webhook
         drops a throttled progress (the next one tells the state). A live message keeps it,
-        due then, and while one of the job's waits unsent, a newer one replaces it at the
-        time it was due: the message always ends on the job's latest state, moves at most
-        once an interval, and a job that never stops reporting is never put off."""
+        due then, and while one of the job's waits unsent (not yet taken by a sender), a
+        newer one replaces it at the time it was due: the message always ends on the job's
+        latest state, moves at most once an interval, and a job that never stops reporting
+        is never put off."""
         key = (hook["id"], *_job_key(event))
         if key not in last_progress:
             d = webhook_deliveries.c
             previous = conn.execute(
-                select(d.created_at, d.state)
+                select(d.created_at, d.state, d.next_attempt_at)
                 .where(
                     d.webhook_id == hook["id"],
                     d.job_user_id == (event["user_id"] or ""),
@@ -359,7 +360,11 @@ class WebhookStore:
                 .limit(1)
             ).first()
             if previous is not None:
-                last_progress[key] = (previous[0], previous[1] == "pending")
+                # Waiting: made and not yet taken. One being sent (leased) or backing off
+                # after a failure has moved its next attempt past its due time: the next
+                # change then keeps the interval after it.
+                unsent = previous[1] == "pending" and previous[2] <= previous[0]
+                last_progress[key] = (previous[0], unsent)
         live = _live(hook)
         at, waiting = last_progress.get(key, (None, False))
         if at is not None and live and waiting:
