@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -37,9 +38,10 @@ class Api:
     """A real ``morag-progress serve`` on SQLite, with keys for Alice and Bob."""
 
     def __init__(self, tmp_path: Path) -> None:
+        self.db = tmp_path / "jobs.db"
         self.env = {
             **os.environ,
-            "MORAG_PROGRESS_DATABASE_URL": f"sqlite:///{tmp_path / 'jobs.db'}",
+            "MORAG_PROGRESS_DATABASE_URL": f"sqlite:///{self.db}",
             "MORAG_PROGRESS_RATE_LIMIT_PER_SECOND": "0",
         }
         self.server = ServerProcess(self.env).start()
@@ -162,8 +164,8 @@ def test_the_tools_over_stdio_are_the_apis_with_the_callers_key(api: Api) -> Non
                 answer = await session.call_tool("cancel_job", {"job_id": sneaky})
                 assert answer.is_error, sneaky  # an id is an id: no other route is reached
                 assert "job_id" in _text(answer)
-            links = api.call(api.alice, "GET", f"/api/v1/jobs/{mine}/share-links")
-            assert links.status_code in (404, 405)  # no such listing: and none was made
+            with sqlite3.connect(api.db) as db:  # the share link the second would have made
+                assert db.execute("SELECT count(*) FROM share_links").fetchone() == (0,)
             bad = await session.call_tool("list_jobs", {"limit": 1000})
             assert bad.is_error
             assert "limit" in _text(bad)
@@ -251,6 +253,36 @@ def test_a_watch_that_reaches_its_percentage_in_a_burst_returns_at_once(api: Api
     assert result.structured_content["outcome"] == "reached"
     assert result.structured_content["job"]["id"] == job_id
     assert took < 20
+
+
+def test_one_key_cannot_take_every_watch(api: Api) -> None:
+    """Ten watches of one key at once, and an eleventh is refused, saying why; another
+    user's key still watches."""
+    mine, theirs = api.job(api.alice), api.job(api.bob)
+    mcp = McpHttp(api)
+
+    async def run() -> None:
+        async with over_http(mcp.url, api.alice) as alice, over_http(mcp.url, api.bob) as bob:
+            waits = [
+                asyncio.create_task(
+                    alice.call_tool("watch_job", {"job_id": mine, "timeout_seconds": 6})
+                )
+                for _ in range(10)
+            ]
+            await asyncio.sleep(2)
+            refused = await alice.call_tool("watch_job", {"job_id": mine, "timeout_seconds": 1})
+            assert refused.is_error
+            assert "this key runs 10 watches already" in _text(refused)
+            other = await bob.call_tool("watch_job", {"job_id": theirs, "timeout_seconds": 1})
+            assert not other.is_error, _text(other)
+            assert other.structured_content["outcome"] == "timeout"
+            for done in await asyncio.gather(*waits):
+                assert done.structured_content["outcome"] == "timeout"
+
+    try:
+        asyncio.run(run())
+    finally:
+        mcp.stop()
 
 
 class IdleProxy:

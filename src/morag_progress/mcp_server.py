@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -40,6 +42,8 @@ __all__ = ["MAX_WATCHES", "build_server"]
 
 MAX_WATCHES = 100
 """Watches one MCP server runs at once, by default (each holds one event stream of the API)."""
+MAX_WATCHES_PER_KEY = 10
+"""Watches of one API key at once, by default: one caller cannot take every slot."""
 
 TERMINAL = ("FINISHED", "FAILED", "CANCELLED")
 _NUDGE = 1e-6
@@ -135,11 +139,13 @@ def build_server(
     *,
     keepalive: float = 15.0,
     max_watches: int = MAX_WATCHES,
+    max_watches_per_key: int = MAX_WATCHES_PER_KEY,
     timeout: float = 10.0,
 ) -> MCPServer:
     """The MCP server, calling the API at ``api_url``: with ``api_key`` (stdio), or, when it is
     None, with each HTTP request's own bearer key."""
     watches = asyncio.Semaphore(max_watches)
+    by_key: Counter[str] = Counter()  # running watches by caller (a hash of the key)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[httpx.AsyncClient]) -> AsyncIterator[httpx.AsyncClient]:
@@ -230,25 +236,45 @@ def build_server(
         """Wait until a job ends (or reaches ``until_percentage``), with a progress notification
         at each change. Returns the job and why the wait ended: ended, reached or timeout."""
         caller = api(ctx)
+        mine = hashlib.sha256(caller.headers["Authorization"].encode()).hexdigest()
         if watches.locked():
             raise ToolError(f"this server runs {max_watches} watches already; try again later")
-        async with watches:
-            deadline = time.monotonic() + timeout_seconds
-            progress = _Progress(ctx, keepalive)
-            job: dict[str, Any] = await caller.call("GET", _path(job_id))
-            await progress.tell(job)
+        if by_key[mine] >= max_watches_per_key:
+            raise ToolError(f"this key runs {max_watches_per_key} watches already; end one first")
+        by_key[mine] += 1
+        try:
+            async with watches:
+                return await watch(caller, job_id, until_percentage, timeout_seconds, ctx)
+        finally:
+            by_key[mine] -= 1
+            if not by_key[mine]:
+                del by_key[mine]
 
-            def outcome() -> str | None:
-                if progress.job.get("status") in TERMINAL:
-                    return "ended"
-                percentage = int(progress.job.get("percentage") or 0)
-                if until_percentage is not None and percentage >= until_percentage:
-                    return "reached"
-                return None
+    async def watch(
+        caller: _Api,
+        job_id: str,
+        until_percentage: int | None,
+        timeout_seconds: float,
+        ctx: _Ctx,
+    ) -> dict[str, Any]:
+        """One watch: the job at each change, until it ends, reaches the percentage, or the
+        deadline."""
+        deadline = time.monotonic() + timeout_seconds
+        progress = _Progress(ctx, keepalive)
+        job: dict[str, Any] = await caller.call("GET", _path(job_id))
+        await progress.tell(job)
 
-            why = outcome() or await _follow(caller, job_id, progress, outcome, deadline)
-            final: dict[str, Any] = await caller.call("GET", _path(job_id))
-            return {"outcome": why, "job": final}
+        def outcome() -> str | None:
+            if progress.job.get("status") in TERMINAL:
+                return "ended"
+            percentage = int(progress.job.get("percentage") or 0)
+            if until_percentage is not None and percentage >= until_percentage:
+                return "reached"
+            return None
+
+        why = outcome() or await _follow(caller, job_id, progress, outcome, deadline)
+        final: dict[str, Any] = await caller.call("GET", _path(job_id))
+        return {"outcome": why, "job": final}
 
     return server
 
